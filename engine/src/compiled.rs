@@ -1,0 +1,280 @@
+//! The immutable compiled configuration: everything arithmetic or textual is done
+//! here, once, so that deciding is a few lookups (the `split_clients` way).
+//! One value, built whole from the YAML and swappable whole.
+
+use ahash::{AHashMap, AHashSet};
+
+use crate::cidr::CidrTable;
+use crate::config::{self, Backend, Config, HeaderMatch, HostValue, Strategy, Target, UserKey};
+use crate::hash::Threshold;
+
+#[derive(Debug)]
+pub struct CompiledConfig {
+    pub version: String,
+    pub services: Vec<CompiledService>,
+    exact_hosts: AHashMap<Box<[u8]>, u32>,
+    /// `*.example.com` stored as `.example.com`.
+    wildcard_hosts: AHashMap<Box<[u8]>, u32>,
+    /// Longest wildcard suffix, to skip hopeless probes.
+    longest_wildcard: usize,
+    by_name: AHashMap<Box<str>, u32>,
+}
+
+/// Where one side of a migration sends a request.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// `$migration_host`
+    pub host: String,
+    /// `$migration_backend`
+    pub backend: String,
+    /// `$migration_scheme`
+    pub scheme: &'static str,
+}
+
+#[derive(Debug)]
+pub struct CompiledService {
+    pub name: String,
+    pub old: Endpoint,
+    pub new: Endpoint,
+    pub enabled: bool,
+    pub strategy: Strategy,
+    pub percentage_bp: u32,
+    pub(crate) threshold: Threshold,
+    pub(crate) user_key: UserKey,
+    pub(crate) salt: Box<[u8]>,
+    pub(crate) headers: HeaderSlots,
+    pub(crate) header_rules: Vec<CompiledHeaderRule>,
+    pub(crate) ip_table: CidrTable,
+    pub(crate) ip_targets: Vec<Target>,
+    pub(crate) users: AHashMap<Box<[u8]>, Target>,
+}
+
+impl CompiledService {
+    pub fn endpoint(&self, target: Target) -> &Endpoint {
+        match target {
+            Target::Old => &self.old,
+            Target::New => &self.new,
+        }
+    }
+
+    pub(crate) fn needs_user_id(&self) -> bool {
+        !self.users.is_empty() || self.strategy == Strategy::User
+    }
+}
+
+/// The distinct header names a service's rules look at, each given a slot, so one
+/// pass over the request's headers finds all the values the rules need.
+#[derive(Debug, Default)]
+pub(crate) struct HeaderSlots {
+    names: Vec<Box<[u8]>>,
+    /// Bit `n` set when some name is `n` bytes long (names under 64 bytes).
+    lengths: u64,
+    /// Used instead of a linear scan when there are many names.
+    index: Option<AHashMap<Box<[u8]>, u16>>,
+}
+
+const LINEAR_SLOTS: usize = 8;
+
+impl HeaderSlots {
+    fn slot_for(&mut self, lowercase_name: &str) -> u16 {
+        let name = lowercase_name.as_bytes();
+        if let Some(i) = self.names.iter().position(|n| &**n == name) {
+            return i as u16;
+        }
+        self.names.push(name.into());
+        self.lengths |= 1u64.checked_shl(name.len() as u32).unwrap_or(0);
+        (self.names.len() - 1) as u16
+    }
+
+    fn finish(&mut self) {
+        if self.names.len() > LINEAR_SLOTS {
+            self.index = Some(self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as u16)).collect());
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    #[inline]
+    pub(crate) fn find(&self, lowercase_name: &[u8]) -> Option<usize> {
+        let len = lowercase_name.len();
+        if len < 64 && self.lengths & (1u64 << len) == 0 {
+            return None;
+        }
+        match &self.index {
+            Some(index) => index.get(lowercase_name).map(|&i| i as usize),
+            None => self.names.iter().position(|n| **n == *lowercase_name),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledHeaderRule {
+    pub slot: u16,
+    pub matcher: Matcher,
+    pub target: Target,
+    pub from: Option<CidrTable>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Matcher {
+    Value(Box<[u8]>),
+    Few(Vec<Box<[u8]>>),
+    Many(AHashSet<Box<[u8]>>),
+    Pattern(regex::bytes::Regex),
+    Present(bool),
+}
+
+impl Matcher {
+    #[inline]
+    pub fn matches(&self, value: Option<&[u8]>) -> bool {
+        match (self, value) {
+            (Matcher::Present(wanted), v) => v.is_some() == *wanted,
+            (_, None) => false,
+            (Matcher::Value(expected), Some(v)) => **expected == *v,
+            (Matcher::Few(set), Some(v)) => set.iter().any(|e| **e == *v),
+            (Matcher::Many(set), Some(v)) => set.contains(v),
+            (Matcher::Pattern(re), Some(v)) => re.is_match(v),
+        }
+    }
+}
+
+impl CompiledConfig {
+    pub fn compile(config: Config) -> CompiledConfig {
+        let mut exact_hosts = AHashMap::new();
+        let mut wildcard_hosts = AHashMap::new();
+        let mut by_name = AHashMap::new();
+        let mut longest_wildcard = 0;
+        let mut services = Vec::with_capacity(config.services.len());
+        for (index, service) in config.services.into_iter().enumerate() {
+            let index = index as u32;
+            for host in &service.hosts {
+                match host.wildcard_suffix() {
+                    Some(suffix) => {
+                        let key: Box<[u8]> = format!(".{suffix}").into_bytes().into();
+                        longest_wildcard = longest_wildcard.max(key.len());
+                        wildcard_hosts.insert(key, index);
+                    }
+                    None => {
+                        exact_hosts.insert(host.0.as_bytes().into(), index);
+                    }
+                }
+            }
+            by_name.insert(service.name.0.as_str().into(), index);
+            services.push(compile_service(service));
+        }
+        CompiledConfig { version: config.version, services, exact_hosts, wildcard_hosts, longest_wildcard, by_name }
+    }
+
+    /// The service named `name`.
+    pub fn service_index(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The service whose `hosts` match a Host header: exact names first, then the
+    /// longest `*.suffix`; case-insensitive, port and trailing dot ignored.
+    pub fn service_for_host(&self, host: &[u8]) -> Option<u32> {
+        let host = strip_port(host);
+        let host = host.strip_suffix(b".").unwrap_or(host);
+        if host.is_empty() || host.len() > 255 {
+            return None;
+        }
+        let mut buf = [0u8; 255];
+        let lower = &mut buf[..host.len()];
+        lower.copy_from_slice(host);
+        lower.make_ascii_lowercase();
+        let lower = &*lower;
+        if let Some(&i) = self.exact_hosts.get(lower) {
+            return Some(i);
+        }
+        if self.wildcard_hosts.is_empty() {
+            return None;
+        }
+        // Longest suffix first: ".b.example.com" before ".example.com".
+        for (pos, _) in lower.iter().enumerate().filter(|(_, &c)| c == b'.') {
+            let suffix = &lower[pos..];
+            if suffix.len() > self.longest_wildcard {
+                continue;
+            }
+            if let Some(&i) = self.wildcard_hosts.get(suffix) {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        // [v6]:port
+        return match host.iter().position(|&c| c == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&c| c == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
+}
+
+fn endpoint(host: HostValue, backend: Backend) -> Endpoint {
+    Endpoint { host: host.0, backend: backend.address, scheme: backend.scheme }
+}
+
+const FEW_VALUES: usize = 8;
+
+fn compile_service(s: config::Service) -> CompiledService {
+    let mut headers = HeaderSlots::default();
+    let header_rules = s
+        .canary
+        .header_rules
+        .into_iter()
+        .map(|rule| CompiledHeaderRule {
+            slot: headers.slot_for(&rule.header.0),
+            matcher: match rule.matcher {
+                HeaderMatch::Value(v) => Matcher::Value(v.into_bytes().into()),
+                HeaderMatch::Values(vs) if vs.len() <= FEW_VALUES => {
+                    Matcher::Few(vs.into_iter().map(|v| v.into_bytes().into()).collect())
+                }
+                HeaderMatch::Values(vs) => Matcher::Many(vs.into_iter().map(|v| v.into_bytes().into()).collect()),
+                HeaderMatch::Pattern(p) => Matcher::Pattern(p.0),
+                HeaderMatch::Present(p) => Matcher::Present(p),
+            },
+            target: rule.target,
+            from: rule.from.map(|nets| CidrTable::new(nets.into_iter().map(|c| (c.0, 0)))),
+        })
+        .collect();
+    headers.finish();
+
+    let ip_targets: Vec<Target> = s.canary.ip_rules.iter().map(|r| r.target).collect();
+    let ip_table = CidrTable::new(
+        s.canary.ip_rules.iter().enumerate().flat_map(|(i, r)| r.cidrs.iter().map(move |c| (c.0, i as u32))),
+    );
+
+    // First match wins: a user listed by two rules keeps the first rule's target.
+    let mut users = AHashMap::new();
+    for rule in &s.canary.user_rules {
+        for user in &rule.users {
+            users.entry(user.0.as_bytes().into()).or_insert(rule.target);
+        }
+    }
+
+    CompiledService {
+        name: s.name.0,
+        old: endpoint(s.old_host, s.old_backend),
+        new: endpoint(s.new_host, s.new_backend),
+        enabled: s.migration.enabled,
+        strategy: s.migration.strategy,
+        percentage_bp: s.migration.percentage.0,
+        threshold: Threshold::from_basis_points(s.migration.percentage.0),
+        user_key: s.migration.user_key,
+        salt: s.migration.hash_salt.into_bytes().into(),
+        headers,
+        header_rules,
+        ip_table,
+        ip_targets,
+        users,
+    }
+}

@@ -1,0 +1,512 @@
+//! The YAML model (SPEC "The YAML"): reading a plain document or a whole ConfigMap
+//! manifest, validating it strictly, and reporting every problem with its file,
+//! line, column and field path.
+//!
+//! Validation happens while the YAML is read: scalars validate themselves
+//! (`values.rs`), and each mapping with cross-field rules is read through
+//! [`Validate`], so that serde_yaml locates every error at the node it concerns.
+
+mod error;
+pub mod values;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+pub use error::ConfigError;
+pub use values::*;
+
+/// A validated configuration file.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `version`, or a content hash of the file when it has none.
+    pub version: String,
+    pub services: Vec<Service>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: ServiceName,
+    /// `hosts`, defaulting to `[old_host]`.
+    pub hosts: Vec<HostPattern>,
+    pub old_host: HostValue,
+    pub old_backend: Backend,
+    pub new_host: HostValue,
+    pub new_backend: Backend,
+    pub migration: Migration,
+    pub canary: Canary,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migration {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default)]
+    pub percentage: Percentage,
+    #[serde(default)]
+    pub user_key: UserKey,
+    #[serde(default)]
+    pub hash_salt: String,
+}
+
+impl Default for Migration {
+    fn default() -> Self {
+        Migration {
+            enabled: true,
+            strategy: Strategy::Weight,
+            percentage: Percentage(0),
+            user_key: UserKey::default(),
+            hash_salt: String::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    #[serde(default)]
+    pub header_rules: Vec<HeaderRule>,
+    #[serde(default)]
+    pub ip_rules: Vec<IpRule>,
+    #[serde(default)]
+    pub user_rules: Vec<UserRule>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HeaderRule {
+    pub header: HeaderName,
+    pub matcher: HeaderMatch,
+    pub target: Target,
+    /// `from:`: honour the rule only for clients in these networks.
+    pub from: Option<Vec<Cidr>>,
+}
+
+#[derive(Clone, Debug)]
+pub enum HeaderMatch {
+    Value(String),
+    Values(Vec<String>),
+    Pattern(Pattern),
+    /// `present: true` matches any value; `present: false` matches an absent header.
+    Present(bool),
+}
+
+#[derive(Clone, Debug)]
+pub struct IpRule {
+    pub cidrs: Vec<Cidr>,
+    pub target: Target,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserRule {
+    pub users: Vec<NonEmpty>,
+    pub target: Target,
+}
+
+/// A mapping read as `Raw` (strict serde derive) and then checked as a whole.
+/// Errors raised here are located at the mapping itself.
+trait Validate: Sized {
+    type Raw: DeserializeOwned;
+    fn validate(raw: Self::Raw) -> Result<Self, String>;
+}
+
+struct ValidatingVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Validate> Visitor<'de> for ValidatingVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        let raw = T::Raw::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        T::validate(raw).map_err(de::Error::custom)
+    }
+}
+
+macro_rules! validated_mapping {
+    ($ty:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_map(ValidatingVisitor(PhantomData))
+            }
+        }
+    };
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderRule {
+    header: HeaderName,
+    value: Option<String>,
+    values: Option<Vec<String>>,
+    pattern: Option<Pattern>,
+    present: Option<bool>,
+    target: Target,
+    from: Option<Vec<Cidr>>,
+}
+
+impl Validate for HeaderRule {
+    type Raw = RawHeaderRule;
+    fn validate(r: RawHeaderRule) -> Result<Self, String> {
+        let matcher = match (r.value, r.values, r.pattern, r.present) {
+            (Some(v), None, None, None) => HeaderMatch::Value(v),
+            (None, Some(vs), None, None) => {
+                if vs.is_empty() {
+                    return Err("values: must list at least one value".into());
+                }
+                HeaderMatch::Values(vs)
+            }
+            (None, None, Some(p), None) => HeaderMatch::Pattern(p),
+            (None, None, None, Some(p)) => HeaderMatch::Present(p),
+            (None, None, None, None) => {
+                return Err("a header rule needs one of value, values, pattern or present".into())
+            }
+            _ => return Err("a header rule takes only one of value, values, pattern or present".into()),
+        };
+        if matches!(&r.from, Some(f) if f.is_empty()) {
+            return Err("from: must list at least one network (leave it out to allow every client)".into());
+        }
+        Ok(HeaderRule { header: r.header, matcher, target: r.target, from: r.from })
+    }
+}
+validated_mapping!(HeaderRule);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIpRule {
+    cidr: Option<Cidr>,
+    cidrs: Option<Vec<Cidr>>,
+    target: Target,
+}
+
+impl Validate for IpRule {
+    type Raw = RawIpRule;
+    fn validate(r: RawIpRule) -> Result<Self, String> {
+        let cidrs = match (r.cidr, r.cidrs) {
+            (Some(c), None) => vec![c],
+            (None, Some(cs)) if !cs.is_empty() => cs,
+            (None, Some(_)) => return Err("cidrs: must list at least one network".into()),
+            (None, None) => return Err("an ip rule needs cidr or cidrs".into()),
+            (Some(_), Some(_)) => return Err("an ip rule takes cidr or cidrs, not both".into()),
+        };
+        Ok(IpRule { cidrs, target: r.target })
+    }
+}
+validated_mapping!(IpRule);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUserRule {
+    users: Vec<NonEmpty>,
+    target: Target,
+}
+
+impl Validate for UserRule {
+    type Raw = RawUserRule;
+    fn validate(r: RawUserRule) -> Result<Self, String> {
+        if r.users.is_empty() {
+            return Err("users: must list at least one user id".into());
+        }
+        Ok(UserRule { users: r.users, target: r.target })
+    }
+}
+validated_mapping!(UserRule);
+
+/// `fallback:` belongs to a later version of the module (it needs the shared
+/// zone). Refusing it is safer than accepting and silently not honouring it.
+struct NotYetSupported;
+
+impl<'de> Deserialize<'de> for NotYetSupported {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NotYetSupported;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("nothing: this build of the module does not support it yet")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<NotYetSupported, A::Error> {
+                Err(de::Error::custom("not supported by this build of the module yet; remove it"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: ServiceName,
+    hosts: Option<Vec<HostPattern>>,
+    old_host: HostValue,
+    old_backend: Backend,
+    new_host: HostValue,
+    new_backend: Backend,
+    #[serde(default)]
+    migration: Migration,
+    #[serde(default)]
+    canary: Canary,
+    #[allow(dead_code)]
+    fallback: Option<NotYetSupported>,
+}
+
+impl Validate for Service {
+    type Raw = RawService;
+    fn validate(r: RawService) -> Result<Self, String> {
+        let hosts = match r.hosts {
+            Some(h) if h.is_empty() => return Err("hosts: must list at least one host (leave it out to use old_host)".into()),
+            Some(h) => h,
+            None => vec![HostPattern::parse(&r.old_host.0).map_err(|e| format!("old_host cannot be matched against Host: {e}"))?],
+        };
+        Ok(Service {
+            name: r.name,
+            hosts,
+            old_host: r.old_host,
+            old_backend: r.old_backend,
+            new_host: r.new_host,
+            new_backend: r.new_backend,
+            migration: r.migration,
+            canary: r.canary,
+        })
+    }
+}
+
+/// The services list, checked across services: names are unique and no host
+/// pattern belongs to two services. Each service is read through a seed that
+/// remembers what came before, so a duplicate is reported at the service that
+/// repeats it.
+struct ServiceList(Vec<Service>);
+
+impl<'de> Deserialize<'de> for ServiceList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = ServiceList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of services")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ServiceList, A::Error> {
+                let mut seen = Seen::default();
+                let mut services = Vec::new();
+                while let Some(service) = seq.next_element_seed(ServiceSeed { seen: &mut seen, index: services.len() })? {
+                    services.push(service);
+                }
+                Ok(ServiceList(services))
+            }
+        }
+        d.deserialize_seq(ListVisitor)
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, usize>,
+    hosts: HashMap<String, usize>,
+}
+
+struct ServiceSeed<'a> {
+    seen: &'a mut Seen,
+    index: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ServiceSeed<'_> {
+    type Value = Service;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Service, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ServiceSeed<'_> {
+    type Value = Service;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a service mapping")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Service, A::Error> {
+        let service: Service = ValidatingVisitor(PhantomData).visit_map(map)?;
+        let name = &service.name.0;
+        if let Some(first) = self.seen.names.insert(name.clone(), self.index) {
+            self.seen.names.insert(name.clone(), first);
+            return Err(de::Error::custom(format!("duplicate service name {name:?} (first used by services[{first}])")));
+        }
+        for host in &service.hosts {
+            match self.seen.hosts.get(&host.0) {
+                Some(&other) if other != self.index => {
+                    return Err(de::Error::custom(format!(
+                        "host {:?} is already routed by services[{other}]; a host belongs to one service",
+                        host.0
+                    )))
+                }
+                _ => {
+                    self.seen.hosts.insert(host.0.clone(), self.index);
+                }
+            }
+        }
+        Ok(service)
+    }
+}
+
+/// `version:` as written; numbers are accepted and kept as text.
+struct Version(String);
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Version;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a version string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Version, E> {
+                if v.is_empty() || v.chars().any(char::is_control) {
+                    return Err(E::custom("must be a non-empty single-line string"));
+                }
+                Ok(Version(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Version, E> {
+                Ok(Version(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Version, E> {
+                Ok(Version(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Version, E> {
+                Ok(Version(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocument {
+    version: Option<Version>,
+    services: ServiceList,
+}
+
+/// Parses and validates a configuration. `file` names it in error messages.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let content_version = format!("{:016x}", fnv1a64(text.as_bytes()));
+    let document = unwrap_configmap(file, text)?;
+    let (label, body, offset) = match &document {
+        Some(embedded) => (embedded.label.as_str(), embedded.text.as_str(), embedded.offset),
+        None => (file, text, None),
+    };
+    let is_empty = match serde_yaml::from_str::<serde_yaml::Value>(body) {
+        Ok(value) => value.is_null(),
+        Err(_) => false, // reported, located, by the typed read below
+    };
+    if is_empty {
+        return Err(ConfigError::new(
+            label,
+            None,
+            "",
+            "the document is empty; expected a mapping with `services` (`services: []` routes nothing)",
+        ));
+    }
+    let raw: RawDocument = serde_yaml::from_str(body).map_err(|e| {
+        let mut err = ConfigError::from_yaml(label, &e);
+        if let (Some((line, column)), Some((line_offset, indent))) = (err.location, offset) {
+            err.location = Some((line + line_offset, column + indent));
+        }
+        err
+    })?;
+    Ok(Config {
+        version: raw.version.map_or(content_version, |v| v.0),
+        services: raw.services.0,
+    })
+}
+
+struct Embedded {
+    /// How errors name the embedded document.
+    label: String,
+    text: String,
+    /// (lines before its first line, its indentation) in the manifest, when the
+    /// document is a literal block whose lines map one to one onto the file's.
+    offset: Option<(usize, usize)>,
+}
+
+/// A ConfigMap manifest gives its `data."migration.yaml"` (or its only `*.yaml`
+/// key); any other document is the service document itself.
+fn unwrap_configmap(file: &str, text: &str) -> Result<Option<Embedded>, ConfigError> {
+    let value: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Err(ConfigError::from_yaml(file, &e)),
+    };
+    let is_configmap = value.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap");
+    if !is_configmap {
+        return Ok(None);
+    }
+    let data = value
+        .get("data")
+        .and_then(|d| d.as_mapping())
+        .ok_or_else(|| ConfigError::new(file, None, "data", "a ConfigMap needs a `data` mapping holding migration.yaml"))?;
+    let key = if data.contains_key("migration.yaml") {
+        "migration.yaml".to_owned()
+    } else {
+        let yaml_keys: Vec<&str> = data
+            .keys()
+            .filter_map(|k| k.as_str())
+            .filter(|k| k.ends_with(".yaml") || k.ends_with(".yml"))
+            .collect();
+        match yaml_keys.as_slice() {
+            [only] => (*only).to_owned(),
+            [] => return Err(ConfigError::new(file, None, "data", "the ConfigMap has no migration.yaml key")),
+            _ => {
+                return Err(ConfigError::new(
+                    file,
+                    None,
+                    "data",
+                    format!("the ConfigMap has several *.yaml keys ({}) and none is migration.yaml", yaml_keys.join(", ")),
+                ))
+            }
+        }
+    };
+    let body = data[key.as_str()]
+        .as_str()
+        .ok_or_else(|| ConfigError::new(file, None, &format!("data.{key}"), "must be a string holding the YAML document"))?;
+    let offset = literal_block_offset(text, &key);
+    let label = if offset.is_some() { file.to_owned() } else { format!("{file} (data.{key})") };
+    Ok(Some(Embedded { label, text: body.to_owned(), offset }))
+}
+
+/// Finds `KEY: |` in the manifest and returns (its line number, the block's
+/// indentation), so embedded positions can be reported as positions in the file.
+fn literal_block_offset(text: &str, key: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = None;
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let rest = [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")]
+            .iter()
+            .find_map(|k| trimmed.strip_prefix(k.as_str()))
+            .map(str::trim);
+        if let Some(rest) = rest {
+            if !(rest == "|" || rest == "|-" || rest == "|+") || found.is_some() {
+                return None;
+            }
+            found = Some(i);
+        }
+    }
+    let key_line = found?;
+    let indent = lines[key_line + 1..]
+        .iter()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start_matches(' ').len())?;
+    Some((key_line + 1, indent))
+}
+
+/// FNV-1a, 64-bit: the content hash that stands in for a missing `version`.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests;

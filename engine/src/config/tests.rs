@@ -1,0 +1,225 @@
+//! One test per class of configuration error, each asserting the message and its
+//! location, plus the documents that must load.
+
+use super::*;
+
+const BASE: &str = "\
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old.svc:8078
+    new_host: api.kong.example
+    new_backend: api.kong.example:443
+";
+
+fn err(text: &str) -> ConfigError {
+    parse("m.yaml", text).expect_err("the document must be refused")
+}
+
+/// BASE plus `extra` (indented under the service).
+fn with(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+#[track_caller]
+fn assert_err(text: &str, expected: &str) {
+    assert_eq!(err(text).to_string(), expected);
+}
+
+#[test]
+fn the_seed_configmap_loads_unchanged() {
+    let text = include_str!("../../../nginx/configmap.yaml");
+    let config = parse("configmap.yaml", text).unwrap();
+    assert_eq!(config.services.len(), 1);
+    let s = &config.services[0];
+    assert_eq!(s.name.0, "api-name01");
+    assert_eq!(s.migration.percentage, Percentage(2000));
+    assert_eq!(s.new_backend.scheme, "https");
+    assert_eq!(s.canary.header_rules.len(), 1);
+}
+
+#[test]
+fn plain_document_loads_with_defaults() {
+    let c = parse("m.yaml", BASE).unwrap();
+    let s = &c.services[0];
+    assert_eq!(s.hosts, vec![HostPattern("api.example".into())]);
+    assert!(s.migration.enabled);
+    assert_eq!(s.migration.strategy, Strategy::Weight);
+    assert_eq!(s.migration.percentage, Percentage(0));
+    assert_eq!(s.migration.user_key, UserKey::Header("x-user-id".into()));
+    assert_eq!(c.version.len(), 16, "content hash stands in for a missing version");
+}
+
+#[test]
+fn version_is_reported_as_written() {
+    assert_eq!(parse("m.yaml", &format!("version: \"2026-11-24.1\"\n{BASE}")).unwrap().version, "2026-11-24.1");
+    assert_eq!(parse("m.yaml", &format!("version: 7\n{BASE}")).unwrap().version, "7");
+}
+
+#[test]
+fn content_hash_changes_with_content() {
+    let a = parse("m.yaml", BASE).unwrap().version;
+    let b = parse("m.yaml", &with("    migration: {percentage: 5}\n")).unwrap().version;
+    assert_ne!(a, b);
+}
+
+#[test]
+fn empty_services_list_is_valid() {
+    assert!(parse("m.yaml", "services: []\n").unwrap().services.is_empty());
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let e = err("services:\n  - name: [api\n");
+    assert_eq!(e.file, "m.yaml");
+    assert!(e.location.is_some(), "{e}");
+    assert!(e.to_string().starts_with("m.yaml:"), "{e}");
+}
+
+#[test]
+fn empty_file_is_refused() {
+    assert_err("", "m.yaml: the document is empty; expected a mapping with `services` (`services: []` routes nothing)");
+    assert_err("  \n# only a comment\n", "m.yaml: the document is empty; expected a mapping with `services` (`services: []` routes nothing)");
+}
+
+#[test]
+fn missing_services_key_is_refused() {
+    assert_err("version: x\n", "m.yaml:1:1: missing field `services`");
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    assert_err(&with("    migraton: {}\n"), "m.yaml:7:5: services[0]: unknown field `migraton`, expected one of `name`, `hosts`, `old_host`, `old_backend`, `new_host`, `new_backend`, `migration`, `canary`, `fallback`");
+    assert_err(&with("    migration:\n      percent: 5\n"), "m.yaml:8:7: services[0].migration: unknown field `percent`, expected one of `enabled`, `strategy`, `percentage`, `user_key`, `hash_salt`");
+}
+
+#[test]
+fn wrong_type_is_refused() {
+    assert_err(&with("    migration:\n      enabled: \"yes\"\n"), "m.yaml:8:16: services[0].migration.enabled: wrong type: string \"yes\", expected a boolean");
+    assert_err(&with("    migration:\n      percentage: \"20\"\n"), "m.yaml:8:19: services[0].migration.percentage: wrong type: string \"20\", expected a number between 0 and 100");
+    assert_err("services: {}\n", "m.yaml:1:11: services: wrong type: map, expected a list of services");
+}
+
+#[test]
+fn missing_required_field_is_refused() {
+    assert_err("services:\n  - name: a\n    old_host: a\n", "m.yaml:2:5: services[0]: missing field `old_backend`");
+}
+
+#[test]
+fn duplicate_service_name_is_refused() {
+    let text = format!("{BASE}  - name: api\n    old_host: b.example\n    old_backend: b:1\n    new_host: b\n    new_backend: b:2\n");
+    assert_err(&text, "m.yaml:7:5: services[1]: duplicate service name \"api\" (first used by services[0])");
+}
+
+#[test]
+fn host_claimed_by_two_services_is_refused() {
+    let text = format!("{BASE}  - name: other\n    hosts: [API.example]\n    old_host: b.example\n    old_backend: b:1\n    new_host: b\n    new_backend: b:2\n");
+    assert_err(&text, "m.yaml:7:5: services[1]: host \"api.example\" is already routed by services[0]; a host belongs to one service");
+}
+
+#[test]
+fn bad_service_name_is_refused() {
+    assert_err(&BASE.replace("name: api", "name: \"api/v1\""), "m.yaml:2:11: services[0].name: \"api/v1\" has '/'; a service name is made of A-Z a-z 0-9 . _ -");
+}
+
+#[test]
+fn bad_cidr_is_refused() {
+    assert_err(&with("    canary:\n      ip_rules:\n        - cidr: 10.0.0.0/33\n          target: new\n"),
+        "m.yaml:9:17: services[0].canary.ip_rules[0].cidr: \"10.0.0.0/33\" is not a CIDR (a.b.c.d/len, ipv6/len or an address)");
+    assert_err(&with("    canary:\n      ip_rules:\n        - cidrs: [10.0.0.0/8, 10.0.0.1/8]\n          target: new\n"),
+        "m.yaml:9:31: services[0].canary.ip_rules[0].cidrs[1]: \"10.0.0.1/8\" has host bits set; did you mean 10.0.0.0/8?");
+    assert_err(&with("    canary:\n      header_rules:\n        - header: X-A\n          present: true\n          target: new\n          from: [nope]\n"),
+        "m.yaml:12:18: services[0].canary.header_rules[0].from[0]: \"nope\" is not a CIDR (a.b.c.d/len, ipv6/len or an address)");
+}
+
+#[test]
+fn bad_regex_is_refused() {
+    let e = err(&with("    canary:\n      header_rules:\n        - header: X-A\n          pattern: \"a(b\"\n          target: new\n"));
+    assert_eq!(e.location, Some((10, 20)));
+    assert_eq!(e.path, "services[0].canary.header_rules[0].pattern");
+    assert!(e.message.starts_with("bad regex:"), "{e}");
+}
+
+#[test]
+fn percentage_out_of_range_is_refused() {
+    assert_err(&with("    migration:\n      percentage: 120\n"), "m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got 120");
+    assert_err(&with("    migration:\n      percentage: -1\n"), "m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got -1");
+    assert_err(&with("    migration:\n      percentage: 100.5\n"), "m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got 100.5");
+}
+
+#[test]
+fn percentage_with_more_than_two_decimals_is_refused() {
+    assert_err(&with("    migration:\n      percentage: 20.125\n"), "m.yaml:8:19: services[0].migration.percentage: at most two decimals are allowed, got 20.125");
+    let ok = parse("m.yaml", &with("    migration:\n      percentage: 33.33\n")).unwrap();
+    assert_eq!(ok.services[0].migration.percentage, Percentage(3333));
+}
+
+#[test]
+fn unknown_target_is_refused() {
+    assert_err(&with("    canary:\n      user_rules:\n        - users: [a]\n          target: blue\n"),
+        "m.yaml:10:19: services[0].canary.user_rules[0].target: must be new_cluster or old_cluster, got \"blue\"");
+}
+
+#[test]
+fn unknown_strategy_is_refused() {
+    assert_err(&with("    migration:\n      strategy: random\n"), "m.yaml:8:17: services[0].migration.strategy: must be weight, user or ip, got \"random\"");
+}
+
+#[test]
+fn empty_header_name_is_refused() {
+    assert_err(&with("    canary:\n      header_rules:\n        - header: \"\"\n          value: x\n          target: new\n"),
+        "m.yaml:9:19: services[0].canary.header_rules[0].header: header name must not be empty");
+}
+
+#[test]
+fn bad_user_key_is_refused() {
+    assert_err(&with("    migration:\n      user_key: session:uid\n"),
+        "m.yaml:8:17: services[0].migration.user_key: must be header:NAME, cookie:NAME or arg:NAME, got \"session:uid\"");
+}
+
+#[test]
+fn header_rule_needs_exactly_one_matcher() {
+    assert_err(&with("    canary:\n      header_rules:\n        - header: X-A\n          target: new\n"),
+        "m.yaml:9:11: services[0].canary.header_rules[0]: a header rule needs one of value, values, pattern or present");
+    assert_err(&with("    canary:\n      header_rules:\n        - header: X-A\n          present: true\n          target: new\n        - header: X-B\n          value: a\n          pattern: b\n          target: new\n"),
+        "m.yaml:12:11: services[0].canary.header_rules[1]: a header rule takes only one of value, values, pattern or present");
+}
+
+#[test]
+fn bad_backend_is_refused() {
+    assert_err(&BASE.replace("old.svc:8078", "ftp://old.svc:21"), "m.yaml:4:18: services[0].old_backend: \"ftp://old.svc:21\": scheme must be http or https, got \"ftp\"");
+    assert_err(&BASE.replace("old.svc:8078", "old.svc:80/x"), "m.yaml:4:18: services[0].old_backend: \"old.svc:80/x\" has '/'; expected host:port, scheme://host:port or an upstream name");
+}
+
+#[test]
+fn fallback_is_refused_until_supported() {
+    assert_err(&with("    fallback:\n      failures: 5\n"), "m.yaml:8:7: services[0].fallback: not supported by this build of the module yet; remove it");
+}
+
+#[test]
+fn configmap_errors_point_into_the_manifest() {
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: m\ndata:\n  migration.yaml: |\n    services:\n      - name: a\n        old_host: a\n        old_backend: a:1\n        new_host: b\n        new_backend: b:2\n        migration:\n          percentage: 120\n";
+    assert_err(text, "cm.yaml:14:23: services[0].migration.percentage: must be between 0 and 100, got 120".replace("cm.yaml", "m.yaml").as_str());
+}
+
+#[test]
+fn configmap_with_quoted_document_names_the_key() {
+    let text = "kind: ConfigMap\ndata:\n  migration.yaml: \"services: [1]\"\n";
+    let e = err(text);
+    assert_eq!(e.file, "m.yaml (data.migration.yaml)");
+    assert_eq!(e.path, "services[0]");
+}
+
+#[test]
+fn configmap_takes_its_only_yaml_key() {
+    let text = "kind: ConfigMap\ndata:\n  routes.yaml: |\n    services: []\n";
+    assert!(parse("m.yaml", text).unwrap().services.is_empty());
+    assert_err("kind: ConfigMap\ndata:\n  a.txt: x\n", "m.yaml: data: the ConfigMap has no migration.yaml key");
+}
+
+#[test]
+fn multiple_errors_report_the_first() {
+    // Reading stops at the first problem, as nginx -t does.
+    let e = err(&with("    migration:\n      percentage: 120\n      strategy: nope\n"));
+    assert_eq!(e.path, "services[0].migration.percentage");
+}

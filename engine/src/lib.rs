@@ -1,0 +1,44 @@
+//! The decision engine of ngx_http_migration_module: the YAML model and its
+//! validation, the compiled rule tables, and the decision order. Pure Rust with no
+//! nginx types, so it is unit-tested, benchmarked and fuzzed on its own.
+//!
+//! ```
+//! use migration_engine::{decide, load_str, OwnedRequest, ServiceChoice, Target};
+//! let config = load_str("m.yaml", "services:\n  - name: api\n    old_host: api.example\n    old_backend: old:80\n    new_host: api.example\n    new_backend: new:443\n    migration: {percentage: 100}\n").unwrap();
+//! let d = decide(&config, ServiceChoice::Auto, &OwnedRequest::new("API.example:8080"), &mut || 7);
+//! assert_eq!(d.target, Some(Target::New));
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod cidr;
+pub mod compiled;
+pub mod config;
+pub mod decide;
+pub mod hash;
+pub mod request;
+
+pub use compiled::{CompiledConfig, CompiledService, Endpoint};
+pub use config::{ConfigError, Target};
+pub use decide::{decide, Decision, Rule, ServiceChoice};
+pub use request::{arg_in_query, cookie_in_header, OwnedRequest, RequestView};
+
+/// Parses, validates and compiles a configuration held in memory.
+pub fn load_str(file: &str, text: &str) -> Result<CompiledConfig, ConfigError> {
+    config::parse(file, text).map(CompiledConfig::compile)
+}
+
+/// Reads, validates and compiles a configuration file. Errors name the file as
+/// given.
+pub fn load_file(path: &std::path::Path) -> Result<CompiledConfig, ConfigError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::new(&name, None, "", format!("cannot read the file: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+        ConfigError::new(&name, Some((line, column)), "", "the file is not valid UTF-8")
+    })?;
+    load_str(&name, &text)
+}

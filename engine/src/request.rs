@@ -1,0 +1,178 @@
+//! What the engine needs to know of a request, and the parsers nginx uses for
+//! cookies and arguments, rewritten over byte slices so that `$cookie_NAME`,
+//! `$arg_NAME` and our user ids always agree, and so that they can be fuzzed.
+
+use std::net::IpAddr;
+
+/// A borrowed view of one request. Every value is just bytes: nothing here may
+/// fail, whatever the client sent (SPEC "Bad input").
+pub trait RequestView {
+    /// The Host, as sent (a port and a trailing dot are ignored; any case).
+    fn host(&self) -> &[u8];
+    /// Request headers in the order received, with **lowercase** names.
+    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+    /// The first header with this lowercase name.
+    fn header(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
+        self.headers().find(|(n, _)| *n == lowercase_name).map(|(_, v)| v)
+    }
+    /// The value of a cookie, as `$cookie_NAME` gives it.
+    fn cookie(&self, name: &[u8]) -> Option<&[u8]>;
+    /// The value of a query argument, as `$arg_NAME` gives it.
+    fn arg(&self, name: &[u8]) -> Option<&[u8]>;
+    /// The client address (after realip), if the connection has one.
+    fn client_ip(&self) -> Option<IpAddr>;
+    /// The client address as `$remote_addr` prints it.
+    fn client_addr_text(&self) -> &[u8];
+}
+
+/// The value of cookie `name` in one `Cookie` header value, with the semantics of
+/// nginx's `ngx_http_parse_multi_header_lines` (names match case-insensitively).
+pub fn cookie_in_header<'a>(header_value: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    if name.is_empty() || name.len() > header_value.len() {
+        return None;
+    }
+    let end = header_value.len();
+    let mut start = 0;
+    while start < end {
+        let matched = header_value.len() - start >= name.len()
+            && header_value[start..start + name.len()].eq_ignore_ascii_case(name);
+        if matched {
+            let mut p = start + name.len();
+            while p < end && header_value[p] == b' ' {
+                p += 1;
+            }
+            if p < end && header_value[p] == b'=' {
+                p += 1;
+                while p < end && header_value[p] == b' ' {
+                    p += 1;
+                }
+                let last = header_value[p..].iter().position(|&c| c == b';').map_or(end, |i| p + i);
+                return Some(&header_value[p..last]);
+            }
+            start = p;
+        }
+        // skip to the next cookie
+        while start < end {
+            let c = header_value[start];
+            start += 1;
+            if c == b';' || c == b',' {
+                break;
+            }
+        }
+        while start < end && header_value[start] == b' ' {
+            start += 1;
+        }
+    }
+    None
+}
+
+/// The value of argument `name` in a query string, with the semantics of nginx's
+/// `ngx_http_arg` (names match case-insensitively; the first occurrence wins).
+pub fn arg_in_query<'a>(args: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    if name.is_empty() || args.len() <= name.len() {
+        return None;
+    }
+    let mut i = 0;
+    while i + name.len() < args.len() {
+        if (i == 0 || args[i - 1] == b'&')
+            && args[i + name.len()] == b'='
+            && args[i..i + name.len()].eq_ignore_ascii_case(name)
+        {
+            let start = i + name.len() + 1;
+            let end = args[start..].iter().position(|&c| c == b'&').map_or(args.len(), |p| start + p);
+            return Some(&args[start..end]);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A request held in owned buffers: for tests, benchmarks and fuzzing.
+#[derive(Clone, Debug, Default)]
+pub struct OwnedRequest {
+    pub host: Vec<u8>,
+    /// (name, value); names are lowercased on insertion.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub args: Vec<u8>,
+    pub client: Option<IpAddr>,
+    pub client_text: Vec<u8>,
+}
+
+impl OwnedRequest {
+    pub fn new(host: &str) -> Self {
+        OwnedRequest { host: host.as_bytes().to_vec(), ..Default::default() }
+    }
+
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.to_ascii_lowercase().into_bytes(), value.as_ref().to_vec()));
+        self
+    }
+
+    pub fn args(mut self, args: impl AsRef<[u8]>) -> Self {
+        self.args = args.as_ref().to_vec();
+        self
+    }
+
+    pub fn client(mut self, addr: &str) -> Self {
+        let ip: IpAddr = addr.parse().expect("test address");
+        self.client_text = ip.to_string().into_bytes();
+        self.client = Some(ip);
+        self
+    }
+}
+
+impl RequestView for OwnedRequest {
+    fn host(&self) -> &[u8] {
+        &self.host
+    }
+    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice()))
+    }
+    fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == b"cookie")
+            .find_map(|(_, v)| cookie_in_header(v, name))
+    }
+    fn arg(&self, name: &[u8]) -> Option<&[u8]> {
+        arg_in_query(&self.args, name)
+    }
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.client
+    }
+    fn client_addr_text(&self) -> &[u8] {
+        &self.client_text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_like_nginx() {
+        let h = b"a=1; uid=alice; UIDX=2; b = 3";
+        assert_eq!(cookie_in_header(h, b"uid"), Some(&b"alice"[..]));
+        assert_eq!(cookie_in_header(h, b"UID"), Some(&b"alice"[..]));
+        assert_eq!(cookie_in_header(h, b"uidx"), Some(&b"2"[..]));
+        assert_eq!(cookie_in_header(h, b"b"), Some(&b"3"[..]));
+        assert_eq!(cookie_in_header(h, b"c"), None);
+        assert_eq!(cookie_in_header(b"uid", b"uid"), None);
+        assert_eq!(cookie_in_header(b"uid=", b"uid"), Some(&b""[..]));
+        assert_eq!(cookie_in_header(b";;;=;uid=x", b"uid"), Some(&b"x"[..]));
+        assert_eq!(cookie_in_header(b"x=1, uid=y", b"uid"), Some(&b"y"[..]));
+        assert_eq!(cookie_in_header(b"\xff\xfe=1; uid=\xff", b"uid"), Some(&b"\xff"[..]));
+    }
+
+    #[test]
+    fn args_like_nginx() {
+        let q = b"a=1&uid=bob&UID=2&x";
+        assert_eq!(arg_in_query(q, b"uid"), Some(&b"bob"[..]));
+        assert_eq!(arg_in_query(q, b"a"), Some(&b"1"[..]));
+        assert_eq!(arg_in_query(q, b"x"), None);
+        assert_eq!(arg_in_query(b"xuid=1&uid=2", b"uid"), Some(&b"2"[..]));
+        assert_eq!(arg_in_query(b"uid=", b"uid"), Some(&b""[..]));
+        assert_eq!(arg_in_query(b"uid", b"uid"), None);
+        assert_eq!(arg_in_query(b"", b"uid"), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! The decision of one request: made once (in the access phase of locations with
+//! `migration on`, or by the first `$migration_*` variable read before that), and
+//! kept for the whole request, internal redirects included.
+//!
+//! nginx clears module contexts on an internal redirect (index, try_files,
+//! error_page). Like the realip module, the decision is also registered as a
+//! cleanup of the request pool, where it can be found again after a redirect: the
+//! weighted coin is never tossed twice.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::sync::Arc;
+
+use migration_engine::{decide, CompiledConfig, Decision, ServiceChoice};
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t,
+    ngx_int_t, ngx_pool_cleanup_add,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+
+use crate::directives::{Module, ServiceSetting};
+use crate::request::NgxRequestView;
+
+/// What a request keeps: the configuration it was decided with (so that the
+/// variables' strings outlive any later configuration swap) and the decision.
+pub struct RequestDecision {
+    /// Recognises our cleanup entry among the pool's cleanups.
+    tag: u64,
+    pub config: Arc<CompiledConfig>,
+    pub decision: Decision,
+}
+
+const TAG: u64 = u64::from_be_bytes(*b"migrdcsn");
+
+unsafe extern "C" fn drop_request_decision(data: *mut c_void) {
+    // SAFETY: `data` is the RequestDecision written by `decision_for`, dropped once
+    // when the request pool is destroyed.
+    unsafe { ptr::drop_in_place(data as *mut RequestDecision) };
+}
+
+/// The decision already made for this request, if any: from the module context,
+/// or, after an internal redirect cleared it, from the request pool's cleanups.
+fn existing(r: &mut ngx_http_request_t) -> Option<*mut RequestDecision> {
+    // SAFETY: Request is a transparent wrapper over ngx_http_request_t.
+    let request: &mut Request = unsafe { Request::from_ngx_http_request(r) };
+    let module = Module::module();
+    if let Some(ctx) = request.get_module_ctx::<RequestDecision>(module) {
+        return Some(ctx as *const _ as *mut _);
+    }
+    // SAFETY: r->pool->cleanup is a null-terminated list of live cleanups.
+    let mut cln = unsafe { (*r.pool).cleanup };
+    while !cln.is_null() {
+        // SAFETY: as above.
+        let c = unsafe { &*cln };
+        let ours = c.handler.is_some_and(|h| ptr::fn_addr_eq(h, drop_request_decision as unsafe extern "C" fn(_)))
+            // SAFETY: a cleanup with our handler carries a RequestDecision.
+            && unsafe { (*(c.data as *const RequestDecision)).tag } == TAG;
+        if ours {
+            request.set_module_ctx(c.data, module);
+            return Some(c.data as *mut RequestDecision);
+        }
+        cln = c.next;
+    }
+    None
+}
+
+/// The request's decision, made now if it was not made yet. None when no
+/// `migration_config` is loaded, or on allocation failure (`Err`).
+pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
+    if let Some(d) = existing(r) {
+        // SAFETY: the decision lives in the request pool, which outlives `r`'s borrow.
+        return Ok(Some(unsafe { &*d }));
+    }
+    let main = Module::main_conf(&*r).expect("http main conf");
+    let Some(config) = main.config.clone() else {
+        return Ok(None);
+    };
+    let loc = Module::location_conf(&*r).expect("location conf");
+    let choice = match &loc.service {
+        ServiceSetting::Named(name) => ServiceChoice::Named(name),
+        ServiceSetting::Auto | ServiceSetting::Unset => ServiceChoice::Auto,
+    };
+    let decision = {
+        // SAFETY: `r` is a live request for the duration of this call.
+        let view = unsafe { NgxRequestView::new(r) };
+        decide(&config, choice, &view, &mut crate::random::draw)
+    };
+    // SAFETY: r->pool is the request pool; the cleanup's data area is sized for a
+    // RequestDecision and is initialised right below, before anything reads it.
+    unsafe {
+        let cln = ngx_pool_cleanup_add(r.pool, core::mem::size_of::<RequestDecision>());
+        if cln.is_null() {
+            return Err(());
+        }
+        let data = (*cln).data as *mut RequestDecision;
+        ptr::write(data, RequestDecision { tag: TAG, config, decision });
+        (*cln).handler = Some(drop_request_decision);
+        let request = Request::from_ngx_http_request(r);
+        request.set_module_ctx(data as *mut c_void, Module::module());
+        Ok(Some(&*data))
+    }
+}
+
+unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let r = unsafe { &mut *r };
+    let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
+    if enabled && decision_for(r).is_err() {
+        return Status::NGX_ERROR.into();
+    }
+    Status::NGX_DECLINED.into()
+}
+
+pub unsafe extern "C" fn register_handlers(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: postconfiguration runs with a valid cf inside the http block.
+    let cmcf = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }).expect("http core main conf");
+    // SAFETY: the phase's handler array is an ngx_array_t of ngx_http_handler_pt.
+    let h = unsafe {
+        ngx_array_push(&mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers)
+            as *mut ngx_http_handler_pt
+    };
+    if h.is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    // SAFETY: `h` is a fresh slot in the array.
+    unsafe { *h = Some(access_handler) };
+    Status::NGX_OK.into()
+}

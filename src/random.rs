@@ -1,0 +1,35 @@
+//! The per-request random draw of the weighted split: a xorshift64* generator per
+//! worker (workers are single-threaded), seeded from the kernel at worker start so
+//! that workers do not share a sequence.
+
+use core::cell::Cell;
+
+use ngx::ffi::{ngx_cycle_t, ngx_int_t};
+
+thread_local! {
+    static STATE: Cell<u64> = const { Cell::new(0x9E37_79B9_7F4A_7C15) };
+}
+
+pub unsafe extern "C" fn seed_worker(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom writes at most `seed.len()` bytes into the buffer.
+    let got = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    let mut value = u64::from_ne_bytes(seed);
+    if got != seed.len() as isize {
+        value ^= (std::process::id() as u64) << 32 ^ std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos() as u64);
+    }
+    STATE.with(|s| s.set(value | 1));
+    ngx::core::Status::NGX_OK.into()
+}
+
+/// A uniform 32-bit draw.
+pub fn draw() -> u32 {
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+    })
+}

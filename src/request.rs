@@ -1,0 +1,122 @@
+//! A borrowed, zero-copy view of an nginx request for the decision engine.
+
+use core::slice;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use migration_engine::{arg_in_query, cookie_in_header, RequestView};
+use ngx::ffi::{ngx_http_request_t, ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6};
+
+pub struct NgxRequestView<'r> {
+    r: &'r ngx_http_request_t,
+}
+
+impl<'r> NgxRequestView<'r> {
+    /// # Safety
+    /// `r` must be a live request whose connection is live, for the view's lifetime.
+    pub unsafe fn new(r: &'r ngx_http_request_t) -> Self {
+        NgxRequestView { r }
+    }
+}
+
+fn bytes(s: &ngx_str_t) -> &[u8] {
+    if s.len == 0 || s.data.is_null() {
+        return &[];
+    }
+    // SAFETY: a non-empty ngx_str_t of a live request points at `len` readable bytes
+    // in the request's (or connection's) pool, which outlive the view.
+    unsafe { slice::from_raw_parts(s.data, s.len) }
+}
+
+/// The entries of an `ngx_list_t` of table elements, part after part.
+struct Headers<'a> {
+    part: Option<&'a ngx::ffi::ngx_list_part_t>,
+    index: usize,
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = &'a ngx_table_elt_t;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let part = self.part?;
+            if self.index < part.nelts {
+                // SAFETY: the part holds `nelts` initialised ngx_table_elt_t.
+                let h = unsafe { &*(part.elts as *const ngx_table_elt_t).add(self.index) };
+                self.index += 1;
+                // nginx marks a removed header with hash 0.
+                if h.hash == 0 {
+                    continue;
+                }
+                return Some(h);
+            }
+            // SAFETY: `next` is null or the next part of the same list.
+            self.part = unsafe { part.next.as_ref() };
+            self.index = 0;
+        }
+    }
+}
+
+impl RequestView for NgxRequestView<'_> {
+    fn host(&self) -> &[u8] {
+        // headers_in.server: the Host header (or the absolute URI's host), already
+        // validated by nginx, lowercased and without its port.
+        bytes(&self.r.headers_in.server)
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        Headers { part: Some(&self.r.headers_in.headers.part), index: 0 }.map(|h| {
+            let name = if h.lowcase_key.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: lowcase_key holds key.len lowercase bytes for request headers.
+                unsafe { slice::from_raw_parts(h.lowcase_key, h.key.len) }
+            };
+            (name, bytes(&h.value))
+        })
+    }
+
+    fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
+        let mut h = self.r.headers_in.cookie;
+        while !h.is_null() {
+            // SAFETY: headers_in.cookie is a null-terminated chain of live headers.
+            let elt = unsafe { &*h };
+            if let Some(v) = cookie_in_header(bytes(&elt.value), name) {
+                return Some(v);
+            }
+            h = elt.next;
+        }
+        None
+    }
+
+    fn arg(&self, name: &[u8]) -> Option<&[u8]> {
+        arg_in_query(bytes(&self.r.args), name)
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        // SAFETY: the request's connection is live; its sockaddr (replaced by realip
+        // when configured) is valid for `socklen` bytes.
+        unsafe {
+            let c = &*self.r.connection;
+            let sa = c.sockaddr;
+            if sa.is_null() {
+                return None;
+            }
+            match (*sa).sa_family as i32 {
+                libc::AF_INET => {
+                    let sin = &*(sa as *const sockaddr_in);
+                    Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))))
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(sa as *const sockaddr_in6);
+                    Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.__in6_u.__u6_addr8)))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    fn client_addr_text(&self) -> &[u8] {
+        // SAFETY: the request's connection is live.
+        bytes(unsafe { &(*self.r.connection).addr_text })
+    }
+}

@@ -1,0 +1,96 @@
+//! The `$migration_*` variables of SPEC "Variables": every one is read from the
+//! request's single decision, so they always agree with each other.
+
+use ngx::core::Status;
+use ngx::ffi::{ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_variable_value_t};
+use ngx::ngx_string;
+
+use crate::phases::{decision_for, RequestDecision};
+
+#[derive(Clone, Copy)]
+#[repr(usize)]
+enum Variable {
+    Target,
+    Backend,
+    Host,
+    Scheme,
+    Service,
+    Rule,
+    ConfigVersion,
+}
+
+const VARIABLES: [(ngx_str_t, Variable); 7] = [
+    (ngx_string!("migration_target"), Variable::Target),
+    (ngx_string!("migration_backend"), Variable::Backend),
+    (ngx_string!("migration_host"), Variable::Host),
+    (ngx_string!("migration_scheme"), Variable::Scheme),
+    (ngx_string!("migration_service"), Variable::Service),
+    (ngx_string!("migration_rule"), Variable::Rule),
+    (ngx_string!("migration_config_version"), Variable::ConfigVersion),
+];
+
+impl Variable {
+    fn from_data(data: usize) -> Option<Variable> {
+        VARIABLES.iter().map(|&(_, v)| v).find(|&v| v as usize == data)
+    }
+
+    /// The value for a request's decision. Strings point into the compiled
+    /// configuration the request holds, or are static.
+    fn value(self, d: &RequestDecision) -> &[u8] {
+        let service = d.decision.service.map(|i| &d.config.services[i as usize]);
+        let endpoint = service.zip(d.decision.target).map(|(s, t)| s.endpoint(t));
+        let text: &str = match self {
+            Variable::Target => d.decision.target.map_or("", |t| t.as_str()),
+            Variable::Backend => endpoint.map_or("", |e| e.backend.as_str()),
+            Variable::Host => endpoint.map_or("", |e| e.host.as_str()),
+            Variable::Scheme => endpoint.map_or("", |e| e.scheme),
+            Variable::Service => service.map_or("", |s| s.name.as_str()),
+            Variable::Rule => d.decision.rule.as_str(),
+            Variable::ConfigVersion => d.config.version.as_str(),
+        };
+        text.as_bytes()
+    }
+}
+
+fn set_value(v: &mut ngx_variable_value_t, value: &[u8]) {
+    v.set_len(value.len() as u32);
+    v.set_valid(1);
+    v.set_no_cacheable(0);
+    v.set_not_found(0);
+    v.data = value.as_ptr() as *mut u8;
+}
+
+unsafe extern "C" fn get_variable(r: *mut ngx_http_request_t, v: *mut ngx_variable_value_t, data: usize) -> ngx_int_t {
+    // SAFETY: nginx calls variable getters with a live request and a value slot.
+    let (r, v) = unsafe { (&mut *r, &mut *v) };
+    let Some(variable) = Variable::from_data(data) else {
+        return Status::NGX_ERROR.into();
+    };
+    match decision_for(r) {
+        Ok(Some(d)) => {
+            let value = variable.value(d);
+            set_value(v, value);
+        }
+        // No migration_config: nothing was decided.
+        Ok(None) => set_value(v, if matches!(variable, Variable::Rule) { b"none" } else { b"" }),
+        Err(()) => return Status::NGX_ERROR.into(),
+    }
+    Status::NGX_OK.into()
+}
+
+pub unsafe extern "C" fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    for (name, variable) in VARIABLES {
+        let mut name = name;
+        // SAFETY: cf is valid during preconfiguration; nginx copies the name.
+        let var = unsafe { ngx_http_add_variable(cf, &mut name, 0) };
+        if var.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: `var` was just returned by nginx and is ours to fill in.
+        unsafe {
+            (*var).get_handler = Some(get_variable);
+            (*var).data = variable as usize;
+        }
+    }
+    Status::NGX_OK.into()
+}

@@ -1,0 +1,460 @@
+# Loading the YAML: what loads, and how `nginx -t` refuses a bad file, with the
+# file, line, column and field path of the problem (SPEC "The YAML").
+use lib 't/lib';
+use Test::MigrationNginx;
+
+plan tests => blocks() * 2;
+run_tests();
+
+__DATA__
+
+=== TEST 1: the seed's ConfigMap loads unchanged and routes the header rule to new
+--- http_config
+    migration_config $TEST_NGINX_REPO_DIR/nginx/configmap.yaml;
+--- config
+    location / {
+        migration on;
+        return 200 "$migration_target $migration_rule $migration_backend $migration_scheme $migration_host\n";
+    }
+--- request
+GET /
+--- more_headers
+Host: api-name01.teamname.dev.aliyun.intracloud.cn.aibang
+X-Migration-Target: new
+--- response_body
+new header api-name01.kong.dev.aliyun.intracloud.cn.aibang:443 https api-name01.kong.dev.aliyun.intracloud.cn.aibang
+--- error_log
+migration: loaded
+
+
+
+=== TEST 2: a plain service document loads too
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+version: "2026-11-24.1"
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old.svc:8078
+    new_host: api.new.example
+    new_backend: api.new.example:443
+--- config
+    location / { return 200 "$migration_service $migration_config_version\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+api 2026-11-24.1
+
+
+
+=== TEST 3: a relative path is relative to the nginx prefix
+--- http_config
+    migration_config html/m.yaml;
+--- user_files
+>>> m.yaml
+services: []
+--- config
+    location / { return 200 "$migration_rule\n"; }
+--- request
+GET /
+--- response_body
+none
+
+
+
+=== TEST 4: a missing file fails nginx -t and names the file
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/nope.yaml;
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*/html/nope\.yaml: cannot read the file: No such file or directory}
+
+
+
+=== TEST 5: a YAML syntax error is located
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: [api
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*/html/m\.yaml:3:1: .* in .*nginx\.conf:\d+}
+
+
+
+=== TEST 6: a percentage out of range is refused at its line and column
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration:
+      percentage: 120
+--- must_die
+--- error_log
+/html/m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got 120
+
+
+
+=== TEST 7: more than two decimals are refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {percentage: 12.345}
+--- must_die
+--- error_log
+/html/m.yaml:7:29: services[0].migration.percentage: at most two decimals are allowed, got 12.345
+
+
+
+=== TEST 8: an unknown key (a typo) is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    canary:
+      header_rule: []
+--- must_die
+--- error_log
+/html/m.yaml:8:7: services[0].canary: unknown field `header_rule`, expected one of `header_rules`, `ip_rules`, `user_rules`
+
+
+
+=== TEST 9: a wrong type is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration:
+      enabled: maybe
+--- must_die
+--- error_log
+/html/m.yaml:8:16: services[0].migration.enabled: wrong type: string "maybe", expected a boolean
+
+
+
+=== TEST 10: a missing required field is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    new_host: api.example
+    new_backend: new:80
+--- must_die
+--- error_log
+/html/m.yaml:2:5: services[0]: missing field `old_backend`
+
+
+
+=== TEST 11: duplicate service names are refused at the second one
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: a.example
+    old_backend: old:80
+    new_host: a.example
+    new_backend: new:80
+  - name: api
+    old_host: b.example
+    old_backend: old:80
+    new_host: b.example
+    new_backend: new:80
+--- must_die
+--- error_log
+/html/m.yaml:7:5: services[1]: duplicate service name "api" (first used by services[0])
+
+
+
+=== TEST 12: a bad CIDR is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    canary:
+      ip_rules:
+        - cidr: 10.0.0.0/40
+          target: new_cluster
+--- must_die
+--- error_log
+/html/m.yaml:9:17: services[0].canary.ip_rules[0].cidr: "10.0.0.0/40" is not a CIDR
+
+
+
+=== TEST 13: a bad regex is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    canary:
+      header_rules:
+        - header: X-Canary
+          pattern: "^(beta"
+          target: new_cluster
+--- must_die
+--- error_log
+/html/m.yaml:10:20: services[0].canary.header_rules[0].pattern: bad regex:
+
+
+
+=== TEST 14: an unknown target is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    canary:
+      header_rules:
+        - header: X-Canary
+          value: "1"
+          target: blue_cluster
+--- must_die
+--- error_log
+/html/m.yaml:11:19: services[0].canary.header_rules[0].target: must be new_cluster or old_cluster, got "blue_cluster"
+
+
+
+=== TEST 15: an empty header name is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    canary:
+      header_rules:
+        - header: ""
+          present: true
+          target: new_cluster
+--- must_die
+--- error_log
+/html/m.yaml:9:19: services[0].canary.header_rules[0].header: header name must not be empty
+
+
+
+=== TEST 16: a bad user_key is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration:
+      strategy: user
+      user_key: "X-User-ID"
+--- must_die
+--- error_log
+/html/m.yaml:9:17: services[0].migration.user_key: must be header:NAME, cookie:NAME or arg:NAME, got "X-User-ID"
+
+
+
+=== TEST 17: an empty file is refused, so a half-written ConfigMap never wipes the routing
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+--- must_die
+--- error_log
+/html/m.yaml: the document is empty
+
+
+
+=== TEST 18: a file without services is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+version: "1"
+--- must_die
+--- error_log
+/html/m.yaml:1:1: missing field `services`
+
+
+
+=== TEST 19: errors inside a ConfigMap point at the manifest's own lines
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/cm.yaml;
+--- user_files
+>>> cm.yaml
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: migration-config
+data:
+  migration.yaml: |
+    services:
+      - name: api
+        old_host: api.example
+        old_backend: old:80
+        new_host: api.example
+        new_backend: new:80
+        migration:
+          strategy: canary
+--- must_die
+--- error_log
+/html/cm.yaml:14:21: services[0].migration.strategy: must be weight, user or ip, got "canary"
+
+
+
+=== TEST 20: migration_config is allowed once
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services: []
+--- must_die
+--- error_log
+"migration_config" directive is duplicate
+
+
+
+=== TEST 21: migration_service naming an unknown service is a configuration error
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services: []
+--- config
+    location / { migration_service billing; return 200; }
+--- must_die
+--- error_log eval
+qr{\[emerg\] migration_service: no service named "billing" in .*/html/m\.yaml in .*nginx\.conf:\d+}
+
+
+
+=== TEST 22: migration on without migration_config is a configuration error
+--- config
+    location / { migration on; return 200; }
+--- must_die
+--- error_log
+"migration on" needs migration_config in the http block
+
+
+
+=== TEST 23: migration accepts only on and off
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services: []
+--- config
+    location / { migration yes; return 200; }
+--- must_die
+--- error_log
+invalid value "yes", it must be "on" or "off"
+
+
+
+=== TEST 24: zone= and watch= are refused by this build rather than ignored
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=5s;
+--- user_files
+>>> m.yaml
+services: []
+--- must_die
+--- error_log
+"watch=5s": the watch= parameter is not supported by this build of the module yet
+
+
+
+=== TEST 25: fallback is refused by this build rather than silently ignored
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    fallback:
+      failures: 5
+--- must_die
+--- error_log
+/html/m.yaml:8:7: services[0].fallback: not supported by this build of the module yet; remove it
+
+
+
+=== TEST 26: a host claimed by two services is refused
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: a
+    hosts: ["*.example.com"]
+    old_host: a.example.com
+    old_backend: old:80
+    new_host: a.example.com
+    new_backend: new:80
+  - name: b
+    hosts: ["*.EXAMPLE.com"]
+    old_host: b.example.com
+    old_backend: old:80
+    new_host: b.example.com
+    new_backend: new:80
+--- must_die
+--- error_log
+/html/m.yaml:8:5: services[1]: host "*.example.com" is already routed by services[0]

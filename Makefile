@@ -13,7 +13,7 @@ export NGX_CONFIGURE_ARGS := --with-http_stub_status_module
 APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl
 DEMO_PORT := 8080
 
-.PHONY: build deps demo demo-stop test test-unit test-e2e bench clean-nginx
+.PHONY: build deps demo demo-stop test test-unit test-e2e test-addon bench
 
 build: deps
 	$(CARGO) build --release --locked -p ngx_http_migration_module
@@ -29,13 +29,17 @@ demo: build
 demo-stop:
 	@if [ -f "$(PREFIX)/logs/nginx.pid" ]; then kill -QUIT $$(cat "$(PREFIX)/logs/nginx.pid") && echo "demo stopped"; fi
 
-test: build test-unit test-e2e
+test: build test-unit test-e2e test-addon
 
 test-unit:
 	$(CARGO) test --release --locked -p migration-engine
 
 test-e2e:
 	prove -r t/
+
+# The nginx addon files (config, config.make), as the Dockerfile's build stage uses them.
+test-addon:
+	scripts/check-addon-build.sh
 
 bench: build
 	$(CARGO) bench --locked -p migration-engine --bench decide

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Starts the demo nginx (nginx/nginx.conf + nginx/migration.yaml) in target/nginx
+# on 127.0.0.1:8080, then shows a few routing decisions with curl.
+set -euo pipefail
+prefix=$1
+port=${2:-8080}
+root=$(cd "$(dirname "$0")/.." && pwd)
+nginx="$prefix/sbin/nginx"
+
+install -m 644 "$root/nginx/nginx.conf" "$prefix/conf/nginx.conf"
+install -m 644 "$root/nginx/migration.yaml" "$prefix/conf/migration.yaml"
+"$nginx" -p "$prefix/" -t -q
+if [ -f "$prefix/logs/nginx.pid" ] && kill -0 "$(cat "$prefix/logs/nginx.pid")" 2>/dev/null; then
+    # A rebuilt module is only picked up by a fresh master (dlopen keeps the old one).
+    kill -QUIT "$(cat "$prefix/logs/nginx.pid")"
+    for _ in $(seq 50); do [ -f "$prefix/logs/nginx.pid" ] || break; sleep 0.1; done
+fi
+"$nginx" -p "$prefix/"
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
+
+show() {
+    printf '\n$ %s\n' "$*"
+    "$@" -s -D - | grep -iE '^(x-migration:)|cluster answered' | sed 's/\r$//'
+}
+echo "nginx with ngx_http_migration_module is running on 127.0.0.1:$port (stop: make demo-stop)"
+show curl "http://127.0.0.1:$port/" -H 'Host: api.example.com' -H 'X-Migration-Target: new'
+show curl "http://127.0.0.1:$port/" -H 'Host: api.example.com' -H 'X-User-ID: alice'
+show curl "http://127.0.0.1:$port/" -H 'Host: api.example.com' -H 'X-User-ID: mallory'
+show curl "http://127.0.0.1:$port/" -H 'Host: api.example.com' -H 'X-Real-IP: 10.20.3.4'
+show curl "http://127.0.0.1:$port/" -H 'Host: api.example.com' -H 'X-User-ID: user-42'
+show curl "http://127.0.0.1:$port/" -H 'Host: eu.shop.example.com'
+show curl "http://127.0.0.1:$port/" -H 'Host: unknown.example.com'
+printf '\nuser_hash split of 1000 users at 20%%: '
+for i in $(seq 1000); do
+    curl -s "http://127.0.0.1:$port/" -H 'Host: api.example.com' -H "X-User-ID: user-$i" -o /dev/null -D - | grep -i '^x-migration:'
+done | awk '{print $3}' | sort | uniq -c | tr '\n' ' '
+echo
+echo "access log: $prefix/logs/access.log"

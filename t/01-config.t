@@ -458,3 +458,45 @@ services:
 --- must_die
 --- error_log
 /html/m.yaml:8:5: services[1]: host "*.example.com" is already routed by services[0]
+
+
+
+=== TEST 27: reload re-reads the file; a bad file fails the reload and the last good one keeps routing
+--- master_on
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {percentage: 0}
+--- config
+    location / { migration on; return 200 "$migration_target $migration_rule\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+old weight
+--- error_log
+[emerg]
+must be between 0 and 100, got 101
+--- check_eval
+sub write_yaml {
+    my ($pct) = @_;
+    open my $fh, '>', html_dir() . '/m.yaml' or die $!;
+    print $fh "services:\n  - name: api\n    old_host: api.example\n    old_backend: old:80\n"
+            . "    new_host: api.example\n    new_backend: new:80\n    migration: {percentage: $pct}\n";
+    close $fh;
+}
+write_yaml(100);
+ok(reload_nginx(), 'reload with a good file succeeds');
+is(http_request('GET', '/', ['Host' => 'api.example'])->{body}, "new weight\n", 'the new percentage routes after the reload');
+write_yaml(101);
+ok(!reload_nginx(), 'reload with a bad file is refused');
+like(error_log_text(), qr{/m\.yaml:7:29: services\[0\]\.migration\.percentage: must be between 0 and 100, got 101}, 'located error in the log');
+is(http_request('GET', '/', ['Host' => 'api.example'])->{body}, "new weight\n", 'the last good configuration keeps routing');

@@ -320,6 +320,14 @@ impl Cidr {
         if net.trunc() != net {
             return Err(format!("{s:?} has host bits set; did you mean {}?", net.trunc()));
         }
+        // Clients with IPv4-mapped addresses are matched as IPv4, so an
+        // IPv4-mapped network is kept as the IPv4 network it denotes.
+        if let IpNet::V6(v6) = net {
+            if let (Some(v4), true) = (v6.network().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+                let v4net = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).expect("prefix <= 32");
+                return Ok(Cidr(IpNet::V4(v4net)));
+            }
+        }
         Ok(Cidr(net))
     }
 }
@@ -394,6 +402,7 @@ mod tests {
         assert_eq!(Cidr::parse("2001:db8::/32").unwrap().0.to_string(), "2001:db8::/32");
         assert!(Cidr::parse("10.0.0.1/8").unwrap_err().contains("did you mean 10.0.0.0/8"));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert_eq!(Cidr::parse("::ffff:10.0.0.0/104").unwrap().0.to_string(), "10.0.0.0/8");
         assert!(Cidr::parse("300.0.0.0/8").is_err());
     }
 

@@ -3,7 +3,7 @@
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
 #   make test    build, then cargo test + prove -r t/
-#   make bench   criterion benchmarks of the decision engine (+ wrk, see bench/)
+#   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -43,3 +43,4 @@ test-addon:
 
 bench: build
 	$(CARGO) bench --locked -p migration-engine --bench decide
+	bench/wrk.sh

@@ -10,6 +10,24 @@
 use lib 't/lib';
 use Test::MigrationNginx;
 
+# Every block proxies to the two fake clusters below unless it says otherwise.
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->set_value(http_config => <<'HTTP') unless defined $block->{http_config};
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
+HTTP
+    $block->set_value(config => <<'CONF') unless defined $block->{config};
+    location / {
+        migration on;
+        proxy_set_header Host $migration_host;
+        proxy_pass $migration_scheme://$migration_backend;
+        add_header X-Migration-Rule $migration_rule always;
+    }
+CONF
+});
+
 plan tests => blocks() * 2;
 run_tests();
 
@@ -30,17 +48,6 @@ sub routes {
 __DATA__
 
 === TEST 1: a header rule's value sends the request to the new cluster, with new_host
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -74,17 +81,6 @@ main::routes(
 
 
 === TEST 2: a header value matches exactly and case-sensitively; the header name is case-insensitive
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -125,17 +121,6 @@ main::routes(
 
 
 === TEST 3: a header rule with values matches any one of them, exactly
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -172,17 +157,6 @@ main::routes(
 
 
 === TEST 4: a header rule's pattern is a regex searched in the value
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -222,17 +196,6 @@ main::routes(
 
 
 === TEST 5: present: true matches any value of the header, and nothing when it is absent
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -267,17 +230,6 @@ main::routes(
 
 
 === TEST 6: the first matching header rule wins
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -320,17 +272,6 @@ main::routes(
 
 
 === TEST 7: a header rule with target old_cluster beats the weight
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -364,17 +305,6 @@ main::routes(
 
 
 === TEST 8: from: honours a header rule only for clients in those networks, else the next rule applies
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -420,17 +350,6 @@ main::routes(
 
 
 === TEST 9: an ip rule routes the client's address (rule cidr)
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -472,17 +391,6 @@ main::routes(
 
 
 === TEST 10: ip rules: the first listed rule wins, not the most specific
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -530,17 +438,6 @@ main::routes(
 
 
 === TEST 11: decision order: header rule, then ip rule, then user rule, then the split
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -601,17 +498,6 @@ main::routes(
 
 
 === TEST 12: user rules read the user id from the X-User-ID header by default
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -661,17 +547,6 @@ main::routes(
 
 
 === TEST 13: user_key cookie:NAME reads the user id from the Cookie header
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -709,17 +584,6 @@ main::routes(
 
 
 === TEST 14: user_key arg:NAME reads the user id from the query string
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -755,17 +619,6 @@ main::routes(
 
 
 === TEST 15: strategy user: 100 % puts every user on new, 0 % on old (rule user_hash); no user id falls back to the weight
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -811,17 +664,6 @@ main::routes(@cases);
 
 
 === TEST 16: strategy ip hashes the client address (rule ip_hash)
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -860,17 +702,6 @@ main::routes(
 
 
 === TEST 17: strategy weight: 100 % sends every request new, 0 % every request old
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -916,17 +747,6 @@ main::routes(map { (
 
 
 === TEST 18: enabled: false sends everything to old (rule disabled), whatever the rules say
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
---- config
-    location / {
-        migration on;
-        proxy_set_header Host $migration_host;
-        proxy_pass $migration_scheme://$migration_backend;
-        add_header X-Migration-Rule $migration_rule always;
-    }
 --- user_files
 >>> m.yaml
 services:
@@ -970,10 +790,6 @@ main::routes(
 
 
 === TEST 19: a request whose Host matches no service gets rule none and empty variables
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
 --- config
     location / {
         migration on;
@@ -1012,10 +828,6 @@ main::routes(['the matched service still proxies', '/', [Host => 'api.example'],
 
 
 === TEST 20: services are matched by hosts (case, port, wildcards) and the upstream gets old_host/new_host
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
 --- config
     location / {
         migration on;
@@ -1064,10 +876,6 @@ is($r->{headers}{'x-migration-service'}, 'pay', 'pay.example is service pay');
 
 
 === TEST 21: migration_service NAME routes by that service whatever the Host
---- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old $host\n"; } }
-    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 200 "new $host\n"; } }
 --- config
     location / {
         migration on;

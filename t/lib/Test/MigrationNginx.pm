@@ -43,7 +43,7 @@ our $VERSION = '0.01';
 # exports
 
 our @EXPORT_HARNESS = qw(
-    run_tests run_test
+    run_tests run_test add_block_preprocessor
     http_request http_requests_keepalive
     server_port servroot html_dir nginx_binary nginx_pid
     error_log_text reload_nginx signal_nginx
@@ -225,10 +225,18 @@ sub _name { my $b = shift; my $n = $b->name; $n = 'block ' . $b->seq_num unless 
 
 my $RunningBlock = 0;
 
+# As in Test::Nginx: subs that see every block before it runs, typically to give
+# sections a file's blocks share (`$block->set_value(config => ...)` unless
+# `defined $block->config`), so each block keeps only what is its own.
+my @BlockPreprocessors;
+
+sub add_block_preprocessor { push @BlockPreprocessors, @_ }
+
 sub run_tests {
     _plan('no_plan') unless $Planned;
     my @blocks = Test::Base::blocks();
     for my $block (@blocks) {
+        $_->($block) for @BlockPreprocessors;
         run_test($block);
     }
 }

@@ -2,7 +2,7 @@
 #
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
-#   make test    build, then cargo test + prove -r t/
+#   make test    build, then cargo test + prove -r t/ + the nginx addon build
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh
 
 SHELL := /bin/bash

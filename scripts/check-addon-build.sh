@@ -6,8 +6,11 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${ADDON_CHECK_DIR:-$root/target/addon-check}
-objs=$(cat "$root/target/release/nginx-build-dir")
-nginx_src=$(sed -n 's/^"\([^"]*\)".*/\1/p' "$objs/last-build-info")
+. "$root/scripts/nginx-build.sh"
+if [ ! -d "$nginx_src/auto" ]; then
+    echo "check-addon-build: no nginx source tree found (run make build first)" >&2
+    exit 1
+fi
 
 rm -rf "$work/nginx" && mkdir -p "$work"
 cp -r "$nginx_src" "$work/nginx"

@@ -5,9 +5,7 @@
 set -euo pipefail
 prefix=$1
 root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-# build.rs records the nginx build directory the module was compiled against.
-objs=$(cat "$target/release/nginx-build-dir" 2>/dev/null || true)
+. "$root/scripts/nginx-build.sh"
 if [ -z "$objs" ] || [ ! -x "$objs/nginx" ]; then
     echo "install-prefix: no nginx binary in '$objs' (see $target/release/nginx-build-dir)" >&2
     exit 1
@@ -19,8 +17,6 @@ install_if_changed() {
 install_if_changed "$objs/nginx" "$prefix/sbin/nginx" 755
 install_if_changed "$target/release/libngx_http_migration_module.so" "$prefix/modules/ngx_http_migration_module.so" 755
 # mime.types and friends from the nginx source tree the binary was built from.
-# nginx-src records it as the first, quoted, field of last-build-info.
-nginx_src=$(sed -n 's/^"\([^"]*\)".*/\1/p' "$objs/last-build-info" 2>/dev/null || true)
 conf_src=${nginx_src:+$nginx_src/conf}
 if [ -n "$conf_src" ] && [ -d "$conf_src" ]; then
     for f in mime.types fastcgi_params scgi_params uwsgi_params; do

@@ -10,7 +10,7 @@ CARGO ?= cargo
 PREFIX := $(CURDIR)/target/nginx
 # One set of configure flags for every build: a change would rebuild nginx.
 export NGX_CONFIGURE_ARGS := --with-http_stub_status_module
-APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl
+APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client
 DEMO_PORT := 8080
 
 .PHONY: build deps demo demo-stop test test-unit test-e2e test-addon bench

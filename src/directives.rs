@@ -1,5 +1,6 @@
 //! The directives of SPEC "Directives": `migration_config`, `migration`,
-//! `migration_service`; the main and location configurations they fill.
+//! `migration_service`, `migration_status`; the main and location configurations
+//! they fill.
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -11,22 +12,30 @@ use std::sync::Arc;
 use migration_engine::CompiledConfig;
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_pagesize, ngx_parse_size, ngx_parse_time, ngx_shared_memory_add,
+    ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    NGX_LOG_NOTICE,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
 pub struct Module;
 
-/// http-level state: the loaded configuration.
+/// http-level state: the configuration this cycle loaded, and its zone.
 #[derive(Default)]
 pub struct MainConf {
-    /// The compiled configuration, shared with the requests that use it.
+    /// Compiled when the directive is read; the first thing the workers route by.
     pub config: Option<Arc<CompiledConfig>>,
     /// The file, after resolving a relative path against the nginx prefix.
     pub source: String,
+    /// The file's text as validated, published into the zone.
+    pub text: String,
+    pub content_hash: u64,
+    /// `watch=`, in milliseconds.
+    pub watch_ms: Option<u64>,
+    /// Set by the zone's `init` (reload: prepare) and `init_module` (commit).
+    pub publication: Option<crate::publish::Publication>,
 }
 
 unsafe impl HttpModuleMainConf for Module {
@@ -47,13 +56,15 @@ pub struct LocConf {
     /// `migration on|off`; None when not set at this level.
     pub enabled: Option<bool>,
     pub service: ServiceSetting,
+    /// `migration_status` is in this location (not inherited).
+    pub status: bool,
 }
 
 unsafe impl HttpModuleLocationConf for Module {
     type LocationConf = LocConf;
 }
 
-pub static mut COMMANDS: [ngx_command_t; 4] = [
+pub static mut COMMANDS: [ngx_command_t; 5] = [
     ngx_command_t {
         name: ngx_string!("migration_config"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123) as ngx_uint_t,
@@ -78,8 +89,20 @@ pub static mut COMMANDS: [ngx_command_t; 4] = [
         offset: 0,
         post: ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("migration_status"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_migration_status),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
+
+/// `zone=` when not given (SPEC "Directives").
+const DEFAULT_ZONE: (ngx_str_t, usize) = (ngx_string!("migration"), 1024 * 1024);
+
 
 /// The directive's arguments after its name.
 ///
@@ -99,15 +122,18 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     if main.config.is_some() {
         return c"is duplicate".as_ptr() as *mut c_char;
     }
-    for extra in &args[1..] {
-        let text = String::from_utf8_lossy(extra.as_bytes());
-        let name = text.split('=').next().unwrap_or_default();
-        let message = match name {
-            "zone" | "watch" => format!("\"{text}\": the {name}= parameter is not supported by this build of the module yet"),
-            _ => format!("invalid parameter \"{text}\"; expected zone=NAME:SIZE or watch=INTERVAL"),
+    let mut zone: Option<(ngx_str_t, usize)> = None;
+    for param in &args[1..] {
+        let bytes = param.as_bytes();
+        let parsed = match (bytes.strip_prefix(b"zone="), bytes.strip_prefix(b"watch=")) {
+            (Some(value), _) if zone.is_none() => parse_zone(value).map(|z| zone = Some(z)),
+            (_, Some(value)) if main.watch_ms.is_none() => parse_interval(value).map(|ms| main.watch_ms = Some(ms)),
+            _ => Err("expected zone=NAME:SIZE or watch=INTERVAL, each at most once".to_string()),
         };
-        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", message);
-        return NGX_CONF_ERROR;
+        if let Err(why) = parsed {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid parameter \"{}\": {}", param, why);
+            return NGX_CONF_ERROR;
+        }
     }
     let mut path = args[0];
     // SAFETY: cf->cycle is the cycle being configured; ngx_conf_full_name replaces
@@ -117,25 +143,97 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     }
     let file = Path::new(OsStr::from_bytes(path.as_bytes()));
     let source = file.display().to_string();
-    match migration_engine::load_file(file) {
-        Ok(config) => {
-            ngx_conf_log_error!(
-                NGX_LOG_NOTICE,
-                cf,
-                "migration: loaded {} (version {}, {} services)",
-                source,
-                config.version,
-                config.services.len()
-            );
-            main.config = Some(Arc::new(config));
-            main.source = source;
-            NGX_CONF_OK
-        }
+    let loaded = migration_engine::read_source(file).and_then(|text| Ok((migration_engine::load_str(&source, &text)?, text)));
+    let (config, text) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", e);
-            NGX_CONF_ERROR
+            return NGX_CONF_ERROR;
         }
+    };
+    let (mut zone_name, zone_size) = zone.unwrap_or(DEFAULT_ZONE);
+    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    let needed = crate::zone::required_zone_size(source.len(), text.len(), &names);
+    if needed > zone_size {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "zone \"{}\" is too small for {} ({} services, {} bytes of YAML): it needs at least {}, e.g. zone={}:{}",
+            zone_name,
+            source,
+            names.len(),
+            text.len(),
+            crate::zone::human_size(needed),
+            zone_name,
+            crate::zone::human_size(needed)
+        );
+        return NGX_CONF_ERROR;
     }
+    // SAFETY: cf is valid; the tag is this module's static, the same in every cycle
+    // (the shared object stays loaded over a reload), so nginx keeps the zone.
+    let shm_zone = unsafe {
+        ngx_shared_memory_add(cf, &mut zone_name, zone_size, ptr::addr_of_mut!(crate::ngx_http_migration_module) as *mut c_void)
+    };
+    if shm_zone.is_null() {
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: ngx_shared_memory_add returned a zone entry of this cycle.
+    let shm_zone = unsafe { &mut *shm_zone };
+    if !shm_zone.data.is_null() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "zone \"{}\" is already used by another migration_config", zone_name);
+        return NGX_CONF_ERROR;
+    }
+    shm_zone.init = Some(crate::publish::init_zone);
+    shm_zone.data = main as *mut MainConf as *mut c_void;
+    ngx_conf_log_error!(
+        NGX_LOG_NOTICE,
+        cf,
+        "migration: loaded {} (version {}, {} services)",
+        source,
+        config.version,
+        config.services.len()
+    );
+    main.content_hash = migration_engine::content_hash(text.as_bytes());
+    main.config = Some(Arc::new(config));
+    main.source = source;
+    main.text = text;
+    NGX_CONF_OK
+}
+
+/// `NAME:SIZE`, SIZE as nginx reads sizes (`64k`, `1m`), at least 8 pages as
+/// nginx's own zones require.
+fn parse_zone(value: &[u8]) -> Result<(ngx_str_t, usize), String> {
+    let text = String::from_utf8_lossy(value);
+    let colon = value.iter().rposition(|&b| b == b':').ok_or("the zone needs a size, as in zone=migration:1m")?;
+    if colon == 0 {
+        return Err("the zone needs a name, as in zone=migration:1m".into());
+    }
+    let mut size = ngx_str_t { len: value.len() - colon - 1, data: value[colon + 1..].as_ptr() as *mut u8 };
+    // SAFETY: ngx_parse_size only reads `size`.
+    let bytes = unsafe { ngx_parse_size(&mut size) };
+    // SAFETY: ngx_pagesize is set by ngx_os_init before the configuration is read.
+    let minimum = 8 * unsafe { ngx_pagesize } as isize;
+    if bytes < 0 {
+        return Err(format!("invalid zone size in \"{text}\""));
+    }
+    if bytes < minimum {
+        return Err(format!("zone size must be at least {}k", minimum / 1024));
+    }
+    Ok((ngx_str_t { len: colon, data: value.as_ptr() as *mut u8 }, bytes as usize))
+}
+
+/// An nginx time (`500ms`, `2s`, `1m`), at least 100ms.
+fn parse_interval(value: &[u8]) -> Result<u64, String> {
+    let mut text = ngx_str_t { len: value.len(), data: value.as_ptr() as *mut u8 };
+    // SAFETY: ngx_parse_time only reads `text`; 0 asks for milliseconds.
+    let ms = unsafe { ngx_parse_time(&mut text, 0) };
+    if ms < 0 {
+        return Err("invalid interval; write it as nginx times are written, e.g. watch=2s or watch=500ms".into());
+    }
+    if ms < 100 {
+        return Err("the watch interval must be at least 100ms".into());
+    }
+    Ok(ms as u64)
 }
 
 extern "C" fn set_migration(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
@@ -184,6 +282,19 @@ extern "C" fn set_migration_service(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_
     NGX_CONF_OK
 }
 
+extern "C" fn set_migration_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx passes this module's location configuration and a valid cf.
+    let loc = unsafe { &mut *(conf as *mut LocConf) };
+    if loc.status {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    loc.status = true;
+    // SAFETY: cf is valid inside a location block.
+    let clcf = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }).expect("http core location conf");
+    clcf.handler = Some(crate::status::status_handler);
+    NGX_CONF_OK
+}
+
 pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     // SAFETY: cf->pool is the configuration pool; `allocate` registers a cleanup that
     // drops the value (and its Arc) when the cycle's pool is destroyed.
@@ -206,11 +317,10 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
     if conf.service == ServiceSetting::Unset {
         conf.service = prev.service.clone();
     }
-    if conf.enabled == Some(true) {
+    for (needed, directive) in [(conf.enabled == Some(true), "\"migration on\""), (conf.status, "migration_status")] {
         // SAFETY: cf is valid while merging the http block.
-        let main = Module::main_conf(unsafe { &*cf }).expect("http main conf");
-        if main.config.is_none() {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"migration on\" needs migration_config in the http block");
+        if needed && Module::main_conf(unsafe { &*cf }).expect("http main conf").config.is_none() {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{} needs migration_config in the http block", directive);
             return NGX_CONF_ERROR;
         }
     }

@@ -4,8 +4,9 @@
 //! This crate is the thin nginx layer over the `migration-engine` crate and the only
 //! place for `unsafe`: the module table and its directives (`directives.rs`), a
 //! borrowed view of a request (`request.rs`), the per-request decision and its
-//! access-phase handler (`phases.rs`), and the `$migration_*` variables
-//! (`variables.rs`).
+//! access-phase handler (`phases.rs`), the `$migration_*` variables
+//! (`variables.rs`), the shared zone (`zone.rs`), publication on reload and on
+//! `watch=` (`publish.rs`) and the status handler (`status.rs`).
 
 use core::ptr::{addr_of, addr_of_mut};
 
@@ -13,9 +14,12 @@ use ngx::ffi::{ngx_command_t, ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 
 mod directives;
 mod phases;
+mod publish;
 mod random;
 mod request;
+mod status;
 mod variables;
+mod zone;
 
 use directives::Module;
 
@@ -42,7 +46,8 @@ pub static mut ngx_http_migration_module: ngx_module_t = ngx_module_t {
     // only reads it.
     commands: unsafe { addr_of_mut!(directives::COMMANDS[0]) as *mut ngx_command_t },
     type_: NGX_HTTP_MODULE as _,
-    init_process: Some(random::seed_worker),
+    init_module: Some(publish::init_module),
+    init_process: Some(publish::init_process),
     ..ngx_module_t::default()
 };
 

@@ -11,13 +11,15 @@ use core::ffi::c_void;
 use core::ptr;
 use std::sync::Arc;
 
-use migration_engine::{decide, CompiledConfig, Decision, ServiceChoice};
+use migration_engine::{decide, Decision, ServiceChoice};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t,
     ngx_int_t, ngx_pool_cleanup_add,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+
+use crate::publish::Published;
 
 use crate::directives::{Module, ServiceSetting};
 use crate::request::NgxRequestView;
@@ -27,7 +29,7 @@ use crate::request::NgxRequestView;
 pub struct RequestDecision {
     /// Recognises our cleanup entry among the pool's cleanups.
     tag: u64,
-    pub config: Arc<CompiledConfig>,
+    pub published: Arc<Published>,
     pub decision: Decision,
 }
 
@@ -72,8 +74,7 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
         // SAFETY: the decision lives in the request pool, which outlives `r`'s borrow.
         return Ok(Some(unsafe { &*d }));
     }
-    let main = Module::main_conf(&*r).expect("http main conf");
-    let Some(config) = main.config.clone() else {
+    let Some(published) = crate::publish::current() else {
         return Ok(None);
     };
     let loc = Module::location_conf(&*r).expect("location conf");
@@ -84,8 +85,9 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
     let decision = {
         // SAFETY: `r` is a live request for the duration of this call.
         let view = unsafe { NgxRequestView::new(r) };
-        decide(&config, choice, &view, &mut crate::random::draw)
+        decide(&published.config, choice, &view, &mut crate::random::draw)
     };
+    published.count(&decision);
     // SAFETY: r->pool is the request pool; the cleanup's data area is sized for a
     // RequestDecision and is initialised right below, before anything reads it.
     unsafe {
@@ -94,7 +96,7 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
             return Err(());
         }
         let data = (*cln).data as *mut RequestDecision;
-        ptr::write(data, RequestDecision { tag: TAG, config, decision });
+        ptr::write(data, RequestDecision { tag: TAG, published, decision });
         (*cln).handler = Some(drop_request_decision);
         let request = Request::from_ngx_http_request(r);
         request.set_module_ctx(data as *mut c_void, Module::module());

@@ -4,13 +4,12 @@
 
 use core::cell::Cell;
 
-use ngx::ffi::{ngx_cycle_t, ngx_int_t};
-
 thread_local! {
     static STATE: Cell<u64> = const { Cell::new(0x9E37_79B9_7F4A_7C15) };
 }
 
-pub unsafe extern "C" fn seed_worker(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
+/// Seeds this worker's generator; called from `init_process`.
+pub fn seed_worker() {
     let mut seed = [0u8; 8];
     // SAFETY: getrandom writes at most `seed.len()` bytes into the buffer.
     let got = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
@@ -19,7 +18,6 @@ pub unsafe extern "C" fn seed_worker(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
         value ^= (std::process::id() as u64) << 32 ^ std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos() as u64);
     }
     STATE.with(|s| s.set(value | 1));
-    ngx::core::Status::NGX_OK.into()
 }
 
 /// A uniform 32-bit draw.

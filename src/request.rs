@@ -18,7 +18,7 @@ impl<'r> NgxRequestView<'r> {
     }
 }
 
-fn bytes(s: &ngx_str_t) -> &[u8] {
+pub(crate) fn bytes(s: &ngx_str_t) -> &[u8] {
     if s.len == 0 || s.data.is_null() {
         return &[];
     }

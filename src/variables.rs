@@ -37,7 +37,8 @@ impl Variable {
     /// The value for a request's decision. Strings point into the compiled
     /// configuration the request holds, or are static.
     fn value(self, d: &RequestDecision) -> &[u8] {
-        let service = d.decision.service.map(|i| &d.config.services[i as usize]);
+        let config = &d.published.config;
+        let service = d.decision.service.map(|i| &config.services[i as usize]);
         let endpoint = service.zip(d.decision.target).map(|(s, t)| s.endpoint(t));
         let text: &str = match self {
             Variable::Target => d.decision.target.map_or("", |t| t.as_str()),
@@ -46,7 +47,7 @@ impl Variable {
             Variable::Scheme => endpoint.map_or("", |e| e.scheme),
             Variable::Service => service.map_or("", |s| s.name.as_str()),
             Variable::Rule => d.decision.rule.as_str(),
-            Variable::ConfigVersion => d.config.version.as_str(),
+            Variable::ConfigVersion => config.version.as_str(),
         };
         text.as_bytes()
     }

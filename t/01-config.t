@@ -406,15 +406,15 @@ invalid value "yes", it must be "on" or "off"
 
 
 
-=== TEST 24: zone= and watch= are refused by this build rather than ignored
+=== TEST 24: an unknown migration_config parameter is refused, not ignored
 --- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=5s;
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml wach=5s;
 --- user_files
 >>> m.yaml
 services: []
 --- must_die
 --- error_log
-"watch=5s": the watch= parameter is not supported by this build of the module yet
+invalid parameter "wach=5s": expected zone=NAME:SIZE or watch=INTERVAL, each at most once
 
 
 

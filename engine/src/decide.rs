@@ -22,7 +22,9 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 9] = [
+    pub const COUNT: usize = 9;
+
+    pub const ALL: [Rule; Rule::COUNT] = [
         Rule::Header,
         Rule::Cidr,
         Rule::UserList,
@@ -33,6 +35,12 @@ impl Rule {
         Rule::Fallback,
         Rule::None,
     ];
+
+    /// Position in [`Rule::ALL`], for counter tables.
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

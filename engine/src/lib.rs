@@ -16,11 +16,13 @@ pub mod compiled;
 pub mod config;
 pub mod decide;
 pub mod hash;
+pub mod report;
 pub mod request;
 
 pub use compiled::{CompiledConfig, CompiledService, Endpoint};
 pub use config::{ConfigError, Target};
 pub use decide::{decide, Decision, Rule, ServiceChoice};
+pub use report::{BreakerState, Counts, FallbackReport, ServiceReport, StatusReport};
 pub use request::{arg_in_query, cookie_in_header, OwnedRequest, RequestView};
 
 /// Parses, validates and compiles a configuration held in memory.
@@ -31,14 +33,26 @@ pub fn load_str(file: &str, text: &str) -> Result<CompiledConfig, ConfigError> {
 /// Reads, validates and compiles a configuration file. Errors name the file as
 /// given.
 pub fn load_file(path: &std::path::Path) -> Result<CompiledConfig, ConfigError> {
+    let text = read_source(path)?;
+    load_str(&path.display().to_string(), &text)
+}
+
+/// Reads a configuration file as text, with located errors for what cannot be read
+/// or is not UTF-8; the text is what the shared zone publishes.
+pub fn read_source(path: &std::path::Path) -> Result<String, ConfigError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| ConfigError::new(&name, None, "", format!("cannot read the file: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         let before = &e.as_bytes()[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
         let column = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
         ConfigError::new(&name, Some((line, column)), "", "the file is not valid UTF-8")
-    })?;
-    load_str(&name, &text)
+    })
+}
+
+/// The content hash of a configuration's text (FNV-1a 64): how a watched file is
+/// known to have changed, whatever its modification time says.
+pub fn content_hash(text: &[u8]) -> u64 {
+    config::fnv1a64(text)
 }

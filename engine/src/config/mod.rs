@@ -503,8 +503,9 @@ fn literal_block_offset(text: &str, key: &str) -> Option<(usize, usize)> {
     Some((key_line + 1, indent))
 }
 
-/// FNV-1a, 64-bit: the content hash that stands in for a missing `version`.
-fn fnv1a64(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64-bit: the content hash that stands in for a missing `version`, and
+/// by which a watched file is known to have changed.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 

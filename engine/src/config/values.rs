@@ -173,6 +173,12 @@ impl Target {
             Target::New => "new",
         }
     }
+
+    /// 0 for old, 1 for new, for counter tables.
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 string_value!(Target, "new_cluster or old_cluster");
 

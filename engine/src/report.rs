@@ -1,0 +1,375 @@
+//! The status document of SPEC "Status": JSON, and the Prometheus text exposition
+//! format (version 0.0.4), rendered from a plain snapshot of the shared counters.
+//! No nginx and no I/O here, so both formats are unit-tested byte for byte.
+
+use std::fmt::Write;
+
+use crate::compiled::CompiledService;
+use crate::config::{Strategy, Target};
+use crate::decide::Rule;
+
+/// Requests counted per target × rule, indexed by [`Target::index`] and
+/// [`Rule::index`].
+pub type Counts = [[u64; Rule::COUNT]; 2];
+
+/// The state of a service's fallback breaker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BreakerState {
+    #[default]
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
+    /// The value of the `migration_fallback_state` gauge.
+    pub fn gauge(self) -> u8 {
+        self as u8
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FallbackReport {
+    pub state: BreakerState,
+    pub consecutive_failures: u64,
+    pub trips: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceReport<'a> {
+    pub name: &'a str,
+    pub enabled: bool,
+    pub strategy: Strategy,
+    pub percentage_bp: u32,
+    pub counts: Counts,
+    pub fallback: FallbackReport,
+}
+
+impl<'a> ServiceReport<'a> {
+    pub fn new(service: &'a CompiledService, counts: Counts, fallback: FallbackReport) -> Self {
+        ServiceReport {
+            name: &service.name,
+            enabled: service.enabled,
+            strategy: service.strategy,
+            percentage_bp: service.percentage_bp,
+            counts,
+            fallback,
+        }
+    }
+
+    fn requests(&self, target: Target) -> u64 {
+        self.counts[target.index()].iter().sum()
+    }
+
+    fn rule_total(&self, rule: Rule) -> u64 {
+        self.counts[0][rule.index()] + self.counts[1][rule.index()]
+    }
+}
+
+/// One snapshot of the status: the published configuration and its counters.
+#[derive(Clone, Debug)]
+pub struct StatusReport<'a> {
+    pub version: &'a str,
+    pub generation: u64,
+    /// When this generation was published, in seconds since the Unix epoch.
+    pub loaded_at: u64,
+    pub source: &'a str,
+    /// Requests for which no service matched (`$migration_rule=none`).
+    pub unmatched: u64,
+    pub services: Vec<ServiceReport<'a>>,
+}
+
+/// The rules that can send a request to `target`: `disabled` and `fallback`
+/// only ever send to old, so their `new` series would be noise.
+fn rules_for(target: Target) -> impl Iterator<Item = Rule> {
+    Rule::ALL.into_iter().filter(move |&rule| match rule {
+        Rule::None => false,
+        Rule::Disabled | Rule::Fallback => target == Target::Old,
+        _ => true,
+    })
+}
+
+impl StatusReport<'_> {
+    /// The JSON document of SPEC "Status", on one line.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(256 + 384 * self.services.len());
+        out.push_str("{\"version\":");
+        json_string(&mut out, self.version);
+        let _ = write!(out, ",\"generation\":{},\"loaded_at\":", self.generation);
+        json_string(&mut out, &rfc3339(self.loaded_at));
+        out.push_str(",\"source\":");
+        json_string(&mut out, self.source);
+        let _ = write!(out, ",\"unmatched\":{},\"services\":[", self.unmatched);
+        for (i, s) in self.services.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"name\":");
+            json_string(&mut out, s.name);
+            let _ = write!(
+                out,
+                ",\"enabled\":{},\"strategy\":\"{}\",\"percentage\":{},\"requests\":{{\"old\":{},\"new\":{}}},\"rules\":{{",
+                s.enabled,
+                s.strategy.as_str(),
+                Percentage(s.percentage_bp),
+                s.requests(Target::Old),
+                s.requests(Target::New)
+            );
+            for (j, rule) in Rule::ALL.iter().filter(|&&r| r != Rule::None).enumerate() {
+                let _ = write!(out, "{}\"{}\":{}", if j > 0 { "," } else { "" }, rule.as_str(), s.rule_total(*rule));
+            }
+            let _ = write!(
+                out,
+                "}},\"fallback\":{{\"state\":\"{}\",\"consecutive_failures\":{},\"trips\":{}}}}}",
+                s.fallback.state.as_str(),
+                s.fallback.consecutive_failures,
+                s.fallback.trips
+            );
+        }
+        out.push_str("]}\n");
+        out
+    }
+
+    /// The Prometheus text exposition format: every family with its `# HELP` and
+    /// `# TYPE`, every series of a service present from its first scrape (zeros
+    /// included, so that `rate()` sees the first request).
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::with_capacity(1024 + 2048 * self.services.len());
+        family(&mut out, "migration_requests_total", "counter", "Requests routed, by service, target and the rule that decided.");
+        for s in &self.services {
+            for target in [Target::Old, Target::New] {
+                for rule in rules_for(target) {
+                    out.push_str("migration_requests_total{service=");
+                    label_value(&mut out, s.name);
+                    let _ = writeln!(
+                        out,
+                        ",target=\"{}\",rule=\"{}\"}} {}",
+                        target.as_str(),
+                        rule.as_str(),
+                        s.counts[target.index()][rule.index()]
+                    );
+                }
+            }
+        }
+        family(&mut out, "migration_unmatched_requests_total", "counter", "Requests whose Host matched no service (rule none).");
+        let _ = writeln!(out, "migration_unmatched_requests_total {}", self.unmatched);
+        family(&mut out, "migration_percentage", "gauge", "The configured percentage of the split, 0 to 100.");
+        for s in &self.services {
+            out.push_str("migration_percentage{service=");
+            label_value(&mut out, s.name);
+            let _ = writeln!(out, "}} {}", Percentage(s.percentage_bp));
+        }
+        family(&mut out, "migration_enabled", "gauge", "1 when the migration of the service is enabled, 0 when everything goes to old.");
+        for s in &self.services {
+            out.push_str("migration_enabled{service=");
+            label_value(&mut out, s.name);
+            let _ = writeln!(out, "}} {}", u8::from(s.enabled));
+        }
+        family(&mut out, "migration_fallback_state", "gauge", "Fallback breaker of the service: 0 closed, 1 open, 2 half-open.");
+        for s in &self.services {
+            out.push_str("migration_fallback_state{service=");
+            label_value(&mut out, s.name);
+            let _ = writeln!(out, "}} {}", s.fallback.state.gauge());
+        }
+        family(&mut out, "migration_fallback_trips_total", "counter", "Times the fallback breaker of the service opened.");
+        for s in &self.services {
+            out.push_str("migration_fallback_trips_total{service=");
+            label_value(&mut out, s.name);
+            let _ = writeln!(out, "}} {}", s.fallback.trips);
+        }
+        family(&mut out, "migration_config_generation", "gauge", "Generation of the published configuration; grows by one at every publication.");
+        let _ = writeln!(out, "migration_config_generation {}", self.generation);
+        family(&mut out, "migration_config_loaded_timestamp_seconds", "gauge", "When the published configuration was loaded, in Unix seconds.");
+        let _ = writeln!(out, "migration_config_loaded_timestamp_seconds {}", self.loaded_at);
+        family(&mut out, "migration_config_info", "gauge", "The published configuration: its version and source file.");
+        out.push_str("migration_config_info{version=");
+        label_value(&mut out, self.version);
+        out.push_str(",source=");
+        label_value(&mut out, self.source);
+        out.push_str("} 1\n");
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+/// A label value in double quotes, with `\`, `"` and newline escaped as the text
+/// format requires.
+fn label_value(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A percentage in basis points, printed as a number with no needless zeros:
+/// 2000 → `20`, 2050 → `20.5`, 3333 → `33.33`.
+struct Percentage(u32);
+
+impl std::fmt::Display for Percentage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, frac) = (self.0 / 100, self.0 % 100);
+        match frac {
+            0 => write!(f, "{whole}"),
+            f2 if f2 % 10 == 0 => write!(f, "{whole}.{}", f2 / 10),
+            f2 => write!(f, "{whole}.{f2:02}"),
+        }
+    }
+}
+
+/// Unix seconds as an RFC 3339 UTC timestamp (`2026-11-26T01:30:00Z`).
+pub fn rfc3339(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load_str;
+
+    const YAML: &str = "version: \"v\\\"1\\\\\"\nservices:\n  - name: api\n    old_host: api.example\n    old_backend: old:80\n    new_host: api.new\n    new_backend: new:443\n    migration: {percentage: 33.33, strategy: user}\n  - name: shop\n    old_host: shop.example\n    old_backend: old:80\n    new_host: shop.new\n    new_backend: new:443\n    migration: {enabled: false, percentage: 20.5}\n";
+
+    fn counts(entries: &[(Target, Rule, u64)]) -> Counts {
+        let mut c = [[0; Rule::COUNT]; 2];
+        for &(t, r, n) in entries {
+            c[t.index()][r.index()] = n;
+        }
+        c
+    }
+
+    fn report(config: &crate::CompiledConfig) -> StatusReport<'_> {
+        StatusReport {
+            version: &config.version,
+            generation: 7,
+            loaded_at: 1_795_656_600,
+            source: "/etc/nginx/m\"igration.yaml",
+            unmatched: 3,
+            services: vec![
+                ServiceReport::new(
+                    &config.services[0],
+                    counts(&[(Target::New, Rule::Header, 2), (Target::Old, Rule::Header, 1), (Target::Old, Rule::UserHash, 5)]),
+                    FallbackReport::default(),
+                ),
+                ServiceReport::new(
+                    &config.services[1],
+                    counts(&[(Target::Old, Rule::Disabled, 4)]),
+                    FallbackReport { state: BreakerState::HalfOpen, consecutive_failures: 5, trips: 2 },
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn json_has_the_spec_shape_and_escapes_strings() {
+        let config = load_str("m.yaml", YAML).unwrap();
+        let json = report(&config).to_json();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"version":"v\"1\\","generation":7,"loaded_at":"2026-11-26T01:30:00Z","source":"/etc/nginx/m\"igration.yaml","unmatched":3,"services":["#,
+                r#"{"name":"api","enabled":true,"strategy":"user","percentage":33.33,"requests":{"old":6,"new":2},"#,
+                r#""rules":{"header":3,"cidr":0,"user_list":0,"user_hash":5,"ip_hash":0,"weight":0,"disabled":0,"fallback":0},"#,
+                r#""fallback":{"state":"closed","consecutive_failures":0,"trips":0}},"#,
+                r#"{"name":"shop","enabled":false,"strategy":"weight","percentage":20.5,"requests":{"old":4,"new":0},"#,
+                r#""rules":{"header":0,"cidr":0,"user_list":0,"user_hash":0,"ip_hash":0,"weight":0,"disabled":4,"fallback":0},"#,
+                r#""fallback":{"state":"half_open","consecutive_failures":5,"trips":2}}]}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn prometheus_lists_every_possible_series_with_help_and_type() {
+        let config = load_str("m.yaml", YAML).unwrap();
+        let text = report(&config).to_prometheus();
+        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("migration_requests_total{")).collect();
+        // 8 rules to old, 6 to new (disabled and fallback never send to new), per service.
+        assert_eq!(series.len(), 2 * 14);
+        assert!(series.contains(&r#"migration_requests_total{service="api",target="new",rule="header"} 2"#));
+        assert!(series.contains(&r#"migration_requests_total{service="api",target="old",rule="user_hash"} 5"#));
+        assert!(series.contains(&r#"migration_requests_total{service="shop",target="old",rule="disabled"} 4"#));
+        assert!(!text.contains(r#"target="new",rule="disabled""#));
+        assert!(text.contains("migration_fallback_state{service=\"shop\"} 2\n"));
+        assert!(text.contains("migration_percentage{service=\"api\"} 33.33\n"));
+        assert!(text.contains("migration_config_generation 7\n"));
+        assert!(text.contains("migration_unmatched_requests_total 3\n"));
+        assert!(text.contains("migration_config_info{version=\"v\\\"1\\\\\",source=\"/etc/nginx/m\\\"igration.yaml\"} 1\n"));
+        // Every sample belongs to a family announced just before it by HELP and TYPE.
+        let mut announced = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                announced.push(rest.split(' ').next().unwrap().to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(announced.last().map(String::as_str), Some(name), "{line}");
+            }
+        }
+        assert_eq!(text.matches("# HELP ").count(), announced.len());
+    }
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_newline() {
+        let mut out = String::new();
+        label_value(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, r#""a\\b\"c\nd""#);
+    }
+
+    #[test]
+    fn percentages_print_without_needless_zeros() {
+        let p = |bp| Percentage(bp).to_string();
+        assert_eq!([p(0), p(2000), p(2050), p(3333), p(5), p(10000)], ["0", "20", "20.5", "33.33", "0.05", "100"]);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_656_600), "2026-11-26T01:30:00Z");
+        assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+}

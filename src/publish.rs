@@ -1,0 +1,309 @@
+//! Publication of the configuration (SPEC "Reload and updates"): what each worker
+//! routes by, how a reload publishes a new file, and how `watch=` publishes a
+//! changed one without a reload.
+//!
+//! Each process routes by its own [`Published`] value, held in an `ArcSwap`: a
+//! request takes it without a lock, and keeps its `Arc` for as long as it needs
+//! the strings of its decision. A worker replaces it when the zone's generation
+//! moves (on its `watch=` timer, or when serving the status), compiling the
+//! zone's record, or taking the configuration it just published itself.
+
+use core::ffi::c_void;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use migration_engine::{CompiledConfig, Decision};
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_add_timer, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_pcalloc, ngx_quit,
+    ngx_shm_zone_t, ngx_terminate, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::ngx_log_error;
+
+use crate::directives::{MainConf, Module};
+use crate::zone::{human_size, required_zone_size, SlotRef, Zone};
+
+/// One generation of the configuration, as a process routes by it.
+pub struct Published {
+    pub generation: u64,
+    pub loaded_at: u64,
+    pub content_hash: u64,
+    pub source: String,
+    pub config: Arc<CompiledConfig>,
+    /// The counters of `config.services[i]` are `slots[i]`.
+    pub slots: Box<[SlotRef]>,
+    pub zone: Zone,
+}
+
+impl Published {
+    /// Counts a request's decision in the zone: one atomic increment.
+    #[inline]
+    pub fn count(&self, decision: &Decision) {
+        match (decision.service.and_then(|i| self.slots.get(i as usize)), decision.target) {
+            (Some(slot), Some(target)) => slot.count(target, decision.rule),
+            _ => self.zone.count_unmatched(),
+        }
+    }
+}
+
+/// The cycle's hold on its zone, kept in the main configuration.
+pub struct Publication {
+    pub zone: Zone,
+    /// The reload's prepared record: its slots and load time, until committed.
+    slots: Vec<SlotRef>,
+    loaded_at: u64,
+    /// After `init_module`: what the workers start with.
+    published: Option<Arc<Published>>,
+}
+
+static CURRENT: ArcSwapOption<Published> = ArcSwapOption::const_empty();
+
+/// What this process routes by now; None without `migration_config`.
+#[inline]
+pub fn current() -> Option<Arc<Published>> {
+    CURRENT.load_full()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn service_names(config: &CompiledConfig) -> Vec<&str> {
+    config.services.iter().map(|s| s.name.as_str()).collect()
+}
+
+/// The zone's `init`, in the master, for `nginx -t`, start and every reload:
+/// attaches the zone and prepares this cycle's record in it. A shortage fails the
+/// reload here, while the old cycle still runs untouched.
+pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx calls init with the zone entry whose data we set to this
+    // cycle's main configuration (which lives in the cycle's pool).
+    let (shm_zone, main) = unsafe { (&*shm_zone, &mut *((*shm_zone).data as *mut MainConf)) };
+    let log = shm_zone.shm.log;
+    let name = String::from_utf8_lossy(shm_zone.shm.name.as_bytes()).into_owned();
+    // SAFETY: `data` is null for a new zone and the previous cycle's data for a
+    // kept one; we are in the zone's init.
+    let zone = match unsafe { Zone::attach(shm_zone, data.is_null()) } {
+        Ok(zone) => zone,
+        Err(why) => {
+            ngx_log_error!(NGX_LOG_EMERG, log, "migration: zone \"{}\" {}", name, why);
+            return Status::NGX_ERROR.into();
+        }
+    };
+    let Some(config) = main.config.clone() else {
+        return Status::NGX_ERROR.into();
+    };
+    let names = service_names(&config);
+    let loaded_at = unix_now();
+    let mut locked = zone.lock();
+    match locked.prepare(&main.source, &main.text, main.content_hash, loaded_at, &names) {
+        Ok((record, slots)) => {
+            locked.set_pending(record);
+            drop(locked);
+            main.publication = Some(Publication { zone, slots, loaded_at, published: None });
+            Status::NGX_OK.into()
+        }
+        Err(shortfall) => {
+            drop(locked);
+            ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "migration: zone \"{}\" ({}) has no room left for {}: the configuration alone needs {}, and a zone kept over \
+                 a reload also holds the counters of earlier services; give it a larger size (a new size starts a new zone)",
+                name,
+                human_size(shm_zone.shm.size),
+                main.source,
+                human_size(shortfall.needed)
+            );
+            Status::NGX_ERROR.into()
+        }
+    }
+}
+
+/// `init_module`, in the master, once the new cycle can no longer fail: commits
+/// the prepared record, so the zone's generation moves only for a cycle that runs.
+pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx calls init_module with the new, complete cycle.
+    let cycle = unsafe { &*cycle };
+    let Some(main) = Module::main_conf_mut(cycle) else {
+        return Status::NGX_OK.into();
+    };
+    let (Some(config), Some(publication)) = (main.config.clone(), main.publication.as_mut()) else {
+        return Status::NGX_OK.into();
+    };
+    let Some(generation) = publication.zone.lock().commit_pending() else {
+        ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: no prepared configuration to publish");
+        return Status::NGX_OK.into();
+    };
+    publication.published = Some(Arc::new(Published {
+        generation,
+        loaded_at: publication.loaded_at,
+        content_hash: main.content_hash,
+        source: main.source.clone(),
+        config,
+        slots: core::mem::take(&mut publication.slots).into_boxed_slice(),
+        zone: publication.zone,
+    }));
+    Status::NGX_OK.into()
+}
+
+/// `init_process`: the worker starts with the configuration its cycle published,
+/// and with `watch=`, its timer.
+pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx calls init_process with the worker's cycle.
+    let cycle = unsafe { &*cycle };
+    crate::random::seed_worker();
+    let Some(main) = Module::main_conf(cycle) else {
+        return Status::NGX_OK.into();
+    };
+    let Some(published) = main.publication.as_ref().and_then(|p| p.published.clone()) else {
+        return Status::NGX_OK.into();
+    };
+    CURRENT.store(Some(published));
+    if let Some(interval) = main.watch_ms {
+        // SAFETY: the cycle pool outlives the worker's event loop.
+        let ev = unsafe { ngx_pcalloc(cycle.pool, core::mem::size_of::<ngx_event_t>()) } as *mut ngx_event_t;
+        if ev.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: a zeroed event is valid; cancelable lets a worker that is shutting
+        // down exit without waiting for this timer.
+        unsafe {
+            (*ev).handler = Some(watch_tick);
+            (*ev).log = cycle.log;
+            (*ev).set_cancelable(1);
+            ngx_add_timer(ev, interval as _);
+        }
+    }
+    Status::NGX_OK.into()
+}
+
+/// Replaces this process's configuration by the zone's committed one when its
+/// generation moved; returns what the process routes by now.
+pub fn refresh(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<Published>> {
+    let current = current();
+    if current.as_ref().is_some_and(|c| c.generation == zone.generation()) {
+        return current;
+    }
+    let Some(record) = zone.lock().read() else {
+        return current;
+    };
+    match migration_engine::load_str(&record.source, &record.text) {
+        Ok(config) => {
+            let published = Arc::new(Published {
+                generation: record.generation,
+                loaded_at: record.loaded_at,
+                content_hash: record.content_hash,
+                source: record.source,
+                config: Arc::new(config),
+                slots: record.slots.into_boxed_slice(),
+                zone: *zone,
+            });
+            CURRENT.store(Some(published.clone()));
+            Some(published)
+        }
+        Err(e) => {
+            // A record was validated before it was published; this means the
+            // process that published it read the file differently.
+            ngx_log_error!(NGX_LOG_ALERT, log, "migration: generation {} does not compile here: {}", record.generation, e);
+            current
+        }
+    }
+}
+
+unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
+    // SAFETY: nginx's process-state flags, only written by its signal handlers.
+    if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
+        return;
+    }
+    // SAFETY: in a worker, ngx_cycle is the worker's cycle.
+    let cycle = unsafe { &*ngx_cycle };
+    let Some(main) = Module::main_conf(cycle) else {
+        return;
+    };
+    if let (Some(publication), Some(interval)) = (&main.publication, main.watch_ms) {
+        watch_file(main, &publication.zone, cycle.log);
+        // SAFETY: `ev` is our timer event, not armed while its handler runs.
+        unsafe { ngx_add_timer(ev, interval as _) };
+    }
+}
+
+/// One `watch=` check: catch up with the zone, then publish the file if its
+/// content changed and is valid. A bad change is logged once for all workers.
+fn watch_file(main: &MainConf, zone: &Zone, log: *mut ngx_log_t) {
+    let current = refresh(zone, log);
+    let loaded = migration_engine::read_source(std::path::Path::new(&main.source));
+    let hash = match &loaded {
+        Ok(text) => migration_engine::content_hash(text.as_bytes()),
+        Err(e) => migration_engine::content_hash(e.to_string().as_bytes()),
+    };
+    if current.as_ref().is_some_and(|c| c.content_hash == hash) || zone.is_refused(hash) {
+        return;
+    }
+    let (generation, version) = current.as_ref().map_or((0, ""), |c| (c.generation, c.config.version.as_str()));
+    let compiled = loaded.and_then(|text| Ok((migration_engine::load_str(&main.source, &text)?, text)));
+    let (config, text) = match compiled {
+        Ok(compiled) => compiled,
+        Err(e) => {
+            if zone.refuse(hash) {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "migration: {}; the change is not published, generation {} (version {}) stays",
+                    e,
+                    generation,
+                    version
+                );
+            }
+            return;
+        }
+    };
+    let names = service_names(&config);
+    let loaded_at = unix_now();
+    let mut locked = zone.lock();
+    if locked.committed_hash() == Some(hash) {
+        // Another worker published this very content meanwhile.
+        drop(locked);
+        refresh(zone, log);
+        return;
+    }
+    let prepared = locked.prepare(&main.source, &text, hash, loaded_at, &names);
+    let Ok((record, slots)) = prepared else {
+        drop(locked);
+        if zone.refuse(hash) {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "migration: {} changed but does not fit the zone: it needs {}; generation {} (version {}) stays",
+                main.source,
+                human_size(required_zone_size(main.source.len(), text.len(), &names)),
+                generation,
+                version
+            );
+        }
+        return;
+    };
+    let generation = locked.commit(record);
+    drop(locked);
+    zone.refuse(0);
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "migration: {} changed; published generation {} (version {}, {} services)",
+        main.source,
+        generation,
+        config.version,
+        config.services.len()
+    );
+    CURRENT.store(Some(Arc::new(Published {
+        generation,
+        loaded_at,
+        content_hash: hash,
+        source: main.source.clone(),
+        config: Arc::new(config),
+        slots: slots.into_boxed_slice(),
+        zone: *zone,
+    })));
+}

@@ -1,0 +1,437 @@
+//! The shared zone of SPEC "Reload and updates" and "Status": the published
+//! configuration and the per-service counters, in an nginx shared-memory zone
+//! (`migration_config ... zone=NAME:SIZE`).
+//!
+//! Only plain bytes, atomics and pointers into the zone itself live there, never a
+//! Rust heap pointer: every process maps the zone at the same address (it is
+//! mapped by the master before the workers fork), but each has its own heap. The
+//! layout is `#[repr(C)]` and marked by [`MAGIC`], so a reload that keeps the zone
+//! never reads it with a different layout.
+//!
+//! Publishing follows nginx's cycle: a reload *prepares* the new record in
+//! `init_zone` (where a shortage can still fail the reload cleanly) and *commits* it
+//! in `init_module`, once the new cycle can no longer fail. `watch=` prepares and
+//! commits in one go, from a worker. The request path never takes the lock: it
+//! increments counters with atomics, through slot pointers resolved at publication.
+
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
+use core::slice;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use ahash::AHashMap;
+use migration_engine::{BreakerState, Counts, FallbackReport, Rule};
+use ngx::ffi::{
+    ngx_pagesize, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc_locked, ngx_slab_free_locked,
+    ngx_slab_page_t, ngx_slab_pool_t, ngx_slab_stat_t,
+};
+
+/// Marks a zone laid out by this version of the module ("migzone" + layout 1).
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x01");
+
+#[repr(C)]
+struct ZoneHeader {
+    magic: u64,
+    /// The committed record's generation; read without the lock to notice a change.
+    generation: AtomicU64,
+    /// Content hash of the last file `watch=` refused, so that it is logged once.
+    rejected_hash: AtomicU64,
+    /// Requests whose Host matched no service.
+    unmatched: AtomicU64,
+    // Under the lock:
+    record: *mut Record,
+    /// Prepared by a reload's `init_zone`, not yet committed.
+    pending: *mut Record,
+    /// Singly linked list of every service slot ever created in this zone.
+    slots: *mut ServiceSlot,
+}
+
+/// One published configuration, followed in the same allocation by
+/// `[*mut ServiceSlot; slot_count]`, the source path and the YAML text.
+#[repr(C)]
+pub struct Record {
+    generation: u64,
+    loaded_at: u64,
+    content_hash: u64,
+    slot_count: usize,
+    path_len: usize,
+    text_len: usize,
+}
+
+impl Record {
+    fn size(slot_count: usize, path_len: usize, text_len: usize) -> usize {
+        size_of::<Record>() + slot_count * size_of::<*mut ServiceSlot>() + path_len + text_len
+    }
+}
+
+/// A service's counters and fallback state, found by the service's name, so they
+/// carry over from one configuration to the next. Followed by the name's bytes.
+/// Slots are never freed: a worker of an older generation may still count into one.
+#[repr(C)]
+pub struct ServiceSlot {
+    next: *mut ServiceSlot,
+    counts: [[AtomicU64; Rule::COUNT]; 2],
+    pub breaker: BreakerCells,
+    name_len: usize,
+}
+
+/// The shared state of a service's fallback breaker (SPEC "fallback").
+#[repr(C)]
+pub struct BreakerCells {
+    pub state: AtomicU64,
+    pub consecutive_failures: AtomicU64,
+    pub trips: AtomicU64,
+    pub opened_at_ms: AtomicU64,
+}
+
+impl ServiceSlot {
+    fn name(&self) -> &[u8] {
+        // SAFETY: a slot is allocated with its name's bytes right after it.
+        unsafe { slice::from_raw_parts((self as *const ServiceSlot).add(1) as *const u8, self.name_len) }
+    }
+
+    #[inline]
+    pub fn count(&self, target: migration_engine::Target, rule: Rule) {
+        self.counts[target.index()][rule.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut out = [[0; Rule::COUNT]; 2];
+        for (row, cells) in out.iter_mut().zip(&self.counts) {
+            for (n, cell) in row.iter_mut().zip(cells) {
+                *n = cell.load(Ordering::Relaxed);
+            }
+        }
+        out
+    }
+
+    pub fn fallback(&self) -> FallbackReport {
+        let state = match self.breaker.state.load(Ordering::Relaxed) {
+            1 => BreakerState::Open,
+            2 => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        };
+        FallbackReport {
+            state,
+            consecutive_failures: self.breaker.consecutive_failures.load(Ordering::Relaxed),
+            trips: self.breaker.trips.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A slot pointer a process may keep: the slot lives in the shared zone, never
+/// moves and is never freed while the zone exists.
+#[derive(Clone, Copy)]
+pub struct SlotRef(NonNull<ServiceSlot>);
+
+// SAFETY: a slot is only ever accessed through atomics (and its immutable name).
+unsafe impl Send for SlotRef {}
+// SAFETY: as above.
+unsafe impl Sync for SlotRef {}
+
+impl core::ops::Deref for SlotRef {
+    type Target = ServiceSlot;
+    fn deref(&self) -> &ServiceSlot {
+        // SAFETY: see the type's documentation.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// This process's handle on the zone.
+#[derive(Clone, Copy)]
+pub struct Zone {
+    pool: NonNull<ngx_slab_pool_t>,
+    header: NonNull<ZoneHeader>,
+}
+
+// SAFETY: the header's shared fields are atomics; the others are only touched
+// under the zone's lock, which serialises processes (and threads).
+unsafe impl Send for Zone {}
+// SAFETY: as above.
+unsafe impl Sync for Zone {}
+
+/// A copy of the committed record, taken under the lock.
+pub struct RecordCopy {
+    pub generation: u64,
+    pub loaded_at: u64,
+    pub content_hash: u64,
+    pub source: String,
+    pub text: String,
+    pub slots: Vec<SlotRef>,
+}
+
+/// The record would not fit: what the zone would need, in bytes.
+pub struct Shortfall {
+    pub needed: usize,
+}
+
+impl Zone {
+    /// Takes hold of the zone nginx mapped for us: lays out a fresh one, or checks
+    /// that a zone kept over a reload was laid out by this same layout.
+    ///
+    /// # Safety
+    /// `shm_zone` is the zone being initialised, in its `init` callback.
+    pub unsafe fn attach(shm_zone: &ngx_shm_zone_t, fresh: bool) -> Result<Zone, String> {
+        let pool = NonNull::new(shm_zone.shm.addr as *mut ngx_slab_pool_t).ok_or("the zone is not mapped")?;
+        if !fresh {
+            // SAFETY: a kept zone's slab pool holds our header in `data` since it was fresh.
+            let header = unsafe { pool.as_ref().data } as *mut ZoneHeader;
+            return match NonNull::new(header) {
+                // SAFETY: the header was written when the zone was fresh.
+                Some(header) if unsafe { header.as_ref().magic } == MAGIC => Ok(Zone { pool, header }),
+                _ => Err("was laid out by another version of the module; change its size or name, or restart nginx".into()),
+            };
+        }
+        let zone = Zone { pool, header: NonNull::dangling() };
+        let guard = zone.lock();
+        // SAFETY: under the lock; calloc returns zeroed memory, a valid ZoneHeader
+        // (null pointers, zero atomics) once the magic is set.
+        let header = unsafe { ngx_slab_calloc_locked(pool.as_ptr(), size_of::<ZoneHeader>()) } as *mut ZoneHeader;
+        drop(guard);
+        let header = NonNull::new(header).ok_or("is too small to hold even its header")?;
+        // SAFETY: fresh zone, no other process has it yet; the header was just allocated.
+        unsafe {
+            (*header.as_ptr()).magic = MAGIC;
+            (*pool.as_ptr()).data = header.as_ptr() as *mut _;
+        }
+        Ok(Zone { pool, header })
+    }
+
+    fn header(&self) -> &ZoneHeader {
+        // SAFETY: the header lives as long as the zone; its shared fields are atomics.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// The committed generation (0 before the first commit).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.header().generation.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub fn count_unmatched(&self) {
+        self.header().unmatched.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unmatched(&self) -> u64 {
+        self.header().unmatched.load(Ordering::Relaxed)
+    }
+
+    /// Records `hash` as the last refused change; true when it was not already
+    /// (so the caller logs it, once for all workers).
+    pub fn refuse(&self, hash: u64) -> bool {
+        self.header().rejected_hash.swap(hash, Ordering::AcqRel) != hash
+    }
+
+    pub fn is_refused(&self, hash: u64) -> bool {
+        self.header().rejected_hash.load(Ordering::Acquire) == hash
+    }
+
+    /// Takes the zone's lock: the slab pool's own mutex, which nginx releases if
+    /// a worker dies holding it.
+    pub fn lock(&self) -> Locked<'_> {
+        // SAFETY: the pool's mutex was created by ngx_init_zone_pool.
+        unsafe { ngx_shmtx_lock(&mut (*self.pool.as_ptr()).mutex) };
+        Locked { zone: self }
+    }
+}
+
+/// The zone, locked; unlocked on drop.
+pub struct Locked<'a> {
+    zone: &'a Zone,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: this guard holds the lock.
+        unsafe { ngx_shmtx_unlock(&mut (*self.zone.pool.as_ptr()).mutex) };
+    }
+}
+
+impl Locked<'_> {
+    fn header(&mut self) -> &mut ZoneHeader {
+        // SAFETY: the lock makes this process the only one touching the
+        // non-atomic fields.
+        unsafe { &mut *self.zone.header.as_ptr() }
+    }
+
+    fn calloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: under the lock.
+        unsafe { ngx_slab_calloc_locked(self.zone.pool.as_ptr(), size) as *mut u8 }
+    }
+
+    fn free(&mut self, p: *mut u8) {
+        if !p.is_null() {
+            // SAFETY: under the lock; `p` came from calloc on this pool.
+            unsafe { ngx_slab_free_locked(self.zone.pool.as_ptr(), p as *mut _) };
+        }
+    }
+
+    /// The slots of `names`, in order, creating those the zone has not seen yet.
+    fn slots_for(&mut self, names: &[&str]) -> Option<Vec<SlotRef>> {
+        let mut known: AHashMap<&[u8], SlotRef> = AHashMap::new();
+        let mut p = self.header().slots;
+        while let Some(slot) = NonNull::new(p) {
+            let slot = SlotRef(slot);
+            // SAFETY: slots are never freed; the name is immutable.
+            let name: &[u8] = unsafe { &*(slot.name() as *const [u8]) };
+            known.insert(name, slot);
+            p = slot.next;
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(&slot) = known.get(name.as_bytes()) {
+                out.push(slot);
+                continue;
+            }
+            let p = self.calloc(size_of::<ServiceSlot>() + name.len()) as *mut ServiceSlot;
+            let slot = NonNull::new(p)?;
+            // SAFETY: a zeroed ServiceSlot (zero atomics, null next) with room for
+            // the name right after it; linked under the lock.
+            unsafe {
+                ptr::copy_nonoverlapping(name.as_ptr(), p.add(1) as *mut u8, name.len());
+                (*p).name_len = name.len();
+                (*p).next = self.header().slots;
+            }
+            self.header().slots = p;
+            out.push(SlotRef(slot));
+        }
+        Some(out)
+    }
+
+    /// Writes a configuration into a new record (not yet visible to anyone) and
+    /// returns it with the slots of its services.
+    pub fn prepare(
+        &mut self,
+        source: &str,
+        text: &str,
+        content_hash: u64,
+        loaded_at: u64,
+        services: &[&str],
+    ) -> Result<(NonNull<Record>, Vec<SlotRef>), Shortfall> {
+        let shortfall = || Shortfall { needed: required_zone_size(source.len(), text.len(), services) };
+        let slots = self.slots_for(services).ok_or_else(shortfall)?;
+        let size = Record::size(slots.len(), source.len(), text.len());
+        let record = NonNull::new(self.calloc(size) as *mut Record).ok_or_else(shortfall)?;
+        // SAFETY: `record` has room for the header, the slot array, the path and
+        // the text, in that order.
+        unsafe {
+            let r = record.as_ptr();
+            ptr::write(
+                r,
+                Record {
+                    generation: 0,
+                    loaded_at,
+                    content_hash,
+                    slot_count: slots.len(),
+                    path_len: source.len(),
+                    text_len: text.len(),
+                },
+            );
+            let slot_array = r.add(1) as *mut *mut ServiceSlot;
+            for (i, slot) in slots.iter().enumerate() {
+                *slot_array.add(i) = slot.0.as_ptr();
+            }
+            let bytes = slot_array.add(slots.len()) as *mut u8;
+            ptr::copy_nonoverlapping(source.as_ptr(), bytes, source.len());
+            ptr::copy_nonoverlapping(text.as_ptr(), bytes.add(source.len()), text.len());
+        }
+        Ok((record, slots))
+    }
+
+    /// Keeps a prepared record as the reload's pending one, dropping a pending
+    /// record left by a reload that failed after preparing.
+    pub fn set_pending(&mut self, record: NonNull<Record>) {
+        let previous = core::mem::replace(&mut self.header().pending, record.as_ptr());
+        self.free(previous as *mut u8);
+    }
+
+    /// Commits the pending record, if any; returns its generation.
+    pub fn commit_pending(&mut self) -> Option<u64> {
+        let pending = NonNull::new(core::mem::replace(&mut self.header().pending, ptr::null_mut()))?;
+        Some(self.commit(pending))
+    }
+
+    /// Makes `record` the published configuration under the next generation, and
+    /// frees the one it replaces (readers copy records under this lock).
+    pub fn commit(&mut self, record: NonNull<Record>) -> u64 {
+        let generation = self.header().generation.load(Ordering::Relaxed) + 1;
+        // SAFETY: `record` was prepared under this lock and is ours alone.
+        unsafe { (*record.as_ptr()).generation = generation };
+        let previous = core::mem::replace(&mut self.header().record, record.as_ptr());
+        self.free(previous as *mut u8);
+        self.header().generation.store(generation, Ordering::Release);
+        generation
+    }
+
+    /// The content hash of the committed record.
+    pub fn committed_hash(&mut self) -> Option<u64> {
+        // SAFETY: a committed record stays valid while the lock is held.
+        NonNull::new(self.header().record).map(|r| unsafe { r.as_ref().content_hash })
+    }
+
+    /// The committed record, copied out so the lock is held only for a memcpy.
+    pub fn read(&mut self) -> Option<RecordCopy> {
+        let record = NonNull::new(self.header().record)?;
+        // SAFETY: a committed record is complete and is only freed under this lock.
+        unsafe {
+            let r = record.as_ref();
+            let slot_array = record.as_ptr().add(1) as *const *mut ServiceSlot;
+            let slots = (0..r.slot_count).filter_map(|i| NonNull::new(*slot_array.add(i)).map(SlotRef)).collect();
+            let bytes = slot_array.add(r.slot_count) as *const u8;
+            let source = slice::from_raw_parts(bytes, r.path_len);
+            let text = slice::from_raw_parts(bytes.add(r.path_len), r.text_len);
+            Some(RecordCopy {
+                generation: r.generation,
+                loaded_at: r.loaded_at,
+                content_hash: r.content_hash,
+                source: String::from_utf8_lossy(source).into_owned(),
+                text: String::from_utf8_lossy(text).into_owned(),
+                slots,
+            })
+        }
+    }
+}
+
+/// The smallest zone that holds a configuration: the slab pool's own bookkeeping,
+/// the header, a slot per service, and the record twice over (while a new one is
+/// written, the old one still serves). Computed the way `ngx_slab_init` and
+/// `ngx_slab_alloc` lay out memory, so `nginx -t` can say how much to ask for.
+pub fn required_zone_size(path_len: usize, text_len: usize, services: &[&str]) -> usize {
+    // SAFETY: ngx_pagesize is set by ngx_os_init before any configuration is read.
+    let page = unsafe { ngx_pagesize };
+    let max_small = page / 2;
+    let class = |size: usize| size.max(8).next_power_of_two();
+    // Small allocations share pages of their size class; large ones take whole pages.
+    let mut small: AHashMap<usize, usize> = AHashMap::new();
+    let mut pages = 0;
+    let mut add = |size: usize| {
+        if size > max_small {
+            pages += size.div_ceil(page);
+        } else {
+            *small.entry(class(size)).or_default() += 1;
+        }
+    };
+    add(size_of::<ZoneHeader>());
+    for name in services {
+        add(size_of::<ServiceSlot>() + name.len());
+    }
+    let record = Record::size(services.len(), path_len, text_len);
+    add(record);
+    add(record);
+    pages += small.iter().map(|(&class, &count)| (count * class).div_ceil(page)).sum::<usize>();
+    let classes = page.trailing_zeros() as usize - 3;
+    let bookkeeping = size_of::<ngx_slab_pool_t>() + classes * (size_of::<ngx_slab_page_t>() + size_of::<ngx_slab_stat_t>());
+    // One page descriptor per page, and up to a page lost aligning the first page.
+    bookkeeping + pages * (page + size_of::<ngx_slab_page_t>()) + page
+}
+
+/// A size in bytes as nginx's configuration would write it, rounded up.
+pub fn human_size(bytes: usize) -> String {
+    const K: usize = 1024;
+    if bytes >= 10 * K * K {
+        format!("{}m", bytes.div_ceil(K * K))
+    } else {
+        format!("{}k", bytes.div_ceil(K))
+    }
+}

@@ -193,6 +193,8 @@ impl Zone {
         unsafe {
             (*header.as_ptr()).magic = MAGIC;
             (*pool.as_ptr()).data = header.as_ptr() as *mut _;
+            // A full zone is reported by us, with the size it needs, not as a [crit].
+            (*pool.as_ptr()).set_log_nomem(0);
         }
         Ok(Zone { pool, header })
     }

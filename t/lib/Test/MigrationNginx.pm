@@ -267,6 +267,19 @@ sub run_test {
         return;
     };
 
+    if (_has($block, 'init')) {
+        my $init = _sec($block, 'init');
+        my $sub = ref $init eq 'CODE' ? $init
+            : eval "package main; no strict 'vars'; sub { my (\$block) = \@_;\n#line 1 \"init of $name\"\n$init\n}";
+        my $ok = $sub && eval { $sub->($block); 1 };
+        unless ($ok) {
+            Test::More::fail("$name - init");
+            Test::More::diag($@);
+            %State = ();
+            return;
+        }
+    }
+
     if (_has($block, 'must_die')) {
         _run_must_die($block);
         %State = ();

@@ -1,0 +1,166 @@
+# `migration_config PATH watch=INTERVAL` (SPEC "Reload and updates"): a changed
+# file is validated and published to every worker within one interval, with no
+# reload; a bad change is logged once and the last good configuration stays.
+# Two workers, and `reuseport` so that new connections spread over both.
+use lib 't/lib';
+use Test::MigrationNginx;
+use JSON::PP ();
+use Time::HiRes ();
+
+sub yaml_for {
+    my ($pct, $version) = @_;
+    return "version: \"$version\"\nservices:\n  - name: api\n    old_host: api.example\n    old_backend: old:80\n"
+         . "    new_host: api.example\n    new_backend: new:80\n    migration: {percentage: $pct}\n";
+}
+
+sub write_file {
+    my ($path, $text) = @_;
+    # Written next to the file and renamed over it, as editors and kubectl do:
+    # a reader never sees half a file.
+    open my $fh, '>', "$path.tmp" or die $!;
+    print $fh $text;
+    close $fh;
+    rename "$path.tmp", $path or die $!;
+}
+
+sub status { JSON::PP::decode_json(http_request('GET', '/status')->{body}) }
+
+# Polls until $n requests on new connections all answer $want from both workers;
+# returns the seconds it took, or undef after $limit seconds.
+sub seconds_until_all {
+    my ($want, $limit, $n) = @_;
+    $n ||= 20;
+    my $t0 = Time::HiRes::time();
+    while (Time::HiRes::time() - $t0 < $limit) {
+        my (%answers, %pids);
+        for (1 .. $n) {
+            my ($pid, $answer) = split ' ', http_request('GET', '/', [Host => 'api.example'])->{body}, 2;
+            chomp $answer;
+            $answers{$answer}++;
+            $pids{$pid}++;
+        }
+        return Time::HiRes::time() - $t0 if keys %pids == 2 && keys %answers == 1 && exists $answers{$want};
+        Time::HiRes::sleep(0.05);
+    }
+    return undef;
+}
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->{workers} = ['2'];
+    $block->{listen_options} = ['reuseport'];
+    $block->{http_config} //= ["    migration_config \$TEST_NGINX_HTML_DIR/m.yaml watch=1s;\n"];
+    $block->{user_files} //= [[['m.yaml', yaml_for(0, 'v1')]]];
+    $block->{config} = [<<'CONF'];
+    location / { migration on; return 200 "$pid $migration_target $migration_config_version\n"; }
+    location = /status { migration_status; }
+CONF
+});
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a changed file routes on every worker within one interval, with no reload
+--- check_eval
+ok(defined main::seconds_until_all('old v1', 2), 'both workers route by v1');
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(100, 'v2'));
+my $took = main::seconds_until_all('new v2', 2);
+ok(defined $took, 'within 2 s every worker routes by v2') and note(sprintf 'took %.2f s', $took);
+my $s = main::status();
+is($s->{generation}, 2, 'generation 2');
+is($s->{version}, 'v2', 'version v2');
+is($s->{services}[0]{percentage}, 100, 'status shows the new percentage');
+unlike(error_log_text(), qr/reconfiguring/, 'no reload happened');
+my @published = error_log_text() =~ /migration: \S+ changed; published generation 2 \(version v2, 1 services\)/g;
+is(scalar @published, 1, 'one worker published it, once');
+
+
+
+=== TEST 2: a bad change is logged once, at error level, with its location; the last good configuration stays
+--- error_log
+[error]
+--- check_eval
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(150, 'v2'));
+Time::HiRes::sleep(3.5);
+ok(defined main::seconds_until_all('old v1', 1), 'both workers still route by v1');
+my @errors = error_log_text() =~ /\[error\] .*(m\.yaml:8:29: services\[0\]\.migration\.percentage: must be between 0 and 100, got 150; the change is not published, generation 1 \(version v1\) stays)/g;
+is(scalar @errors, 1, 'logged once over 3 intervals and 2 workers');
+is(main::status()->{generation}, 1, 'status keeps generation 1');
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(100, 'v3'));
+ok(defined main::seconds_until_all('new v3', 2), 'the next good change is published');
+is(main::status()->{generation}, 2, 'as generation 2');
+
+
+
+=== TEST 3: an empty file (a ConfigMap volume caught half-written) never wipes the routing
+--- error_log
+[error]
+--- check_eval
+main::write_file(html_dir() . '/m.yaml', '');
+Time::HiRes::sleep(2.5);
+ok(defined main::seconds_until_all('old v1', 1), 'both workers still route by v1');
+like(error_log_text(), qr/\[error\] .*m\.yaml: the document is empty; expected a mapping with `services`/, 'the empty file is reported');
+
+
+
+=== TEST 4: a Kubernetes ConfigMap mount: the ..data symlink swap is seen
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/cm/migration.yaml watch=1s;
+--- user_files eval
+[[ 'keep', '' ]]
+--- init
+my $cm = html_dir() . '/cm';
+mkdir $cm; mkdir "$cm/..2026_11_26_01_00_00.1";
+main::write_file("$cm/..2026_11_26_01_00_00.1/migration.yaml", main::yaml_for(0, 'v1'));
+symlink '..2026_11_26_01_00_00.1', "$cm/..data" or die $!;
+symlink '..data/migration.yaml', "$cm/migration.yaml" or die $!;
+--- check_eval
+my $cm = html_dir() . '/cm';
+ok(defined main::seconds_until_all('old v1', 2), 'routes by v1');
+# What the kubelet does: write the new data into a new directory, point a new
+# symlink at it and rename it over ..data, then remove the old directory.
+mkdir "$cm/..2026_11_26_01_05_00.2";
+main::write_file("$cm/..2026_11_26_01_05_00.2/migration.yaml", main::yaml_for(100, 'v2'));
+symlink '..2026_11_26_01_05_00.2', "$cm/..data_tmp" or die $!;
+rename "$cm/..data_tmp", "$cm/..data" or die $!;
+unlink "$cm/..2026_11_26_01_00_00.1/migration.yaml"; rmdir "$cm/..2026_11_26_01_00_00.1";
+ok(defined main::seconds_until_all('new v2', 2), 'within 2 s every worker routes by the new ConfigMap data');
+
+
+
+=== TEST 5: the content decides, not the modification time
+--- check_eval
+my $path = html_dir() . '/m.yaml';
+my @st = stat $path;
+main::write_file($path, main::yaml_for(9, 'v1'));    # same size, same version, other percentage
+utime $st[8], $st[9], $path or die $!;
+ok(defined main::seconds_until_all('old v1', 1), 'routes by v1');
+my $deadline = Time::HiRes::time() + 2;
+my $s;
+do { Time::HiRes::sleep(0.1); $s = main::status() } until $s->{generation} == 2 || Time::HiRes::time() > $deadline;
+is($s->{generation}, 2, 'the change was published although size and mtime are unchanged');
+is($s->{services}[0]{percentage}, 9, 'with its percentage');
+
+
+
+=== TEST 6: a reload after a watched change reads the file again as usual
+--- check_eval
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(100, 'v2'));
+ok(defined main::seconds_until_all('new v2', 2), 'watch published v2');
+ok(reload_nginx(), 'reload');
+my $s = main::status();
+is($s->{generation}, 3, 'the reload published generation 3');
+ok(defined main::seconds_until_all('new v2', 2), 'every worker routes by v2');
+
+
+
+=== TEST 7: without watch=, a changed file waits for the reload
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- check_eval
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(100, 'v2'));
+Time::HiRes::sleep(1.5);
+ok(defined main::seconds_until_all('old v1', 1), 'still v1 without a reload');
+ok(reload_nginx(), 'reload');
+ok(defined main::seconds_until_all('new v2', 2), 'v2 after the reload');

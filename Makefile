@@ -2,8 +2,9 @@
 #
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
-#   make test    build, then cargo test + prove -r t/ + the nginx addon build
-#   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh
+#   make test    build, then cargo test + prove -r t/ + a short reload-under-load run + the nginx addon build
+#   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh and bench/counters.sh
+#   make stress  the full reload-under-load run (50 reloads, watch= publications between them)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -13,7 +14,7 @@ export NGX_CONFIGURE_ARGS := --with-http_stub_status_module
 APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client
 DEMO_PORT := 8080
 
-.PHONY: build deps demo demo-stop test test-unit test-e2e test-addon bench
+.PHONY: build deps demo demo-stop test test-unit test-e2e test-stress test-addon bench stress
 
 build: deps
 	$(CARGO) build --release --locked -p ngx_http_migration_module
@@ -29,13 +30,20 @@ demo: build
 demo-stop:
 	@if [ -f "$(PREFIX)/logs/nginx.pid" ]; then kill -QUIT $$(cat "$(PREFIX)/logs/nginx.pid") && echo "demo stopped"; fi
 
-test: build test-unit test-e2e test-addon
+test: build test-unit test-e2e test-stress test-addon
 
 test-unit:
 	$(CARGO) test --release --locked -p migration-engine
 
 test-e2e:
 	prove -r t/
+
+# Reload under load, short: 10 reloads (one with a bad file) under a steady load.
+test-stress:
+	/usr/bin/python3 bench/stress.py --reloads 10 --quick
+
+stress: build
+	/usr/bin/python3 bench/stress.py --reloads 50 --watch 200ms --pause 0.5
 
 # The nginx addon files (config, config.make), as the Dockerfile's build stage uses them.
 test-addon:
@@ -44,3 +52,5 @@ test-addon:
 bench: build
 	$(CARGO) bench --locked -p migration-engine --bench decide
 	bench/wrk.sh
+	bench/counters.sh
+	@$(MAKE) --no-print-directory build

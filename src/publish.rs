@@ -41,6 +41,9 @@ impl Published {
     /// Counts a request's decision in the zone: one atomic increment.
     #[inline]
     pub fn count(&self, decision: &Decision) {
+        if cfg!(feature = "uncounted") {
+            return;
+        }
         match (decision.service.and_then(|i| self.slots.get(i as usize)), decision.target) {
             (Some(slot), Some(target)) => slot.count(target, decision.rule),
             _ => self.zone.count_unmatched(),
@@ -245,16 +248,30 @@ unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
 /// content changed and is valid. A bad change is logged once for all workers.
 fn watch_file(main: &MainConf, zone: &Zone, log: *mut ngx_log_t) {
     let current = refresh(zone, log);
-    let loaded = migration_engine::read_source(std::path::Path::new(&main.source));
-    let hash = match &loaded {
-        Ok(text) => migration_engine::content_hash(text.as_bytes()),
-        Err(e) => migration_engine::content_hash(e.to_string().as_bytes()),
+    let (generation, version) = current.as_ref().map_or((0, String::new()), |c| (c.generation, c.config.version.clone()));
+    let bytes = match std::fs::read(&main.source) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            if zone.refuse(migration_engine::content_hash(e.to_string().as_bytes())) {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "migration: watch= cannot read {}: {} (the workers read it, as nginx's `user`); generation {} (version {}) stays",
+                    main.source,
+                    e,
+                    generation,
+                    version
+                );
+            }
+            return;
+        }
     };
+    let hash = migration_engine::content_hash(&bytes);
     if current.as_ref().is_some_and(|c| c.content_hash == hash) || zone.is_refused(hash) {
         return;
     }
-    let (generation, version) = current.as_ref().map_or((0, ""), |c| (c.generation, c.config.version.as_str()));
-    let compiled = loaded.and_then(|text| Ok((migration_engine::load_str(&main.source, &text)?, text)));
+    let compiled = migration_engine::source_from_bytes(&main.source, bytes)
+        .and_then(|text| Ok((migration_engine::load_str(&main.source, &text)?, text)));
     let (config, text) = match compiled {
         Ok(compiled) => compiled,
         Err(e) => {

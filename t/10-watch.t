@@ -164,3 +164,17 @@ Time::HiRes::sleep(1.5);
 ok(defined main::seconds_until_all('old v1', 1), 'still v1 without a reload');
 ok(reload_nginx(), 'reload');
 ok(defined main::seconds_until_all('new v2', 2), 'v2 after the reload');
+
+
+
+=== TEST 8: a file that cannot be read is reported once; the last good configuration stays
+--- error_log
+[error]
+--- check_eval
+unlink html_dir() . '/m.yaml' or die $!;
+Time::HiRes::sleep(2.5);
+ok(defined main::seconds_until_all('old v1', 1), 'both workers still route by v1');
+my @errors = error_log_text() =~ /\[error\] .*(migration: watch= cannot read \S+\/m\.yaml: No such file or directory)/g;
+is(scalar @errors, 1, 'logged once');
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(100, 'v2'));
+ok(defined main::seconds_until_all('new v2', 2), 'the file, back, is published');

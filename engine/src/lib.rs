@@ -42,12 +42,17 @@ pub fn load_file(path: &std::path::Path) -> Result<CompiledConfig, ConfigError> 
 pub fn read_source(path: &std::path::Path) -> Result<String, ConfigError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| ConfigError::new(&name, None, "", format!("cannot read the file: {e}")))?;
+    source_from_bytes(&name, bytes)
+}
+
+/// A file's bytes as text; bytes that are not UTF-8 are a located error.
+pub fn source_from_bytes(file: &str, bytes: Vec<u8>) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         let before = &e.as_bytes()[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
         let column = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
-        ConfigError::new(&name, Some((line, column)), "", "the file is not valid UTF-8")
+        ConfigError::new(file, Some((line, column)), "", "the file is not valid UTF-8")
     })
 }
 

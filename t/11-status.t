@@ -1,0 +1,213 @@
+# `migration_status` (SPEC "Status"): the JSON document, the Prometheus text
+# format (checked by the Prometheus project's own Python parser), and how the
+# handler answers what it does not serve.
+use lib 't/lib';
+use Test::MigrationNginx;
+use JSON::PP ();
+
+our $YAML = <<'YAML';
+version: "2026-11-26.1"
+services:
+  - name: api
+    hosts: [api.example]
+    old_host: api.old.example
+    old_backend: old:80
+    new_host: api.new.example
+    new_backend: new:443
+    migration: {percentage: 33.33, strategy: user, user_key: "header:X-User-ID"}
+    canary:
+      header_rules:
+        - {header: X-Canary, value: "on", target: new}
+      ip_rules:
+        - {cidr: 10.0.0.0/8, target: new}
+      user_rules:
+        - {users: [alice], target: new}
+        - {users: [mallory], target: old}
+  - name: shop.v2
+    old_host: shop.example
+    old_backend: old:80
+    new_host: shop.new.example
+    new_backend: new:80
+    migration: {enabled: false}
+YAML
+
+# The Python check: parse the exposition with prometheus_client's parser and
+# print "family type" then "sample{labels} value" lines, sorted, for Perl to compare.
+our $PARSE = <<'PY';
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    out.append("family %s %s" % (family.name, family.type))
+    for s in family.samples:
+        labels = ",".join("%s=%s" % kv for kv in sorted(s.labels.items()))
+        out.append("sample %s{%s} %g" % (s.name, labels, s.value))
+print("\n".join(sorted(out)))
+PY
+
+sub prometheus_parse {
+    my ($text) = @_;
+    my $py = '/usr/bin/python3';
+    -x $py or die "$py is missing (make deps installs python3-prometheus-client)\n";
+    my $in = servroot() . '/prom.txt';
+    open my $fh, '>', $in or die $!;
+    print $fh $text;
+    close $fh;
+    my $out = `$py -c '$PARSE' < '$in' 2>&1`;
+    return ($? == 0, $out);
+}
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->{user_files} //= [">>> m.yaml\n$YAML"];
+    $block->{http_config} //= ["    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n    real_ip_header X-Real-IP;\n    set_real_ip_from 127.0.0.1;\n"];
+    $block->{config} //= [<<'CONF'];
+    location / { migration on; return 200 "$migration_target $migration_rule\n"; }
+    location = /migration/status { migration_status; allow 127.0.0.1; deny all; }
+CONF
+});
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: the JSON document has the SPEC's fields, and counts every rule
+--- request
+GET /migration/status
+--- response_headers
+Content-Type: application/json
+--- check_eval
+my @sent = (
+    [[Host => 'api.example', 'X-Canary' => 'on'], 'new header'],
+    [[Host => 'api.example', 'X-Real-IP' => '10.1.2.3'], 'new cidr'],
+    [[Host => 'api.example', 'X-User-ID' => 'alice'], 'new user_list'],
+    [[Host => 'api.example', 'X-User-ID' => 'mallory'], 'old user_list'],
+    [[Host => 'api.example', 'X-User-ID' => 'u1'], undef],
+    [[Host => 'api.example'], undef],    # no user id: a weighted draw
+    [[Host => 'shop.example'], 'old disabled'],
+    [[Host => 'nobody.example'], ' none'],
+);
+for my $s (@sent) {
+    my $body = http_request('GET', '/', $s->[0])->{body};
+    is($body, "$s->[1]\n", "request routed $s->[1]") if defined $s->[1];
+}
+my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
+is_deeply([sort keys %$doc], [qw(generation loaded_at services source unmatched version)], 'top-level fields');
+is($doc->{version}, '2026-11-26.1', 'version');
+is($doc->{generation}, 1, 'generation');
+like($doc->{loaded_at}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'loaded_at is an RFC 3339 UTC time');
+like($doc->{source}, qr{/html/m\.yaml$}, 'source is the file');
+is($doc->{unmatched}, 1, 'unmatched: nobody.example');
+my ($api, $shop) = @{ $doc->{services} };
+is_deeply([sort keys %$api], [qw(enabled fallback name percentage requests rules strategy)], 'service fields');
+is($api->{name}, 'api', 'name');
+ok($api->{enabled}, 'enabled');
+is($api->{strategy}, 'user', 'strategy');
+is($api->{percentage}, 33.33, 'percentage keeps its two decimals');
+is($api->{requests}{old} + $api->{requests}{new}, 6, 'six api requests');
+is_deeply($api->{rules}, { header => 1, cidr => 1, user_list => 2, user_hash => 1, ip_hash => 0, weight => 1,
+                           disabled => 0, fallback => 0 }, 'every rule, counted');
+is_deeply($api->{fallback}, { state => 'closed', consecutive_failures => 0, trips => 0 }, 'fallback');
+is($shop->{name}, 'shop.v2', 'second service');
+ok(!$shop->{enabled}, 'disabled');
+is_deeply($shop->{requests}, { old => 1, new => 0 }, 'its one request went to old');
+is($shop->{rules}{disabled}, 1, 'by the disabled rule');
+
+
+
+=== TEST 2: the Prometheus text format parses with prometheus_client, with HELP, TYPE and every series
+--- request
+GET /migration/status?format=prometheus
+--- response_headers
+Content-Type: text/plain; version=0.0.4; charset=utf-8
+--- check_eval
+http_request('GET', '/', [Host => 'api.example', 'X-Canary' => 'on']) for 1 .. 3;
+http_request('GET', '/', [Host => 'shop.example']) for 1 .. 2;
+my $text = http_request('GET', '/migration/status?format=prometheus')->{body};
+my ($ok, $parsed) = main::prometheus_parse($text);
+ok($ok, 'prometheus_client parses the exposition') or diag($parsed);
+my %lines = map { $_ => 1 } split /\n/, $parsed;
+for my $family (['migration_requests', 'counter'], ['migration_unmatched_requests', 'counter'], ['migration_fallback_state', 'gauge'],
+                ['migration_config_generation', 'gauge'], ['migration_config_info', 'gauge'], ['migration_percentage', 'gauge'],
+                ['migration_enabled', 'gauge'], ['migration_fallback_trips', 'counter'],
+                ['migration_config_loaded_timestamp_seconds', 'gauge']) {
+    ok($lines{"family $family->[0] $family->[1]"}, "family $family->[0] is a $family->[1]");
+}
+ok($lines{'sample migration_requests_total{rule=header,service=api,target=new} 3'}, 'header requests to new');
+ok($lines{'sample migration_requests_total{rule=disabled,service=shop.v2,target=old} 2'}, 'disabled requests to old');
+ok($lines{'sample migration_requests_total{rule=weight,service=api,target=old} 0'}, 'series exist before their first request');
+ok($lines{'sample migration_fallback_state{service=api} 0'}, 'fallback state');
+ok($lines{'sample migration_config_generation{} 1'}, 'generation');
+ok($lines{'sample migration_config_info{source=' . html_dir() . '/m.yaml,version=2026-11-26.1} 1'}, 'config info');
+ok($lines{'sample migration_percentage{service=api} 33.33'}, 'percentage');
+my $series = () = $text =~ /^migration_requests_total\{/mg;
+is($series, 28, '14 possible target/rule series per service');
+like($text, qr/\A# HELP migration_requests_total .+\n# TYPE migration_requests_total counter\n/, 'starts with HELP and TYPE');
+
+
+
+=== TEST 3: label values with quotes and backslashes are escaped
+--- user_files
+>>> m.yaml
+version: "quote \" back \\ end"
+services: []
+--- request
+GET /migration/status?format=prometheus
+--- response_body_like
+migration_config_info\{version="quote \\" back \\\\ end",source="[^"]+"\} 1
+--- check_eval
+my ($ok, $parsed) = main::prometheus_parse(http_request('GET', '/migration/status?format=prometheus')->{body});
+ok($ok, 'parses') or diag($parsed);
+my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
+is($doc->{version}, "quote \" back \\ end", 'the JSON string round-trips');
+
+
+
+=== TEST 4: HEAD gets the headers only
+--- request
+HEAD /migration/status
+--- response_headers
+Content-Type: application/json
+--- response_body
+
+
+
+=== TEST 5: other methods are refused with 405
+--- request
+POST /migration/status
+--- error_code: 405
+
+
+
+=== TEST 6: an unknown format is a 400
+--- request
+GET /migration/status?format=xml
+--- error_code: 400
+
+
+
+=== TEST 7: ?format=json is the default's explicit name
+--- request
+GET /migration/status?x=1&format=json
+--- response_body_like
+^\{"version":"2026-11-26\.1","generation":1,
+
+
+
+=== TEST 8: the location's access rules apply as to any handler
+--- request
+GET /migration/status
+--- more_headers
+X-Real-IP: 192.0.2.1
+--- error_code: 403
+
+
+
+=== TEST 9: an empty configuration still has a status
+--- user_files
+>>> m.yaml
+services: []
+--- request
+GET /migration/status
+--- response_body_like
+^\{"version":"[0-9a-f]{16}","generation":1,"loaded_at":"[^"]+","source":"[^"]+/m\.yaml","unmatched":\d+,"services":\[\]\}$

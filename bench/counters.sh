@@ -15,8 +15,6 @@ mkdir -p "$root/target/bench"
 cargo build --release --locked -p ngx_http_migration_module --features uncounted --quiet
 cp "$root/target/release/libngx_http_migration_module.so" "$variant"
 cargo build --release --locked -p ngx_http_migration_module --quiet
-cmp -s "$root/target/release/libngx_http_migration_module.so" "$root/target/nginx/modules/ngx_http_migration_module.so" \
-    || echo "note: target/nginx holds another build than target/release; run make build" >&2
 
 work=$(mktemp -d)
 trap 'for d in counted uncounted; do "$nginx" -p "$work/$d/" -s stop 2>/dev/null || true; done; rm -rf "$work"' EXIT
@@ -51,10 +49,14 @@ run() {
     taskset -c 1 wrk -t1 -c32 -d"$duration" -H "$host" -H 'X-User-ID: user-42' "http://127.0.0.1:${port[$1]}/migration" \
         | awk '/Requests\/sec/ {print $2}'
 }
+ratios=()
 for round in $(seq 1 "$rounds"); do
     u=$(run uncounted); c=$(run counted)
-    echo "round $round: without counters $u req/s, with counters $c req/s, ratio $(python3 -c "print(f'{$c/$u:.3f}')")"
+    ratio=$(python3 -c "print(f'{$c/$u:.3f}')")
+    ratios+=("$ratio")
+    echo "round $round: without counters $u req/s, with counters $c req/s, ratio $ratio"
 done
+python3 -c "import statistics, sys; r=[float(x) for x in sys.argv[1:]]; print(f'ratio with/without counters: median {statistics.median(r):.3f}, mean {statistics.mean(r):.3f}, min {min(r):.3f}, max {max(r):.3f} over {len(r)} rounds')" "${ratios[@]}"
 counted=$(curl -s "http://127.0.0.1:${port[counted]}/status" | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["services"][0]["requests"].values()))')
 uncounted=$(curl -s "http://127.0.0.1:${port[uncounted]}/status" | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["services"][0]["requests"].values()))')
 echo "status: the counted instance counted $counted requests, the uncounted one $uncounted"

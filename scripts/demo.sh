@@ -35,4 +35,6 @@ for i in $(seq 1000); do
     curl -s "http://127.0.0.1:$port/" -H 'Host: api.example.com' -H "X-User-ID: user-$i" -o /dev/null -D - | grep -i '^x-migration:'
 done | awk '{print $3}' | sort | uniq -c | tr '\n' ' '
 echo
+printf '\n$ curl http://127.0.0.1:%s/migration/status\n' "$port"
+curl -s "http://127.0.0.1:$port/migration/status"
 echo "access log: $prefix/logs/access.log"

@@ -6,7 +6,13 @@
 //! error_page). Like the realip module, the decision is also registered as a
 //! cleanup of the request pool, where it can be found again after a redirect: the
 //! weighted coin is never tossed twice.
+//!
+//! A request is counted in the status once, the first time its decision is used
+//! in a location with `migration on` (the access phase, or a variable read there):
+//! those are the routed requests. A variable read elsewhere (an `access_log`
+//! format at http level, a health-check server) decides but does not count.
 
+use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
 use std::sync::Arc;
@@ -31,6 +37,7 @@ pub struct RequestDecision {
     tag: u64,
     pub published: Arc<Published>,
     pub decision: Decision,
+    counted: Cell<bool>,
 }
 
 const TAG: u64 = u64::from_be_bytes(*b"migrdcsn");
@@ -87,7 +94,6 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
         let view = unsafe { NgxRequestView::new(r) };
         decide(&published.config, choice, &view, &mut crate::random::draw)
     };
-    published.count(&decision);
     // SAFETY: r->pool is the request pool; the cleanup's data area is sized for a
     // RequestDecision and is initialised right below, before anything reads it.
     unsafe {
@@ -96,7 +102,7 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
             return Err(());
         }
         let data = (*cln).data as *mut RequestDecision;
-        ptr::write(data, RequestDecision { tag: TAG, published, decision });
+        ptr::write(data, RequestDecision { tag: TAG, published, decision, counted: Cell::new(false) });
         (*cln).handler = Some(drop_request_decision);
         let request = Request::from_ngx_http_request(r);
         request.set_module_ctx(data as *mut c_void, Module::module());
@@ -104,11 +110,24 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
     }
 }
 
+/// The request's decision, as [`decision_for`], counted in the status if this
+/// location has `migration on` and it was not counted yet.
+pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
+    let routing = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
+    let d = decision_for(r)?;
+    if let Some(d) = d {
+        if routing && !d.counted.replace(true) {
+            d.published.count(&d.decision);
+        }
+    }
+    Ok(d)
+}
+
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     let r = unsafe { &mut *r };
     let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
-    if enabled && decision_for(r).is_err() {
+    if enabled && routed_decision(r).is_err() {
         return Status::NGX_ERROR.into();
     }
     Status::NGX_DECLINED.into()

@@ -17,7 +17,7 @@ use migration_engine::{CompiledConfig, Decision};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_add_timer, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_pcalloc, ngx_quit,
-    ngx_shm_zone_t, ngx_terminate, ngx_test_config, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE,
+    ngx_process, ngx_shm_zone_t, ngx_terminate, ngx_test_config, ngx_uint_t, NGX_PROCESS_SIGNALLER, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
@@ -140,8 +140,10 @@ pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: no prepared configuration to publish");
         return Status::NGX_OK.into();
     };
-    // SAFETY: set once by nginx's command line handling.
-    if unsafe { ngx_test_config } == 0 {
+    // SAFETY: set by nginx's command line handling before any cycle exists. `nginx -t`
+    // and `nginx -s reload` build a throwaway cycle with a zone of their own: only
+    // the master's publication is news.
+    if unsafe { ngx_test_config == 0 && ngx_process != NGX_PROCESS_SIGNALLER as ngx_uint_t } {
         ngx_log_error!(
             NGX_LOG_NOTICE,
             cycle.log,

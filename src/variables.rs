@@ -5,7 +5,7 @@ use ngx::core::Status;
 use ngx::ffi::{ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_str_t, ngx_variable_value_t};
 use ngx::ngx_string;
 
-use crate::phases::{decision_for, RequestDecision};
+use crate::phases::{routed_decision, RequestDecision};
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -67,7 +67,7 @@ unsafe extern "C" fn get_variable(r: *mut ngx_http_request_t, v: *mut ngx_variab
     let Some(variable) = Variable::from_data(data) else {
         return Status::NGX_ERROR.into();
     };
-    match decision_for(r) {
+    match routed_decision(r) {
         Ok(Some(d)) => {
             let value = variable.value(d);
             set_value(v, value);

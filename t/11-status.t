@@ -211,3 +211,26 @@ services: []
 GET /migration/status
 --- response_body_like
 ^\{"version":"[0-9a-f]{16}","generation":1,"loaded_at":"[^"]+","source":"[^"]+/m\.yaml","unmatched":\d+,"services":\[\]\}$
+
+
+
+=== TEST 10: only requests routed in a location with `migration on` are counted
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    # An http-level log format reads the variables of every request, routed or not.
+    log_format m '$migration_service $migration_target $migration_rule';
+    access_log logs/m.log m;
+--- config
+    location / { migration on; return 200 "$migration_target $migration_rule\n"; }
+    location /peek { return 200 "$migration_target $migration_rule\n"; }
+    location /peek-then-route { set $t $migration_target; rewrite ^ / last; }
+    location = /migration/status { migration_status; }
+--- request
+GET /migration/status
+--- check_eval
+http_request('GET', '/', [Host => 'shop.example']) for 1 .. 3;
+is(http_request('GET', '/peek', [Host => 'shop.example'])->{body}, "old disabled\n", 'variables decide outside migration on');
+http_request('GET', '/peek-then-route', [Host => 'shop.example']);
+my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
+my ($shop) = grep { $_->{name} eq 'shop.v2' } @{ $doc->{services} };
+is($shop->{requests}{old}, 4, 'the 3 routed requests and the one decided elsewhere then routed; not the peek, not the log');

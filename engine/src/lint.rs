@@ -1,0 +1,573 @@
+//! Static checks for rules that can never decide, printed by `nginx -t` as
+//! warnings (the file is still valid). Rules are tried in order and the first
+//! match wins (SPEC "Decision order"), so a rule is dead when an earlier rule
+//! already matches every request it would:
+//!
+//! * a header rule on the same header (names are case-insensitive) whose match is
+//!   a superset: the same `value`, `values` that include every value, an identical
+//!   `pattern` or one that matches every value, `present: true`; an earlier rule
+//!   with `from:` counts only when each of the later rule's `from:` networks lies
+//!   inside one of its networks;
+//! * an ip rule network inside an earlier rule's network (same address family);
+//! * a user id listed by an earlier user rule.
+//!
+//! A rule with several entries (`values`, `cidrs`, `users`) is reported whole when
+//! every entry is covered by earlier rules, and entry by entry otherwise
+//! (`services[0].canary.ip_rules[3].cidrs[1]`); an entry covered by an earlier
+//! entry of the same rule is reported as redundant.
+
+use std::fmt;
+
+use crate::config::{Cidr, Config, HeaderMatch, HeaderRule};
+
+/// A problem that does not make the file invalid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// Field path such as `services[0].canary.header_rules[2]`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every rule, and every entry of a rule, that an earlier rule or entry shadows,
+/// in file order.
+pub fn shadowed_rules(config: &Config) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for (s, service) in config.services.iter().enumerate() {
+        let canary = &service.canary;
+        let base = format!("services[{s}].canary");
+        header_rules(&mut out, &format!("{base}.header_rules"), &canary.header_rules);
+        let ip: Vec<&[Cidr]> = canary.ip_rules.iter().map(|r| r.cidrs.as_slice()).collect();
+        ip_rules(&mut out, &format!("{base}.ip_rules"), &ip);
+        let users: Vec<Vec<&str>> =
+            canary.user_rules.iter().map(|r| r.users.iter().map(|u| u.0.as_str()).collect()).collect();
+        user_rules(&mut out, &format!("{base}.user_rules"), &users);
+    }
+    out
+}
+
+/// Why one entry of a rule (a value, a network, a user) never decides.
+enum Cover {
+    /// An earlier rule matches every request the entry would.
+    Rule { index: usize, detail: String },
+    /// An earlier entry of the same rule does.
+    Entry { index: usize, detail: String },
+}
+
+/// How a list of rules words its findings.
+struct Style<'a> {
+    /// `services[0].canary.ip_rules`
+    rules: &'a str,
+    /// The field holding a rule's entries: `values`, `cidrs`, `users`.
+    field: &'a str,
+    /// Said once before the details: `same header`.
+    lead: &'a str,
+}
+
+impl Style<'_> {
+    /// Reports rule `index` given what covers each of its entries.
+    fn report(&self, out: &mut Vec<Warning>, index: usize, covers: &[Option<Cover>], tail: impl Fn(usize) -> String) {
+        let rule = format!("{}[{index}]", self.rules);
+        let earlier: Option<Vec<(usize, &str)>> = covers
+            .iter()
+            .map(|c| match c {
+                Some(Cover::Rule { index, detail }) => Some((*index, detail.as_str())),
+                _ => None,
+            })
+            .collect();
+        if let Some(earlier) = earlier.filter(|e| !e.is_empty()) {
+            let first = earlier[0].0;
+            let why = if earlier.iter().all(|&(i, _)| i == first) {
+                let mut details: Vec<&str> = Vec::new();
+                for &(_, d) in &earlier {
+                    if !details.contains(&d) {
+                        details.push(d);
+                    }
+                }
+                format!(
+                    "{}[{first}] already matches every request it would ({}{}{})",
+                    self.rules,
+                    self.lead_with(", "),
+                    details.join(", "),
+                    tail(first)
+                )
+            } else {
+                let parts: Vec<String> =
+                    earlier.iter().map(|&(i, d)| format!("{}[{i}]: {d}{}", self.rules, tail(i))).collect();
+                format!("earlier rules already match every request it would ({}{})", self.lead_with("; "), parts.join("; "))
+            };
+            out.push(Warning { path: rule, message: format!("never matches: {why}") });
+            return;
+        }
+        for (k, cover) in covers.iter().enumerate() {
+            let path = format!("{rule}.{}[{k}]", self.field);
+            let message = match cover {
+                None => continue,
+                Some(Cover::Rule { index: i, detail }) => format!(
+                    "never matches: {}[{i}] already matches every request it would ({}{detail}{})",
+                    self.rules,
+                    self.lead_with(", "),
+                    tail(*i)
+                ),
+                Some(Cover::Entry { index: m, detail }) => {
+                    format!("redundant: {rule}.{}[{m}] already covers it ({detail})", self.field)
+                }
+            };
+            out.push(Warning { path, message });
+        }
+    }
+
+    fn lead_with(&self, separator: &str) -> String {
+        if self.lead.is_empty() {
+            String::new()
+        } else {
+            format!("{}{separator}", self.lead)
+        }
+    }
+}
+
+/// One thing a header rule matches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HeaderEntry<'a> {
+    Value(&'a str),
+    Pattern(&'a str),
+    Present(bool),
+}
+
+fn header_entries(m: &HeaderMatch) -> Vec<HeaderEntry<'_>> {
+    match m {
+        HeaderMatch::Value(v) => vec![HeaderEntry::Value(v)],
+        HeaderMatch::Values(vs) => vs.iter().map(|v| HeaderEntry::Value(v)).collect(),
+        HeaderMatch::Pattern(p) => vec![HeaderEntry::Pattern(p.0.as_str())],
+        HeaderMatch::Present(p) => vec![HeaderEntry::Present(*p)],
+    }
+}
+
+/// Whether `earlier` matches every header value (or absence) that `entry` does,
+/// and in what words.
+fn header_covers(earlier: &HeaderMatch, entry: HeaderEntry<'_>) -> Option<String> {
+    use HeaderEntry as E;
+    match (earlier, entry) {
+        (HeaderMatch::Present(true), E::Value(_) | E::Pattern(_) | E::Present(true)) => Some("present: true".into()),
+        (HeaderMatch::Present(false), E::Present(false)) => Some("present: false".into()),
+        (HeaderMatch::Value(x), E::Value(v)) if x == v => Some(format!("value {v:?}")),
+        (HeaderMatch::Values(xs), E::Value(v)) if xs.iter().any(|x| x == v) => Some(format!("value {v:?}")),
+        (HeaderMatch::Pattern(p), E::Value(v)) if p.0.is_match(v.as_bytes()) => {
+            Some(format!("pattern {:?} matches {v:?}", p.0.as_str()))
+        }
+        (HeaderMatch::Pattern(p), E::Pattern(q)) if p.0.as_str() == q => Some(format!("pattern {q:?}")),
+        _ => None,
+    }
+}
+
+/// Whether every client a later rule's `from:` admits is admitted by the earlier
+/// rule's `from:` (no `from:` admits every client).
+fn from_covers(earlier: Option<&[Cidr]>, later: Option<&[Cidr]>) -> bool {
+    match (earlier, later) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(l)) => l.iter().all(|l| e.iter().any(|e| e.0.contains(&l.0))),
+    }
+}
+
+fn header_rules(out: &mut Vec<Warning>, path: &str, rules: &[HeaderRule]) {
+    let style = Style { rules: path, field: "values", lead: "same header" };
+    let tail = |i: usize| {
+        if rules[i].from.is_some() {
+            ", and its from: contains this rule's".to_owned()
+        } else {
+            String::new()
+        }
+    };
+    for (j, rule) in rules.iter().enumerate() {
+        let candidates: Vec<(usize, &HeaderRule)> = rules[..j]
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.header.0 == rule.header.0 && from_covers(e.from.as_deref(), rule.from.as_deref()))
+            .collect();
+        let entries = header_entries(&rule.matcher);
+        let covers: Vec<Option<Cover>> = entries
+            .iter()
+            .enumerate()
+            .map(|(k, &entry)| {
+                candidates
+                    .iter()
+                    .find_map(|&(i, e)| header_covers(&e.matcher, entry).map(|detail| Cover::Rule { index: i, detail }))
+                    .or_else(|| {
+                        let m = entries[..k].iter().position(|&x| x == entry)?;
+                        let HeaderEntry::Value(v) = entry else { return None };
+                        Some(Cover::Entry { index: m, detail: format!("value {v:?}") })
+                    })
+            })
+            .collect();
+        style.report(out, j, &covers, tail);
+    }
+}
+
+fn network_covers(earlier: &[Cidr], network: &Cidr) -> Option<String> {
+    let outer = earlier.iter().find(|e| e.0.contains(&network.0))?;
+    Some(if outer == network {
+        format!("same network {}", network.0)
+    } else {
+        format!("{} inside {}", network.0, outer.0)
+    })
+}
+
+fn ip_rules(out: &mut Vec<Warning>, path: &str, rules: &[&[Cidr]]) {
+    let style = Style { rules: path, field: "cidrs", lead: "" };
+    for (j, cidrs) in rules.iter().enumerate() {
+        let covers: Vec<Option<Cover>> = cidrs
+            .iter()
+            .enumerate()
+            .map(|(k, net)| {
+                rules[..j]
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, e)| network_covers(e, net).map(|detail| Cover::Rule { index: i, detail }))
+                    .or_else(|| {
+                        let m = cidrs[..k].iter().position(|e| e.0.contains(&net.0))?;
+                        Some(Cover::Entry { index: m, detail: network_covers(&cidrs[m..=m], net)? })
+                    })
+            })
+            .collect();
+        style.report(out, j, &covers, |_| String::new());
+    }
+}
+
+fn user_rules(out: &mut Vec<Warning>, path: &str, rules: &[Vec<&str>]) {
+    let style = Style { rules: path, field: "users", lead: "" };
+    for (j, users) in rules.iter().enumerate() {
+        let covers: Vec<Option<Cover>> = users
+            .iter()
+            .enumerate()
+            .map(|(k, user)| {
+                let detail = format!("user {user:?}");
+                if let Some(i) = rules[..j].iter().position(|e| e.contains(user)) {
+                    return Some(Cover::Rule { index: i, detail });
+                }
+                let m = users[..k].iter().position(|u| u == user)?;
+                Some(Cover::Entry { index: m, detail })
+            })
+            .collect();
+        style.report(out, j, &covers, |_| String::new());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "\
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old.svc:8078
+    new_host: api.kong.example
+    new_backend: api.kong.example:443
+    canary:
+";
+
+    /// The warnings for BASE with `canary` (indented under `canary:`).
+    fn lint(canary: &str) -> Vec<String> {
+        let indented: String = canary.lines().map(|l| format!("      {l}\n")).collect();
+        let config = crate::config::parse("m.yaml", &format!("{BASE}{indented}")).expect("valid test document");
+        shadowed_rules(&config).iter().map(Warning::to_string).collect()
+    }
+
+    #[track_caller]
+    fn assert_lint(canary: &str, expected: &[&str]) {
+        assert_eq!(lint(canary), expected, "for\n{canary}");
+    }
+
+    #[track_caller]
+    fn assert_clean(canary: &str) {
+        assert_lint(canary, &[]);
+    }
+
+    const H: &str = "services[0].canary.header_rules";
+    const IP: &str = "services[0].canary.ip_rules";
+    const U: &str = "services[0].canary.user_rules";
+
+    #[test]
+    fn repeated_header_value() {
+        assert_lint(
+            "header_rules:
+  - {header: X-Canary, value: new, target: new_cluster}
+  - {header: X-Other, value: new, target: new_cluster}
+  - {header: x-canary, value: new, target: old_cluster}",
+            &[&format!(
+                "{H}[2]: never matches: {H}[0] already matches every request it would (same header, value \"new\")"
+            )],
+        );
+    }
+
+    #[test]
+    fn near_misses_between_header_rules() {
+        // Different header, different value, case-sensitive values, a broader rule
+        // after a narrower one, present: false after present: true.
+        assert_clean(
+            "header_rules:
+  - {header: X-Canary, value: new, target: new_cluster}
+  - {header: X-Beta, value: new, target: new_cluster}
+  - {header: X-Canary, value: New, target: new_cluster}
+  - {header: X-Canary, values: [old, other], target: new_cluster}
+  - {header: X-Canary, pattern: '^n', target: new_cluster}
+  - {header: X-Canary, present: true, target: new_cluster}
+  - {header: X-Canary, present: false, target: old_cluster}",
+        );
+    }
+
+    #[test]
+    fn values_inside_earlier_values_or_value() {
+        assert_lint(
+            "header_rules:
+  - {header: X-Canary, values: [a, b, c], target: new_cluster}
+  - {header: X-Canary, values: [c, a], target: old_cluster}
+  - {header: X-Canary, value: b, target: old_cluster}
+  - {header: X-Beta, value: x, target: new_cluster}
+  - {header: X-Beta, values: [x], target: old_cluster}",
+            &[
+                &format!("{H}[1]: never matches: {H}[0] already matches every request it would (same header, value \"c\", value \"a\")"),
+                &format!("{H}[2]: never matches: {H}[0] already matches every request it would (same header, value \"b\")"),
+                &format!("{H}[4]: never matches: {H}[3] already matches every request it would (same header, value \"x\")"),
+            ],
+        );
+    }
+
+    #[test]
+    fn values_partly_covered_are_reported_entry_by_entry() {
+        assert_lint(
+            "header_rules:
+  - {header: X-Canary, value: a, target: new_cluster}
+  - {header: X-Canary, values: [z, a, z], target: old_cluster}",
+            &[
+                &format!("{H}[1].values[1]: never matches: {H}[0] already matches every request it would (same header, value \"a\")"),
+                &format!("{H}[1].values[2]: redundant: {H}[1].values[0] already covers it (value \"z\")"),
+            ],
+        );
+    }
+
+    #[test]
+    fn values_covered_by_several_earlier_rules() {
+        assert_lint(
+            "header_rules:
+  - {header: X-Canary, value: a, target: new_cluster}
+  - {header: X-Canary, value: b, target: new_cluster}
+  - {header: X-Canary, values: [a, b], target: old_cluster}",
+            &[&format!(
+                "{H}[2]: never matches: earlier rules already match every request it would \
+                 (same header; {H}[0]: value \"a\"; {H}[1]: value \"b\")"
+            )],
+        );
+    }
+
+    #[test]
+    fn present_true_shadows_every_matcher_but_absence() {
+        let why = format!("never matches: {H}[0] already matches every request it would (same header, present: true)");
+        assert_lint(
+            "header_rules:
+  - {header: X-Canary, present: true, target: new_cluster}
+  - {header: X-Canary, value: a, target: old_cluster}
+  - {header: X-Canary, values: [a, b], target: old_cluster}
+  - {header: X-Canary, pattern: '^a', target: old_cluster}
+  - {header: X-Canary, present: true, target: old_cluster}
+  - {header: X-Canary, present: false, target: old_cluster}
+  - {header: X-Canary, present: false, target: new_cluster}",
+            &[
+                &format!("{H}[1]: {why}"),
+                &format!("{H}[2]: {why}"),
+                &format!("{H}[3]: {why}"),
+                &format!("{H}[4]: {why}"),
+                &format!("{H}[6]: never matches: {H}[5] already matches every request it would (same header, present: false)"),
+            ],
+        );
+    }
+
+    #[test]
+    fn identical_patterns_and_patterns_that_match_a_later_value() {
+        assert_lint(
+            "header_rules:
+  - {header: X-Canary, pattern: '^beta-', target: new_cluster}
+  - {header: X-Canary, pattern: '^beta-', target: old_cluster}
+  - {header: X-Canary, pattern: '^beta', target: old_cluster}
+  - {header: X-Canary, value: beta-1, target: old_cluster}
+  - {header: X-Canary, value: alpha-1, target: old_cluster}",
+            &[
+                &format!("{H}[1]: never matches: {H}[0] already matches every request it would (same header, pattern \"^beta-\")"),
+                &format!(
+                    "{H}[3]: never matches: {H}[0] already matches every request it would \
+                     (same header, pattern \"^beta-\" matches \"beta-1\")"
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn from_on_the_earlier_rule_must_contain_the_later_rules_from() {
+        let why = |i: usize| {
+            format!(
+                "never matches: {H}[{i}] already matches every request it would \
+                 (same header, value \"new\", and its from: contains this rule's)"
+            )
+        };
+        assert_lint(
+            "header_rules:
+  - {header: X-Canary, value: new, target: new_cluster, from: [10.0.0.0/8, 192.168.0.0/16]}
+  - {header: X-Canary, value: new, target: old_cluster, from: [10.1.0.0/16, 11.0.0.0/8]}
+  - {header: X-Canary, value: new, target: old_cluster, from: [2001:db8::/32]}
+  - {header: X-Canary, value: new, target: old_cluster, from: [10.1.0.0/16, 192.168.1.7]}
+  - {header: X-Canary, value: new, target: old_cluster, from: [10.0.0.0/8]}
+  - {header: X-Canary, value: new, target: old_cluster, from: [0.0.0.0/0]}
+  - {header: X-Canary, value: new, target: old_cluster}",
+            &[&format!("{H}[3]: {}", why(0)), &format!("{H}[4]: {}", why(0))],
+        );
+    }
+
+    #[test]
+    fn a_rule_without_from_shadows_rules_with_from() {
+        assert_lint(
+            "header_rules:
+  - {header: X-Canary, value: new, target: new_cluster, from: [10.0.0.0/8]}
+  - {header: X-Canary, value: new, target: old_cluster}
+  - {header: X-Canary, value: new, target: old_cluster, from: [172.16.0.0/12]}",
+            &[&format!("{H}[2]: never matches: {H}[1] already matches every request it would (same header, value \"new\")")],
+        );
+    }
+
+    #[test]
+    fn network_inside_an_earlier_network() {
+        assert_lint(
+            "ip_rules:
+  - {cidr: 10.0.0.0/8, target: new_cluster}
+  - {cidr: 10.1.0.0/16, target: old_cluster}
+  - {cidr: 10.0.0.0/8, target: old_cluster}",
+            &[
+                &format!("{IP}[1]: never matches: {IP}[0] already matches every request it would (10.1.0.0/16 inside 10.0.0.0/8)"),
+                &format!("{IP}[2]: never matches: {IP}[0] already matches every request it would (same network 10.0.0.0/8)"),
+            ],
+        );
+    }
+
+    #[test]
+    fn networks_that_overlap_without_being_inside_or_differ_in_family() {
+        assert_clean(
+            "ip_rules:
+  - {cidr: 10.1.0.0/16, target: new_cluster}
+  - {cidr: 10.0.0.0/8, target: old_cluster}
+  - {cidr: 0.0.0.0/1, target: old_cluster}
+  - {cidr: 2001:db8:1::/48, target: new_cluster}
+  - {cidr: 2001:db8::/32, target: old_cluster}
+  - {cidr: '::/0', target: old_cluster}
+  - {cidr: 0.0.0.0/0, target: old_cluster}",
+        );
+        assert_clean(
+            "ip_rules:
+  - {cidr: 0.0.0.0/0, target: new_cluster}
+  - {cidrs: ['::1', '2001:db8::/32', '::/0'], target: old_cluster}",
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_are_ipv4() {
+        assert_lint(
+            "ip_rules:
+  - {cidr: '::ffff:10.0.0.0/104', target: new_cluster}
+  - {cidr: 10.9.0.0/16, target: old_cluster}",
+            &[&format!("{IP}[1]: never matches: {IP}[0] already matches every request it would (10.9.0.0/16 inside 10.0.0.0/8)")],
+        );
+    }
+
+    #[test]
+    fn cidrs_list_whole_and_partial() {
+        assert_lint(
+            "ip_rules:
+  - {cidrs: [10.0.0.0/8, 172.16.0.0/12], target: new_cluster}
+  - {cidrs: [10.1.0.0/16, 172.16.5.0/24], target: old_cluster}
+  - {cidr: 192.168.0.0/16, target: old_cluster}
+  - {cidrs: [10.2.0.0/16, 192.168.1.0/24], target: old_cluster}
+  - {cidrs: [1.0.0.0/8, 10.3.0.0/16, 1.2.0.0/16, 1.0.0.0/8, 2001:db8::/32], target: old_cluster}",
+            &[
+                &format!(
+                    "{IP}[1]: never matches: {IP}[0] already matches every request it would \
+                     (10.1.0.0/16 inside 10.0.0.0/8, 172.16.5.0/24 inside 172.16.0.0/12)"
+                ),
+                &format!(
+                    "{IP}[3]: never matches: earlier rules already match every request it would \
+                     ({IP}[0]: 10.2.0.0/16 inside 10.0.0.0/8; {IP}[2]: 192.168.1.0/24 inside 192.168.0.0/16)"
+                ),
+                &format!("{IP}[4].cidrs[1]: never matches: {IP}[0] already matches every request it would (10.3.0.0/16 inside 10.0.0.0/8)"),
+                &format!("{IP}[4].cidrs[2]: redundant: {IP}[4].cidrs[0] already covers it (1.2.0.0/16 inside 1.0.0.0/8)"),
+                &format!("{IP}[4].cidrs[3]: redundant: {IP}[4].cidrs[0] already covers it (same network 1.0.0.0/8)"),
+            ],
+        );
+    }
+
+    #[test]
+    fn users_listed_twice() {
+        assert_lint(
+            "user_rules:
+  - {users: [alice, bob], target: new_cluster}
+  - {users: [bob], target: old_cluster}
+  - {users: [carol, alice, carol, Alice], target: old_cluster}
+  - {users: [alice, bob], target: old_cluster}
+  - {users: [carol, dave], target: old_cluster}",
+            &[
+                &format!("{U}[1]: never matches: {U}[0] already matches every request it would (user \"bob\")"),
+                &format!("{U}[2].users[1]: never matches: {U}[0] already matches every request it would (user \"alice\")"),
+                &format!("{U}[2].users[2]: redundant: {U}[2].users[0] already covers it (user \"carol\")"),
+                &format!("{U}[3]: never matches: {U}[0] already matches every request it would (user \"alice\", user \"bob\")"),
+                &format!("{U}[4].users[0]: never matches: {U}[2] already matches every request it would (user \"carol\")"),
+            ],
+        );
+    }
+
+    #[test]
+    fn distinct_users_are_clean() {
+        assert_clean(
+            "user_rules:
+  - {users: [alice, bob], target: new_cluster}
+  - {users: [Alice, bobby, carol], target: old_cluster}",
+        );
+    }
+
+    #[test]
+    fn paths_name_the_service_and_services_are_independent() {
+        let text = format!(
+            "{BASE}      ip_rules: [{{cidr: 10.0.0.0/8, target: new_cluster}}]
+  - name: web
+    old_host: web.example
+    old_backend: old.svc:8078
+    new_host: web.example
+    new_backend: new.svc:443
+    canary:
+      ip_rules: [{{cidr: 10.1.0.0/16, target: new_cluster}}]
+      user_rules:
+        - {{users: [u1], target: new_cluster}}
+        - {{users: [u1], target: old_cluster}}
+"
+        );
+        let config = crate::config::parse("m.yaml", &text).unwrap();
+        let warnings = shadowed_rules(&config);
+        assert_eq!(
+            warnings,
+            vec![Warning {
+                path: "services[1].canary.user_rules[1]".into(),
+                message: "never matches: services[1].canary.user_rules[0] already matches every request it would (user \"u1\")"
+                    .into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn shipped_configurations_are_clean() {
+        for text in [include_str!("../../nginx/configmap.yaml"), include_str!("../../nginx/migration.yaml")] {
+            let config = crate::config::parse("m.yaml", text).unwrap();
+            assert_eq!(shadowed_rules(&config), vec![]);
+        }
+    }
+}

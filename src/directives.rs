@@ -15,7 +15,7 @@ use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_pagesize, ngx_parse_size, ngx_parse_time, ngx_shared_memory_add,
     ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
-    NGX_LOG_NOTICE,
+    NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
@@ -143,14 +143,17 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     }
     let file = Path::new(OsStr::from_bytes(path.as_bytes()));
     let source = file.display().to_string();
-    let loaded = migration_engine::read_source(file).and_then(|text| Ok((migration_engine::load_str(&source, &text)?, text)));
-    let (config, text) = match loaded {
+    let loaded = migration_engine::read_source(file).and_then(|text| Ok((migration_engine::load_str_checked(&source, &text)?, text)));
+    let ((config, warnings), text) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", e);
             return NGX_CONF_ERROR;
         }
     };
+    for warning in &warnings {
+        ngx_conf_log_error!(NGX_LOG_WARN, cf, "migration: {}: {}", source, warning);
+    }
     let (mut zone_name, zone_size) = zone.unwrap_or(DEFAULT_ZONE);
     let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     let needed = crate::zone::required_zone_size(source.len(), text.len(), &names);

@@ -15,14 +15,17 @@
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
+use core::slice;
 use std::sync::Arc;
 
-use migration_engine::{decide, Decision, ServiceChoice};
+use migration_engine::{decide_with, Decision, Outcome, ServiceChoice, Target, Transition};
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t,
-    ngx_int_t, ngx_pool_cleanup_add,
+    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t,
+    ngx_pool_cleanup_add, NGX_LOG_WARN,
 };
+use ngx::ngx_log_error;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 
 use crate::publish::Published;
@@ -92,8 +95,11 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
     let decision = {
         // SAFETY: `r` is a live request for the duration of this call.
         let view = unsafe { NgxRequestView::new(r) };
-        decide(&published.config, choice, &view, &mut crate::random::draw)
+        decide_with(&published.config, choice, &view, &mut crate::random::draw, &*published)
     };
+    if let (Some(transition), Some(index)) = (decision.transition, decision.service) {
+        log_transition(r, &published, index, transition);
+    }
     // SAFETY: r->pool is the request pool; the cleanup's data area is sized for a
     // RequestDecision and is initialised right below, before anything reads it.
     unsafe {
@@ -133,18 +139,105 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     Status::NGX_DECLINED.into()
 }
 
+/// Log phase: how a request routed to new ended, for its service's fallback
+/// breaker (SPEC "fallback"). Every request passes here, aborted ones included,
+/// so a trial always hands its permit back.
+unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let r = unsafe { &mut *r };
+    let Some(d) = existing(r) else {
+        return Status::NGX_OK.into();
+    };
+    // SAFETY: the decision lives in the request pool, alive until after the log phase.
+    let d = unsafe { &*d };
+    let (Some(index), Some(Target::New)) = (d.decision.service, d.decision.target) else {
+        return Status::NGX_OK.into();
+    };
+    let published = &d.published;
+    let (Some(policy), Some(slot)) =
+        (published.config.services[index as usize].fallback.as_ref(), published.slots.get(index as usize))
+    else {
+        return Status::NGX_OK.into();
+    };
+    let outcome = upstream_outcome(r, |status| policy.is_failure(status));
+    let now = migration_engine::Breakers::now_ms(&**published);
+    if let Some(transition) = slot.breaker.record(outcome, d.decision.trial, policy.failures, now) {
+        log_transition(r, published, index, transition);
+    }
+    Status::NGX_OK.into()
+}
+
+/// The outcome of the request's first upstream (the one its location proxied to
+/// new): its last attempt's status in `statuses`, a failed connection or a timeout
+/// is a failure; no upstream, or a client that left before the answer, tells
+/// nothing. A later upstream, after an internal redirect (the `error_page` retry
+/// on old of the README's recipe), is not the new cluster's doing: nginx starts
+/// it with an empty state, which ends the first group.
+fn upstream_outcome(r: &ngx_http_request_t, is_failure: impl Fn(u16) -> bool) -> Outcome {
+    // SAFETY: r->upstream_states, when set, is an ngx_array_t of
+    // ngx_http_upstream_state_t owned by the request pool.
+    let states: &[ngx_http_upstream_state_t] = match unsafe { r.upstream_states.as_ref() } {
+        Some(array) if array.nelts > 0 => unsafe { slice::from_raw_parts(array.elts as *const _, array.nelts) },
+        _ => return Outcome::Inconclusive,
+    };
+    let first_group = states.iter().position(|s| s.peer.is_null()).unwrap_or(states.len());
+    let Some(last) = states[..first_group].last() else {
+        return Outcome::Inconclusive;
+    };
+    let status = u16::try_from(last.status).unwrap_or(0);
+    if status != 0 && is_failure(status) {
+        return Outcome::Failure(status);
+    }
+    // SAFETY: the connection outlives its requests.
+    if unsafe { (*r.connection).error() } != 0 {
+        return Outcome::Inconclusive;
+    }
+    // nginx marks a connection that never completed, or a response header that
+    // never came, with -1.
+    if last.connect_time == ngx_msec_t::MAX || last.header_time == ngx_msec_t::MAX {
+        return Outcome::Failure(if status == 0 { 502 } else { status });
+    }
+    Outcome::Success
+}
+
+/// Every breaker transition is logged at `warn`, once, by the process that made it.
+fn log_transition(r: &ngx_http_request_t, published: &Published, index: u32, transition: Transition) {
+    let service = &published.config.services[index as usize];
+    let cooldown = service.fallback.as_ref().map_or(0, |p| p.cooldown_ms);
+    let cooldown = if cooldown % 1000 == 0 { format!("{}s", cooldown / 1000) } else { format!("{cooldown}ms") };
+    // SAFETY: the connection's log is live with the request.
+    let log = unsafe { (*r.connection).log };
+    let name = &service.name;
+    let message = match transition {
+        Transition::Opened { failures, status } => format!(
+            "service \"{name}\": fallback opened after {failures} consecutive failures of the new cluster (last: {status}); \
+             requests go to old for {cooldown}"
+        ),
+        Transition::HalfOpened => {
+            format!("service \"{name}\": fallback half-open after {cooldown}: one trial request goes to new")
+        }
+        Transition::Closed => format!("service \"{name}\": fallback closed: the trial request to new succeeded"),
+        Transition::Reopened { status } => format!(
+            "service \"{name}\": fallback re-opened: the trial request to new failed ({status}); requests go to old for {cooldown}"
+        ),
+    };
+    ngx_log_error!(NGX_LOG_WARN, log, "migration: {}", message);
+}
+
 pub unsafe extern "C" fn register_handlers(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: postconfiguration runs with a valid cf inside the http block.
     let cmcf = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }).expect("http core main conf");
-    // SAFETY: the phase's handler array is an ngx_array_t of ngx_http_handler_pt.
-    let h = unsafe {
-        ngx_array_push(&mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers)
-            as *mut ngx_http_handler_pt
-    };
-    if h.is_null() {
-        return Status::NGX_ERROR.into();
+    for (phase, handler) in [
+        (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, access_handler as unsafe extern "C" fn(_) -> _),
+        (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_handler),
+    ] {
+        // SAFETY: the phase's handler array is an ngx_array_t of ngx_http_handler_pt.
+        let h = unsafe { ngx_array_push(&mut cmcf.phases[phase as usize].handlers) as *mut ngx_http_handler_pt };
+        if h.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: `h` is a fresh slot in the array.
+        unsafe { *h = Some(handler) };
     }
-    // SAFETY: `h` is a fresh slot in the array.
-    unsafe { *h = Some(access_handler) };
     Status::NGX_OK.into()
 }

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use migration_engine::{CompiledConfig, Decision};
+use migration_engine::{BreakerCells, Breakers, CompiledConfig, Decision};
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_add_timer, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_pcalloc, ngx_quit,
-    ngx_process, ngx_shm_zone_t, ngx_terminate, ngx_test_config, ngx_uint_t, NGX_PROCESS_SIGNALLER, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE,
+    ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_pcalloc, ngx_quit,
+    ngx_process, ngx_shm_zone_t, ngx_terminate, ngx_test_config, ngx_uint_t, NGX_PROCESS_SIGNALLER, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
@@ -48,6 +48,19 @@ impl Published {
             (Some(slot), Some(target)) => slot.count(target, decision.rule),
             _ => self.zone.count_unmatched(),
         }
+    }
+}
+
+/// Decision step 4 reads the breakers in the zone, on nginx's monotonic clock
+/// (the same in every process).
+impl Breakers for Published {
+    fn breaker(&self, index: u32) -> Option<&BreakerCells> {
+        self.slots.get(index as usize).map(|slot| &slot.breaker)
+    }
+
+    fn now_ms(&self) -> u64 {
+        // SAFETY: nginx's cached clock, updated by the event loop of this process.
+        unsafe { ngx_current_msec as u64 }
     }
 }
 
@@ -273,8 +286,8 @@ fn watch_file(main: &MainConf, zone: &Zone, log: *mut ngx_log_t) {
         return;
     }
     let compiled = migration_engine::source_from_bytes(&main.source, bytes)
-        .and_then(|text| Ok((migration_engine::load_str(&main.source, &text)?, text)));
-    let (config, text) = match compiled {
+        .and_then(|text| Ok((migration_engine::load_str_checked(&main.source, &text)?, text)));
+    let ((config, warnings), text) = match compiled {
         Ok(compiled) => compiled,
         Err(e) => {
             if zone.refuse(hash) {
@@ -318,6 +331,9 @@ fn watch_file(main: &MainConf, zone: &Zone, log: *mut ngx_log_t) {
     let generation = locked.commit(record);
     drop(locked);
     zone.refuse(0);
+    for warning in &warnings {
+        ngx_log_error!(NGX_LOG_WARN, log, "migration: {}: {}", main.source, warning);
+    }
     ngx_log_error!(
         NGX_LOG_NOTICE,
         log,

@@ -17,9 +17,12 @@ enum Variable {
     Service,
     Rule,
     ConfigVersion,
+    OldBackend,
+    OldHost,
+    OldScheme,
 }
 
-const VARIABLES: [(ngx_str_t, Variable); 7] = [
+const VARIABLES: [(ngx_str_t, Variable); 10] = [
     (ngx_string!("migration_target"), Variable::Target),
     (ngx_string!("migration_backend"), Variable::Backend),
     (ngx_string!("migration_host"), Variable::Host),
@@ -27,6 +30,9 @@ const VARIABLES: [(ngx_str_t, Variable); 7] = [
     (ngx_string!("migration_service"), Variable::Service),
     (ngx_string!("migration_rule"), Variable::Rule),
     (ngx_string!("migration_config_version"), Variable::ConfigVersion),
+    (ngx_string!("migration_old_backend"), Variable::OldBackend),
+    (ngx_string!("migration_old_host"), Variable::OldHost),
+    (ngx_string!("migration_old_scheme"), Variable::OldScheme),
 ];
 
 impl Variable {
@@ -48,6 +54,11 @@ impl Variable {
             Variable::Service => service.map_or("", |s| s.name.as_str()),
             Variable::Rule => d.decision.rule.as_str(),
             Variable::ConfigVersion => config.version.as_str(),
+            // The old side whatever was decided: for retrying a failed request to
+            // new on old (`error_page` to a named location).
+            Variable::OldBackend => service.map_or("", |s| s.old.backend.as_str()),
+            Variable::OldHost => service.map_or("", |s| s.old.host.as_str()),
+            Variable::OldScheme => service.map_or("", |s| s.old.scheme),
         };
         text.as_bytes()
     }

@@ -20,14 +20,14 @@ use core::slice;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use ahash::AHashMap;
-use migration_engine::{BreakerState, Counts, FallbackReport, Rule};
+use migration_engine::{BreakerCells, Counts, FallbackReport, Rule};
 use ngx::ffi::{
     ngx_pagesize, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc_locked, ngx_slab_free_locked,
     ngx_slab_page_t, ngx_slab_pool_t, ngx_slab_stat_t,
 };
 
-/// Marks a zone laid out by this version of the module ("migzone" + layout 1).
-const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x01");
+/// Marks a zone laid out by this version of the module ("migzone" + layout 2).
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x02");
 
 #[repr(C)]
 struct ZoneHeader {
@@ -71,17 +71,9 @@ impl Record {
 pub struct ServiceSlot {
     next: *mut ServiceSlot,
     counts: [[AtomicU64; Rule::COUNT]; 2],
+    /// The service's fallback breaker (SPEC "fallback"); zeroed is closed.
     pub breaker: BreakerCells,
     name_len: usize,
-}
-
-/// The shared state of a service's fallback breaker (SPEC "fallback").
-#[repr(C)]
-pub struct BreakerCells {
-    pub state: AtomicU64,
-    pub consecutive_failures: AtomicU64,
-    pub trips: AtomicU64,
-    pub opened_at_ms: AtomicU64,
 }
 
 impl ServiceSlot {
@@ -106,15 +98,10 @@ impl ServiceSlot {
     }
 
     pub fn fallback(&self) -> FallbackReport {
-        let state = match self.breaker.state.load(Ordering::Relaxed) {
-            1 => BreakerState::Open,
-            2 => BreakerState::HalfOpen,
-            _ => BreakerState::Closed,
-        };
         FallbackReport {
-            state,
-            consecutive_failures: self.breaker.consecutive_failures.load(Ordering::Relaxed),
-            trips: self.breaker.trips.load(Ordering::Relaxed),
+            state: self.breaker.state(),
+            consecutive_failures: self.breaker.consecutive_failures(),
+            trips: self.breaker.trips(),
         }
     }
 }

@@ -418,7 +418,7 @@ invalid parameter "wach=5s": expected zone=NAME:SIZE or watch=INTERVAL, each at 
 
 
 
-=== TEST 25: fallback is refused by this build rather than silently ignored
+=== TEST 25: a fallback cooldown that is not a time is refused, located
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml;
 --- user_files
@@ -431,9 +431,10 @@ services:
     new_backend: new:80
     fallback:
       failures: 5
+      cooldown: a while
 --- must_die
 --- error_log
-/html/m.yaml:8:7: services[0].fallback: not supported by this build of the module yet; remove it
+/html/m.yaml:9:17: services[0].fallback.cooldown: must be a time such as 30s, 500ms or 2m, got "a while"
 
 
 

@@ -47,6 +47,36 @@ pub struct CompiledService {
     pub(crate) ip_table: CidrTable,
     pub(crate) ip_targets: Vec<Target>,
     pub(crate) users: AHashMap<Box<[u8]>, Target>,
+    /// `fallback:`, when the service has one.
+    pub fallback: Option<FallbackPolicy>,
+}
+
+/// A service's `fallback:`, compiled.
+#[derive(Debug)]
+pub struct FallbackPolicy {
+    pub failures: u32,
+    pub cooldown_ms: u64,
+    /// Bit `s - 100` for each status of `statuses`.
+    failure_statuses: [u64; 8],
+}
+
+impl FallbackPolicy {
+    fn new(f: &config::Fallback) -> FallbackPolicy {
+        let mut failure_statuses = [0u64; 8];
+        for &status in &f.statuses {
+            let bit = usize::from(status - 100);
+            failure_statuses[bit / 64] |= 1 << (bit % 64);
+        }
+        FallbackPolicy { failures: f.failures, cooldown_ms: f.cooldown_ms, failure_statuses }
+    }
+
+    /// Whether an upstream status counts as a failure of the new cluster.
+    pub fn is_failure(&self, status: u16) -> bool {
+        let Some(bit) = status.checked_sub(100).map(usize::from).filter(|&b| b < 500) else {
+            return false;
+        };
+        self.failure_statuses[bit / 64] & (1 << (bit % 64)) != 0
+    }
 }
 
 impl CompiledService {
@@ -261,7 +291,9 @@ fn compile_service(s: config::Service) -> CompiledService {
         }
     }
 
+    let fallback = s.fallback.as_ref().map(FallbackPolicy::new);
     CompiledService {
+        fallback,
         name: s.name.0,
         old: endpoint(s.old_host, s.old_backend),
         new: endpoint(s.new_host, s.new_backend),

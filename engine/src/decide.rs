@@ -1,6 +1,7 @@
 //! The decision order of SPEC "Decision order", as one function of
 //! (compiled configuration, request view, random source).
 
+use crate::breaker::{BreakerCells, Gate, Transition};
 use crate::compiled::{CompiledConfig, CompiledService};
 use crate::config::{Strategy, Target, UserKey};
 use crate::hash::murmur2_salted;
@@ -16,7 +17,7 @@ pub enum Rule {
     IpHash,
     Weight,
     Disabled,
-    /// Decision step 4; produced once the shared fallback state exists.
+    /// Decision step 4: the service's fallback breaker is open.
     Fallback,
     None,
 }
@@ -65,13 +66,39 @@ pub struct Decision {
     /// `None` exactly when no service matched.
     pub target: Option<Target>,
     pub rule: Rule,
+    /// This request is the one trial of a half-open breaker: its outcome closes
+    /// or re-opens it.
+    pub trial: bool,
+    /// The breaker changed state while deciding (reported to this request only).
+    pub transition: Option<Transition>,
 }
 
 impl Decision {
-    pub const NO_SERVICE: Decision = Decision { service: None, target: None, rule: Rule::None };
+    pub const NO_SERVICE: Decision =
+        Decision { service: None, target: None, rule: Rule::None, trial: false, transition: None };
 
     fn of(service: u32, target: Target, rule: Rule) -> Decision {
-        Decision { service: Some(service), target: Some(target), rule }
+        Decision { service: Some(service), target: Some(target), rule, trial: false, transition: None }
+    }
+}
+
+/// The fallback breakers that decision step 4 consults.
+pub trait Breakers {
+    /// The breaker of service `index` (an index into [`CompiledConfig::services`]).
+    fn breaker(&self, index: u32) -> Option<&BreakerCells>;
+    /// Monotonic milliseconds, the clock of every process sharing the breakers.
+    fn now_ms(&self) -> u64;
+}
+
+/// Every breaker closed: for callers that keep no breaker state.
+pub struct NoBreakers;
+
+impl Breakers for NoBreakers {
+    fn breaker(&self, _: u32) -> Option<&BreakerCells> {
+        None
+    }
+    fn now_ms(&self) -> u64 {
+        0
     }
 }
 
@@ -84,7 +111,7 @@ pub enum ServiceChoice<'a> {
     Named(&'a str),
 }
 
-/// Decides `old` or `new` for one request.
+/// Decides `old` or `new` for one request, with every fallback breaker closed.
 ///
 /// `draw` gives a uniform 32-bit random number; it is called at most once, and only
 /// when the percentage split is by weight.
@@ -94,6 +121,18 @@ pub fn decide<R: RequestView>(
     request: &R,
     draw: &mut dyn FnMut() -> u32,
 ) -> Decision {
+    decide_with(config, choice, request, draw, &NoBreakers)
+}
+
+/// Decides `old` or `new` for one request, consulting the services' fallback
+/// breakers at step 4.
+pub fn decide_with<R: RequestView>(
+    config: &CompiledConfig,
+    choice: ServiceChoice<'_>,
+    request: &R,
+    draw: &mut dyn FnMut() -> u32,
+    breakers: &dyn Breakers,
+) -> Decision {
     let index = match choice {
         ServiceChoice::Auto => config.service_for_host(request.host()),
         ServiceChoice::Named(name) => config.service_index(name),
@@ -101,25 +140,41 @@ pub fn decide<R: RequestView>(
     let Some(index) = index else {
         return Decision::NO_SERVICE;
     };
-    let service = &config.services[index as usize];
-    let (target, rule) = decide_for_service(service, request, draw);
-    Decision::of(index, target, rule)
-}
-
-fn decide_for_service<R: RequestView>(
-    s: &CompiledService,
-    request: &R,
-    draw: &mut dyn FnMut() -> u32,
-) -> (Target, Rule) {
+    let s = &config.services[index as usize];
     // 2. the rollback switch
     if !s.enabled {
-        return (Target::Old, Rule::Disabled);
+        return Decision::of(index, Target::Old, Rule::Disabled);
     }
     // 3. header rules, first match wins
     if let Some(target) = header_rule_target(s, request) {
-        return (target, Rule::Header);
+        return Decision::of(index, target, Rule::Header);
     }
-    // 4. (fallback: decided by the shared breaker state, not part of this build)
+    // 4. the fallback breaker
+    let Some((policy, cells)) = s.fallback.as_ref().zip(breakers.breaker(index)) else {
+        let (target, rule) = decide_by_rules(s, request, draw);
+        return Decision::of(index, target, rule);
+    };
+    let now = breakers.now_ms();
+    let (gate, transition) = cells.gate(now, policy.cooldown_ms);
+    let mut decision = match gate {
+        Gate::Pass => {
+            let (target, rule) = decide_by_rules(s, request, draw);
+            Decision::of(index, target, rule)
+        }
+        Gate::Divert => Decision::of(index, Target::Old, Rule::Fallback),
+        Gate::Probe => match decide_by_rules(s, request, draw) {
+            (Target::New, rule) if cells.begin_trial(now, policy.cooldown_ms) => {
+                Decision { trial: true, ..Decision::of(index, Target::New, rule) }
+            }
+            _ => Decision::of(index, Target::Old, Rule::Fallback),
+        },
+    };
+    decision.transition = transition;
+    decision
+}
+
+/// Steps 5 to 7.
+fn decide_by_rules<R: RequestView>(s: &CompiledService, request: &R, draw: &mut dyn FnMut() -> u32) -> (Target, Rule) {
     let client = request.client_ip();
     // 5. ip rules
     if let Some(rule) = client.and_then(|ip| s.ip_table.lookup(ip)) {

@@ -11,23 +11,34 @@
 
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod cidr;
 pub mod compiled;
 pub mod config;
 pub mod decide;
 pub mod hash;
+pub mod lint;
 pub mod report;
 pub mod request;
 
-pub use compiled::{CompiledConfig, CompiledService, Endpoint};
+pub use breaker::{BreakerCells, Gate, Outcome, Transition};
+pub use compiled::{CompiledConfig, CompiledService, Endpoint, FallbackPolicy};
 pub use config::{ConfigError, Target};
-pub use decide::{decide, Decision, Rule, ServiceChoice};
+pub use decide::{decide, decide_with, Breakers, Decision, NoBreakers, Rule, ServiceChoice};
 pub use report::{BreakerState, Counts, FallbackReport, ServiceReport, StatusReport};
 pub use request::{arg_in_query, cookie_in_header, OwnedRequest, RequestView};
 
 /// Parses, validates and compiles a configuration held in memory.
 pub fn load_str(file: &str, text: &str) -> Result<CompiledConfig, ConfigError> {
     config::parse(file, text).map(CompiledConfig::compile)
+}
+
+/// As [`load_str`], with the warnings of [`lint::shadowed_rules`]: rules that can
+/// never match (`nginx -t` prints them, and a configuration with them still loads).
+pub fn load_str_checked(file: &str, text: &str) -> Result<(CompiledConfig, Vec<lint::Warning>), ConfigError> {
+    let config = config::parse(file, text)?;
+    let warnings = lint::shadowed_rules(&config);
+    Ok((CompiledConfig::compile(config), warnings))
 }
 
 /// Reads, validates and compiles a configuration file. Errors name the file as

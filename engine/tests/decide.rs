@@ -813,3 +813,86 @@ impl ClientText for OwnedRequest {
         String::from_utf8(self.client_text.clone()).unwrap()
     }
 }
+
+// ---------------------------------------------------------------------------
+// 4. fallback
+
+/// One breaker, for service 0, at a settable clock.
+struct OneBreaker {
+    cells: migration_engine::BreakerCells,
+    now: Cell<u64>,
+}
+
+impl migration_engine::Breakers for OneBreaker {
+    fn breaker(&self, index: u32) -> Option<&migration_engine::BreakerCells> {
+        (index == 0).then_some(&self.cells)
+    }
+    fn now_ms(&self) -> u64 {
+        self.now.get()
+    }
+}
+
+fn tripped(now: u64) -> OneBreaker {
+    let b = OneBreaker { cells: Default::default(), now: Cell::new(now) };
+    b.cells.record(migration_engine::Outcome::Failure(502), false, 1, now);
+    b
+}
+
+const FALLBACK_SERVICE: &str = "migration: {percentage: 100}\n\
+    fallback: {failures: 1, cooldown: 1s}\n\
+    canary:\n  header_rules:\n    - {header: X-Canary, value: \"on\", target: new}\n  \
+    user_rules:\n    - {users: [alice], target: old}\n";
+
+fn decide_at(config: &CompiledConfig, request: &OwnedRequest, breakers: &OneBreaker) -> Decision {
+    migration_engine::decide_with(config, ServiceChoice::Auto, request, &mut || 0, breakers)
+}
+
+#[test]
+fn fallback_open_sends_everything_but_header_rules_to_old() {
+    let config = one(FALLBACK_SERVICE);
+    let b = tripped(1000);
+    assert_decision(decide_at(&config, &req(), &b), Target::Old, Rule::Fallback);
+    assert_decision(decide_at(&config, &req().header("X-User-ID", "alice"), &b), Target::Old, Rule::Fallback);
+    assert_decision(decide_at(&config, &req().header("X-Canary", "on"), &b), Target::New, Rule::Header);
+}
+
+#[test]
+fn fallback_closed_decides_as_usual() {
+    let config = one(FALLBACK_SERVICE);
+    let b = OneBreaker { cells: Default::default(), now: Cell::new(0) };
+    let d = decide_at(&config, &req(), &b);
+    assert_decision(d, Target::New, Rule::Weight);
+    assert!(!d.trial && d.transition.is_none());
+}
+
+#[test]
+fn after_the_cooldown_one_request_that_would_go_new_is_the_trial() {
+    let config = one(FALLBACK_SERVICE);
+    let b = tripped(1000);
+    b.now.set(1999);
+    assert_decision(decide_at(&config, &req(), &b), Target::Old, Rule::Fallback);
+    b.now.set(2000);
+    // A request bound for old is not a trial, and stays on old.
+    let d = decide_at(&config, &req().header("X-User-ID", "alice"), &b);
+    assert_decision(d, Target::Old, Rule::Fallback);
+    assert_eq!(d.transition, Some(migration_engine::Transition::HalfOpened), "the first request after the cooldown reports it");
+    let trial = decide_at(&config, &req(), &b);
+    assert_decision(trial, Target::New, Rule::Weight);
+    assert!(trial.trial && trial.transition.is_none());
+    let second = decide_at(&config, &req(), &b);
+    assert_decision(second, Target::Old, Rule::Fallback);
+    assert!(!second.trial);
+}
+
+#[test]
+fn a_service_without_fallback_ignores_breakers() {
+    let config = one("migration: {percentage: 100}\n");
+    let b = tripped(0);
+    assert_decision(decide_at(&config, &req(), &b), Target::New, Rule::Weight);
+}
+
+#[test]
+fn disabled_beats_fallback() {
+    let config = one("migration: {enabled: false}\nfallback: {failures: 1}\n");
+    assert_decision(decide_at(&config, &req(), &tripped(0)), Target::Old, Rule::Disabled);
+}

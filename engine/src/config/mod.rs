@@ -38,6 +38,7 @@ pub struct Service {
     pub new_backend: Backend,
     pub migration: Migration,
     pub canary: Canary,
+    pub fallback: Option<Fallback>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -221,25 +222,47 @@ impl Validate for UserRule {
 }
 validated_mapping!(UserRule);
 
-/// `fallback:` belongs to a later version of the module (it needs the shared
-/// zone). Refusing it is safer than accepting and silently not honouring it.
-struct NotYetSupported;
+/// `fallback:` (SPEC "fallback"): send new-bound traffic to old while the new
+/// cluster fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// Consecutive failures that open the breaker.
+    pub failures: u32,
+    /// Upstream statuses that count as failures (connect errors and timeouts
+    /// always do), sorted, no repeats.
+    pub statuses: Vec<u16>,
+    /// How long the breaker stays open before a trial request, in milliseconds.
+    pub cooldown_ms: u64,
+}
 
-impl<'de> Deserialize<'de> for NotYetSupported {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = NotYetSupported;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("nothing: this build of the module does not support it yet")
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFallback {
+    failures: Option<FailureCount>,
+    statuses: Option<Vec<HttpStatus>>,
+    cooldown: Option<Cooldown>,
+}
+
+impl Validate for Fallback {
+    type Raw = RawFallback;
+    fn validate(r: RawFallback) -> Result<Self, String> {
+        let mut statuses: Vec<u16> = match r.statuses {
+            Some(s) if s.is_empty() => {
+                return Err("statuses: must list at least one status (connect errors and timeouts count anyway)".into())
             }
-            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<NotYetSupported, A::Error> {
-                Err(de::Error::custom("not supported by this build of the module yet; remove it"))
-            }
-        }
-        d.deserialize_any(V)
+            Some(s) => s.into_iter().map(|s| s.0).collect(),
+            None => vec![502, 503, 504],
+        };
+        statuses.sort_unstable();
+        statuses.dedup();
+        Ok(Fallback {
+            failures: r.failures.map_or(5, |f| f.0),
+            statuses,
+            cooldown_ms: r.cooldown.map_or(30_000, |c| c.0),
+        })
     }
 }
+validated_mapping!(Fallback);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,8 +277,7 @@ struct RawService {
     migration: Migration,
     #[serde(default)]
     canary: Canary,
-    #[allow(dead_code)]
-    fallback: Option<NotYetSupported>,
+    fallback: Option<Fallback>,
 }
 
 impl Validate for Service {
@@ -275,6 +297,7 @@ impl Validate for Service {
             new_backend: r.new_backend,
             migration: r.migration,
             canary: r.canary,
+            fallback: r.fallback,
         })
     }
 }

@@ -192,8 +192,30 @@ fn bad_backend_is_refused() {
 }
 
 #[test]
-fn fallback_is_refused_until_supported() {
-    assert_err(&with("    fallback:\n      failures: 5\n"), "m.yaml:8:7: services[0].fallback: not supported by this build of the module yet; remove it");
+fn fallback_defaults_and_values() {
+    let fallback = |extra: &str| parse("m.yaml", &with(extra)).unwrap().services[0].fallback.clone();
+    assert_eq!(fallback(""), None);
+    assert_eq!(
+        fallback("    fallback: {}\n"),
+        Some(Fallback { failures: 5, statuses: vec![502, 503, 504], cooldown_ms: 30_000 })
+    );
+    assert_eq!(
+        fallback("    fallback: {failures: 3, statuses: [500, 502, 500], cooldown: 500ms}\n"),
+        Some(Fallback { failures: 3, statuses: vec![500, 502], cooldown_ms: 500 })
+    );
+    for (cooldown, ms) in [("2m", 120_000), ("1h", 3_600_000), ("10", 10_000), ("\"45s\"", 45_000)] {
+        assert_eq!(fallback(&format!("    fallback: {{cooldown: {cooldown}}}\n")).unwrap().cooldown_ms, ms, "{cooldown}");
+    }
+}
+
+#[test]
+fn fallback_errors_are_located() {
+    assert_err(&with("    fallback:\n      failures: 0\n"), "m.yaml:8:17: services[0].fallback.failures: must be from 1 to 1000, got 0");
+    assert_err(&with("    fallback:\n      statuses: [502, 600]\n"), "m.yaml:8:23: services[0].fallback.statuses[1]: must be an HTTP status from 100 to 599, got 600");
+    assert_err(&with("    fallback:\n      statuses: []\n"), "m.yaml:8:7: services[0].fallback: statuses: must list at least one status (connect errors and timeouts count anyway)");
+    assert_err(&with("    fallback:\n      cooldown: soon\n"), "m.yaml:8:17: services[0].fallback.cooldown: must be a time such as 30s, 500ms or 2m, got \"soon\"");
+    assert_err(&with("    fallback:\n      cooldown: 10ms\n"), "m.yaml:8:17: services[0].fallback.cooldown: must be from 100ms to 24h, got \"10ms\"");
+    assert_err(&with("    fallback:\n      failure: 5\n"), "m.yaml:8:7: services[0].fallback: unknown field `failure`, expected one of `failures`, `statuses`, `cooldown`");
 }
 
 #[test]

@@ -1,0 +1,272 @@
+//! The fallback breaker of SPEC "fallback": one per service, shared by every
+//! worker, as a small state machine over atomics (the nginx layer keeps the
+//! cells in its shared zone; tests keep them on the heap).
+//!
+//! ```text
+//!            `failures` consecutive failures                 cooldown elapsed
+//!   Closed ─────────────────────────────────▶ Open ─────────────────────────▶ HalfOpen
+//!     ▲                                        ▲                                  │
+//!     │                 the trial failed       └──────────────────────────────────┤
+//!     └────────────────────────────────────────── the trial succeeded ────────────┘
+//! ```
+//!
+//! While Open, every request that header rules do not decide goes to old; in
+//! HalfOpen exactly one request at a time (the trial) may go to new. Each call
+//! that changes the state returns the [`Transition`], once, to whoever made it,
+//! so it is logged once however many workers race.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::report::BreakerState;
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+
+/// A breaker's shared state. All zeros is a closed breaker, so zeroed shared
+/// memory is a valid set of cells.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct BreakerCells {
+    state: AtomicU64,
+    consecutive_failures: AtomicU64,
+    trips: AtomicU64,
+    /// When the breaker last opened (caller's monotonic milliseconds).
+    opened_at_ms: AtomicU64,
+    /// When the trial in flight started, plus one (0: no trial in flight).
+    trial_started_ms: AtomicU64,
+}
+
+/// What decision step 4 may do for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// New is healthy: decide as usual.
+    Pass,
+    /// New is failing: to old.
+    Divert,
+    /// Probing: the request may go to new only as the one trial.
+    Probe,
+}
+
+/// How a request routed to new ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// A status of `statuses`, a failed connection or a timeout; carries the status.
+    Failure(u16),
+    /// No answer from new either way (no upstream, or the client left first).
+    Inconclusive,
+}
+
+/// A change of state, reported once to the caller that made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Closed → Open after this many consecutive failures; the last status.
+    Opened { failures: u64, status: u16 },
+    /// Open → HalfOpen: the cooldown is over, a trial may go.
+    HalfOpened,
+    /// HalfOpen → Closed: the trial succeeded.
+    Closed,
+    /// HalfOpen → Open: the trial failed with this status.
+    Reopened { status: u16 },
+}
+
+impl BreakerCells {
+    pub fn state(&self) -> BreakerState {
+        match self.state.load(Ordering::Acquire) {
+            OPEN => BreakerState::Open,
+            HALF_OPEN => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+
+    pub fn consecutive_failures(&self) -> u64 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    /// Times the breaker opened (re-openings after a failed trial included).
+    pub fn trips(&self) -> u64 {
+        self.trips.load(Ordering::Relaxed)
+    }
+
+    /// Decision step 4 for a request at `now_ms`; moves Open to HalfOpen once the
+    /// cooldown is over.
+    pub fn gate(&self, now_ms: u64, cooldown_ms: u64) -> (Gate, Option<Transition>) {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => (Gate::Pass, None),
+            OPEN => {
+                let opened = self.opened_at_ms.load(Ordering::Acquire);
+                if now_ms.saturating_sub(opened) < cooldown_ms {
+                    return (Gate::Divert, None);
+                }
+                let moved = self.state.compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire).is_ok();
+                (Gate::Probe, moved.then_some(Transition::HalfOpened))
+            }
+            _ => (Gate::Probe, None),
+        }
+    }
+
+    /// Takes the one trial permit of a half-open breaker. A permit whose request
+    /// never reported (its worker died) is taken over after a cooldown.
+    pub fn begin_trial(&self, now_ms: u64, cooldown_ms: u64) -> bool {
+        let started = self.trial_started_ms.load(Ordering::Acquire);
+        let stale = started != 0 && now_ms.saturating_sub(started - 1) >= cooldown_ms;
+        if started != 0 && !stale {
+            return false;
+        }
+        self.trial_started_ms.compare_exchange(started, now_ms + 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Records how a request routed to new ended. `trial` says whether it held the
+    /// trial permit. Outside a trial only a closed breaker counts outcomes: while
+    /// open, the requests that still reach new (header rules) change nothing.
+    pub fn record(&self, outcome: Outcome, trial: bool, failures_to_open: u32, now_ms: u64) -> Option<Transition> {
+        if trial {
+            let transition = match outcome {
+                Outcome::Success => {
+                    self.consecutive_failures.store(0, Ordering::Relaxed);
+                    self.state.store(CLOSED, Ordering::Release);
+                    Some(Transition::Closed)
+                }
+                Outcome::Failure(status) => {
+                    self.opened_at_ms.store(now_ms, Ordering::Release);
+                    self.trips.fetch_add(1, Ordering::Relaxed);
+                    self.state.store(OPEN, Ordering::Release);
+                    Some(Transition::Reopened { status })
+                }
+                Outcome::Inconclusive => None,
+            };
+            self.trial_started_ms.store(0, Ordering::Release);
+            return transition;
+        }
+        if self.state.load(Ordering::Acquire) != CLOSED {
+            return None;
+        }
+        match outcome {
+            Outcome::Success => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                None
+            }
+            Outcome::Failure(status) => {
+                let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if failures < u64::from(failures_to_open) {
+                    return None;
+                }
+                // Whoever moves the state reports the trip; the opening time is
+                // written first so that no reader sees Open with an old time.
+                self.opened_at_ms.store(now_ms, Ordering::Release);
+                self.state.compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire).ok()?;
+                self.trips.fetch_add(1, Ordering::Relaxed);
+                Some(Transition::Opened { failures, status })
+            }
+            Outcome::Inconclusive => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn opens_after_exactly_n_consecutive_failures() {
+        let b = BreakerCells::default();
+        for _ in 0..4 {
+            assert_eq!(b.record(Outcome::Failure(502), false, 5, 10), None);
+        }
+        assert_eq!(b.consecutive_failures(), 4);
+        assert_eq!(b.record(Outcome::Failure(503), false, 5, 10), Some(Transition::Opened { failures: 5, status: 503 }));
+        assert_eq!((b.state(), b.trips()), (BreakerState::Open, 1));
+        assert_eq!(b.gate(10, 1000), (Gate::Divert, None));
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let b = BreakerCells::default();
+        for _ in 0..4 {
+            b.record(Outcome::Failure(502), false, 5, 0);
+        }
+        b.record(Outcome::Success, false, 5, 0);
+        for _ in 0..4 {
+            assert_eq!(b.record(Outcome::Failure(502), false, 5, 0), None);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(b.record(Outcome::Inconclusive, false, 5, 0), None);
+        assert_eq!(b.consecutive_failures(), 4, "an inconclusive outcome neither resets nor counts");
+    }
+
+    #[test]
+    fn cooldown_then_one_trial_at_a_time_then_closed() {
+        let b = BreakerCells::default();
+        b.record(Outcome::Failure(502), false, 1, 1000);
+        assert_eq!(b.gate(1999, 1000), (Gate::Divert, None), "still cooling down");
+        assert_eq!(b.gate(2000, 1000), (Gate::Probe, Some(Transition::HalfOpened)));
+        assert_eq!(b.gate(2001, 1000), (Gate::Probe, None), "reported once");
+        assert!(b.begin_trial(2001, 1000));
+        assert!(!b.begin_trial(2002, 1000), "one trial at a time");
+        assert_eq!(b.record(Outcome::Failure(502), false, 1, 2003), None, "outcomes outside the trial change nothing");
+        assert_eq!(b.record(Outcome::Success, true, 1, 2004), Some(Transition::Closed));
+        assert_eq!((b.state(), b.consecutive_failures(), b.trips()), (BreakerState::Closed, 0, 1));
+        assert_eq!(b.gate(2005, 1000), (Gate::Pass, None));
+    }
+
+    #[test]
+    fn a_failed_trial_reopens_for_another_cooldown() {
+        let b = BreakerCells::default();
+        b.record(Outcome::Failure(504), false, 1, 0);
+        b.gate(100, 100);
+        assert!(b.begin_trial(100, 100));
+        assert_eq!(b.record(Outcome::Failure(502), true, 1, 150), Some(Transition::Reopened { status: 502 }));
+        assert_eq!((b.state(), b.trips()), (BreakerState::Open, 2));
+        assert_eq!(b.gate(249, 100), (Gate::Divert, None));
+        assert_eq!(b.gate(250, 100).0, Gate::Probe);
+    }
+
+    #[test]
+    fn an_inconclusive_trial_frees_the_permit() {
+        let b = BreakerCells::default();
+        b.record(Outcome::Failure(502), false, 1, 0);
+        b.gate(100, 100);
+        assert!(b.begin_trial(100, 100));
+        assert_eq!(b.record(Outcome::Inconclusive, true, 1, 120), None);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.begin_trial(121, 100));
+    }
+
+    #[test]
+    fn a_lost_trial_is_taken_over_after_a_cooldown() {
+        let b = BreakerCells::default();
+        b.record(Outcome::Failure(502), false, 1, 0);
+        b.gate(100, 100);
+        assert!(b.begin_trial(100, 100));
+        assert!(!b.begin_trial(199, 100));
+        assert!(b.begin_trial(200, 100));
+    }
+
+    #[test]
+    fn racing_threads_trip_it_once_and_share_one_trial() {
+        let b = Arc::new(BreakerCells::default());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    (0..1000).filter_map(|_| b.record(Outcome::Failure(502), false, 100, 5)).count()
+                })
+            })
+            .collect();
+        let opened: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!((opened, b.trips()), (1, 1));
+        assert_eq!(b.gate(10_000, 1000).0, Gate::Probe);
+        let permits: usize = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || (0..1000).filter(|_| b.begin_trial(10_001, 1000)).count())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(permits, 1);
+    }
+}

@@ -1,0 +1,178 @@
+# fallback: (SPEC "fallback", decision step 4): when the new cluster fails,
+# `failures` consecutive failures open the service's breaker and new-bound
+# requests go to old; after `cooldown` one trial request goes to new, and its
+# outcome closes or re-opens the breaker. Two workers share the breaker.
+use lib 't/lib';
+use Test::MigrationNginx;
+use JSON::PP ();
+use Time::HiRes ();
+
+sub yaml_for {
+    my (%o) = @_;
+    my $statuses = $o{statuses} ? "\n      statuses: [$o{statuses}]" : '';
+    return <<"YAML";
+services:
+  - name: api
+    old_host: api.example
+    old_backend: 127.0.0.1:$o{old}
+    new_host: api.example
+    new_backend: 127.0.0.1:$o{new}
+    migration: {percentage: 100}
+    canary:
+      header_rules:
+        - {header: X-Canary, value: "on", target: new}
+    fallback:
+      failures: 3
+      cooldown: 1500ms$statuses
+YAML
+}
+
+sub get {
+    my (@h) = @_;
+    my $res = http_request('GET', '/', [Host => 'api.example', @h]);
+    return join ' ', $res->{status} // 'none', ($res->{body} // '') =~ s/\s+$//r;
+}
+
+sub fallback_status {
+    my $doc = JSON::PP::decode_json(http_request('GET', '/status')->{body});
+    return $doc->{services}[0]{fallback};
+}
+
+sub new_down { my ($down) = @_; my $f = html_dir() . '/new-down'; if ($down) { open my $fh, '>', $f or die $!; close $fh } else { unlink $f } }
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->{workers} //= ['2'];
+    $block->{request} //= ["GET /status\n"];
+    $block->{listen_options} //= ['reuseport'];
+    $block->{http_config} //= ["    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n"];
+    $block->{user_files} //= [[['m.yaml', yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_2')]]];
+    $block->{config} //= [<<'CONF'];
+    location / {
+        migration on;
+        proxy_set_header Host $migration_host;
+        add_header X-Rule $migration_rule always;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+CONF
+    $block->{http_config}[0] .= <<'BACKENDS';
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old"; } }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+        location / {
+            if (-f $TEST_NGINX_HTML_DIR/new-down) { return 502 "new is down"; }
+            return 200 "new";
+        }
+    }
+BACKENDS
+});
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: three 502s from new open the breaker; then everything goes to old until the cooldown; a failed trial re-opens it, a good one closes it
+--- error_log
+[warn]
+--- check_eval
+is(main::get(), '200 new', 'new serves while healthy');
+main::new_down(1);
+is(main::get(), '502 new is down', "failure 1 reaches the client");
+is(main::get(), '502 new is down', "failure 2");
+is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two failures counted, still closed');
+is(main::get(), '502 new is down', "failure 3");
+is_deeply(main::fallback_status(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
+like(error_log_text(), qr/\[warn\].*migration: service "api": fallback opened after 3 consecutive failures of the new cluster \(last: 502\); requests go to old for 1500ms/, 'the opening is logged at warn');
+my %seen;
+$seen{ main::get() }++ for 1 .. 20;
+is_deeply(\%seen, { '200 old' => 20 }, 'during the cooldown all 20 requests go to old, on both workers');
+my $r = http_request('GET', '/', [Host => 'api.example']);
+is($r->{headers}{'x-rule'}, 'fallback', '$migration_rule is fallback');
+is(main::get('X-Canary' => 'on'), '502 new is down', 'a header rule still reaches new, so testers see the failure');
+Time::HiRes::sleep(1.6);
+is(main::get(), '502 new is down', 'after the cooldown one trial goes to new; it fails');
+is(main::get(), '200 old', 'and the breaker is open again');
+is_deeply(main::fallback_status(), { state => 'open', consecutive_failures => 3, trips => 2 }, 're-opened: a second trip');
+like(error_log_text(), qr/\[warn\].*fallback half-open after 1500ms: one trial request goes to new/, 'half-open logged');
+like(error_log_text(), qr/\[warn\].*fallback re-opened: the trial request to new failed \(502\); requests go to old for 1500ms/, 're-open logged');
+main::new_down(0);
+is(main::get(), '200 old', 'new recovered, but the cooldown is not over');
+Time::HiRes::sleep(1.6);
+is(main::get(), '200 new', 'the trial succeeds');
+like(error_log_text(), qr/\[warn\].*fallback closed: the trial request to new succeeded/, 'closing logged');
+my %after;
+$after{ main::get() }++ for 1 .. 20;
+is_deeply(\%after, { '200 new' => 20 }, 'closed: new serves again');
+is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 0, trips => 2 }, 'status: closed');
+my $doc = JSON::PP::decode_json(http_request('GET', '/status')->{body});
+is($doc->{services}[0]{rules}{fallback}, 23, 'the fallback rule counted every diverted request (20 + 1 + 2)');
+
+
+
+=== TEST 2: a new cluster that refuses connections trips the breaker too
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- error_log
+[warn]
+connect() failed (111: Connection refused)
+--- check_eval
+like(main::get(), qr/^502 /, "connection refused $_") for 1 .. 3;
+is(main::get(), '200 old', 'then old');
+is(main::fallback_status()->{state}, 'open', 'open');
+like(error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 502\)/, 'logged');
+my $text = http_request('GET', '/status?format=prometheus')->{body};
+like($text, qr/^migration_fallback_state\{service="api"\} 1$/m, 'Prometheus shows the state as 1');
+like($text, qr/^migration_fallback_trips_total\{service="api"\} 1$/m, 'and one trip');
+
+
+
+=== TEST 3: statuses not listed are not failures
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_2', statuses => '500') ]]
+--- check_eval
+main::new_down(1);
+is(main::get(), '502 new is down', "a 502 is not in statuses: [500]") for 1 .. 5;
+is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'nothing counted');
+
+
+
+=== TEST 4: a success in between resets the count
+--- check_eval
+main::new_down(1);
+is(main::get(), '502 new is down', "failure $_") for 1 .. 2;
+main::new_down(0);
+is(main::get(), '200 new', 'a success');
+main::new_down(1);
+is(main::get(), '502 new is down', "failure $_ after the success") for 1 .. 2;
+is(main::fallback_status()->{state}, 'closed', 'two after a success do not open it');
+is(main::get(), '502 new is down', 'the third does');
+is(main::fallback_status()->{state}, 'open', 'open');
+
+
+
+=== TEST 5: the per-request recipe: a failed request to new is retried on old with $migration_old_*, and still counts for the breaker
+--- config
+    location / {
+        migration on;
+        proxy_set_header Host $migration_host;
+        proxy_intercept_errors on;
+        error_page 502 503 504 = @old;
+        proxy_pass http://$migration_backend;
+    }
+    location @old {
+        proxy_set_header Host $migration_old_host;
+        add_header X-Retried-On $migration_old_backend always;
+        proxy_pass $migration_old_scheme://$migration_old_backend;
+    }
+    location = /status { migration_status; }
+--- error_log
+[warn]
+--- check_eval
+main::new_down(1);
+for my $i (1 .. 3) {
+    my $r = http_request('GET', '/', [Host => 'api.example']);
+    is("$r->{status} $r->{body}", '200 old', "failure $i is answered by old");
+    like($r->{headers}{'x-retried-on'} // '', qr/^127\.0\.0\.1:\d+$/, 'by the recipe');
+}
+is(main::fallback_status()->{state}, 'open', 'the breaker counted the failures of new, not the retries');

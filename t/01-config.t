@@ -501,3 +501,41 @@ write_yaml(101);
 ok(!reload_nginx(), 'reload with a bad file is refused');
 like(error_log_text(), qr{/m\.yaml:7:29: services\[0\]\.migration\.percentage: must be between 0 and 100, got 101}, 'located error in the log');
 is(http_request('GET', '/', ['Host' => 'api.example'])->{body}, "new weight\n", 'the last good configuration keeps routing');
+
+
+
+=== TEST 28: nginx -t warns, without failing, about rules an earlier rule shadows
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    canary:
+      header_rules:
+        - {header: X-Migration-Target, value: new, target: new}
+        - {header: x-migration-target, value: new, target: old}
+      ip_rules:
+        - {cidr: 10.0.0.0/8, target: new}
+        - {cidr: 10.1.0.0/16, target: old}
+      user_rules:
+        - {users: [alice], target: new}
+        - {users: [alice, bob], target: old}
+--- config
+    location / { migration on; return 200 "$migration_target $migration_rule\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+X-Migration-Target: new
+--- response_body
+new header
+--- error_log
+[warn]
+services[0].canary.header_rules[1]: never matches: services[0].canary.header_rules[0] already matches every request it would (same header, value "new")
+services[0].canary.ip_rules[1]: never matches: services[0].canary.ip_rules[0] already matches every request it would (10.1.0.0/16 inside 10.0.0.0/8)
+services[0].canary.user_rules[1].users[0]: never matches: services[0].canary.user_rules[0] already matches every request it would (user "alice")

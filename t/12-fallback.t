@@ -176,3 +176,28 @@ for my $i (1 .. 3) {
     like($r->{headers}{'x-retried-on'} // '', qr/^127\.0\.0\.1:\d+$/, 'by the recipe');
 }
 is(main::fallback_status()->{state}, 'open', 'the breaker counted the failures of new, not the retries');
+
+
+
+=== TEST 6: two workers share one count: failures served by either worker add up
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_2') =~ s/failures: 3/failures: 12/r ]]
+--- config
+    location / {
+        migration on;
+        proxy_set_header Host $migration_host;
+        add_header X-Pid $pid always;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- check_eval
+main::new_down(1);
+my %pids;
+for my $i (1 .. 11) {
+    my $r = http_request('GET', '/', [Host => 'api.example']);
+    $pids{ $r->{headers}{'x-pid'} }++;
+}
+is(scalar keys %pids, 2, 'the 11 failures were served by both workers');
+is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 11, trips => 0 }, 'and counted together');
+is(main::get(), '502 new is down', 'the 12th failure');
+is(main::fallback_status()->{state}, 'open', 'opens the breaker for both');

@@ -9,6 +9,12 @@ asserts what SPEC "Reload and updates" promises:
 * the error log has no [alert], [crit] or [emerg] and no "exited on signal";
 * the status counters add up to exactly the requests the load sent.
 
+With --hostile, a share of the requests carry hostile input (SPEC "Bad input"):
+long and repeated headers, empty values, bytes that are not UTF-8 in headers,
+cookies and arguments, malformed cookies, a spoofed X-Real-IP; each must still get
+a 200 with a defined decision. --seconds runs for a fixed time instead of a fixed
+number of reloads.
+
 Clients keep their connections alive, as real ones do. A worker that shuts down
 after a reload closes its idle keep-alive connections; like any HTTP client
 (RFC 9110, 9.2.2), this one then retries the idempotent GET once on a new
@@ -16,6 +22,7 @@ connection, and reports how often it did. Any other error is a failure.
 
     bench/stress.py --reloads 50            # the full run (make stress)
     bench/stress.py --reloads 10 --quick    # what CI runs (make test)
+    bench/stress.py --seconds 60 --watch 300ms --hostile 0.3   # issue 4's crash-free run
 """
 
 import argparse
@@ -56,9 +63,40 @@ services:
     canary:
       header_rules:
         - {{header: X-Canary, value: "on", target: new}}
+        - {{header: X-Beta, pattern: "^b[0-9]+$", target: new, from: [10.0.0.0/8]}}
+      ip_rules:
+        - {{cidr: 192.168.0.0/16, target: old}}
       user_rules:
         - {{users: [alice], target: old}}
+    fallback: {{failures: 5, cooldown: 2s}}
 """
+
+
+def hostile_headers(rng):
+    """Headers a hostile or broken client sends: each is just a value to the module."""
+    user = rng.choice([
+        b"u" * rng.randrange(1, 6000),            # long id
+        b"",                                     # empty: absent
+        b"\xff\xfe\x80 not utf-8",               # not UTF-8
+        "élodie".encode(),
+        b"alice",
+    ])
+    headers = [("Host", b"api.example"), ("X-User-ID", user)]
+    kind = rng.randrange(6)
+    if kind == 0:
+        headers += [("X-User-ID", b"user-%d" % i) for i in range(100)]      # repeated
+    elif kind == 1:
+        headers += [("Cookie", rng.choice([b"uid", b"=x", b";;;", b"uid=;uid=alice", b'uid="a"', b"\xff=\xfe" * 200]))]
+    elif kind == 2:
+        headers += [("X-Real-IP", b"10.1.2.3"), ("X-Forwarded-For", b"10.1.2.3")]  # spoofed, not trusted
+    elif kind == 3:
+        headers += [("X-Beta", b"b1" * rng.randrange(1, 3000)), ("X-Canary", b"")]
+    elif kind == 4:
+        headers += [("X-Canary", b"on\xff")]
+    else:
+        headers += [("X-Junk-%d" % i, bytes(rng.randrange(128, 256) for _ in range(40))) for i in range(50)]
+    path = rng.choice(["/", "/?uid=%ff%fe", "/?uid=alice&uid=bob", "/?=&&uid", "/a/../b?x=" + "y" * 2000])
+    return path, headers
 
 
 def write_atomically(path, text):
@@ -104,7 +142,8 @@ http {{
 class Load:
     """Threads sending GETs over keep-alive connections until stopped."""
 
-    def __init__(self, threads):
+    def __init__(self, threads, hostile=0.0):
+        self.hostile = hostile
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.sent = 0
@@ -118,15 +157,21 @@ class Load:
         sent = retries = 0
         failures = []
         while not self.stop.is_set():
-            headers = {"Host": "api.example", "X-User-ID": f"user-{rng.randrange(100000)}"}
-            if rng.random() < 0.05:
-                headers["X-Canary"] = "on"
+            if rng.random() < self.hostile:
+                path, headers = hostile_headers(rng)
+            else:
+                path, headers = "/", [("Host", b"api.example"), ("X-User-ID", b"user-%d" % rng.randrange(100000))]
+                if rng.random() < 0.05:
+                    headers.append(("X-Canary", b"on"))
             for attempt in (1, 2):
                 reused = conn is not None
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", PORTS["front"], timeout=10)
                 try:
-                    conn.request("GET", "/", headers=headers)
+                    conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+                    for name, value in headers:
+                        conn.putheader(name, value)
+                    conn.endheaders()
                     resp = conn.getresponse()
                     body = resp.read().decode("latin-1")
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
@@ -187,6 +232,8 @@ def wait_for_port(port, deadline):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reloads", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=0, help="run this long (reloading every --pause) instead of --reloads")
+    ap.add_argument("--hostile", type=float, default=0.0, help="share of requests with hostile input, 0 to 1")
     ap.add_argument("--pause", type=float, default=0.3, help="seconds between reloads")
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--watch", default="", help="also run watch=INTERVAL (shorter than --pause) and change the file between reloads")
@@ -214,9 +261,11 @@ def main():
         counted0 = sum(status()["services"][0]["requests"].values())
         started = time.time()
         refused = 0
-        with Load(args.threads) as load:
+        with Load(args.threads, args.hostile) as load:
             time.sleep(0.5 if args.quick else 2)
-            for i in range(1, args.reloads + 1):
+            i = 0
+            while (time.time() - started < args.seconds) if args.seconds else (i < args.reloads):
+                i += 1
                 percentage = random.choice([0, 10, 25.5, 50, 90, 100])
                 if args.watch and i % 2 == 0:
                     # A change for watch= to publish, then a moment later a reload.
@@ -231,6 +280,7 @@ def main():
                     write_atomically(conf_yaml, yaml_text(percentage, f"r{i}"))
                 os.kill(nginx.pid, signal.SIGHUP)
                 time.sleep(args.pause)
+            args.reloads = i
             write_atomically(conf_yaml, yaml_text(50, "final"))
             os.kill(nginx.pid, signal.SIGHUP)
             time.sleep(0.5 if args.quick else 2)
@@ -246,6 +296,7 @@ def main():
         watch_published = len(re.findall(r"changed; published generation", log))
         print(f"reloads: {args.reloads} signalled ({reloads_logged} seen by the master, {refused} with a bad file and refused); "
               f"generations {generation0} -> {doc['generation']}, {watch_published} of them published by watch=")
+        print(f"hostile share: {args.hostile:.0%}; breaker trips: {doc['services'][0]['fallback']['trips']}")
         print(f"requests: {load.sent} in {elapsed:.1f} s ({load.sent / elapsed:.0f} req/s), failures: {len(load.failures)}, "
               f"retried after a closed keep-alive connection: {load.retries}")
         print(f"status counted {counted} of the {load.sent} requests")

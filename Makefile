@@ -4,7 +4,7 @@
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
 #   make test    build, then cargo test + prove -r t/ + a short reload-under-load run + the nginx addon build
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh and bench/counters.sh
-#   make stress  the full reload-under-load run (50 reloads, watch= publications between them)
+#   make stress  the full reload-under-load runs (50 reloads with watch= publications; 60 s with hostile requests)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -38,12 +38,15 @@ test-unit:
 test-e2e:
 	prove -r t/
 
-# Reload under load, short: 10 reloads (one with a bad file) under a steady load.
+# Reload under load, short: 10 reloads (one with a bad file) under a steady load, 30 % of it hostile.
 test-stress:
-	/usr/bin/python3 bench/stress.py --reloads 10 --quick
+	/usr/bin/python3 bench/stress.py --reloads 10 --quick --hostile 0.3
 
+# The full runs: 50 reloads with watch= changes between them; then 60 s of
+# reloads and watch= changes under a load with 30 % hostile requests.
 stress: build
 	/usr/bin/python3 bench/stress.py --reloads 50 --watch 200ms --pause 0.5
+	/usr/bin/python3 bench/stress.py --seconds 60 --watch 300ms --pause 0.7 --hostile 0.3
 
 # The nginx addon files (config, config.make), as the Dockerfile's build stage uses them.
 test-addon:

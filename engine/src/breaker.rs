@@ -114,7 +114,10 @@ impl BreakerCells {
         if started != 0 && !stale {
             return false;
         }
-        self.trial_started_ms.compare_exchange(started, now_ms + 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        // Saturating: at the very end of the clock a permit still reads as taken
+        // (a wrapped 0 would read as free and let every request be a trial).
+        let taken = now_ms.saturating_add(1);
+        self.trial_started_ms.compare_exchange(started, taken, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Records how a request routed to new ended. `trial` says whether it held the
@@ -242,6 +245,22 @@ mod tests {
         assert!(b.begin_trial(100, 100));
         assert!(!b.begin_trial(199, 100));
         assert!(b.begin_trial(200, 100));
+    }
+
+    /// Found by `cargo fuzz run decide` (engine/fuzz): `begin_trial` at the last
+    /// millisecond of the clock overflowed `now_ms + 1` and panicked.
+    #[test]
+    fn a_trial_at_the_end_of_the_clock_does_not_overflow() {
+        let b = BreakerCells::default();
+        assert!(b.begin_trial(u64::MAX, 100), "no panic, and the permit is free");
+        assert!(!b.begin_trial(u64::MAX, 100), "still one trial at a time");
+        let b = BreakerCells::default();
+        b.record(Outcome::Failure(502), false, 1, 0);
+        assert_eq!(b.gate(u64::MAX, 100), (Gate::Probe, Some(Transition::HalfOpened)));
+        assert!(b.begin_trial(u64::MAX, 100));
+        assert!(!b.begin_trial(u64::MAX, 100));
+        assert_eq!(b.record(Outcome::Success, true, 1, u64::MAX), Some(Transition::Closed));
+        assert!(b.begin_trial(u64::MAX, 100), "the permit was given back");
     }
 
     #[test]

@@ -191,9 +191,9 @@ fn report(config: &CompiledConfig) {
         assert_eq!(v["name"].as_str(), Some(s.name.as_str()));
     }
     let text = status.to_prometheus();
-    // 8 families with HELP and TYPE; per service 14 request series and 4 gauges;
+    // 9 families with HELP and TYPE; per service 14 request series and 4 gauges;
     // unmatched, generation, loaded_at and info once each.
-    assert_eq!(text.lines().count(), 16 + 4 + 18 * n, "{text}");
+    assert_eq!(text.lines().count(), 18 + 4 + 18 * n, "{text}");
     for line in text.lines() {
         if line.starts_with('#') {
             continue;

@@ -492,8 +492,12 @@ fn unwrap_configmap(file: &str, text: &str) -> Result<Option<Embedded>, ConfigEr
             }
         }
     };
-    let body = data[key.as_str()]
-        .as_str()
+    // `key` came from `as_str`, which sees through tags: `! a.yaml:` is a tagged
+    // key that indexing by the plain string would not find (and would panic).
+    let body = data
+        .get(key.as_str())
+        .or_else(|| data.iter().find(|(k, _)| k.as_str() == Some(key.as_str())).map(|(_, v)| v))
+        .and_then(serde_yaml::Value::as_str)
         .ok_or_else(|| ConfigError::new(file, None, &format!("data.{key}"), "must be a string holding the YAML document"))?;
     let offset = literal_block_offset(text, &key);
     let label = if offset.is_some() { file.to_owned() } else { format!("{file} (data.{key})") };

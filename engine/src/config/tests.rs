@@ -245,3 +245,17 @@ fn multiple_errors_report_the_first() {
     let e = err(&with("    migration:\n      percentage: 120\n      strategy: nope\n"));
     assert_eq!(e.path, "services[0].migration.percentage");
 }
+
+/// Found by `cargo fuzz run config` (engine/fuzz): a `data` key with a YAML tag
+/// (`! s.yml:`) was listed by its text but then looked up untagged, and the
+/// lookup panicked (`Option::unwrap()` on `None`) instead of reading or refusing it.
+#[test]
+fn configmap_with_a_tagged_data_key_does_not_panic() {
+    assert_err("kind: ConfigMap\ndata:\n ! s.yml:", "m.yaml: data.s.yml: must be a string holding the YAML document");
+    assert_err(
+        "kind: ConfigMap\ndata:\n  ! migration.yaml: [1]\n",
+        "m.yaml: data.migration.yaml: must be a string holding the YAML document",
+    );
+    let text = "kind: ConfigMap\ndata:\n  ! routes.yaml: |\n    services: []\n";
+    assert!(parse("m.yaml", text).unwrap().services.is_empty());
+}

@@ -4,6 +4,7 @@
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
 #   make test    build, then cargo test + prove -r t/ + a short reload-under-load run + the nginx addon build
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh and bench/counters.sh
+#   make fuzz    both cargo-fuzz targets of the engine, 10 minutes each (FUZZ_SECONDS)
 #   make stress  the full reload-under-load runs (50 reloads with watch= publications; 60 s with hostile requests)
 
 SHELL := /bin/bash
@@ -14,7 +15,7 @@ export NGX_CONFIGURE_ARGS := --with-http_stub_status_module
 APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client
 DEMO_PORT := 8080
 
-.PHONY: build deps demo demo-stop test test-unit test-e2e test-stress test-addon bench stress
+.PHONY: build deps demo demo-stop test test-unit test-fuzz-build test-e2e test-stress test-addon bench stress fuzz
 
 build: deps
 	$(CARGO) build --release --locked -p ngx_http_migration_module
@@ -30,10 +31,14 @@ demo: build
 demo-stop:
 	@if [ -f "$(PREFIX)/logs/nginx.pid" ]; then kill -QUIT $$(cat "$(PREFIX)/logs/nginx.pid") && echo "demo stopped"; fi
 
-test: build test-unit test-e2e test-stress test-addon
+test: build test-unit test-fuzz-build test-e2e test-stress test-addon
 
 test-unit:
 	$(CARGO) test --release --locked -p migration-engine
+
+# The fuzz targets still compile against the engine (running them: make fuzz).
+test-fuzz-build:
+	CARGO_TARGET_DIR=$(CURDIR)/target/fuzz-check $(CARGO) check --locked --manifest-path engine/fuzz/Cargo.toml --bins
 
 test-e2e:
 	prove -r t/
@@ -57,3 +62,10 @@ bench: build
 	bench/wrk.sh
 	bench/counters.sh
 	@$(MAKE) --no-print-directory build
+
+# cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+FUZZ_SECONDS ?= 600
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd engine/fuzz && CARGO_TARGET_DIR=$(CURDIR)/target/fuzz RUSTC_BOOTSTRAP=1 cargo fuzz run config -- -max_total_time=$(FUZZ_SECONDS) -dict=config.dict
+	cd engine/fuzz && CARGO_TARGET_DIR=$(CURDIR)/target/fuzz RUSTC_BOOTSTRAP=1 cargo fuzz run decide -- -max_total_time=$(FUZZ_SECONDS)

@@ -103,7 +103,6 @@ pub static mut COMMANDS: [ngx_command_t; 5] = [
 /// `zone=` when not given (SPEC "Directives").
 const DEFAULT_ZONE: (ngx_str_t, usize) = (ngx_string!("migration"), 1024 * 1024);
 
-
 /// The directive's arguments after its name.
 ///
 /// # Safety
@@ -143,7 +142,8 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     }
     let file = Path::new(OsStr::from_bytes(path.as_bytes()));
     let source = file.display().to_string();
-    let loaded = migration_engine::read_source(file).and_then(|text| Ok((migration_engine::load_str_checked(&source, &text)?, text)));
+    let loaded = migration_engine::read_source(file)
+        .and_then(|text| Ok((migration_engine::load_str_checked(&source, &text)?, text)));
     let ((config, warnings), text) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -175,7 +175,12 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     // SAFETY: cf is valid; the tag is this module's static, the same in every cycle
     // (the shared object stays loaded over a reload), so nginx keeps the zone.
     let shm_zone = unsafe {
-        ngx_shared_memory_add(cf, &mut zone_name, zone_size, ptr::addr_of_mut!(crate::ngx_http_migration_module) as *mut c_void)
+        ngx_shared_memory_add(
+            cf,
+            &mut zone_name,
+            zone_size,
+            ptr::addr_of_mut!(crate::ngx_http_migration_module) as *mut c_void,
+        )
     };
     if shm_zone.is_null() {
         return NGX_CONF_ERROR;
@@ -272,11 +277,22 @@ extern "C" fn set_migration_service(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_
     let main = Module::main_conf(unsafe { &*cf }).expect("http main conf");
     match &main.config {
         None => {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "migration_service \"{}\" needs migration_config earlier in the http block", value);
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "migration_service \"{}\" needs migration_config earlier in the http block",
+                value
+            );
             return NGX_CONF_ERROR;
         }
         Some(config) if config.service_index(&value).is_none() => {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "migration_service: no service named \"{}\" in {}", value, main.source);
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "migration_service: no service named \"{}\" in {}",
+                value,
+                main.source
+            );
             return NGX_CONF_ERROR;
         }
         Some(_) => {}

@@ -25,8 +25,8 @@ use ngx::ffi::{
     ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t,
     ngx_pool_cleanup_add, NGX_LOG_WARN,
 };
-use ngx::ngx_log_error;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::ngx_log_error;
 
 use crate::publish::Published;
 

@@ -16,8 +16,9 @@ use arc_swap::ArcSwapOption;
 use migration_engine::{BreakerCells, Breakers, CompiledConfig, Decision};
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_pcalloc, ngx_quit,
-    ngx_process, ngx_shm_zone_t, ngx_terminate, ngx_test_config, ngx_uint_t, NGX_PROCESS_SIGNALLER, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t,
+    ngx_pcalloc, ngx_process, ngx_quit, ngx_shm_zone_t, ngx_terminate, ngx_test_config, ngx_uint_t, NGX_LOG_ALERT,
+    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_PROCESS_SIGNALLER,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
@@ -236,7 +237,13 @@ pub fn refresh(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<Published>> {
         Err(e) => {
             // A record was validated before it was published; this means the
             // process that published it read the file differently.
-            ngx_log_error!(NGX_LOG_ALERT, log, "migration: generation {} does not compile here: {}", record.generation, e);
+            ngx_log_error!(
+                NGX_LOG_ALERT,
+                log,
+                "migration: generation {} does not compile here: {}",
+                record.generation,
+                e
+            );
             current
         }
     }
@@ -263,7 +270,8 @@ unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
 /// content changed and is valid. A bad change is logged once for all workers.
 fn watch_file(main: &MainConf, zone: &Zone, log: *mut ngx_log_t) {
     let current = refresh(zone, log);
-    let (generation, version) = current.as_ref().map_or((0, String::new()), |c| (c.generation, c.config.version.clone()));
+    let (generation, version) =
+        current.as_ref().map_or((0, String::new()), |c| (c.generation, c.config.version.clone()));
     let bytes = match std::fs::read(&main.source) {
         Ok(bytes) => bytes,
         Err(e) => {

@@ -166,7 +166,10 @@ impl Zone {
             return match NonNull::new(header) {
                 // SAFETY: the header was written when the zone was fresh.
                 Some(header) if unsafe { header.as_ref().magic } == MAGIC => Ok(Zone { pool, header }),
-                _ => Err("was laid out by another version of the module; change its size or name, or restart nginx".into()),
+                _ => {
+                    Err("was laid out by another version of the module; change its size or name, or restart nginx"
+                        .into())
+                }
             };
         }
         let zone = Zone { pool, header: NonNull::dangling() };
@@ -410,7 +413,8 @@ pub fn required_zone_size(path_len: usize, text_len: usize, services: &[&str]) -
     add(record);
     pages += small.iter().map(|(&class, &count)| (count * class).div_ceil(page)).sum::<usize>();
     let classes = page.trailing_zeros() as usize - 3;
-    let bookkeeping = size_of::<ngx_slab_pool_t>() + classes * (size_of::<ngx_slab_page_t>() + size_of::<ngx_slab_stat_t>());
+    let bookkeeping =
+        size_of::<ngx_slab_pool_t>() + classes * (size_of::<ngx_slab_page_t>() + size_of::<ngx_slab_stat_t>());
     // One page descriptor per page, and up to a page lost aligning the first page.
     bookkeeping + pages * (page + size_of::<ngx_slab_page_t>()) + page
 }

@@ -154,7 +154,8 @@ fn large_config() -> (CompiledConfig, String) {
     }
     let config = load_str("bench-large.yaml", &y).expect("large config");
     // The deepest network that has a parent: an address inside it hits a nested CIDR.
-    let inner = nets.iter().filter(|n| nets.iter().any(|p| p.1 < n.1 && contains(*p, n.0))).max_by_key(|n| n.1).unwrap();
+    let inner =
+        nets.iter().filter(|n| nets.iter().any(|p| p.1 < n.1 && contains(*p, n.0))).max_by_key(|n| n.1).unwrap();
     (config, Ipv4Addr::from(inner.0 | u32::MAX.checked_shr(inner.1).unwrap_or(0)).to_string())
 }
 

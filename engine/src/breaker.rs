@@ -179,7 +179,10 @@ mod tests {
             assert_eq!(b.record(Outcome::Failure(502), false, 5, 10), None);
         }
         assert_eq!(b.consecutive_failures(), 4);
-        assert_eq!(b.record(Outcome::Failure(503), false, 5, 10), Some(Transition::Opened { failures: 5, status: 503 }));
+        assert_eq!(
+            b.record(Outcome::Failure(503), false, 5, 10),
+            Some(Transition::Opened { failures: 5, status: 503 })
+        );
         assert_eq!((b.state(), b.trips()), (BreakerState::Open, 1));
         assert_eq!(b.gate(10, 1000), (Gate::Divert, None));
     }

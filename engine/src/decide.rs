@@ -188,9 +188,7 @@ fn decide_by_rules<R: RequestView>(s: &CompiledService, request: &R, draw: &mut 
     // 7. the percentage split
     let (admitted, rule) = match (s.strategy, user) {
         (Strategy::User, Some(user)) => (s.threshold.admits(murmur2_salted(&s.salt, user)), Rule::UserHash),
-        (Strategy::Ip, _) => {
-            (s.threshold.admits(murmur2_salted(&s.salt, request.client_addr_text())), Rule::IpHash)
-        }
+        (Strategy::Ip, _) => (s.threshold.admits(murmur2_salted(&s.salt, request.client_addr_text())), Rule::IpHash),
         _ => (s.percentage_bp > 0 && s.threshold.admits(draw()), Rule::Weight),
     };
     (if admitted { Target::New } else { Target::Old }, rule)

@@ -52,7 +52,8 @@ pub fn load_file(path: &std::path::Path) -> Result<CompiledConfig, ConfigError> 
 /// or is not UTF-8; the text is what the shared zone publishes.
 pub fn read_source(path: &std::path::Path) -> Result<String, ConfigError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::new(&name, None, "", format!("cannot read the file: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| ConfigError::new(&name, None, "", format!("cannot read the file: {e}")))?;
     source_from_bytes(&name, bytes)
 }
 

@@ -99,7 +99,11 @@ impl Style<'_> {
             } else {
                 let parts: Vec<String> =
                     earlier.iter().map(|&(i, d)| format!("{}[{i}]: {d}{}", self.rules, tail(i))).collect();
-                format!("earlier rules already match every request it would ({}{})", self.lead_with("; "), parts.join("; "))
+                format!(
+                    "earlier rules already match every request it would ({}{})",
+                    self.lead_with("; "),
+                    parts.join("; ")
+                )
             };
             out.push(Warning { path: rule, message: format!("never matches: {why}") });
             return;
@@ -435,7 +439,9 @@ services:
   - {header: X-Canary, value: new, target: new_cluster, from: [10.0.0.0/8]}
   - {header: X-Canary, value: new, target: old_cluster}
   - {header: X-Canary, value: new, target: old_cluster, from: [172.16.0.0/12]}",
-            &[&format!("{H}[2]: never matches: {H}[1] already matches every request it would (same header, value \"new\")")],
+            &[&format!(
+                "{H}[2]: never matches: {H}[1] already matches every request it would (same header, value \"new\")"
+            )],
         );
     }
 

@@ -143,7 +143,12 @@ impl StatusReport<'_> {
     /// included, so that `rate()` sees the first request).
     pub fn to_prometheus(&self) -> String {
         let mut out = String::with_capacity(1024 + 2048 * self.services.len());
-        family(&mut out, "migration_requests_total", "counter", "Requests routed, by service, target and the rule that decided.");
+        family(
+            &mut out,
+            "migration_requests_total",
+            "counter",
+            "Requests routed, by service, target and the rule that decided.",
+        );
         for s in &self.services {
             for target in [Target::Old, Target::New] {
                 for rule in rules_for(target) {
@@ -159,7 +164,12 @@ impl StatusReport<'_> {
                 }
             }
         }
-        family(&mut out, "migration_unmatched_requests_total", "counter", "Requests whose Host matched no service (rule none).");
+        family(
+            &mut out,
+            "migration_unmatched_requests_total",
+            "counter",
+            "Requests whose Host matched no service (rule none).",
+        );
         let _ = writeln!(out, "migration_unmatched_requests_total {}", self.unmatched);
         family(&mut out, "migration_percentage", "gauge", "The configured percentage of the split, 0 to 100.");
         for s in &self.services {
@@ -167,27 +177,52 @@ impl StatusReport<'_> {
             label_value(&mut out, s.name);
             let _ = writeln!(out, "}} {}", Percentage(s.percentage_bp));
         }
-        family(&mut out, "migration_enabled", "gauge", "1 when the migration of the service is enabled, 0 when everything goes to old.");
+        family(
+            &mut out,
+            "migration_enabled",
+            "gauge",
+            "1 when the migration of the service is enabled, 0 when everything goes to old.",
+        );
         for s in &self.services {
             out.push_str("migration_enabled{service=");
             label_value(&mut out, s.name);
             let _ = writeln!(out, "}} {}", u8::from(s.enabled));
         }
-        family(&mut out, "migration_fallback_state", "gauge", "Fallback breaker of the service: 0 closed, 1 open, 2 half-open.");
+        family(
+            &mut out,
+            "migration_fallback_state",
+            "gauge",
+            "Fallback breaker of the service: 0 closed, 1 open, 2 half-open.",
+        );
         for s in &self.services {
             out.push_str("migration_fallback_state{service=");
             label_value(&mut out, s.name);
             let _ = writeln!(out, "}} {}", s.fallback.state.gauge());
         }
-        family(&mut out, "migration_fallback_trips_total", "counter", "Times the fallback breaker of the service opened.");
+        family(
+            &mut out,
+            "migration_fallback_trips_total",
+            "counter",
+            "Times the fallback breaker of the service opened.",
+        );
         for s in &self.services {
             out.push_str("migration_fallback_trips_total{service=");
             label_value(&mut out, s.name);
             let _ = writeln!(out, "}} {}", s.fallback.trips);
         }
-        family(&mut out, "migration_config_generation", "gauge", "Generation of the published configuration; grows by one at every publication.");
+        family(
+            &mut out,
+            "migration_config_generation",
+            "gauge",
+            "Generation of the published configuration; grows by one at every publication.",
+        );
         let _ = writeln!(out, "migration_config_generation {}", self.generation);
-        family(&mut out, "migration_config_loaded_timestamp_seconds", "gauge", "When the published configuration was loaded, in Unix seconds.");
+        family(
+            &mut out,
+            "migration_config_loaded_timestamp_seconds",
+            "gauge",
+            "When the published configuration was loaded, in Unix seconds.",
+        );
         let _ = writeln!(out, "migration_config_loaded_timestamp_seconds {}", self.loaded_at);
         family(&mut out, "migration_config_info", "gauge", "The published configuration: its version and source file.");
         out.push_str("migration_config_info{version=");
@@ -292,7 +327,11 @@ mod tests {
             services: vec![
                 ServiceReport::new(
                     &config.services[0],
-                    counts(&[(Target::New, Rule::Header, 2), (Target::Old, Rule::Header, 1), (Target::Old, Rule::UserHash, 5)]),
+                    counts(&[
+                        (Target::New, Rule::Header, 2),
+                        (Target::Old, Rule::Header, 1),
+                        (Target::Old, Rule::UserHash, 5),
+                    ]),
                     FallbackReport::default(),
                 ),
                 ServiceReport::new(
@@ -338,7 +377,9 @@ mod tests {
         assert!(text.contains("migration_percentage{service=\"api\"} 33.33\n"));
         assert!(text.contains("migration_config_generation 7\n"));
         assert!(text.contains("migration_unmatched_requests_total 3\n"));
-        assert!(text.contains("migration_config_info{version=\"v\\\"1\\\\\",source=\"/etc/nginx/m\\\"igration.yaml\"} 1\n"));
+        assert!(
+            text.contains("migration_config_info{version=\"v\\\"1\\\\\",source=\"/etc/nginx/m\\\"igration.yaml\"} 1\n")
+        );
         // Every sample belongs to a family announced just before it by HELP and TYPE.
         let mut announced = Vec::new();
         for line in text.lines() {

@@ -129,10 +129,7 @@ impl RequestView for OwnedRequest {
         self.headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice()))
     }
     fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == b"cookie")
-            .find_map(|(_, v)| cookie_in_header(v, name))
+        self.headers.iter().filter(|(n, _)| n == b"cookie").find_map(|(_, v)| cookie_in_header(v, name))
     }
     fn arg(&self, name: &[u8]) -> Option<&[u8]> {
         arg_in_query(&self.args, name)

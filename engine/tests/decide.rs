@@ -187,16 +187,14 @@ fn named_service_ignores_host() {
 
 #[test]
 fn disabled_sends_old_even_when_a_header_rule_would_match() {
-    let c = one(
-        "migration: {enabled: false, strategy: user, percentage: 100}
+    let c = one("migration: {enabled: false, strategy: user, percentage: 100}
 canary:
   header_rules:
     - {header: X-Migration-Target, value: new, target: new_cluster}
   ip_rules:
     - {cidr: 0.0.0.0/0, target: new_cluster}
   user_rules:
-    - {users: [alice], target: new_cluster}",
-    );
+    - {users: [alice], target: new_cluster}");
     let request = req().header("X-Migration-Target", "new").header("X-User-ID", "alice").client("10.0.0.1");
     let d = run(&c, &request);
     assert_eq!(d.service, Some(0));
@@ -259,7 +257,7 @@ fn header_pattern_searches_non_utf8_values() {
     let raw = one("canary:\n  header_rules:\n    - {header: X-Tag, pattern: '(?-u:\\xff)', target: new}");
     assert_decision(run(&raw, &req().header("X-Tag", b"a\xffb")), Target::New, Rule::Header);
     assert_decision(run(&raw, &req().header("X-Tag", "ÿ")), Target::Old, Rule::Weight); // U+00FF is C3 BF
-    // Any character (Unicode mode) still matches a value that is not UTF-8 at all.
+                                                                                        // Any character (Unicode mode) still matches a value that is not UTF-8 at all.
     let any = one("canary:\n  header_rules:\n    - {header: X-Tag, pattern: '^.', target: new}");
     assert_decision(run(&any, &req().header("X-Tag", b"\xc3\x28")), Target::Old, Rule::Weight);
     assert_decision(run(&any, &req().header("X-Tag", b"x\xc3\x28")), Target::New, Rule::Header);
@@ -285,13 +283,11 @@ fn header_present_false_matches_only_an_absent_header() {
 
 #[test]
 fn first_matching_header_rule_wins() {
-    let c = one(
-        "canary:
+    let c = one("canary:
   header_rules:
     - {header: X-A, value: '1', target: old_cluster}
     - {header: X-B, present: true, target: new_cluster}
-    - {header: X-A, present: true, target: new_cluster}",
-    );
+    - {header: X-A, present: true, target: new_cluster}");
     assert_decision(run(&c, &req().header("X-B", "x").header("X-A", "1")), Target::Old, Rule::Header);
     assert_decision(run(&c, &req().header("X-A", "1")), Target::Old, Rule::Header);
     assert_decision(run(&c, &req().header("X-B", "x")), Target::New, Rule::Header);
@@ -301,13 +297,11 @@ fn first_matching_header_rule_wins() {
 
 #[test]
 fn header_rule_can_target_the_old_cluster() {
-    let c = one(
-        "migration: {strategy: user, percentage: 100}
+    let c = one("migration: {strategy: user, percentage: 100}
 canary:
   header_rules:
     - {header: X-Pin, value: old, target: old_cluster}
-    - {header: X-Pin2, value: old, target: old}",
-    );
+    - {header: X-Pin2, value: old, target: old}");
     let user = || req().header("X-User-ID", "alice");
     assert_decision(run(&c, &user()), Target::New, Rule::UserHash);
     assert_decision(run(&c, &user().header("X-Pin", "old")), Target::Old, Rule::Header);
@@ -321,28 +315,32 @@ fn first_occurrence_of_a_repeated_header_is_used() {
     assert_decision(run(&c, &req().header("X-Canary", "off").header("X-Canary", "on")), Target::Old, Rule::Weight);
     assert_decision(run(&c, &req().header("x-canary", "off").header("X-CANARY", "on")), Target::Old, Rule::Weight);
     // Also for `values`, `pattern` and for the user id.
-    let v = one(
-        "migration: {strategy: user, percentage: 0}
+    let v = one("migration: {strategy: user, percentage: 0}
 canary:
   header_rules:
     - {header: X-Env, values: [a, b], target: new}
     - {header: X-Agent, pattern: '^bot', target: new}
   user_rules:
-    - {users: [alice], target: new}",
-    );
+    - {users: [alice], target: new}");
     assert_decision(run(&v, &req().header("X-Env", "c").header("X-Env", "a")), Target::Old, Rule::Weight);
     assert_decision(run(&v, &req().header("X-Agent", "human").header("X-Agent", "bot")), Target::Old, Rule::Weight);
-    assert_decision(run(&v, &req().header("X-User-ID", "alice").header("X-User-ID", "bob")), Target::New, Rule::UserList);
-    assert_decision(run(&v, &req().header("X-User-ID", "bob").header("X-User-ID", "alice")), Target::Old, Rule::UserHash);
+    assert_decision(
+        run(&v, &req().header("X-User-ID", "alice").header("X-User-ID", "bob")),
+        Target::New,
+        Rule::UserList,
+    );
+    assert_decision(
+        run(&v, &req().header("X-User-ID", "bob").header("X-User-ID", "alice")),
+        Target::Old,
+        Rule::UserHash,
+    );
 }
 
 #[test]
 fn header_rule_from_applies_only_to_clients_in_its_networks() {
-    let c = one(
-        "canary:
+    let c = one("canary:
   header_rules:
-    - {header: X-Canary, value: on, target: new, from: [10.0.0.0/8, '2001:db8::/32', 192.168.1.7]}",
-    );
+    - {header: X-Canary, value: on, target: new, from: [10.0.0.0/8, '2001:db8::/32', 192.168.1.7]}");
     let with = |client: &str| req().header("X-Canary", "on").client(client);
     for inside in ["10.1.2.3", "10.255.255.255", "2001:db8::5", "192.168.1.7", "::ffff:10.9.9.9"] {
         assert_decision(run(&c, &with(inside)), Target::New, Rule::Header);
@@ -356,13 +354,11 @@ fn header_rule_from_applies_only_to_clients_in_its_networks() {
 
 #[test]
 fn header_rule_from_skips_to_the_next_rule() {
-    let c = one(
-        "canary:
+    let c = one("canary:
   header_rules:
     - {header: X-Canary, present: true, target: new, from: [10.0.0.0/8]}
     - {header: X-Canary, present: true, target: old}
-    - {header: X-Other, present: true, target: new}",
-    );
+    - {header: X-Other, present: true, target: new}");
     assert_decision(run(&c, &req().header("X-Canary", "1").client("10.0.0.1")), Target::New, Rule::Header);
     assert_decision(run(&c, &req().header("X-Canary", "1").client("172.16.0.1")), Target::Old, Rule::Header);
     assert_decision(run(&c, &req().header("X-Canary", "1")), Target::Old, Rule::Header);
@@ -370,14 +366,12 @@ fn header_rule_from_skips_to_the_next_rule() {
 
 #[test]
 fn header_rule_beats_ip_rule() {
-    let c = one(
-        "migration: {percentage: 100}
+    let c = one("migration: {percentage: 100}
 canary:
   header_rules:
     - {header: X-Stay, value: '1', target: old}
   ip_rules:
-    - {cidr: 10.0.0.0/8, target: new}",
-    );
+    - {cidr: 10.0.0.0/8, target: new}");
     assert_decision(run(&c, &req().header("X-Stay", "1").client("10.1.1.1")), Target::Old, Rule::Header);
     assert_decision(run(&c, &req().header("X-Stay", "2").client("10.1.1.1")), Target::New, Rule::Cidr);
 }
@@ -404,13 +398,11 @@ fn many_distinct_header_names_are_all_seen() {
 
 #[test]
 fn ip_rules_match_ipv4_and_ipv6_clients() {
-    let c = one(
-        "canary:
+    let c = one("canary:
   ip_rules:
     - {cidr: 10.0.0.0/8, target: new}
     - {cidrs: ['2001:db8::/32', 'fd00::1'], target: new_cluster}
-    - {cidr: 192.168.0.0/16, target: old}",
-    );
+    - {cidr: 192.168.0.0/16, target: old}");
     for client in ["10.0.0.0", "10.200.3.4", "2001:db8::", "2001:db8:ffff::1", "fd00::1"] {
         assert_decision(run(&c, &req().client(client)), Target::New, Rule::Cidr);
     }
@@ -423,27 +415,23 @@ fn ip_rules_match_ipv4_and_ipv6_clients() {
 
 #[test]
 fn ip_rules_first_listed_wins_even_over_a_more_specific_later_rule() {
-    let c = one(
-        "migration: {percentage: 100}
+    let c = one("migration: {percentage: 100}
 canary:
   ip_rules:
     - {cidr: 10.0.0.0/8, target: old}
     - {cidr: 10.1.0.0/16, target: new}
     - {cidr: 10.1.2.3/32, target: new}
     - {cidrs: ['2001:db8::/32'], target: old}
-    - {cidrs: ['2001:db8:1::/48'], target: new}",
-    );
+    - {cidrs: ['2001:db8:1::/48'], target: new}");
     for client in ["10.1.2.3", "10.1.0.1", "10.2.0.1", "2001:db8:1::1"] {
         assert_decision(run(&c, &req().client(client)), Target::Old, Rule::Cidr);
     }
     // And the other way round: the specific rule first owns only its own range.
-    let c = one(
-        "migration: {percentage: 100}
+    let c = one("migration: {percentage: 100}
 canary:
   ip_rules:
     - {cidr: 10.1.2.0/24, target: old}
-    - {cidr: 10.0.0.0/8, target: new}",
-    );
+    - {cidr: 10.0.0.0/8, target: new}");
     assert_decision(run(&c, &req().client("10.1.2.200")), Target::Old, Rule::Cidr);
     assert_decision(run(&c, &req().client("10.1.3.0")), Target::New, Rule::Cidr);
     assert_decision(run(&c, &req().client("10.1.1.255")), Target::New, Rule::Cidr);
@@ -505,7 +493,9 @@ fn ip_rules_agree_with_a_linear_scan_on_many_nested_networks() {
 
 #[test]
 fn user_rules_read_the_user_id_from_a_header() {
-    let c = one("migration: {user_key: 'header:X-User-ID'}\ncanary:\n  user_rules:\n    - {users: [alice, bob], target: new}");
+    let c = one(
+        "migration: {user_key: 'header:X-User-ID'}\ncanary:\n  user_rules:\n    - {users: [alice, bob], target: new}",
+    );
     assert_decision(run(&c, &req().header("x-user-id", "alice")), Target::New, Rule::UserList);
     assert_decision(run(&c, &req().header("X-USER-ID", "bob")), Target::New, Rule::UserList);
     assert_decision(run(&c, &req().header("X-User-ID", "Alice")), Target::Old, Rule::Weight);
@@ -535,14 +525,12 @@ fn user_rules_read_the_user_id_from_a_query_argument() {
 
 #[test]
 fn first_user_rule_listing_a_user_wins() {
-    let c = one(
-        "migration: {percentage: 100, strategy: user}
+    let c = one("migration: {percentage: 100, strategy: user}
 canary:
   user_rules:
     - {users: [alice, bob], target: old}
     - {users: [bob, carol], target: new}
-    - {users: [carol, dave], target: old}",
-    );
+    - {users: [carol, dave], target: old}");
     let user = |id: &str| req().header("X-User-ID", id);
     assert_decision(run(&c, &user("alice")), Target::Old, Rule::UserList);
     assert_decision(run(&c, &user("bob")), Target::Old, Rule::UserList);
@@ -553,13 +541,11 @@ canary:
 
 #[test]
 fn ip_rule_beats_user_rule() {
-    let c = one(
-        "canary:
+    let c = one("canary:
   ip_rules:
     - {cidr: 10.0.0.0/8, target: old}
   user_rules:
-    - {users: [alice], target: new}",
-    );
+    - {users: [alice], target: new}");
     assert_decision(run(&c, &req().header("X-User-ID", "alice").client("10.0.0.1")), Target::Old, Rule::Cidr);
     assert_decision(run(&c, &req().header("X-User-ID", "alice").client("11.0.0.1")), Target::New, Rule::UserList);
 }
@@ -598,7 +584,11 @@ fn strategy_user_hashes_salt_and_user_id_like_split_clients() {
             let d = run(&c, &req().header("X-User-ID", &id));
             let expected = expected_side(salt, &id, bp);
             assert_decision(d, expected, Rule::UserHash);
-            if expected == Target::New { new += 1 } else { old += 1 }
+            if expected == Target::New {
+                new += 1
+            } else {
+                old += 1
+            }
         }
         if bp >= 2000 {
             assert!(new > 0 && old > 0, "salt {salt:?}: {new} new, {old} old");
@@ -638,8 +628,7 @@ fn strategy_ip_hashes_the_client_address_text() {
     let c = one("migration: {strategy: ip, percentage: 50, hash_salt: 'ip-'}");
     let mut sides = [0, 0];
     let mut rng = XorShift(7);
-    let mut clients: Vec<String> =
-        (0..500).map(|_| std::net::Ipv4Addr::from(rng.next()).to_string()).collect();
+    let mut clients: Vec<String> = (0..500).map(|_| std::net::Ipv4Addr::from(rng.next()).to_string()).collect();
     clients.extend(["2001:db8::1", "::1", "::ffff:10.1.2.3", "fe80::1:2"].map(String::from));
     for client in &clients {
         let request = req().client(client).header("X-User-ID", "alice");
@@ -660,7 +649,9 @@ fn weight_zero_is_always_old_and_never_draws() {
         "",
     ] {
         let c = one(body);
-        for request in [req(), req().header("X-User-ID", "alice"), req().client("10.0.0.1"), req().header("X-User-ID", "")] {
+        for request in
+            [req(), req().header("X-User-ID", "alice"), req().client("10.0.0.1"), req().header("X-User-ID", "")]
+        {
             let d = run(&c, &request); // panics if the draw is used
             assert_eq!(d.target, Some(Target::Old), "{body}: {d:?}");
         }
@@ -875,7 +866,11 @@ fn after_the_cooldown_one_request_that_would_go_new_is_the_trial() {
     // A request bound for old is not a trial, and stays on old.
     let d = decide_at(&config, &req().header("X-User-ID", "alice"), &b);
     assert_decision(d, Target::Old, Rule::Fallback);
-    assert_eq!(d.transition, Some(migration_engine::Transition::HalfOpened), "the first request after the cooldown reports it");
+    assert_eq!(
+        d.transition,
+        Some(migration_engine::Transition::HalfOpened),
+        "the first request after the cooldown reports it"
+    );
     let trial = decide_at(&config, &req(), &b);
     assert_decision(trial, Target::New, Rule::Weight);
     assert!(trial.trial && trial.transition.is_none());

@@ -1,6 +1,8 @@
 //! Inputs found by the fuzz targets of engine/fuzz, kept as regression tests.
 
-use migration_engine::{decide_with, load_str, BreakerCells, Breakers, Outcome, OwnedRequest, Rule, ServiceChoice, Target};
+use migration_engine::{
+    decide_with, load_str, BreakerCells, Breakers, Outcome, OwnedRequest, Rule, ServiceChoice, Target,
+};
 
 struct At(BreakerCells, u64);
 

@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use migration_engine::{
     decide, decide_with, load_str, load_str_checked, BreakerCells, BreakerState, Breakers, CompiledConfig, Counts,
-    Decision, FallbackReport, OwnedRequest, Outcome, Rule, ServiceChoice, ServiceReport, StatusReport, Target,
+    Decision, FallbackReport, Outcome, OwnedRequest, Rule, ServiceChoice, ServiceReport, StatusReport, Target,
 };
 
 const FILE: &str = "fuzz.yaml";

@@ -227,8 +227,22 @@ const HEADER_NAMES: [&str; 16] = [
 ];
 
 const VALUES: [&str; 16] = [
-    "new", "old", "yes", "1", "eu-3", "sa-1", "curl/8.1", "Googlebot", "a", "bbb", "alice", "bob", "mallory",
-    "uid=carol; force=new", "uid=dave=1", "",
+    "new",
+    "old",
+    "yes",
+    "1",
+    "eu-3",
+    "sa-1",
+    "curl/8.1",
+    "Googlebot",
+    "a",
+    "bbb",
+    "alice",
+    "bob",
+    "mallory",
+    "uid=carol; force=new",
+    "uid=dave=1",
+    "",
 ];
 
 const ADDRESSES: [&str; 10] = [
@@ -302,11 +316,17 @@ enum Clock {
 
 #[derive(Arbitrary, Debug)]
 enum OpKind {
-    Record { outcome: OutcomeSpec, trial: bool },
+    Record {
+        outcome: OutcomeSpec,
+        trial: bool,
+    },
     Gate,
     BeginTrial,
     /// A full request cycle through decide_with, its outcome recorded as the glue does.
-    Request { draw: u32, outcome: OutcomeSpec },
+    Request {
+        draw: u32,
+        outcome: OutcomeSpec,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -457,7 +477,8 @@ fuzz_target!(|input: Input| {
                 let _ = cells.begin_trial(now, cooldown);
             }
             OpKind::Request { draw, outcome: spec } => {
-                let d = decide_with(config, ServiceChoice::Named(SERVICES[i]), &request(&input), &mut || *draw, &breakers);
+                let d =
+                    decide_with(config, ServiceChoice::Named(SERVICES[i]), &request(&input), &mut || *draw, &breakers);
                 check(config, &d, Some(i as u32));
                 if d.target == Some(Target::New) {
                     let cells = &breakers.cells[i];

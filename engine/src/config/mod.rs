@@ -284,9 +284,12 @@ impl Validate for Service {
     type Raw = RawService;
     fn validate(r: RawService) -> Result<Self, String> {
         let hosts = match r.hosts {
-            Some(h) if h.is_empty() => return Err("hosts: must list at least one host (leave it out to use old_host)".into()),
+            Some(h) if h.is_empty() => {
+                return Err("hosts: must list at least one host (leave it out to use old_host)".into())
+            }
             Some(h) => h,
-            None => vec![HostPattern::parse(&r.old_host.0).map_err(|e| format!("old_host cannot be matched against Host: {e}"))?],
+            None => vec![HostPattern::parse(&r.old_host.0)
+                .map_err(|e| format!("old_host cannot be matched against Host: {e}"))?],
         };
         Ok(Service {
             name: r.name,
@@ -319,7 +322,9 @@ impl<'de> Deserialize<'de> for ServiceList {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ServiceList, A::Error> {
                 let mut seen = Seen::default();
                 let mut services = Vec::new();
-                while let Some(service) = seq.next_element_seed(ServiceSeed { seen: &mut seen, index: services.len() })? {
+                while let Some(service) =
+                    seq.next_element_seed(ServiceSeed { seen: &mut seen, index: services.len() })?
+                {
                     services.push(service);
                 }
                 Ok(ServiceList(services))
@@ -357,7 +362,9 @@ impl<'de> Visitor<'de> for ServiceSeed<'_> {
         let name = &service.name.0;
         if let Some(first) = self.seen.names.insert(name.clone(), self.index) {
             self.seen.names.insert(name.clone(), first);
-            return Err(de::Error::custom(format!("duplicate service name {name:?} (first used by services[{first}])")));
+            return Err(de::Error::custom(format!(
+                "duplicate service name {name:?} (first used by services[{first}])"
+            )));
         }
         for host in &service.hosts {
             match self.seen.hosts.get(&host.0) {
@@ -441,10 +448,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
         err
     })?;
-    Ok(Config {
-        version: raw.version.map_or(content_version, |v| v.0),
-        services: raw.services.0,
-    })
+    Ok(Config { version: raw.version.map_or(content_version, |v| v.0), services: raw.services.0 })
 }
 
 struct Embedded {
@@ -467,18 +471,14 @@ fn unwrap_configmap(file: &str, text: &str) -> Result<Option<Embedded>, ConfigEr
     if !is_configmap {
         return Ok(None);
     }
-    let data = value
-        .get("data")
-        .and_then(|d| d.as_mapping())
-        .ok_or_else(|| ConfigError::new(file, None, "data", "a ConfigMap needs a `data` mapping holding migration.yaml"))?;
+    let data = value.get("data").and_then(|d| d.as_mapping()).ok_or_else(|| {
+        ConfigError::new(file, None, "data", "a ConfigMap needs a `data` mapping holding migration.yaml")
+    })?;
     let key = if data.contains_key("migration.yaml") {
         "migration.yaml".to_owned()
     } else {
-        let yaml_keys: Vec<&str> = data
-            .keys()
-            .filter_map(|k| k.as_str())
-            .filter(|k| k.ends_with(".yaml") || k.ends_with(".yml"))
-            .collect();
+        let yaml_keys: Vec<&str> =
+            data.keys().filter_map(|k| k.as_str()).filter(|k| k.ends_with(".yaml") || k.ends_with(".yml")).collect();
         match yaml_keys.as_slice() {
             [only] => (*only).to_owned(),
             [] => return Err(ConfigError::new(file, None, "data", "the ConfigMap has no migration.yaml key")),
@@ -487,7 +487,10 @@ fn unwrap_configmap(file: &str, text: &str) -> Result<Option<Embedded>, ConfigEr
                     file,
                     None,
                     "data",
-                    format!("the ConfigMap has several *.yaml keys ({}) and none is migration.yaml", yaml_keys.join(", ")),
+                    format!(
+                        "the ConfigMap has several *.yaml keys ({}) and none is migration.yaml",
+                        yaml_keys.join(", ")
+                    ),
                 ))
             }
         }
@@ -498,7 +501,9 @@ fn unwrap_configmap(file: &str, text: &str) -> Result<Option<Embedded>, ConfigEr
         .get(key.as_str())
         .or_else(|| data.iter().find(|(k, _)| k.as_str() == Some(key.as_str())).map(|(_, v)| v))
         .and_then(serde_yaml::Value::as_str)
-        .ok_or_else(|| ConfigError::new(file, None, &format!("data.{key}"), "must be a string holding the YAML document"))?;
+        .ok_or_else(|| {
+            ConfigError::new(file, None, &format!("data.{key}"), "must be a string holding the YAML document")
+        })?;
     let offset = literal_block_offset(text, &key);
     let label = if offset.is_some() { file.to_owned() } else { format!("{file} (data.{key})") };
     Ok(Some(Embedded { label, text: body.to_owned(), offset }))

@@ -79,7 +79,10 @@ fn syntax_error_is_located() {
 #[test]
 fn empty_file_is_refused() {
     assert_err("", "m.yaml: the document is empty; expected a mapping with `services` (`services: []` routes nothing)");
-    assert_err("  \n# only a comment\n", "m.yaml: the document is empty; expected a mapping with `services` (`services: []` routes nothing)");
+    assert_err(
+        "  \n# only a comment\n",
+        "m.yaml: the document is empty; expected a mapping with `services` (`services: []` routes nothing)",
+    );
 }
 
 #[test]
@@ -95,8 +98,14 @@ fn unknown_key_is_refused() {
 
 #[test]
 fn wrong_type_is_refused() {
-    assert_err(&with("    migration:\n      enabled: \"yes\"\n"), "m.yaml:8:16: services[0].migration.enabled: wrong type: string \"yes\", expected a boolean");
-    assert_err(&with("    migration:\n      percentage: \"20\"\n"), "m.yaml:8:19: services[0].migration.percentage: wrong type: string \"20\", expected a number between 0 and 100");
+    assert_err(
+        &with("    migration:\n      enabled: \"yes\"\n"),
+        "m.yaml:8:16: services[0].migration.enabled: wrong type: string \"yes\", expected a boolean",
+    );
+    assert_err(
+        &with("    migration:\n      percentage: \"20\"\n"),
+        "m.yaml:8:19: services[0].migration.percentage: wrong type: string \"20\", expected a number between 0 and 100",
+    );
     assert_err("services: {}\n", "m.yaml:1:11: services: wrong type: map, expected a list of services");
 }
 
@@ -107,19 +116,27 @@ fn missing_required_field_is_refused() {
 
 #[test]
 fn duplicate_service_name_is_refused() {
-    let text = format!("{BASE}  - name: api\n    old_host: b.example\n    old_backend: b:1\n    new_host: b\n    new_backend: b:2\n");
+    let text = format!(
+        "{BASE}  - name: api\n    old_host: b.example\n    old_backend: b:1\n    new_host: b\n    new_backend: b:2\n"
+    );
     assert_err(&text, "m.yaml:7:5: services[1]: duplicate service name \"api\" (first used by services[0])");
 }
 
 #[test]
 fn host_claimed_by_two_services_is_refused() {
     let text = format!("{BASE}  - name: other\n    hosts: [API.example]\n    old_host: b.example\n    old_backend: b:1\n    new_host: b\n    new_backend: b:2\n");
-    assert_err(&text, "m.yaml:7:5: services[1]: host \"api.example\" is already routed by services[0]; a host belongs to one service");
+    assert_err(
+        &text,
+        "m.yaml:7:5: services[1]: host \"api.example\" is already routed by services[0]; a host belongs to one service",
+    );
 }
 
 #[test]
 fn bad_service_name_is_refused() {
-    assert_err(&BASE.replace("name: api", "name: \"api/v1\""), "m.yaml:2:11: services[0].name: \"api/v1\" has '/'; a service name is made of A-Z a-z 0-9 . _ -");
+    assert_err(
+        &BASE.replace("name: api", "name: \"api/v1\""),
+        "m.yaml:2:11: services[0].name: \"api/v1\" has '/'; a service name is made of A-Z a-z 0-9 . _ -",
+    );
 }
 
 #[test]
@@ -134,7 +151,9 @@ fn bad_cidr_is_refused() {
 
 #[test]
 fn bad_regex_is_refused() {
-    let e = err(&with("    canary:\n      header_rules:\n        - header: X-A\n          pattern: \"a(b\"\n          target: new\n"));
+    let e = err(&with(
+        "    canary:\n      header_rules:\n        - header: X-A\n          pattern: \"a(b\"\n          target: new\n",
+    ));
     assert_eq!(e.location, Some((10, 20)));
     assert_eq!(e.path, "services[0].canary.header_rules[0].pattern");
     assert!(e.message.starts_with("bad regex:"), "{e}");
@@ -142,33 +161,52 @@ fn bad_regex_is_refused() {
 
 #[test]
 fn percentage_out_of_range_is_refused() {
-    assert_err(&with("    migration:\n      percentage: 120\n"), "m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got 120");
-    assert_err(&with("    migration:\n      percentage: -1\n"), "m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got -1");
-    assert_err(&with("    migration:\n      percentage: 100.5\n"), "m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got 100.5");
+    assert_err(
+        &with("    migration:\n      percentage: 120\n"),
+        "m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got 120",
+    );
+    assert_err(
+        &with("    migration:\n      percentage: -1\n"),
+        "m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got -1",
+    );
+    assert_err(
+        &with("    migration:\n      percentage: 100.5\n"),
+        "m.yaml:8:19: services[0].migration.percentage: must be between 0 and 100, got 100.5",
+    );
 }
 
 #[test]
 fn percentage_with_more_than_two_decimals_is_refused() {
-    assert_err(&with("    migration:\n      percentage: 20.125\n"), "m.yaml:8:19: services[0].migration.percentage: at most two decimals are allowed, got 20.125");
+    assert_err(
+        &with("    migration:\n      percentage: 20.125\n"),
+        "m.yaml:8:19: services[0].migration.percentage: at most two decimals are allowed, got 20.125",
+    );
     let ok = parse("m.yaml", &with("    migration:\n      percentage: 33.33\n")).unwrap();
     assert_eq!(ok.services[0].migration.percentage, Percentage(3333));
 }
 
 #[test]
 fn unknown_target_is_refused() {
-    assert_err(&with("    canary:\n      user_rules:\n        - users: [a]\n          target: blue\n"),
-        "m.yaml:10:19: services[0].canary.user_rules[0].target: must be new_cluster or old_cluster, got \"blue\"");
+    assert_err(
+        &with("    canary:\n      user_rules:\n        - users: [a]\n          target: blue\n"),
+        "m.yaml:10:19: services[0].canary.user_rules[0].target: must be new_cluster or old_cluster, got \"blue\"",
+    );
 }
 
 #[test]
 fn unknown_strategy_is_refused() {
-    assert_err(&with("    migration:\n      strategy: random\n"), "m.yaml:8:17: services[0].migration.strategy: must be weight, user or ip, got \"random\"");
+    assert_err(
+        &with("    migration:\n      strategy: random\n"),
+        "m.yaml:8:17: services[0].migration.strategy: must be weight, user or ip, got \"random\"",
+    );
 }
 
 #[test]
 fn empty_header_name_is_refused() {
-    assert_err(&with("    canary:\n      header_rules:\n        - header: \"\"\n          value: x\n          target: new\n"),
-        "m.yaml:9:19: services[0].canary.header_rules[0].header: header name must not be empty");
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - header: \"\"\n          value: x\n          target: new\n"),
+        "m.yaml:9:19: services[0].canary.header_rules[0].header: header name must not be empty",
+    );
 }
 
 #[test]
@@ -179,15 +217,20 @@ fn bad_user_key_is_refused() {
 
 #[test]
 fn header_rule_needs_exactly_one_matcher() {
-    assert_err(&with("    canary:\n      header_rules:\n        - header: X-A\n          target: new\n"),
-        "m.yaml:9:11: services[0].canary.header_rules[0]: a header rule needs one of value, values, pattern or present");
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - header: X-A\n          target: new\n"),
+        "m.yaml:9:11: services[0].canary.header_rules[0]: a header rule needs one of value, values, pattern or present",
+    );
     assert_err(&with("    canary:\n      header_rules:\n        - header: X-A\n          present: true\n          target: new\n        - header: X-B\n          value: a\n          pattern: b\n          target: new\n"),
         "m.yaml:12:11: services[0].canary.header_rules[1]: a header rule takes only one of value, values, pattern or present");
 }
 
 #[test]
 fn bad_backend_is_refused() {
-    assert_err(&BASE.replace("old.svc:8078", "ftp://old.svc:21"), "m.yaml:4:18: services[0].old_backend: \"ftp://old.svc:21\": scheme must be http or https, got \"ftp\"");
+    assert_err(
+        &BASE.replace("old.svc:8078", "ftp://old.svc:21"),
+        "m.yaml:4:18: services[0].old_backend: \"ftp://old.svc:21\": scheme must be http or https, got \"ftp\"",
+    );
     assert_err(&BASE.replace("old.svc:8078", "old.svc:80/x"), "m.yaml:4:18: services[0].old_backend: \"old.svc:80/x\" has '/'; expected host:port, scheme://host:port or an upstream name");
 }
 
@@ -204,24 +247,48 @@ fn fallback_defaults_and_values() {
         Some(Fallback { failures: 3, statuses: vec![500, 502], cooldown_ms: 500 })
     );
     for (cooldown, ms) in [("2m", 120_000), ("1h", 3_600_000), ("10", 10_000), ("\"45s\"", 45_000)] {
-        assert_eq!(fallback(&format!("    fallback: {{cooldown: {cooldown}}}\n")).unwrap().cooldown_ms, ms, "{cooldown}");
+        assert_eq!(
+            fallback(&format!("    fallback: {{cooldown: {cooldown}}}\n")).unwrap().cooldown_ms,
+            ms,
+            "{cooldown}"
+        );
     }
 }
 
 #[test]
 fn fallback_errors_are_located() {
-    assert_err(&with("    fallback:\n      failures: 0\n"), "m.yaml:8:17: services[0].fallback.failures: must be from 1 to 1000, got 0");
-    assert_err(&with("    fallback:\n      statuses: [502, 600]\n"), "m.yaml:8:23: services[0].fallback.statuses[1]: must be an HTTP status from 100 to 599, got 600");
+    assert_err(
+        &with("    fallback:\n      failures: 0\n"),
+        "m.yaml:8:17: services[0].fallback.failures: must be from 1 to 1000, got 0",
+    );
+    assert_err(
+        &with("    fallback:\n      statuses: [502, 600]\n"),
+        "m.yaml:8:23: services[0].fallback.statuses[1]: must be an HTTP status from 100 to 599, got 600",
+    );
     assert_err(&with("    fallback:\n      statuses: []\n"), "m.yaml:8:7: services[0].fallback: statuses: must list at least one status (connect errors and timeouts count anyway)");
-    assert_err(&with("    fallback:\n      cooldown: soon\n"), "m.yaml:8:17: services[0].fallback.cooldown: must be a time such as 30s, 500ms or 2m, got \"soon\"");
-    assert_err(&with("    fallback:\n      cooldown: 10ms\n"), "m.yaml:8:17: services[0].fallback.cooldown: must be from 100ms to 24h, got \"10ms\"");
-    assert_err(&with("    fallback:\n      failure: 5\n"), "m.yaml:8:7: services[0].fallback: unknown field `failure`, expected one of `failures`, `statuses`, `cooldown`");
+    assert_err(
+        &with("    fallback:\n      cooldown: soon\n"),
+        "m.yaml:8:17: services[0].fallback.cooldown: must be a time such as 30s, 500ms or 2m, got \"soon\"",
+    );
+    assert_err(
+        &with("    fallback:\n      cooldown: 10ms\n"),
+        "m.yaml:8:17: services[0].fallback.cooldown: must be from 100ms to 24h, got \"10ms\"",
+    );
+    assert_err(
+        &with("    fallback:\n      failure: 5\n"),
+        "m.yaml:8:7: services[0].fallback: unknown field `failure`, expected one of `failures`, `statuses`, `cooldown`",
+    );
 }
 
 #[test]
 fn configmap_errors_point_into_the_manifest() {
     let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: m\ndata:\n  migration.yaml: |\n    services:\n      - name: a\n        old_host: a\n        old_backend: a:1\n        new_host: b\n        new_backend: b:2\n        migration:\n          percentage: 120\n";
-    assert_err(text, "cm.yaml:14:23: services[0].migration.percentage: must be between 0 and 100, got 120".replace("cm.yaml", "m.yaml").as_str());
+    assert_err(
+        text,
+        "cm.yaml:14:23: services[0].migration.percentage: must be between 0 and 100, got 120"
+            .replace("cm.yaml", "m.yaml")
+            .as_str(),
+    );
 }
 
 #[test]

@@ -63,9 +63,7 @@ impl HostPattern {
             return Err(format!("{s:?} is not a host name"));
         }
         if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
-            return Err(format!(
-                "{s:?} has {c:?}; expected a host name (letters, digits, '.', '-', '_') or *.suffix"
-            ));
+            return Err(format!("{s:?} has {c:?}; expected a host name (letters, digits, '.', '-', '_') or *.suffix"));
         }
         if name.split('.').any(str::is_empty) {
             return Err(format!("{s:?} has an empty label"));
@@ -132,13 +130,18 @@ impl Backend {
         if address.is_empty() {
             return Err(format!("{s:?} has no host"));
         }
-        if let Some(c) = address.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '$')) {
+        if let Some(c) =
+            address.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '$'))
+        {
             return Err(format!("{s:?} has {c:?}; expected host:port, scheme://host:port or an upstream name"));
         }
         let port = match address.rsplit_once(':') {
             // An IPv6 literal's colons are inside brackets.
             Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
-                if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u32>().map_or(true, |p| p == 0 || p > 65535) {
+                if port.is_empty()
+                    || !port.bytes().all(|b| b.is_ascii_digit())
+                    || port.parse::<u32>().map_or(true, |p| p == 0 || p > 65535)
+                {
                     return Err(format!("{s:?}: bad port {port:?}"));
                 }
                 Some(port)
@@ -381,7 +384,10 @@ mod tests {
     fn backend_schemes() {
         assert_eq!(Backend::parse("a.svc:8078").unwrap(), Backend { address: "a.svc:8078".into(), scheme: "http" });
         assert_eq!(Backend::parse("a.example:443").unwrap().scheme, "https");
-        assert_eq!(Backend::parse("https://a.example:8443").unwrap(), Backend { address: "a.example:8443".into(), scheme: "https" });
+        assert_eq!(
+            Backend::parse("https://a.example:8443").unwrap(),
+            Backend { address: "a.example:8443".into(), scheme: "https" }
+        );
         assert_eq!(Backend::parse("http://a:443").unwrap().scheme, "http");
         assert_eq!(Backend::parse("my_upstream").unwrap().scheme, "http");
         assert_eq!(Backend::parse("[::1]:443").unwrap().scheme, "https");

@@ -38,6 +38,7 @@ pub struct MainConf {
     pub publication: Option<crate::publish::Publication>,
 }
 
+// SAFETY: MainConf is the type create_main_conf allocates for this module.
 unsafe impl HttpModuleMainConf for Module {
     type MainConf = MainConf;
 }
@@ -60,6 +61,7 @@ pub struct LocConf {
     pub status: bool,
 }
 
+// SAFETY: LocConf is the type create_loc_conf allocates for this module.
 unsafe impl HttpModuleLocationConf for Module {
     type LocationConf = LocConf;
 }

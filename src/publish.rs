@@ -191,7 +191,11 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let Some(published) = main.publication.as_ref().and_then(|p| p.published.clone()) else {
         return Status::NGX_OK.into();
     };
+    let zone = published.zone;
     CURRENT.store(Some(published));
+    // A worker respawned after a crash starts with its cycle's configuration;
+    // `watch=` may have published a newer one since.
+    refresh(&zone, cycle.log);
     if let Some(interval) = main.watch_ms {
         // SAFETY: the cycle pool outlives the worker's event loop.
         let ev = unsafe { ngx_pcalloc(cycle.pool, core::mem::size_of::<ngx_event_t>()) } as *mut ngx_event_t;

@@ -178,3 +178,22 @@ my @errors = error_log_text() =~ /\[error\] .*(migration: watch= cannot read \S+
 is(scalar @errors, 1, 'logged once');
 main::write_file(html_dir() . '/m.yaml', main::yaml_for(100, 'v2'));
 ok(defined main::seconds_until_all('new v2', 2), 'the file, back, is published');
+
+
+
+=== TEST 9: a worker respawned after a crash routes by the newest generation at once
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=3s;
+--- no_check_alerts
+--- error_log
+exited on signal 9
+--- check_eval
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(100, 'v2'));
+ok(defined main::seconds_until_all('new v2', 4), 'watch published v2 to both workers');
+my @pids = map { (split ' ', http_request('GET', '/', [Host => 'api.example'])->{body})[0] } 1 .. 20;
+my ($victim) = @pids;
+kill 'KILL', $victim or die "kill $victim: $!";
+Time::HiRes::sleep(0.3);
+my $took = main::seconds_until_all('new v2', 1);
+ok(defined $took, 'the respawned worker routes by v2 well before its first 3 s tick');
+unlike(join(' ', map { (split ' ', http_request('GET', '/', [Host => 'api.example'])->{body})[0] } 1 .. 20), qr/\b$victim\b/, 'the killed worker is gone');

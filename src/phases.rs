@@ -142,6 +142,8 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// Log phase: how a request routed to new ended, for its service's fallback
 /// breaker (SPEC "fallback"). Every request passes here, aborted ones included,
 /// so a trial always hands its permit back.
+// The `counted` flag doubles as "routed": it is set exactly when the decision was
+// used in a location with `migration on`.
 unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     let r = unsafe { &mut *r };
@@ -159,7 +161,11 @@ unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     else {
         return Status::NGX_OK.into();
     };
-    let outcome = upstream_outcome(r, |status| policy.is_failure(status));
+    // Only a routed request (decided for a location with `migration on`) speaks
+    // for the new cluster; another that read the variables (a log format) only
+    // hands back a trial permit it may have taken.
+    let outcome =
+        if d.counted.get() { upstream_outcome(r, |status| policy.is_failure(status)) } else { Outcome::Inconclusive };
     let now = migration_engine::Breakers::now_ms(&**published);
     if let Some(transition) = slot.breaker.record(outcome, d.decision.trial, policy.failures, now) {
         log_transition(r, published, index, transition);

@@ -201,3 +201,26 @@ is(scalar keys %pids, 2, 'the 11 failures were served by both workers');
 is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 11, trips => 0 }, 'and counted together');
 is(main::get(), '502 new is down', 'the 12th failure');
 is(main::fallback_status()->{state}, 'open', 'opens the breaker for both');
+
+
+
+=== TEST 7: only routed requests speak for new: failures in a location without `migration on` that reads the variables change nothing
+--- config
+    location / {
+        migration on;
+        proxy_set_header Host $migration_host;
+        proxy_pass http://$migration_backend;
+    }
+    location /other {
+        # Not routed by the module: it only logs the decision, and proxies elsewhere.
+        add_header X-Would-Go $migration_target always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+    location = /status { migration_status; }
+--- check_eval
+main::new_down(1);
+for (1 .. 5) {
+    my $r = http_request('GET', '/other', [Host => 'api.example']);
+    is("$r->{status} $r->{headers}{'x-would-go'}", '502 new', 'a 502 outside migration on');
+}
+is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'the breaker did not count them');

@@ -157,7 +157,7 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
         ngx_conf_log_error!(NGX_LOG_WARN, cf, "migration: {}: {}", source, warning);
     }
     let (mut zone_name, zone_size) = zone.unwrap_or(DEFAULT_ZONE);
-    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    let names = crate::publish::service_names(&config);
     let needed = crate::zone::required_zone_size(source.len(), text.len(), &names);
     if needed > zone_size {
         ngx_conf_log_error!(

@@ -180,9 +180,9 @@ unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// on old of the README's recipe), is not the new cluster's doing: nginx starts
 /// it with an empty state, which ends the first group.
 fn upstream_outcome(r: &ngx_http_request_t, is_failure: impl Fn(u16) -> bool) -> Outcome {
-    // SAFETY: r->upstream_states, when set, is an ngx_array_t of
-    // ngx_http_upstream_state_t owned by the request pool.
+    // SAFETY: r->upstream_states is null or an ngx_array_t owned by the request pool.
     let states: &[ngx_http_upstream_state_t] = match unsafe { r.upstream_states.as_ref() } {
+        // SAFETY: its `nelts` elements are ngx_http_upstream_state_t, live with the request.
         Some(array) if array.nelts > 0 => unsafe { slice::from_raw_parts(array.elts as *const _, array.nelts) },
         _ => return Outcome::Inconclusive,
     };

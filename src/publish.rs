@@ -87,7 +87,8 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn service_names(config: &CompiledConfig) -> Vec<&str> {
+/// The services' names, in order: the keys of their slots in the zone.
+pub fn service_names(config: &CompiledConfig) -> Vec<&str> {
     config.services.iter().map(|s| s.name.as_str()).collect()
 }
 
@@ -154,9 +155,9 @@ pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: no prepared configuration to publish");
         return Status::NGX_OK.into();
     };
-    // SAFETY: set by nginx's command line handling before any cycle exists. `nginx -t`
-    // and `nginx -s reload` build a throwaway cycle with a zone of their own: only
-    // the master's publication is news.
+    // `nginx -t` and `nginx -s reload` build a throwaway cycle with a zone of their
+    // own: only the master's publication is news.
+    // SAFETY: both flags are set by nginx's command line handling before any cycle exists.
     if unsafe { ngx_test_config == 0 && ngx_process != NGX_PROCESS_SIGNALLER as ngx_uint_t } {
         ngx_log_error!(
             NGX_LOG_NOTICE,

@@ -49,7 +49,10 @@ pub fn cookie_in_header<'a>(header_value: &'a [u8], name: &[u8]) -> Option<&'a [
                 let last = header_value[p..].iter().position(|&c| c == b';').map_or(end, |i| p + i);
                 return Some(&header_value[p..last]);
             }
-            start = p;
+            // nginx tests `*start++ != '='`: the character after a name with no
+            // value is consumed even when it is the `;` that ends the cookie, so
+            // in `uid; uid=alice` the second `uid` is skipped with the first.
+            start = (p + 1).min(end);
         }
         // skip to the next cookie
         while start < end {
@@ -159,6 +162,20 @@ mod tests {
         assert_eq!(cookie_in_header(b";;;=;uid=x", b"uid"), Some(&b"x"[..]));
         assert_eq!(cookie_in_header(b"x=1, uid=y", b"uid"), Some(&b"y"[..]));
         assert_eq!(cookie_in_header(b"\xff\xfe=1; uid=\xff", b"uid"), Some(&b"\xff"[..]));
+    }
+
+    /// ngx_http_parse_multi_header_lines consumes the character after a cookie
+    /// name that has no `=`: `uid; uid=alice` has no uid for nginx, and in
+    /// `uid;uid=alice;uid=bob` the first `uid=` it sees is bob's.
+    #[test]
+    fn a_name_without_value_swallows_the_next_cookie_as_nginx_does() {
+        assert_eq!(cookie_in_header(b"uid; uid=alice", b"uid"), None);
+        assert_eq!(cookie_in_header(b"uid;uid=alice;uid=bob", b"uid"), Some(&b"bob"[..]));
+        assert_eq!(cookie_in_header(b"uid x; uid=alice", b"uid"), Some(&b"alice"[..]), "`x` is consumed, not `;`");
+        assert_eq!(cookie_in_header(b"uid,uid=alice", b"uid"), None);
+        assert_eq!(cookie_in_header(b"uid ;uid=alice", b"uid"), None);
+        assert_eq!(cookie_in_header(b"uidx; uid=alice", b"uid"), Some(&b"alice"[..]));
+        assert_eq!(cookie_in_header(b"a=1; uid", b"uid"), None);
     }
 
     #[test]

@@ -33,11 +33,11 @@ pub fn load_str(file: &str, text: &str) -> Result<CompiledConfig, ConfigError> {
     config::parse(file, text).map(CompiledConfig::compile)
 }
 
-/// As [`load_str`], with the warnings of [`lint::shadowed_rules`]: rules that can
-/// never match (`nginx -t` prints them, and a configuration with them still loads).
+/// As [`load_str`], with the warnings of [`lint::warnings`]: rules that can never
+/// match (`nginx -t` prints them, and a configuration with them still loads).
 pub fn load_str_checked(file: &str, text: &str) -> Result<(CompiledConfig, Vec<lint::Warning>), ConfigError> {
     let config = config::parse(file, text)?;
-    let warnings = lint::shadowed_rules(&config);
+    let warnings = lint::warnings(&config);
     Ok((CompiledConfig::compile(config), warnings))
 }
 

@@ -18,7 +18,7 @@
 
 use std::fmt;
 
-use crate::config::{Cidr, Config, HeaderMatch, HeaderRule};
+use crate::config::{Cidr, Config, HeaderMatch, HeaderRule, UserKey};
 
 /// A problem that does not make the file invalid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,42 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
     }
+}
+
+/// Everything `nginx -t` warns about in a valid file: shadowed rules, then header
+/// names nginx drops by default.
+pub fn warnings(config: &Config) -> Vec<Warning> {
+    let mut out = shadowed_rules(config);
+    out.extend(underscored_headers(config));
+    out
+}
+
+/// Header names with `_`: nginx ignores such request headers unless the server
+/// has `underscores_in_headers on` (default off), so a rule on one never matches
+/// and a user id read from one is never found.
+pub fn underscored_headers(config: &Config) -> Vec<Warning> {
+    const WHY: &str = "nginx ignores request headers whose names contain '_' unless the server has \
+                       `underscores_in_headers on`; without it this never matches";
+    let mut out = Vec::new();
+    for (s, service) in config.services.iter().enumerate() {
+        if let UserKey::Header(name) = &service.migration.user_key {
+            if name.contains('_') {
+                out.push(Warning {
+                    path: format!("services[{s}].migration.user_key"),
+                    message: format!("header {name:?}: {WHY}"),
+                });
+            }
+        }
+        for (r, rule) in service.canary.header_rules.iter().enumerate() {
+            if rule.header.0.contains('_') {
+                out.push(Warning {
+                    path: format!("services[{s}].canary.header_rules[{r}].header"),
+                    message: format!("header {:?}: {WHY}", rule.header.0),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Every rule, and every entry of a rule, that an earlier rule or entry shadows,
@@ -296,6 +332,19 @@ services:
     const H: &str = "services[0].canary.header_rules";
     const IP: &str = "services[0].canary.ip_rules";
     const U: &str = "services[0].canary.user_rules";
+
+    #[test]
+    fn header_names_with_underscores_are_warned() {
+        let text = format!(
+            "{BASE}      header_rules:\n        - {{header: X_Canary, value: a, target: new}}\n        - {{header: X-Ok, value: a, target: new}}\n    migration: {{user_key: 'header:X_User'}}\n"
+        );
+        let config = crate::config::parse("m.yaml", &text).unwrap();
+        let found: Vec<String> = warnings(&config).iter().map(Warning::to_string).collect();
+        assert_eq!(found, [
+            "services[0].migration.user_key: header \"x_user\": nginx ignores request headers whose names contain '_' unless the server has `underscores_in_headers on`; without it this never matches",
+            "services[0].canary.header_rules[0].header: header \"x_canary\": nginx ignores request headers whose names contain '_' unless the server has `underscores_in_headers on`; without it this never matches",
+        ]);
+    }
 
     #[test]
     fn repeated_header_value() {

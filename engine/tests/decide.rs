@@ -256,11 +256,14 @@ fn header_pattern_searches_non_utf8_values() {
     // A pattern on raw bytes.
     let raw = one("canary:\n  header_rules:\n    - {header: X-Tag, pattern: '(?-u:\\xff)', target: new}");
     assert_decision(run(&raw, &req().header("X-Tag", b"a\xffb")), Target::New, Rule::Header);
-    assert_decision(run(&raw, &req().header("X-Tag", "ÿ")), Target::Old, Rule::Weight); // U+00FF is C3 BF
-                                                                                        // Any character (Unicode mode) still matches a value that is not UTF-8 at all.
-    let any = one("canary:\n  header_rules:\n    - {header: X-Tag, pattern: '^.', target: new}");
-    assert_decision(run(&any, &req().header("X-Tag", b"\xc3\x28")), Target::Old, Rule::Weight);
-    assert_decision(run(&any, &req().header("X-Tag", b"x\xc3\x28")), Target::New, Rule::Header);
+    // U+00FF is C3 BF in UTF-8, not the byte FF.
+    assert_decision(run(&raw, &req().header("X-Tag", "ÿ")), Target::Old, Rule::Weight);
+    // As in nginx's PCRE (no UTF flag), `.` is any byte: a value that is not
+    // UTF-8 at all still matches.
+    let any = one("canary:\n  header_rules:\n    - {header: X-Tag, pattern: '^.+$', target: new}");
+    assert_decision(run(&any, &req().header("X-Tag", b"\xc3\x28")), Target::New, Rule::Header);
+    assert_decision(run(&any, &req().header("X-Tag", b"caf\xe9")), Target::New, Rule::Header);
+    assert_decision(run(&any, &req().header("X-Tag", b"")), Target::Old, Rule::Weight);
 }
 
 #[test]

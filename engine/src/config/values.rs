@@ -53,6 +53,9 @@ pub struct HostPattern(pub String);
 
 impl HostPattern {
     pub fn parse(s: &str) -> Result<Self, String> {
+        if s.starts_with('[') {
+            return Self::ipv6_literal(s);
+        }
         let (wildcard, name) = match s.strip_prefix("*.") {
             Some(rest) => (true, rest),
             None => (false, s),
@@ -70,6 +73,21 @@ impl HostPattern {
         }
         let lower = name.to_ascii_lowercase();
         Ok(HostPattern(if wildcard { format!("*.{lower}") } else { lower }))
+    }
+
+    /// `[2001:db8::1]` or `[2001:db8::1]:8080`: kept as nginx keeps such a Host
+    /// (brackets, no port), in the address's canonical lowercase form.
+    fn ipv6_literal(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an IPv6 literal; write it as [2001:db8::1] or [2001:db8::1]:8080");
+        let (inside, after) = s[1..].split_once(']').ok_or_else(bad)?;
+        if !after.is_empty() {
+            let port = after.strip_prefix(':').ok_or_else(bad)?;
+            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("{s:?}: bad port {port:?}"));
+            }
+        }
+        let address: std::net::Ipv6Addr = inside.parse().map_err(|_| bad())?;
+        Ok(HostPattern(format!("[{address}]")))
     }
 
     /// The suffix after `*.`, if this is a wildcard.
@@ -102,6 +120,11 @@ impl HostValue {
         }
         if s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'/') {
             return Err(format!("{s:?} is not a host name (spaces, control characters and '/' are not allowed)"));
+        }
+        if s.contains('*') {
+            return Err(format!(
+                "{s:?} is sent upstream as the Host header, so it cannot be a wildcard; list wildcards in `hosts`"
+            ));
         }
         Ok(HostValue(s.to_owned()))
     }
@@ -223,11 +246,13 @@ impl Percentage {
         if !(0.0..=100.0).contains(&v) {
             return Err(format!("must be between 0 and 100, got {v}"));
         }
-        let bp = (v * 100.0).round();
-        if (v * 100.0 - bp).abs() > 1e-6 {
+        // Exact: the number must be the one its two-decimal form reads as (20.15 is,
+        // 99.999999999 is not, though it rounds to 100.00).
+        let bp = (v * 100.0).round() as u32;
+        if format!("{}.{:02}", bp / 100, bp % 100).parse::<f64>() != Ok(v) {
             return Err(format!("at most two decimals are allowed, got {v}"));
         }
-        Ok(Percentage(bp as u32))
+        Ok(Percentage(bp))
     }
 }
 
@@ -349,7 +374,10 @@ pub struct Pattern(pub regex::bytes::Regex);
 
 impl Pattern {
     pub fn parse(s: &str) -> Result<Self, String> {
+        // Bytes, not Unicode: `.` matches any byte and `\w` is ASCII, as in nginx's
+        // PCRE without the UTF flag, so values that are not UTF-8 match too.
         regex::bytes::RegexBuilder::new(s)
+            .unicode(false)
             .size_limit(1 << 20)
             .build()
             .map(Pattern)
@@ -525,5 +553,20 @@ impl<'de> Deserialize<'de> for Cooldown {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::*;
+
+    /// nginx's PCRE runs without the UTF flag: `.` is any byte.
+    #[test]
+    fn patterns_match_bytes_that_are_not_utf8() {
+        let p = Pattern::parse("^.+$").unwrap();
+        assert!(p.0.is_match(b"caf\xe9"));
+        assert!(Pattern::parse("^caf.$").unwrap().0.is_match(b"caf\xe9"));
+        assert!(!Pattern::parse(r"^\w+$").unwrap().0.is_match("café".as_bytes()), "\\w is ASCII, as in PCRE");
+        assert!(Pattern::parse("é").unwrap().0.is_match("café".as_bytes()), "a UTF-8 literal still matches");
     }
 }

@@ -39,6 +39,6 @@ fn a_trial_at_the_end_of_the_clock() {
 /// (`! s.yml:`) panicked in the lookup of the embedded document.
 #[test]
 fn configmap_with_a_tagged_data_key() {
-    let err = load_str("f.yaml", "kind: ConfigMap\ndata:\n ! s.yml:").unwrap_err();
-    assert_eq!(err.to_string(), "f.yaml: data.s.yml: must be a string holding the YAML document");
+    let err = load_str("f.yaml", "kind: ConfigMap\ndata:\n ! s.yaml:").unwrap_err();
+    assert_eq!(err.to_string(), "f.yaml: data.s.yaml: must be a string holding the YAML document");
 }

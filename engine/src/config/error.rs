@@ -1,5 +1,10 @@
 //! Located configuration errors (SPEC "The YAML"):
 //! `migration.yaml:14:21: services[0].migration.percentage: must be between 0 and 100, got 120`.
+//!
+//! A message never carries much of the file: nginx's master reads the file as
+//! root, so a path pointed (by mistake or malice) at a private key must not print
+//! it. Quoted values are cut to a short prefix, and control characters are escaped
+//! everywhere, so that a key holding a newline cannot forge a line of error.log.
 
 use std::fmt;
 
@@ -16,15 +21,15 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
+        f.write_str(&escape_controls(&self.file))?;
         if let Some((line, column)) = self.location {
             write!(f, ":{line}:{column}")?;
         }
         f.write_str(": ")?;
         if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
+            write!(f, "{}: ", escape_controls(&self.path))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&escape_controls(&self.message))
     }
 }
 
@@ -32,7 +37,7 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     pub fn new(file: &str, location: Option<(usize, usize)>, path: &str, message: impl Into<String>) -> Self {
-        ConfigError { file: file.to_owned(), location, path: path.to_owned(), message: message.into() }
+        ConfigError { file: file.to_owned(), location, path: path.to_owned(), message: shorten_quoted(&message.into()) }
     }
 
     /// Splits serde_yaml's `"{path}: {message} at line L column C"` into its parts.
@@ -52,11 +57,109 @@ impl ConfigError {
             }
             _ => (String::new(), text),
         };
-        ConfigError { file: file.to_owned(), location, path, message: tidy(message) }
+        ConfigError { file: file.to_owned(), location, path, message: shorten_quoted(&tidy(message)) }
     }
 }
 
 /// serde's wording, made to read like the rest of our messages.
 fn tidy(message: String) -> String {
     message.replace("invalid type: ", "wrong type: ")
+}
+
+/// Longest excerpt of a value a message quotes, in characters.
+const EXCERPT: usize = 24;
+
+/// At most [`EXCERPT`] characters of `text`, control characters escaped, with an
+/// ellipsis when cut.
+pub(crate) fn escape_excerpt(text: &str) -> String {
+    let mut out = escape_controls(&text.chars().take(EXCERPT).collect::<String>());
+    if text.chars().nth(EXCERPT).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `\n`, `\t`, `\r` and other control characters as escapes, so that a message is
+/// always one line of plain text.
+pub(crate) fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Cuts every `"quoted"` or `` `quoted` `` part of a message to a short prefix.
+fn shorten_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(256));
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' && c != '`' {
+            continue;
+        }
+        let close = c;
+        let mut inside = String::new();
+        let mut closed = false;
+        while let Some(d) = chars.next() {
+            if d == '\\' && close == '"' {
+                inside.push(d);
+                if let Some(e) = chars.next() {
+                    inside.push(e);
+                }
+                continue;
+            }
+            if d == close {
+                closed = true;
+                break;
+            }
+            inside.push(d);
+        }
+        if inside.chars().count() > EXCERPT {
+            // Keep whole escapes: cut before a trailing backslash.
+            let mut cut: String = inside.chars().take(EXCERPT).collect();
+            if cut.ends_with('\\') && !cut.ends_with("\\\\") {
+                cut.pop();
+            }
+            out.push_str(&cut);
+            out.push('…');
+        } else {
+            out.push_str(&inside);
+        }
+        if closed {
+            out.push(close);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_values_are_cut_to_a_prefix() {
+        let secret = "-----BEGIN PRIVATE KEY----- MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC";
+        let e = ConfigError::new("k.pem", Some((1, 1)), "", format!("wrong type: string \"{secret}\", expected x"));
+        assert_eq!(e.message, "wrong type: string \"-----BEGIN PRIVATE KEY--…\", expected x");
+        assert_eq!(shorten_quoted("unknown field `short`"), "unknown field `short`");
+        assert_eq!(shorten_quoted("a \"b\\\"c\" d"), "a \"b\\\"c\" d");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_log_raw() {
+        let e = ConfigError::new("m.yaml", Some((2, 3)), "services[0]", "unknown field `a\n2026/11/27 [emerg] forged`");
+        let shown = e.to_string();
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(shown.contains("a\\n2026/11/27"), "{shown}");
+    }
 }

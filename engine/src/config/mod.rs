@@ -7,6 +7,7 @@
 //! [`Validate`], so that serde_yaml locates every error at the node it concerns.
 
 mod error;
+pub(crate) mod syntax;
 pub mod values;
 
 use std::collections::HashMap;
@@ -32,6 +33,8 @@ pub struct Service {
     pub name: ServiceName,
     /// `hosts`, defaulting to `[old_host]`.
     pub hosts: Vec<HostPattern>,
+    /// Whether `hosts` was written (errors about a host then point at it).
+    pub hosts_given: bool,
     pub old_host: HostValue,
     pub old_backend: Backend,
     pub new_host: HostValue,
@@ -120,6 +123,16 @@ trait Validate: Sized {
     fn validate(raw: Self::Raw) -> Result<Self, String>;
 }
 
+/// Marks a message raised for one field of a mapping after the whole mapping was
+/// read (an empty list, a duplicate across services): [`parse`] moves the error
+/// from the mapping to that field's own line, column and path.
+const FIELD_MARK: char = '\u{1}';
+
+/// An error of field `field` (`hosts`, `hosts[2]`) of the mapping being validated.
+fn field_error(field: &str, message: impl fmt::Display) -> String {
+    format!("{FIELD_MARK}{field}{FIELD_MARK}{message}")
+}
+
 struct ValidatingVisitor<T>(PhantomData<T>);
 
 impl<'de, T: Validate> Visitor<'de> for ValidatingVisitor<T> {
@@ -162,7 +175,7 @@ impl Validate for HeaderRule {
             (Some(v), None, None, None) => HeaderMatch::Value(v),
             (None, Some(vs), None, None) => {
                 if vs.is_empty() {
-                    return Err("values: must list at least one value".into());
+                    return Err(field_error("values", "must list at least one value"));
                 }
                 HeaderMatch::Values(vs)
             }
@@ -174,7 +187,7 @@ impl Validate for HeaderRule {
             _ => return Err("a header rule takes only one of value, values, pattern or present".into()),
         };
         if matches!(&r.from, Some(f) if f.is_empty()) {
-            return Err("from: must list at least one network (leave it out to allow every client)".into());
+            return Err(field_error("from", "must list at least one network (leave it out to allow every client)"));
         }
         Ok(HeaderRule { header: r.header, matcher, target: r.target, from: r.from })
     }
@@ -195,7 +208,7 @@ impl Validate for IpRule {
         let cidrs = match (r.cidr, r.cidrs) {
             (Some(c), None) => vec![c],
             (None, Some(cs)) if !cs.is_empty() => cs,
-            (None, Some(_)) => return Err("cidrs: must list at least one network".into()),
+            (None, Some(_)) => return Err(field_error("cidrs", "must list at least one network")),
             (None, None) => return Err("an ip rule needs cidr or cidrs".into()),
             (Some(_), Some(_)) => return Err("an ip rule takes cidr or cidrs, not both".into()),
         };
@@ -215,7 +228,7 @@ impl Validate for UserRule {
     type Raw = RawUserRule;
     fn validate(r: RawUserRule) -> Result<Self, String> {
         if r.users.is_empty() {
-            return Err("users: must list at least one user id".into());
+            return Err(field_error("users", "must list at least one user id"));
         }
         Ok(UserRule { users: r.users, target: r.target })
     }
@@ -248,7 +261,10 @@ impl Validate for Fallback {
     fn validate(r: RawFallback) -> Result<Self, String> {
         let mut statuses: Vec<u16> = match r.statuses {
             Some(s) if s.is_empty() => {
-                return Err("statuses: must list at least one status (connect errors and timeouts count anyway)".into())
+                return Err(field_error(
+                    "statuses",
+                    "must list at least one status (connect errors and timeouts count anyway)",
+                ))
             }
             Some(s) => s.into_iter().map(|s| s.0).collect(),
             None => vec![502, 503, 504],
@@ -283,15 +299,17 @@ struct RawService {
 impl Validate for Service {
     type Raw = RawService;
     fn validate(r: RawService) -> Result<Self, String> {
+        let hosts_given = r.hosts.is_some();
         let hosts = match r.hosts {
             Some(h) if h.is_empty() => {
-                return Err("hosts: must list at least one host (leave it out to use old_host)".into())
+                return Err(field_error("hosts", "must list at least one host (leave it out to use old_host)"))
             }
             Some(h) => h,
             None => vec![HostPattern::parse(&r.old_host.0)
-                .map_err(|e| format!("old_host cannot be matched against Host: {e}"))?],
+                .map_err(|e| field_error("old_host", format!("cannot be matched against Host: {e}")))?],
         };
         Ok(Service {
+            hosts_given,
             name: r.name,
             hosts,
             old_host: r.old_host,
@@ -304,6 +322,9 @@ impl Validate for Service {
         })
     }
 }
+
+const EMPTY_SERVICES: &str = "has no value; write `services: []` to route nothing (an empty value is refused so that \
+     a file caught half-written never wipes the routing)";
 
 /// The services list, checked across services: names are unique and no host
 /// pattern belongs to two services. Each service is read through a seed that
@@ -329,8 +350,16 @@ impl<'de> Deserialize<'de> for ServiceList {
                 }
                 Ok(ServiceList(services))
             }
+            // `services:` with nothing after it: serde_yaml would read it as an
+            // empty list, which is exactly a ConfigMap caught half-written.
+            fn visit_unit<E: de::Error>(self) -> Result<ServiceList, E> {
+                Err(E::custom(EMPTY_SERVICES))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<ServiceList, E> {
+                Err(E::custom(EMPTY_SERVICES))
+            }
         }
-        d.deserialize_seq(ListVisitor)
+        d.deserialize_any(ListVisitor)
     }
 }
 
@@ -362,17 +391,22 @@ impl<'de> Visitor<'de> for ServiceSeed<'_> {
         let name = &service.name.0;
         if let Some(first) = self.seen.names.insert(name.clone(), self.index) {
             self.seen.names.insert(name.clone(), first);
-            return Err(de::Error::custom(format!(
-                "duplicate service name {name:?} (first used by services[{first}])"
+            return Err(de::Error::custom(field_error(
+                "name",
+                format!("duplicate service name {name:?} (first used by services[{first}])"),
             )));
         }
-        for host in &service.hosts {
+        for (k, host) in service.hosts.iter().enumerate() {
             match self.seen.hosts.get(&host.0) {
                 Some(&other) if other != self.index => {
-                    return Err(de::Error::custom(format!(
-                        "host {:?} is already routed by services[{other}]; a host belongs to one service",
-                        host.0
-                    )))
+                    let field = if service.hosts_given { format!("hosts[{k}]") } else { "old_host".to_owned() };
+                    return Err(de::Error::custom(field_error(
+                        &field,
+                        format!(
+                            "host {:?} is already routed by services[{other}]; a host belongs to one service",
+                            host.0
+                        ),
+                    )));
                 }
                 _ => {
                     self.seen.hosts.insert(host.0.clone(), self.index);
@@ -383,8 +417,12 @@ impl<'de> Visitor<'de> for ServiceSeed<'_> {
     }
 }
 
-/// `version:` as written; numbers are accepted and kept as text.
-struct Version(String);
+/// `version:` as written. A number is accepted; its text is taken from the file
+/// afterwards (`1.10` must not become "1.1"), so the visitor only marks it.
+enum Version {
+    Text(String),
+    Number(String),
+}
 
 impl<'de> Deserialize<'de> for Version {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -398,16 +436,16 @@ impl<'de> Deserialize<'de> for Version {
                 if v.is_empty() || v.chars().any(char::is_control) {
                     return Err(E::custom("must be a non-empty single-line string"));
                 }
-                Ok(Version(v.to_owned()))
+                Ok(Version::Text(v.to_owned()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Version, E> {
-                Ok(Version(v.to_string()))
+                Ok(Version::Number(v.to_string()))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Version, E> {
-                Ok(Version(v.to_string()))
+                Ok(Version::Number(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Version, E> {
-                Ok(Version(v.to_string()))
+                Ok(Version::Number(v.to_string()))
             }
         }
         d.deserialize_any(V)
@@ -422,18 +460,20 @@ struct RawDocument {
 }
 
 /// Parses and validates a configuration. `file` names it in error messages.
+///
+/// The text is read twice: a linear first pass ([`syntax`]) refuses anchors,
+/// aliases and deep nesting and says whether this is a ConfigMap, then serde_yaml
+/// reads the document once, straight into the typed model.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let content_version = format!("{:016x}", fnv1a64(text.as_bytes()));
-    let document = unwrap_configmap(file, text)?;
-    let (label, body, offset) = match &document {
+    let outline = first_pass(file, text, None)?;
+    let embedded = if outline.configmap { Some(unwrap_configmap(file, text)?) } else { None };
+    let (label, body, offset) = match &embedded {
         Some(embedded) => (embedded.label.as_str(), embedded.text.as_str(), embedded.offset),
         None => (file, text, None),
     };
-    let is_empty = match serde_yaml::from_str::<serde_yaml::Value>(body) {
-        Ok(value) => value.is_null(),
-        Err(_) => false, // reported, located, by the typed read below
-    };
-    if is_empty {
+    let outline = if embedded.is_some() { first_pass(label, body, offset)? } else { outline };
+    if outline.empty {
         return Err(ConfigError::new(
             label,
             None,
@@ -441,14 +481,53 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             "the document is empty; expected a mapping with `services` (`services: []` routes nothing)",
         ));
     }
+    let shift = |location: Option<(usize, usize)>| match (location, offset) {
+        (Some((line, column)), Some((line_offset, indent))) => Some((line + line_offset, column + indent)),
+        (location, _) => location,
+    };
     let raw: RawDocument = serde_yaml::from_str(body).map_err(|e| {
         let mut err = ConfigError::from_yaml(label, &e);
-        if let (Some((line, column)), Some((line_offset, indent))) = (err.location, offset) {
-            err.location = Some((line + line_offset, column + indent));
+        if let Some((field, message)) =
+            err.message.strip_prefix(FIELD_MARK).and_then(|rest| rest.split_once(FIELD_MARK))
+        {
+            let path = if err.path.is_empty() { field.to_owned() } else { format!("{}.{field}", err.path) };
+            err.location = syntax::locate(body, &path).or(err.location);
+            err.message = message.to_owned();
+            err.path = path;
         }
+        err.location = shift(err.location);
         err
     })?;
-    Ok(Config { version: raw.version.map_or(content_version, |v| v.0), services: raw.services.0 })
+    let version = match raw.version {
+        None => content_version,
+        Some(Version::Text(v)) => v,
+        Some(Version::Number(v)) => syntax::plain_scalar(body, "version").unwrap_or(v),
+    };
+    Ok(Config { version, services: raw.services.0 })
+}
+
+/// The first pass over a document (or the document embedded in a ConfigMap, whose
+/// positions `offset` maps back to the manifest's).
+fn first_pass(label: &str, text: &str, offset: Option<(usize, usize)>) -> Result<syntax::Outline, ConfigError> {
+    syntax::outline(text).map_err(|refusal| {
+        // Not YAML by the first pass's reading: serde_yaml words the error as
+        // nginx -t always has, unless it reads the text after all.
+        if let syntax::Refusal::Syntax(_) = refusal {
+            if let Err(e) = serde_yaml::from_str::<de::IgnoredAny>(text) {
+                let mut err = ConfigError::from_yaml(label, &e);
+                if let (Some((line, column)), Some((line_offset, indent))) = (err.location, offset) {
+                    err.location = Some((line + line_offset, column + indent));
+                }
+                return err;
+            }
+        }
+        let (location, message) = syntax::describe(&refusal);
+        let location = match (location, offset) {
+            (Some((line, column)), Some((line_offset, indent))) => Some((line + line_offset, column + indent)),
+            (location, _) => location,
+        };
+        ConfigError::new(label, location, "", message)
+    })
 }
 
 struct Embedded {
@@ -460,28 +539,31 @@ struct Embedded {
     offset: Option<(usize, usize)>,
 }
 
-/// A ConfigMap manifest gives its `data."migration.yaml"` (or its only `*.yaml`
-/// key); any other document is the service document itself.
-fn unwrap_configmap(file: &str, text: &str) -> Result<Option<Embedded>, ConfigError> {
-    let value: serde_yaml::Value = match serde_yaml::from_str(text) {
-        Ok(v) => v,
-        Err(e) => return Err(ConfigError::from_yaml(file, &e)),
-    };
-    let is_configmap = value.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap");
-    if !is_configmap {
-        return Ok(None);
-    }
+/// A ConfigMap manifest's `data."migration.yaml"`, or its only `*.yaml` key (SPEC
+/// "The YAML": a `*.yml` key is not one of them). The first pass has checked the
+/// manifest (no aliases, bounded depth), so reading it whole costs what its size
+/// says.
+fn unwrap_configmap(file: &str, text: &str) -> Result<Embedded, ConfigError> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
     let data = value.get("data").and_then(|d| d.as_mapping()).ok_or_else(|| {
         ConfigError::new(file, None, "data", "a ConfigMap needs a `data` mapping holding migration.yaml")
     })?;
     let key = if data.contains_key("migration.yaml") {
         "migration.yaml".to_owned()
     } else {
-        let yaml_keys: Vec<&str> =
-            data.keys().filter_map(|k| k.as_str()).filter(|k| k.ends_with(".yaml") || k.ends_with(".yml")).collect();
+        let yaml_keys: Vec<&str> = data.keys().filter_map(|k| k.as_str()).filter(|k| k.ends_with(".yaml")).collect();
         match yaml_keys.as_slice() {
             [only] => (*only).to_owned(),
-            [] => return Err(ConfigError::new(file, None, "data", "the ConfigMap has no migration.yaml key")),
+            [] => {
+                let yml = data.keys().filter_map(|k| k.as_str()).any(|k| k.ends_with(".yml"));
+                let hint = if yml { " (a *.yml key is not read: name it migration.yaml)" } else { "" };
+                return Err(ConfigError::new(
+                    file,
+                    None,
+                    "data",
+                    format!("the ConfigMap has no migration.yaml key{hint}"),
+                ));
+            }
             _ => {
                 return Err(ConfigError::new(
                     file,
@@ -506,7 +588,7 @@ fn unwrap_configmap(file: &str, text: &str) -> Result<Option<Embedded>, ConfigEr
         })?;
     let offset = literal_block_offset(text, &key);
     let label = if offset.is_some() { file.to_owned() } else { format!("{file} (data.{key})") };
-    Ok(Some(Embedded { label, text: body.to_owned(), offset }))
+    Ok(Embedded { label, text: body.to_owned(), offset })
 }
 
 /// Finds `KEY: |` in the manifest and returns (its line number, the block's

@@ -119,7 +119,7 @@ fn duplicate_service_name_is_refused() {
     let text = format!(
         "{BASE}  - name: api\n    old_host: b.example\n    old_backend: b:1\n    new_host: b\n    new_backend: b:2\n"
     );
-    assert_err(&text, "m.yaml:7:5: services[1]: duplicate service name \"api\" (first used by services[0])");
+    assert_err(&text, "m.yaml:7:11: services[1].name: duplicate service name \"api\" (first used by services[0])");
 }
 
 #[test]
@@ -127,7 +127,13 @@ fn host_claimed_by_two_services_is_refused() {
     let text = format!("{BASE}  - name: other\n    hosts: [API.example]\n    old_host: b.example\n    old_backend: b:1\n    new_host: b\n    new_backend: b:2\n");
     assert_err(
         &text,
-        "m.yaml:7:5: services[1]: host \"api.example\" is already routed by services[0]; a host belongs to one service",
+        "m.yaml:8:13: services[1].hosts[0]: host \"api.example\" is already routed by services[0]; a host belongs to one service",
+    );
+    // Without `hosts`, the host is old_host's, and the error points there.
+    let text = format!("{BASE}  - name: other\n    old_host: API.example\n    old_backend: b:1\n    new_host: b\n    new_backend: b:2\n");
+    assert_err(
+        &text,
+        "m.yaml:8:15: services[1].old_host: host \"api.example\" is already routed by services[0]; a host belongs to one service",
     );
 }
 
@@ -265,7 +271,7 @@ fn fallback_errors_are_located() {
         &with("    fallback:\n      statuses: [502, 600]\n"),
         "m.yaml:8:23: services[0].fallback.statuses[1]: must be an HTTP status from 100 to 599, got 600",
     );
-    assert_err(&with("    fallback:\n      statuses: []\n"), "m.yaml:8:7: services[0].fallback: statuses: must list at least one status (connect errors and timeouts count anyway)");
+    assert_err(&with("    fallback:\n      statuses: []\n"), "m.yaml:8:17: services[0].fallback.statuses: must list at least one status (connect errors and timeouts count anyway)");
     assert_err(
         &with("    fallback:\n      cooldown: soon\n"),
         "m.yaml:8:17: services[0].fallback.cooldown: must be a time such as 30s, 500ms or 2m, got \"soon\"",
@@ -318,11 +324,143 @@ fn multiple_errors_report_the_first() {
 /// lookup panicked (`Option::unwrap()` on `None`) instead of reading or refusing it.
 #[test]
 fn configmap_with_a_tagged_data_key_does_not_panic() {
-    assert_err("kind: ConfigMap\ndata:\n ! s.yml:", "m.yaml: data.s.yml: must be a string holding the YAML document");
+    assert_err("kind: ConfigMap\ndata:\n ! s.yaml:", "m.yaml: data.s.yaml: must be a string holding the YAML document");
     assert_err(
         "kind: ConfigMap\ndata:\n  ! migration.yaml: [1]\n",
         "m.yaml: data.migration.yaml: must be a string holding the YAML document",
     );
     let text = "kind: ConfigMap\ndata:\n  ! routes.yaml: |\n    services: []\n";
     assert!(parse("m.yaml", text).unwrap().services.is_empty());
+}
+
+/// A ConfigMap caught half-written: `services:` and nothing after it must not
+/// load as `services: []` (which routes nothing).
+#[test]
+fn services_without_a_value_is_refused() {
+    for text in ["version: \"2\"\nservices:\n", "version: \"2\"\nservices:", "services: ~\n", "services: null\n"] {
+        let e = err(text);
+        assert_eq!(e.path, "services", "{text:?}");
+        assert!(e.message.starts_with("has no value; write `services: []` to route nothing"), "{text:?}: {e}");
+        assert!(e.location.is_some(), "{text:?}: {e}");
+    }
+    let cm = "kind: ConfigMap\ndata:\n  migration.yaml: |\n    version: \"2\"\n    services:\n";
+    assert_eq!(err(cm).path, "services");
+}
+
+#[test]
+fn percentages_are_exact_to_two_decimals() {
+    for bad in ["99.999999999", "0.000000001", "20.001", "0.005", "33.333"] {
+        assert_err(
+            &with(&format!("    migration:\n      percentage: {bad}\n")),
+            &format!("m.yaml:8:19: services[0].migration.percentage: at most two decimals are allowed, got {bad}"),
+        );
+    }
+    for (good, bp) in [("20.15", 2015), ("0.01", 1), ("99.99", 9999), ("0.1", 10), ("33.3", 3330), ("100.0", 10000)] {
+        let c = parse("m.yaml", &with(&format!("    migration:\n      percentage: {good}\n"))).unwrap();
+        assert_eq!(c.services[0].migration.percentage, Percentage(bp), "{good}");
+    }
+}
+
+#[test]
+fn a_numeric_version_is_reported_as_written() {
+    for written in ["1.10", "1e3", "007", "2.50", "-1", "0x1F"] {
+        let c = parse("m.yaml", &format!("version: {written}\n{BASE}")).unwrap();
+        assert_eq!(c.version, written);
+    }
+    let cm = "kind: ConfigMap\ndata:\n  migration.yaml: |\n    version: 1.10\n    services: []\n";
+    assert_eq!(parse("m.yaml", cm).unwrap().version, "1.10");
+}
+
+/// Errors found across a mapping's fields point at the field itself.
+#[test]
+fn cross_field_errors_point_at_the_field() {
+    assert_err(
+        &BASE.replace("  - name: api\n", "  - name: api\n    hosts: []\n"),
+        "m.yaml:3:12: services[0].hosts: must list at least one host (leave it out to use old_host)",
+    );
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - header: X-A\n          values: []\n          target: new\n"),
+        "m.yaml:10:19: services[0].canary.header_rules[0].values: must list at least one value",
+    );
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - header: X-A\n          present: true\n          target: new\n          from: []\n"),
+        "m.yaml:12:17: services[0].canary.header_rules[0].from: must list at least one network (leave it out to allow every client)",
+    );
+    assert_err(
+        &with("    canary:\n      ip_rules:\n        - target: new\n          cidrs: []\n"),
+        "m.yaml:10:18: services[0].canary.ip_rules[0].cidrs: must list at least one network",
+    );
+    assert_err(
+        &with("    canary:\n      user_rules:\n        - target: new\n          users: []\n"),
+        "m.yaml:10:18: services[0].canary.user_rules[0].users: must list at least one user id",
+    );
+    assert_err(
+        &with("    fallback:\n      cooldown: 1s\n      statuses: []\n"),
+        "m.yaml:9:17: services[0].fallback.statuses: must list at least one status (connect errors and timeouts count anyway)",
+    );
+    let text = format!("{BASE}  - name: two\n    hosts: [b.example, API.example]\n    old_host: b.example\n    old_backend: b:1\n    new_host: b\n    new_backend: b:2\n");
+    assert_err(
+        &text,
+        "m.yaml:8:24: services[1].hosts[1]: host \"api.example\" is already routed by services[0]; a host belongs to one service",
+    );
+}
+
+#[test]
+fn ipv6_literal_hosts_load_and_wildcards_never_go_upstream() {
+    let c = parse("m.yaml", &BASE.replace("old_host: api.example", "old_host: \"[2001:DB8:0::1]:8080\"")).unwrap();
+    assert_eq!(c.services[0].hosts, vec![HostPattern("[2001:db8::1]".into())]);
+    let c = parse("m.yaml", &BASE.replace("  - name: api\n", "  - name: api\n    hosts: [\"[::1]\", api.example]\n"))
+        .unwrap();
+    assert_eq!(c.services[0].hosts[0], HostPattern("[::1]".into()));
+    assert_err(
+        &BASE.replace("  - name: api\n", "  - name: api\n    hosts: [\"[::1\"]\n"),
+        "m.yaml:3:13: services[0].hosts[0]: \"[::1\" is not an IPv6 literal; write it as [2001:db8::1] or [2001:db8::1]:8080",
+    );
+    assert_err(
+        &BASE.replace("old_host: api.example", "old_host: '*.api.example'"),
+        "m.yaml:3:15: services[0].old_host: \"*.api.example\" is sent upstream as the Host header, so it cannot be a wildcard; list wildcards in `hosts`",
+    );
+    assert_err(
+        &BASE.replace("new_host: api.kong.example", "new_host: '*.kong.example'"),
+        "m.yaml:5:15: services[0].new_host: \"*.kong.example\" is sent upstream as the Host header, so it cannot be a wildcard; list wildcards in `hosts`",
+    );
+}
+
+#[test]
+fn configmap_reads_only_yaml_keys() {
+    let text = "kind: ConfigMap\ndata:\n  a.yaml: |\n    services: []\n  b.yml: |\n    nope\n";
+    assert!(parse("m.yaml", text).unwrap().services.is_empty(), "a.yaml is the only *.yaml key");
+    assert_err(
+        "kind: ConfigMap\ndata:\n  b.yml: |\n    services: []\n",
+        "m.yaml: data: the ConfigMap has no migration.yaml key (a *.yml key is not read: name it migration.yaml)",
+    );
+}
+
+#[test]
+fn anchors_aliases_and_deep_nesting_are_refused_at_their_place() {
+    let bomb_items: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
+    let bomb = format!("x: &a [{}]\ny: [{}]\nservices: []\n", bomb_items.join(","), vec!["*a"; 20_000].join(","));
+    assert_err(&bomb, "m.yaml:1:4: anchors and aliases (&name, *name) are not allowed: the schema never needs them, and aliases can make a small file expand without bound");
+    assert_err(
+        &with("    canary: &c {}\n"),
+        "m.yaml:7:13: anchors and aliases (&name, *name) are not allowed: the schema never needs them, and aliases can make a small file expand without bound",
+    );
+    let deep = format!("services: {}\n", "[".repeat(80_000));
+    let e = err(&deep);
+    assert_eq!(e.message, "collections are nested more than 32 deep; the schema needs far fewer");
+    assert_eq!(e.location.map(|l| l.0), Some(1), "{e}");
+    let deep_block =
+        format!("services:\n{}", (0..40).map(|i| format!("{}- ", " ".repeat(i * 2))).collect::<Vec<_>>().join("\n"));
+    assert_err(&deep_block, "m.yaml:33:63: collections are nested more than 32 deep; the schema needs far fewer");
+    let cm = "kind: ConfigMap\ndata:\n  migration.yaml: |\n    services: &s []\n";
+    assert_err(cm, "m.yaml:4:15: anchors and aliases (&name, *name) are not allowed: the schema never needs them, and aliases can make a small file expand without bound");
+}
+
+#[test]
+fn messages_quote_only_a_short_escaped_prefix() {
+    let shadow = "root:$6$saltsaltsalt$hashhashhashhashhashhashhashhashhashhash:19000:0:99999:7:::\n";
+    let e = err(shadow).to_string();
+    assert!(!e.contains("hashhash"), "{e}");
+    let e = err("services: []\n\"evil\\nkey\": 1\n").to_string();
+    assert!(!e.contains('\n'), "{e}");
 }

@@ -10,12 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use migration_engine::CompiledConfig;
-use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_pagesize, ngx_parse_size, ngx_parse_time, ngx_shared_memory_add,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_variable_t, ngx_module_t,
+    ngx_pagesize, ngx_parse_size, ngx_parse_time, ngx_pool_cleanup_add, ngx_pool_t, ngx_process, ngx_shared_memory_add,
     ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
-    NGX_LOG_NOTICE, NGX_LOG_WARN,
+    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_PROCESS_SIGNALLER,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
@@ -36,6 +37,37 @@ pub struct MainConf {
     pub watch_ms: Option<u64>,
     /// Set by the zone's `init` (reload: prepare) and `init_module` (commit).
     pub publication: Option<crate::publish::Publication>,
+    /// This process only signals the master (`nginx -s quit|stop|reopen`): the YAML
+    /// is not read, so a bad file never stands between an operator and nginx.
+    pub signalling: bool,
+    /// `migration_service NAME` of every location, with where nginx.conf says it:
+    /// a `watch=` change must still have these services, as `nginx -t` requires.
+    pub pinned: Vec<PinnedService>,
+}
+
+/// A `migration_service NAME` directive.
+pub struct PinnedService {
+    pub name: String,
+    /// `nginx.conf:12`
+    pub at: String,
+}
+
+impl MainConf {
+    /// The message of a service that nginx.conf names and `config` lacks, the same
+    /// for `nginx -t` and for a `watch=` change.
+    pub fn check_pinned_services(&self, config: &CompiledConfig) -> Result<(), String> {
+        match self.pinned.iter().find(|p| config.service_index(&p.name).is_none()) {
+            None => Ok(()),
+            Some(p) => Err(unknown_service(&p.name, &self.source, Some(&p.at))),
+        }
+    }
+}
+
+/// `migration_service: no service named "api" in /etc/nginx/m.yaml`, and for a
+/// `watch=` change, where nginx.conf names it.
+fn unknown_service(name: &str, source: &str, at: Option<&str>) -> String {
+    let at = at.map_or(String::new(), |at| format!(" (migration_service in {at})"));
+    format!("migration_service: no service named \"{name}\" in {source}{at}")
 }
 
 // SAFETY: MainConf is the type create_main_conf allocates for this module.
@@ -59,6 +91,9 @@ pub struct LocConf {
     pub service: ServiceSetting,
     /// `migration_status` is in this location (not inherited).
     pub status: bool,
+    /// realip's `set_real_ip_from` list at this level (its address, or 0), to tell
+    /// a location that configures realip itself from one that inherits it.
+    realip_from: usize,
 }
 
 // SAFETY: LocConf is the type create_loc_conf allocates for this module.
@@ -120,7 +155,7 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     // SAFETY: nginx passes the http main configuration this module created, and a
     // cf that is valid for the duration of the call.
     let (main, args) = unsafe { (&mut *(conf as *mut MainConf), arguments(cf)) };
-    if main.config.is_some() {
+    if main.config.is_some() || main.signalling {
         return c"is duplicate".as_ptr() as *mut c_char;
     }
     let mut zone: Option<(ngx_str_t, usize)> = None;
@@ -135,6 +170,10 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid parameter \"{}\": {}", param, why);
             return NGX_CONF_ERROR;
         }
+    }
+    if signal_needs_no_configuration() {
+        main.signalling = true;
+        return NGX_CONF_OK;
     }
     let mut path = args[0];
     // SAFETY: cf->cycle is the cycle being configured; ngx_conf_full_name replaces
@@ -210,6 +249,42 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     NGX_CONF_OK
 }
 
+/// Whether this process is `nginx -s quit`, `-s stop` or `-s reopen`: it parses
+/// nginx.conf only to find the master's pid file, so the YAML does not matter. A
+/// broken ConfigMap must not block logrotate (`reopen`) or a Kubernetes preStop
+/// hook (`quit`). `-s reload` still reads it, and a bad file fails it with the
+/// located error before any signal is sent, as a bad nginx.conf does.
+fn signal_needs_no_configuration() -> bool {
+    // SAFETY: ngx_process is set by nginx's option parsing before any configuration is read.
+    if unsafe { ngx_process } != NGX_PROCESS_SIGNALLER as ngx_uint_t {
+        return false;
+    }
+    // nginx keeps the signal's name in a static; read it from the command line
+    // the same way nginx's ngx_get_options does.
+    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    signal_of(cmdline.split(|&b| b == 0).skip(1)).is_some_and(|s| s != b"reload")
+}
+
+/// The argument of `-s` in an nginx command line (options may be grouped, as in
+/// `-qs quit`, and an option's argument may be glued to it, as in `-squit`).
+fn signal_of<'a>(mut args: impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
+    let mut signal = None;
+    while let Some(arg) = args.next() {
+        let Some(flags) = arg.strip_prefix(b"-") else { continue };
+        for (i, &flag) in flags.iter().enumerate() {
+            if matches!(flag, b'p' | b'c' | b'g' | b'e' | b's') {
+                let rest = &flags[i + 1..];
+                let value = if rest.is_empty() { args.next() } else { Some(rest) };
+                if flag == b's' {
+                    signal = value;
+                }
+                break;
+            }
+        }
+    }
+    signal
+}
+
 /// `NAME:SIZE`, SIZE as nginx reads sizes (`64k`, `1m`), at least 8 pages as
 /// nginx's own zones require.
 fn parse_zone(value: &[u8]) -> Result<(ngx_str_t, usize), String> {
@@ -270,13 +345,17 @@ extern "C" fn set_migration_service(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_
     if loc.service != ServiceSetting::Unset {
         return c"is duplicate".as_ptr() as *mut c_char;
     }
-    let value = String::from_utf8_lossy(args[0].as_bytes());
+    let value = String::from_utf8_lossy(args[0].as_bytes()).into_owned();
     if value == "auto" {
         loc.service = ServiceSetting::Auto;
         return NGX_CONF_OK;
     }
     // SAFETY: cf is valid inside an http-level directive handler.
-    let main = Module::main_conf(unsafe { &*cf }).expect("http main conf");
+    let main = Module::main_conf_mut(unsafe { &*cf }).expect("http main conf");
+    if main.signalling {
+        loc.service = ServiceSetting::Named(value);
+        return NGX_CONF_OK;
+    }
     match &main.config {
         None => {
             ngx_conf_log_error!(
@@ -288,18 +367,20 @@ extern "C" fn set_migration_service(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_
             return NGX_CONF_ERROR;
         }
         Some(config) if config.service_index(&value).is_none() => {
-            ngx_conf_log_error!(
-                NGX_LOG_EMERG,
-                cf,
-                "migration_service: no service named \"{}\" in {}",
-                value,
-                main.source
-            );
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", unknown_service(&value, &main.source, None));
             return NGX_CONF_ERROR;
         }
         Some(_) => {}
     }
-    loc.service = ServiceSetting::Named(value.into_owned());
+    // SAFETY: cf->conf_file is the file being parsed, valid during the handler.
+    let at = unsafe {
+        let file = &*(*cf).conf_file;
+        format!("{}:{}", String::from_utf8_lossy(file.file.name.as_bytes()), file.line)
+    };
+    if !main.pinned.iter().any(|p| p.name == value) {
+        main.pinned.push(PinnedService { name: value.clone(), at });
+    }
+    loc.service = ServiceSetting::Named(value);
     NGX_CONF_OK
 }
 
@@ -316,17 +397,79 @@ extern "C" fn set_migration_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     NGX_CONF_OK
 }
 
+/// The address of realip's `set_real_ip_from` list in the configuration being
+/// merged, or 0 (no realip module, or none configured). realip's location
+/// configuration begins with that `ngx_array_t *from` in every nginx we build
+/// for; the module is looked up by name, as it may not be compiled in.
+fn realip_from(cf: *mut ngx_conf_t) -> usize {
+    static MODULE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up in the process.
+    let module =
+        *MODULE.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"ngx_http_realip_module".as_ptr()) } as usize);
+    if module == 0 {
+        return 0;
+    }
+    // SAFETY: `module` is nginx's realip module table; during the merge, cf->ctx
+    // is the http configuration context whose loc_conf array holds realip's
+    // (merged) location configuration at its ctx_index.
+    unsafe {
+        let index = (*(module as *const ngx_module_t)).ctx_index;
+        let ctx = (*cf).ctx as *const ngx_http_conf_ctx_t;
+        let conf = *(*ctx).loc_conf.add(index) as *const *const c_void;
+        if conf.is_null() {
+            return 0;
+        }
+        *conf as usize
+    }
+}
+
+/// Whether some script (set, if, return, proxy_pass, log_format...) reads a
+/// `$migration_*` variable: nginx indexes every variable a script uses.
+fn migration_variables_used(cf: *mut ngx_conf_t) -> bool {
+    // SAFETY: cf is valid while the http block is merged.
+    let cmcf = NgxHttpCoreModule::main_conf(unsafe { &*cf }).expect("http core main conf");
+    // SAFETY: cmcf->variables is an array of ngx_http_variable_t.
+    let variables: &[ngx_http_variable_t] = unsafe { cmcf.variables.as_slice() };
+    variables.iter().any(|v| v.name.as_bytes().starts_with(b"migration_"))
+}
+
+/// Moves `value` into the configuration pool, to be dropped when the pool is
+/// destroyed (at the end of its cycle). Null when the pool is out of memory
+/// (ngx's `Pool::allocate` would write through the null pointer).
+///
+/// # Safety
+/// `pool` is a live nginx pool.
+unsafe fn allocate_in_pool<T>(pool: *mut ngx_pool_t, value: T) -> *mut c_void {
+    unsafe extern "C" fn drop_value<T>(data: *mut c_void) {
+        // SAFETY: the cleanup's data is the T written below, dropped once.
+        unsafe { ptr::drop_in_place(data as *mut T) };
+    }
+    // SAFETY: the cleanup's data area is allocated from the pool, sized and (by
+    // nginx's pool alignment) aligned for T; it is initialised right below.
+    unsafe {
+        let cln = ngx_pool_cleanup_add(pool, core::mem::size_of::<T>());
+        if cln.is_null() || (*cln).data.is_null() {
+            return ptr::null_mut();
+        }
+        let data = (*cln).data as *mut T;
+        ptr::write(data, value);
+        (*cln).handler = Some(drop_value::<T>);
+        data as *mut c_void
+    }
+}
+
 pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
-    // SAFETY: cf->pool is the configuration pool; `allocate` registers a cleanup that
-    // drops the value (and its Arc) when the cycle's pool is destroyed.
-    let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
-    pool.allocate(MainConf::default()) as *mut c_void
+    crate::hooks::load();
+    // SAFETY: cf->pool is the configuration pool.
+    unsafe { allocate_in_pool((*cf).pool, MainConf::default()) }
 }
 
 pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    if crate::hooks::fail_loc_conf_alloc() {
+        return ptr::null_mut();
+    }
     // SAFETY: as in create_main_conf.
-    let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
-    pool.allocate(LocConf::default()) as *mut c_void
+    unsafe { allocate_in_pool((*cf).pool, LocConf::default()) }
 }
 
 pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
@@ -338,12 +481,31 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
     if conf.service == ServiceSetting::Unset {
         conf.service = prev.service.clone();
     }
+    conf.realip_from = realip_from(cf);
+    if conf.realip_from != 0 && conf.realip_from != prev.realip_from && migration_variables_used(cf) {
+        // SAFETY: during the merge, cf->ctx holds this location's configurations.
+        let clcf = NgxHttpCoreModule::location_conf(unsafe { &*cf }).expect("http core location conf");
+        // Server blocks (and `if` blocks) have no name: realip there runs at
+        // post-read, before anything can read our variables.
+        if clcf.name.len > 0 {
+            ngx_conf_log_error!(
+                NGX_LOG_WARN,
+                cf,
+                "migration: realip is configured in location \"{}\", where it runs in the preaccess phase: a \
+                 $migration_* variable read before that (by set, if, return or rewrite) decides by the proxy's \
+                 address, not the client's; put set_real_ip_from and real_ip_header at the server or http level",
+                clcf.name
+            );
+        }
+    }
     for (needed, directive) in [(conf.enabled == Some(true), "\"migration on\""), (conf.status, "migration_status")] {
         // SAFETY: cf is valid while merging the http block.
-        if needed && Module::main_conf(unsafe { &*cf }).expect("http main conf").config.is_none() {
+        let main = Module::main_conf(unsafe { &*cf }).expect("http main conf");
+        if needed && main.config.is_none() && !main.signalling {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{} needs migration_config in the http block", directive);
             return NGX_CONF_ERROR;
         }
     }
     NGX_CONF_OK
 }
+

@@ -1,5 +1,6 @@
 //! ngx_http_migration_module: routes each request to the old or the new cluster of
-//! a service, by the rules of a YAML file (see `../shared/SPEC.md`).
+//! a service, by the rules of a YAML file (README.md is the reference: directives,
+//! variables, the YAML, the decision order, status).
 //!
 //! This crate is the thin nginx layer over the `migration-engine` crate and the only
 //! place for `unsafe`: the module table and its directives (`directives.rs`), a
@@ -13,6 +14,7 @@ use core::ptr::{addr_of, addr_of_mut};
 use ngx::ffi::{ngx_command_t, ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 
 mod directives;
+mod hooks;
 mod phases;
 mod publish;
 mod random;

@@ -18,7 +18,7 @@ use ngx::core::Status;
 use ngx::ffi::{
     ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t,
     ngx_pcalloc, ngx_process, ngx_quit, ngx_shm_zone_t, ngx_terminate, ngx_test_config, ngx_uint_t, NGX_LOG_ALERT,
-    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_PROCESS_SIGNALLER,
+    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_PROCESS_HELPER, NGX_PROCESS_SIGNALLER,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
@@ -71,7 +71,13 @@ pub struct Publication {
     /// The reload's prepared record: its slots and load time, until committed.
     slots: Vec<SlotRef>,
     loaded_at: u64,
-    /// After `init_module`: what the workers start with.
+    /// The zone's serial right after the prepare: the commit compares with it.
+    prepared_serial: u64,
+    /// The zone's epoch after this cycle's commit: a `watch=` publication of this
+    /// cycle's workers commits only while it is still the zone's.
+    epoch: u64,
+    /// After `init_module`: what the workers start with (None when a newer
+    /// `watch=` publication of the same file was kept: they read it from the zone).
     published: Option<Arc<Published>>,
 }
 
@@ -118,9 +124,9 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, data: *mut c_v
     let mut locked = zone.lock();
     match locked.prepare(&main.source, &main.text, main.content_hash, loaded_at, &names) {
         Ok((record, slots)) => {
-            locked.set_pending(record);
+            let prepared_serial = locked.set_pending(record);
             drop(locked);
-            main.publication = Some(Publication { zone, slots, loaded_at, published: None });
+            main.publication = Some(Publication { zone, slots, loaded_at, prepared_serial, epoch: 0, published: None });
             Status::NGX_OK.into()
         }
         Err(shortfall) => {
@@ -151,25 +157,41 @@ pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let (Some(config), Some(publication)) = (main.config.clone(), main.publication.as_mut()) else {
         return Status::NGX_OK.into();
     };
-    let Some(generation) = publication.zone.lock().commit_pending() else {
+    let Some(commit) = publication.zone.lock().commit_pending(publication.prepared_serial) else {
         ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: no prepared configuration to publish");
         return Status::NGX_OK.into();
     };
-    // `nginx -t` and `nginx -s reload` build a throwaway cycle with a zone of their
-    // own: only the master's publication is news.
+    publication.epoch = publication.zone.epoch();
+    // `nginx -t` builds a throwaway cycle with a zone of its own: only the
+    // master's publication is news.
     // SAFETY: both flags are set by nginx's command line handling before any cycle exists.
-    if unsafe { ngx_test_config == 0 && ngx_process != NGX_PROCESS_SIGNALLER as ngx_uint_t } {
+    let announce = unsafe { ngx_test_config == 0 && ngx_process != NGX_PROCESS_SIGNALLER as ngx_uint_t };
+    if commit.kept_newer {
+        // The same file, re-read by a worker's `watch=` after this reload read it.
+        if announce {
+            ngx_log_error!(
+                NGX_LOG_NOTICE,
+                cycle.log,
+                "migration: {} was published as generation {} by watch= after this reload read it; that newer read stays",
+                main.source,
+                commit.generation
+            );
+        }
+        publication.slots.clear();
+        return Status::NGX_OK.into();
+    }
+    if announce {
         ngx_log_error!(
             NGX_LOG_NOTICE,
             cycle.log,
             "migration: published {} as generation {} (version {})",
             main.source,
-            generation,
+            commit.generation,
             config.version
         );
     }
     publication.published = Some(Arc::new(Published {
-        generation,
+        generation: commit.generation,
         loaded_at: publication.loaded_at,
         content_hash: main.content_hash,
         source: main.source.clone(),
@@ -185,17 +207,25 @@ pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx calls init_process with the worker's cycle.
     let cycle = unsafe { &*cycle };
+    // The cache manager and loader run init_process too: they serve no request
+    // and must not watch the file (a helper could publish, or log a refusal).
+    // SAFETY: ngx_process is set by nginx before it calls init_process.
+    if unsafe { ngx_process } == NGX_PROCESS_HELPER as ngx_uint_t {
+        return Status::NGX_OK.into();
+    }
     crate::random::seed_worker();
     let Some(main) = Module::main_conf(cycle) else {
         return Status::NGX_OK.into();
     };
-    let Some(published) = main.publication.as_ref().and_then(|p| p.published.clone()) else {
+    let Some(publication) = main.publication.as_ref() else {
         return Status::NGX_OK.into();
     };
-    let zone = published.zone;
-    CURRENT.store(Some(published));
+    let zone = publication.zone;
+    if let Some(published) = publication.published.clone() {
+        CURRENT.store(Some(published));
+    }
     // A worker respawned after a crash starts with its cycle's configuration;
-    // `watch=` may have published a newer one since.
+    // `watch=` may have published a newer one since (or the master kept one).
     refresh(&zone, cycle.log);
     if let Some(interval) = main.watch_ms {
         // SAFETY: the cycle pool outlives the worker's event loop.
@@ -265,7 +295,7 @@ unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
         return;
     };
     if let (Some(publication), Some(interval)) = (&main.publication, main.watch_ms) {
-        watch_file(main, &publication.zone, cycle.log);
+        watch_file(main, publication, cycle.log);
         // SAFETY: `ev` is our timer event, not armed while its handler runs.
         unsafe { ngx_add_timer(ev, interval as _) };
     }
@@ -273,7 +303,16 @@ unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
 
 /// One `watch=` check: catch up with the zone, then publish the file if its
 /// content changed and is valid. A bad change is logged once for all workers.
-fn watch_file(main: &MainConf, zone: &Zone, log: *mut ngx_log_t) {
+fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
+    let zone = &publication.zone;
+    // Taken before the file is read: the commit compares with it, so a read older
+    // than another publication (or than a reload's prepare) is never committed.
+    let serial = zone.serial();
+    if zone.epoch() != publication.epoch {
+        // A reload committed a newer cycle: this worker is on its way out and its
+        // file may be the old one. The new cycle's workers watch from now on.
+        return;
+    }
     let current = refresh(zone, log);
     let (generation, version) =
         current.as_ref().map_or((0, String::new()), |c| (c.generation, c.config.version.clone()));
@@ -298,8 +337,14 @@ fn watch_file(main: &MainConf, zone: &Zone, log: *mut ngx_log_t) {
     if current.as_ref().is_some_and(|c| c.content_hash == hash) || zone.is_refused(hash) {
         return;
     }
+    crate::hooks::watch_delay_once(&main.source);
     let compiled = migration_engine::source_from_bytes(&main.source, bytes)
         .and_then(|text| Ok((migration_engine::load_str_checked(&main.source, &text)?, text)));
+    let compiled = compiled.and_then(|(loaded, text)| {
+        main.check_pinned_services(&loaded.0)
+            .map_err(|unknown| migration_engine::ConfigError::new(&main.source, None, "", unknown))?;
+        Ok((loaded, text))
+    });
     let ((config, warnings), text) = match compiled {
         Ok(compiled) => compiled,
         Err(e) => {
@@ -319,8 +364,9 @@ fn watch_file(main: &MainConf, zone: &Zone, log: *mut ngx_log_t) {
     let names = service_names(&config);
     let loaded_at = unix_now();
     let mut locked = zone.lock();
-    if locked.committed_hash() == Some(hash) {
-        // Another worker published this very content meanwhile.
+    if !locked.may_publish(publication.epoch, serial) || locked.committed_hash() == Some(hash) {
+        // A reload or another worker published meanwhile: catch up, and look at
+        // the file again on the next tick.
         drop(locked);
         refresh(zone, log);
         return;

@@ -17,7 +17,7 @@
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::slice;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ahash::AHashMap;
 use migration_engine::{BreakerCells, Counts, FallbackReport, Rule};
@@ -26,24 +26,33 @@ use ngx::ffi::{
     ngx_slab_page_t, ngx_slab_pool_t, ngx_slab_stat_t,
 };
 
-/// Marks a zone laid out by this version of the module ("migzone" + layout 2).
-const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x02");
+/// Marks a zone laid out by this version of the module ("migzone" + layout 3).
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x03");
 
+/// Every field is an atomic, so that no process ever holds a reference to memory
+/// another process writes without one. The lock serialises the logical updates of
+/// `record`, `pending`, `slots`, `epoch` and `serial`; the others are read and
+/// written without it.
 #[repr(C)]
 struct ZoneHeader {
-    magic: u64,
+    magic: AtomicU64,
     /// The committed record's generation; read without the lock to notice a change.
     generation: AtomicU64,
+    /// Moves only when the master commits a cycle's configuration (start, reload):
+    /// a worker of an older cycle never publishes its own, older, file.
+    epoch: AtomicU64,
+    /// Moves at every prepare and commit: a publication is committed only if
+    /// nothing was prepared or committed since its worker started reading the file.
+    serial: AtomicU64,
     /// Content hash of the last file `watch=` refused, so that it is logged once.
     rejected_hash: AtomicU64,
     /// Requests whose Host matched no service.
     unmatched: AtomicU64,
-    // Under the lock:
-    record: *mut Record,
+    record: AtomicPtr<Record>,
     /// Prepared by a reload's `init_zone`, not yet committed.
-    pending: *mut Record,
+    pending: AtomicPtr<Record>,
     /// Singly linked list of every service slot ever created in this zone.
-    slots: *mut ServiceSlot,
+    slots: AtomicPtr<ServiceSlot>,
 }
 
 /// One published configuration, followed in the same allocation by
@@ -69,7 +78,7 @@ impl Record {
 /// Slots are never freed: a worker of an older generation may still count into one.
 #[repr(C)]
 pub struct ServiceSlot {
-    next: *mut ServiceSlot,
+    next: AtomicPtr<ServiceSlot>,
     counts: [[AtomicU64; Rule::COUNT]; 2],
     /// The service's fallback breaker (SPEC "fallback"); zeroed is closed.
     pub breaker: BreakerCells,
@@ -165,7 +174,9 @@ impl Zone {
             let header = unsafe { pool.as_ref().data } as *mut ZoneHeader;
             return match NonNull::new(header) {
                 // SAFETY: the header was written when the zone was fresh.
-                Some(header) if unsafe { header.as_ref().magic } == MAGIC => Ok(Zone { pool, header }),
+                Some(header) if unsafe { header.as_ref() }.magic.load(Ordering::Acquire) == MAGIC => {
+                    Ok(Zone { pool, header })
+                }
                 _ => {
                     Err("was laid out by another version of the module; change its size or name, or restart nginx"
                         .into())
@@ -181,7 +192,7 @@ impl Zone {
         let header = NonNull::new(header).ok_or("is too small to hold even its header")?;
         // SAFETY: fresh zone, no other process has it yet; the header was just allocated.
         unsafe {
-            (*header.as_ptr()).magic = MAGIC;
+            header.as_ref().magic.store(MAGIC, Ordering::Release);
             (*pool.as_ptr()).data = header.as_ptr() as *mut _;
             // A full zone is reported by us, with the size it needs, not as a [crit].
             (*pool.as_ptr()).set_log_nomem(0);
@@ -198,6 +209,16 @@ impl Zone {
     #[inline]
     pub fn generation(&self) -> u64 {
         self.header().generation.load(Ordering::Acquire)
+    }
+
+    /// The epoch of the master's last commit.
+    pub fn epoch(&self) -> u64 {
+        self.header().epoch.load(Ordering::Acquire)
+    }
+
+    /// Moves at every prepare and commit.
+    pub fn serial(&self) -> u64 {
+        self.header().serial.load(Ordering::Acquire)
     }
 
     #[inline]
@@ -241,10 +262,8 @@ impl Drop for Locked<'_> {
 }
 
 impl Locked<'_> {
-    fn header(&mut self) -> &mut ZoneHeader {
-        // SAFETY: the lock makes this process the only one touching the
-        // non-atomic fields.
-        unsafe { &mut *self.zone.header.as_ptr() }
+    fn header(&self) -> &ZoneHeader {
+        self.zone.header()
     }
 
     fn calloc(&mut self, size: usize) -> *mut u8 {
@@ -262,13 +281,13 @@ impl Locked<'_> {
     /// The slots of `names`, in order, creating those the zone has not seen yet.
     fn slots_for(&mut self, names: &[&str]) -> Option<Vec<SlotRef>> {
         let mut known: AHashMap<&[u8], SlotRef> = AHashMap::new();
-        let mut p = self.header().slots;
+        let mut p = self.header().slots.load(Ordering::Acquire);
         while let Some(slot) = NonNull::new(p) {
             let slot = SlotRef(slot);
             // SAFETY: slots are never freed; the name is immutable.
             let name: &[u8] = unsafe { &*(slot.name() as *const [u8]) };
             known.insert(name, slot);
-            p = slot.next;
+            p = slot.next.load(Ordering::Acquire);
         }
         let mut out = Vec::with_capacity(names.len());
         for name in names {
@@ -283,9 +302,9 @@ impl Locked<'_> {
             unsafe {
                 ptr::copy_nonoverlapping(name.as_ptr(), p.add(1) as *mut u8, name.len());
                 (*p).name_len = name.len();
-                (*p).next = self.header().slots;
+                (*p).next = AtomicPtr::new(self.header().slots.load(Ordering::Acquire));
             }
-            self.header().slots = p;
+            self.header().slots.store(p, Ordering::Release);
             out.push(SlotRef(slot));
         }
         Some(out)
@@ -332,16 +351,38 @@ impl Locked<'_> {
     }
 
     /// Keeps a prepared record as the reload's pending one, dropping a pending
-    /// record left by a reload that failed after preparing.
-    pub fn set_pending(&mut self, record: NonNull<Record>) {
-        let previous = core::mem::replace(&mut self.header().pending, record.as_ptr());
+    /// record left by a reload that failed after preparing. Returns the serial the
+    /// commit will compare with.
+    pub fn set_pending(&mut self, record: NonNull<Record>) -> u64 {
+        let previous = self.header().pending.swap(record.as_ptr(), Ordering::AcqRel);
         self.free(previous as *mut u8);
+        self.header().serial.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// Commits the pending record, if any; returns its generation.
-    pub fn commit_pending(&mut self) -> Option<u64> {
-        let pending = NonNull::new(core::mem::replace(&mut self.header().pending, ptr::null_mut()))?;
-        Some(self.commit(pending))
+    /// The master's commit of its cycle's pending record; moves the epoch, so that
+    /// workers of older cycles stop publishing. If a worker's `watch=` published
+    /// the same file since the prepare (so from a newer read of it), that record
+    /// stays and the pending one is dropped.
+    pub fn commit_pending(&mut self, prepared_serial: u64) -> Option<Commit> {
+        let pending = NonNull::new(self.header().pending.swap(ptr::null_mut(), Ordering::AcqRel))?;
+        self.header().epoch.fetch_add(1, Ordering::AcqRel);
+        let newer = self.header().serial.load(Ordering::Acquire) != prepared_serial
+            && self.committed_source().is_some_and(|committed| {
+                // SAFETY: the pending record is complete and ours alone.
+                committed == unsafe { record_source(pending) }
+            });
+        if newer {
+            self.free(pending.as_ptr() as *mut u8);
+            return Some(Commit { generation: self.zone.generation(), kept_newer: true });
+        }
+        Some(Commit { generation: self.commit(pending), kept_newer: false })
+    }
+
+    /// Whether a `watch=` publication begun at `epoch` and `serial` may commit:
+    /// no reload happened since (its worker's cycle is the current one) and
+    /// nothing was prepared or committed since it read the file.
+    pub fn may_publish(&self, epoch: u64, serial: u64) -> bool {
+        self.header().epoch.load(Ordering::Acquire) == epoch && self.header().serial.load(Ordering::Acquire) == serial
     }
 
     /// Makes `record` the published configuration under the next generation, and
@@ -350,8 +391,9 @@ impl Locked<'_> {
         let generation = self.header().generation.load(Ordering::Relaxed) + 1;
         // SAFETY: `record` was prepared under this lock and is ours alone.
         unsafe { (*record.as_ptr()).generation = generation };
-        let previous = core::mem::replace(&mut self.header().record, record.as_ptr());
+        let previous = self.header().record.swap(record.as_ptr(), Ordering::AcqRel);
         self.free(previous as *mut u8);
+        self.header().serial.fetch_add(1, Ordering::AcqRel);
         self.header().generation.store(generation, Ordering::Release);
         generation
     }
@@ -359,12 +401,18 @@ impl Locked<'_> {
     /// The content hash of the committed record.
     pub fn committed_hash(&mut self) -> Option<u64> {
         // SAFETY: a committed record stays valid while the lock is held.
-        NonNull::new(self.header().record).map(|r| unsafe { r.as_ref().content_hash })
+        NonNull::new(self.header().record.load(Ordering::Acquire)).map(|r| unsafe { r.as_ref().content_hash })
+    }
+
+    /// The source path of the committed record.
+    fn committed_source(&self) -> Option<&[u8]> {
+        // SAFETY: a committed record stays valid while the lock is held.
+        NonNull::new(self.header().record.load(Ordering::Acquire)).map(|r| unsafe { record_source(r) })
     }
 
     /// The committed record, copied out so the lock is held only for a memcpy.
     pub fn read(&mut self) -> Option<RecordCopy> {
-        let record = NonNull::new(self.header().record)?;
+        let record = NonNull::new(self.header().record.load(Ordering::Acquire))?;
         // SAFETY: a committed record is complete and is only freed under this lock.
         unsafe {
             let r = record.as_ref();
@@ -382,6 +430,26 @@ impl Locked<'_> {
                 slots,
             })
         }
+    }
+}
+
+/// What the master's commit did.
+pub struct Commit {
+    pub generation: u64,
+    /// A `watch=` publication of the same file, newer than the reload's read, stays.
+    pub kept_newer: bool,
+}
+
+/// The source path stored in a record.
+///
+/// # Safety
+/// `record` is a complete record that stays valid for the returned lifetime.
+unsafe fn record_source<'a>(record: NonNull<Record>) -> &'a [u8] {
+    // SAFETY: a record is followed by its slot array, then the path's bytes.
+    unsafe {
+        let r = record.as_ref();
+        let bytes = (record.as_ptr().add(1) as *const *mut ServiceSlot).add(r.slot_count) as *const u8;
+        slice::from_raw_parts(bytes, r.path_len)
     }
 }
 

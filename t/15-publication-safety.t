@@ -1,0 +1,188 @@
+# What may publish a configuration, and what may not (SPEC "Reload and
+# updates"): `watch=` refuses whatever `nginx -t` would refuse; workers of an
+# older cycle never publish their (old) file after a reload; the cache manager
+# and loader never watch; and a bad YAML on disk never blocks `nginx -s quit`,
+# `stop` or `reopen`.
+use lib 't/lib';
+use Test::MigrationNginx;
+use JSON::PP ();
+use Time::HiRes ();
+
+sub yaml_for {
+    my (%o) = @_;
+    my $name = $o{name} // 'api';
+    return "version: \"$o{version}\"\nservices:\n  - name: $name\n    old_host: api.example\n    old_backend: old:80\n"
+         . "    new_host: api.example\n    new_backend: new:80\n    migration: {percentage: $o{percentage}}\n";
+}
+
+sub write_file {
+    my ($path, $text) = @_;
+    open my $fh, '>', "$path.tmp" or die $!;
+    print $fh $text;
+    close $fh;
+    rename "$path.tmp", $path or die $!;
+}
+
+sub status { JSON::PP::decode_json(http_request('GET', '/status')->{body}) }
+
+# { "answer" => count } over $n requests on new connections.
+sub answers {
+    my ($n, $path) = @_;
+    my %seen;
+    for (1 .. $n) {
+        my $body = http_request('GET', $path // '/', [Host => 'api.example'])->{body} // 'none';
+        chomp $body;
+        $seen{$body}++;
+    }
+    return \%seen;
+}
+
+# Rewrites nginx.conf: $from replaced by $to (the harness wrote it; a reload reads it again).
+sub edit_conf {
+    my ($from, $to) = @_;
+    my $file = servroot() . '/conf/nginx.conf';
+    open my $in, '<', $file or die $!;
+    my $conf = do { local $/; <$in> };
+    close $in;
+    $conf =~ s/\Q$from\E/$to/ or die "edit_conf: '$from' not in nginx.conf\n";
+    write_file($file, $conf);
+}
+
+# Runs the nginx binary with the block's prefix and configuration and extra
+# arguments; returns (exit code, stderr+stdout).
+sub nginx_run {
+    my (@args) = @_;
+    my $cmd = join ' ', map { "'$_'" } nginx_binary(), '-p', servroot() . '/', '-c', 'conf/nginx.conf', @args;
+    my $text = `$cmd 2>&1`;
+    return ($? >> 8, $text);
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: watch= refuses a file that drops a service nginx.conf pins with migration_service, with nginx -t's message
+--- workers: 2
+--- listen_options: reuseport
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location /named { migration on; migration_service api; return 200 "$migration_service $migration_rule $migration_target $migration_config_version\n"; }
+    location / { migration on; return 200 "$migration_service $migration_rule $migration_target $migration_config_version\n"; }
+    location = /status { migration_status; }
+--- error_log eval
+[qr/\[error\] .*migration_service: no service named "api"/, qr/\[emerg\] .*migration_service: no service named "api" in \S+ in \S+nginx\.conf/]
+--- check_eval
+is_deeply(main::answers(10, '/named'), { 'api weight old v1' => 10 }, 'the pinned service routes');
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(name => 'api-renamed', percentage => 100, version => 'v2'));
+Time::HiRes::sleep(1.2);
+is(main::status()->{generation}, 1, 'the change is not published');
+is_deeply(main::answers(10, '/named'), { 'api weight old v1' => 10 }, 'the pinned location still routes by v1 on both workers');
+my @refused = error_log_text() =~ /\[error\] [^\n]*migration: [^\n]*(migration_service: no service named "api" in \S+\/m\.yaml \(migration_service in \S+\/nginx\.conf:\d+\)); the change is not published, generation 1 \(version v1\) stays/g;
+is(scalar @refused, 1, 'refused once, for all workers, naming the service and where nginx.conf pins it');
+my ($code, $out) = main::nginx_run('-t');
+isnt($code, 0, 'nginx -t refuses the same file');
+like($out, qr/migration_service: no service named "api" in \S+\/m\.yaml in \S+nginx\.conf:\d+/, 'with the same message');
+
+
+
+=== TEST 2: after a reload to a file without watch=, the old workers never republish their own file
+--- workers: 2
+--- listen_options: reuseport
+--- master_on
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/a.yaml watch=100ms;
+--- user_files eval
+[[ 'a.yaml', main::yaml_for(percentage => 0, version => 'a') ], [ 'b.yaml', main::yaml_for(percentage => 100, version => 'b') ]]
+--- config
+    location / { migration on; return 200 "$migration_target $migration_config_version\n"; }
+    location = /status { migration_status; }
+--- check_eval
+is_deeply(main::answers(10), { 'old a' => 10 }, 'routes by a.yaml');
+for my $round (1 .. 2) {
+    main::edit_conf('a.yaml watch=100ms', 'b.yaml');
+    ok(reload_nginx(), "round $round: reload to b.yaml, no watch=");
+    Time::HiRes::sleep(0.5);
+    main::status() for 1 .. 4;
+    is(main::status()->{version}, 'b', "round $round: status shows b");
+    is_deeply(main::answers(20), { 'new b' => 20 }, "round $round: every request is routed by b.yaml");
+    main::edit_conf('b.yaml', 'a.yaml watch=100ms');
+    ok(reload_nginx(), "round $round: reload back to a.yaml with watch=");
+    Time::HiRes::sleep(0.3);
+    is_deeply(main::answers(10), { 'old a' => 10 }, "round $round: routed by a.yaml again");
+}
+unlike(error_log_text(), qr/changed; published generation/, 'no worker published its file with watch=: every generation came from a reload');
+
+
+
+=== TEST 3: the cache manager and loader never watch the file: only a worker publishes
+--- workers: 1
+--- master_on
+--- http_config
+    proxy_cache_path $TEST_NGINX_SERVROOT/cache keys_zone=c:1m;
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$pid $migration_target $migration_config_version\n"; }
+--- check_eval
+my ($worker) = split ' ', http_request('GET', '/', [Host => 'api.example'])->{body};
+like(error_log_text(), qr/start cache manager process/, 'a cache manager runs');
+kill 'STOP', $worker;
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(percentage => 100, version => 'v2'));
+Time::HiRes::sleep(1);
+my $while_stopped = error_log_text();
+kill 'CONT', $worker;
+unlike($while_stopped, qr/changed; published/, 'with the only worker stopped, nothing publishes the change');
+my $deadline = Time::HiRes::time() + 3;
+Time::HiRes::sleep(0.05) until error_log_text() =~ /changed; published generation 2/ || Time::HiRes::time() > $deadline;
+my ($by) = error_log_text() =~ /\[notice\] (\d+)#\d+: migration: \S+ changed; published generation 2/;
+is($by, $worker, 'the worker publishes it once it runs');
+is(http_request('GET', '/', [Host => 'api.example'])->{body}, "$worker new v2\n", 'and routes by it');
+
+
+
+=== TEST 4: a bad YAML on disk: nginx -s reopen and -s quit still reach the master; -s reload prints the located error and signals nothing
+--- workers: 1
+--- master_on
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target $migration_config_version\n"; }
+--- error_log eval
+qr/\[emerg\] .*m\.yaml:4:\d+: services\[0\]/
+--- check_eval
+main::write_file(html_dir() . '/m.yaml', "services:\n  - name: api\n    old_host: api.example\n    migration: {percentage: 120}\n");
+my ($code, $out) = main::nginx_run('-s', 'reopen');
+is($code, 0, 'nginx -s reopen succeeds') or diag($out);
+my $deadline = Time::HiRes::time() + 3;
+Time::HiRes::sleep(0.05) until error_log_text() =~ /reopening logs/ || Time::HiRes::time() > $deadline;
+like(error_log_text(), qr/signal 10 \(SIGUSR1\) received|reopening logs/, 'the master reopened its logs');
+($code, $out) = main::nginx_run('-s', 'reload');
+is($code, 1, 'nginx -s reload fails');
+like($out, qr{m\.yaml:4:\d+: services\[0\]: missing field `old_backend`|m\.yaml:\d+:\d+: services\[0\]}, 'with the located error') or diag($out);
+unlike(error_log_text(), qr/signal 1 \(SIGHUP\)/, 'and sends no signal');
+is(http_request('GET', '/', [Host => 'api.example'])->{body}, "old v1\n", 'the running configuration stays');
+# -s quit: on a second nginx of its own, so that this block's nginx stays up for the harness.
+my $prefix = servroot() . '/second';
+mkdir $prefix; mkdir "$prefix/logs"; mkdir "$prefix/conf";
+my $port = free_port();
+main::write_file("$prefix/conf/nginx.conf", "daemon on;\nmaster_process on;\nworker_processes 1;\nerror_log logs/error.log info;\npid logs/nginx.pid;\n"
+    . join('', map { "load_module $_;\n" } grep { length } split /\s+/, ($ENV{TEST_NGINX_LOAD_MODULES} // "$ENV{PWD}/target/nginx/modules/ngx_http_migration_module.so"))
+    . ($> == 0 ? "user root;\n" : '')
+    . "events {}\nhttp {\n    access_log off;\n    client_body_temp_path $prefix/t; proxy_temp_path $prefix/t; fastcgi_temp_path $prefix/t; uwsgi_temp_path $prefix/t; scgi_temp_path $prefix/t;\n"
+    . "    migration_config " . html_dir() . "/good.yaml;\n    server { listen 127.0.0.1:$port; location / { migration on; return 200 \$migration_target; } }\n}\n");
+main::write_file(html_dir() . '/good.yaml', main::yaml_for(percentage => 0, version => 'v1'));
+system(nginx_binary(), '-p', "$prefix/", '-c', 'conf/nginx.conf');
+is($?, 0, 'a second nginx starts');
+main::write_file(html_dir() . '/good.yaml', "services:\n");
+my $quit = `'${\ nginx_binary()}' -p '$prefix/' -c conf/nginx.conf -s quit 2>&1`;
+is($? >> 8, 0, 'nginx -s quit succeeds although the file is now bad') or diag($quit);
+$deadline = Time::HiRes::time() + 5;
+Time::HiRes::sleep(0.05) while -e "$prefix/logs/nginx.pid" && Time::HiRes::time() < $deadline;
+ok(!-e "$prefix/logs/nginx.pid", 'and the second nginx exits');
+if (-e "$prefix/logs/nginx.pid") { open my $p, '<', "$prefix/logs/nginx.pid"; my $pid = <$p>; kill 'KILL', $pid if $pid }

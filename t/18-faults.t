@@ -1,0 +1,89 @@
+# Faults injected with the test-hooks build of the module
+# (modules/ngx_http_migration_module_test_hooks.so, src/hooks.rs): races and
+# failures that a test cannot otherwise bring about on demand. Each block names
+# its hooks in MIGRATION_TEST_HOOKS (read by the master when it starts).
+use lib 't/lib';
+use File::Basename ();
+use Cwd ();
+BEGIN {
+    my $repo = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/..');
+    my $hooks = $ENV{TEST_NGINX_TEST_HOOKS_MODULE} // "$repo/target/nginx/modules/ngx_http_migration_module_test_hooks.so";
+    $ENV{TEST_NGINX_LOAD_MODULES} = $hooks if -f $hooks;
+    $main::no_hooks = !-f $hooks;
+}
+use Test::MigrationNginx;
+use JSON::PP ();
+use Time::HiRes ();
+
+plan skip_all => 'no test-hooks build of the module for this nginx (make build makes one for target/nginx)' if $main::no_hooks;
+
+sub yaml_for {
+    my (%o) = @_;
+    return "version: \"$o{version}\"\nservices:\n  - name: api\n    old_host: api.example\n    old_backend: old:80\n"
+         . "    new_host: api.example\n    new_backend: new:80\n    migration: {percentage: $o{percentage}}\n";
+}
+
+sub write_file {
+    my ($path, $text) = @_;
+    open my $fh, '>', "$path.tmp" or die $!;
+    print $fh $text;
+    close $fh;
+    rename "$path.tmp", $path or die $!;
+}
+
+# Every "changed; published generation N (version V" of the log, in order.
+sub published_versions { [ error_log_text() =~ /changed; published generation \d+ \(version (\w+)/g ] }
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    my $hooks = $block->{hooks} ? $block->{hooks}[0] : '';
+    $hooks =~ s/\s+//g;
+    $block->{init} //= ["\$ENV{MIGRATION_TEST_HOOKS} = '$hooks';"];
+});
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a worker that read the file before another published a newer change never commits its older read
+--- workers: 2
+--- listen_options: reuseport
+--- hooks: watch_delay_once=1500
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target $migration_config_version\n"; }
+    location = /status { migration_status; }
+--- timeout: 15
+--- check_eval
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(percentage => 50, version => 'v2'));
+# One worker now sleeps 1.5 s on its read of v2; the other publishes v2, then v3.
+Time::HiRes::sleep(0.4);
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(percentage => 100, version => 'v3'));
+Time::HiRes::sleep(2.5);
+my @versions = @{ main::published_versions() };
+is($versions[-1], 'v3', 'v3, the file as it is, is the last publication');
+my $after_v3 = join ' ', @versions[ (grep { $versions[$_] eq 'v3' } 0 .. $#versions)[0] .. $#versions ];
+unlike($after_v3, qr/v2/, 'the delayed read of v2 was never committed after v3') or diag("publications: @versions");
+ok(-e html_dir() . '/m.yaml.hook-claimed', 'one worker did sleep on its read');
+my $status = JSON::PP::decode_json(http_request('GET', '/status')->{body});
+is($status->{version}, 'v3', 'status shows v3');
+
+
+
+=== TEST 2: a location configuration that cannot be allocated fails nginx -t cleanly, never a crash
+--- hooks: fail_loc_conf_alloc=3
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target\n"; }
+--- must_die
+--- error_log
+test failed
+--- no_error_log
+exited on signal
+Segmentation fault

@@ -11,7 +11,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX := $(CURDIR)/target/nginx
 # One set of configure flags for every build: a change would rebuild nginx.
-export NGX_CONFIGURE_ARGS := --with-http_stub_status_module
+export NGX_CONFIGURE_ARGS := --with-http_stub_status_module --with-http_auth_request_module
 APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client
 DEMO_PORT := 8080
 
@@ -20,6 +20,7 @@ DEMO_PORT := 8080
 build: deps
 	$(CARGO) build --release --locked -p ngx_http_migration_module
 	@scripts/install-prefix.sh "$(PREFIX)"
+	@scripts/build-test-hooks.sh "$(PREFIX)"
 
 # Installs missing system packages when run as root (CI, a fresh machine).
 deps:

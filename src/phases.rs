@@ -16,6 +16,7 @@ use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
 use core::slice;
+use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use migration_engine::{decide_with, Decision, Outcome, ServiceChoice, Target, Transition};
@@ -41,6 +42,9 @@ pub struct RequestDecision {
     pub published: Arc<Published>,
     pub decision: Decision,
     counted: Cell<bool>,
+    /// The connection's client address when the decision was made: realip at
+    /// location level replaces it later (preaccess), see `access_handler`.
+    client_sockaddr: usize,
 }
 
 const TAG: u64 = u64::from_be_bytes(*b"migrdcsn");
@@ -108,7 +112,8 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
             return Err(());
         }
         let data = (*cln).data as *mut RequestDecision;
-        ptr::write(data, RequestDecision { tag: TAG, published, decision, counted: Cell::new(false) });
+        let client_sockaddr = (*r.connection).sockaddr as usize;
+        ptr::write(data, RequestDecision { tag: TAG, published, decision, counted: Cell::new(false), client_sockaddr });
         (*cln).handler = Some(drop_request_decision);
         let request = Request::from_ngx_http_request(r);
         request.set_module_ctx(data as *mut c_void, Module::module());
@@ -132,11 +137,48 @@ pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDeci
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     let r = unsafe { &mut *r };
+    // SAFETY: Request is a transparent wrapper over ngx_http_request_t.
+    let request: &Request = unsafe { Request::from_ngx_http_request(r) };
+    if let Some(early) = request.get_module_ctx::<RequestDecision>(Module::module()) {
+        warn_if_decided_before_realip(r, early);
+    }
     let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
     if enabled && routed_decision(r).is_err() {
         return Status::NGX_ERROR.into();
     }
     Status::NGX_DECLINED.into()
+}
+
+/// A decision made before the access phase (a variable read by set, if, return
+/// or rewrite) saw the client address as it was then; realip configured in the
+/// location replaces it only in the preaccess phase. When the address moved and
+/// the service's rules look at it, the request was routed by the proxy's
+/// address: say so (once per worker), never silently. `nginx -t` warns about
+/// such locations too.
+fn warn_if_decided_before_realip(r: &ngx_http_request_t, d: &RequestDecision) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    // SAFETY: the connection outlives its requests.
+    let (now, log) = unsafe { ((*r.connection).sockaddr as usize, (*r.connection).log) };
+    if now == d.client_sockaddr || WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(service) = d.decision.service.map(|i| &d.published.config.services[i as usize]) else {
+        return;
+    };
+    if !service.uses_client_address() || WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the connection is live; its addr_text is realip's client address now.
+    let client = String::from_utf8_lossy(crate::request::bytes(unsafe { &(*r.connection).addr_text })).into_owned();
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "migration: service \"{}\" was decided before realip set the client address {} (realip in this location runs \
+         after set, if, return and rewrite): its ip rules and from: saw the proxy's address; put set_real_ip_from and \
+         real_ip_header at the server or http level (logged once per worker)",
+        service.name,
+        client
+    );
 }
 
 /// Log phase: how a request routed to new ended, for its service's fallback
@@ -147,6 +189,11 @@ unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     let r = unsafe { &mut *r };
+    // A subrequest (SSI, auth_request with log_subrequest on) shares the main
+    // request's decision; only the main request speaks for the new cluster, once.
+    if !ptr::eq(r, r.main) {
+        return Status::NGX_OK.into();
+    }
     let Some(d) = existing(r) else {
         return Status::NGX_OK.into();
     };
@@ -184,18 +231,32 @@ fn upstream_outcome(r: &ngx_http_request_t, is_failure: impl Fn(u16) -> bool) ->
     let states: &[ngx_http_upstream_state_t] = match unsafe { r.upstream_states.as_ref() } {
         // SAFETY: its `nelts` elements are ngx_http_upstream_state_t, live with the request.
         Some(array) if array.nelts > 0 => unsafe { slice::from_raw_parts(array.elts as *const _, array.nelts) },
-        _ => return Outcome::Inconclusive,
+        // An upstream started (nginx creates the array then) but never connected.
+        Some(_) => &[],
+        // No upstream at all.
+        None => return Outcome::Inconclusive,
     };
+    // SAFETY: the connection outlives its requests.
+    let client_left = unsafe { (*r.connection).error() } != 0;
     let first_group = states.iter().position(|s| s.peer.is_null()).unwrap_or(states.len());
     let Some(last) = states[..first_group].last() else {
-        return Outcome::Inconclusive;
+        // The first upstream pushed no state: it failed before any connection
+        // (nginx finalizes "no resolver defined" and "could not be resolved" with
+        // 502 first). A later group means an error_page took over from it.
+        let status = u16::try_from(r.headers_out.status).unwrap_or(0);
+        let later_upstream = first_group < states.len();
+        return match () {
+            _ if client_left => Outcome::Inconclusive,
+            _ if later_upstream || status == 502 => Outcome::Failure(502),
+            _ if status != 0 && is_failure(status) => Outcome::Failure(status),
+            _ => Outcome::Inconclusive,
+        };
     };
     let status = u16::try_from(last.status).unwrap_or(0);
     if status != 0 && is_failure(status) {
         return Outcome::Failure(status);
     }
-    // SAFETY: the connection outlives its requests.
-    if unsafe { (*r.connection).error() } != 0 {
+    if client_left {
         return Outcome::Inconclusive;
     }
     // nginx marks a connection that never completed, or a response header that

@@ -87,6 +87,12 @@ impl CompiledService {
         }
     }
 
+    /// Whether a decision for this service may depend on the client address
+    /// (`from:` networks, ip rules, strategy ip).
+    pub fn uses_client_address(&self) -> bool {
+        !self.ip_table.is_empty() || self.strategy == Strategy::Ip || self.header_rules.iter().any(|r| r.from.is_some())
+    }
+
     pub(crate) fn needs_user_id(&self) -> bool {
         !self.users.is_empty() || self.strategy == Strategy::User
     }

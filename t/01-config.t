@@ -197,7 +197,7 @@ services:
     new_backend: new:80
 --- must_die
 --- error_log
-/html/m.yaml:7:5: services[1]: duplicate service name "api" (first used by services[0])
+/html/m.yaml:7:11: services[1].name: duplicate service name "api" (first used by services[0])
 
 
 
@@ -458,7 +458,7 @@ services:
     new_backend: new:80
 --- must_die
 --- error_log
-/html/m.yaml:8:5: services[1]: host "*.example.com" is already routed by services[0]
+/html/m.yaml:9:13: services[1].hosts[0]: host "*.example.com" is already routed by services[0]
 
 
 

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use migration_engine::CompiledConfig;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_variable_t, ngx_module_t,
-    ngx_pagesize, ngx_parse_size, ngx_parse_time, ngx_pool_cleanup_add, ngx_pool_t, ngx_process, ngx_shared_memory_add,
-    ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
-    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_PROCESS_SIGNALLER,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_server_name_t, ngx_http_variable_t,
+    ngx_module_t, ngx_pagesize, ngx_parse_size, ngx_parse_time, ngx_pool_cleanup_add, ngx_pool_t, ngx_process,
+    ngx_regex_t, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE12,
+    NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_PROCESS_SIGNALLER,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
 pub struct Module;
@@ -80,8 +80,89 @@ unsafe impl HttpModuleMainConf for Module {
 pub enum ServiceSetting {
     #[default]
     Unset,
+    /// By Host, among the hosts this server block names in `server_name`.
     Auto,
+    /// `auto any_server`: by Host, whatever server block the request reached (a
+    /// catch-all router).
+    AutoAnyServer,
     Named(String),
+}
+
+/// Server-level state: the server block's names, copied while the
+/// configuration is read (nginx keeps `server_name`s in a temporary pool), for
+/// `migration_service auto`.
+#[derive(Default)]
+pub struct SrvConf {
+    pub names: Vec<ServerName>,
+}
+
+// SAFETY: SrvConf is the type create_srv_conf allocates for this module.
+unsafe impl HttpModuleServerConf for Module {
+    type ServerConf = SrvConf;
+}
+
+/// One `server_name`, matched as nginx matches it.
+pub enum ServerName {
+    /// `api.example.com`, lowercase.
+    Exact(Vec<u8>),
+    /// `*.example.com`: any subdomain (`.example.com` kept), not the bare name.
+    AnySubdomain(Vec<u8>),
+    /// `.example.com`: the name (`example.com` kept) and every subdomain.
+    NameAndSubdomains(Vec<u8>),
+    /// `www.example.*` (`www.example.` kept).
+    AnyTail(Vec<u8>),
+    /// `~regex`: its compiled expression, alive as long as the cycle.
+    Regex(*mut ngx_regex_t),
+}
+
+impl ServerName {
+    fn new(name: &ngx_http_server_name_t) -> ServerName {
+        if !name.regex.is_null() {
+            // SAFETY: a regex server name's ngx_http_regex_t lives in the cycle's pool.
+            return ServerName::Regex(unsafe { (*name.regex).regex });
+        }
+        let text = crate::request::bytes(&name.name).to_ascii_lowercase();
+        if let Some(suffix) = text.strip_prefix(b"*") {
+            ServerName::AnySubdomain(suffix.to_vec())
+        } else if let Some(domain) = text.strip_prefix(b".") {
+            ServerName::NameAndSubdomains(domain.to_vec())
+        } else if let Some(prefix) = text.strip_suffix(b"*") {
+            ServerName::AnyTail(prefix.to_vec())
+        } else {
+            ServerName::Exact(text)
+        }
+    }
+
+    /// Against a Host as nginx keeps it (lowercase, no port).
+    pub fn matches(&self, host: &[u8]) -> bool {
+        match self {
+            ServerName::Exact(name) => host == name.as_slice(),
+            ServerName::AnySubdomain(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            ServerName::NameAndSubdomains(domain) => {
+                host == domain.as_slice()
+                    || (host.len() > domain.len() + 1
+                        && host.ends_with(domain)
+                        && host[host.len() - domain.len() - 1] == b'.')
+            }
+            ServerName::AnyTail(prefix) => host.len() > prefix.len() && host.starts_with(prefix),
+            ServerName::Regex(regex) => regex_matches(*regex, host),
+        }
+    }
+}
+
+#[cfg(ngx_feature = "pcre2")]
+fn regex_matches(regex: *mut ngx_regex_t, host: &[u8]) -> bool {
+    let mut subject = ngx_str_t { len: host.len(), data: host.as_ptr() as *mut u8 };
+    // SAFETY: the expression lives as long as the cycle; no captures are asked
+    // for, so nothing of the request is touched.
+    unsafe { ngx::ffi::ngx_regex_exec(regex, &mut subject, ptr::null_mut(), 0) >= 0 }
+}
+
+/// Without PCRE2's function the expression cannot be run here: a server block
+/// with a regular expression as its name is taken to serve every Host.
+#[cfg(not(ngx_feature = "pcre2"))]
+fn regex_matches(_regex: *mut ngx_regex_t, _host: &[u8]) -> bool {
+    true
 }
 
 #[derive(Default)]
@@ -120,7 +201,7 @@ pub static mut COMMANDS: [ngx_command_t; 5] = [
     },
     ngx_command_t {
         name: ngx_string!("migration_service"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE12) as ngx_uint_t,
         set: Some(set_migration_service),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
@@ -346,9 +427,25 @@ extern "C" fn set_migration_service(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_
         return c"is duplicate".as_ptr() as *mut c_char;
     }
     let value = String::from_utf8_lossy(args[0].as_bytes()).into_owned();
-    if value == "auto" {
-        loc.service = ServiceSetting::Auto;
-        return NGX_CONF_OK;
+    match (value.as_str(), args.get(1).map(|a| a.as_bytes())) {
+        ("auto", None) => {
+            loc.service = ServiceSetting::Auto;
+            return NGX_CONF_OK;
+        }
+        ("auto", Some(b"any_server")) => {
+            loc.service = ServiceSetting::AutoAnyServer;
+            return NGX_CONF_OK;
+        }
+        (_, Some(_)) => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid parameter \"{}\": only \"auto\" takes one, \"any_server\"",
+                args[1]
+            );
+            return NGX_CONF_ERROR;
+        }
+        _ => {}
     }
     // SAFETY: cf is valid inside an http-level directive handler.
     let main = Module::main_conf_mut(unsafe { &*cf }).expect("http main conf");
@@ -464,6 +561,25 @@ pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     unsafe { allocate_in_pool((*cf).pool, MainConf::default()) }
 }
 
+pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: as in create_main_conf.
+    unsafe { allocate_in_pool((*cf).pool, SrvConf::default()) }
+}
+
+/// Copies the server block's names (after the core module's merge gave a block
+/// without `server_name` its empty name).
+pub unsafe extern "C" fn merge_srv_conf(cf: *mut ngx_conf_t, _prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx passes the server configuration create_srv_conf made; cf->ctx
+    // holds this server block's configurations while it is merged.
+    let (conf, core) =
+        unsafe { (&mut *(conf as *mut SrvConf), NgxHttpCoreModule::server_conf(&*cf).expect("http core server conf")) };
+    // SAFETY: server_names is an array of ngx_http_server_name_t, valid while the
+    // configuration is read.
+    let names: &[ngx_http_server_name_t] = unsafe { core.server_names.as_slice() };
+    conf.names = names.iter().map(ServerName::new).collect();
+    NGX_CONF_OK
+}
+
 pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     if crate::hooks::fail_loc_conf_alloc() {
         return ptr::null_mut();
@@ -508,4 +624,3 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
     }
     NGX_CONF_OK
 }
-

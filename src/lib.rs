@@ -30,8 +30,8 @@ static NGX_HTTP_MIGRATION_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     postconfiguration: Some(phases::register_handlers),
     create_main_conf: Some(directives::create_main_conf),
     init_main_conf: None,
-    create_srv_conf: None,
-    merge_srv_conf: None,
+    create_srv_conf: Some(directives::create_srv_conf),
+    merge_srv_conf: Some(directives::merge_srv_conf),
     create_loc_conf: Some(directives::create_loc_conf),
     merge_loc_conf: Some(directives::merge_loc_conf),
 };

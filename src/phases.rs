@@ -19,7 +19,7 @@ use core::slice;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use migration_engine::{decide_with, Decision, Outcome, ServiceChoice, Target, Transition};
+use migration_engine::{decide_with, Decision, Outcome, Rule, ServiceChoice, Target, Transition};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
@@ -92,14 +92,23 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
         return Ok(None);
     };
     let loc = Module::location_conf(&*r).expect("location conf");
+    let config = &published.config;
     let choice = match &loc.service {
         ServiceSetting::Named(name) => ServiceChoice::Named(name),
-        ServiceSetting::Auto | ServiceSetting::Unset => ServiceChoice::Auto,
+        ServiceSetting::AutoAnyServer => ServiceChoice::Auto,
+        // Only a Host this server block names: a request that reached it as the
+        // default server for another name routes nowhere (rule none).
+        ServiceSetting::Auto | ServiceSetting::Unset => {
+            match config.service_for_host(crate::request::bytes(&r.headers_in.server)) {
+                Some(index) if crate::request::served_by_name(r) => ServiceChoice::Index(index),
+                _ => ServiceChoice::Index(u32::MAX),
+            }
+        }
     };
     let decision = {
         // SAFETY: `r` is a live request for the duration of this call.
         let view = unsafe { NgxRequestView::new(r) };
-        decide_with(&published.config, choice, &view, &mut crate::random::draw, &*published)
+        decide_with(config, choice, &view, &mut crate::random::draw, &*published)
     };
     if let (Some(transition), Some(index)) = (decision.transition, decision.service) {
         log_transition(r, &published, index, transition);
@@ -208,11 +217,14 @@ unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     else {
         return Status::NGX_OK.into();
     };
-    // Only a routed request (decided for a location with `migration on`) speaks
-    // for the new cluster; another that read the variables (a log format) only
-    // hands back a trial permit it may have taken.
+    // Only a request the migration itself sent to new (decision steps 5 to 7, in
+    // a location with `migration on`) speaks for the new cluster. A header rule
+    // is the client's choice: anyone can send `X-Migration-Target: new` to a
+    // failing path, and it must not send every migrated user back to old. A
+    // decision that only fed a log format hands back a trial permit it may hold.
+    let by_migration = d.counted.get() && d.decision.rule != Rule::Header;
     let outcome =
-        if d.counted.get() { upstream_outcome(r, |status| policy.is_failure(status)) } else { Outcome::Inconclusive };
+        if by_migration { upstream_outcome(r, |status| policy.is_failure(status)) } else { Outcome::Inconclusive };
     let now = migration_engine::Breakers::now_ms(&**published);
     if let Some(transition) = slot.breaker.record(outcome, d.decision.trial, policy.failures, now) {
         log_transition(r, published, index, transition);
@@ -298,13 +310,23 @@ pub unsafe extern "C" fn register_handlers(cf: *mut ngx_conf_t) -> ngx_int_t {
         (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, access_handler as unsafe extern "C" fn(_) -> _),
         (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_handler),
     ] {
+        let handlers = &mut cmcf.phases[phase as usize].handlers;
         // SAFETY: the phase's handler array is an ngx_array_t of ngx_http_handler_pt.
-        let h = unsafe { ngx_array_push(&mut cmcf.phases[phase as usize].handlers) as *mut ngx_http_handler_pt };
+        let h = unsafe { ngx_array_push(handlers) as *mut ngx_http_handler_pt };
         if h.is_null() {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: `h` is a fresh slot in the array.
         unsafe { *h = Some(handler) };
+        if phase == ngx_http_phases_NGX_HTTP_ACCESS_PHASE {
+            // nginx runs a phase's handlers from the last registered to the first:
+            // moved to the front, the decision comes after every other access
+            // check (allow/deny, auth_basic, auth_request), so that `user_key:
+            // var:NAME` can read what auth_request_set set.
+            // SAFETY: the array holds `nelts` handlers, ours the last of them.
+            let all = unsafe { slice::from_raw_parts_mut(handlers.elts as *mut ngx_http_handler_pt, handlers.nelts) };
+            all.rotate_right(1);
+        }
     }
     Status::NGX_OK.into()
 }

@@ -3,18 +3,34 @@
 use core::slice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use core::marker::PhantomData;
 use migration_engine::{arg_in_query, cookie_in_header, RequestView};
-use ngx::ffi::{ngx_http_request_t, ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6};
+
+use ngx::ffi::{
+    ngx_hash_key, ngx_http_get_variable, ngx_http_request_t, ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6,
+};
+use ngx::http::HttpModuleServerConf;
+
+use crate::directives::Module;
 
 pub struct NgxRequestView<'r> {
-    r: &'r ngx_http_request_t,
+    /// A raw pointer, not a reference: reading a variable (`user_key: var:NAME`)
+    /// lets nginx write the request's variable cache.
+    r: *mut ngx_http_request_t,
+    _request: PhantomData<&'r mut ngx_http_request_t>,
 }
 
 impl<'r> NgxRequestView<'r> {
     /// # Safety
     /// `r` must be a live request whose connection is live, for the view's lifetime.
-    pub unsafe fn new(r: &'r ngx_http_request_t) -> Self {
-        NgxRequestView { r }
+    pub unsafe fn new(r: &'r mut ngx_http_request_t) -> Self {
+        NgxRequestView { r, _request: PhantomData }
+    }
+
+    fn request(&self) -> &ngx_http_request_t {
+        // SAFETY: the request is live for the view's lifetime (see `new`); nothing
+        // writes it while this short-lived reference is in use.
+        unsafe { &*self.r }
     }
 }
 
@@ -60,11 +76,11 @@ impl RequestView for NgxRequestView<'_> {
     fn host(&self) -> &[u8] {
         // headers_in.server: the Host header (or the absolute URI's host), already
         // validated by nginx, lowercased and without its port.
-        bytes(&self.r.headers_in.server)
+        bytes(&self.request().headers_in.server)
     }
 
     fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        Headers { part: Some(&self.r.headers_in.headers.part), index: 0 }.map(|h| {
+        Headers { part: Some(&self.request().headers_in.headers.part), index: 0 }.map(|h| {
             let name = if h.lowcase_key.is_null() {
                 &[][..]
             } else {
@@ -76,7 +92,7 @@ impl RequestView for NgxRequestView<'_> {
     }
 
     fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
-        let mut h = self.r.headers_in.cookie;
+        let mut h = self.request().headers_in.cookie;
         while !h.is_null() {
             // SAFETY: headers_in.cookie is a null-terminated chain of live headers.
             let elt = unsafe { &*h };
@@ -89,14 +105,29 @@ impl RequestView for NgxRequestView<'_> {
     }
 
     fn arg(&self, name: &[u8]) -> Option<&[u8]> {
-        arg_in_query(bytes(&self.r.args), name)
+        arg_in_query(bytes(&self.request().args), name)
+    }
+
+    fn variable(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
+        let mut name = ngx_str_t { len: lowercase_name.len(), data: lowercase_name.as_ptr() as *mut u8 };
+        // SAFETY: `r` is live and not otherwise borrowed during the call; nginx
+        // only reads the name, and may cache the value in the request's pool.
+        let value = unsafe {
+            let key = ngx_hash_key(name.data, name.len);
+            ngx_http_get_variable(self.r, &mut name, key).as_ref()?
+        };
+        if value.valid() == 0 || value.not_found() != 0 || value.data.is_null() {
+            return None;
+        }
+        // SAFETY: a valid variable value points at `len` bytes in the request pool.
+        Some(unsafe { slice::from_raw_parts(value.data, value.len() as usize) })
     }
 
     fn client_ip(&self) -> Option<IpAddr> {
         // SAFETY: the request's connection is live; its sockaddr (replaced by realip
         // when configured) is valid for `socklen` bytes.
         unsafe {
-            let c = &*self.r.connection;
+            let c = &*self.request().connection;
             let sa = c.sockaddr;
             if sa.is_null() {
                 return None;
@@ -117,6 +148,18 @@ impl RequestView for NgxRequestView<'_> {
 
     fn client_addr_text(&self) -> &[u8] {
         // SAFETY: the request's connection is live.
-        bytes(unsafe { &(*self.r.connection).addr_text })
+        bytes(unsafe { &(*self.request().connection).addr_text })
     }
+}
+
+/// Whether the request's server block names the request's Host in its
+/// `server_name` (the Host is `headers_in.server`: the Host header, an absolute
+/// URI's host or HTTP/2's `:authority`). A server block that does not is serving
+/// the request only as the default server of its address. `migration_service
+/// auto` routes a request only to the service of a Host its server block names,
+/// so that a Host sent to the wrong server block never reaches the service of
+/// another block (whose own access rules it would bypass).
+pub fn served_by_name(r: &ngx_http_request_t) -> bool {
+    let host = bytes(&r.headers_in.server);
+    !host.is_empty() && Module::server_conf(r).is_some_and(|server| server.names.iter().any(|name| name.matches(host)))
 }

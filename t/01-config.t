@@ -304,7 +304,7 @@ services:
       user_key: "X-User-ID"
 --- must_die
 --- error_log
-/html/m.yaml:9:17: services[0].migration.user_key: must be header:NAME, cookie:NAME or arg:NAME, got "X-User-ID"
+/html/m.yaml:9:17: services[0].migration.user_key: must be header:NAME, cookie:NAME, arg:NAME or var:NAME, got "X-User-ID"
 
 
 

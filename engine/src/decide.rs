@@ -109,6 +109,9 @@ pub enum ServiceChoice<'a> {
     Auto,
     /// This service, whatever the Host.
     Named(&'a str),
+    /// The service at this index of [`CompiledConfig::services`], as the caller
+    /// found it (an index out of range matches nothing).
+    Index(u32),
 }
 
 /// Decides `old` or `new` for one request, with every fallback breaker closed.
@@ -136,6 +139,7 @@ pub fn decide_with<R: RequestView>(
     let index = match choice {
         ServiceChoice::Auto => config.service_for_host(request.host()),
         ServiceChoice::Named(name) => config.service_index(name),
+        ServiceChoice::Index(index) => (index < config.services.len() as u32).then_some(index),
     };
     let Some(index) = index else {
         return Decision::NO_SERVICE;
@@ -237,6 +241,7 @@ fn user_id<'r, R: RequestView>(key: &UserKey, request: &'r R) -> Option<&'r [u8]
         UserKey::Header(name) => request.header(name.as_bytes()),
         UserKey::Cookie(name) => request.cookie(name.as_bytes()),
         UserKey::Arg(name) => request.arg(name.as_bytes()),
+        UserKey::Var(name) => request.variable(name.as_bytes()),
     };
     value.filter(|v| !v.is_empty())
 }

@@ -19,6 +19,11 @@ pub trait RequestView {
     fn cookie(&self, name: &[u8]) -> Option<&[u8]>;
     /// The value of a query argument, as `$arg_NAME` gives it.
     fn arg(&self, name: &[u8]) -> Option<&[u8]>;
+    /// The value of an nginx variable (lowercase name), for `user_key: var:NAME`;
+    /// None when it is not found or not set.
+    fn variable(&self, _lowercase_name: &[u8]) -> Option<&[u8]> {
+        None
+    }
     /// The client address (after realip), if the connection has one.
     fn client_ip(&self) -> Option<IpAddr>;
     /// The client address as `$remote_addr` prints it.
@@ -99,6 +104,8 @@ pub struct OwnedRequest {
     pub args: Vec<u8>,
     pub client: Option<IpAddr>,
     pub client_text: Vec<u8>,
+    /// nginx variables, by lowercase name.
+    pub variables: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl OwnedRequest {
@@ -113,6 +120,11 @@ impl OwnedRequest {
 
     pub fn args(mut self, args: impl AsRef<[u8]>) -> Self {
         self.args = args.as_ref().to_vec();
+        self
+    }
+
+    pub fn variable(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.variables.push((name.to_ascii_lowercase().into_bytes(), value.as_ref().to_vec()));
         self
     }
 
@@ -136,6 +148,9 @@ impl RequestView for OwnedRequest {
     }
     fn arg(&self, name: &[u8]) -> Option<&[u8]> {
         arg_in_query(&self.args, name)
+    }
+    fn variable(&self, name: &[u8]) -> Option<&[u8]> {
+        self.variables.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
     fn client_ip(&self) -> Option<IpAddr> {
         self.client

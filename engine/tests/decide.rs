@@ -894,3 +894,17 @@ fn disabled_beats_fallback() {
     let config = one("migration: {enabled: false}\nfallback: {failures: 1}\n");
     assert_decision(decide_at(&config, &req(), &tripped(0)), Target::Old, Rule::Disabled);
 }
+
+/// `user_key: var:NAME` reads an nginx variable (an identity the proxy verified,
+/// e.g. set by auth_request_set), for user rules and the user split.
+#[test]
+fn user_key_var_reads_a_variable_not_a_header() {
+    let c = one("migration: {strategy: user, percentage: 0, user_key: 'var:jwt_sub'}\ncanary:\n  user_rules:\n    - {users: [alice], target: new}");
+    assert_decision(run(&c, &req().variable("jwt_sub", "alice")), Target::New, Rule::UserList);
+    assert_decision(run(&c, &req().variable("jwt_sub", "mallory")), Target::Old, Rule::UserHash);
+    // A client-supplied header of the same name changes nothing.
+    let (d, _) = run_drawing(&c, &req().header("jwt_sub", "alice").header("X-User-ID", "alice"), 0);
+    assert_decision(d, Target::Old, Rule::Weight);
+    let (d, _) = run_drawing(&c, &req().variable("jwt_sub", ""), 0);
+    assert_decision(d, Target::Old, Rule::Weight);
+}

@@ -218,7 +218,7 @@ fn empty_header_name_is_refused() {
 #[test]
 fn bad_user_key_is_refused() {
     assert_err(&with("    migration:\n      user_key: session:uid\n"),
-        "m.yaml:8:17: services[0].migration.user_key: must be header:NAME, cookie:NAME or arg:NAME, got \"session:uid\"");
+        "m.yaml:8:17: services[0].migration.user_key: must be header:NAME, cookie:NAME, arg:NAME or var:NAME, got \"session:uid\"");
 }
 
 #[test]

@@ -284,18 +284,29 @@ impl<'de> Deserialize<'de> for Percentage {
     }
 }
 
-/// Where a user id is read: `header:NAME` | `cookie:NAME` | `arg:NAME`.
+/// Where a user id is read: `header:NAME` | `cookie:NAME` | `arg:NAME` | `var:NAME`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserKey {
     /// Lowercased: header names match case-insensitively.
     Header(String),
     Cookie(String),
     Arg(String),
+    /// An nginx variable, lowercased as nginx looks variables up: an identity the
+    /// proxy verified (`auth_request_set`, a JWT module, `map`), not one a client
+    /// merely claims.
+    Var(String),
 }
 
 impl UserKey {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("must be header:NAME, cookie:NAME or arg:NAME, got {s:?}");
+        let bad = || format!("must be header:NAME, cookie:NAME, arg:NAME or var:NAME, got {s:?}");
+        if let Some(name) = s.strip_prefix("var:") {
+            let name = name.strip_prefix('$').unwrap_or(name);
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("{s:?}: a variable name is made of letters, digits and '_' (var:jwt_sub)"));
+            }
+            return Ok(UserKey::Var(name.to_ascii_lowercase()));
+        }
         let (kind, name) = s.split_once(':').ok_or_else(bad)?;
         if name.is_empty() {
             return Err(bad());
@@ -312,7 +323,7 @@ impl UserKey {
         }
     }
 }
-string_value!(UserKey, "header:NAME, cookie:NAME or arg:NAME");
+string_value!(UserKey, "header:NAME, cookie:NAME, arg:NAME or var:NAME");
 
 impl Default for UserKey {
     fn default() -> Self {
@@ -451,7 +462,9 @@ mod tests {
         assert_eq!(UserKey::parse("header:X-User-ID").unwrap(), UserKey::Header("x-user-id".into()));
         assert_eq!(UserKey::parse("cookie:uid").unwrap(), UserKey::Cookie("uid".into()));
         assert_eq!(UserKey::parse("arg:u").unwrap(), UserKey::Arg("u".into()));
-        for bad in ["header:", "uid", "query:u", "cookie:a;b", "header:a b"] {
+        assert_eq!(UserKey::parse("var:JWT_Sub").unwrap(), UserKey::Var("jwt_sub".into()));
+        assert_eq!(UserKey::parse("var:$user_id").unwrap(), UserKey::Var("user_id".into()));
+        for bad in ["header:", "uid", "query:u", "cookie:a;b", "header:a b", "var:", "var:a-b", "var:$"] {
             assert!(UserKey::parse(bad).is_err(), "{bad}");
         }
     }

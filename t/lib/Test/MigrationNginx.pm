@@ -427,7 +427,7 @@ $http
 
     server {
         listen 127.0.0.1:$port$listen;
-        server_name localhost;
+        server_name localhost ~.;
 
 $conf
     }

@@ -94,6 +94,8 @@ pub enum ServiceSetting {
 #[derive(Default)]
 pub struct SrvConf {
     pub names: Vec<ServerName>,
+    /// `nginx -t` said once that this block names no host.
+    warned_nameless: bool,
 }
 
 // SAFETY: SrvConf is the type create_srv_conf allocates for this module.
@@ -494,6 +496,30 @@ extern "C" fn set_migration_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     NGX_CONF_OK
 }
 
+/// `migration_service auto` routes only Hosts the server block names: a block
+/// with `migration on` and no usable `server_name` would route nothing, which
+/// `nginx -t` says once per server block.
+fn warn_if_auto_without_names(cf: *mut ngx_conf_t, conf: &LocConf) {
+    if conf.enabled != Some(true) || !matches!(conf.service, ServiceSetting::Auto | ServiceSetting::Unset) {
+        return;
+    }
+    // SAFETY: cf->ctx holds the server block being merged.
+    let Some(server) = Module::server_conf_mut(unsafe { &*cf }) else {
+        return;
+    };
+    let nameless = server.names.iter().all(|n| matches!(n, ServerName::Exact(name) if name.is_empty() || name == b"_"));
+    if nameless && !server.warned_nameless {
+        server.warned_nameless = true;
+        ngx_conf_log_error!(
+            NGX_LOG_WARN,
+            cf,
+            "migration: this server block names no host in server_name, so \"migration_service auto\" routes none \
+             of its requests (a Host it does not name may belong to another server block); list the services' \
+             hosts in server_name, or write \"migration_service auto any_server;\" for a catch-all router"
+        );
+    }
+}
+
 /// The address of realip's `set_real_ip_from` list in the configuration being
 /// merged, or 0 (no realip module, or none configured). realip's location
 /// configuration begins with that `ngx_array_t *from` in every nginx we build
@@ -597,6 +623,7 @@ pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
     if conf.service == ServiceSetting::Unset {
         conf.service = prev.service.clone();
     }
+    warn_if_auto_without_names(cf, conf);
     conf.realip_from = realip_from(cf);
     if conf.realip_from != 0 && conf.realip_from != prev.realip_from && migration_variables_used(cf) {
         // SAFETY: during the merge, cf->ctx holds this location's configurations.

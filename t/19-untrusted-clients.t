@@ -1,0 +1,235 @@
+# Nothing a client sends steers what the operator did not allow (SPEC "Bad
+# input"): header-rule traffic cannot trip the breaker; a Host sent to the wrong
+# server block never reaches another block's service; a user id can come from a
+# variable the proxy verified (user_key: var:NAME) instead of a header anyone
+# can set.
+use lib 't/lib';
+use Test::MigrationNginx;
+use IO::Socket::INET ();
+use JSON::PP ();
+
+# Sends raw request bytes to 127.0.0.1:$port; returns the response body (after the headers).
+sub raw {
+    my ($port, $request) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 5)
+        or die "connect $port: $!";
+    print $s $request;
+    local $/;
+    my $response = <$s> // '';
+    close $s;
+    my ($status) = $response =~ m{^HTTP/1\.\d (\d+)};
+    my ($body) = $response =~ /\r\n\r\n(.*)\z/s;
+    return $status == 200 ? $body : "status $status";
+}
+
+sub get { raw($_[0], "GET / HTTP/1.1\r\nHost: $_[1]\r\nConnection: close\r\n\r\n") }
+
+sub fallback { JSON::PP::decode_json(http_request('GET', '/status')->{body})->{services}[0]{fallback} }
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: requests a header rule sends to a failing new cluster never trip the breaker; requests the migration sends there do
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old"; } }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2; location / { return 503 "new is failing"; } }
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: 127.0.0.1:$TEST_NGINX_RAND_PORT_1
+    new_host: api.example
+    new_backend: 127.0.0.1:$TEST_NGINX_RAND_PORT_2
+    migration: {percentage: 100}
+    canary:
+      header_rules:
+        - {header: X-Migration-Target, value: new, target: new}
+    fallback: {failures: 3, cooldown: 30s}
+--- config
+    location / { migration on; proxy_pass http://$migration_backend; }
+    location = /status { migration_status; }
+--- request
+GET /status
+--- check_eval
+for (1 .. 10) { http_request('GET', '/', [Host => 'api.example', 'X-Migration-Target' => 'new']) }
+my $f = main::fallback();
+is($f->{state}, 'closed', 'ten anonymous header-rule requests to a failing path leave the breaker closed');
+is($f->{consecutive_failures}, 0, 'and are not counted');
+for (1 .. 3) { http_request('GET', '/', [Host => 'api.example']) }
+is(main::fallback()->{state}, 'open', 'three requests the split sent to new open it');
+
+
+
+=== TEST 2: a Host sent to the wrong server block routes nowhere; the server block that names it routes it
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 default_server;
+        server_name api.example;
+        location / { migration on; return 200 "$migration_service|$migration_rule|$migration_backend"; }
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+        server_name admin.internal;
+        location / { migration on; return 200 "$migration_service|$migration_rule|$migration_backend"; }
+    }
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: api-old:80
+    new_host: api.example
+    new_backend: api-new:80
+  - name: admin
+    old_host: admin.internal
+    old_backend: admin-old:80
+    new_host: admin.internal
+    new_backend: admin-new:80
+--- config
+    location = /t { return 200 "ok"; }
+--- request
+GET /t
+--- check_eval
+my ($api, $admin) = (Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_1"), Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_2"));
+is(main::get($api, 'api.example'), 'api|weight|api-old:80', 'api.example on the api server: routed');
+is(main::get($api, 'admin.internal'), '|none|', 'admin.internal sent to the api server (its default server): no service');
+is(main::raw($api, "GET http://admin.internal/ HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n"), '|none|',
+   'an absolute URI naming admin.internal: no service either');
+is(main::get($admin, 'admin.internal'), 'admin|weight|admin-old:80', 'admin.internal on its own server block: routed');
+is(main::get($admin, 'api.example'), '|none|', 'api.example sent to the admin listener: no service');
+
+
+
+=== TEST 3: server_name wildcards and regular expressions name hosts as nginx matches them
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        server_name *.api.example .shop.example www.docs.*  ~^v[0-9]+\.app\.example$;
+        location / { migration on; return 200 "$migration_service|$migration_rule"; }
+    }
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    hosts: ["*.api.example"]
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+  - name: shop
+    hosts: [shop.example, "*.shop.example"]
+    old_host: shop.example
+    old_backend: old:80
+    new_host: shop.example
+    new_backend: new:80
+  - name: docs
+    hosts: [www.docs.example, docs.example]
+    old_host: docs.example
+    old_backend: old:80
+    new_host: docs.example
+    new_backend: new:80
+  - name: app
+    hosts: ["*.app.example"]
+    old_host: app.example
+    old_backend: old:80
+    new_host: app.example
+    new_backend: new:80
+--- config
+    location = /t { return 200 "ok"; }
+--- request
+GET /t
+--- check_eval
+my $p = Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_1");
+is(main::get($p, 'eu.api.example'), 'api|weight', '*.api.example names eu.api.example');
+is(main::get($p, 'shop.example'), 'shop|weight', '.shop.example names shop.example');
+is(main::get($p, 'eu.shop.example'), 'shop|weight', 'and its subdomains');
+is(main::get($p, 'www.docs.example'), 'docs|weight', 'www.docs.* names www.docs.example');
+is(main::get($p, 'docs.example'), '|none', 'but not docs.example');
+is(main::get($p, 'v2.app.example'), 'app|weight', 'the regex names v2.app.example');
+is(main::get($p, 'beta.app.example'), '|none', 'but not beta.app.example');
+
+
+
+=== TEST 4: "migration_service auto any_server" is the explicit catch-all router; nginx -t warns about a nameless server using auto
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location / { migration on; migration_service auto any_server; return 200 "$migration_service|$migration_rule"; }
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+        server_name _;
+        location / { migration on; return 200 "$migration_service|$migration_rule"; }
+    }
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+--- config
+    location = /t { return 200 "ok"; }
+--- request
+GET /t
+--- error_log eval
+qr/\[warn\] .*migration: this server block names no host in server_name, so "migration_service auto" routes none of its requests/
+--- check_eval
+is(main::get(Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_1"), 'api.example'), 'api|weight', 'any_server: a catch-all server routes by Host');
+is(main::get(Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_2"), 'api.example'), '|none', 'server_name _ with auto: nothing');
+my @warned = error_log_text() =~ /names no host in server_name/g;
+is(scalar @warned, 1, 'warned once, for the nameless block only');
+
+
+
+=== TEST 5: user_key var: reads the identity auth_request verified; a client's own header changes nothing
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        # The identity service: a token "t-alice" is alice; anything else is refused.
+        location / {
+            if ($http_authorization = "Bearer t-alice") { add_header X-User alice; return 200; }
+            return 401;
+        }
+    }
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 0, user_key: "var:verified_user"}
+    canary:
+      user_rules:
+        - {users: [alice], target: new}
+--- config
+    location / {
+        auth_request /auth;
+        auth_request_set $verified_user $upstream_http_x_user;
+        migration on;
+        proxy_pass http://127.0.0.1:$server_port/echo/$migration_target/$migration_rule;
+    }
+    location = /auth { internal; proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1; proxy_pass_request_body off; proxy_set_header Content-Length ""; }
+    location /echo/ { return 200 "$uri\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+Authorization: Bearer t-alice
+--- response_body
+/echo/new/user_list
+--- check_eval
+my $r = http_request('GET', '/', [Host => 'api.example', Authorization => 'Bearer t-alice', 'X-User-ID' => 'bob']);
+is($r->{body}, "/echo/new/user_list\n", 'alice, as auth_request verified her');
+$r = http_request('GET', '/', [Host => 'api.example', 'X-User-ID' => 'alice', 'verified_user' => 'alice']);
+is($r->{status}, 401, 'no token: auth_request refuses, whatever headers claim');

@@ -36,6 +36,7 @@ http {
     migration_config $root/nginx/configmap.yaml;
     server {
         listen 127.0.0.1:${port[$d]};
+        server_name api-name01.teamname.dev.aliyun.intracloud.cn.aibang;
         location = /migration { migration on; return 200 "\$migration_target"; }
         location = /status { migration_status; }
     }

@@ -123,6 +123,7 @@ http {{
     migration_config conf/m.yaml{watch_param};
     server {{
         listen 127.0.0.1:{PORTS['front']} reuseport;
+        server_name api.example;
         location / {{
             migration on;
             proxy_set_header Host $migration_host;

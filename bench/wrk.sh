@@ -21,6 +21,7 @@ http {
     migration_config $root/nginx/configmap.yaml;
     server {
         listen 127.0.0.1:$port;
+        server_name api-name01.teamname.dev.aliyun.intracloud.cn.aibang;
         location = /baseline  { return 200 "old"; }
         location = /migration { migration on; return 200 "\$migration_target"; }
     }

@@ -172,7 +172,7 @@ my $prefix = servroot() . '/second';
 mkdir $prefix; mkdir "$prefix/logs"; mkdir "$prefix/conf";
 my $port = free_port();
 main::write_file("$prefix/conf/nginx.conf", "daemon on;\nmaster_process on;\nworker_processes 1;\nerror_log logs/error.log info;\npid logs/nginx.pid;\n"
-    . join('', map { "load_module $_;\n" } grep { length } split /\s+/, ($ENV{TEST_NGINX_LOAD_MODULES} // "$ENV{PWD}/target/nginx/modules/ngx_http_migration_module.so"))
+    . CORE::join('', map { "load_module $_;\n" } grep { length } split /\s+/, ($ENV{TEST_NGINX_LOAD_MODULES} // "$ENV{PWD}/target/nginx/modules/ngx_http_migration_module.so"))
     . ($> == 0 ? "user root;\n" : '')
     . "events {}\nhttp {\n    access_log off;\n    client_body_temp_path $prefix/t; proxy_temp_path $prefix/t; fastcgi_temp_path $prefix/t; uwsgi_temp_path $prefix/t; scgi_temp_path $prefix/t;\n"
     . "    migration_config " . html_dir() . "/good.yaml;\n    server { listen 127.0.0.1:$port; location / { migration on; return 200 \$migration_target; } }\n}\n");

@@ -18,6 +18,9 @@
 
 use std::fmt;
 
+use ahash::{AHashMap, AHashSet};
+use ipnet::IpNet;
+
 use crate::config::{Cidr, Config, HeaderMatch, HeaderRule, UserKey};
 
 /// A problem that does not make the file invalid.
@@ -105,6 +108,11 @@ struct Style<'a> {
     lead: &'a str,
 }
 
+/// Details quoted in one warning, and entry-by-entry warnings per rule, before
+/// the rest is counted instead of listed: a rule of 80,000 users repeated must
+/// not print 80,000 lines.
+const MAX_LISTED: usize = 10;
+
 impl Style<'_> {
     /// Reports rule `index` given what covers each of its entries.
     fn report(&self, out: &mut Vec<Warning>, index: usize, covers: &[Option<Cover>], tail: impl Fn(usize) -> String) {
@@ -119,22 +127,26 @@ impl Style<'_> {
         if let Some(earlier) = earlier.filter(|e| !e.is_empty()) {
             let first = earlier[0].0;
             let why = if earlier.iter().all(|&(i, _)| i == first) {
-                let mut details: Vec<&str> = Vec::new();
-                for &(_, d) in &earlier {
-                    if !details.contains(&d) {
-                        details.push(d);
-                    }
-                }
+                let mut seen = AHashSet::new();
+                let details: Vec<&str> = earlier.iter().map(|&(_, d)| d).filter(|d| seen.insert(*d)).collect();
                 format!(
                     "{}[{first}] already matches every request it would ({}{}{})",
                     self.rules,
                     self.lead_with(", "),
-                    details.join(", "),
+                    listed(&details, ", "),
                     tail(first)
                 )
             } else {
-                let parts: Vec<String> =
-                    earlier.iter().map(|&(i, d)| format!("{}[{i}]: {d}{}", self.rules, tail(i))).collect();
+                let parts: Vec<String> = earlier
+                    .iter()
+                    .take(MAX_LISTED + 1)
+                    .map(|&(i, d)| format!("{}[{i}]: {d}{}", self.rules, tail(i)))
+                    .collect();
+                let mut parts = parts;
+                if earlier.len() > MAX_LISTED {
+                    parts.truncate(MAX_LISTED);
+                    parts.push(format!("and {} more", earlier.len() - MAX_LISTED));
+                }
                 format!(
                     "earlier rules already match every request it would ({}{})",
                     self.lead_with("; "),
@@ -144,7 +156,8 @@ impl Style<'_> {
             out.push(Warning { path: rule, message: format!("never matches: {why}") });
             return;
         }
-        for (k, cover) in covers.iter().enumerate() {
+        let covered = covers.iter().filter(|c| c.is_some()).count();
+        for (k, cover) in covers.iter().enumerate().filter(|(_, c)| c.is_some()).take(MAX_LISTED) {
             let path = format!("{rule}.{}[{k}]", self.field);
             let message = match cover {
                 None => continue,
@@ -160,6 +173,15 @@ impl Style<'_> {
             };
             out.push(Warning { path, message });
         }
+        if covered > MAX_LISTED {
+            out.push(Warning {
+                path: format!("{rule}.{}", self.field),
+                message: format!(
+                    "{} more entries never match or are redundant (the first {MAX_LISTED} are listed)",
+                    covered - MAX_LISTED
+                ),
+            });
+        }
     }
 
     fn lead_with(&self, separator: &str) -> String {
@@ -169,6 +191,15 @@ impl Style<'_> {
             format!("{}{separator}", self.lead)
         }
     }
+}
+
+/// At most [`MAX_LISTED`] items joined, then how many more.
+fn listed(items: &[&str], separator: &str) -> String {
+    let mut text = items.iter().take(MAX_LISTED).copied().collect::<Vec<_>>().join(separator);
+    if items.len() > MAX_LISTED {
+        text.push_str(&format!("{separator}and {} more", items.len() - MAX_LISTED));
+    }
+    text
 }
 
 /// One thing a header rule matches.
@@ -188,20 +219,16 @@ fn header_entries(m: &HeaderMatch) -> Vec<HeaderEntry<'_>> {
     }
 }
 
-/// Whether `earlier` matches every header value (or absence) that `entry` does,
-/// and in what words.
-fn header_covers(earlier: &HeaderMatch, entry: HeaderEntry<'_>) -> Option<String> {
+/// How an earlier rule's match covers an entry, in words (the earlier rule is
+/// known to cover it).
+fn cover_detail(earlier: &HeaderMatch, entry: HeaderEntry<'_>) -> String {
     use HeaderEntry as E;
     match (earlier, entry) {
-        (HeaderMatch::Present(true), E::Value(_) | E::Pattern(_) | E::Present(true)) => Some("present: true".into()),
-        (HeaderMatch::Present(false), E::Present(false)) => Some("present: false".into()),
-        (HeaderMatch::Value(x), E::Value(v)) if x == v => Some(format!("value {v:?}")),
-        (HeaderMatch::Values(xs), E::Value(v)) if xs.iter().any(|x| x == v) => Some(format!("value {v:?}")),
-        (HeaderMatch::Pattern(p), E::Value(v)) if p.0.is_match(v.as_bytes()) => {
-            Some(format!("pattern {:?} matches {v:?}", p.0.as_str()))
-        }
-        (HeaderMatch::Pattern(p), E::Pattern(q)) if p.0.as_str() == q => Some(format!("pattern {q:?}")),
-        _ => None,
+        (HeaderMatch::Present(p), _) => format!("present: {p}"),
+        (HeaderMatch::Pattern(p), E::Value(v)) => format!("pattern {:?} matches {v:?}", p.0.as_str()),
+        (_, E::Pattern(q)) => format!("pattern {q:?}"),
+        (_, E::Value(v)) => format!("value {v:?}"),
+        (_, E::Present(p)) => format!("present: {p}"),
     }
 }
 
@@ -215,6 +242,22 @@ fn from_covers(earlier: Option<&[Cidr]>, later: Option<&[Cidr]>) -> bool {
     }
 }
 
+/// Pattern-against-value checks one service's header rules may spend: beyond
+/// it, shadowing by patterns is no longer looked for (and a warning says so).
+const PATTERN_BUDGET: usize = 200_000;
+
+/// The earlier rules on one header name, indexed by what they match.
+#[derive(Default)]
+struct HeaderIndex<'a> {
+    /// Rules (in order) whose `value`/`values` hold the value.
+    values: AHashMap<&'a str, Vec<usize>>,
+    /// Rules with `present: true` / `present: false`.
+    present: [Vec<usize>; 2],
+    /// Rules with a pattern, and the rules per pattern text.
+    patterns: Vec<usize>,
+    pattern_texts: AHashMap<&'a str, Vec<usize>>,
+}
+
 fn header_rules(out: &mut Vec<Warning>, path: &str, rules: &[HeaderRule]) {
     let style = Style { rules: path, field: "values", lead: "same header" };
     let tail = |i: usize| {
@@ -224,55 +267,118 @@ fn header_rules(out: &mut Vec<Warning>, path: &str, rules: &[HeaderRule]) {
             String::new()
         }
     };
+    let mut by_header: AHashMap<&str, HeaderIndex<'_>> = AHashMap::new();
+    let mut budget = PATTERN_BUDGET;
+    let mut out_of_budget = false;
     for (j, rule) in rules.iter().enumerate() {
-        let candidates: Vec<(usize, &HeaderRule)> = rules[..j]
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.header.0 == rule.header.0 && from_covers(e.from.as_deref(), rule.from.as_deref()))
-            .collect();
+        let index = by_header.entry(rule.header.0.as_str()).or_default();
+        // The first earlier rule of `candidates` whose from: contains this rule's.
+        let first = |candidates: Option<&Vec<usize>>| -> Option<usize> {
+            candidates?.iter().copied().find(|&i| from_covers(rules[i].from.as_deref(), rule.from.as_deref()))
+        };
         let entries = header_entries(&rule.matcher);
+        let mut seen_in_rule: AHashMap<&str, usize> = AHashMap::new();
         let covers: Vec<Option<Cover>> = entries
             .iter()
             .enumerate()
             .map(|(k, &entry)| {
-                candidates
-                    .iter()
-                    .find_map(|&(i, e)| header_covers(&e.matcher, entry).map(|detail| Cover::Rule { index: i, detail }))
-                    .or_else(|| {
-                        let m = entries[..k].iter().position(|&x| x == entry)?;
-                        let HeaderEntry::Value(v) = entry else { return None };
-                        Some(Cover::Entry { index: m, detail: format!("value {v:?}") })
-                    })
+                let earliest = match entry {
+                    HeaderEntry::Present(p) => first(Some(&index.present[usize::from(p)])),
+                    HeaderEntry::Pattern(q) => {
+                        [first(Some(&index.present[1])), first(index.pattern_texts.get(q))].into_iter().flatten().min()
+                    }
+                    HeaderEntry::Value(v) => {
+                        let by_value = [first(Some(&index.present[1])), first(index.values.get(v))];
+                        let mut best = by_value.into_iter().flatten().min();
+                        for &i in &index.patterns {
+                            if best.is_some_and(|b| b < i) {
+                                break;
+                            }
+                            if budget == 0 {
+                                out_of_budget = true;
+                                break;
+                            }
+                            budget -= 1;
+                            let HeaderMatch::Pattern(p) = &rules[i].matcher else { continue };
+                            if p.0.is_match(v.as_bytes()) && from_covers(rules[i].from.as_deref(), rule.from.as_deref())
+                            {
+                                best = Some(i);
+                                break;
+                            }
+                        }
+                        best
+                    }
+                };
+                if let Some(i) = earliest {
+                    return Some(Cover::Rule { index: i, detail: cover_detail(&rules[i].matcher, entry) });
+                }
+                let HeaderEntry::Value(v) = entry else { return None };
+                match seen_in_rule.get(v) {
+                    Some(&m) => Some(Cover::Entry { index: m, detail: format!("value {v:?}") }),
+                    None => {
+                        seen_in_rule.insert(v, k);
+                        None
+                    }
+                }
             })
             .collect();
         style.report(out, j, &covers, tail);
+        // Rule j is an earlier rule from now on.
+        let index = by_header.get_mut(rule.header.0.as_str()).expect("indexed above");
+        match &rule.matcher {
+            HeaderMatch::Value(v) => index.values.entry(v.as_str()).or_default().push(j),
+            HeaderMatch::Values(vs) => {
+                let mut once = AHashSet::new();
+                for v in vs.iter().filter(|v| once.insert(v.as_str())) {
+                    index.values.entry(v.as_str()).or_default().push(j);
+                }
+            }
+            HeaderMatch::Pattern(p) => {
+                index.patterns.push(j);
+                index.pattern_texts.entry(p.0.as_str()).or_default().push(j);
+            }
+            HeaderMatch::Present(p) => index.present[usize::from(*p)].push(j),
+        }
+    }
+    if out_of_budget {
+        out.push(Warning {
+            path: path.to_owned(),
+            message: format!(
+                "too many patterns and values to check every pair for shadowing; the first {PATTERN_BUDGET} were checked"
+            ),
+        });
     }
 }
 
-fn network_covers(earlier: &[Cidr], network: &Cidr) -> Option<String> {
-    let outer = earlier.iter().find(|e| e.0.contains(&network.0))?;
-    Some(if outer == network {
+fn network_covers(outer: &Cidr, network: &Cidr) -> String {
+    if outer == network {
         format!("same network {}", network.0)
     } else {
         format!("{} inside {}", network.0, outer.0)
-    })
+    }
+}
+
+/// Every network that contains `net` (itself included): its prefixes.
+fn enclosing(net: &Cidr) -> impl Iterator<Item = IpNet> + '_ {
+    (0..=net.0.prefix_len()).filter_map(move |len| IpNet::new(net.0.network(), len).ok().map(|n| n.trunc()))
 }
 
 fn ip_rules(out: &mut Vec<Warning>, path: &str, rules: &[&[Cidr]]) {
     let style = Style { rules: path, field: "cidrs", lead: "" };
+    // Each network seen so far, with the first (rule, entry) that listed it: a
+    // network is covered by whatever is found among its prefixes, so a lookup is
+    // at most 33 (IPv4) or 129 (IPv6) probes, whatever the number of networks.
+    let mut seen: AHashMap<IpNet, (usize, usize)> = AHashMap::new();
     for (j, cidrs) in rules.iter().enumerate() {
         let covers: Vec<Option<Cover>> = cidrs
             .iter()
             .enumerate()
             .map(|(k, net)| {
-                rules[..j]
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, e)| network_covers(e, net).map(|detail| Cover::Rule { index: i, detail }))
-                    .or_else(|| {
-                        let m = cidrs[..k].iter().position(|e| e.0.contains(&net.0))?;
-                        Some(Cover::Entry { index: m, detail: network_covers(&cidrs[m..=m], net)? })
-                    })
+                let first = enclosing(net).filter_map(|prefix| seen.get(&prefix).copied()).min();
+                seen.entry(net.0).or_insert((j, k));
+                let (i, m) = first?;
+                let detail = network_covers(&rules[i][m], net);
+                Some(if i < j { Cover::Rule { index: i, detail } } else { Cover::Entry { index: m, detail } })
             })
             .collect();
         style.report(out, j, &covers, |_| String::new());
@@ -281,17 +387,19 @@ fn ip_rules(out: &mut Vec<Warning>, path: &str, rules: &[&[Cidr]]) {
 
 fn user_rules(out: &mut Vec<Warning>, path: &str, rules: &[Vec<&str>]) {
     let style = Style { rules: path, field: "users", lead: "" };
+    let mut seen: AHashMap<&str, (usize, usize)> = AHashMap::new();
     for (j, users) in rules.iter().enumerate() {
         let covers: Vec<Option<Cover>> = users
             .iter()
             .enumerate()
-            .map(|(k, user)| {
+            .map(|(k, &user)| {
+                let (i, m) = *seen.entry(user).or_insert((j, k));
                 let detail = format!("user {user:?}");
-                if let Some(i) = rules[..j].iter().position(|e| e.contains(user)) {
-                    return Some(Cover::Rule { index: i, detail });
+                match (i < j, m < k) {
+                    (true, _) => Some(Cover::Rule { index: i, detail }),
+                    (false, true) => Some(Cover::Entry { index: m, detail }),
+                    (false, false) => None,
                 }
-                let m = users[..k].iter().position(|u| u == user)?;
-                Some(Cover::Entry { index: m, detail })
             })
             .collect();
         style.report(out, j, &covers, |_| String::new());
@@ -559,6 +667,43 @@ services:
                 &format!("{IP}[4].cidrs[2]: redundant: {IP}[4].cidrs[0] already covers it (1.2.0.0/16 inside 1.0.0.0/8)"),
                 &format!("{IP}[4].cidrs[3]: redundant: {IP}[4].cidrs[0] already covers it (same network 1.0.0.0/8)"),
             ],
+        );
+    }
+
+    #[test]
+    fn long_lists_are_counted_not_listed() {
+        let users: Vec<String> = (0..25).map(|i| format!("u{i}")).collect();
+        let list = users.join(", ");
+        let found =
+            lint(&format!("user_rules:\n  - {{users: [{list}], target: new}}\n  - {{users: [{list}], target: old}}"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].ends_with("\"u9\", and 15 more)"), "{}", found[0]);
+        let twice: Vec<String> = (0..25).map(|_| "same".to_owned()).collect();
+        let found = lint(&format!("user_rules:\n  - {{users: [{}], target: new}}", twice.join(", ")));
+        assert_eq!(found.len(), MAX_LISTED + 1, "{found:?}");
+        assert_eq!(
+            found[MAX_LISTED],
+            format!("{U}[0].users: 14 more entries never match or are redundant (the first 10 are listed)")
+        );
+    }
+
+    #[test]
+    fn many_networks_find_the_first_listed_cover() {
+        // 10.0.0.0/8 then 512 /24s inside it, then a /16 listed after them.
+        let mut nets = vec!["10.0.0.0/8".to_owned()];
+        nets.extend((0..512).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256)));
+        let found = lint(&format!(
+            "ip_rules:\n  - {{cidr: 192.168.0.0/16, target: new}}\n  - {{cidrs: [{}], target: new}}\n  - {{cidr: 10.1.0.0/16, target: old}}",
+            nets.join(", ")
+        ));
+        assert_eq!(found.len(), MAX_LISTED + 2, "{found:?}");
+        assert_eq!(
+            found[0],
+            format!("{IP}[1].cidrs[1]: redundant: {IP}[1].cidrs[0] already covers it (10.0.0.0/24 inside 10.0.0.0/8)")
+        );
+        assert_eq!(
+            found[MAX_LISTED + 1],
+            format!("{IP}[2]: never matches: {IP}[1] already matches every request it would (10.1.0.0/16 inside 10.0.0.0/8)")
         );
     }
 

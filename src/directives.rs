@@ -35,6 +35,8 @@ pub struct MainConf {
     pub content_hash: u64,
     /// `watch=`, in milliseconds.
     pub watch_ms: Option<u64>,
+    /// `max_size=`: the largest file read, in bytes.
+    pub max_size: u64,
     /// Set by the zone's `init` (reload: prepare) and `init_module` (commit).
     pub publication: Option<crate::publish::Publication>,
     /// This process only signals the master (`nginx -s quit|stop|reopen`): the YAML
@@ -242,12 +244,16 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
         return c"is duplicate".as_ptr() as *mut c_char;
     }
     let mut zone: Option<(ngx_str_t, usize)> = None;
+    let mut max_size: Option<u64> = None;
     for param in &args[1..] {
         let bytes = param.as_bytes();
-        let parsed = match (bytes.strip_prefix(b"zone="), bytes.strip_prefix(b"watch=")) {
-            (Some(value), _) if zone.is_none() => parse_zone(value).map(|z| zone = Some(z)),
-            (_, Some(value)) if main.watch_ms.is_none() => parse_interval(value).map(|ms| main.watch_ms = Some(ms)),
-            _ => Err("expected zone=NAME:SIZE or watch=INTERVAL, each at most once".to_string()),
+        let parsed = match (bytes.split_once_at(b'='), bytes) {
+            (Some((b"zone", value)), _) if zone.is_none() => parse_zone(value).map(|z| zone = Some(z)),
+            (Some((b"watch", value)), _) if main.watch_ms.is_none() => {
+                parse_interval(value).map(|ms| main.watch_ms = Some(ms))
+            }
+            (Some((b"max_size", value)), _) if max_size.is_none() => parse_max_size(value).map(|n| max_size = Some(n)),
+            _ => Err("expected zone=NAME:SIZE, watch=INTERVAL or max_size=SIZE, each at most once".to_string()),
         };
         if let Err(why) = parsed {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid parameter \"{}\": {}", param, why);
@@ -266,9 +272,33 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     }
     let file = Path::new(OsStr::from_bytes(path.as_bytes()));
     let source = file.display().to_string();
-    let loaded = migration_engine::read_source(file)
-        .and_then(|text| Ok((migration_engine::load_str_checked(&source, &text)?, text)));
-    let ((config, warnings), text) = match loaded {
+    main.max_size = max_size.unwrap_or(migration_engine::source::DEFAULT_MAX_SIZE);
+    let (mut zone_name, zone_size) = zone.unwrap_or(DEFAULT_ZONE);
+    let text = match migration_engine::read_source(file, main.max_size) {
+        Ok(text) => text,
+        Err(e) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", e);
+            return NGX_CONF_ERROR;
+        }
+    };
+    // The zone holds the text twice: a file that cannot fit whatever its services
+    // is refused before it is parsed.
+    let at_least = crate::zone::required_zone_size(source.len(), text.len(), &[]);
+    if at_least > zone_size {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "zone \"{}\" is too small for {} ({} bytes of YAML): it needs more than {}, e.g. zone={}:{}",
+            zone_name,
+            source,
+            text.len(),
+            crate::zone::human_size(at_least),
+            zone_name,
+            crate::zone::human_size(at_least * 5 / 4)
+        );
+        return NGX_CONF_ERROR;
+    }
+    let (config, warnings) = match migration_engine::load_str_checked(&source, &text) {
         Ok(loaded) => loaded,
         Err(e) => {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", e);
@@ -278,7 +308,6 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
     for warning in &warnings {
         ngx_conf_log_error!(NGX_LOG_WARN, cf, "migration: {}: {}", source, warning);
     }
-    let (mut zone_name, zone_size) = zone.unwrap_or(DEFAULT_ZONE);
     let names = crate::publish::service_names(&config);
     let needed = crate::zone::required_zone_size(source.len(), text.len(), &names);
     if needed > zone_size {
@@ -388,6 +417,29 @@ fn parse_zone(value: &[u8]) -> Result<(ngx_str_t, usize), String> {
         return Err(format!("zone size must be at least {}k", minimum / 1024));
     }
     Ok((ngx_str_t { len: colon, data: value.as_ptr() as *mut u8 }, bytes as usize))
+}
+
+/// `max_size=`: an nginx size (`16m`, `512k`), at least 1k.
+fn parse_max_size(value: &[u8]) -> Result<u64, String> {
+    let mut size = ngx_str_t { len: value.len(), data: value.as_ptr() as *mut u8 };
+    // SAFETY: ngx_parse_size only reads `size`.
+    let bytes = unsafe { ngx_parse_size(&mut size) };
+    if bytes < 1024 {
+        return Err("max_size must be a size of at least 1k, as in max_size=16m".into());
+    }
+    Ok(bytes as u64)
+}
+
+/// Splits `name=value` at its first `=`.
+trait SplitOnceAt {
+    fn split_once_at(&self, separator: u8) -> Option<(&[u8], &[u8])>;
+}
+
+impl SplitOnceAt for [u8] {
+    fn split_once_at(&self, separator: u8) -> Option<(&[u8], &[u8])> {
+        let at = self.iter().position(|&b| b == separator)?;
+        Some((&self[..at], &self[at + 1..]))
+    }
 }
 
 /// An nginx time (`500ms`, `2s`, `1m`), at least 100ms.

@@ -9,10 +9,11 @@
 //! zone's record, or taking the configuration it just published itself.
 
 use core::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
+use migration_engine::source::FileStamp;
 use migration_engine::{BreakerCells, Breakers, CompiledConfig, Decision};
 use ngx::core::Status;
 use ngx::ffi::{
@@ -284,6 +285,20 @@ pub fn refresh(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<Published>> {
     }
 }
 
+/// The stamp of the file as this process last dealt with it (published it,
+/// found it unchanged or refused it): an equal stamp means nothing to read.
+/// A read that lost a race to another publication is not remembered, so the
+/// next tick looks again.
+static LAST_STAMP: Mutex<Option<FileStamp>> = Mutex::new(None);
+
+fn last_stamp() -> Option<FileStamp> {
+    *LAST_STAMP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn remember_stamp(stamp: Option<FileStamp>) {
+    *LAST_STAMP.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+}
+
 unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
     // SAFETY: nginx's process-state flags, only written by its signal handlers.
     if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
@@ -316,25 +331,50 @@ fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
     let current = refresh(zone, log);
     let (generation, version) =
         current.as_ref().map_or((0, String::new()), |c| (c.generation, c.config.version.clone()));
-    let bytes = match std::fs::read(&main.source) {
-        Ok(bytes) => bytes,
+    let path = std::path::Path::new(&main.source);
+    // `stat` first: when nothing of the file changed, it is not read at all.
+    let stamp = FileStamp::at(path).ok();
+    if stamp.is_some() && stamp == last_stamp() {
+        return;
+    }
+    let bytes = match migration_engine::source::read_bounded(path, main.max_size) {
+        Ok((bytes, _)) => bytes,
         Err(e) => {
-            if zone.refuse(migration_engine::content_hash(e.to_string().as_bytes())) {
+            if zone.refuse(migration_engine::content_hash(e.message.as_bytes())) {
                 ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
                     "migration: watch= cannot read {}: {} (the workers read it, as nginx's `user`); generation {} (version {}) stays",
                     main.source,
-                    e,
+                    e.message.strip_prefix("cannot read the file: ").unwrap_or(&e.message),
                     generation,
                     version
                 );
             }
+            remember_stamp(stamp);
             return;
         }
     };
     let hash = migration_engine::content_hash(&bytes);
     if current.as_ref().is_some_and(|c| c.content_hash == hash) || zone.is_refused(hash) {
+        remember_stamp(stamp);
+        return;
+    }
+    // The zone holds the text twice: a file that cannot fit whatever its services
+    // is refused before it is parsed.
+    if required_zone_size(main.source.len(), bytes.len(), &[]) > zone.size() {
+        remember_stamp(stamp);
+        if zone.refuse(hash) {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "migration: {} changed but the zone is too small for it ({} bytes of YAML, held twice); generation {} (version {}) stays",
+                main.source,
+                bytes.len(),
+                generation,
+                version
+            );
+        }
         return;
     }
     crate::hooks::watch_delay_once(&main.source);
@@ -348,6 +388,7 @@ fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
     let ((config, warnings), text) = match compiled {
         Ok(compiled) => compiled,
         Err(e) => {
+            remember_stamp(stamp);
             if zone.refuse(hash) {
                 ngx_log_error!(
                     NGX_LOG_ERR,
@@ -374,6 +415,7 @@ fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
     let prepared = locked.prepare(&main.source, &text, hash, loaded_at, &names);
     let Ok((record, slots)) = prepared else {
         drop(locked);
+        remember_stamp(stamp);
         if zone.refuse(hash) {
             ngx_log_error!(
                 NGX_LOG_ERR,
@@ -389,6 +431,7 @@ fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
     };
     let generation = locked.commit(record);
     drop(locked);
+    remember_stamp(stamp);
     zone.refuse(0);
     for warning in &warnings {
         ngx_log_error!(NGX_LOG_WARN, log, "migration: {}: {}", main.source, warning);

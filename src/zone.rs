@@ -211,6 +211,12 @@ impl Zone {
         self.header().generation.load(Ordering::Acquire)
     }
 
+    /// The zone's size in bytes, as nginx mapped it.
+    pub fn size(&self) -> usize {
+        // SAFETY: the slab pool header records the end of the mapped zone.
+        unsafe { (*self.pool.as_ptr()).end as usize - self.pool.as_ptr() as usize }
+    }
+
     /// The epoch of the master's last commit.
     pub fn epoch(&self) -> u64 {
         self.header().epoch.load(Ordering::Acquire)

@@ -20,6 +20,7 @@ pub mod hash;
 pub mod lint;
 pub mod report;
 pub mod request;
+pub mod source;
 
 pub use breaker::{BreakerCells, Gate, Outcome, Transition};
 pub use compiled::{CompiledConfig, CompiledService, Endpoint, FallbackPolicy};
@@ -44,17 +45,16 @@ pub fn load_str_checked(file: &str, text: &str) -> Result<(CompiledConfig, Vec<l
 /// Reads, validates and compiles a configuration file. Errors name the file as
 /// given.
 pub fn load_file(path: &std::path::Path) -> Result<CompiledConfig, ConfigError> {
-    let text = read_source(path)?;
+    let text = read_source(path, source::DEFAULT_MAX_SIZE)?;
     load_str(&path.display().to_string(), &text)
 }
 
-/// Reads a configuration file as text, with located errors for what cannot be read
-/// or is not UTF-8; the text is what the shared zone publishes.
-pub fn read_source(path: &std::path::Path) -> Result<String, ConfigError> {
-    let name = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| ConfigError::new(&name, None, "", format!("cannot read the file: {e}")))?;
-    source_from_bytes(&name, bytes)
+/// Reads a configuration file as text (a regular file of at most `max_size`
+/// bytes, see [`source::read_bounded`]), with located errors for what cannot be
+/// read or is not UTF-8; the text is what the shared zone publishes.
+pub fn read_source(path: &std::path::Path, max_size: u64) -> Result<String, ConfigError> {
+    let (bytes, _) = source::read_bounded(path, max_size)?;
+    source_from_bytes(&path.display().to_string(), bytes)
 }
 
 /// A file's bytes as text; bytes that are not UTF-8 are a located error.

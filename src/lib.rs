@@ -50,6 +50,7 @@ pub static mut ngx_http_migration_module: ngx_module_t = ngx_module_t {
     type_: NGX_HTTP_MODULE as _,
     init_module: Some(publish::init_module),
     init_process: Some(publish::init_process),
+    exit_process: Some(publish::exit_process),
     ..ngx_module_t::default()
 };
 

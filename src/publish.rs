@@ -9,6 +9,7 @@
 //! zone's record, or taking the configuration it just published itself.
 
 use core::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -215,15 +216,25 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return Status::NGX_OK.into();
     }
     crate::random::seed_worker();
-    let Some(main) = Module::main_conf(cycle) else {
+    let Some(main) = Module::main_conf_mut(cycle) else {
         return Status::NGX_OK.into();
     };
-    let Some(publication) = main.publication.as_ref() else {
+    let Some(publication) = main.publication.as_mut() else {
         return Status::NGX_OK.into();
     };
     let zone = publication.zone;
-    if let Some(published) = publication.published.clone() {
-        CURRENT.store(Some(published));
+    // Before anything of the zone is used: the generation this worker may touch,
+    // so that the slots it can reach are not reclaimed under it.
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u64;
+    let start = publication.published.as_ref().map_or(zone.generation(), |p| p.generation);
+    if let Some(entry) = zone.lock().register(pid, start) {
+        PROCESS_ENTRY.store(entry, Ordering::Release);
+    }
+    // Taken, not shared: this worker's hold on the cycle's generation ends when
+    // it routes by a newer one (a respawned worker gets the master's copy again).
+    if let Some(published) = publication.published.take() {
+        adopt(published);
     }
     // A worker respawned after a crash starts with its cycle's configuration;
     // `watch=` may have published a newer one since (or the master kept one).
@@ -244,6 +255,45 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         }
     }
     Status::NGX_OK.into()
+}
+
+/// This process's entry in the zone's process table (usize::MAX: none).
+static PROCESS_ENTRY: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Generations this process replaced while requests still held them: their
+/// slots must outlive those requests.
+static RETIRED: Mutex<Vec<Arc<Published>>> = Mutex::new(Vec::new());
+
+/// Makes `published` what this process routes by, and announces the oldest
+/// generation it may still touch.
+fn adopt(published: Arc<Published>) {
+    let zone = published.zone;
+    if let Some(previous) = CURRENT.swap(Some(published)) {
+        RETIRED.lock().unwrap_or_else(|e| e.into_inner()).push(previous);
+    }
+    announce_held(&zone);
+}
+
+/// Lets go of the retired generations no request holds any more, and tells the
+/// zone the oldest generation this process may still touch (see
+/// `Locked::reclaim`).
+fn announce_held(zone: &Zone) {
+    let entry = PROCESS_ENTRY.load(Ordering::Acquire);
+    let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+    retired.retain(|p| Arc::strong_count(p) > 1);
+    let oldest = retired.iter().map(|p| p.generation).chain(current().map(|p| p.generation)).min();
+    drop(retired);
+    if let (Some(oldest), true) = (oldest, entry != usize::MAX) {
+        zone.announce(entry, oldest);
+    }
+}
+
+/// `exit_process`: gives the process's entry of the zone's table back.
+pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    let entry = PROCESS_ENTRY.swap(usize::MAX, Ordering::AcqRel);
+    if let (Some(current), true) = (current(), entry != usize::MAX) {
+        current.zone.unregister(entry);
+    }
 }
 
 /// Replaces this process's configuration by the zone's committed one when its
@@ -267,7 +317,7 @@ pub fn refresh(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<Published>> {
                 slots: record.slots.into_boxed_slice(),
                 zone: *zone,
             });
-            CURRENT.store(Some(published.clone()));
+            adopt(published.clone());
             Some(published)
         }
         Err(e) => {
@@ -310,6 +360,7 @@ unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
         return;
     };
     if let (Some(publication), Some(interval)) = (&main.publication, main.watch_ms) {
+        announce_held(&publication.zone);
         watch_file(main, publication, cycle.log);
         // SAFETY: `ev` is our timer event, not armed while its handler runs.
         unsafe { ngx_add_timer(ev, interval as _) };
@@ -445,7 +496,7 @@ fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
         config.version,
         config.services.len()
     );
-    CURRENT.store(Some(Arc::new(Published {
+    adopt(Arc::new(Published {
         generation,
         loaded_at,
         content_hash: hash,
@@ -453,5 +504,5 @@ fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
         config: Arc::new(config),
         slots: slots.into_boxed_slice(),
         zone: *zone,
-    })));
+    }));
 }

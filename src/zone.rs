@@ -27,7 +27,19 @@ use ngx::ffi::{
 };
 
 /// Marks a zone laid out by this version of the module ("migzone" + layout 3).
-const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x03");
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x04");
+
+/// Processes (workers of the current and of draining older cycles) that can say
+/// which generation they may still touch. Beyond it, slots are not reclaimed.
+const PROCESSES: usize = 256;
+
+/// A process's claim: "I may still use the slots of `generation` and later".
+#[repr(C)]
+struct ProcessEntry {
+    /// 0: a free entry.
+    pid: AtomicU64,
+    generation: AtomicU64,
+}
 
 /// Every field is an atomic, so that no process ever holds a reference to memory
 /// another process writes without one. The lock serialises the logical updates of
@@ -51,8 +63,15 @@ struct ZoneHeader {
     record: AtomicPtr<Record>,
     /// Prepared by a reload's `init_zone`, not yet committed.
     pending: AtomicPtr<Record>,
-    /// Singly linked list of every service slot ever created in this zone.
+    /// Singly linked list of the service slots, unlinked and freed when no
+    /// process can still use them (see [`Locked::reclaim`]).
     slots: AtomicPtr<ServiceSlot>,
+    /// The generation the master committed for the running cycle: a worker it
+    /// forks (a respawn after a crash) starts with it.
+    cycle_generation: AtomicU64,
+    /// Set when a process found the table full: nothing is reclaimed then.
+    processes_overflowed: AtomicU64,
+    processes: [ProcessEntry; PROCESSES],
 }
 
 /// One published configuration, followed in the same allocation by
@@ -75,10 +94,16 @@ impl Record {
 
 /// A service's counters and fallback state, found by the service's name, so they
 /// carry over from one configuration to the next. Followed by the name's bytes.
-/// Slots are never freed: a worker of an older generation may still count into one.
+/// A slot is freed only once no record uses it and no process can still hold a
+/// generation that did.
 #[repr(C)]
 pub struct ServiceSlot {
     next: AtomicPtr<ServiceSlot>,
+    /// The first generation whose record used it (0: none yet).
+    first_used: AtomicU64,
+    /// The last generation whose record uses it; `u64::MAX` while a prepared,
+    /// uncommitted record does.
+    last_used: AtomicU64,
     counts: [[AtomicU64; Rule::COUNT]; 2],
     /// The service's fallback breaker (SPEC "fallback"); zeroed is closed.
     pub breaker: BreakerCells,
@@ -217,6 +242,21 @@ impl Zone {
         unsafe { (*self.pool.as_ptr()).end as usize - self.pool.as_ptr() as usize }
     }
 
+    /// Says that this process may still use the slots of `generation` and later
+    /// (its entry of the process table, from [`Locked::register`]).
+    pub fn announce(&self, entry: usize, generation: u64) {
+        if let Some(e) = self.header().processes.get(entry) {
+            e.generation.store(generation, Ordering::Release);
+        }
+    }
+
+    /// Gives the process's entry back, at its exit.
+    pub fn unregister(&self, entry: usize) {
+        if let Some(e) = self.header().processes.get(entry) {
+            e.pid.store(0, Ordering::Release);
+        }
+    }
+
     /// The epoch of the master's last commit.
     pub fn epoch(&self) -> u64 {
         self.header().epoch.load(Ordering::Acquire)
@@ -308,6 +348,8 @@ impl Locked<'_> {
             unsafe {
                 ptr::copy_nonoverlapping(name.as_ptr(), p.add(1) as *mut u8, name.len());
                 (*p).name_len = name.len();
+                // Reclaimable until a record that uses it is prepared.
+                (*p).last_used = AtomicU64::new(0);
                 (*p).next = AtomicPtr::new(self.header().slots.load(Ordering::Acquire));
             }
             self.header().slots.store(p, Ordering::Release);
@@ -327,9 +369,29 @@ impl Locked<'_> {
         services: &[&str],
     ) -> Result<(NonNull<Record>, Vec<SlotRef>), Shortfall> {
         let shortfall = || Shortfall { needed: required_zone_size(source.len(), text.len(), services) };
-        let slots = self.slots_for(services).ok_or_else(shortfall)?;
-        let size = Record::size(slots.len(), source.len(), text.len());
-        let record = NonNull::new(self.calloc(size) as *mut Record).ok_or_else(shortfall)?;
+        let size = Record::size(services.len(), source.len(), text.len());
+        let mut attempt = || -> Option<(Vec<SlotRef>, NonNull<Record>)> {
+            let slots = self.slots_for(services)?;
+            let record = NonNull::new(self.calloc(size) as *mut Record)?;
+            Some((slots, record))
+        };
+        // A full zone first gives back the slots of services no one can use any more.
+        let (slots, record) = match attempt() {
+            Some(done) => done,
+            None => {
+                self.reclaim();
+                let mut attempt = || -> Option<(Vec<SlotRef>, NonNull<Record>)> {
+                    let slots = self.slots_for(services)?;
+                    let record = NonNull::new(self.calloc(size) as *mut Record)?;
+                    Some((slots, record))
+                };
+                attempt().ok_or_else(shortfall)?
+            }
+        };
+        // In use by a prepared record from now on, until a commit dates it.
+        for slot in &slots {
+            slot.last_used.store(u64::MAX, Ordering::Release);
+        }
         // SAFETY: `record` has room for the header, the slot array, the path and
         // the text, in that order.
         unsafe {
@@ -361,7 +423,9 @@ impl Locked<'_> {
     /// commit will compare with.
     pub fn set_pending(&mut self, record: NonNull<Record>) -> u64 {
         let previous = self.header().pending.swap(record.as_ptr(), Ordering::AcqRel);
-        self.free(previous as *mut u8);
+        if let Some(previous) = NonNull::new(previous) {
+            self.drop_prepared(previous);
+        }
         self.header().serial.fetch_add(1, Ordering::AcqRel) + 1
     }
 
@@ -378,10 +442,87 @@ impl Locked<'_> {
                 committed == unsafe { record_source(pending) }
             });
         if newer {
-            self.free(pending.as_ptr() as *mut u8);
-            return Some(Commit { generation: self.zone.generation(), kept_newer: true });
+            let generation = self.zone.generation();
+            self.drop_prepared(pending);
+            self.header().cycle_generation.store(generation, Ordering::Release);
+            return Some(Commit { generation, kept_newer: true });
         }
-        Some(Commit { generation: self.commit(pending), kept_newer: false })
+        let generation = self.commit(pending);
+        self.header().cycle_generation.store(generation, Ordering::Release);
+        Some(Commit { generation, kept_newer: false })
+    }
+
+    /// Frees a prepared record that will not be committed; its slots that no
+    /// other record holds become as old as the committed generation.
+    fn drop_prepared(&mut self, record: NonNull<Record>) {
+        let generation = self.zone.generation();
+        // SAFETY: the prepared record is complete and ours alone; its slots are live.
+        for slot in unsafe { record_slots(record) } {
+            // SAFETY: as above.
+            let slot = unsafe { &**slot };
+            let _ = slot.last_used.compare_exchange(u64::MAX, generation, Ordering::AcqRel, Ordering::Acquire);
+        }
+        self.free(record.as_ptr() as *mut u8);
+    }
+
+    /// Frees the slots no process can still use. A process holds the generations
+    /// from the oldest it announced up to the newest; a worker the master forks
+    /// (a respawn after a crash) starts with the cycle's generation. A slot is
+    /// used from the first to the last generation whose record has it, and is
+    /// freed when neither range meets that one. Returns how many were freed.
+    pub fn reclaim(&mut self) -> usize {
+        if self.header().processes_overflowed.load(Ordering::Acquire) != 0 {
+            return 0;
+        }
+        let cycle = self.header().cycle_generation.load(Ordering::Acquire);
+        let mut oldest_held = u64::MAX;
+        for entry in &self.header().processes {
+            let pid = entry.pid.load(Ordering::Acquire);
+            if pid == 0 {
+                continue;
+            }
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            let dead = unsafe { libc::kill(pid as libc::pid_t, 0) } == -1
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if dead {
+                entry.pid.store(0, Ordering::Release);
+                continue;
+            }
+            oldest_held = oldest_held.min(entry.generation.load(Ordering::Acquire));
+        }
+        let mut freed = 0;
+        let zone = self.zone;
+        let mut link: &AtomicPtr<ServiceSlot> = &zone.header().slots;
+        while let Some(slot) = NonNull::new(link.load(Ordering::Acquire)) {
+            // SAFETY: a linked slot is live until unlinked, under this lock.
+            let slot_ref = unsafe { slot.as_ref() };
+            let (first, last) =
+                (slot_ref.first_used.load(Ordering::Acquire), slot_ref.last_used.load(Ordering::Acquire));
+            let held_by_cycle = first <= cycle && cycle <= last;
+            if last < oldest_held && !held_by_cycle {
+                link.store(slot_ref.next.load(Ordering::Acquire), Ordering::Release);
+                self.free(slot.as_ptr() as *mut u8);
+                freed += 1;
+                continue;
+            }
+            // SAFETY: as above; the link lives in the slot, which stays linked.
+            link = unsafe { &(*slot.as_ptr()).next };
+        }
+        freed
+    }
+
+    /// Claims an entry of the process table for `pid`, starting at `generation`;
+    /// None when the table is full (then slots are not reclaimed while it is).
+    pub fn register(&mut self, pid: u64, generation: u64) -> Option<usize> {
+        let full = self.header().processes.iter().position(|e| e.pid.load(Ordering::Acquire) == 0);
+        let Some(index) = full else {
+            self.header().processes_overflowed.store(1, Ordering::Release);
+            return None;
+        };
+        let entry = &self.header().processes[index];
+        entry.generation.store(generation, Ordering::Release);
+        entry.pid.store(pid, Ordering::Release);
+        Some(index)
     }
 
     /// Whether a `watch=` publication begun at `epoch` and `serial` may commit:
@@ -395,8 +536,16 @@ impl Locked<'_> {
     /// frees the one it replaces (readers copy records under this lock).
     pub fn commit(&mut self, record: NonNull<Record>) -> u64 {
         let generation = self.header().generation.load(Ordering::Relaxed) + 1;
-        // SAFETY: `record` was prepared under this lock and is ours alone.
-        unsafe { (*record.as_ptr()).generation = generation };
+        // SAFETY: `record` was prepared under this lock and is ours alone; its slot
+        // array holds `slot_count` live slots.
+        unsafe {
+            (*record.as_ptr()).generation = generation;
+            for slot in record_slots(record) {
+                let slot = &**slot;
+                slot.last_used.store(generation, Ordering::Release);
+                let _ = slot.first_used.compare_exchange(0, generation, Ordering::AcqRel, Ordering::Acquire);
+            }
+        }
         let previous = self.header().record.swap(record.as_ptr(), Ordering::AcqRel);
         self.free(previous as *mut u8);
         self.header().serial.fetch_add(1, Ordering::AcqRel);
@@ -444,6 +593,15 @@ pub struct Commit {
     pub generation: u64,
     /// A `watch=` publication of the same file, newer than the reload's read, stays.
     pub kept_newer: bool,
+}
+
+/// The slot pointers stored in a record.
+///
+/// # Safety
+/// `record` is a complete record that stays valid for the returned lifetime.
+unsafe fn record_slots<'a>(record: NonNull<Record>) -> &'a [*mut ServiceSlot] {
+    // SAFETY: a record is followed by its `slot_count` slot pointers.
+    unsafe { slice::from_raw_parts(record.as_ptr().add(1) as *const *mut ServiceSlot, record.as_ref().slot_count) }
 }
 
 /// The source path stored in a record.

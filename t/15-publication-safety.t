@@ -15,6 +15,19 @@ sub yaml_for {
          . "    new_host: api.example\n    new_backend: new:80\n    migration: {percentage: $o{percentage}}\n";
 }
 
+# Seventeen services whose names (and hosts) are new in every round.
+sub renamed {
+    my ($round, $migration) = @_;
+    $migration //= 'percentage: 0';
+    my $y = "version: \"r$round\"\nservices:\n";
+    for my $i (0 .. 16) {
+        my $name = "s$i-r$round";
+        $y .= "  - name: $name\n    old_host: $name.example\n    old_backend: old:80\n    new_host: $name.example\n"
+            . "    new_backend: new:80\n    migration: {$migration}\n";
+    }
+    return $y;
+}
+
 sub write_file {
     my ($path, $text) = @_;
     open my $fh, '>', "$path.tmp" or die $!;
@@ -186,3 +199,37 @@ $deadline = Time::HiRes::time() + 5;
 Time::HiRes::sleep(0.05) while -e "$prefix/logs/nginx.pid" && Time::HiRes::time() < $deadline;
 ok(!-e "$prefix/logs/nginx.pid", 'and the second nginx exits');
 if (-e "$prefix/logs/nginx.pid") { open my $p, '<', "$prefix/logs/nginx.pid"; my $pid = <$p>; kill 'KILL', $pid if $pid }
+
+
+
+=== TEST 5: 1,020 renamed services in a small zone keep publishing: slots no process can use are reclaimed
+--- workers: 2
+--- listen_options: reuseport
+--- timeout: 60
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=renames:64k watch=100ms;
+--- user_files eval
+[[ 'm.yaml', main::renamed(0) ]]
+--- config
+    location / { migration on; return 200 "$migration_service $migration_target $migration_config_version\n"; }
+    location = /status { migration_status; }
+--- check_eval
+my $ok = 1;
+for my $round (1 .. 60) {
+    main::write_file(html_dir() . '/m.yaml', main::renamed($round));
+    my $deadline = Time::HiRes::time() + 3;
+    my $version = '';
+    while (Time::HiRes::time() < $deadline) {
+        $version = main::status()->{version};
+        last if $version eq "r$round";
+        Time::HiRes::sleep(0.02);
+    }
+    $ok &&= is($version, "r$round", "round $round published") || last;
+}
+ok($ok, 'sixty publications of seventeen new names each');
+unlike(error_log_text(), qr/does not fit|no room left|too small/, 'never refused for room');
+is(http_request('GET', '/', [Host => 's16-r60.example'])->{body}, "s16-r60 old r60\n", 'the last names route');
+main::write_file(html_dir() . '/m.yaml', main::renamed(61, 'enabled: false'));
+my $deadline = Time::HiRes::time() + 3;
+Time::HiRes::sleep(0.02) until main::status()->{version} eq 'r61' || Time::HiRes::time() > $deadline;
+is(main::status()->{services}[0]{enabled}, JSON::PP::false, 'and the emergency rollback still publishes');

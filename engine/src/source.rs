@@ -121,7 +121,11 @@ mod tests {
     /// mkfifo(1): this crate has no unsafe code, so no libc::mkfifo.
     fn mkfifo(path: &std::ffi::CString) -> i32 {
         let status = std::process::Command::new("mkfifo").arg(path.to_str().unwrap()).status().unwrap();
-        if status.success() { 0 } else { 1 }
+        if status.success() {
+            0
+        } else {
+            1
+        }
     }
 
     #[test]
@@ -133,7 +137,10 @@ mod tests {
         assert_eq!((bytes.len(), stamp.size), (100, 100));
         assert_eq!(FileStamp::at(&file).unwrap(), stamp);
         let e = read_bounded(&file, 99).unwrap_err();
-        assert_eq!(e.message, "is 100 bytes, more than max_size (99 bytes); raise max_size= on migration_config if it is meant");
+        assert_eq!(
+            e.message,
+            "is 100 bytes, more than max_size (99 bytes); raise max_size= on migration_config if it is meant"
+        );
         std::fs::write(&file, vec![b'#'; 101]).unwrap();
         assert_ne!(FileStamp::at(&file).unwrap(), stamp, "a rewrite changes the stamp");
     }

@@ -415,6 +415,8 @@ fn request(input: &Input) -> OwnedRequest {
         args: input.args.clone(),
         client,
         client_text,
+        // No user_key: var:NAME in the fuzzed configuration.
+        variables: Vec::new(),
     }
 }
 

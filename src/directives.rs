@@ -48,20 +48,19 @@ pub struct MainConf {
 }
 
 /// A `migration_service NAME` directive.
+#[derive(Clone)]
 pub struct PinnedService {
     pub name: String,
     /// `nginx.conf:12`
     pub at: String,
 }
 
-impl MainConf {
-    /// The message of a service that nginx.conf names and `config` lacks, the same
-    /// for `nginx -t` and for a `watch=` change.
-    pub fn check_pinned_services(&self, config: &CompiledConfig) -> Result<(), String> {
-        match self.pinned.iter().find(|p| config.service_index(&p.name).is_none()) {
-            None => Ok(()),
-            Some(p) => Err(unknown_service(&p.name, &self.source, Some(&p.at))),
-        }
+/// The message of a service that nginx.conf names (`pinned`) and `config` lacks,
+/// the same for `nginx -t` and for a `watch=` change.
+pub fn check_pinned_services(pinned: &[PinnedService], source: &str, config: &CompiledConfig) -> Result<(), String> {
+    match pinned.iter().find(|p| config.service_index(&p.name).is_none()) {
+        None => Ok(()),
+        Some(p) => Err(unknown_service(&p.name, source, Some(&p.at))),
     }
 }
 
@@ -281,10 +280,11 @@ extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
             return NGX_CONF_ERROR;
         }
     };
-    // The zone holds the text twice: a file that cannot fit whatever its services
-    // is refused before it is parsed.
+    // The zone holds the text twice: a large file that cannot fit whatever its
+    // services is refused before it is parsed (a small one is parsed first, so
+    // that the error can say exactly what it needs).
     let at_least = crate::zone::required_zone_size(source.len(), text.len(), &[]);
-    if at_least > zone_size {
+    if at_least > zone_size && text.len() > crate::zone::PARSE_BEFORE_REFUSING {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
             cf,

@@ -70,3 +70,11 @@ pub fn fail_loc_conf_alloc() -> bool {
     };
     CALLS.fetch_add(1, Ordering::Relaxed) + 1 == n
 }
+
+/// `panic=WHERE`: a panic at the named entry point (`publication`, and the
+/// others `crate::guard` names), to show that none crosses into nginx.
+pub fn panic_in(place: &str) {
+    if value("panic") == Some(place) {
+        panic!("test hook: a panic in {place}");
+    }
+}

@@ -17,6 +17,7 @@ mod directives;
 mod hooks;
 mod phases;
 mod publish;
+mod publisher;
 mod random;
 mod request;
 mod status;

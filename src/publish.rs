@@ -26,6 +26,7 @@ use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
 
 use crate::directives::{MainConf, Module};
+use crate::publisher;
 use crate::zone::{human_size, required_zone_size, SlotRef, Zone};
 
 /// One generation of the configuration, as a process routes by it.
@@ -238,7 +239,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     }
     // A worker respawned after a crash starts with its cycle's configuration;
     // `watch=` may have published a newer one since (or the master kept one).
-    refresh(&zone, cycle.log);
+    catch_up_now(&zone, cycle.log);
     if let Some(interval) = main.watch_ms {
         // SAFETY: the cycle pool outlives the worker's event loop.
         let ev = unsafe { ngx_pcalloc(cycle.pool, core::mem::size_of::<ngx_event_t>()) } as *mut ngx_event_t;
@@ -297,8 +298,9 @@ pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
 }
 
 /// Replaces this process's configuration by the zone's committed one when its
-/// generation moved; returns what the process routes by now.
-pub fn refresh(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<Published>> {
+/// generation moved, compiling it here and now: only for `init_process`, before
+/// the worker serves (the event loop hands this to the publication thread).
+fn catch_up_now(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<Published>> {
     let current = current();
     if current.as_ref().is_some_and(|c| c.generation == zone.generation()) {
         return current;
@@ -349,6 +351,9 @@ fn remember_stamp(stamp: Option<FileStamp>) {
     *LAST_STAMP.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
 }
 
+/// How often a tick looks for the publication thread's result while it works.
+const POLL_MS: u64 = 5;
+
 unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
     // SAFETY: nginx's process-state flags, only written by its signal handlers.
     if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
@@ -361,119 +366,171 @@ unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
     };
     if let (Some(publication), Some(interval)) = (&main.publication, main.watch_ms) {
         announce_held(&publication.zone);
-        watch_file(main, publication, cycle.log);
+        let next = if watch_step(main, publication, cycle.log) { POLL_MS } else { interval };
         // SAFETY: `ev` is our timer event, not armed while its handler runs.
-        unsafe { ngx_add_timer(ev, interval as _) };
+        unsafe { ngx_add_timer(ev, next as _) };
     }
 }
 
-/// One `watch=` check: catch up with the zone, then publish the file if its
-/// content changed and is valid. A bad change is logged once for all workers.
-fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
+/// One step of `watch=` on the event loop: take the publication thread's result
+/// if there is one, then catch up with the zone or look at the file. Returns
+/// whether a job is in flight (the next tick comes soon, to take its result).
+fn watch_step(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) -> bool {
+    if publisher::busy() {
+        match publisher::take() {
+            Some(done) => finish(main, publication, done, log),
+            None => return true,
+        }
+    }
     let zone = &publication.zone;
-    // Taken before the file is read: the commit compares with it, so a read older
-    // than another publication (or than a reload's prepare) is never committed.
-    let serial = zone.serial();
     if zone.epoch() != publication.epoch {
         // A reload committed a newer cycle: this worker is on its way out and its
         // file may be the old one. The new cycle's workers watch from now on.
-        return;
+        return false;
     }
-    let current = refresh(zone, log);
+    if catch_up_later(zone) {
+        return true;
+    }
+    // `stat` first: when nothing of the file changed, it is not read at all.
+    let stamp = FileStamp::at(std::path::Path::new(&main.source)).ok();
+    if stamp.is_some() && stamp == last_stamp() {
+        return false;
+    }
+    let check = publisher::Check {
+        path: main.source.clone(),
+        max_size: main.max_size,
+        zone_size: zone.size(),
+        current_hash: current().map(|c| c.content_hash),
+        refused_hash: zone.refused_hash(),
+        pinned: main.pinned.clone(),
+        stamp,
+        // Taken before the file is read: the commit compares with it, so a read
+        // older than another publication (or a reload's prepare) is never committed.
+        serial: zone.serial(),
+    };
+    publisher::submit(publisher::Job::Check(check))
+}
+
+/// When another process published a newer generation, hands its record to the
+/// publication thread to compile; true when it did.
+pub fn catch_up_later(zone: &Zone) -> bool {
+    if publisher::busy() || current().is_some_and(|c| c.generation == zone.generation()) {
+        return publisher::busy();
+    }
+    match zone.lock().read() {
+        Some(record) => publisher::submit(publisher::Job::CatchUp(record)),
+        None => false,
+    }
+}
+
+/// Carries out what the publication thread finished: a compiled catch-up is
+/// adopted, a changed file committed (if it still may be) or refused, once for
+/// all workers.
+pub fn finish(main: &MainConf, publication: &Publication, done: publisher::Done, log: *mut ngx_log_t) {
+    use publisher::Done;
+    let zone = &publication.zone;
+    let current = current();
     let (generation, version) =
         current.as_ref().map_or((0, String::new()), |c| (c.generation, c.config.version.clone()));
-    let path = std::path::Path::new(&main.source);
-    // `stat` first: when nothing of the file changed, it is not read at all.
-    let stamp = FileStamp::at(path).ok();
-    if stamp.is_some() && stamp == last_stamp() {
-        return;
-    }
-    let bytes = match migration_engine::source::read_bounded(path, main.max_size) {
-        Ok((bytes, _)) => bytes,
-        Err(e) => {
-            if zone.refuse(migration_engine::content_hash(e.message.as_bytes())) {
+    match done {
+        Done::CaughtUp { record, compiled } => match compiled {
+            Ok(config) if current.as_ref().is_none_or(|c| c.generation < record.generation) => {
+                adopt(Arc::new(Published {
+                    generation: record.generation,
+                    loaded_at: record.loaded_at,
+                    content_hash: record.content_hash,
+                    source: record.source,
+                    config: Arc::new(config),
+                    slots: record.slots.into_boxed_slice(),
+                    zone: *zone,
+                }));
+            }
+            Ok(_) => {}
+            // A record was validated before it was published; this means the
+            // process that published it read the file differently.
+            Err(e) => {
+                ngx_log_error!(
+                    NGX_LOG_ALERT,
+                    log,
+                    "migration: generation {} does not compile here: {}",
+                    record.generation,
+                    e
+                );
+            }
+        },
+        Done::Unchanged { stamp } => remember_stamp(stamp),
+        Done::Unreadable { message, stamp } => {
+            remember_stamp(stamp);
+            if zone.refuse(migration_engine::content_hash(message.as_bytes())) {
                 ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
                     "migration: watch= cannot read {}: {} (the workers read it, as nginx's `user`); generation {} (version {}) stays",
                     main.source,
-                    e.message.strip_prefix("cannot read the file: ").unwrap_or(&e.message),
+                    message,
                     generation,
                     version
                 );
             }
+        }
+        Done::TooBig { hash, bytes, stamp } => {
             remember_stamp(stamp);
-            return;
+            if zone.refuse(hash) {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "migration: {} changed but the zone is too small for it ({} bytes of YAML, held twice); generation {} (version {}) stays",
+                    main.source,
+                    bytes,
+                    generation,
+                    version
+                );
+            }
         }
-    };
-    let hash = migration_engine::content_hash(&bytes);
-    if current.as_ref().is_some_and(|c| c.content_hash == hash) || zone.is_refused(hash) {
-        remember_stamp(stamp);
-        return;
-    }
-    // The zone holds the text twice: a file that cannot fit whatever its services
-    // is refused before it is parsed.
-    if required_zone_size(main.source.len(), bytes.len(), &[]) > zone.size() {
-        remember_stamp(stamp);
-        if zone.refuse(hash) {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "migration: {} changed but the zone is too small for it ({} bytes of YAML, held twice); generation {} (version {}) stays",
-                main.source,
-                bytes.len(),
-                generation,
-                version
-            );
-        }
-        return;
-    }
-    crate::hooks::watch_delay_once(&main.source);
-    let compiled = migration_engine::source_from_bytes(&main.source, bytes)
-        .and_then(|text| Ok((migration_engine::load_str_checked(&main.source, &text)?, text)));
-    let compiled = compiled.and_then(|(loaded, text)| {
-        main.check_pinned_services(&loaded.0)
-            .map_err(|unknown| migration_engine::ConfigError::new(&main.source, None, "", unknown))?;
-        Ok((loaded, text))
-    });
-    let ((config, warnings), text) = match compiled {
-        Ok(compiled) => compiled,
-        Err(e) => {
+        Done::Invalid { hash, message, stamp } => {
             remember_stamp(stamp);
             if zone.refuse(hash) {
                 ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
                     "migration: {}; the change is not published, generation {} (version {}) stays",
-                    e,
+                    message,
                     generation,
                     version
                 );
             }
-            return;
         }
-    };
-    let names = service_names(&config);
+        Done::Ready(ready) => commit_change(main, publication, *ready, (generation, version), log),
+    }
+}
+
+/// Commits a changed file the thread compiled, unless a reload or another
+/// publication came first (then the next tick catches up, and looks again).
+fn commit_change(
+    main: &MainConf,
+    publication: &Publication,
+    ready: publisher::Ready,
+    (generation, version): (u64, String),
+    log: *mut ngx_log_t,
+) {
+    let zone = &publication.zone;
+    let names = service_names(&ready.config);
     let loaded_at = unix_now();
     let mut locked = zone.lock();
-    if !locked.may_publish(publication.epoch, serial) || locked.committed_hash() == Some(hash) {
-        // A reload or another worker published meanwhile: catch up, and look at
-        // the file again on the next tick.
-        drop(locked);
-        refresh(zone, log);
+    if !locked.may_publish(publication.epoch, ready.serial) || locked.committed_hash() == Some(ready.hash) {
         return;
     }
-    let prepared = locked.prepare(&main.source, &text, hash, loaded_at, &names);
+    let prepared = locked.prepare(&main.source, &ready.text, ready.hash, loaded_at, &names);
     let Ok((record, slots)) = prepared else {
         drop(locked);
-        remember_stamp(stamp);
-        if zone.refuse(hash) {
+        remember_stamp(ready.stamp);
+        if zone.refuse(ready.hash) {
             ngx_log_error!(
                 NGX_LOG_ERR,
                 log,
                 "migration: {} changed but does not fit the zone: it needs {}; generation {} (version {}) stays",
                 main.source,
-                human_size(required_zone_size(main.source.len(), text.len(), &names)),
+                human_size(required_zone_size(main.source.len(), ready.text.len(), &names)),
                 generation,
                 version
             );
@@ -482,9 +539,9 @@ fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
     };
     let generation = locked.commit(record);
     drop(locked);
-    remember_stamp(stamp);
+    remember_stamp(ready.stamp);
     zone.refuse(0);
-    for warning in &warnings {
+    for warning in &ready.warnings {
         ngx_log_error!(NGX_LOG_WARN, log, "migration: {}: {}", main.source, warning);
     }
     ngx_log_error!(
@@ -493,15 +550,15 @@ fn watch_file(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) {
         "migration: {} changed; published generation {} (version {}, {} services)",
         main.source,
         generation,
-        config.version,
-        config.services.len()
+        ready.config.version,
+        ready.config.services.len()
     );
     adopt(Arc::new(Published {
         generation,
         loaded_at,
-        content_hash: hash,
+        content_hash: ready.hash,
         source: main.source.clone(),
-        config: Arc::new(config),
+        config: Arc::new(ready.config),
         slots: slots.into_boxed_slice(),
         zone: *zone,
     }));

@@ -14,7 +14,8 @@ use ngx::http::HttpModuleMainConf;
 use ngx::ngx_string;
 
 use crate::directives::Module;
-use crate::publish::refresh;
+use crate::publish::{catch_up_later, current, finish};
+use crate::publisher;
 use crate::request::bytes;
 
 const JSON: ngx_str_t = ngx_string!("application/json");
@@ -40,7 +41,18 @@ pub unsafe extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     let main = Module::main_conf(&*r).expect("http main conf");
     // SAFETY: the connection's log is live with the request.
     let log = unsafe { (*r.connection).log };
-    let Some(published) = main.publication.as_ref().and_then(|p| refresh(&p.zone, log)) else {
+    let Some(publication) = main.publication.as_ref() else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    // What this worker routes by; a newer generation is compiled by the
+    // publication thread, never here (this is the event loop).
+    if publisher::busy() {
+        if let Some(done) = publisher::take() {
+            finish(main, publication, done, log);
+        }
+    }
+    catch_up_later(&publication.zone);
+    let Some(published) = current() else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let services = published

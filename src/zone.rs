@@ -282,8 +282,9 @@ impl Zone {
         self.header().rejected_hash.swap(hash, Ordering::AcqRel) != hash
     }
 
-    pub fn is_refused(&self, hash: u64) -> bool {
-        self.header().rejected_hash.load(Ordering::Acquire) == hash
+    /// The content hash of the last refused change.
+    pub fn refused_hash(&self) -> u64 {
+        self.header().rejected_hash.load(Ordering::Acquire)
     }
 
     /// Takes the zone's lock: the slab pool's own mutex, which nginx releases if
@@ -616,6 +617,11 @@ unsafe fn record_source<'a>(record: NonNull<Record>) -> &'a [u8] {
         slice::from_raw_parts(bytes, r.path_len)
     }
 }
+
+/// A file larger than this that cannot fit the zone is refused from its size
+/// alone, unparsed; a smaller one is parsed, so that the refusal says exactly
+/// how much it needs (parsing 1 MB takes well under a second).
+pub const PARSE_BEFORE_REFUSING: usize = 1 << 20;
 
 /// The smallest zone that holds a configuration: the slab pool's own bookkeeping,
 /// the header, a slot per service, and the record twice over (while a new one is

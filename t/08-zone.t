@@ -95,7 +95,7 @@ invalid parameter "zone=m:lots": invalid zone size in "m:lots"
     migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=a:1m zone=b:1m;
 --- must_die
 --- error_log
-invalid parameter "zone=b:1m": expected zone=NAME:SIZE or watch=INTERVAL, each at most once
+invalid parameter "zone=b:1m": expected zone=NAME:SIZE, watch=INTERVAL or max_size=SIZE, each at most once
 
 
 
@@ -130,7 +130,7 @@ qr{zone "small" is too small for \S+/html/m\.yaml \(1 services, 16971 bytes of Y
 
 === TEST 11: the size the error asked for is enough
 --- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=small:53k;
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=small:57k;
 --- user_files eval
 [[ 'm.yaml', $main::YAML . ("# a long comment line that only takes room in the zone, as ConfigMaps with notes do\n" x 200) ]]
 --- config

@@ -117,7 +117,7 @@ is(main::get(), '200 fallback old', 'the next request goes to old by the breaker
     migration_config $TEST_NGINX_HTML_DIR/m.yaml;
 --- user_files eval
 [[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '127.0.0.1:$TEST_NGINX_RAND_PORT_2', failures => 5) ],
- [ 'page.html', join('', map { "<!--# include virtual=\"/part/$_\" -->\n" } 1 .. 6) ]]
+ [ 'page.html', CORE::join('', map { "<!--# include virtual=\"/part/$_\" -->\n" } 1 .. 6) ]]
 --- config
     location = /page.html { migration on; ssi on; root $TEST_NGINX_HTML_DIR; }
     location /part/ { proxy_pass http://$migration_backend; }

@@ -1,0 +1,193 @@
+//! `watch=` without stalling a request: every worker owns a publication thread
+//! that reads, hashes, validates and compiles configurations, at the lowest CPU
+//! priority, while the event loop goes on serving. The event loop only `stat`s
+//! the file, hands a job over, and on a later tick takes the finished result:
+//! a short commit under the zone's lock and an `Arc` swap.
+//!
+//! Two kinds of job: a changed file (the first worker to see it publishes it),
+//! and a generation another process published (every other worker compiles the
+//! zone's record to catch up). Everything nginx (logging, the zone's lock, the
+//! timer) stays on the event loop; the thread only runs the engine.
+
+use std::cell::{Cell, RefCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+
+use migration_engine::source::FileStamp;
+use migration_engine::CompiledConfig;
+
+use crate::directives::PinnedService;
+use crate::zone::{required_zone_size, RecordCopy};
+
+/// Work for the publication thread.
+pub enum Job {
+    /// Compile the zone's committed record, which another process published.
+    CatchUp(RecordCopy),
+    /// Look at the watched file, which `stat` says changed.
+    Check(Check),
+}
+
+pub struct Check {
+    pub path: String,
+    pub max_size: u64,
+    pub zone_size: usize,
+    /// The content this process routes by, and the last content refused: either
+    /// means nothing to do.
+    pub current_hash: Option<u64>,
+    pub refused_hash: u64,
+    pub pinned: Vec<PinnedService>,
+    pub stamp: Option<FileStamp>,
+    /// The zone's serial before the file is read (the commit compares with it).
+    pub serial: u64,
+}
+
+/// What the thread hands back.
+pub enum Done {
+    CaughtUp { record: RecordCopy, compiled: Result<CompiledConfig, String> },
+    /// The content is the one routed by, or the one last refused.
+    Unchanged { stamp: Option<FileStamp> },
+    Unreadable { message: String, stamp: Option<FileStamp> },
+    /// The text alone cannot fit the zone.
+    TooBig { hash: u64, bytes: usize, stamp: Option<FileStamp> },
+    Invalid { hash: u64, message: String, stamp: Option<FileStamp> },
+    Ready(Box<Ready>),
+}
+
+pub struct Ready {
+    pub config: CompiledConfig,
+    pub warnings: Vec<String>,
+    pub text: String,
+    pub hash: u64,
+    pub stamp: Option<FileStamp>,
+    pub serial: u64,
+}
+
+struct Thread {
+    jobs: Sender<Job>,
+    done: Receiver<Done>,
+}
+
+thread_local! {
+    /// The event loop's handle on its publication thread (started on first use:
+    /// a thread never survives nginx's fork, so not in the master).
+    static THREAD: RefCell<Option<Thread>> = const { RefCell::new(None) };
+    /// A job was handed over and its result not taken yet.
+    static IN_FLIGHT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether a job is being worked on.
+pub fn busy() -> bool {
+    IN_FLIGHT.with(Cell::get)
+}
+
+/// Hands `job` to the thread; false when the thread cannot be started.
+pub fn submit(job: Job) -> bool {
+    THREAD.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.is_none() {
+            *t = start();
+        }
+        let Some(thread) = t.as_ref() else { return false };
+        let sent = thread.jobs.send(job).is_ok();
+        if !sent {
+            // The thread is gone (it never panics out of a job, but be safe).
+            *t = None;
+        }
+        IN_FLIGHT.with(|f| f.set(sent));
+        sent
+    })
+}
+
+/// The finished job's result, if it is there.
+pub fn take() -> Option<Done> {
+    THREAD.with(|t| {
+        let t = t.borrow();
+        let thread = t.as_ref()?;
+        match thread.done.try_recv() {
+            Ok(done) => {
+                IN_FLIGHT.with(|f| f.set(false));
+                Some(done)
+            }
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                IN_FLIGHT.with(|f| f.set(false));
+                None
+            }
+        }
+    })
+}
+
+fn start() -> Option<Thread> {
+    let (jobs, inbox) = channel::<Job>();
+    let (outbox, done) = channel::<Done>();
+    std::thread::Builder::new()
+        .name("migration-publish".into())
+        .spawn(move || {
+            // The event loop comes first: this thread gets whatever CPU is idle.
+            // SAFETY: setpriority on this thread's own id only changes its nice value.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+            for job in inbox {
+                let done = catch_unwind(AssertUnwindSafe(|| run(job)))
+                    .unwrap_or_else(|panic| Done::Invalid { hash: 0, message: panic_message(&panic), stamp: None });
+                if outbox.send(done).is_err() {
+                    break;
+                }
+            }
+        })
+        .ok()?;
+    Some(Thread { jobs, done })
+}
+
+/// A panic's message, as a refusal says it.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    format!("internal error (a panic: {text})")
+}
+
+fn run(job: Job) -> Done {
+    match job {
+        Job::CatchUp(record) => {
+            let compiled = migration_engine::load_str(&record.source, &record.text).map_err(|e| e.to_string());
+            Done::CaughtUp { record, compiled }
+        }
+        Job::Check(check) => run_check(check),
+    }
+}
+
+fn run_check(c: Check) -> Done {
+    let stamp = c.stamp;
+    let bytes = match migration_engine::source::read_bounded(Path::new(&c.path), c.max_size) {
+        Ok((bytes, _)) => bytes,
+        Err(e) => {
+            let message = e.message.strip_prefix("cannot read the file: ").unwrap_or(&e.message).to_owned();
+            return Done::Unreadable { message, stamp };
+        }
+    };
+    let hash = migration_engine::content_hash(&bytes);
+    if c.current_hash == Some(hash) || c.refused_hash == hash {
+        return Done::Unchanged { stamp };
+    }
+    // The zone holds the text twice: a large file that cannot fit whatever its
+    // services is refused before it is parsed.
+    if bytes.len() > crate::zone::PARSE_BEFORE_REFUSING && required_zone_size(c.path.len(), bytes.len(), &[]) > c.zone_size {
+        return Done::TooBig { hash, bytes: bytes.len(), stamp };
+    }
+    crate::hooks::watch_delay_once(&c.path);
+    crate::hooks::panic_in("publication");
+    let compiled = migration_engine::source_from_bytes(&c.path, bytes)
+        .and_then(|text| Ok((migration_engine::load_str_checked(&c.path, &text)?, text)));
+    let ((config, warnings), text) = match compiled {
+        Ok(compiled) => compiled,
+        Err(e) => return Done::Invalid { hash, message: e.to_string(), stamp },
+    };
+    if let Err(message) = crate::directives::check_pinned_services(&c.pinned, &c.path, &config) {
+        return Done::Invalid { hash, message: format!("{}: {message}", c.path), stamp };
+    }
+    let warnings = warnings.iter().map(ToString::to_string).collect();
+    Done::Ready(Box::new(Ready { config, warnings, text, hash, stamp, serial: c.serial }))
+}

@@ -235,7 +235,11 @@ unsafe fn arguments<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
     &args[1..]
 }
 
-extern "C" fn set_migration_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+extern "C" fn set_migration_config(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::guard::conf(cf, "migration_config", || set_migration_config_body(cf, cmd, conf))
+}
+
+fn set_migration_config_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes the http main configuration this module created, and a
     // cf that is valid for the duration of the call.
     let (main, args) = unsafe { (&mut *(conf as *mut MainConf), arguments(cf)) };
@@ -456,7 +460,11 @@ fn parse_interval(value: &[u8]) -> Result<u64, String> {
     Ok(ms as u64)
 }
 
-extern "C" fn set_migration(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+extern "C" fn set_migration(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::guard::conf(cf, "migration", || set_migration_body(cf, cmd, conf))
+}
+
+fn set_migration_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes this module's location configuration and a valid cf.
     let (loc, args) = unsafe { (&mut *(conf as *mut LocConf), arguments(cf)) };
     if loc.enabled.is_some() {
@@ -474,7 +482,11 @@ extern "C" fn set_migration(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf:
     NGX_CONF_OK
 }
 
-extern "C" fn set_migration_service(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+extern "C" fn set_migration_service(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::guard::conf(cf, "migration_service", || set_migration_service_body(cf, cmd, conf))
+}
+
+fn set_migration_service_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes this module's location configuration and a valid cf.
     let (loc, args) = unsafe { (&mut *(conf as *mut LocConf), arguments(cf)) };
     if loc.service != ServiceSetting::Unset {
@@ -535,7 +547,11 @@ extern "C" fn set_migration_service(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_
     NGX_CONF_OK
 }
 
-extern "C" fn set_migration_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+extern "C" fn set_migration_status(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::guard::conf(cf, "migration_status", || set_migration_status_body(cf, cmd, conf))
+}
+
+fn set_migration_status_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes this module's location configuration and a valid cf.
     let loc = unsafe { &mut *(conf as *mut LocConf) };
     if loc.status {
@@ -634,19 +650,35 @@ unsafe fn allocate_in_pool<T>(pool: *mut ngx_pool_t, value: T) -> *mut c_void {
 }
 
 pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    crate::guard::install_hook();
+    // SAFETY: nginx calls it with a valid cf.
+    crate::guard::create(cf, "create_main_conf", || unsafe { create_main_conf_body(cf) })
+}
+
+unsafe fn create_main_conf_body(cf: *mut ngx_conf_t) -> *mut c_void {
     crate::hooks::load();
     // SAFETY: cf->pool is the configuration pool.
     unsafe { allocate_in_pool((*cf).pool, MainConf::default()) }
 }
 
 pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: nginx calls it with a valid cf.
+    crate::guard::create(cf, "create_srv_conf", || unsafe { create_srv_conf_body(cf) })
+}
+
+unsafe fn create_srv_conf_body(cf: *mut ngx_conf_t) -> *mut c_void {
     // SAFETY: as in create_main_conf.
     unsafe { allocate_in_pool((*cf).pool, SrvConf::default()) }
 }
 
 /// Copies the server block's names (after the core module's merge gave a block
 /// without `server_name` its empty name).
-pub unsafe extern "C" fn merge_srv_conf(cf: *mut ngx_conf_t, _prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
+pub unsafe extern "C" fn merge_srv_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx calls it with a valid cf and two server configurations of ours.
+    crate::guard::conf(cf, "merge_srv_conf", || unsafe { merge_srv_conf_body(cf, prev, conf) })
+}
+
+unsafe fn merge_srv_conf_body(cf: *mut ngx_conf_t, _prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes the server configuration create_srv_conf made; cf->ctx
     // holds this server block's configurations while it is merged.
     let (conf, core) =
@@ -659,6 +691,11 @@ pub unsafe extern "C" fn merge_srv_conf(cf: *mut ngx_conf_t, _prev: *mut c_void,
 }
 
 pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: nginx calls it with a valid cf.
+    crate::guard::create(cf, "create_loc_conf", || unsafe { create_loc_conf_body(cf) })
+}
+
+unsafe fn create_loc_conf_body(cf: *mut ngx_conf_t) -> *mut c_void {
     if crate::hooks::fail_loc_conf_alloc() {
         return ptr::null_mut();
     }
@@ -667,6 +704,11 @@ pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
 }
 
 pub unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx calls it with a valid cf and two location configurations of ours.
+    crate::guard::conf(cf, "merge_loc_conf", || unsafe { merge_loc_conf_body(cf, prev, conf) })
+}
+
+unsafe fn merge_loc_conf_body(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes two location configurations created by create_loc_conf.
     let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
     if conf.enabled.is_none() {

@@ -14,6 +14,7 @@ use core::ptr::{addr_of, addr_of_mut};
 use ngx::ffi::{ngx_command_t, ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 
 mod directives;
+mod guard;
 mod hooks;
 mod phases;
 mod publish;

@@ -52,7 +52,7 @@ const TAG: u64 = u64::from_be_bytes(*b"migrdcsn");
 unsafe extern "C" fn drop_request_decision(data: *mut c_void) {
     // SAFETY: `data` is the RequestDecision written by `decision_for`, dropped once
     // when the request pool is destroyed.
-    unsafe { ptr::drop_in_place(data as *mut RequestDecision) };
+    crate::guard::quiet("a request's cleanup", || unsafe { ptr::drop_in_place(data as *mut RequestDecision) });
 }
 
 /// The decision already made for this request, if any: from the module context,
@@ -145,6 +145,11 @@ pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDeci
 
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
+    crate::guard::request(r, "the access phase", || unsafe { access_handler_body(r) })
+}
+
+unsafe fn access_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
     let r = unsafe { &mut *r };
     // SAFETY: Request is a transparent wrapper over ngx_http_request_t.
     let request: &Request = unsafe { Request::from_ngx_http_request(r) };
@@ -196,6 +201,17 @@ fn warn_if_decided_before_realip(r: &ngx_http_request_t, d: &RequestDecision) {
 // The `counted` flag doubles as "routed": it is set exactly when the decision was
 // used in a location with `migration on`.
 unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let rc = crate::guard::request(r, "the log phase", || unsafe { log_handler_body(r) });
+    // The response is gone by now: nothing to answer with a 500.
+    if rc == ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t {
+        Status::NGX_OK.into()
+    } else {
+        rc
+    }
+}
+
+unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     let r = unsafe { &mut *r };
     // A subrequest (SSI, auth_request with log_subrequest on) shares the main
@@ -304,6 +320,11 @@ fn log_transition(r: &ngx_http_request_t, published: &Published, index: u32, tra
 }
 
 pub unsafe extern "C" fn register_handlers(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: postconfiguration runs with a valid cf; its log is live.
+    crate::guard::init(unsafe { (*cf).log }, "postconfiguration", || unsafe { register_handlers_body(cf) })
+}
+
+unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: postconfiguration runs with a valid cf inside the http block.
     let cmcf = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }).expect("http core main conf");
     for (phase, handler) in [

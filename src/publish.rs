@@ -105,6 +105,11 @@ pub fn service_names(config: &CompiledConfig) -> Vec<&str> {
 /// attaches the zone and prepares this cycle's record in it. A shortage fails the
 /// reload here, while the old cycle still runs untouched.
 pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx calls init with the zone entry being initialised; its log is live.
+    crate::guard::init(unsafe { (*shm_zone).shm.log }, "the zone's init", || unsafe { init_zone_body(shm_zone, data) })
+}
+
+unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx calls init with the zone entry whose data we set to this
     // cycle's main configuration (which lives in the cycle's pool).
     let (shm_zone, main) = unsafe { (&*shm_zone, &mut *((*shm_zone).data as *mut MainConf)) };
@@ -152,6 +157,11 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, data: *mut c_v
 /// `init_module`, in the master, once the new cycle can no longer fail: commits
 /// the prepared record, so the zone's generation moves only for a cycle that runs.
 pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx calls init_module with the new cycle; its log is live.
+    crate::guard::init(unsafe { (*cycle).log }, "init_module", || unsafe { init_module_body(cycle) })
+}
+
+unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx calls init_module with the new, complete cycle.
     let cycle = unsafe { &*cycle };
     let Some(main) = Module::main_conf_mut(cycle) else {
@@ -208,6 +218,11 @@ pub unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 /// `init_process`: the worker starts with the configuration its cycle published,
 /// and with `watch=`, its timer.
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx calls init_process with the worker's cycle; its log is live.
+    crate::guard::process(unsafe { (*cycle).log }, "init_process", || unsafe { init_process_body(cycle) })
+}
+
+unsafe fn init_process_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx calls init_process with the worker's cycle.
     let cycle = unsafe { &*cycle };
     // The cache manager and loader run init_process too: they serve no request
@@ -290,7 +305,16 @@ fn announce_held(zone: &Zone) {
 }
 
 /// `exit_process`: gives the process's entry of the zone's table back.
-pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+pub unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
+    // SAFETY: nginx calls exit_process with the worker's cycle; its log is live.
+    crate::guard::process(unsafe { (*cycle).log }, "exit_process", || {
+        // SAFETY: as above.
+        unsafe { exit_process_body(cycle) };
+        Status::NGX_OK.into()
+    });
+}
+
+unsafe fn exit_process_body(_cycle: *mut ngx_cycle_t) {
     let entry = PROCESS_ENTRY.swap(usize::MAX, Ordering::AcqRel);
     if let (Some(current), true) = (current(), entry != usize::MAX) {
         current.zone.unregister(entry);
@@ -365,8 +389,13 @@ unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
         return;
     };
     if let (Some(publication), Some(interval)) = (&main.publication, main.watch_ms) {
-        announce_held(&publication.zone);
-        let next = if watch_step(main, publication, cycle.log) { POLL_MS } else { interval };
+        let mut next = interval;
+        crate::guard::timer(cycle.log, "watch=", || {
+            announce_held(&publication.zone);
+            if watch_step(main, publication, cycle.log) {
+                next = POLL_MS;
+            }
+        });
         // SAFETY: `ev` is our timer event, not armed while its handler runs.
         unsafe { ngx_add_timer(ev, next as _) };
     }

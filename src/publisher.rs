@@ -44,13 +44,29 @@ pub struct Check {
 
 /// What the thread hands back.
 pub enum Done {
-    CaughtUp { record: RecordCopy, compiled: Result<CompiledConfig, String> },
+    CaughtUp {
+        record: RecordCopy,
+        compiled: Result<CompiledConfig, String>,
+    },
     /// The content is the one routed by, or the one last refused.
-    Unchanged { stamp: Option<FileStamp> },
-    Unreadable { message: String, stamp: Option<FileStamp> },
+    Unchanged {
+        stamp: Option<FileStamp>,
+    },
+    Unreadable {
+        message: String,
+        stamp: Option<FileStamp>,
+    },
     /// The text alone cannot fit the zone.
-    TooBig { hash: u64, bytes: usize, stamp: Option<FileStamp> },
-    Invalid { hash: u64, message: String, stamp: Option<FileStamp> },
+    TooBig {
+        hash: u64,
+        bytes: usize,
+        stamp: Option<FileStamp>,
+    },
+    Invalid {
+        hash: u64,
+        message: String,
+        stamp: Option<FileStamp>,
+    },
     Ready(Box<Ready>),
 }
 
@@ -128,8 +144,12 @@ fn start() -> Option<Thread> {
             // SAFETY: setpriority on this thread's own id only changes its nice value.
             unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
             for job in inbox {
-                let done = catch_unwind(AssertUnwindSafe(|| run(job)))
-                    .unwrap_or_else(|panic| Done::Invalid { hash: 0, message: panic_message(&panic), stamp: None });
+                let done = catch_unwind(AssertUnwindSafe(|| run(job))).unwrap_or_else(|panic| {
+                    let message = panic_message(&panic);
+                    // Refused once, like any bad change (a hash of 0 means "none").
+                    let hash = migration_engine::content_hash(message.as_bytes());
+                    Done::Invalid { hash, message, stamp: None }
+                });
                 if outbox.send(done).is_err() {
                     break;
                 }
@@ -174,7 +194,9 @@ fn run_check(c: Check) -> Done {
     }
     // The zone holds the text twice: a large file that cannot fit whatever its
     // services is refused before it is parsed.
-    if bytes.len() > crate::zone::PARSE_BEFORE_REFUSING && required_zone_size(c.path.len(), bytes.len(), &[]) > c.zone_size {
+    if bytes.len() > crate::zone::PARSE_BEFORE_REFUSING
+        && required_zone_size(c.path.len(), bytes.len(), &[]) > c.zone_size
+    {
         return Done::TooBig { hash, bytes: bytes.len(), stamp };
     }
     crate::hooks::watch_delay_once(&c.path);

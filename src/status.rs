@@ -24,6 +24,11 @@ const PROMETHEUS: ngx_str_t = ngx_string!("text/plain; version=0.0.4; charset=ut
 
 pub unsafe extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live request.
+    crate::guard::request(r, "the status handler", || unsafe { status_handler_body(r) })
+}
+
+unsafe fn status_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live request.
     let r = unsafe { &mut *r };
     if r.method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as usize == 0 {
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;

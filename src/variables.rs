@@ -114,6 +114,11 @@ fn check_bitfield_layout() {
 
 unsafe extern "C" fn get_variable(r: *mut ngx_http_request_t, v: *mut ngx_variable_value_t, data: usize) -> ngx_int_t {
     // SAFETY: nginx calls variable getters with a live request and a value slot.
+    crate::guard::variable(r, "a $migration_* variable", || unsafe { get_variable_body(r, v, data) })
+}
+
+unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_value_t, data: usize) -> ngx_int_t {
+    // SAFETY: nginx calls variable getters with a live request and a value slot.
     let (r, v) = unsafe { (&mut *r, &mut *v) };
     let Some(variable) = Variable::from_data(data) else {
         return Status::NGX_ERROR.into();
@@ -131,6 +136,11 @@ unsafe extern "C" fn get_variable(r: *mut ngx_http_request_t, v: *mut ngx_variab
 }
 
 pub unsafe extern "C" fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: preconfiguration runs with a valid cf; its log is live.
+    crate::guard::init(unsafe { (*cf).log }, "preconfiguration", || unsafe { add_variables_body(cf) })
+}
+
+unsafe fn add_variables_body(cf: *mut ngx_conf_t) -> ngx_int_t {
     check_bitfield_layout();
     for (name, variable) in VARIABLES {
         let mut name = name;

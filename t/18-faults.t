@@ -37,8 +37,9 @@ sub published_versions { [ error_log_text() =~ /changed; published generation \d
 add_block_preprocessor(sub {
     my $block = shift;
     my $hooks = $block->{hooks} ? $block->{hooks}[0] : '';
-    $hooks =~ s/\s+//g;
-    $block->{init} //= ["\$ENV{MIGRATION_TEST_HOOKS} = '$hooks';"];
+    $hooks =~ s/^\s+|\s+$//g;
+    # The hooks reach nginx through the master's environment.
+    $block->{init} //= [sub { $ENV{MIGRATION_TEST_HOOKS} = $hooks }];
 });
 
 run_tests();
@@ -87,3 +88,174 @@ test failed
 --- no_error_log
 exited on signal
 Segmentation fault
+
+
+
+=== TEST 3: a panic while nginx.conf is read refuses the configuration with [emerg]; nginx never aborts
+--- hooks: panic=migration_config
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target\n"; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*migration: internal error in migration_config \(a panic at src\/hooks\.rs:\d+: test hook: a panic in migration_config\)/
+--- no_error_log
+exited on signal
+Aborted
+
+
+
+=== TEST 4: a panic in the zone's init or in init_module refuses the cycle with [emerg]
+--- hooks: panic=the zone's init
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target\n"; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*migration: internal error in the zone's init \(a panic at /
+
+
+
+=== TEST 5: a panic in init_module refuses the cycle with [emerg]
+--- hooks: panic=init_module
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target\n"; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*migration: internal error in init_module \(a panic at /
+
+
+
+=== TEST 6: a panic in a worker's init_process is logged at [alert]; the worker serves on
+--- hooks: panic=init_process
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "rule $migration_rule\n"; }
+--- more_headers
+Host: api.example
+--- response_body
+rule none
+--- error_log eval
+qr/\[alert\] .*migration: internal error in init_process \(a panic at /
+
+
+
+=== TEST 7: a panic in a variable's getter: the variable is empty for that request, with an [alert]; the next ones are served
+--- hooks: panic=a $migration_* variable
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location = /var { return 200 "[$migration_target]\n"; }
+    location = /plain { return 200 "plain\n"; }
+--- request
+GET /var
+--- more_headers
+Host: api.example
+--- response_body
+[]
+--- error_log eval
+qr/\[alert\] .*migration: internal error in a \$migration_\* variable \(a panic at [^)]*\); this request fails/
+--- check_eval
+is(http_request('GET', '/plain')->{body}, "plain\n", 'the worker serves the next request');
+
+
+
+=== TEST 8: a panic in the access phase: a 500 for that request
+--- hooks: panic=the access phase
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; proxy_pass http://127.0.0.1:1; }
+--- more_headers
+Host: api.example
+--- error_code: 500
+--- error_log eval
+qr/\[alert\] .*migration: internal error in the access phase \(a panic at /
+
+
+
+=== TEST 9: a panic in the status handler: a 500 for that request
+--- hooks: panic=the status handler
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location = /status { migration_status; }
+--- request
+GET /status
+--- error_code: 500
+--- error_log eval
+qr/\[alert\] .*migration: internal error in the status handler \(a panic at /
+
+
+
+=== TEST 10: a panic in the log phase is logged; the response already went out whole
+--- hooks: panic=the log phase
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target\n"; }
+--- more_headers
+Host: api.example
+--- response_body
+old
+--- error_log eval
+qr/\[alert\] .*migration: internal error in the log phase \(a panic at /
+
+
+
+=== TEST 11: a panic while a watch= change is compiled (the publication thread) refuses the change; the last good configuration stays
+--- workers: 2
+--- hooks: panic=publication
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target $migration_config_version\n"; }
+--- error_log eval
+qr/\[error\] .*migration: internal error \(a panic: test hook: a panic in publication\); the change is not published, generation 1 \(version v1\) stays/
+--- check_eval
+main::write_file(html_dir() . '/m.yaml', main::yaml_for(percentage => 100, version => 'v2'));
+Time::HiRes::sleep(1);
+is(http_request('GET', '/', [Host => 'api.example'])->{body}, "old v1\n", 'v1 still routes');
+
+
+
+=== TEST 12: a panic in the watch= timer on the event loop is logged; the worker serves on and the timer keeps running
+--- hooks: panic=watch=
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target $migration_config_version\n"; }
+--- more_headers
+Host: api.example
+--- response_body
+old v1
+--- check_eval
+Time::HiRes::sleep(0.5);
+my @ticks = error_log_text() =~ /\[error\] [^\n]*migration: internal error in watch= \(a panic at [^)]*\); the change is not published, the last good configuration stays/g;
+cmp_ok(scalar @ticks, '>=', 2, 'each tick is caught and logged, and the timer runs on');
+is(http_request('GET', '/', [Host => 'api.example'])->{body}, "old v1\n", 'requests are served');

@@ -99,7 +99,8 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
         // Only a Host this server block names: a request that reached it as the
         // default server for another name routes nowhere (rule none).
         ServiceSetting::Auto | ServiceSetting::Unset => {
-            match config.service_for_host(crate::request::bytes(&r.headers_in.server)) {
+            // headers_in.server is nginx's validated Host: lowercase, no port.
+            match config.service_for_normalized_host(crate::request::bytes(&r.headers_in.server)) {
                 Some(index) if crate::request::served_by_name(r) => ServiceChoice::Index(index),
                 _ => ServiceChoice::Index(u32::MAX),
             }

@@ -9,11 +9,11 @@
 //! zone's record, or taking the configuration it just published itself.
 
 use core::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use core::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwapOption;
 use migration_engine::source::FileStamp;
 use migration_engine::{BreakerCells, Breakers, CompiledConfig, Decision};
 use ngx::core::Status;
@@ -84,12 +84,33 @@ pub struct Publication {
     published: Option<Arc<Published>>,
 }
 
-static CURRENT: ArcSwapOption<Published> = ArcSwapOption::const_empty();
+/// What this process routes by, as `Arc::into_raw` (null: nothing). Only the
+/// event loop's thread reads or replaces it (the publication thread never
+/// does), so a load followed by taking a reference cannot race a swap that
+/// frees the configuration.
+static CURRENT: AtomicPtr<Published> = AtomicPtr::new(ptr::null_mut());
 
 /// What this process routes by now; None without `migration_config`.
 #[inline]
 pub fn current() -> Option<Arc<Published>> {
-    CURRENT.load_full()
+    let p = CURRENT.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` came from Arc::into_raw and CURRENT holds that reference; only
+    // this thread could swap it away (see CURRENT).
+    unsafe {
+        Arc::increment_strong_count(p);
+        Some(Arc::from_raw(p))
+    }
+}
+
+/// Makes `new` what this process routes by; returns what it replaces.
+fn replace_current(new: Arc<Published>) -> Option<Arc<Published>> {
+    let old = CURRENT.swap(Arc::into_raw(new) as *mut Published, Ordering::AcqRel);
+    // SAFETY: a non-null value of CURRENT came from Arc::into_raw; its reference
+    // passes to the caller.
+    (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
 }
 
 fn unix_now() -> u64 {
@@ -284,7 +305,7 @@ static RETIRED: Mutex<Vec<Arc<Published>>> = Mutex::new(Vec::new());
 /// generation it may still touch.
 fn adopt(published: Arc<Published>) {
     let zone = published.zone;
-    if let Some(previous) = CURRENT.swap(Some(published)) {
+    if let Some(previous) = replace_current(published) {
         RETIRED.lock().unwrap_or_else(|e| e.into_inner()).push(previous);
     }
     announce_held(&zone);

@@ -91,6 +91,27 @@ impl RequestView for NgxRequestView<'_> {
         })
     }
 
+    #[inline]
+    fn for_each_header<'a>(&'a self, mut visit: impl FnMut(&'a [u8], &'a [u8])) {
+        let mut part = Some(&self.request().headers_in.headers.part);
+        while let Some(p) = part {
+            // SAFETY: a list part holds `nelts` initialised ngx_table_elt_t.
+            let elts: &[ngx_table_elt_t] =
+                if p.nelts == 0 { &[] } else { unsafe { slice::from_raw_parts(p.elts as *const _, p.nelts) } };
+            for h in elts {
+                // nginx marks a removed header with hash 0.
+                if h.hash == 0 || h.lowcase_key.is_null() {
+                    continue;
+                }
+                // SAFETY: lowcase_key holds key.len lowercase bytes for request headers.
+                let name = unsafe { slice::from_raw_parts(h.lowcase_key, h.key.len) };
+                visit(name, bytes(&h.value));
+            }
+            // SAFETY: `next` is null or the next part of the same list.
+            part = unsafe { p.next.as_ref() };
+        }
+    }
+
     fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
         let mut h = self.request().headers_in.cookie;
         while !h.is_null() {

@@ -42,8 +42,21 @@ const VARIABLES: [(ngx_str_t, Variable); 10] = [
 ];
 
 impl Variable {
+    #[inline]
     fn from_data(data: usize) -> Option<Variable> {
-        VARIABLES.iter().map(|&(_, v)| v).find(|&v| v as usize == data)
+        Some(match data {
+            0 => Variable::Target,
+            1 => Variable::Backend,
+            2 => Variable::Host,
+            3 => Variable::Scheme,
+            4 => Variable::Service,
+            5 => Variable::Rule,
+            6 => Variable::ConfigVersion,
+            7 => Variable::OldBackend,
+            8 => Variable::OldHost,
+            9 => Variable::OldScheme,
+            _ => return None,
+        })
     }
 
     /// The value for a request's decision. Strings point into the compiled

@@ -17,6 +17,8 @@ pub struct CompiledConfig {
     wildcard_hosts: AHashMap<Box<[u8]>, u32>,
     /// Longest wildcard suffix, to skip hopeless probes.
     longest_wildcard: usize,
+    /// The exact hosts again, when they are few enough that comparing beats hashing.
+    few_exact_hosts: Option<Vec<(Box<[u8]>, u32)>>,
     by_name: AHashMap<Box<str>, u32>,
 }
 
@@ -98,11 +100,14 @@ impl CompiledService {
     }
 }
 
-/// The distinct header names a service's rules look at, each given a slot, so one
-/// pass over the request's headers finds all the values the rules need.
+/// The distinct header names a service's rules look at (and the header of its
+/// user id), each given a slot, so one pass over the request's headers finds
+/// every value the decision needs.
 #[derive(Debug, Default)]
 pub(crate) struct HeaderSlots {
     names: Vec<Box<[u8]>>,
+    /// The slot of `user_key: header:NAME`, when the service reads a user id.
+    user: Option<u16>,
     /// Bit `n` set when some name is `n` bytes long (names under 64 bytes).
     lengths: u64,
     /// Used instead of a linear scan when there are many names.
@@ -130,6 +135,11 @@ impl HeaderSlots {
 
     pub(crate) fn len(&self) -> usize {
         self.names.len()
+    }
+
+    #[inline]
+    pub(crate) fn user_slot(&self) -> Option<usize> {
+        self.user.map(usize::from)
     }
 
     #[inline]
@@ -178,7 +188,7 @@ impl Matcher {
 
 impl CompiledConfig {
     pub fn compile(config: Config) -> CompiledConfig {
-        let mut exact_hosts = AHashMap::new();
+        let mut exact_hosts: AHashMap<Box<[u8]>, u32> = AHashMap::new();
         let mut wildcard_hosts = AHashMap::new();
         let mut by_name = AHashMap::new();
         let mut longest_wildcard = 0;
@@ -200,7 +210,17 @@ impl CompiledConfig {
             by_name.insert(service.name.0.as_str().into(), index);
             services.push(compile_service(service));
         }
-        CompiledConfig { version: config.version, services, exact_hosts, wildcard_hosts, longest_wildcard, by_name }
+        let few_exact_hosts =
+            (exact_hosts.len() <= FEW_HOSTS).then(|| exact_hosts.iter().map(|(name, &i)| (name.clone(), i)).collect());
+        CompiledConfig {
+            version: config.version,
+            services,
+            exact_hosts,
+            wildcard_hosts,
+            longest_wildcard,
+            few_exact_hosts,
+            by_name,
+        }
     }
 
     /// The service named `name`.
@@ -216,17 +236,35 @@ impl CompiledConfig {
         if host.is_empty() || host.len() > 255 {
             return None;
         }
+        if !host.iter().any(u8::is_ascii_uppercase) {
+            return self.service_for_normalized_host(host);
+        }
         let mut buf = [0u8; 255];
         let lower = &mut buf[..host.len()];
         lower.copy_from_slice(host);
         lower.make_ascii_lowercase();
-        let lower = &*lower;
-        if let Some(&i) = self.exact_hosts.get(lower) {
-            return Some(i);
+        self.service_for_normalized_host(lower)
+    }
+
+    /// [`Self::service_for_host`] for a Host already lowercase, without port and
+    /// trailing dot: nginx's validated `headers_in.server` is exactly that.
+    #[inline]
+    pub fn service_for_normalized_host(&self, host: &[u8]) -> Option<u32> {
+        if host.is_empty() || host.len() > 255 {
+            return None;
+        }
+        // A few exact names: compared directly (the length first), no hashing.
+        let exact = match &self.few_exact_hosts {
+            Some(few) => few.iter().find(|(name, _)| **name == *host).map(|&(_, i)| i),
+            None => self.exact_hosts.get(host).copied(),
+        };
+        if exact.is_some() {
+            return exact;
         }
         if self.wildcard_hosts.is_empty() {
             return None;
         }
+        let lower = host;
         // Longest suffix first: ".b.example.com" before ".example.com".
         for (pos, _) in lower.iter().enumerate().filter(|(_, &c)| c == b'.') {
             let suffix = &lower[pos..];
@@ -240,6 +278,9 @@ impl CompiledConfig {
         None
     }
 }
+
+/// Up to this many exact hosts are compared one by one rather than hashed.
+const FEW_HOSTS: usize = 8;
 
 fn strip_port(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
@@ -282,6 +323,10 @@ fn compile_service(s: config::Service) -> CompiledService {
             from: rule.from.map(|nets| CidrTable::new(nets.into_iter().map(|c| (c.0, 0)))),
         })
         .collect();
+    let needs_user_id = !s.canary.user_rules.is_empty() || s.migration.strategy == Strategy::User;
+    if let (UserKey::Header(name), true) = (&s.migration.user_key, needs_user_id) {
+        headers.user = Some(headers.slot_for(name));
+    }
     headers.finish();
 
     let ip_targets: Vec<Target> = s.canary.ip_rules.iter().map(|r| r.target).collect();

@@ -149,24 +149,27 @@ pub fn decide_with<R: RequestView>(
     if !s.enabled {
         return Decision::of(index, Target::Old, Rule::Disabled);
     }
-    // 3. header rules, first match wins
-    if let Some(target) = header_rule_target(s, request) {
+    // 3. header rules, first match wins (the same pass over the headers finds a
+    // user id read from a header)
+    let pass = header_pass(s, request);
+    if let Some(target) = pass.target {
         return Decision::of(index, target, Rule::Header);
     }
+    let user = UserId(pass.user);
     // 4. the fallback breaker
     let Some((policy, cells)) = s.fallback.as_ref().zip(breakers.breaker(index)) else {
-        let (target, rule) = decide_by_rules(s, request, draw);
+        let (target, rule) = decide_by_rules(s, request, user, draw);
         return Decision::of(index, target, rule);
     };
     let now = breakers.now_ms();
     let (gate, transition) = cells.gate(now, policy.cooldown_ms);
     let mut decision = match gate {
         Gate::Pass => {
-            let (target, rule) = decide_by_rules(s, request, draw);
+            let (target, rule) = decide_by_rules(s, request, user, draw);
             Decision::of(index, target, rule)
         }
         Gate::Divert => Decision::of(index, Target::Old, Rule::Fallback),
-        Gate::Probe => match decide_by_rules(s, request, draw) {
+        Gate::Probe => match decide_by_rules(s, request, user, draw) {
             (Target::New, rule) if cells.begin_trial(now, policy.cooldown_ms) => {
                 Decision { trial: true, ..Decision::of(index, Target::New, rule) }
             }
@@ -177,15 +180,29 @@ pub fn decide_with<R: RequestView>(
     decision
 }
 
+/// A user id from a header, found by the header pass; ids from cookies,
+/// arguments and variables are read only when a step needs one.
+#[derive(Clone, Copy)]
+struct UserId<'r>(Option<&'r [u8]>);
+
 /// Steps 5 to 7.
-fn decide_by_rules<R: RequestView>(s: &CompiledService, request: &R, draw: &mut dyn FnMut() -> u32) -> (Target, Rule) {
+fn decide_by_rules<'r, R: RequestView>(
+    s: &CompiledService,
+    request: &'r R,
+    header_user: UserId<'r>,
+    draw: &mut dyn FnMut() -> u32,
+) -> (Target, Rule) {
     let client = request.client_ip();
     // 5. ip rules
     if let Some(rule) = client.and_then(|ip| s.ip_table.lookup(ip)) {
         return (s.ip_targets[rule as usize], Rule::Cidr);
     }
     // 6. explicit users
-    let user = if s.needs_user_id() { user_id(&s.user_key, request) } else { None };
+    let user = match &s.user_key {
+        _ if !s.needs_user_id() => None,
+        UserKey::Header(_) => header_user.0.filter(|v| !v.is_empty()),
+        key => user_id(key, request),
+    };
     if let Some(&target) = user.and_then(|u| s.users.get(u)) {
         return (target, Rule::UserList);
     }
@@ -201,9 +218,17 @@ fn decide_by_rules<R: RequestView>(s: &CompiledService, request: &R, draw: &mut 
 /// Slots kept on the stack for services with up to this many distinct header names.
 const STACK_SLOTS: usize = 16;
 
-fn header_rule_target<R: RequestView>(s: &CompiledService, request: &R) -> Option<Target> {
-    if s.header_rules.is_empty() {
-        return None;
+/// What one pass over the request's headers found: the target of the first
+/// header rule that matched, and the user id when `user_key` is a header (the
+/// first occurrence of each name wins).
+struct HeaderPass<'r> {
+    target: Option<Target>,
+    user: Option<&'r [u8]>,
+}
+
+fn header_pass<'r, R: RequestView>(s: &CompiledService, request: &'r R) -> HeaderPass<'r> {
+    if s.headers.len() == 0 {
+        return HeaderPass { target: None, user: None };
     }
     let mut stack: [Option<&[u8]>; STACK_SLOTS] = [None; STACK_SLOTS];
     let mut heap: Vec<Option<&[u8]>>;
@@ -213,12 +238,12 @@ fn header_rule_target<R: RequestView>(s: &CompiledService, request: &R) -> Optio
         heap = vec![None; s.headers.len()];
         &mut heap
     };
-    // One pass over the request headers; the first occurrence of a name wins.
-    for (name, value) in request.headers() {
+    request.for_each_header(|name, value| {
         if let Some(slot) = s.headers.find(name) {
             values[slot].get_or_insert(value);
         }
-    }
+    });
+    let user = s.headers.user_slot().and_then(|slot| values[slot]);
     let mut client = None;
     for rule in &s.header_rules {
         if !rule.matcher.matches(values[rule.slot as usize]) {
@@ -230,9 +255,9 @@ fn header_rule_target<R: RequestView>(s: &CompiledService, request: &R) -> Optio
                 continue;
             }
         }
-        return Some(rule.target);
+        return HeaderPass { target: Some(rule.target), user };
     }
-    None
+    HeaderPass { target: None, user }
 }
 
 /// The user id read through `user_key`; an empty value counts as absent.

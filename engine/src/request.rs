@@ -11,6 +11,14 @@ pub trait RequestView {
     fn host(&self) -> &[u8];
     /// Request headers in the order received, with **lowercase** names.
     fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+    /// Calls `visit` with every header, in order (an implementation may make
+    /// this tighter than `headers()`: it is the decision's one pass).
+    #[inline]
+    fn for_each_header<'a>(&'a self, mut visit: impl FnMut(&'a [u8], &'a [u8])) {
+        for (name, value) in self.headers() {
+            visit(name, value);
+        }
+    }
     /// The first header with this lowercase name.
     fn header(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
         self.headers().find(|(n, _)| *n == lowercase_name).map(|(_, v)| v)

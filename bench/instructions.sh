@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Instructions per request (valgrind callgrind counts instructions, not time, so
+# the figures repeat whatever else the machine does): nginx alone answering
+# `return 200`, the stock geo + map + split_clients chain that decides the same
+# way, and the module (`migration on; return 200 $migration_target`, a service
+# with a header rule, a CIDR and a user-hash split). Each is the difference
+# between 4,000 and 2,000 keep-alive requests, over 2,000, so start-up cancels.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+nginx=${TEST_NGINX_BINARY:-$root/target/nginx/sbin/nginx}
+module=${TEST_NGINX_LOAD_MODULES:-$root/target/nginx/modules/ngx_http_migration_module.so}
+work=$(mktemp -d)
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work"/{conf,logs}
+cat >"$work/conf/nginx.conf" <<CONF
+daemon off;
+master_process off;
+error_log logs/error.log warn;
+load_module $module;
+events { worker_connections 64; }
+http {
+    access_log off;
+    migration_config $root/bench/instructions.yaml;
+    # The same decision with nginx's own modules.
+    geo \$chain_cidr { default 0; 10.0.0.0/8 1; }
+    map \$http_x_migration_target \$chain_header { new 1; default 0; }
+    split_clients "\${http_x_user_id}" \$chain_split { 20% new; * old; }
+    map "\$chain_header\$chain_cidr" \$chain_target { "10" new; "11" new; "01" new; default \$chain_split; }
+    server {
+        listen 127.0.0.1:$port;
+        server_name api-name01.teamname.dev.example;
+        location = /plain  { return 200 "old"; }
+        location = /chain  { return 200 \$chain_target; }
+        location = /module { migration on; return 200 \$migration_target; }
+    }
+}
+CONF
+requests() {
+    python3 - "$port" "$1" "$2" <<'PY'
+import http.client, sys, time
+port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for _ in range(600):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60); c.connect(); break
+    except OSError:
+        time.sleep(0.1)
+headers = {"Host": "api-name01.teamname.dev.example", "User-Agent": "bench/1.0", "Accept": "*/*",
+           "Accept-Language": "en", "Accept-Encoding": "gzip", "X-User-ID": "user-42",
+           "X-Request-ID": "0123456789abcdef", "Cookie": "session=abc; theme=dark", "Referer": "http://example/"}
+for _ in range(n):
+    c.request("GET", path, headers=headers); c.getresponse().read()
+PY
+}
+total() {  # instructions of nginx serving $2 requests to $1
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$nginx" -p "$work/" >/dev/null 2>&1 &
+    local pid=$!
+    requests "$1" "$2"
+    kill -QUIT "$pid"; wait "$pid" || true
+    awk '/^summary:/ {print $2}' "$work/cg.out"
+}
+per_request() {
+    local a b
+    a=$(total "$1" 2000); b=$(total "$1" 4000)
+    echo $(( (b - a) / 2000 ))
+}
+plain=$(per_request /plain)
+chain=$(per_request /chain)
+module=$(per_request /module)
+python3 - "$plain" "$chain" "$module" <<'PY'
+import sys
+plain, chain, module = map(int, sys.argv[1:])
+print(f"instructions per request (callgrind): plain return 200: {plain}; "
+      f"geo+map+split_clients: {chain} ({chain / plain:.3f}x, +{chain - plain}); "
+      f"module: {module} ({module / plain:.3f}x, +{module - plain})")
+PY

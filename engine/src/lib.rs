@@ -18,8 +18,10 @@ pub mod config;
 pub mod decide;
 pub mod hash;
 pub mod lint;
+pub mod ramp;
 pub mod report;
 pub mod request;
+pub mod responses;
 pub mod source;
 
 pub use breaker::{BreakerCells, Gate, Outcome, Transition};

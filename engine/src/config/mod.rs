@@ -7,6 +7,7 @@
 //! [`Validate`], so that serde_yaml locates every error at the node it concerns.
 
 mod error;
+pub mod ramp;
 pub(crate) mod syntax;
 pub mod values;
 
@@ -44,20 +45,60 @@ pub struct Service {
     pub fallback: Option<Fallback>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Migration {
-    #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default)]
     pub strategy: Strategy,
-    #[serde(default)]
+    /// With a ramp: its first step.
     pub percentage: Percentage,
-    #[serde(default)]
     pub user_key: UserKey,
-    #[serde(default)]
     pub hash_salt: String,
+    pub ramp: Option<ramp::Ramp>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMigration {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    strategy: Strategy,
+    percentage: Option<Percentage>,
+    #[serde(default)]
+    user_key: UserKey,
+    #[serde(default)]
+    hash_salt: String,
+    ramp: Option<ramp::Ramp>,
+}
+
+impl Validate for Migration {
+    type Raw = RawMigration;
+    fn validate(r: RawMigration) -> Result<Self, String> {
+        let percentage = match (&r.ramp, r.percentage) {
+            (Some(ramp), Some(p)) if p.0 != ramp.steps[0] => {
+                return Err(field_error(
+                    "percentage",
+                    format!(
+                        "with a ramp, percentage is left out or equal to the first step ({}), got {}",
+                        PercentageText(ramp.steps[0]),
+                        PercentageText(p.0)
+                    ),
+                ))
+            }
+            (Some(ramp), _) => Percentage(ramp.steps[0]),
+            (None, p) => p.unwrap_or_default(),
+        };
+        Ok(Migration {
+            enabled: r.enabled,
+            strategy: r.strategy,
+            percentage,
+            user_key: r.user_key,
+            hash_salt: r.hash_salt,
+            ramp: r.ramp,
+        })
+    }
+}
+validated_mapping!(Migration);
 
 impl Default for Migration {
     fn default() -> Self {
@@ -67,6 +108,7 @@ impl Default for Migration {
             percentage: Percentage(0),
             user_key: UserKey::default(),
             hash_salt: String::new(),
+            ramp: None,
         }
     }
 }
@@ -133,7 +175,7 @@ fn field_error(field: &str, message: impl fmt::Display) -> String {
     format!("{FIELD_MARK}{field}{FIELD_MARK}{message}")
 }
 
-struct ValidatingVisitor<T>(PhantomData<T>);
+pub(crate) struct ValidatingVisitor<T>(pub(crate) PhantomData<T>);
 
 impl<'de, T: Validate> Visitor<'de> for ValidatingVisitor<T> {
     type Value = T;
@@ -148,13 +190,14 @@ impl<'de, T: Validate> Visitor<'de> for ValidatingVisitor<T> {
 
 macro_rules! validated_mapping {
     ($ty:ty) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_map(ValidatingVisitor(PhantomData))
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_map($crate::config::ValidatingVisitor(std::marker::PhantomData))
             }
         }
     };
 }
+pub(crate) use validated_mapping;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

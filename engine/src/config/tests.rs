@@ -93,7 +93,7 @@ fn missing_services_key_is_refused() {
 #[test]
 fn unknown_key_is_refused() {
     assert_err(&with("    migraton: {}\n"), "m.yaml:7:5: services[0]: unknown field `migraton`, expected one of `name`, `hosts`, `old_host`, `old_backend`, `new_host`, `new_backend`, `migration`, `canary`, `fallback`");
-    assert_err(&with("    migration:\n      percent: 5\n"), "m.yaml:8:7: services[0].migration: unknown field `percent`, expected one of `enabled`, `strategy`, `percentage`, `user_key`, `hash_salt`");
+    assert_err(&with("    migration:\n      percent: 5\n"), "m.yaml:8:7: services[0].migration: unknown field `percent`, expected one of `enabled`, `strategy`, `percentage`, `user_key`, `hash_salt`, `ramp`");
 }
 
 #[test]

@@ -284,6 +284,21 @@ impl<'de> Deserialize<'de> for Percentage {
     }
 }
 
+/// A percentage in basis points, written as the YAML would: `20`, `12.5`, `0.01`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PercentageText(pub u32);
+
+impl fmt::Display for PercentageText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, fraction) = (self.0 / 100, self.0 % 100);
+        match fraction {
+            0 => write!(f, "{whole}"),
+            _ if fraction % 10 == 0 => write!(f, "{whole}.{}", fraction / 10),
+            _ => write!(f, "{whole}.{fraction:02}"),
+        }
+    }
+}
+
 /// Where a user id is read: `header:NAME` | `cookie:NAME` | `arg:NAME` | `var:NAME`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserKey {

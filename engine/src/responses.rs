@@ -1,0 +1,206 @@
+//! Responses per target (SPEC "Responses per target (health side by side)"):
+//! for every routed request, the status class of the response and the upstream
+//! response time in a histogram with Prometheus's default buckets, per service
+//! and target. Atomics, so the nginx layer keeps them in its shared zone (exact
+//! across workers); a snapshot is a plain copy, and the difference of two
+//! snapshots is the window a ramp step is judged on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::Target;
+
+/// Upper bounds of the histogram's buckets, in seconds (Prometheus's defaults);
+/// a last bucket, `+Inf`, takes the rest.
+pub const BUCKETS_S: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// The same bounds in microseconds, for the request path's integer compare.
+const BUCKETS_US: [u64; 11] =
+    [5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000];
+pub const BUCKETS: usize = BUCKETS_S.len() + 1;
+
+/// The classes a response is counted in: `1xx`..`5xx`, or `failed` when no
+/// upstream response came (a refused connection, a timeout, a name that does not
+/// resolve).
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "failed"];
+pub const FAILED: usize = 5;
+
+/// The class index of a status (100..599); None for anything else.
+pub fn class_of(status: u16) -> Option<usize> {
+    (100..600).contains(&status).then(|| usize::from(status / 100 - 1))
+}
+
+/// A service's response counters, both targets. Zeroed is empty.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ResponseCells {
+    classes: [[AtomicU64; CLASSES.len()]; 2],
+    buckets: [[AtomicU64; BUCKETS]; 2],
+    sum_us: [AtomicU64; 2],
+}
+
+impl ResponseCells {
+    /// Counts one response of `target`: its class, and its upstream response time
+    /// when it had one. A few relaxed increments, no lock.
+    #[inline]
+    pub fn record(&self, target: Target, class: usize, upstream_us: Option<u64>) {
+        let t = target.index();
+        if let Some(cell) = self.classes[t].get(class) {
+            cell.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(us) = upstream_us {
+            let bucket = BUCKETS_US.iter().position(|&bound| us <= bound).unwrap_or(BUCKETS - 1);
+            self.buckets[t][bucket].fetch_add(1, Ordering::Relaxed);
+            self.sum_us[t].fetch_add(us, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> ResponseCounts {
+        let mut out = ResponseCounts::default();
+        for t in 0..2 {
+            for (n, cell) in out.classes[t].iter_mut().zip(&self.classes[t]) {
+                *n = cell.load(Ordering::Relaxed);
+            }
+            for (n, cell) in out.buckets[t].iter_mut().zip(&self.buckets[t]) {
+                *n = cell.load(Ordering::Relaxed);
+            }
+            out.sum_us[t] = self.sum_us[t].load(Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Sets every counter to `counts` (a ramp step's window start kept in the zone).
+    pub fn store(&self, counts: &ResponseCounts) {
+        for t in 0..2 {
+            for (cell, &n) in self.classes[t].iter().zip(&counts.classes[t]) {
+                cell.store(n, Ordering::Relaxed);
+            }
+            for (cell, &n) in self.buckets[t].iter().zip(&counts.buckets[t]) {
+                cell.store(n, Ordering::Relaxed);
+            }
+            self.sum_us[t].store(counts.sum_us[t], Ordering::Relaxed);
+        }
+    }
+}
+
+/// A copy of [`ResponseCells`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResponseCounts {
+    /// Per target (old, new) and class.
+    pub classes: [[u64; CLASSES.len()]; 2],
+    /// Per target and bucket, not cumulative.
+    pub buckets: [[u64; BUCKETS]; 2],
+    pub sum_us: [u64; 2],
+}
+
+impl ResponseCounts {
+    /// What was counted since `earlier` (counters only grow; a reset reads as 0).
+    pub fn since(&self, earlier: &ResponseCounts) -> ResponseCounts {
+        let mut out = *self;
+        for t in 0..2 {
+            for (n, e) in out.classes[t].iter_mut().zip(&earlier.classes[t]) {
+                *n = n.saturating_sub(*e);
+            }
+            for (n, e) in out.buckets[t].iter_mut().zip(&earlier.buckets[t]) {
+                *n = n.saturating_sub(*e);
+            }
+            out.sum_us[t] = out.sum_us[t].saturating_sub(earlier.sum_us[t]);
+        }
+        out
+    }
+
+    /// Responses of `target`, every class.
+    pub fn total(&self, target: Target) -> u64 {
+        self.classes[target.index()].iter().sum()
+    }
+
+    /// 5xx and failed responses of `target`.
+    pub fn errors(&self, target: Target) -> u64 {
+        let c = &self.classes[target.index()];
+        c[4] + c[FAILED]
+    }
+
+    /// Errors over responses; 0 with no response.
+    pub fn error_rate(&self, target: Target) -> f64 {
+        match self.total(target) {
+            0 => 0.0,
+            total => self.errors(target) as f64 / total as f64,
+        }
+    }
+
+    /// Upstream response times observed for `target`.
+    pub fn observations(&self, target: Target) -> u64 {
+        self.buckets[target.index()].iter().sum()
+    }
+
+    /// The `q` quantile of `target`'s upstream response time, in seconds, as
+    /// Prometheus's `histogram_quantile` computes it from the same buckets
+    /// (linear within a bucket, the first starting at 0; a rank in `+Inf` gives
+    /// the largest finite bound). None with no observation.
+    pub fn quantile(&self, target: Target, q: f64) -> Option<f64> {
+        let buckets = &self.buckets[target.index()];
+        let total: u64 = buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, &count) in buckets.iter().enumerate() {
+            let cumulative = below + count;
+            if (cumulative as f64) >= rank && count > 0 {
+                if i == BUCKETS - 1 {
+                    return Some(BUCKETS_S[BUCKETS_S.len() - 1]);
+                }
+                let start = if i == 0 { 0.0 } else { BUCKETS_S[i - 1] };
+                let end = BUCKETS_S[i];
+                return Some(start + (end - start) * ((rank - below as f64) / count as f64));
+            }
+            below = cumulative;
+        }
+        Some(BUCKETS_S[BUCKETS_S.len() - 1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_and_buckets() {
+        assert_eq!(class_of(200), Some(1));
+        assert_eq!(class_of(503), Some(4));
+        assert_eq!(class_of(99), None);
+        assert_eq!(class_of(600), None);
+        let cells = ResponseCells::default();
+        cells.record(Target::New, 1, Some(5_000));
+        cells.record(Target::New, 1, Some(5_001));
+        cells.record(Target::New, 4, Some(20_000_000));
+        cells.record(Target::Old, FAILED, None);
+        let s = cells.snapshot();
+        assert_eq!(s.buckets[1][0], 1, "5 ms is in the le=0.005 bucket");
+        assert_eq!(s.buckets[1][1], 1);
+        assert_eq!(s.buckets[1][BUCKETS - 1], 1, "20 s is in +Inf");
+        assert_eq!((s.total(Target::New), s.errors(Target::New), s.errors(Target::Old)), (3, 1, 1));
+        assert_eq!(s.sum_us[1], 20_010_001);
+    }
+
+    /// The values Prometheus's histogram_quantile gives for the same buckets.
+    #[test]
+    fn quantiles_as_prometheus_computes_them() {
+        let mut c = ResponseCounts::default();
+        // 10 in (0, 5 ms], 10 in (5, 10 ms].
+        c.buckets[1][0] = 10;
+        c.buckets[1][1] = 10;
+        assert_eq!(c.quantile(Target::New, 0.5), Some(0.005));
+        assert!((c.quantile(Target::New, 0.75).unwrap() - 0.0075).abs() < 1e-12);
+        assert!((c.quantile(Target::New, 0.99).unwrap() - 0.0099).abs() < 1e-12);
+        assert_eq!(c.quantile(Target::Old, 0.5), None);
+        // Everything above 10 s: the largest finite bound.
+        let mut slow = ResponseCounts::default();
+        slow.buckets[0][BUCKETS - 1] = 3;
+        assert_eq!(slow.quantile(Target::Old, 0.99), Some(10.0));
+        // Windows.
+        let later = ResponseCounts { classes: [[0, 7, 0, 0, 2, 1], [0; 6]], ..c };
+        let window = later.since(&c);
+        assert_eq!((window.total(Target::Old), window.error_rate(Target::Old)), (10, 0.3));
+        assert_eq!(window.observations(Target::New), 0);
+    }
+}

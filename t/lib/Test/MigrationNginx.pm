@@ -327,6 +327,7 @@ sub run_test {
 # image's). One requirement per line:
 #   nginx >= 1.23.0        the nginx version (also >, <, <=, ==)
 #   configure --with-X     a string in `nginx -V`'s configure arguments
+#   root                   the tests run as root
 # An unmet requirement skips the block with the reason printed.
 
 my $NginxV;
@@ -367,12 +368,14 @@ sub _unmet_requirement {
             my $ok = $op eq '>=' ? $c >= 0 : $op eq '<=' ? $c <= 0 : $op eq '==' ? $c == 0
                    : $op eq '>' ? $c > 0 : $c < 0;
             return "needs nginx $op $want, this nginx is $have" unless $ok;
+        } elsif ($line eq 'root') {
+            return "needs to run as root (to set the worker user)" unless $> == 0;
         } elsif ($line =~ /^configure\s+(\S+)$/) {
             my $flag = $1;
             my ($args) = $v =~ /^configure arguments:(.*)$/m;
             return "needs an nginx configured with $flag" unless defined $args && $args =~ /(?:^|\s)\Q$flag\E(?:\s|=|$)/;
         } else {
-            die "--- requires: cannot read '$line' (nginx OP VERSION | configure --with-...)\n";
+            die "--- requires: cannot read '$line' (nginx OP VERSION | configure --with-... | root)\n";
         }
     }
     return undef;

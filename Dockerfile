@@ -36,7 +36,7 @@ COPY engine ./module/engine
 WORKDIR /build/nginx-${NGINX_VERSION}
 RUN ./configure --with-compat --add-dynamic-module=/build/module \
  && make -j"$(nproc)" modules \
- && cp objs/ngx_http_migration_module.so /build/
+ && strip --strip-unneeded -o /build/ngx_http_migration_module.so objs/ngx_http_migration_module.so
 
 FROM nginx:${NGINX_VERSION}-trixie
 COPY --from=build /build/ngx_http_migration_module.so /usr/lib/nginx/modules/

@@ -16,7 +16,7 @@ deb=$(ls "$root"/target/deb/${package}_*.deb)
 say() { printf '\n== test-deb: %s\n' "$*"; }
 fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
 if [ "$(id -u)" -ne 0 ]; then
-    echo "test-deb: needs root (dpkg -i, /etc/nginx); skipped" >&2
+    echo "test-deb: needs root (apt-get install, dpkg -i, /etc/nginx)" >&2
     exit 1
 fi
 

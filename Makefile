@@ -2,7 +2,9 @@
 #
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
-#   make test    build, then cargo test + prove -r t/ + a short reload-under-load run + the nginx addon build
+#   make test    build, then cargo test + prove -r t/ + the README's examples + a short reload-under-load run
+#                + the addon build and t/ on nginx configured as the official image's + hadolint and the
+#                Kubernetes manifests + (as root) make deb, t/ on Debian's nginx with the package
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh and bench/counters.sh
 #   make fuzz    both cargo-fuzz targets of the engine, 10 minutes each (FUZZ_SECONDS)
 #   make stress  the full reload-under-load runs (50 reloads with watch= publications; 60 s with hostile requests)

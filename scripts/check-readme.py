@@ -106,7 +106,8 @@ def minimal_conf(prefix, yaml_path, inner, wrap, dns):
     head = f"load_module {MODULE};\nevents {{}}\nhttp {{\n    migration_config {yaml_path};\n" \
            f"    resolver 127.0.0.1:{dns.port};\n"
     if wrap == "server":
-        return head + f"    server {{\n        listen 80;\n{inner}\n    }}\n}}\n"
+        # Names every Host, as the t/ harness's server does, so auto sees every service.
+        return head + f"    server {{\n        listen 80;\n        server_name localhost ~.;\n{inner}\n    }}\n}}\n"
     if wrap == "http":
         return head + inner + "\n}\n"
     return head + "}\n"

@@ -5,11 +5,10 @@
 //! * `watch=` re-reads the file in the workers, as the worker user: when that user
 //!   cannot open it (a 0700 directory, a root-only file), the first change would
 //!   be refused and watching would stay off. Said at once, not at the first edit.
-//! * A reload that keeps the zone must fit the previous configuration, the new one
-//!   and the counters of every service published before into it; `nginx -t` cannot
-//!   see the running zone, but it can say when this configuration alone leaves
-//!   little room, before a reload is refused (which only the error log would tell:
-//!   `nginx -s reload` only sends a signal).
+//! * A reload that keeps the zone must fit the previous configuration and the new
+//!   one into it at once; `nginx -t` cannot see the running zone, but it can say
+//!   when this configuration alone leaves little room, before a reload is refused
+//!   (which only the error log would tell: `nginx -s reload` only sends a signal).
 
 use core::ffi::{c_char, c_void, CStr};
 use core::ptr;
@@ -48,16 +47,16 @@ fn warn(shm_zone: &ngx_shm_zone_t, main: &MainConf) {
     if let Some(config) = &main.config {
         let names = crate::publish::service_names(config);
         let needed = crate::zone::required_zone_size(main.source.len(), main.text.len(), &names);
-        // Over three quarters: a previous configuration of the same size and the
-        // counters of a few renamed services may no longer fit beside this one.
+        // Over three quarters: a running configuration of about the same size may
+        // no longer fit beside this one during a reload.
         if needed > shm_zone.shm.size / 4 * 3 {
             let name = String::from_utf8_lossy(shm_zone.shm.name.as_bytes()).into_owned();
             ngx_log_error!(
                 NGX_LOG_WARN,
                 log,
                 "migration: zone \"{}\" ({}) is {}% taken by {} alone; a reload that keeps the zone also needs room for \
-                 the running configuration and the counters of services published before, and is refused when they \
-                 do not fit (see the error log after nginx -s reload): consider zone={}:{}",
+                 the running configuration beside it, and is refused when both do not fit (only the error log says so \
+                 after nginx -s reload): consider zone={}:{}",
                 name,
                 crate::zone::human_size(shm_zone.shm.size),
                 needed * 100 / shm_zone.shm.size,

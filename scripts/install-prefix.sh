@@ -23,4 +23,9 @@ if [ -n "$conf_src" ] && [ -d "$conf_src" ]; then
         [ -f "$prefix/conf/$f" ] || install -m 644 "$conf_src/$f" "$prefix/conf/$f"
     done
 fi
+# A runnable configuration from the start (`nginx -p target/nginx/` right after
+# make build): the example one, as make demo runs it. Never replaces the user's.
+for f in nginx.conf migration.yaml; do
+    [ -f "$prefix/conf/$f" ] || install -m 644 "$root/nginx/$f" "$prefix/conf/$f"
+done
 echo "nginx prefix ready: $prefix ($("$prefix/sbin/nginx" -v 2>&1 | sed 's/^nginx version: //'))"

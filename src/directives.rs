@@ -348,7 +348,10 @@ fn set_migration_config_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "zone \"{}\" is already used by another migration_config", zone_name);
         return NGX_CONF_ERROR;
     }
-    shm_zone.init = Some(crate::publish::init_zone);
+    // Warns (checks.rs) once the whole configuration is read, then publishes.
+    shm_zone.init = Some(crate::checks::init_zone);
+    // SAFETY: cf is valid; its cycle is the one being configured.
+    crate::checks::note_cycle(unsafe { (*cf).cycle });
     shm_zone.data = main as *mut MainConf as *mut c_void;
     ngx_conf_log_error!(
         NGX_LOG_NOTICE,

@@ -7,12 +7,14 @@
 //! borrowed view of a request (`request.rs`), the per-request decision and its
 //! access-phase handler (`phases.rs`), the `$migration_*` variables
 //! (`variables.rs`), the shared zone (`zone.rs`), publication on reload and on
-//! `watch=` (`publish.rs`) and the status handler (`status.rs`).
+//! `watch=` (`publish.rs`), warnings that need the whole configuration
+//! (`checks.rs`) and the status handler (`status.rs`).
 
 use core::ptr::{addr_of, addr_of_mut};
 
 use ngx::ffi::{ngx_command_t, ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 
+mod checks;
 mod directives;
 mod guard;
 mod hooks;

@@ -72,6 +72,37 @@ impl<'a> Iterator for Headers<'a> {
     }
 }
 
+impl<'r> NgxRequestView<'r> {
+    /// The request's Cookie headers, in the order they came: nginx 1.23 and later
+    /// chain them (`headers_in.cookie`).
+    #[cfg(not(ngx_cookie_array))]
+    fn cookie_headers(&self) -> impl Iterator<Item = &ngx_table_elt_t> + '_ {
+        let mut h = self.request().headers_in.cookie;
+        core::iter::from_fn(move || {
+            // SAFETY: headers_in.cookie is a null-terminated chain of live headers.
+            let elt = unsafe { h.as_ref()? };
+            h = elt.next;
+            Some(elt)
+        })
+    }
+
+    /// The same before nginx 1.23 (e.g. Debian 12's 1.22): an array of pointers,
+    /// `headers_in.cookies`.
+    #[cfg(ngx_cookie_array)]
+    fn cookie_headers(&self) -> impl Iterator<Item = &ngx_table_elt_t> + '_ {
+        let cookies = &self.request().headers_in.cookies;
+        let elts: &[*mut ngx_table_elt_t] = if cookies.elts.is_null() || cookies.nelts == 0 {
+            &[]
+        } else {
+            // SAFETY: an initialised ngx_array_t of `nelts` pointers to live headers
+            // (nginx initialises it for every request before reading headers).
+            unsafe { slice::from_raw_parts(cookies.elts as *const *mut ngx_table_elt_t, cookies.nelts) }
+        };
+        // SAFETY: each entry points at a header of the request, as long-lived as it.
+        elts.iter().filter_map(|&h| unsafe { h.as_ref() })
+    }
+}
+
 impl RequestView for NgxRequestView<'_> {
     fn host(&self) -> &[u8] {
         // headers_in.server: the Host header (or the absolute URI's host), already
@@ -113,16 +144,7 @@ impl RequestView for NgxRequestView<'_> {
     }
 
     fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
-        let mut h = self.request().headers_in.cookie;
-        while !h.is_null() {
-            // SAFETY: headers_in.cookie is a null-terminated chain of live headers.
-            let elt = unsafe { &*h };
-            if let Some(v) = cookie_in_header(bytes(&elt.value), name) {
-                return Some(v);
-            }
-            h = elt.next;
-        }
-        None
+        self.cookie_headers().find_map(|h| cookie_in_header(bytes(&h.value), name))
     }
 
     fn arg(&self, name: &[u8]) -> Option<&[u8]> {

@@ -51,6 +51,7 @@ HTTP/1.0 localhost
 
 
 === TEST 4: repeated request headers are sent as repeated headers
+--- requires: nginx >= 1.23.0
 --- config
     location /t { return 200 "a=[$http_x_a] host=[$host]\n"; }
 --- request
@@ -233,7 +234,12 @@ $r = http_request('GET', '/t?i=2', { 'X-H' => 'two' });
 is($r->{body}, "t 2 two\n", 'http_request body (hashref)');
 $r = http_request('GET', '/c', [['X-C', 'c1'], ['X-C', 'c2']]);
 is($r->{status}, 204, 'http_request 204');
-is($r->{headers}{'x-c'}, 'c1, c2', 'repeated request headers (pairs of pairs)');
+SKIP: {
+    # Before 1.23, $http_NAME gives the first of repeated headers only.
+    my $why = "\$http_x_c joins repeated headers only since nginx 1.23 (this is " . nginx_version() . ")";
+    if (nginx_version_cmp('1.23.0') < 0) { diag("skipped: $why"); skip($why, 1) }
+    is($r->{headers}{'x-c'}, 'c1, c2', 'repeated request headers (pairs of pairs)');
+}
 my @reqs = map { ['GET', "/t?i=$_", ['X-H' => "k$_"]] } 1 .. 300;
 push @reqs, ['HEAD', '/t?i=head'], ['GET', '/c', ['X-C' => 'x']], ['GET', '/t?i=last'];
 my $rs = http_requests_keepalive(\@reqs);

@@ -45,7 +45,7 @@ our $VERSION = '0.01';
 our @EXPORT_HARNESS = qw(
     run_tests run_test add_block_preprocessor
     http_request http_requests_keepalive
-    server_port servroot html_dir nginx_binary nginx_pid
+    server_port servroot html_dir nginx_binary nginx_pid nginx_version nginx_version_cmp
     error_log_text reload_nginx signal_nginx
     current_block current_response free_port
     done_testing note explain subtest
@@ -245,6 +245,15 @@ sub run_test {
     my ($block) = @_;
     my $name = _name($block);
 
+    if (_has($block, 'requires')) {
+        if (my $why = _unmet_requirement(_sec($block, 'requires'))) {
+            # Never silent: the reason goes to prove's output as well as the TAP skip.
+            Test::More::diag("skipped $name: $why");
+            SKIP: { Test::More::skip("$name: $why", 1) }
+            return;
+        }
+    }
+
     if (_has($block, 'skip')) {
         my $reason = _sec($block, 'skip');
         $reason = 'skipped' unless defined $reason && $reason =~ /\S/;
@@ -310,6 +319,66 @@ sub run_test {
     _check_error_log($block, error_log_text());
     _check_valgrind($block);
     %State = ();
+}
+
+# --------------------------------------------------------------------------
+# --- requires: what a block needs of the nginx under test (TEST_NGINX_BINARY
+# may be another build than the vendored one: a distribution's, the official
+# image's). One requirement per line:
+#   nginx >= 1.23.0        the nginx version (also >, <, <=, ==)
+#   configure --with-X     a string in `nginx -V`'s configure arguments
+#   root                   the tests run as root
+# An unmet requirement skips the block with the reason printed.
+
+my $NginxV;
+
+sub _nginx_V {
+    return $NginxV if defined $NginxV;
+    my $out = `"$NginxBinary" -V 2>&1`;
+    $NginxV = defined $out ? $out : '';
+    return $NginxV;
+}
+
+sub _version_cmp {
+    my ($x, $y) = @_;
+    my @x = split /\./, $x;
+    my @y = split /\./, $y;
+    while (@x || @y) {
+        my $c = (shift(@x) // 0) <=> (shift(@y) // 0);
+        return $c if $c;
+    }
+    return 0;
+}
+
+# The version of the nginx under test ("1.22.1"), and how it compares with another.
+sub nginx_version { my ($have) = _nginx_V() =~ m{nginx version: nginx/(\d+(?:\.\d+)*)}; $have }
+sub nginx_version_cmp { _version_cmp(nginx_version() // 0, $_[0]) }
+
+sub _unmet_requirement {
+    my ($spec) = @_;
+    my $v = _nginx_V();
+    my ($have) = $v =~ m{nginx version: nginx/(\d+(?:\.\d+)*)};
+    for my $line (split /\n/, $spec // '') {
+        $line =~ s/^\s+|\s+$//g;
+        next unless length $line;
+        if ($line =~ /^nginx\s*(>=|<=|==|>|<)\s*(\d+(?:\.\d+)*)$/) {
+            my ($op, $want) = ($1, $2);
+            return "cannot tell the version of $NginxBinary" unless defined $have;
+            my $c = _version_cmp($have, $want);
+            my $ok = $op eq '>=' ? $c >= 0 : $op eq '<=' ? $c <= 0 : $op eq '==' ? $c == 0
+                   : $op eq '>' ? $c > 0 : $c < 0;
+            return "needs nginx $op $want, this nginx is $have" unless $ok;
+        } elsif ($line eq 'root') {
+            return "needs to run as root (to set the worker user)" unless $> == 0;
+        } elsif ($line =~ /^configure\s+(\S+)$/) {
+            my $flag = $1;
+            my ($args) = $v =~ /^configure arguments:(.*)$/m;
+            return "needs an nginx configured with $flag" unless defined $args && $args =~ /(?:^|\s)\Q$flag\E(?:\s|=|$)/;
+        } else {
+            die "--- requires: cannot read '$line' (nginx OP VERSION | configure --with-... | root)\n";
+        }
+    }
+    return undef;
 }
 
 # --------------------------------------------------------------------------
@@ -440,7 +509,11 @@ EOF
 
 sub _nginx_cmd {
     my (@extra) = @_;
-    my @cmd = ($NginxBinary, '-p', "$ServRoot/", '-c', 'conf/nginx.conf', @extra);
+    # -e: messages written while nginx reads its configuration (before the
+    # configured error_log is open) go to the block's error.log, whatever error log
+    # path the binary was built with (Debian's nginx: stderr; the official image's:
+    # /var/log/nginx/error.log), as they do with the vendored build's default.
+    my @cmd = ($NginxBinary, '-p', "$ServRoot/", '-e', 'logs/error.log', '-c', 'conf/nginx.conf', @extra);
     if ($UseValgrind) {
         my @vg = ('valgrind', '--tool=memcheck', '--error-exitcode=66', '--leak-check=no',
                   '--num-callers=40', "--log-file=$ServRoot/valgrind.%p.log");

@@ -21,6 +21,7 @@ mod hooks;
 mod phases;
 mod publish;
 mod publisher;
+mod ramp;
 mod random;
 mod request;
 mod status;

@@ -19,6 +19,7 @@ use core::slice;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use migration_engine::responses::{class_of, FAILED};
 use migration_engine::{decide_with, Decision, Outcome, Rule, ServiceChoice, Target, Transition};
 use ngx::core::Status;
 use ngx::ffi::{
@@ -225,13 +226,20 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     // SAFETY: the decision lives in the request pool, alive until after the log phase.
     let d = unsafe { &*d };
-    let (Some(index), Some(Target::New)) = (d.decision.service, d.decision.target) else {
+    let (Some(index), Some(target)) = (d.decision.service, d.decision.target) else {
         return Status::NGX_OK.into();
     };
     let published = &d.published;
-    let (Some(policy), Some(slot)) =
-        (published.config.services[index as usize].fallback.as_ref(), published.slots.get(index as usize))
-    else {
+    let Some(slot) = published.slots.get(index as usize) else {
+        return Status::NGX_OK.into();
+    };
+    let first = first_upstream(r);
+    // Responses per target: every routed request (the same rule as the counters).
+    if d.counted.get() {
+        let (class, upstream_us) = response_of(r, &first);
+        slot.responses.record(target, class, upstream_us);
+    }
+    let (Target::New, Some(policy)) = (target, published.config.services[index as usize].fallback.as_ref()) else {
         return Status::NGX_OK.into();
     };
     // Only a request the migration itself sent to new (decision steps 5 to 7, in
@@ -240,8 +248,11 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // failing path, and it must not send every migrated user back to old. A
     // decision that only fed a log format hands back a trial permit it may hold.
     let by_migration = d.counted.get() && d.decision.rule != Rule::Header;
-    let outcome =
-        if by_migration { upstream_outcome(r, |status| policy.is_failure(status)) } else { Outcome::Inconclusive };
+    let outcome = if by_migration {
+        upstream_outcome(r, &first, |status| policy.is_failure(status))
+    } else {
+        Outcome::Inconclusive
+    };
     let now = migration_engine::Breakers::now_ms(&**published);
     if let Some(transition) = slot.breaker.record(outcome, d.decision.trial, policy.failures, now) {
         log_transition(r, published, index, transition);
@@ -249,51 +260,89 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     Status::NGX_OK.into()
 }
 
-/// The outcome of the request's first upstream (the one its location proxied to
-/// new): its last attempt's status in `statuses`, a failed connection or a timeout
-/// is a failure; no upstream, or a client that left before the answer, tells
-/// nothing. A later upstream, after an internal redirect (the `error_page` retry
-/// on old of the README's recipe), is not the new cluster's doing: nginx starts
-/// it with an empty state, which ends the first group.
-fn upstream_outcome(r: &ngx_http_request_t, is_failure: impl Fn(u16) -> bool) -> Outcome {
+/// How the request's first upstream (the one its location proxied to) ended. A
+/// later upstream, after an internal redirect (the `error_page` retry on old of
+/// the README's recipe), is not its doing: nginx starts it with an empty state,
+/// which ends the first group.
+enum FirstUpstream {
+    /// The request had no upstream (e.g. `return`).
+    None,
+    /// It pushed no state: it failed before any connection (nginx finalizes "no
+    /// resolver defined" and "could not be resolved" with 502 first); `later`
+    /// when an error_page took over from it.
+    NoState { later: bool },
+    /// Its last attempt.
+    Attempt(ngx_http_upstream_state_t),
+}
+
+fn first_upstream(r: &ngx_http_request_t) -> FirstUpstream {
     // SAFETY: r->upstream_states is null or an ngx_array_t owned by the request pool.
     let states: &[ngx_http_upstream_state_t] = match unsafe { r.upstream_states.as_ref() } {
         // SAFETY: its `nelts` elements are ngx_http_upstream_state_t, live with the request.
         Some(array) if array.nelts > 0 => unsafe { slice::from_raw_parts(array.elts as *const _, array.nelts) },
         // An upstream started (nginx creates the array then) but never connected.
         Some(_) => &[],
-        // No upstream at all.
-        None => return Outcome::Inconclusive,
+        None => return FirstUpstream::None,
     };
+    let first_group = states.iter().position(|s| s.peer.is_null()).unwrap_or(states.len());
+    match states[..first_group].last() {
+        Some(last) => FirstUpstream::Attempt(*last),
+        None => FirstUpstream::NoState { later: first_group < states.len() },
+    }
+}
+
+/// nginx marks a connection that never completed, or a response header that
+/// never came, with -1.
+fn no_response(attempt: &ngx_http_upstream_state_t) -> bool {
+    attempt.connect_time == ngx_msec_t::MAX || attempt.header_time == ngx_msec_t::MAX
+}
+
+/// The breaker's reading: the last attempt's status in `statuses`, a failed
+/// connection or a timeout is a failure; no upstream, or a client that left
+/// before the answer, tells nothing.
+fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: impl Fn(u16) -> bool) -> Outcome {
     // SAFETY: the connection outlives its requests.
     let client_left = unsafe { (*r.connection).error() } != 0;
-    let first_group = states.iter().position(|s| s.peer.is_null()).unwrap_or(states.len());
-    let Some(last) = states[..first_group].last() else {
-        // The first upstream pushed no state: it failed before any connection
-        // (nginx finalizes "no resolver defined" and "could not be resolved" with
-        // 502 first). A later group means an error_page took over from it.
-        let status = u16::try_from(r.headers_out.status).unwrap_or(0);
-        let later_upstream = first_group < states.len();
-        return match () {
-            _ if client_left => Outcome::Inconclusive,
-            _ if later_upstream || status == 502 => Outcome::Failure(502),
-            _ if status != 0 && is_failure(status) => Outcome::Failure(status),
-            _ => Outcome::Inconclusive,
-        };
-    };
-    let status = u16::try_from(last.status).unwrap_or(0);
-    if status != 0 && is_failure(status) {
-        return Outcome::Failure(status);
+    match first {
+        FirstUpstream::None => Outcome::Inconclusive,
+        FirstUpstream::NoState { later } => {
+            let status = u16::try_from(r.headers_out.status).unwrap_or(0);
+            match () {
+                _ if client_left => Outcome::Inconclusive,
+                _ if *later || status == 502 => Outcome::Failure(502),
+                _ if status != 0 && is_failure(status) => Outcome::Failure(status),
+                _ => Outcome::Inconclusive,
+            }
+        }
+        FirstUpstream::Attempt(last) => {
+            let status = u16::try_from(last.status).unwrap_or(0);
+            if status != 0 && is_failure(status) {
+                return Outcome::Failure(status);
+            }
+            if client_left {
+                return Outcome::Inconclusive;
+            }
+            if no_response(last) {
+                return Outcome::Failure(if status == 0 { 502 } else { status });
+            }
+            Outcome::Success
+        }
     }
-    if client_left {
-        return Outcome::Inconclusive;
+}
+
+/// The response's class for the status (SPEC "Responses per target"): `failed`
+/// when no upstream response came (the breaker's own test), else the class of
+/// the status the client got; and the upstream's response time, when it had one.
+fn response_of(r: &ngx_http_request_t, first: &FirstUpstream) -> (usize, Option<u64>) {
+    let client_class = || class_of(u16::try_from(r.headers_out.status).unwrap_or(0)).unwrap_or(FAILED);
+    match first {
+        FirstUpstream::None => (client_class(), None),
+        FirstUpstream::NoState { .. } => (FAILED, None),
+        FirstUpstream::Attempt(last) => {
+            let time = (last.response_time != ngx_msec_t::MAX).then(|| last.response_time as u64 * 1000);
+            (if no_response(last) { FAILED } else { client_class() }, time)
+        }
     }
-    // nginx marks a connection that never completed, or a response header that
-    // never came, with -1.
-    if last.connect_time == ngx_msec_t::MAX || last.header_time == ngx_msec_t::MAX {
-        return Outcome::Failure(if status == 0 { 502 } else { status });
-    }
-    Outcome::Success
 }
 
 /// Every breaker transition is logged at `warn`, once, by the process that made it.

@@ -66,6 +66,30 @@ impl Breakers for Published {
         // SAFETY: nginx's cached clock, updated by the event loop of this process.
         unsafe { ngx_current_msec as u64 }
     }
+
+    #[inline]
+    fn percentage_in_force(&self, index: u32) -> Option<u32> {
+        self.slots.get(index as usize).and_then(|slot| slot.ramp.percentage_in_force())
+    }
+}
+
+impl Published {
+    /// Tells each service's ramp cells what this publication holds: an unchanged
+    /// ramp keeps its position, a changed one starts again (SPEC "Ramp"). Called
+    /// by the process that committed it.
+    fn publish_ramps(&self) {
+        let now = unix_now_ms();
+        for (service, slot) in self.config.services.iter().zip(self.slots.iter()) {
+            let counts = slot.responses.snapshot();
+            slot.ramp.publish(service.ramp.as_ref(), service.ramp_fingerprint, self.content_hash, now, &counts);
+        }
+    }
+}
+
+/// Wall-clock milliseconds: a ramp's `start` is a time of day, the same on every
+/// replica.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The cycle's hold on its zone, kept in the main configuration.
@@ -224,7 +248,7 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             config.version
         );
     }
-    publication.published = Some(Arc::new(Published {
+    let published = Arc::new(Published {
         generation: commit.generation,
         loaded_at: publication.loaded_at,
         content_hash: main.content_hash,
@@ -232,7 +256,14 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         config,
         slots: core::mem::take(&mut publication.slots).into_boxed_slice(),
         zone: publication.zone,
-    }));
+    });
+    // `nginx -t` has a zone of its own: its ramps are nobody's.
+    // SAFETY: set by nginx's command line handling before any cycle exists.
+    if unsafe { ngx_test_config } == 0 {
+        let _locked = publication.zone.lock();
+        published.publish_ramps();
+    }
+    publication.published = Some(published);
     Status::NGX_OK.into()
 }
 
@@ -276,7 +307,11 @@ unsafe fn init_process_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // A worker respawned after a crash starts with its cycle's configuration;
     // `watch=` may have published a newer one since (or the master kept one).
     catch_up_now(&zone, cycle.log);
+    let mut timers: Vec<(unsafe extern "C" fn(*mut ngx_event_t), u64)> = vec![(ramp_tick, RAMP_TICK_MS)];
     if let Some(interval) = main.watch_ms {
+        timers.push((watch_tick, interval));
+    }
+    for (handler, interval) in timers {
         // SAFETY: the cycle pool outlives the worker's event loop.
         let ev = unsafe { ngx_pcalloc(cycle.pool, core::mem::size_of::<ngx_event_t>()) } as *mut ngx_event_t;
         if ev.is_null() {
@@ -285,7 +320,7 @@ unsafe fn init_process_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         // SAFETY: a zeroed event is valid; cancelable lets a worker that is shutting
         // down exit without waiting for this timer.
         unsafe {
-            (*ev).handler = Some(watch_tick);
+            (*ev).handler = Some(handler);
             (*ev).log = cycle.log;
             (*ev).set_cancelable(1);
             ngx_add_timer(ev, interval as _);
@@ -398,6 +433,27 @@ fn remember_stamp(stamp: Option<FileStamp>) {
 
 /// How often a tick looks for the publication thread's result while it works.
 const POLL_MS: u64 = 5;
+
+/// How often every worker looks at the clock for the services' ramps.
+const RAMP_TICK_MS: u64 = 100;
+
+/// Moves the ramps on: every worker, every RAMP_TICK_MS; one of them makes each
+/// transition (a compare-and-swap in the zone) and logs it.
+unsafe extern "C" fn ramp_tick(ev: *mut ngx_event_t) {
+    // SAFETY: nginx's process-state flags, only written by its signal handlers.
+    if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
+        return;
+    }
+    // SAFETY: in a worker, ngx_cycle is the worker's cycle.
+    let log = unsafe { (*ngx_cycle).log };
+    crate::guard::timer(log, "the ramp's timer", || {
+        if let Some(published) = current() {
+            crate::ramp::tick(&published, log);
+        }
+    });
+    // SAFETY: `ev` is our timer event, not armed while its handler runs.
+    unsafe { ngx_add_timer(ev, RAMP_TICK_MS as _) };
+}
 
 unsafe extern "C" fn watch_tick(ev: *mut ngx_event_t) {
     // SAFETY: nginx's process-state flags, only written by its signal handlers.
@@ -588,6 +644,16 @@ fn commit_change(
         return;
     };
     let generation = locked.commit(record);
+    let published = Arc::new(Published {
+        generation,
+        loaded_at,
+        content_hash: ready.hash,
+        source: main.source.clone(),
+        config: Arc::new(ready.config),
+        slots: slots.into_boxed_slice(),
+        zone: *zone,
+    });
+    published.publish_ramps();
     drop(locked);
     remember_stamp(ready.stamp);
     zone.refuse(0);
@@ -600,16 +666,8 @@ fn commit_change(
         "migration: {} changed; published generation {} (version {}, {} services)",
         main.source,
         generation,
-        ready.config.version,
-        ready.config.services.len()
+        published.config.version,
+        published.config.services.len()
     );
-    adopt(Arc::new(Published {
-        generation,
-        loaded_at,
-        content_hash: ready.hash,
-        source: main.source.clone(),
-        config: Arc::new(ready.config),
-        slots: slots.into_boxed_slice(),
-        zone: *zone,
-    }));
+    adopt(published);
 }

@@ -65,7 +65,11 @@ unsafe fn status_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         .services
         .iter()
         .zip(published.slots.iter())
-        .map(|(service, slot)| ServiceReport::new(service, slot.counts(), slot.fallback()))
+        .map(|(service, slot)| {
+            ServiceReport::new(service, slot.counts(), slot.fallback())
+                .with_responses(slot.responses.snapshot())
+                .with_ramp(crate::ramp::report(service, slot))
+        })
         .collect();
     let report = StatusReport {
         version: &published.config.version,

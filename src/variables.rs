@@ -5,8 +5,9 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use ngx::core::Status;
 
+use migration_engine::config::values::PercentageText;
 use ngx::ffi::{
-    __BindgenBitfieldUnit, ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_str_t,
+    __BindgenBitfieldUnit, ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_pnalloc, ngx_str_t,
     ngx_variable_value_t,
 };
 use ngx::ngx_string;
@@ -26,9 +27,10 @@ enum Variable {
     OldBackend,
     OldHost,
     OldScheme,
+    Percentage,
 }
 
-const VARIABLES: [(ngx_str_t, Variable); 10] = [
+const VARIABLES: [(ngx_str_t, Variable); 11] = [
     (ngx_string!("migration_target"), Variable::Target),
     (ngx_string!("migration_backend"), Variable::Backend),
     (ngx_string!("migration_host"), Variable::Host),
@@ -39,6 +41,7 @@ const VARIABLES: [(ngx_str_t, Variable); 10] = [
     (ngx_string!("migration_old_backend"), Variable::OldBackend),
     (ngx_string!("migration_old_host"), Variable::OldHost),
     (ngx_string!("migration_old_scheme"), Variable::OldScheme),
+    (ngx_string!("migration_percentage"), Variable::Percentage),
 ];
 
 impl Variable {
@@ -55,6 +58,7 @@ impl Variable {
             7 => Variable::OldBackend,
             8 => Variable::OldHost,
             9 => Variable::OldScheme,
+            10 => Variable::Percentage,
             _ => return None,
         })
     }
@@ -78,6 +82,8 @@ impl Variable {
             Variable::OldBackend => service.map_or("", |s| s.old.backend.as_str()),
             Variable::OldHost => service.map_or("", |s| s.old.host.as_str()),
             Variable::OldScheme => service.map_or("", |s| s.old.scheme),
+            // Formatted into the request's pool by the getter.
+            Variable::Percentage => "",
         };
         text.as_bytes()
     }
@@ -137,6 +143,22 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
         return Status::NGX_ERROR.into();
     };
     match routed_decision(r) {
+        Ok(Some(d)) if matches!(variable, Variable::Percentage) && d.decision.service.is_some() => {
+            // The percentage in force for the request's service (its ramp's, or the
+            // configured one), as the YAML writes percentages.
+            let text = PercentageText(d.decision.percentage_bp).to_string();
+            // SAFETY: the request pool outlives the variable's value.
+            let buf = unsafe { ngx_pnalloc(r.pool, text.len()) } as *mut u8;
+            if buf.is_null() {
+                return Status::NGX_ERROR.into();
+            }
+            // SAFETY: `buf` has room for the text's bytes.
+            let value = unsafe {
+                core::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len());
+                core::slice::from_raw_parts(buf, text.len())
+            };
+            set_value(v, value);
+        }
         Ok(Some(d)) => {
             let value = variable.value(d);
             set_value(v, value);

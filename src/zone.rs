@@ -20,6 +20,8 @@ use core::slice;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ahash::AHashMap;
+use migration_engine::ramp::RampCells;
+use migration_engine::responses::ResponseCells;
 use migration_engine::{BreakerCells, Counts, FallbackReport, Rule};
 use ngx::ffi::{
     ngx_pagesize, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc_locked, ngx_slab_free_locked,
@@ -27,7 +29,7 @@ use ngx::ffi::{
 };
 
 /// Marks a zone laid out by this version of the module ("migzone" + layout 3).
-const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x04");
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x05");
 
 /// Processes (workers of the current and of draining older cycles) that can say
 /// which generation they may still touch. Beyond it, slots are not reclaimed.
@@ -107,6 +109,10 @@ pub struct ServiceSlot {
     counts: [[AtomicU64; Rule::COUNT]; 2],
     /// The service's fallback breaker (SPEC "fallback"); zeroed is closed.
     pub breaker: BreakerCells,
+    /// Responses per target: status classes and the upstream time histogram.
+    pub responses: ResponseCells,
+    /// Where the service's ramp stands; zeroed is no ramp.
+    pub ramp: RampCells,
     name_len: usize,
 }
 

@@ -99,7 +99,7 @@ like($doc->{loaded_at}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'loaded_at is an 
 like($doc->{source}, qr{/html/m\.yaml$}, 'source is the file');
 is($doc->{unmatched}, 1, 'unmatched: nobody.example');
 my ($api, $shop) = @{ $doc->{services} };
-is_deeply([sort keys %$api], [qw(enabled fallback name percentage requests rules strategy)], 'service fields');
+is_deeply([sort keys %$api], [qw(enabled fallback latency_p50_ms latency_p99_ms name percentage requests responses rules strategy)], 'service fields');
 is($api->{name}, 'api', 'name');
 ok($api->{enabled}, 'enabled');
 is($api->{strategy}, 'user', 'strategy');

@@ -209,7 +209,7 @@ if (-e "$prefix/logs/nginx.pid") { open my $p, '<', "$prefix/logs/nginx.pid"; my
 --- listen_options: reuseport
 --- timeout: 60
 --- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=renames:64k watch=100ms;
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=renames:128k watch=100ms;
 --- user_files eval
 [[ 'm.yaml', main::renamed(0) ]]
 --- config

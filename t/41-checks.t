@@ -88,7 +88,7 @@ watch= cannot work
 --- http_config eval
 "    migration_config \$TEST_NGINX_HTML_DIR/m.yaml zone=small:64k;\n"
 --- user_files eval
-[['m.yaml', "services:\n" . CORE::join('', map { "  - {name: s$_, old_host: h$_.example, old_backend: old:80, new_host: h$_.example, new_backend: new:80}\n" } 1 .. 90)]]
+[['m.yaml', "services:\n" . CORE::join('', map { "  - {name: s$_, old_host: h$_.example, old_backend: old:80, new_host: h$_.example, new_backend: new:80}\n" } 1 .. 30)]]
 --- config
     location / { return 200 "ok\n"; }
 --- error_log eval

@@ -51,6 +51,10 @@ pub struct CompiledService {
     pub(crate) users: AHashMap<Box<[u8]>, Target>,
     /// `fallback:`, when the service has one.
     pub fallback: Option<FallbackPolicy>,
+    /// `migration.ramp`, and what identifies it with the percentage (a
+    /// publication that keeps both keeps the ramp's position).
+    pub ramp: Option<crate::config::ramp::Ramp>,
+    pub ramp_fingerprint: u64,
 }
 
 /// A service's `fallback:`, compiled.
@@ -343,8 +347,12 @@ fn compile_service(s: config::Service) -> CompiledService {
     }
 
     let fallback = s.fallback.as_ref().map(FallbackPolicy::new);
+    let ramp_fingerprint =
+        s.migration.ramp.as_ref().map_or(0, |r| crate::ramp::fingerprint(r, s.migration.percentage.0));
     CompiledService {
         fallback,
+        ramp: s.migration.ramp.clone(),
+        ramp_fingerprint,
         name: s.name.0,
         old: endpoint(s.old_host, s.old_backend),
         new: endpoint(s.new_host, s.new_backend),

@@ -4,7 +4,7 @@
 use crate::breaker::{BreakerCells, Gate, Transition};
 use crate::compiled::{CompiledConfig, CompiledService};
 use crate::config::{Strategy, Target, UserKey};
-use crate::hash::murmur2_salted;
+use crate::hash::{murmur2_salted, Threshold};
 use crate::request::RequestView;
 
 /// What decided a request: the values of `$migration_rule`.
@@ -71,14 +71,24 @@ pub struct Decision {
     pub trial: bool,
     /// The breaker changed state while deciding (reported to this request only).
     pub transition: Option<Transition>,
+    /// The service's percentage in force (basis points): the configured one, or
+    /// where its ramp stands. 0 when no service matched.
+    pub percentage_bp: u32,
 }
 
 impl Decision {
     pub const NO_SERVICE: Decision =
-        Decision { service: None, target: None, rule: Rule::None, trial: false, transition: None };
+        Decision { service: None, target: None, rule: Rule::None, trial: false, transition: None, percentage_bp: 0 };
 
     fn of(service: u32, target: Target, rule: Rule) -> Decision {
-        Decision { service: Some(service), target: Some(target), rule, trial: false, transition: None }
+        Decision {
+            service: Some(service),
+            target: Some(target),
+            rule,
+            trial: false,
+            transition: None,
+            percentage_bp: 0,
+        }
     }
 }
 
@@ -88,6 +98,10 @@ pub trait Breakers {
     fn breaker(&self, index: u32) -> Option<&BreakerCells>;
     /// Monotonic milliseconds, the clock of every process sharing the breakers.
     fn now_ms(&self) -> u64;
+    /// The percentage a service's ramp puts in force (basis points), if it has one.
+    fn percentage_in_force(&self, _index: u32) -> Option<u32> {
+        None
+    }
 }
 
 /// Every breaker closed: for callers that keep no breaker state.
@@ -145,6 +159,31 @@ pub fn decide_with<R: RequestView>(
         return Decision::NO_SERVICE;
     };
     let s = &config.services[index as usize];
+    let split = match breakers.percentage_in_force(index) {
+        Some(bp) if bp != s.percentage_bp => Split { bp, threshold: Threshold::from_basis_points(bp) },
+        _ => Split { bp: s.percentage_bp, threshold: s.threshold },
+    };
+    let mut decision = decide_service(index, s, request, draw, breakers, split);
+    decision.percentage_bp = split.bp;
+    decision
+}
+
+/// The percentage split of step 7, as in force for this request.
+#[derive(Clone, Copy)]
+struct Split {
+    bp: u32,
+    threshold: Threshold,
+}
+
+/// Steps 2 to 7 for the matched service.
+fn decide_service<R: RequestView>(
+    index: u32,
+    s: &CompiledService,
+    request: &R,
+    draw: &mut dyn FnMut() -> u32,
+    breakers: &dyn Breakers,
+    split: Split,
+) -> Decision {
     // 2. the rollback switch
     if !s.enabled {
         return Decision::of(index, Target::Old, Rule::Disabled);
@@ -158,18 +197,18 @@ pub fn decide_with<R: RequestView>(
     let user = UserId(pass.user);
     // 4. the fallback breaker
     let Some((policy, cells)) = s.fallback.as_ref().zip(breakers.breaker(index)) else {
-        let (target, rule) = decide_by_rules(s, request, user, draw);
+        let (target, rule) = decide_by_rules(s, request, user, split, draw);
         return Decision::of(index, target, rule);
     };
     let now = breakers.now_ms();
     let (gate, transition) = cells.gate(now, policy.cooldown_ms);
     let mut decision = match gate {
         Gate::Pass => {
-            let (target, rule) = decide_by_rules(s, request, user, draw);
+            let (target, rule) = decide_by_rules(s, request, user, split, draw);
             Decision::of(index, target, rule)
         }
         Gate::Divert => Decision::of(index, Target::Old, Rule::Fallback),
-        Gate::Probe => match decide_by_rules(s, request, user, draw) {
+        Gate::Probe => match decide_by_rules(s, request, user, split, draw) {
             (Target::New, rule) if cells.begin_trial(now, policy.cooldown_ms) => {
                 Decision { trial: true, ..Decision::of(index, Target::New, rule) }
             }
@@ -190,6 +229,7 @@ fn decide_by_rules<'r, R: RequestView>(
     s: &CompiledService,
     request: &'r R,
     header_user: UserId<'r>,
+    split: Split,
     draw: &mut dyn FnMut() -> u32,
 ) -> (Target, Rule) {
     let client = request.client_ip();
@@ -208,9 +248,11 @@ fn decide_by_rules<'r, R: RequestView>(
     }
     // 7. the percentage split
     let (admitted, rule) = match (s.strategy, user) {
-        (Strategy::User, Some(user)) => (s.threshold.admits(murmur2_salted(&s.salt, user)), Rule::UserHash),
-        (Strategy::Ip, _) => (s.threshold.admits(murmur2_salted(&s.salt, request.client_addr_text())), Rule::IpHash),
-        _ => (s.percentage_bp > 0 && s.threshold.admits(draw()), Rule::Weight),
+        (Strategy::User, Some(user)) => (split.threshold.admits(murmur2_salted(&s.salt, user)), Rule::UserHash),
+        (Strategy::Ip, _) => {
+            (split.threshold.admits(murmur2_salted(&s.salt, request.client_addr_text())), Rule::IpHash)
+        }
+        _ => (split.bp > 0 && split.threshold.admits(draw()), Rule::Weight),
     };
     (if admitted { Target::New } else { Target::Old }, rule)
 }

@@ -28,7 +28,7 @@ pub use breaker::{BreakerCells, Gate, Outcome, Transition};
 pub use compiled::{CompiledConfig, CompiledService, Endpoint, FallbackPolicy};
 pub use config::{ConfigError, Target};
 pub use decide::{decide, decide_with, Breakers, Decision, NoBreakers, Rule, ServiceChoice};
-pub use report::{BreakerState, Counts, FallbackReport, ServiceReport, StatusReport};
+pub use report::{BreakerState, Counts, FallbackReport, RampReport, ServiceReport, StatusReport};
 pub use request::{arg_in_query, cookie_in_header, OwnedRequest, RequestView};
 
 /// Parses, validates and compiles a configuration held in memory.

@@ -7,6 +7,8 @@ use std::fmt::Write;
 use crate::compiled::CompiledService;
 use crate::config::{Strategy, Target};
 use crate::decide::Rule;
+use crate::ramp::{GateReport, RampState};
+use crate::responses::{ResponseCounts, BUCKETS_S, CLASSES};
 
 /// Requests counted per target × rule, indexed by [`Target::index`] and
 /// [`Rule::index`].
@@ -51,6 +53,26 @@ pub struct ServiceReport<'a> {
     pub percentage_bp: u32,
     pub counts: Counts,
     pub fallback: FallbackReport,
+    /// Responses per target (SPEC "Responses per target").
+    pub responses: ResponseCounts,
+    /// Where the service's ramp stands, when it has one.
+    pub ramp: Option<RampReport>,
+}
+
+/// A ramp, as the status shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RampReport {
+    pub state: RampState,
+    /// The current step, counted from 0, of `steps`.
+    pub step: usize,
+    pub steps: usize,
+    /// The percentage in force, in basis points.
+    pub percentage_bp: u32,
+    /// When the next step is due (Unix ms); None on the last step or when stopped.
+    pub next_step_at_ms: Option<u64>,
+    pub last_gate: Option<GateReport>,
+    /// `enabled: false` stops the ramp where it is.
+    pub frozen: bool,
 }
 
 impl<'a> ServiceReport<'a> {
@@ -62,7 +84,19 @@ impl<'a> ServiceReport<'a> {
             percentage_bp: service.percentage_bp,
             counts,
             fallback,
+            responses: ResponseCounts::default(),
+            ramp: None,
         }
+    }
+
+    pub fn with_responses(mut self, responses: ResponseCounts) -> Self {
+        self.responses = responses;
+        self
+    }
+
+    pub fn with_ramp(mut self, ramp: Option<RampReport>) -> Self {
+        self.ramp = ramp;
+        self
     }
 
     fn requests(&self, target: Target) -> u64 {
@@ -128,11 +162,69 @@ impl StatusReport<'_> {
             }
             let _ = write!(
                 out,
-                "}},\"fallback\":{{\"state\":\"{}\",\"consecutive_failures\":{},\"trips\":{}}}}}",
+                "}},\"fallback\":{{\"state\":\"{}\",\"consecutive_failures\":{},\"trips\":{}}}",
                 s.fallback.state.as_str(),
                 s.fallback.consecutive_failures,
                 s.fallback.trips
             );
+            out.push_str(",\"responses\":{");
+            for (i, target) in [Target::Old, Target::New].into_iter().enumerate() {
+                let _ = write!(out, "{}\"{}\":{{", if i > 0 { "," } else { "" }, target.as_str());
+                for (k, class) in CLASSES.iter().enumerate() {
+                    let _ = write!(
+                        out,
+                        "{}\"{class}\":{}",
+                        if k > 0 { "," } else { "" },
+                        s.responses.classes[target.index()][k]
+                    );
+                }
+                out.push('}');
+            }
+            out.push('}');
+            for (name, q) in [("latency_p50_ms", 0.5), ("latency_p99_ms", 0.99)] {
+                let _ = write!(out, ",\"{name}\":{{");
+                for (i, target) in [Target::Old, Target::New].into_iter().enumerate() {
+                    let _ = write!(out, "{}\"{}\":", if i > 0 { "," } else { "" }, target.as_str());
+                    json_number(&mut out, s.responses.quantile(target, q).map(|seconds| seconds * 1000.0));
+                }
+                out.push('}');
+            }
+            if let Some(ramp) = &s.ramp {
+                let _ = write!(
+                    out,
+                    ",\"ramp\":{{\"state\":\"{}\",\"step\":{},\"steps\":{},\"percentage\":{},\"frozen\":{},\"next_step_at\":",
+                    ramp.state.as_str(),
+                    ramp.step,
+                    ramp.steps,
+                    Percentage(ramp.percentage_bp),
+                    ramp.frozen
+                );
+                match ramp.next_step_at_ms {
+                    Some(ms) => json_string(&mut out, &rfc3339(ms / 1000)),
+                    None => out.push_str("null"),
+                }
+                out.push_str(",\"last_gate\":");
+                match &ramp.last_gate {
+                    None => out.push_str("null"),
+                    Some(g) => {
+                        let _ = write!(
+                            out,
+                            "{{\"verdict\":\"{}\",\"new_requests\":{},\"old_requests\":{},\"new_error_rate\":",
+                            g.verdict, g.new_requests, g.old_requests
+                        );
+                        json_number(&mut out, Some(g.new_error_rate));
+                        out.push_str(",\"old_error_rate\":");
+                        json_number(&mut out, Some(g.old_error_rate));
+                        out.push_str(",\"new_p99_ms\":");
+                        json_number(&mut out, g.new_p99_ms);
+                        out.push_str(",\"old_p99_ms\":");
+                        json_number(&mut out, g.old_p99_ms);
+                        out.push('}');
+                    }
+                }
+                out.push('}');
+            }
+            out.push('}');
         }
         out.push_str("]}\n");
         out
@@ -212,6 +304,66 @@ impl StatusReport<'_> {
         }
         family(
             &mut out,
+            "migration_responses_total",
+            "counter",
+            "Responses of routed requests, by service, target and status class (failed: no upstream response).",
+        );
+        for s in &self.services {
+            for target in [Target::Old, Target::New] {
+                for (k, class) in CLASSES.iter().enumerate() {
+                    out.push_str("migration_responses_total{service=");
+                    label_value(&mut out, s.name);
+                    let _ = writeln!(
+                        out,
+                        ",target=\"{}\",class=\"{class}\"}} {}",
+                        target.as_str(),
+                        s.responses.classes[target.index()][k]
+                    );
+                }
+            }
+        }
+        family(
+            &mut out,
+            "migration_upstream_response_seconds",
+            "histogram",
+            "Upstream response time of routed requests, by service and target.",
+        );
+        for s in &self.services {
+            for target in [Target::Old, Target::New] {
+                let t = target.index();
+                let mut cumulative = 0;
+                for (i, &count) in s.responses.buckets[t].iter().enumerate() {
+                    cumulative += count;
+                    out.push_str("migration_upstream_response_seconds_bucket{service=");
+                    label_value(&mut out, s.name);
+                    let le = BUCKETS_S.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+                    let _ = writeln!(out, ",target=\"{}\",le=\"{le}\"}} {cumulative}", target.as_str());
+                }
+                out.push_str("migration_upstream_response_seconds_sum{service=");
+                label_value(&mut out, s.name);
+                let _ = writeln!(out, ",target=\"{}\"}} {}", target.as_str(), s.responses.sum_us[t] as f64 / 1e6);
+                out.push_str("migration_upstream_response_seconds_count{service=");
+                label_value(&mut out, s.name);
+                let _ = writeln!(out, ",target=\"{}\"}} {cumulative}", target.as_str());
+            }
+        }
+        family(&mut out, "migration_ramp_percentage", "gauge", "The percentage a service's ramp puts in force.");
+        for s in self.services.iter().filter(|s| s.ramp.is_some()) {
+            out.push_str("migration_ramp_percentage{service=");
+            label_value(&mut out, s.name);
+            let _ = writeln!(out, "}} {}", Percentage(s.ramp.as_ref().map_or(0, |r| r.percentage_bp)));
+        }
+        family(&mut out, "migration_ramp_state", "gauge", "1 for the state a service's ramp is in, 0 for the others.");
+        for s in &self.services {
+            let Some(ramp) = &s.ramp else { continue };
+            for state in RampState::ALL {
+                out.push_str("migration_ramp_state{service=");
+                label_value(&mut out, s.name);
+                let _ = writeln!(out, ",state=\"{}\"}} {}", state.as_str(), u8::from(state == ramp.state));
+            }
+        }
+        family(
+            &mut out,
             "migration_config_generation",
             "gauge",
             "Generation of the published configuration; grows by one at every publication.",
@@ -251,6 +403,18 @@ fn label_value(out: &mut String, value: &str) {
         }
     }
     out.push('"');
+}
+
+/// A number in JSON (at most three decimals), or `null`.
+fn json_number(out: &mut String, value: Option<f64>) {
+    match value {
+        Some(v) if v.is_finite() => {
+            let text = format!("{v:.3}");
+            let text = text.trim_end_matches('0').trim_end_matches('.');
+            out.push_str(if text.is_empty() || text == "-" { "0" } else { text });
+        }
+        _ => out.push_str("null"),
+    }
 }
 
 fn json_string(out: &mut String, value: &str) {
@@ -353,10 +517,14 @@ mod tests {
                 r#"{"version":"v\"1\\","generation":7,"loaded_at":"2026-11-26T01:30:00Z","source":"/etc/nginx/m\"igration.yaml","unmatched":3,"services":["#,
                 r#"{"name":"api","enabled":true,"strategy":"user","percentage":33.33,"requests":{"old":6,"new":2},"#,
                 r#""rules":{"header":3,"cidr":0,"user_list":0,"user_hash":5,"ip_hash":0,"weight":0,"disabled":0,"fallback":0},"#,
-                r#""fallback":{"state":"closed","consecutive_failures":0,"trips":0}},"#,
+                r#""fallback":{"state":"closed","consecutive_failures":0,"trips":0},"#,
+                r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0},"new":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0}},"#,
+                r#""latency_p50_ms":{"old":null,"new":null},"latency_p99_ms":{"old":null,"new":null}},"#,
                 r#"{"name":"shop","enabled":false,"strategy":"weight","percentage":20.5,"requests":{"old":4,"new":0},"#,
                 r#""rules":{"header":0,"cidr":0,"user_list":0,"user_hash":0,"ip_hash":0,"weight":0,"disabled":4,"fallback":0},"#,
-                r#""fallback":{"state":"half_open","consecutive_failures":5,"trips":2}}]}"#,
+                r#""fallback":{"state":"half_open","consecutive_failures":5,"trips":2},"#,
+                r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0},"new":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0}},"#,
+                r#""latency_p50_ms":{"old":null,"new":null},"latency_p99_ms":{"old":null,"new":null}}]}"#,
                 "\n"
             )
         );
@@ -387,10 +555,68 @@ mod tests {
                 announced.push(rest.split(' ').next().unwrap().to_string());
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
-                assert_eq!(announced.last().map(String::as_str), Some(name), "{line}");
+                let family = announced.last().map(String::as_str).unwrap_or("");
+                let histogram_sample =
+                    ["_bucket", "_sum", "_count"].iter().any(|suffix| name.strip_suffix(suffix) == Some(family));
+                assert!(name == family || histogram_sample, "{line} is not of {family}");
             }
         }
         assert_eq!(text.matches("# HELP ").count(), announced.len());
+    }
+
+    #[test]
+    fn responses_latencies_and_ramps() {
+        use crate::ramp::{GateReport, RampState};
+        let config = load_str("m.yaml", YAML).unwrap();
+        let mut responses = ResponseCounts::default();
+        responses.classes[1] = [0, 18, 0, 1, 1, 0];
+        responses.buckets[1][0] = 10; // 10 in (0, 5 ms]
+        responses.buckets[1][1] = 10; // 10 in (5, 10 ms]
+        responses.sum_us[1] = 120_000;
+        responses.classes[0][5] = 2;
+        let ramp = RampReport {
+            state: RampState::Ramping,
+            step: 1,
+            steps: 4,
+            percentage_bp: 1000,
+            next_step_at_ms: Some(1_795_656_660_000),
+            last_gate: Some(GateReport {
+                verdict: "pass",
+                reason: String::new(),
+                new_requests: 20,
+                old_requests: 2,
+                new_error_rate: 0.05,
+                old_error_rate: 1.0,
+                new_p99_ms: Some(9.9),
+                old_p99_ms: None,
+            }),
+            frozen: false,
+        };
+        let mut r = report(&config);
+        r.services[0] = r.services[0].clone().with_responses(responses).with_ramp(Some(ramp));
+        let json = r.to_json();
+        assert!(json.contains(concat!(
+            r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":2},"new":{"1xx":0,"2xx":18,"3xx":0,"4xx":1,"5xx":1,"failed":0}},"#,
+            r#""latency_p50_ms":{"old":null,"new":5},"latency_p99_ms":{"old":null,"new":9.9},"#,
+            r#""ramp":{"state":"ramping","step":1,"steps":4,"percentage":10,"frozen":false,"next_step_at":"2026-11-26T01:31:00Z","#,
+            r#""last_gate":{"verdict":"pass","new_requests":20,"old_requests":2,"new_error_rate":0.05,"old_error_rate":1,"new_p99_ms":9.9,"old_p99_ms":null}}}"#
+        )), "{json}");
+        let text = r.to_prometheus();
+        for line in [
+            r#"migration_responses_total{service="api",target="new",class="2xx"} 18"#,
+            r#"migration_responses_total{service="api",target="old",class="failed"} 2"#,
+            r#"migration_upstream_response_seconds_bucket{service="api",target="new",le="0.005"} 10"#,
+            r#"migration_upstream_response_seconds_bucket{service="api",target="new",le="0.01"} 20"#,
+            r#"migration_upstream_response_seconds_bucket{service="api",target="new",le="+Inf"} 20"#,
+            r#"migration_upstream_response_seconds_sum{service="api",target="new"} 0.12"#,
+            r#"migration_upstream_response_seconds_count{service="api",target="new"} 20"#,
+            r#"migration_ramp_percentage{service="api"} 10"#,
+            r#"migration_ramp_state{service="api",state="ramping"} 1"#,
+            r#"migration_ramp_state{service="api",state="done"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        assert!(!text.contains(r#"migration_ramp_percentage{service="shop"}"#), "no ramp, no series");
     }
 
     #[test]

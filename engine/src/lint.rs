@@ -42,7 +42,25 @@ impl fmt::Display for Warning {
 pub fn warnings(config: &Config) -> Vec<Warning> {
     let mut out = shadowed_rules(config);
     out.extend(underscored_headers(config));
+    out.extend(idle_gates(config));
     out
+}
+
+/// A ramp's gate on a service that sends nothing to new (`enabled: false`) is
+/// never judged: the ramp stands still until the service is enabled again.
+pub fn idle_gates(config: &Config) -> Vec<Warning> {
+    config
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.migration.enabled && s.migration.ramp.as_ref().is_some_and(|r| r.gate.is_some()))
+        .map(|(i, _)| Warning {
+            path: format!("services[{i}].migration.ramp.gate"),
+            message: "the service is disabled (enabled: false): nothing goes to new, so the gate is never judged and \
+                      the ramp stands still until the service is enabled"
+                .into(),
+        })
+        .collect()
 }
 
 /// Header names with `_`: nginx ignores such request headers unless the server
@@ -440,6 +458,14 @@ services:
     const H: &str = "services[0].canary.header_rules";
     const IP: &str = "services[0].canary.ip_rules";
     const U: &str = "services[0].canary.user_rules";
+
+    #[test]
+    fn a_gate_on_a_disabled_service_is_warned() {
+        let text = format!("{BASE}      user_rules: []\n    migration:\n      enabled: false\n      ramp: {{steps: [1, 100], every: 1h, gate: {{max_error_rate: 1%}}}}\n");
+        let config = crate::config::parse("m.yaml", &text).unwrap();
+        let found: Vec<String> = warnings(&config).iter().map(Warning::to_string).collect();
+        assert_eq!(found, ["services[0].migration.ramp.gate: the service is disabled (enabled: false): nothing goes to new, so the gate is never judged and the ramp stands still until the service is enabled"]);
+    }
 
     #[test]
     fn header_names_with_underscores_are_warned() {

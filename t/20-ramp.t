@@ -73,6 +73,14 @@ sub sample {
     return \@out;
 }
 
+# Processes a block starts besides the nginx under test (a replica, a
+# Prometheus): stopped when the block ends, and at exit if a test died first.
+our @stop_at_end;
+sub stop_children {
+    while (my $p = shift @stop_at_end) { kill $p->[0], $p->[1]; waitpid $p->[1], 0 }
+}
+END { stop_children() }
+
 sub wait_until {
     my ($limit, $test) = @_;
     my $deadline = Time::HiRes::time() + $limit;
@@ -100,6 +108,7 @@ sub slow_backend {
         }
         POSIX::_exit(0);
     }
+    push @stop_at_end, ['KILL', $pid];
     return $pid;
 }
 
@@ -262,7 +271,7 @@ ok(main::wait_until(4, sub { (main::api()->{ramp}{state} // '') eq 'rolled_back'
 
 === TEST 6: a slow new cluster fails max_p99 and max_p99_vs_old
 --- init
-$main::slow = main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 0.3);
+main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 0.3);
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml;
     upstream slow_new { server 127.0.0.1:$TEST_NGINX_RAND_PORT_3; }
@@ -275,8 +284,7 @@ ok(main::wait_until(6, sub { main::sample(['x-' . int(rand(1e6))]); (main::api()
 my $s = main::api();
 cmp_ok($s->{latency_p99_ms}{new}, '>', 250, 'status: new p99 above 250 ms');
 cmp_ok($s->{latency_p99_ms}{old}, '<', 50, 'old p99 below 50 ms');
-kill 'TERM', $main::slow;
-waitpid($main::slow, 0);
+main::stop_children();
 --- user_files eval
 [[ 'm.yaml', do { my $y = main::ramp_yaml("steps: [50, 100]\nevery: 3s\ngate:\n  min_requests: 5\n  max_p99: 100ms\n  max_p99_vs_old: 1.5\n"); $y =~ s/new_backend: 127.0.0.1:\$TEST_NGINX_RAND_PORT_2/new_backend: slow_new/; $y } ]]
 
@@ -376,6 +384,7 @@ main::write_file("$prefix/conf/nginx.conf", "daemon on;\nmaster_process on;\nwor
     . "    migration_config " . html_dir() . "/m.yaml;\n    server { listen 127.0.0.1:$port; server_name api.example; location / { migration on; return 200 \"\$migration_target \$migration_percentage\"; } }\n}\n");
 system(nginx_binary(), '-p', "$prefix/", '-c', 'conf/nginx.conf', '-e', 'logs/error.log');
 is($?, 0, 'the replica starts two seconds later');
+if (open my $pidfile, '<', "$prefix/logs/nginx.pid") { my $pid = <$pidfile>; chomp $pid; push @main::stop_at_end, ['QUIT', $pid] }
 my @users = map { "r-$_" } 1 .. 500;
 for my $i (0 .. 3) {
     my $at = $main::start + $i + 0.5;
@@ -390,14 +399,14 @@ for my $i (0 .. 3) {
     my %pct = map { ($_->[2] => 1) } @$here;
     is($differ, 0, "step " . ($i + 1) . ": 500 users, the same side on both replicas (" . CORE::join(',', sort keys %pct) . "%)");
 }
-if (open my $pidfile, '<', "$prefix/logs/nginx.pid") { my $pid = <$pidfile>; chomp $pid; kill 'QUIT', $pid }
+main::stop_children();
 
 
 
 === TEST 11: Prometheus itself: promtool check metrics passes the exposition, and a real Prometheus server scraping the status endpoint gets from histogram_quantile the JSON's latency_p50_ms and latency_p99_ms
 --- workers: 1
 --- init
-$main::slow = main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 0.03);
+main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 0.03);
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml;
     upstream slow_new { server 127.0.0.1:$TEST_NGINX_RAND_PORT_3; }
@@ -438,6 +447,7 @@ if ($pid == 0) {
         "--web.listen-address=127.0.0.1:$prom_port", '--log.level=warn' }
     POSIX::_exit(127);
 }
+push @main::stop_at_end, ['TERM', $pid];
 my $query = sub {
     my ($promql) = @_;
     my $q = $promql =~ s/([^A-Za-z0-9_.~-])/sprintf '%%%02X', ord $1/ger;
@@ -470,5 +480,4 @@ for my $promql ('sum by (service) (rate(migration_requests_total{target="new"}[5
                 'histogram_quantile(0.99, sum by (service, target, le) (rate(migration_upstream_response_seconds_bucket[5m])))') {
     ok(defined $query->($promql), "the README's dashboard query answers: $promql");
 }
-kill 'TERM', $pid; waitpid $pid, 0;
-kill 'KILL', $main::slow; waitpid $main::slow, 0;
+main::stop_children();

@@ -564,6 +564,62 @@ mod tests {
         assert_eq!(text.matches("# HELP ").count(), announced.len());
     }
 
+    /// Every sample, by value: the request series from the counts `report` was
+    /// given, and each gauge from the test's own configuration and snapshot.
+    #[test]
+    fn prometheus_samples_have_the_values_of_the_snapshot() {
+        let config = load_str("m.yaml", YAML).unwrap();
+        let text = report(&config).to_prometheus();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let mut expected: Vec<String> = Vec::new();
+        let nonzero = [
+            ("api", "new", "header", 2),
+            ("api", "old", "header", 1),
+            ("api", "old", "user_hash", 5),
+            ("shop", "old", "disabled", 4),
+        ];
+        for service in ["api", "shop"] {
+            for target in ["old", "new"] {
+                for rule in ["header", "cidr", "user_list", "user_hash", "ip_hash", "weight", "disabled", "fallback"] {
+                    if target == "new" && (rule == "disabled" || rule == "fallback") {
+                        continue;
+                    }
+                    let n = nonzero.iter().find(|e| (e.0, e.1, e.2) == (service, target, rule)).map_or(0, |e| e.3);
+                    expected.push(format!(
+                        "migration_requests_total{{service=\"{service}\",target=\"{target}\",rule=\"{rule}\"}} {n}"
+                    ));
+                }
+            }
+        }
+        expected.extend(
+            [
+                "migration_unmatched_requests_total 3",
+                "migration_percentage{service=\"api\"} 33.33",
+                "migration_percentage{service=\"shop\"} 20.5",
+                "migration_enabled{service=\"api\"} 1",
+                "migration_enabled{service=\"shop\"} 0",
+                "migration_fallback_state{service=\"api\"} 0",
+                "migration_fallback_state{service=\"shop\"} 2",
+                "migration_fallback_trips_total{service=\"api\"} 0",
+                "migration_fallback_trips_total{service=\"shop\"} 2",
+                "migration_config_generation 7",
+                "migration_config_loaded_timestamp_seconds 1795656600",
+                "migration_config_info{version=\"v\\\"1\\\\\",source=\"/etc/nginx/m\\\"igration.yaml\"} 1",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(samples, expected);
+    }
+
+    #[test]
+    fn breaker_states_and_their_gauges() {
+        assert_eq!(
+            [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen].map(|s| (s.as_str(), s.gauge())),
+            [("closed", 0), ("open", 1), ("half_open", 2)]
+        );
+        assert_eq!(BreakerState::default(), BreakerState::Closed);
+    }
+
     #[test]
     fn responses_latencies_and_ramps() {
         use crate::ramp::{GateReport, RampState};

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# make mutants: cargo-mutants over engine/ with the engine's suites as the test
+# command, then the verdict: every missed mutant must be listed, with the reason
+# it is equivalent or harmless, in engine/.cargo/mutants-allowed.txt; prints
+# caught / missed / unviable / timeouts and the share of viable mutants caught
+# (timeouts count as caught: the mutant hangs the tests). Fails below 95 % or on
+# a missed mutant that is not listed.
+#
+#   scripts/mutants.sh            the whole run (about an hour on 2 cores)
+#   scripts/mutants.sh --check    only the verdict on the last run's output
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${MUTANTS_OUT:-$root/target/mutants}
+allowed=$root/engine/.cargo/mutants-allowed.txt
+cd "$root"
+if [ "${1:-}" != --check ]; then
+    command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+    mkdir -p "$out"
+    # -j 1 and nice: the machines this runs on are small and shared.
+    nice -n 10 cargo mutants --config engine/.cargo/mutants.toml -p migration-engine -j "${MUTANTS_JOBS:-1}" \
+        --no-shuffle -o "$out" || true
+fi
+dir=$out/mutants.out
+[ -f "$dir/outcomes.json" ] || { echo "mutants: no $dir/outcomes.json (run without --check first)" >&2; exit 2; }
+
+# Mutant names without line:column, so that the list survives edits elsewhere.
+strip() { sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /'; }
+count() { [ -f "$dir/$1" ] && grep -c . "$dir/$1" || echo 0; }
+caught=$(count caught.txt) missed=$(count missed.txt) timeouts=$(count timeout.txt) unviable=$(count unviable.txt)
+viable=$((caught + missed + timeouts))
+listed=$(grep -v '^#' "$allowed" | grep . | sort -u)
+unlisted=$(strip <"$dir/missed.txt" | sort -u | comm -23 - <(printf '%s\n' "$listed"))
+stale=$(printf '%s\n' "$listed" | comm -23 - <(strip <"$dir/missed.txt" | sort -u))
+share=$(awk -v c=$((caught + timeouts)) -v v=$viable 'BEGIN { printf "%.1f", v ? 100 * c / v : 0 }')
+echo "mutants: $((viable + unviable)) mutants: $caught caught, $missed missed ($(printf '%s\n' "$listed" | grep -c .) listed as harmless), $timeouts timeouts, $unviable unviable"
+echo "mutants: $share % of the $viable viable mutants caught (timeouts included)"
+status=0
+if [ -n "$unlisted" ]; then
+    echo "mutants: missed and not in engine/.cargo/mutants-allowed.txt (kill them with a test, or list them with the reason):"
+    sed "s/^/  /" <<<"$unlisted"
+    status=1
+fi
+if [ -n "$stale" ]; then
+    echo "mutants: listed in mutants-allowed.txt but not missed any more (remove them):"
+    sed "s/^/  /" <<<"$stale"
+fi
+awk -v c=$((caught + timeouts)) -v v=$viable 'BEGIN { exit !(v && c / v >= 0.95) }' || { echo "mutants: below 95 %"; status=1; }
+exit $status

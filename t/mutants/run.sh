@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Planted bugs for the nginx layer: applies each t/mutants/*.patch (or the ones
+# named) to a scratch copy of the working tree, builds nginx + the module, runs
+# the engine's tests (for a patch to engine/) and `prove -r t/`, and reports
+# whether some test failed (killed) or none did (SURVIVED). cargo-mutants judges
+# the engine on its own (make mutants); it cannot judge src/, whose behaviour
+# only nginx shows.
+#
+#   t/mutants/run.sh                     every patch, about a minute and a half each
+#   t/mutants/run.sh t/mutants/03-*.patch
+#
+# Not part of `make test` (slow). A patch that no longer applies is reported as
+# stale: rewrite it against the current code. Exit status 1 when a mutant
+# survived or a patch is stale.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+scratch=${MUTANTS_DIR:-$root/target/mutants-src}
+report=${MUTANTS_REPORT:-$root/target/mutants-nginx.txt}
+patches=("$@")
+[ ${#patches[@]} -gt 0 ] || patches=("$root"/t/mutants/*.patch)
+
+log() { printf '%s\n' "$*" >&2; }
+
+# A fresh copy of the working tree (tracked and new files, not what .gitignore
+# names), with a copy of the build tree so nginx itself is not rebuilt.
+log "mutants: copying the tree to $scratch"
+mkdir -p "$scratch"
+find "$scratch" -mindepth 1 -maxdepth 1 ! -name target -exec rm -rf {} +
+(cd "$root" && git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) \
+    | tar -C "$scratch" -xf -
+if [ ! -d "$scratch/target/release" ] && [ -d "$root/target/release" ]; then
+    mkdir -p "$scratch/target" && cp -a "$root/target/release" "$scratch/target/"
+fi
+
+build() {
+    (cd "$scratch" && cargo build --release --locked -q -p ngx_http_migration_module 2>&1 \
+        && scripts/install-prefix.sh "$scratch/target/nginx" >/dev/null)
+}
+
+# Runs the suites; prints what failed ("" when everything passed).
+suites() {
+    local engine=$1 failed=()
+    if [ "$engine" = 1 ] && ! (cd "$scratch" && cargo test --release --locked -q -p migration-engine >/dev/null 2>&1); then
+        failed+=("cargo test")
+    fi
+    local out
+    out=$(cd "$scratch" && TEST_NGINX_SERVROOT="$scratch/t/servroot" prove -r t/ 2>&1)
+    failed+=($(printf '%s\n' "$out" | sed -n 's/^\(t\/[^ ]*\.t\) *(Wstat.*/\1/p'))
+    printf '%s\n' "${failed[*]}"
+}
+
+if [ "${MUTANTS_BASELINE:-1}" = 1 ]; then
+    log "mutants: baseline (no mutant): build and every suite"
+    build >/dev/null || { log "mutants: the unmutated tree does not build"; exit 2; }
+    failed=$(suites 1)
+    if [ -n "$failed" ]; then
+        log "mutants: the unmutated tree fails: $failed; fix that first"
+        exit 2
+    fi
+fi
+
+: >"$report"
+survived=0 stale=0 killed=0 unviable=0
+for p in "${patches[@]}"; do
+    name=$(basename "$p" .patch)
+    files=$(sed -n 's/^+++ b\///p' "$p")
+    engine=0
+    grep -q '^engine/' <<<"$files" && engine=1
+    start=$SECONDS
+    if ! patch -p1 --forward --silent -d "$scratch" <"$p" >/dev/null 2>&1; then
+        result="stale (does not apply)"; stale=$((stale + 1))
+    elif ! build >/dev/null 2>&1; then
+        result="unviable (does not build)"; unviable=$((unviable + 1))
+    else
+        failed=$(suites $engine)
+        if [ -n "$failed" ]; then
+            result="killed by: $failed"; killed=$((killed + 1))
+        else
+            result="SURVIVED"; survived=$((survived + 1))
+        fi
+    fi
+    for f in $files; do cp "$root/$f" "$scratch/$f"; done
+    rm -f "$scratch"/*.orig "$scratch"/*/*.orig "$scratch"/*/*/*.orig "$scratch"/*.rej "$scratch"/*/*.rej "$scratch"/*/*/*.rej
+    line=$(printf '%-44s %s (%ds)' "$name" "$result" $((SECONDS - start)))
+    printf '%s\n' "$line" | tee -a "$report"
+done
+build >/dev/null 2>&1
+summary="mutants: ${#patches[@]} planted bugs: $killed killed, $survived survived, $stale stale, $unviable unviable"
+printf '%s\n' "$summary" | tee -a "$report"
+[ "$survived" = 0 ] && [ "$stale" = 0 ]

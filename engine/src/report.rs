@@ -694,5 +694,21 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_656_600), "2026-11-26T01:30:00Z");
         assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+        // The century rules (values from Python's datetime): 2100, 2200 and 2300
+        // are not leap years, 2400 is; the era's last day is Feb 29 of 2400.
+        assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(rfc3339(7_263_216_000), "2200-03-01T00:00:00Z");
+        assert_eq!(rfc3339(10_418_846_400), "2300-02-28T12:00:00Z");
+        assert_eq!(rfc3339(13_569_465_599), "2399-12-31T23:59:59Z");
+        assert_eq!(rfc3339(13_574_563_200), "2400-02-29T00:00:00Z");
+        assert_eq!(rfc3339(13_574_649_600), "2400-03-01T00:00:00Z");
+    }
+
+    /// JSON strings escape every control character (RFC 8259), and nothing else.
+    #[test]
+    fn json_strings_escape_control_characters() {
+        let mut out = String::new();
+        json_string(&mut out, "a\u{1}b\u{1f} \u{7f}\t\"\\\u{e9}");
+        assert_eq!(out, "\"a\\u0001b\\u001f \u{7f}\\t\\\"\\\\\u{e9}\"");
     }
 }

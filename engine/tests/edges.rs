@@ -146,3 +146,98 @@ fn host_lengths_at_the_limit() {
     assert_eq!(decide(&c, ServiceChoice::Auto, &OwnedRequest::new(""), &mut || 0).service, None);
     assert_eq!(decide(&c, ServiceChoice::Auto, &OwnedRequest::new(":80"), &mut || 0).service, None);
 }
+
+const MANIFEST_HEAD: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: m\ndata:\n  migration.yaml: ";
+
+/// A ConfigMap's literal block (`|`, `|-` or `|+`) maps line for line onto the
+/// manifest, so errors point into the manifest, syntax errors included; another
+/// style (folded `>`, an explicit indentation) is located in the embedded
+/// document, named as such.
+#[test]
+fn configmap_errors_are_located_in_the_manifest_for_every_literal_block_style() {
+    let invalid = "\n    services:\n      - name: a\n        old_host: a\n        old_backend: a:1\n        new_host: b\n        \
+                   new_backend: b:2\n        migration:\n          percentage: 120\n";
+    let syntax = "\n    services:\n      - name: a: b\n";
+    for style in ["|", "|-", "|+"] {
+        let e = load_str("m.yaml", &format!("{MANIFEST_HEAD}{style}{invalid}")).unwrap_err();
+        assert_eq!(e.to_string(), "m.yaml:14:23: services[0].migration.percentage: must be between 0 and 100, got 120");
+        let e = load_str("m.yaml", &format!("{MANIFEST_HEAD}{style}{syntax}")).unwrap_err();
+        assert_eq!(e.to_string(), "m.yaml:8:16: mapping values are not allowed in this context", "{style}");
+    }
+    for style in [">", "|2"] {
+        let e = load_str("m.yaml", &format!("{MANIFEST_HEAD}{style}{syntax}")).unwrap_err();
+        assert_eq!(e.to_string(), "m.yaml (data.migration.yaml):2:12: mapping values are not allowed in this context");
+    }
+}
+
+/// What serde says a value should have been, for each kind of mapping.
+#[test]
+fn wrong_types_say_what_was_expected() {
+    let base = "services:\n  - name: api\n    old_host: a.example\n    old_backend: o:80\n    new_host: a.example\n    new_backend: n:80\n";
+    for (doc, message) in [
+        (
+            format!("{base}    canary: {{header_rules: [5]}}\n"),
+            "m.yaml:7:29: services[0].canary.header_rules[0]: wrong type: integer `5`, expected a mapping",
+        ),
+        (
+            format!("{base}    fallback: 5\n"),
+            "m.yaml:7:15: services[0].fallback: wrong type: integer `5`, expected a mapping",
+        ),
+        ("services: 5\n".into(), "m.yaml:1:11: services: wrong type: integer `5`, expected a list of services"),
+        ("services: [5]\n".into(), "m.yaml:1:12: services[0]: wrong type: integer `5`, expected a service mapping"),
+        (
+            "version: [1]\nservices: []\n".into(),
+            "m.yaml:1:10: version: wrong type: sequence, expected a version string",
+        ),
+        ("version: \"\"\nservices: []\n".into(), "m.yaml:1:10: version: must be a non-empty single-line string"),
+        ("version: \"a\\nb\"\nservices: []\n".into(), "m.yaml:1:10: version: must be a non-empty single-line string"),
+    ] {
+        assert_eq!(load_str("m.yaml", &doc).unwrap_err().to_string(), message);
+    }
+    assert_eq!(load_str("m.yaml", "version: v1.2\nservices: []\n").unwrap().version, "v1.2");
+}
+
+/// A host may repeat within its own service (in any case); only another
+/// service may not claim it.
+#[test]
+fn a_service_may_list_its_own_host_twice() {
+    let doc =
+        "services:\n  - name: api\n    hosts: [api.example, API.example, api.example]\n    old_host: a.example\n    \
+               old_backend: o:80\n    new_host: a.example\n    new_backend: n:80\n";
+    let c = load_str("m.yaml", doc).unwrap();
+    assert_eq!(decide(&c, ServiceChoice::Auto, &OwnedRequest::new("api.example"), &mut || 0).service, Some(0));
+}
+
+/// An IPv6 literal Host, as nginx keeps it ("[2001:db8::1]"), with or without
+/// a port.
+#[test]
+fn ipv6_literal_hosts_with_and_without_a_port() {
+    let doc =
+        "services:\n  - name: api\n    hosts: ['[2001:db8::1]']\n    old_host: a.example\n    old_backend: o:80\n    \
+               new_host: a.example\n    new_backend: n:80\n";
+    let c = load_str("m.yaml", doc).unwrap();
+    for host in ["[2001:db8::1]", "[2001:db8::1]:8080", "[2001:DB8::1]:443"] {
+        assert_eq!(decide(&c, ServiceChoice::Auto, &OwnedRequest::new(host), &mut || 0).service, Some(0), "{host}");
+    }
+    for host in ["[2001:db8::2]", "[2001:db8::1", "2001:db8::1"] {
+        assert_eq!(decide(&c, ServiceChoice::Auto, &OwnedRequest::new(host), &mut || 0).service, None, "{host}");
+    }
+}
+
+/// `nginx -t`'s shadowing warning for a value after a `values:` list names
+/// only values the list holds.
+#[test]
+fn a_value_after_a_values_list_is_shadowed_only_when_listed() {
+    let doc = |second: &str| {
+        format!(
+            "services:\n  - name: api\n    old_host: a.example\n    old_backend: o:80\n    new_host: a.example\n    \
+             new_backend: n:80\n    canary:\n      header_rules:\n        - {{header: X-A, values: [a, b], target: new}}\n        \
+             - {{header: X-A, value: {second}, target: old}}\n"
+        )
+    };
+    let (_, warnings) = migration_engine::load_str_checked("m.yaml", &doc("c")).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (_, warnings) = migration_engine::load_str_checked("m.yaml", &doc("b")).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].to_string().contains("never matches"), "{}", warnings[0]);
+}

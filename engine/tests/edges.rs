@@ -197,6 +197,20 @@ fn wrong_types_say_what_was_expected() {
     assert_eq!(load_str("m.yaml", "version: v1.2\nservices: []\n").unwrap().version, "v1.2");
 }
 
+/// serde's messages: a path is split off only when there is one, its wording
+/// is ours ("wrong type"), and what it quotes is one line.
+#[test]
+fn serde_messages_without_a_path_and_with_control_characters() {
+    let e = load_str("m.yaml", "5\n").unwrap_err();
+    assert_eq!((e.path.as_str(), e.location), ("", Some((1, 1))));
+    assert!(e.message.starts_with("wrong type: integer `5`, expected "), "{e}");
+    let e = load_str("m.yaml", "\"ser\\u0007vices\": []\n").unwrap_err();
+    // Control characters are escaped when the error is printed (error.log gets one line).
+    assert!(e.to_string().starts_with("m.yaml:1:1: unknown field `ser\\u{7}vices`, expected "), "{e}");
+    let e = load_str("m.yaml", "services: []\n\"a\\tb\\nc\": 1\n").unwrap_err();
+    assert!(e.to_string().starts_with("m.yaml:2:1: unknown field `a\\tb\\nc`"), "{e}");
+}
+
 /// A host may repeat within its own service (in any case); only another
 /// service may not claim it.
 #[test]

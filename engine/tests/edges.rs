@@ -211,6 +211,46 @@ fn serde_messages_without_a_path_and_with_control_characters() {
     assert!(e.to_string().starts_with("m.yaml:2:1: unknown field `a\\tb\\nc`"), "{e}");
 }
 
+/// Quoted parts of messages are cut at 24 characters, never inside an escape,
+/// and a backslash escapes only inside double quotes.
+#[test]
+fn quoted_parts_of_messages_are_cut_whole() {
+    for (doc, message) in [
+        ("services: []\n\"a\\\\\": 1\n", "m.yaml:2:1: unknown field `a\\`, expected `version` or `services`"),
+        (
+            "services: []\n\"abcdefghijklmnopqrstuvwx\": 1\n",
+            "m.yaml:2:1: unknown field `abcdefghijklmnopqrstuvwx`, expected `version` or `services`",
+        ),
+        (
+            "services: []\n\"abcdefghijklmnopqrstuvwxy\": 1\n",
+            "m.yaml:2:1: unknown field `abcdefghijklmnopqrstuvwx…`, expected `version` or `services`",
+        ),
+        (
+            "services:\n  - name: \"xxxxxxxxxxxxxxxxxxxxxxx\\nb\"\n",
+            "m.yaml:2:11: services[0].name: \"xxxxxxxxxxxxxxxxxxxxxxx…\" has '\\n'; a service name is made of A-Z a-z 0-9 . _ -",
+        ),
+        (
+            "services:\n  - name: \"xxxxxxxxxxxxxxxxxxxxxx\\\\b\"\n",
+            "m.yaml:2:11: services[0].name: \"xxxxxxxxxxxxxxxxxxxxxx\\\\…\" has '\\\\'; a service name is made of A-Z a-z 0-9 . _ -",
+        ),
+    ] {
+        assert_eq!(load_str("m.yaml", doc).unwrap_err().to_string(), message);
+    }
+}
+
+/// A second YAML document is refused as such, whatever it holds (the first
+/// pass reads only the first); an explicit end of the first is fine.
+#[test]
+fn a_second_document_is_refused_as_a_second_document() {
+    for doc in ["services: []\n---\nservices: []\n", "services: []\n---\na: &x 1\n"] {
+        assert_eq!(
+            load_str("m.yaml", doc).unwrap_err().to_string(),
+            "m.yaml: deserializing from YAML containing more than one document is not supported"
+        );
+    }
+    assert!(load_str("m.yaml", "services: []\n...\n").is_ok());
+}
+
 /// A host may repeat within its own service (in any case); only another
 /// service may not claim it.
 #[test]

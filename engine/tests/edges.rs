@@ -251,6 +251,50 @@ fn a_second_document_is_refused_as_a_second_document() {
     assert!(load_str("m.yaml", "services: []\n...\n").is_ok());
 }
 
+/// Cross-field errors are located at the field, in any item of any list.
+#[test]
+fn duplicates_are_located_at_the_repeating_field() {
+    let svc = |n: &str, h: &str| {
+        format!(
+            "  - name: {n}\n    hosts: [{h}]\n    old_host: {n}.example\n    old_backend: o:80\n    new_host: {n}.example\n    \
+             new_backend: n:80\n"
+        )
+    };
+    let doc = format!("services:\n{}{}{}", svc("a", "a.example"), svc("b", "b.example"), svc("a", "c.example"));
+    assert_eq!(
+        load_str("m.yaml", &doc).unwrap_err().to_string(),
+        "m.yaml:14:11: services[2].name: duplicate service name \"a\" (first used by services[0])"
+    );
+    let doc = format!("services:\n{}{}", svc("a", "a.example"), svc("b", "b.example, a.example"));
+    assert_eq!(
+        load_str("m.yaml", &doc).unwrap_err().to_string(),
+        "m.yaml:9:24: services[1].hosts[1]: host \"a.example\" is already routed by services[0]; a host belongs to one service"
+    );
+}
+
+/// A ConfigMap is told by its top-level `kind`, wherever it stands; a `kind`
+/// inside a key that is a collection, or nested under `kind`, is no kind.
+#[test]
+fn a_configmap_is_told_by_its_top_level_kind_only() {
+    for doc in [
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: m}\ndata:\n  migration.yaml: |\n    services: []\n",
+        "kind: ConfigMap\napiVersion: v1\nmetadata: {name: m}\ndata:\n  migration.yaml: |\n    services: []\n",
+    ] {
+        assert!(load_str("m.yaml", doc).unwrap().services.is_empty(), "{doc}");
+    }
+    assert_eq!(
+        load_str("m.yaml", "? [{kind: x}]\n: 1\nkind: ConfigMap\n").unwrap_err().to_string(),
+        "m.yaml: data: a ConfigMap needs a `data` mapping holding migration.yaml"
+    );
+    for doc in ["kind:\n  ? [ConfigMap]\n  : 1\nservices: []\n", "kind: {? ConfigMap : 1}\n"] {
+        assert_eq!(
+            load_str("m.yaml", doc).unwrap_err().to_string(),
+            "m.yaml:1:1: unknown field `kind`, expected `version` or `services`",
+            "{doc}"
+        );
+    }
+}
+
 /// A host may repeat within its own service (in any case); only another
 /// service may not claim it.
 #[test]

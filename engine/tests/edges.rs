@@ -295,6 +295,15 @@ fn a_configmap_is_told_by_its_top_level_kind_only() {
     }
 }
 
+/// What saphyr refuses and libyaml would take (a tab inside a flow sequence) is
+/// reported with saphyr's words, at saphyr's 1-based position.
+#[test]
+fn yaml_only_the_first_pass_refuses_is_located() {
+    let e = load_str("m.yaml", "services: [\n\t]\n").unwrap_err();
+    assert_eq!(e.location, Some((2, 2)));
+    assert!(e.to_string().starts_with("m.yaml:2:2: not valid YAML: tabs"), "{e}");
+}
+
 /// A host may repeat within its own service (in any case); only another
 /// service may not claim it.
 #[test]

@@ -348,3 +348,88 @@ fn a_value_after_a_values_list_is_shadowed_only_when_listed() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].to_string().contains("never matches"), "{}", warnings[0]);
 }
+
+/// The values of a service at the edges of what they accept: ports (empty, 5
+/// and 6 digits, 0, 65535, 65536, letters) in hosts, IPv6 literals and
+/// backends; each character a host or a backend refuses; -0 as a percentage;
+/// what a wrong type of each fallback field was expected to be.
+#[test]
+fn service_values_at_their_edges() {
+    let doc = |hosts: &str, old_host: &str, backend: &str, extra: &str| {
+        format!(
+            "services:\n  - name: api\n    hosts: [{hosts}]\n    old_host: {old_host}\n    old_backend: {backend}\n    \
+             new_host: n.example\n    new_backend: n:80\n{extra}"
+        )
+    };
+    let ok = |hosts: &str, old_host: &str, backend: &str, extra: &str| {
+        let c = load_str("m.yaml", &doc(hosts, old_host, backend, extra)).unwrap_or_else(|e| panic!("{e}"));
+        (c.services[0].old.backend.clone(), c.services[0].old.scheme)
+    };
+    let err = |hosts: &str, old_host: &str, backend: &str, extra: &str| {
+        load_str("m.yaml", &doc(hosts, old_host, backend, extra)).unwrap_err().to_string()
+    };
+    let host = "m.yaml:3:13: services[0].hosts[0]: ";
+    for (h, why) in [
+        ("'[::1]:'", r#""[::1]:": bad port """#),
+        ("'[::1]:123456'", r#""[::1]:123456": bad port "123456""#),
+        ("'[::1]:8a'", r#""[::1]:8a": bad port "8a""#),
+        ("'a.example:'", r#""a.example:": bad port """#),
+        ("'a.example:123456'", r#""a.example:123456": bad port "123456""#),
+        ("'a.example:8x'", r#""a.example:8x": bad port "8x""#),
+    ] {
+        assert_eq!(err(h, "a", "o:80", ""), format!("{host}{why}"));
+    }
+    ok("'[::1]:12345', 'a.example:12345'", "a", "o:80", "");
+    let old_host = "is not a host name (spaces, control characters and '/' are not allowed)";
+    for (h, shown) in
+        [("'a b'", r#""a b""#), ("\"a\\x7f\"", r#""a\u{7f}""#), ("a/b", r#""a/b""#), ("\"a\\tb\"", r#""a\tb""#)]
+    {
+        assert_eq!(err("a.example", h, "o:80", ""), format!("m.yaml:4:15: services[0].old_host: {shown} {old_host}"));
+    }
+    let backend = "m.yaml:5:18: services[0].old_backend: ";
+    for (b, why) in [
+        ("'a b:80'", r#""a b:80" has ' '"#),
+        ("\"a\\x01:80\"", r#""a\u{1}:80" has '\u{1}'"#),
+        ("a/b", r#""a/b" has '/'"#),
+        ("'a?b'", r#""a?b" has '?'"#),
+        ("'a#b'", r##""a#b" has '#'"##),
+        ("'a$b'", r#""a$b" has '$'"#),
+    ] {
+        assert_eq!(
+            err("a.example", "a", b, ""),
+            format!("{backend}{why}; expected host:port, scheme://host:port or an upstream name")
+        );
+    }
+    for (b, port) in [("'a:'", ""), ("'a:x'", "x"), ("'a:0'", "0"), ("'a:65536'", "65536")] {
+        let shown = b.trim_matches('\'');
+        assert_eq!(err("a.example", "a", b, ""), format!("{backend}\"{shown}\": bad port \"{port}\""));
+    }
+    assert_eq!(ok("a.example", "a", "'a:65535'", ""), ("a:65535".into(), "http"));
+    assert_eq!(ok("a.example", "a", "'[::1]'", ""), ("[::1]".into(), "http"));
+    assert_eq!(ok("a.example", "a", "'[::1]:443'", ""), ("[::1]:443".into(), "https"));
+    assert_eq!(ok("a.example", "a", "o:80", "    migration: {percentage: -0}\n"), ("o:80".into(), "http"));
+    assert_eq!(
+        err("a.example", "a", "o:80", "    migration: {percentage: -1}\n"),
+        "m.yaml:8:29: services[0].migration.percentage: must be between 0 and 100, got -1"
+    );
+    for (extra, message) in [
+        (
+            "    canary: {header_rules: [{header: X, pattern: '(', target: new}]}\n",
+            "m.yaml:8:50: services[0].canary.header_rules[0].pattern: bad regex: regex parse error:; (; ^; error: unclosed group",
+        ),
+        (
+            "    fallback: {failures: x}\n",
+            "m.yaml:8:26: services[0].fallback.failures: wrong type: string \"x\", expected a whole number from 1 to 1000",
+        ),
+        (
+            "    fallback: {statuses: [x]}\n",
+            "m.yaml:8:27: services[0].fallback.statuses[0]: wrong type: string \"x\", expected an HTTP status from 100 to 599",
+        ),
+        (
+            "    fallback: {cooldown: [1]}\n",
+            "m.yaml:8:26: services[0].fallback.cooldown: wrong type: sequence, expected a time such as 30s, 500ms or 2m",
+        ),
+    ] {
+        assert_eq!(err("a.example", "a", "o:80", extra), message);
+    }
+}

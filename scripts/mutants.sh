@@ -25,14 +25,15 @@ dir=$out/mutants.out
 
 # Mutant names without line:column, so that the list survives edits elsewhere.
 strip() { sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /'; }
-count() { [ -f "$dir/$1" ] && grep -c . "$dir/$1" || echo 0; }
+count() { cat "$dir/$1" 2>/dev/null | grep -c . || true; }
 caught=$(count caught.txt) missed=$(count missed.txt) timeouts=$(count timeout.txt) unviable=$(count unviable.txt)
 viable=$((caught + missed + timeouts))
-listed=$(grep -v '^#' "$allowed" | grep . | sort -u)
-unlisted=$(strip <"$dir/missed.txt" | sort -u | comm -23 - <(printf '%s\n' "$listed"))
-stale=$(printf '%s\n' "$listed" | comm -23 - <(strip <"$dir/missed.txt" | sort -u))
+listed=$(grep -v '^#' "$allowed" 2>/dev/null | grep . | sort -u || true)
+missed_names=$(strip <"$dir/missed.txt" | sort -u)
+unlisted=$(comm -23 <(printf '%s\n' "$missed_names") <(printf '%s\n' "$listed") | grep . || true)
+stale=$(comm -23 <(printf '%s\n' "$listed") <(printf '%s\n' "$missed_names") | grep . || true)
 share=$(awk -v c=$((caught + timeouts)) -v v=$viable 'BEGIN { printf "%.1f", v ? 100 * c / v : 0 }')
-echo "mutants: $((viable + unviable)) mutants: $caught caught, $missed missed ($(printf '%s\n' "$listed" | grep -c .) listed as harmless), $timeouts timeouts, $unviable unviable"
+echo "mutants: $((viable + unviable)) mutants: $caught caught, $missed missed ($(printf '%s\n' "$listed" | grep -c . || true) listed as harmless), $timeouts timeouts, $unviable unviable"
 echo "mutants: $share % of the $viable viable mutants caught (timeouts included)"
 status=0
 if [ -n "$unlisted" ]; then

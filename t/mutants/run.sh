@@ -79,6 +79,10 @@ for p in "${patches[@]}"; do
     engine=0
     grep -q '^engine/' <<<"$files" && engine=1
     start=$SECONDS
+    # The scratch copy's own files, kept to undo the patch (the working tree may
+    # change while this runs).
+    backup=$(mktemp -d)
+    for f in $files; do mkdir -p "$backup/$(dirname "$f")" && cp "$scratch/$f" "$backup/$f"; done
     if ! patch -p1 --forward --silent -d "$scratch" <"$p" >/dev/null 2>&1; then
         result="stale (does not apply)"; stale=$((stale + 1))
     elif ! build >/dev/null 2>&1; then
@@ -91,7 +95,8 @@ for p in "${patches[@]}"; do
             result="SURVIVED"; survived=$((survived + 1))
         fi
     fi
-    for f in $files; do cp "$root/$f" "$scratch/$f"; done
+    for f in $files; do cp "$backup/$f" "$scratch/$f"; done
+    rm -rf "$backup"
     rm -f "$scratch"/*.orig "$scratch"/*/*.orig "$scratch"/*/*/*.orig "$scratch"/*.rej "$scratch"/*/*.rej "$scratch"/*/*/*.rej
     line=$(printf '%-44s %s (%ds)' "$name" "$result" $((SECONDS - start)))
     printf '%s\n' "$line" | tee -a "$report"

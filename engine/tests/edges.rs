@@ -32,12 +32,15 @@ fn read_source_gives_the_file_or_a_located_error() {
     let path = dir.join("m.yaml");
     let text = service("    migration: {percentage: 100}\n");
     std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
-    assert_eq!(read_source(&path).unwrap(), text);
+    let max = migration_engine::source::DEFAULT_MAX_SIZE;
+    assert_eq!(read_source(&path, max).unwrap(), text);
+    assert!(read_source(&path, text.len() as u64 - 1).unwrap_err().message.contains("more than max_size"));
+    assert_eq!(read_source(&path, text.len() as u64).unwrap(), text);
     let config = load_file(&path).unwrap();
     assert_eq!(target_of(&config, &OwnedRequest::new("api.example")), (Some(Target::New), Rule::Weight));
 
     let missing = dir.join("missing.yaml");
-    let e = read_source(&missing).unwrap_err();
+    let e = read_source(&missing, max).unwrap_err();
     assert_eq!(e.file, missing.display().to_string());
     assert!(e.message.starts_with("cannot read the file: "), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();

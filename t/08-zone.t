@@ -159,11 +159,15 @@ my $test_with = sub {
 };
 my ($ok, $out) = $test_with->('32k');
 ok(!$ok, 'nginx -t refuses 32k');
-my ($k) = $out =~ /it needs at least (\d+)k, e\.g\. zone=small:\1k/ or return fail("no suggested size in: $out");
+# "it needs at least N": N is the least size accepted; "it needs more than N":
+# N itself is refused. Either way the e.g. is a size that works.
+my ($rule, $need, $k) = $out =~ /it needs (at least|more than) (\d+)k, e\.g\. zone=small:(\d+)k/
+    or return fail("no suggested size in: $out");
 my $yaml = -s html_dir() . '/m.yaml';
 cmp_ok($k * 1024, '>=', 2 * $yaml, "the suggestion, ${k}k, holds the file twice over (a new record beside the old one)");
-($ok, $out) = $test_with->(($k - 1) . 'k');
-ok(!$ok, 'one kilobyte less is refused') or diag($out);
+my $refused = $rule eq 'at least' ? $need - 1 : $need;
+($ok, $out) = $test_with->("${refused}k");
+ok(!$ok, "${refused}k is refused, as 'it needs $rule ${need}k' says") or diag($out);
 ($ok, $out) = $test_with->("${k}k");
 ok($ok, "${k}k passes nginx -t") or diag($out);
 # The suggested size, live: a new zone of that size at a reload, then a second

@@ -37,8 +37,19 @@ build() {
         && scripts/install-prefix.sh "$scratch/target/nginx" >/dev/null)
 }
 
+# The failed tests of a prove run, one "file<TAB>test name" per line (names,
+# not numbers: a mutant may change how many tests a file runs).
 prove_failures() {
-    (cd "$scratch" && TEST_NGINX_SERVROOT="$scratch/t/servroot" prove "$@" 2>&1) | sed -n 's/^\(t\/[^ ]*\.t\) *(Wstat.*/\1/p'
+    (cd "$scratch" && TEST_NGINX_SERVROOT="$scratch/t/servroot" prove -v "$@" 2>&1) | awk '
+        /^t\/[^ ]*\.t \.+/ { file = $1 }
+        /^not ok [0-9]+/ { sub(/^not ok [0-9]+( - )?/, ""); print file "\t" $0 }
+        /^t\/[^ ]*\.t *\(Wstat/ { print $1 "\t(exit status)" }' | sort -u
+}
+
+# The files among prove_failures' lines whose failures the unmutated tree does not have.
+new_failures() {
+    comm -23 <(printf '%s\n' "$1" | grep . | sort -u) <(printf '%s\n' "${baseline_failures:-}" | grep . | sort -u) \
+        | cut -f1 | sort -u
 }
 
 # Runs the suites; prints what failed ("" when everything passed). A t/ file
@@ -50,9 +61,8 @@ suites() {
     if [ "$engine" = 1 ] && ! (cd "$scratch" && cargo test --release --locked -q -p migration-engine >/dev/null 2>&1); then
         failed+=("cargo test")
     fi
-    for f in $(prove_failures -r t/); do
-        grep -qxF "$f" <<<"${baseline_failures:-}" && continue
-        [ -n "$(prove_failures "$f")" ] && failed+=("$f")
+    for f in $(new_failures "$(prove_failures -r t/)"); do
+        [ -n "$(new_failures "$(prove_failures "$f")")" ] && failed+=("$f")
     done
     printf '%s\n' "${failed[*]}"
 }
@@ -62,7 +72,8 @@ if [ "${MUTANTS_BASELINE:-1}" = 1 ]; then
     build >/dev/null || { log "mutants: the unmutated tree does not build"; exit 2; }
     baseline_failures=$(prove_failures -r t/)
     if [ -n "$baseline_failures" ]; then
-        log "mutants: the unmutated tree fails $(echo $baseline_failures); those files are not counted as killing anything"
+        log "mutants: the unmutated tree fails these tests; only other failures count as killing a mutant:"
+        printf '  %s\n' "$baseline_failures" >&2
     fi
     if ! (cd "$scratch" && cargo test --release --locked -q -p migration-engine >/dev/null 2>&1); then
         log "mutants: the engine's tests fail on the unmutated tree; fix that first"
@@ -71,7 +82,7 @@ if [ "${MUTANTS_BASELINE:-1}" = 1 ]; then
 fi
 
 : >"$report"
-[ -n "${baseline_failures:-}" ] && echo "unmutated tree fails (not counted): $(echo $baseline_failures)" >>"$report"
+[ -n "${baseline_failures:-}" ] && printf 'unmutated tree fails (not counted):\n%s\n' "$baseline_failures" >>"$report"
 survived=0 stale=0 killed=0 unviable=0
 for p in "${patches[@]}"; do
     name=$(basename "$p" .patch)

@@ -32,9 +32,10 @@ if [ ! -d "$scratch/target/release" ] && [ -d "$root/target/release" ]; then
     mkdir -p "$scratch/target" && cp -a "$root/target/release" "$scratch/target/"
 fi
 
+# As `make build` does it (the same nginx configure flags, the test-hooks
+# module that t/18 loads), in the scratch copy.
 build() {
-    (cd "$scratch" && cargo build --release --locked -q -p ngx_http_migration_module 2>&1 \
-        && scripts/install-prefix.sh "$scratch/target/nginx" >/dev/null)
+    make -s -C "$scratch" build >/dev/null 2>&1
 }
 
 # The failed tests of a prove run, one "file<TAB>test name" per line (names,

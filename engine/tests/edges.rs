@@ -436,3 +436,23 @@ fn service_values_at_their_edges() {
         assert_eq!(err("a.example", "a", "o:80", extra), message);
     }
 }
+
+/// Which services decide by the client address (the nginx layer warns when
+/// realip could change it after the decision): ip rules, strategy ip, or a
+/// header rule with `from:`; nothing else.
+#[test]
+fn services_that_use_the_client_address() {
+    let uses = |extra: &str| {
+        let doc = format!(
+            "services:\n  - name: api\n    old_host: a.example\n    old_backend: o:80\n    new_host: a.example\n    \
+             new_backend: n:80\n{extra}"
+        );
+        load_str("m.yaml", &doc).unwrap().services[0].uses_client_address()
+    };
+    assert!(uses("    canary: {ip_rules: [{cidr: 10.0.0.0/8, target: new}]}\n"));
+    assert!(uses("    migration: {strategy: ip, percentage: 5}\n"));
+    assert!(uses("    canary: {header_rules: [{header: X-A, present: true, target: new, from: [10.0.0.0/8]}]}\n"));
+    assert!(!uses(""));
+    assert!(!uses("    migration: {strategy: user, percentage: 5}\n"));
+    assert!(!uses("    canary: {header_rules: [{header: X-A, present: true, target: new}], user_rules: [{users: [u], target: new}]}\n"));
+}

@@ -22,12 +22,14 @@ patches=("$@")
 log() { printf '%s\n' "$*" >&2; }
 
 # A fresh copy of the working tree (tracked and new files, not what .gitignore
-# names), with a copy of the build tree so nginx itself is not rebuilt.
+# names), with a copy of the build tree so nginx itself is not rebuilt. The
+# files get the time of the copy (tar -m): cargo must not take a build of an
+# earlier run's mutant for newer than them.
 log "mutants: copying the tree to $scratch"
 mkdir -p "$scratch"
 find "$scratch" -mindepth 1 -maxdepth 1 ! -name target -exec rm -rf {} +
 (cd "$root" && git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) \
-    | tar -C "$scratch" -xf -
+    | tar -C "$scratch" -xmf -
 if [ ! -d "$scratch/target/release" ] && [ -d "$root/target/release" ]; then
     mkdir -p "$scratch/target" && cp -a "$root/target/release" "$scratch/target/"
 fi

@@ -456,3 +456,126 @@ fn services_that_use_the_client_address() {
     assert!(!uses("    migration: {strategy: user, percentage: 5}\n"));
     assert!(!uses("    canary: {header_rules: [{header: X-A, present: true, target: new}], user_rules: [{users: [u], target: new}]}\n"));
 }
+
+/// `ServiceChoice::Index`: a service by its position; one past the end is none.
+#[test]
+fn a_service_by_index() {
+    let doc = "services:\n  - name: a\n    old_host: a.example\n    old_backend: o:80\n    new_host: a.example\n    \
+               new_backend: n:80\n  - name: b\n    old_host: b.example\n    old_backend: o:80\n    new_host: b.example\n    \
+               new_backend: n:80\n";
+    let c = load_str("m.yaml", doc).unwrap();
+    let by = |i: u32| decide(&c, ServiceChoice::Index(i), &OwnedRequest::new("nowhere.example"), &mut || 0).service;
+    assert_eq!([by(0), by(1), by(2), by(u32::MAX)], [Some(0), Some(1), None, None]);
+}
+
+/// A request view that knows no nginx variables (the trait's default): a
+/// `var:` user key finds no user id, so the split is by weight.
+#[test]
+fn a_view_without_variables_has_no_var_user_id() {
+    struct Bare;
+    impl migration_engine::RequestView for Bare {
+        fn host(&self) -> &[u8] {
+            b"api.example"
+        }
+        fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+            std::iter::empty()
+        }
+        fn cookie(&self, _: &[u8]) -> Option<&[u8]> {
+            None
+        }
+        fn arg(&self, _: &[u8]) -> Option<&[u8]> {
+            None
+        }
+        fn client_ip(&self) -> Option<IpAddr> {
+            None
+        }
+        fn client_addr_text(&self) -> &[u8] {
+            b""
+        }
+    }
+    let c =
+        load_str("m.yaml", &service("    migration: {strategy: user, percentage: 100, user_key: 'var:remote_user'}\n"))
+            .unwrap();
+    let d = decide(&c, ServiceChoice::Auto, &Bare, &mut || 0);
+    assert_eq!((d.target, d.rule), (Some(Target::New), Rule::Weight));
+    let with = OwnedRequest::new("api.example").variable("remote_user", "alice");
+    assert_eq!(target_of(&c, &with), (Some(Target::New), Rule::UserHash));
+}
+
+/// The shadowing lint lists at most 10 of anything, then says how many more.
+#[test]
+fn the_lint_lists_ten_then_counts() {
+    let warnings = |rules: &[String]| -> Vec<String> {
+        let doc = format!(
+            "services:\n  - name: api\n    old_host: a.example\n    old_backend: o:80\n    new_host: a.example\n    \
+             new_backend: n:80\n    canary:\n      header_rules:\n{}",
+            rules.iter().map(|r| format!("        - {r}\n")).collect::<String>()
+        );
+        migration_engine::load_str_checked("m.yaml", &doc).unwrap().1.iter().map(|w| w.to_string()).collect()
+    };
+    let values = |range: std::ops::Range<usize>| range.map(|i| format!("v{i}")).collect::<Vec<_>>().join(", ");
+    let single = |i: usize| format!("{{header: X-A, value: v{i}, target: new}}");
+    let list = |range: std::ops::Range<usize>| format!("{{header: X-A, values: [{}], target: old}}", values(range));
+    for n in [10, 12] {
+        // One earlier rule covers every value: its details, listed.
+        let w = warnings(&[list(0..n).replace("old", "new"), list(0..n)]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].matches("value \\\"v").count() + w[0].matches("value \"v").count(), n.min(10), "{}", w[0]);
+        assert_eq!(w[0].contains(" more"), n > 10, "{}", w[0]);
+        // As many earlier rules, one value each.
+        let mut rules: Vec<String> = (0..n).map(single).collect();
+        rules.push(list(0..n));
+        let w = warnings(&rules);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].matches("]: value").count(), n.min(10), "{}", w[0]);
+        assert_eq!(w[0].contains(&format!("and {} more", n - 10)), n > 10, "{}", w[0]);
+        assert!(!w[0].contains("and 0 more"), "{}", w[0]);
+        // Some entries covered, one not: each covered entry, up to 10, then a count.
+        let mut rules: Vec<String> = (0..n).map(single).collect();
+        rules.push(format!("{{header: X-A, values: [{}, fresh], target: old}}", values(0..n)));
+        let w = warnings(&rules);
+        assert_eq!(w.iter().filter(|w| w.contains(".values[")).count(), n.min(10), "{w:?}");
+        assert_eq!(w.iter().filter(|w| w.contains("more entries never match")).count(), usize::from(n > 10), "{w:?}");
+    }
+}
+
+/// The rule named as covering a value is the earliest one: a value rule before
+/// a pattern that also matches.
+#[test]
+fn the_lint_names_the_earliest_covering_rule() {
+    let doc = "services:\n  - name: api\n    old_host: a.example\n    old_backend: o:80\n    new_host: a.example\n    \
+               new_backend: n:80\n    canary:\n      header_rules:\n        - {header: X-A, value: a, target: new}\n        \
+               - {header: X-A, pattern: '^a', target: new}\n        - {header: X-A, value: a, target: old}\n";
+    let w = migration_engine::load_str_checked("m.yaml", doc).unwrap().1;
+    let text: Vec<String> = w.iter().map(|w| w.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|w| w
+                .starts_with("services[0].canary.header_rules[2]: never matches: services[0].canary.header_rules[0] ")),
+        "{text:?}"
+    );
+}
+
+/// Beyond its budget of pattern checks (200,000) the lint stops looking for
+/// patterns that shadow values, and says so: 400 patterns by 400 values stay
+/// within it, 450 by 450 do not.
+#[test]
+fn the_lint_has_a_budget_for_patterns() {
+    let warnings = |n: usize| {
+        let mut rules = String::new();
+        for i in 0..n {
+            rules.push_str(&format!("        - {{header: X-A, pattern: '^p{i}$', target: new}}\n"));
+        }
+        for i in 0..n {
+            rules.push_str(&format!("        - {{header: X-A, value: v{i}, target: old}}\n"));
+        }
+        let doc = format!(
+            "services:\n  - name: api\n    old_host: a.example\n    old_backend: o:80\n    new_host: a.example\n    \
+             new_backend: n:80\n    canary:\n      header_rules:\n{rules}"
+        );
+        migration_engine::load_str_checked("m.yaml", &doc).unwrap().1
+    };
+    assert!(warnings(400).is_empty());
+    let w = warnings(450);
+    assert_eq!(w.len(), 1, "{w:?}");
+}

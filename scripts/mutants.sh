@@ -6,19 +6,22 @@
 # (timeouts count as caught: the mutant hangs the tests). Fails below 95 % or on
 # a missed mutant that is not listed.
 #
-#   scripts/mutants.sh            the whole run (about an hour on 2 cores)
+#   scripts/mutants.sh            the whole run (about an hour and a half on 2 cores)
+#   scripts/mutants.sh --iterate  only the mutants the last run did not catch (after new tests)
 #   scripts/mutants.sh --check    only the verdict on the last run's output
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${MUTANTS_OUT:-$root/target/mutants}
 allowed=$root/engine/.cargo/mutants-allowed.txt
 cd "$root"
+iterate=()
+[ "${1:-}" = --iterate ] && iterate=(--iterate)
 if [ "${1:-}" != --check ]; then
     command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
     mkdir -p "$out"
     # -j 1 and nice: the machines this runs on are small and shared.
     nice -n 10 cargo mutants --config engine/.cargo/mutants.toml -p migration-engine -j "${MUTANTS_JOBS:-1}" \
-        --no-shuffle -o "$out" || true
+        --no-shuffle "${iterate[@]}" -o "$out" || true
 fi
 dir=$out/mutants.out
 [ -f "$dir/outcomes.json" ] || { echo "mutants: no $dir/outcomes.json (run without --check first)" >&2; exit 2; }
@@ -26,7 +29,8 @@ dir=$out/mutants.out
 # Mutant names without line:column, so that the list survives edits elsewhere.
 strip() { sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /'; }
 count() { cat "$dir/$1" 2>/dev/null | grep -c . || true; }
-caught=$(count caught.txt) missed=$(count missed.txt) timeouts=$(count timeout.txt) unviable=$(count unviable.txt)
+# --iterate keeps what earlier runs caught in previously_caught.txt.
+caught=$(( $(count caught.txt) + $(count previously_caught.txt) )) missed=$(count missed.txt) timeouts=$(count timeout.txt) unviable=$(count unviable.txt)
 viable=$((caught + missed + timeouts))
 listed=$(grep -v '^#' "$allowed" 2>/dev/null | grep . | sort -u || true)
 missed_names=$(strip <"$dir/missed.txt" | sort -u)

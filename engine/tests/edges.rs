@@ -579,3 +579,22 @@ fn the_lint_has_a_budget_for_patterns() {
     let w = warnings(450);
     assert_eq!(w.len(), 1, "{w:?}");
 }
+
+/// `max_size=`'s default is 16m (README), and a file's stamp keeps its times to
+/// the nanosecond, so that a write within the same second is still a change.
+#[test]
+fn the_default_max_size_and_file_stamps_to_the_nanosecond() {
+    use migration_engine::source::{FileStamp, DEFAULT_MAX_SIZE};
+    assert_eq!(DEFAULT_MAX_SIZE, 16 * 1024 * 1024);
+    let dir = std::env::temp_dir().join(format!("migration-engine-stamp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.yaml");
+    let file = std::fs::File::create(&path).unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
+    file.set_modified(when).unwrap();
+    drop(file);
+    let stamp = FileStamp::at(&path).unwrap();
+    assert_eq!(stamp.mtime_ns, 1_700_000_000_123_456_789);
+    assert_eq!(stamp.size, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

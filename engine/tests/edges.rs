@@ -598,3 +598,15 @@ fn the_default_max_size_and_file_stamps_to_the_nanosecond() {
     assert_eq!(stamp.size, 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A file longer than its stat said (one that grew after the check; here a
+/// /proc file, whose stat size is 0) is refused, not cut at max_size.
+#[test]
+fn a_file_longer_than_its_stat_is_refused_not_cut() {
+    let path = std::path::Path::new("/proc/self/status");
+    if !path.exists() {
+        return;
+    }
+    let e = read_source(path, 10).unwrap_err();
+    assert!(e.message.starts_with("grew past max_size (10 bytes)"), "{e}");
+}

@@ -385,3 +385,25 @@ ok(defined $loaded && $loaded >= $t0 - 60 && $loaded <= time, "loaded_timestamp_
 my ($y, $mo, $d, $h, $mi, $se) = $doc->{loaded_at} =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)Z$/;
 is(POSIX::mktime($se, $mi, $h, $d, $mo - 1, $y - 1900) - POSIX::mktime(gmtime 0), $loaded, 'and JSON loaded_at says the same time');
 is_deeply(\%sample, \%expect, 'every Prometheus sample, and no other, has the tallied value');
+
+
+
+=== TEST 12: `migration on` at http and server level holds in every location below, until a location says off
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    migration on;
+--- config
+    migration_service shop.v2;
+    location / { return 200 "$migration_target $migration_rule\n"; }
+    location /off { migration off; return 200 "$migration_target $migration_rule\n"; }
+    location = /migration/status { migration off; migration_status; }
+--- request
+GET /
+--- response_body
+old disabled
+--- check_eval
+http_request('GET', '/') for 1 .. 2;                 # inherited from http, through the server
+http_request('GET', '/off') for 1 .. 4;              # decided for the variable, not routed
+my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
+my ($shop) = grep { $_->{name} eq 'shop.v2' } @{ $doc->{services} };
+is($shop->{requests}{old}, 3, 'the three requests of the location that inherits migration on are counted; off is not');

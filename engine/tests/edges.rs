@@ -241,6 +241,14 @@ fn quoted_parts_of_messages_are_cut_whole() {
     }
 }
 
+/// An escaped quote inside a double-quoted excerpt does not end it.
+#[test]
+fn an_escaped_quote_does_not_end_an_excerpt() {
+    let doc = format!("services:\n  - name: 'a\"{}'\n", "b".repeat(30));
+    let e = load_str("m.yaml", &doc).unwrap_err().to_string();
+    assert!(e.starts_with(r#"m.yaml:2:11: services[0].name: "a\"bbbbbbbbbbbbbbbbbbbbb…" has '"'"#), "{e}");
+}
+
 /// A second YAML document is refused as such, whatever it holds (the first
 /// pass reads only the first); an explicit end of the first is fine.
 #[test]

@@ -15,7 +15,16 @@ out=${MUTANTS_OUT:-$root/target/mutants}
 allowed=$root/engine/.cargo/mutants-allowed.txt
 cd "$root"
 iterate=()
-[ "${1:-}" = --iterate ] && iterate=(--iterate)
+dir=$out/mutants.out
+if [ "${1:-}" = --iterate ]; then
+    iterate=(--iterate)
+    # cargo-mutants files earlier unviable mutants under previously_caught.txt:
+    # keep them apart, so they are not counted as caught.
+    cat "$dir/unviable.txt" "$out/unviable.accumulated" 2>/dev/null | sort -u >"$out/unviable.tmp" || true
+    mv "$out/unviable.tmp" "$out/unviable.accumulated"
+elif [ "${1:-}" != --check ]; then
+    rm -f "$out/unviable.accumulated"
+fi
 if [ "${1:-}" != --check ]; then
     command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
     mkdir -p "$out"
@@ -23,14 +32,16 @@ if [ "${1:-}" != --check ]; then
     nice -n 10 cargo mutants --config engine/.cargo/mutants.toml -p migration-engine -j "${MUTANTS_JOBS:-1}" \
         --no-shuffle "${iterate[@]}" -o "$out" || true
 fi
-dir=$out/mutants.out
 [ -f "$dir/outcomes.json" ] || { echo "mutants: no $dir/outcomes.json (run without --check first)" >&2; exit 2; }
 
 # Mutant names without line:column, so that the list survives edits elsewhere.
 strip() { sed -E 's/^([^:]+):[0-9]+:[0-9]+: /\1: /'; }
 count() { cat "$dir/$1" 2>/dev/null | grep -c . || true; }
-# --iterate keeps what earlier runs caught in previously_caught.txt.
-caught=$(( $(count caught.txt) + $(count previously_caught.txt) )) missed=$(count missed.txt) timeouts=$(count timeout.txt) unviable=$(count unviable.txt)
+# --iterate keeps what earlier runs caught, and found unviable, in previously_caught.txt.
+unviable_all=$(cat "$dir/unviable.txt" "$out/unviable.accumulated" 2>/dev/null | grep . | sort -u || true)
+earlier=$(comm -23 <(sort -u "$dir/previously_caught.txt" 2>/dev/null) <(printf '%s\n' "$unviable_all") | grep -c . || true)
+caught=$(( $(count caught.txt) + earlier )) missed=$(count missed.txt) timeouts=$(count timeout.txt)
+unviable=$(printf '%s\n' "$unviable_all" | grep -c . || true)
 viable=$((caught + missed + timeouts))
 listed=$(grep -v '^#' "$allowed" 2>/dev/null | grep . | sort -u || true)
 missed_names=$(strip <"$dir/missed.txt" | sort -u)

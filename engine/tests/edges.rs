@@ -297,6 +297,11 @@ fn a_configmap_is_told_by_its_top_level_kind_only() {
         load_str("m.yaml", "? [{kind: x}]\n: 1\nkind: ConfigMap\n").unwrap_err().to_string(),
         "m.yaml: data: a ConfigMap needs a `data` mapping holding migration.yaml"
     );
+    // A top-level key that is itself a mapping holding kind: ConfigMap.
+    assert_eq!(
+        load_str("m.yaml", "? {kind: ConfigMap}\n: 1\n").unwrap_err().to_string(),
+        "m.yaml:1:3: wrong type: map, expected field identifier"
+    );
     for doc in ["kind:\n  ? [ConfigMap]\n  : 1\nservices: []\n", "kind: {? ConfigMap : 1}\n"] {
         assert_eq!(
             load_str("m.yaml", doc).unwrap_err().to_string(),
@@ -418,6 +423,8 @@ fn service_values_at_their_edges() {
     assert_eq!(ok("a.example", "a", "'a:65535'", ""), ("a:65535".into(), "http"));
     assert_eq!(ok("a.example", "a", "'[::1]'", ""), ("[::1]".into(), "http"));
     assert_eq!(ok("a.example", "a", "'[::1]:443'", ""), ("[::1]:443".into(), "https"));
+    // An IPv6 literal without "::": its last colon is inside the brackets.
+    assert_eq!(ok("a.example", "a", "'[2001:db8:0:0:0:0:0:1]'", ""), ("[2001:db8:0:0:0:0:0:1]".into(), "http"));
     assert_eq!(ok("a.example", "a", "o:80", "    migration: {percentage: -0}\n"), ("o:80".into(), "http"));
     assert_eq!(
         err("a.example", "a", "o:80", "    migration: {percentage: -1}\n"),

@@ -302,12 +302,17 @@ GET /migration/status
 connect() failed (111: Connection refused)
 --- check_eval
 my $t0 = time;
-my (%tally, $unmatched);
+my (%tally, %class, %proxied, $unmatched);
 my $send = sub {
     my ($path, @headers) = @_;
     my $r = http_request('GET', $path, [@headers]);
     my ($service, $target, $rule) = ($r->{headers}{'x-decision'} // '') =~ m{^(.*)/(.*)/(.*)$} or return fail("no decision in @headers");
-    if ($rule eq 'none') { $unmatched++ } else { $tally{$service}{$target}{$rule}++ }
+    if ($rule eq 'none') { $unmatched++; return }
+    $tally{$service}{$target}{$rule}++;
+    # /fb proxies: its 502s are the refused new cluster (no upstream response).
+    my $failed = $path eq '/fb' && $r->{status} == 502;
+    $class{$service}{$target}{ $failed ? 'failed' : int($r->{status} / 100) . 'xx' }++;
+    $proxied{$service}{$target}++ if $path eq '/fb';
 };
 my @requests = (
     (['/', Host => 'api.example', 'X-Canary' => 'on']) x 3,
@@ -337,6 +342,7 @@ is($unmatched, 4, 'four answers matched no service');
 my $n = 0; $n += $_ for map { values %$_ } map { values %$_ } values %tally;
 is($n + $unmatched, scalar @requests, 'every request answered with a decision');
 
+my @classes = qw(1xx 2xx 3xx 4xx 5xx failed);
 my %want = (api => [1, 'user', 50], 'by-ip' => [1, 'ip', 33.33], off => [0, 'weight', 12.5], fb => [1, 'weight', 100]);
 my %trips = (fb => 1);
 my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
@@ -355,6 +361,12 @@ for my $s (@{ $doc->{services} }) {
     is(($s->{enabled} ? 1 : 0) . " $s->{strategy} $s->{percentage}", join(' ', @{ $want{$name} }), "JSON $name enabled, strategy, percentage");
     is_deeply($s->{fallback}, { state => $name eq 'fb' ? 'open' : 'closed', consecutive_failures => $name eq 'fb' ? 2 : 0,
                                 trips => $trips{$name} // 0 }, "JSON $name fallback");
+    is_deeply($s->{responses}, { map { my $t = $_; ($t => { map { ($_ => $class{$name}{$t}{$_} // 0) } @classes }) } qw(old new) },
+              "JSON $name responses by class");
+    for my $target (qw(old new)) {
+        is(defined $s->{latency_p50_ms}{$target} ? 'a time' : 'null', $proxied{$name}{$target} ? 'a time' : 'null',
+           "JSON $name latency_p50_ms.$target: " . ($proxied{$name}{$target} ? 'upstream responses had times' : 'no upstream, no time'));
+    }
 }
 
 my $text = http_request('GET', '/migration/status?format=prometheus')->{body};
@@ -372,6 +384,10 @@ for my $name (sort keys %want) {
             $expect{qq{migration_requests_total{service="$name",target="$target",rule="$rule"}}} = $tally{$name}{$target}{$rule} // 0;
         }
     }
+    for my $target (qw(old new)) {
+        $expect{qq{migration_responses_total{service="$name",target="$target",class="$_"}}} = $class{$name}{$target}{$_} // 0
+            for @classes;
+    }
     $expect{qq{migration_percentage{service="$name"}}} = $want{$name}[2];
     $expect{qq{migration_enabled{service="$name"}}} = $want{$name}[0];
     $expect{qq{migration_fallback_state{service="$name"}}} = $name eq 'fb' ? 1 : 0;
@@ -380,6 +396,21 @@ for my $name (sort keys %want) {
 $expect{'migration_unmatched_requests_total'} = $unmatched;
 $expect{'migration_config_generation'} = 1;
 $expect{'migration_config_info{version="tally-1",source="' . html_dir() . '/m.yaml"}'} = 1;
+# The histogram: its times are the machine's, but every upstream attempt is in
+# it (the proxied requests, none of the others), in buckets that only grow.
+for my $name (sort keys %want) {
+    for my $target (qw(old new)) {
+        my $series = qq{service="$name",target="$target"};
+        my @buckets = map { delete $sample{qq{migration_upstream_response_seconds_bucket{$series,le="$_"}}} }
+            qw(0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf);
+        my $count = delete $sample{"migration_upstream_response_seconds_count{$series}"};
+        my $sum = delete $sample{"migration_upstream_response_seconds_sum{$series}"};
+        my $n = $proxied{$name}{$target} // 0;
+        is("$count $buckets[-1]", "$n $n", "histogram $name $target: $n upstream responses, all under +Inf");
+        ok(!grep({ !defined $buckets[$_] || $_ && $buckets[$_] < $buckets[$_ - 1] } 0 .. $#buckets) && $sum >= 0,
+           "histogram $name $target: every bucket, growing; a sum");
+    }
+}
 my $loaded = delete $sample{migration_config_loaded_timestamp_seconds};
 ok(defined $loaded && $loaded >= $t0 - 60 && $loaded <= time, "loaded_timestamp_seconds is the start ($loaded)");
 my ($y, $mo, $d, $h, $mi, $se) = $doc->{loaded_at} =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)Z$/;

@@ -602,6 +602,31 @@ mod tests {
                 "migration_fallback_state{service=\"shop\"} 2",
                 "migration_fallback_trips_total{service=\"api\"} 0",
                 "migration_fallback_trips_total{service=\"shop\"} 2",
+            ]
+            .map(String::from),
+        );
+        // No responses in this snapshot: every series of both families, at 0.
+        for service in ["api", "shop"] {
+            for target in ["old", "new"] {
+                for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "failed"] {
+                    expected.push(format!(
+                        "migration_responses_total{{service=\"{service}\",target=\"{target}\",class=\"{class}\"}} 0"
+                    ));
+                }
+            }
+        }
+        for service in ["api", "shop"] {
+            for target in ["old", "new"] {
+                let labels = format!("service=\"{service}\",target=\"{target}\"");
+                for le in ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"] {
+                    expected.push(format!("migration_upstream_response_seconds_bucket{{{labels},le=\"{le}\"}} 0"));
+                }
+                expected.push(format!("migration_upstream_response_seconds_sum{{{labels}}} 0"));
+                expected.push(format!("migration_upstream_response_seconds_count{{{labels}}} 0"));
+            }
+        }
+        expected.extend(
+            [
                 "migration_config_generation 7",
                 "migration_config_loaded_timestamp_seconds 1795656600",
                 "migration_config_info{version=\"v\\\"1\\\\\",source=\"/etc/nginx/m\\\"igration.yaml\"} 1",

@@ -323,6 +323,5 @@ close $fh;
 ok(!reload_nginx(), 'reload_nginx() returns false on a bad config');
 is(http_request(GET => '/t')->{body}, "old\n", 'old configuration still serving');
 ok(signal_nginx(0), 'signal_nginx(0): master alive');
---- error_log
-[emerg]
-unknown directive "bogus_directive_x"
+--- expect_alerts
+\[emerg\] .*unknown directive "bogus_directive_x"

@@ -483,9 +483,8 @@ GET /
 Host: api.example
 --- response_body
 old weight
---- error_log
-[emerg]
-must be between 0 and 100, got 101
+--- expect_alerts
+\[emerg\] .*/m\.yaml:7:29: services\[0\]\.migration\.percentage: must be between 0 and 100, got 101
 --- check_eval
 sub write_yaml {
     my ($pct) = @_;

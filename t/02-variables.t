@@ -251,3 +251,38 @@ billing billing-old:80
 --- check_eval
 my $r = http_request('GET', '/auto', ['Host' => 'anything.example']);
 is($r->{body}, "[]\n", 'auto in the location overrides the server');
+
+
+
+=== TEST 11: $migration_old_* name the old side whatever was decided, and each differs from the new side's value
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    hosts: [api.example]
+    old_host: api.old.example
+    old_backend: "https://old.internal:8443"
+    new_host: api.new.example
+    new_backend: new.internal:80
+    canary:
+      header_rules:
+        - {header: X-Side, value: new, target: new}
+--- config
+    location / {
+        return 200 "$migration_target host=$migration_host backend=$migration_backend scheme=$migration_scheme old_host=$migration_old_host old_backend=$migration_old_backend old_scheme=$migration_old_scheme\n";
+    }
+--- request
+GET /
+--- more_headers
+Host: api.example
+X-Side: new
+--- response_body
+new host=api.new.example backend=new.internal:80 scheme=http old_host=api.old.example old_backend=old.internal:8443 old_scheme=https
+--- check_eval
+is(http_request('GET', '/', [Host => 'api.example'])->{body},
+   "old host=api.old.example backend=old.internal:8443 scheme=https old_host=api.old.example old_backend=old.internal:8443 old_scheme=https\n",
+   'routed old: the decided side and the old side agree');
+is(http_request('GET', '/', [Host => 'other.example', 'X-Side' => 'new'])->{body},
+   " host= backend= scheme= old_host= old_backend= old_scheme=\n", 'no service: all empty');

@@ -7,6 +7,57 @@
 use lib 't/lib';
 use Test::MigrationNginx;
 
+# The ids of t/data/split-clients-bounds.tsv: [salt, percentage_bp, position, hash, id].
+sub bound_cases {
+    my $file = ($ENV{TEST_NGINX_REPO_DIR} // '.') . '/t/data/split-clients-bounds.tsv';
+    open my $fh, '<', $file or die "$file: $!";
+    my @cases = map { chomp; [split /\t/] } grep { !/^#/ && /\S/ } <$fh>;
+    return @cases;
+}
+
+sub bound_service { my ($salt, $bp) = @_; ($salt eq '-' ? 'p' : $salt) . $bp }
+
+# One service, one split_clients and one location per (salt, percentage).
+sub bound_percentages {
+    my %seen;
+    return grep { !$seen{"$_->[0] $_->[1]"}++ } main::bound_cases();
+}
+
+sub percent_text { my ($bp) = @_; my $p = sprintf '%d.%02d', int($bp / 100), $bp % 100; $p =~ s/\.?0+$//; $p }
+
+sub bounds_http_config {
+    my $out = '    migration_config $TEST_NGINX_HTML_DIR/m.yaml;' . "\n";
+    for my $c (bound_percentages()) {
+        my ($salt, $bp) = @$c;
+        next if $bp == 0;    # "0%" in split_clients is a catch-all, not nobody
+        my $key = ($salt eq '-' ? '' : $salt) . '$http_x_user_id';
+        $out .= sprintf qq{    split_clients "%s" \$split_%s { %s%% new; * old; }\n}, $key, bound_service($salt, $bp), percent_text($bp);
+    }
+    return $out;
+}
+
+sub bounds_config {
+    my $out = '';
+    for my $c (bound_percentages()) {
+        my $name = bound_service(@$c[0, 1]);
+        my $split = $c->[1] == 0 ? '-' : "\$split_$name";
+        $out .= qq{    location = /b/$name { migration on; migration_service $name; return 200 "\$migration_target \$migration_rule $split\\n"; }\n};
+    }
+    return $out;
+}
+
+sub bounds_yaml {
+    my $out = "services:\n";
+    for my $c (bound_percentages()) {
+        my ($salt, $bp) = @$c;
+        my $name = bound_service($salt, $bp);
+        my $salted = $salt eq '-' ? '' : ", hash_salt: \"$salt\"";
+        $out .= "  - name: $name\n    old_host: $name.example\n    old_backend: old:80\n    new_host: $name.example\n"
+              . "    new_backend: new:80\n    migration: {strategy: user, percentage: " . percent_text($bp) . "$salted}\n";
+    }
+    return $out;
+}
+
 plan tests => blocks() * 2;
 run_tests();
 
@@ -215,3 +266,43 @@ for my $loc ('/a', '/b') {
     is(scalar(@bad), 0, "$loc: cookie user ids agree with split_clients \"team\$cookie_uid\"")
         or diag("first disagreeing: " . join(', ', map { "$ids[$_] => $res->[$_]{body}" } @bad[0 .. ($#bad < 4 ? $#bad : 4)]));
 }
+
+
+
+=== TEST 4: user ids whose hash is the bound - 1, the bound and the bound + 1 fall on nginx's side of it
+--- http_config eval
+main::bounds_http_config()
+--- config eval
+main::bounds_config()
+--- user_files eval
+[[ 'm.yaml', main::bounds_yaml() ]]
+--- request
+GET /b/p2000
+--- more_headers
+X-User-ID: u0000165QxTL
+--- response_body
+new user_hash new
+--- check_eval
+# t/data/split-clients-bounds.tsv (scripts/find-split-bound-keys.py): for each
+# percentage, ids hashing to the last value on new, the first on old and the
+# next; a threshold off by a single hash value puts one of them on the wrong side.
+my ($checked, %sides) = (0);
+for my $case (main::bound_cases()) {
+    my ($salt, $bp, $position, $hash, $id) = @$case;
+    my $name = main::bound_service($salt, $bp);
+    my $body = http_request('GET', "/b/$name", ['X-User-ID' => $id])->{body} // '';
+    my ($target, $rule, $split) = $body =~ /^(\S+) (\S+) (\S+)\n\z/ or do { fail("$name $id: '$body'"); next };
+    # The side the position says, computed from the bound alone: below it is new.
+    my $expected = $position eq 'below' ? 'new' : 'old';
+    if ($bp == 10000) {
+        # 100 % is everyone (README): the one hash split_clients leaves out goes new too.
+        is("$target $rule", 'new user_hash', "100 %: hash $hash ($position) goes new");
+        is($split, $position eq 'at' ? 'old' : 'new', "100 %: split_clients leaves out only the last hash value, $hash: " . ($position eq 'at' ? 'old' : 'new'));
+        next;
+    }
+    my $what = "$bp bp" . ($salt ne '-' ? " salt $salt" : '') . ", id $id, hash $hash ($position the bound)";
+    is("$target $rule", "$expected user_hash", "$what: the module says $expected");
+    is($split, $expected, "$what: split_clients says $expected") unless $split eq '-';
+    $checked++;
+}
+cmp_ok($checked, '>=', 20, "$checked ids checked on both sides of 8 bounds");

@@ -4,6 +4,8 @@
 # workers each one draws on its own.
 use lib 't/lib';
 use Test::MigrationNginx;
+use IO::Select;
+use IO::Socket::INET;
 
 plan tests => blocks() * 2;
 run_tests();
@@ -18,6 +20,36 @@ sub draws {
         push @out, [@f[0 .. 3], $r->{status}];
     }
     return @out;
+}
+
+# Sends $n requests for $host pipelined on one connection (the harness's
+# request-by-request loop would take a minute); returns the count of answers
+# per target. Reads while it writes, so neither side's buffers fill up.
+sub pipelined {
+    my ($n, $host) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die "connect: $!";
+    $s->blocking(0);
+    my $one = "GET /t HTTP/1.1\r\nHost: $host\r\n\r\n";
+    my $out = $one x ($n - 1) . "GET /t HTTP/1.1\r\nHost: $host\r\nConnection: close\r\n\r\n";
+    my ($off, $in, %count) = (0, '');
+    my $sel = IO::Select->new($s);
+    my $deadline = time + 60;
+    while (time < $deadline) {
+        my ($r, $w) = IO::Select->select($sel, $off < length $out ? $sel : undef, undef, 1);
+        if ($w && @$w) {
+            my $wrote = syswrite($s, $out, 65536, $off);
+            $off += $wrote if $wrote;
+        }
+        if ($r && @$r) {
+            my $got = sysread($s, $in, 1 << 20, length $in);
+            last if defined $got && $got == 0;
+            # Count whole responses as they come, and keep only the tail.
+            $count{$1}++ while $in =~ /\G.*?\r\n\r\n(old|new) weight \1:80 \d+\n/gcs;
+            $in = substr($in, pos($in) // 0);
+        }
+    }
+    close $s;
+    return (old => 0, new => 0, %count);
 }
 
 # Checks the share of new among @d (from draws) against p with 4-sigma bounds;
@@ -139,7 +171,7 @@ main::share_ok('20 %, strategy user, no user id', 0.20, @d);
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml;
 --- config
-    keepalive_requests 100000;
+    keepalive_requests 1000000;
     location /t {
         migration on;
         return 200 "$migration_target $migration_rule $migration_backend $pid\n";
@@ -181,12 +213,18 @@ Host: all.example
 --- check_eval
 main::share_ok('0 %',   0, main::draws('/t', 1_000, Host => 'none.example'));
 main::share_ok('100 %', 1, main::draws('/t', 1_000, Host => 'all.example'));
-# 0.01 %: with 3,000 requests, P(more than 5 new) is about 1e-6 if the
-# threshold is right; a threshold off by 100x would give about 30
-my $tiny = grep { $_->[0] eq 'new' } main::draws('/t', 3_000, Host => 'tiny.example');
-ok($tiny <= 5, "0.01 %: $tiny of 3000 sent new");
-my $almost = grep { $_->[0] eq 'old' } main::draws('/t', 3_000, Host => 'almost.example');
-ok($almost <= 5, "99.99 %: $almost of 3000 sent old");
+# 0.01 % and 99.99 %, both ways: 150,000 pipelined requests expect 15 on the
+# rare side (Poisson). Between 1 and 40: a rounding to 0 % or 100 % (none at
+# all, P = 3e-7 if right) fails, and so does a threshold 3x too large
+# (P(more than 40) = 1e-8 if right).
+my ($n, $rare) = (150_000, {});
+for my $case (['tiny.example', 'new', '0.01 %'], ['almost.example', 'old', '99.99 %']) {
+    my ($host, $side, $label) = @$case;
+    my %count = main::pipelined($n, $host);
+    is($count{old} + $count{new}, $n, "$label: $n answers, every one a weight decision") or diag(explain(\%count));
+    my $k = $count{$side};
+    ok($k >= 1 && $k <= 40, "$label: $k of $n sent $side (15 expected; between 1 and 40)");
+}
 
 
 

@@ -128,19 +128,57 @@ qr{zone "small" is too small for \S+/html/m\.yaml \(1 services, 16971 bytes of Y
 
 
 
-=== TEST 11: the size the error asked for is enough
+=== TEST 11: the size the error asks for is the least nginx -t accepts, and it is enough to start, route and reload (two records at once)
+--- master_on
 --- http_config
-    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=small:57k;
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=small:1m;
 --- user_files eval
 [[ 'm.yaml', $main::YAML . ("# a long comment line that only takes room in the zone, as ConfigMaps with notes do\n" x 200) ]]
 --- config
     location / { migration on; return 200 "$migration_target\n"; }
+    location = /status { migration_status; }
 --- request
 GET /
 --- more_headers
 Host: api.example
 --- response_body
 new
+--- check_eval
+my $conf = servroot() . '/conf/nginx.conf';
+my $live = do { open my $fh, '<', $conf or die $!; local $/; <$fh> };
+# nginx -t of this very configuration with another zone size: (passed, output)
+my $test_with = sub {
+    my ($size) = @_;
+    (my $text = $live) =~ s/zone=small:1m/zone=small:$size/ or die 'no zone in nginx.conf';
+    my $file = servroot() . "/conf/t-$size.conf";
+    open my $fh, '>', $file or die $!; print $fh $text; close $fh;
+    my $out = `'${\ nginx_binary()}' -p '${\ servroot()}/' -c '$file' -t 2>&1`;
+    # nginx -t logs its refusal to the error log too
+    expect_alert(qr/\[emerg\] .*zone "small" is too small for .* in \S+\/t-\Q$size\E\.conf:\d+/) if $?;
+    return ($? == 0, $out);
+};
+my ($ok, $out) = $test_with->('32k');
+ok(!$ok, 'nginx -t refuses 32k');
+# "it needs at least N": N is the least size accepted; "it needs more than N":
+# N itself is refused. Either way the e.g. is a size that works.
+my ($rule, $need, $k) = $out =~ /it needs (at least|more than) (\d+)k, e\.g\. zone=small:(\d+)k/
+    or return fail("no suggested size in: $out");
+my $yaml = -s html_dir() . '/m.yaml';
+cmp_ok($k * 1024, '>=', 2 * $yaml, "the suggestion, ${k}k, holds the file twice over (a new record beside the old one)");
+my $refused = $rule eq 'at least' ? $need - 1 : $need;
+($ok, $out) = $test_with->("${refused}k");
+ok(!$ok, "${refused}k is refused, as 'it needs $rule ${need}k' says") or diag($out);
+($ok, $out) = $test_with->("${k}k");
+ok($ok, "${k}k passes nginx -t") or diag($out);
+# The suggested size, live: a new zone of that size at a reload, then a second
+# reload publishing into it while the first record still serves.
+$live =~ s/zone=small:1m/zone=small:${k}k/ or die;
+open my $fh, '>', $conf or die $!; print $fh $live; close $fh;
+ok(reload_nginx(), "reload into a new zone of ${k}k");
+is(http_request('GET', '/', [Host => 'api.example'])->{body}, "new\n", 'routes');
+ok(reload_nginx(), 'reload again: the second record fits beside the first');
+is(http_request('GET', '/', [Host => 'api.example'])->{body}, "new\n", 'routes');
+like(http_request('GET', '/status')->{body}, qr/"generation":2,/, 'the second reload published generation 2 of the new zone');
 
 
 

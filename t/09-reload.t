@@ -81,8 +81,8 @@ like(error_log_text(), qr{\[notice\].*migration: published \S+/m\.yaml as genera
     migration_config $TEST_NGINX_HTML_DIR/m.yaml;
 --- user_files eval
 [[ 'm.yaml', main::yaml_for(percentage => 100, version => 'good') ]]
---- error_log
-[emerg]
+--- expect_alerts
+\[emerg\] .*/m\.yaml:8:44: services\[0\]\.migration\.strategy: must be weight, user or ip, got "sticky"
 --- check_eval
 my $s = main::status();
 is($s->{generation}, 1, 'generation 1 at start');
@@ -202,8 +202,8 @@ is($s->{services}[0]{requests}{old}, 0, 'with fresh counters');
     migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=tiny:32k;
 --- user_files eval
 [[ 'm.yaml', main::yaml_for(percentage => 100) ]]
---- error_log
-[emerg]
+--- expect_alerts
+\[emerg\] .*(migration: zone "tiny" \(32k\) has no room left for|zone "tiny" is too small for \S+/m\.yaml)
 --- check_eval
 # Each reload brings more services than the last, all never seen before: the
 # running workers still count into the last ones while the new record is

@@ -4,6 +4,7 @@
 use lib 't/lib';
 use Test::MigrationNginx;
 use JSON::PP ();
+use POSIX ();
 
 our $YAML = <<'YAML';
 version: "2026-11-26.1"
@@ -234,3 +235,206 @@ http_request('GET', '/peek-then-route', [Host => 'shop.example']);
 my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
 my ($shop) = grep { $_->{name} eq 'shop.v2' } @{ $doc->{services} };
 is($shop->{requests}{old}, 4, 'the 3 routed requests and the one decided elsewhere then routed; not the peek, not the log');
+
+
+
+=== TEST 11: every status value, JSON and Prometheus, equals a tally of the answers this test received: every rule (ip_hash, disabled and fallback included), every gauge
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    real_ip_header X-Real-IP;
+    set_real_ip_from 127.0.0.1;
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "old"; } }
+--- user_files eval
+[[ 'm.yaml', <<'YAML' ]]
+version: "tally-1"
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 50}
+    canary:
+      header_rules:
+        - {header: X-Canary, value: "on", target: new}
+        - {header: X-Canary, value: "off", target: old}
+      ip_rules:
+        - {cidr: 10.0.0.0/8, target: new}
+        - {cidr: 192.168.0.0/16, target: old}
+      user_rules:
+        - {users: [alice], target: new}
+        - {users: [mallory], target: old}
+  - name: by-ip
+    old_host: ip.example
+    old_backend: old:80
+    new_host: ip.example
+    new_backend: new:80
+    migration: {strategy: ip, percentage: 33.33}
+  - name: off
+    old_host: off.example
+    old_backend: old:80
+    new_host: off.example
+    new_backend: new:80
+    migration: {enabled: false, percentage: 12.5}
+  - name: fb
+    old_host: fb.example
+    old_backend: 127.0.0.1:$TEST_NGINX_RAND_PORT_1
+    new_host: fb.example
+    new_backend: 127.0.0.1:$TEST_NGINX_RAND_PORT_2
+    migration: {percentage: 100}
+    fallback: {failures: 2, cooldown: 1h}
+YAML
+--- config
+    location / {
+        migration on;
+        add_header X-Decision "$migration_service/$migration_target/$migration_rule" always;
+        return 200 "$migration_service $migration_target $migration_rule\n";
+    }
+    location /fb {
+        migration on;
+        add_header X-Decision "$migration_service/$migration_target/$migration_rule" always;
+        proxy_pass http://$migration_backend;
+    }
+    location = /migration/status { migration_status; }
+--- request
+GET /migration/status
+--- error_log
+connect() failed (111: Connection refused)
+--- check_eval
+my $t0 = time;
+my (%tally, %class, %proxied, $unmatched);
+my $send = sub {
+    my ($path, @headers) = @_;
+    my $r = http_request('GET', $path, [@headers]);
+    my ($service, $target, $rule) = ($r->{headers}{'x-decision'} // '') =~ m{^(.*)/(.*)/(.*)$} or return fail("no decision in @headers");
+    if ($rule eq 'none') { $unmatched++; return }
+    $tally{$service}{$target}{$rule}++;
+    # /fb proxies: its 502s are the refused new cluster (no upstream response).
+    my $failed = $path eq '/fb' && $r->{status} == 502;
+    $class{$service}{$target}{ $failed ? 'failed' : int($r->{status} / 100) . 'xx' }++;
+    $proxied{$service}{$target}++ if $path eq '/fb';
+};
+my @requests = (
+    (['/', Host => 'api.example', 'X-Canary' => 'on']) x 3,
+    (['/', Host => 'api.example', 'X-Canary' => 'off']) x 2,
+    (['/', Host => 'api.example', 'X-Real-IP' => '10.9.8.7']) x 4,
+    (['/', Host => 'api.example', 'X-Real-IP' => '192.168.1.1']) x 1,
+    (['/', Host => 'api.example', 'X-User-ID' => 'alice']) x 2,
+    (['/', Host => 'api.example', 'X-User-ID' => 'mallory']) x 3,
+    (map { ['/', Host => 'api.example', 'X-User-ID' => "user-$_"] } 1 .. 30),
+    (['/', Host => 'api.example']) x 30,
+    (map { ['/', Host => 'ip.example', 'X-Real-IP' => "172.16.$_.9"] } 1 .. 30),
+    (['/', Host => 'off.example', 'X-Canary' => 'on']) x 5,
+    (['/fb', Host => 'fb.example']) x 6,
+    (['/', Host => 'nobody.example']) x 4,
+);
+$send->(@$_) for @requests;
+my @rules = qw(header cidr user_list user_hash ip_hash weight disabled fallback);
+# What the tally must hold for the test to mean anything: each rule seen, on both
+# sides where a rule can send both ways.
+for my $need (['api', 'new', 'header'], ['api', 'old', 'header'], ['api', 'new', 'cidr'], ['api', 'old', 'cidr'],
+              ['api', 'new', 'user_list'], ['api', 'old', 'user_list'], ['api', 'new', 'user_hash'], ['api', 'old', 'user_hash'],
+              ['api', 'new', 'weight'], ['api', 'old', 'weight'], ['by-ip', 'new', 'ip_hash'], ['by-ip', 'old', 'ip_hash'],
+              ['off', 'old', 'disabled'], ['fb', 'new', 'weight'], ['fb', 'old', 'fallback']) {
+    ok($tally{$need->[0]}{$need->[1]}{$need->[2]}, "the answers include $need->[0] $need->[1] $need->[2]");
+}
+is($unmatched, 4, 'four answers matched no service');
+my $n = 0; $n += $_ for map { values %$_ } map { values %$_ } values %tally;
+is($n + $unmatched, scalar @requests, 'every request answered with a decision');
+
+my @classes = qw(1xx 2xx 3xx 4xx 5xx failed);
+my %want = (api => [1, 'user', 50], 'by-ip' => [1, 'ip', 33.33], off => [0, 'weight', 12.5], fb => [1, 'weight', 100]);
+my %trips = (fb => 1);
+my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
+is($doc->{version}, 'tally-1', 'JSON version');
+is($doc->{generation}, 1, 'JSON generation');
+is($doc->{unmatched}, $unmatched, 'JSON unmatched');
+is_deeply([map { $_->{name} } @{ $doc->{services} }], [qw(api by-ip off fb)], 'JSON services, in order');
+for my $s (@{ $doc->{services} }) {
+    my $name = $s->{name};
+    my $t = $tally{$name} // {};
+    for my $target (qw(old new)) {
+        my $sum = 0; $sum += $_ for values %{ $t->{$target} // {} };
+        is($s->{requests}{$target}, $sum, "JSON $name requests.$target");
+    }
+    is_deeply($s->{rules}, { map { my $r = $_; ($r => ($t->{old}{$r} // 0) + ($t->{new}{$r} // 0)) } @rules }, "JSON $name rules");
+    is(($s->{enabled} ? 1 : 0) . " $s->{strategy} $s->{percentage}", join(' ', @{ $want{$name} }), "JSON $name enabled, strategy, percentage");
+    is_deeply($s->{fallback}, { state => $name eq 'fb' ? 'open' : 'closed', consecutive_failures => $name eq 'fb' ? 2 : 0,
+                                trips => $trips{$name} // 0 }, "JSON $name fallback");
+    is_deeply($s->{responses}, { map { my $t = $_; ($t => { map { ($_ => $class{$name}{$t}{$_} // 0) } @classes }) } qw(old new) },
+              "JSON $name responses by class");
+    for my $target (qw(old new)) {
+        is(defined $s->{latency_p50_ms}{$target} ? 'a time' : 'null', $proxied{$name}{$target} ? 'a time' : 'null',
+           "JSON $name latency_p50_ms.$target: " . ($proxied{$name}{$target} ? 'upstream responses had times' : 'no upstream, no time'));
+    }
+}
+
+my $text = http_request('GET', '/migration/status?format=prometheus')->{body};
+my %sample;
+for my $line (split /\n/, $text) {
+    next if $line =~ /^#/;
+    my ($series, $value) = $line =~ /^(\S+) (\S+)$/ or do { fail("Prometheus line '$line'"); next };
+    $sample{$series} = $value;
+}
+my %expect;
+for my $name (sort keys %want) {
+    for my $target (qw(old new)) {
+        for my $rule (@rules) {
+            next if $target eq 'new' && ($rule eq 'disabled' || $rule eq 'fallback');
+            $expect{qq{migration_requests_total{service="$name",target="$target",rule="$rule"}}} = $tally{$name}{$target}{$rule} // 0;
+        }
+    }
+    for my $target (qw(old new)) {
+        $expect{qq{migration_responses_total{service="$name",target="$target",class="$_"}}} = $class{$name}{$target}{$_} // 0
+            for @classes;
+    }
+    $expect{qq{migration_percentage{service="$name"}}} = $want{$name}[2];
+    $expect{qq{migration_enabled{service="$name"}}} = $want{$name}[0];
+    $expect{qq{migration_fallback_state{service="$name"}}} = $name eq 'fb' ? 1 : 0;
+    $expect{qq{migration_fallback_trips_total{service="$name"}}} = $trips{$name} // 0;
+}
+$expect{'migration_unmatched_requests_total'} = $unmatched;
+$expect{'migration_config_generation'} = 1;
+$expect{'migration_config_info{version="tally-1",source="' . html_dir() . '/m.yaml"}'} = 1;
+# The histogram: its times are the machine's, but every upstream attempt is in
+# it (the proxied requests, none of the others), in buckets that only grow.
+for my $name (sort keys %want) {
+    for my $target (qw(old new)) {
+        my $series = qq{service="$name",target="$target"};
+        my @buckets = map { delete $sample{qq{migration_upstream_response_seconds_bucket{$series,le="$_"}}} }
+            qw(0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf);
+        my $count = delete $sample{"migration_upstream_response_seconds_count{$series}"};
+        my $sum = delete $sample{"migration_upstream_response_seconds_sum{$series}"};
+        my $n = $proxied{$name}{$target} // 0;
+        is("$count $buckets[-1]", "$n $n", "histogram $name $target: $n upstream responses, all under +Inf");
+        ok(!grep({ !defined $buckets[$_] || $_ && $buckets[$_] < $buckets[$_ - 1] } 0 .. $#buckets) && $sum >= 0,
+           "histogram $name $target: every bucket, growing; a sum");
+    }
+}
+my $loaded = delete $sample{migration_config_loaded_timestamp_seconds};
+ok(defined $loaded && $loaded >= $t0 - 60 && $loaded <= time, "loaded_timestamp_seconds is the start ($loaded)");
+my ($y, $mo, $d, $h, $mi, $se) = $doc->{loaded_at} =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)Z$/;
+is(POSIX::mktime($se, $mi, $h, $d, $mo - 1, $y - 1900) - POSIX::mktime(gmtime 0), $loaded, 'and JSON loaded_at says the same time');
+is_deeply(\%sample, \%expect, 'every Prometheus sample, and no other, has the tallied value');
+
+
+
+=== TEST 12: `migration on` at http and server level holds in every location below, until a location says off
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    migration on;
+--- config
+    migration_service shop.v2;
+    location / { return 200 "$migration_target $migration_rule\n"; }
+    location /off { migration off; return 200 "$migration_target $migration_rule\n"; }
+    location = /migration/status { migration off; migration_status; }
+--- request
+GET /
+--- response_body
+old disabled
+--- check_eval
+http_request('GET', '/') for 1 .. 2;                 # inherited from http, through the server
+http_request('GET', '/off') for 1 .. 4;              # decided for the variable, not routed
+my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
+my ($shop) = grep { $_->{name} eq 'shop.v2' } @{ $doc->{services} };
+is($shop->{requests}{old}, 3, 'the three requests of the location that inherits migration on are counted; off is not');

@@ -6,6 +6,7 @@ use lib 't/lib';
 use Test::MigrationNginx;
 use JSON::PP ();
 use Time::HiRes ();
+use IO::Socket::INET;
 
 sub yaml_for {
     my (%o) = @_;
@@ -37,6 +38,8 @@ sub fallback_status {
     my $doc = JSON::PP::decode_json(http_request('GET', '/status')->{body});
     return $doc->{services}[0]{fallback};
 }
+
+our $Silent;
 
 sub new_down { my ($down) = @_; my $f = html_dir() . '/new-down'; if ($down) { open my $fh, '>', $f or die $!; close $fh } else { unlink $f } }
 
@@ -224,3 +227,45 @@ for (1 .. 5) {
     is("$r->{status} $r->{headers}{'x-would-go'}", '502 new', 'a 502 outside migration on');
 }
 is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'the breaker did not count them');
+
+
+
+=== TEST 8: refused connections count as failures even when statuses does not list 502
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3', statuses => '500') ]]
+--- error_log
+connect() failed (111: Connection refused)
+--- check_eval
+like(main::get(), qr/^502 /, "connection refused $_") for 1 .. 2;
+is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two counted, although 502 is not in statuses: [500]');
+like(main::get(), qr/^502 /, 'connection refused 3');
+is(main::get(), '200 old', 'then old');
+is_deeply(main::fallback_status(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
+like(error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 502\)/, 'logged');
+
+
+
+=== TEST 9: a new cluster that accepts connections and never answers: each timeout counts, whatever statuses lists
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3', statuses => '500') ]]
+--- init
+# The kernel completes the handshake (the listen backlog); nobody ever reads.
+$main::Silent = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => rand_port(3), Listen => 64, ReuseAddr => 1)
+    or die "listen: $!";
+--- config
+    location / {
+        migration on;
+        proxy_read_timeout 300ms;
+        proxy_connect_timeout 300ms;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- error_log
+upstream timed out
+--- check_eval
+like(main::get(), qr/^504 /, "timeout $_") for 1 .. 2;
+is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two counted, although 504 is not in statuses: [500]');
+like(main::get(), qr/^504 /, 'timeout 3');
+is(main::get(), '200 old', 'then old');
+is_deeply(main::fallback_status(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
+like(error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 504\)/, 'logged, with the timeout status');

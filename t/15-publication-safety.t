@@ -88,7 +88,9 @@ __DATA__
     location / { migration on; return 200 "$migration_service $migration_rule $migration_target $migration_config_version\n"; }
     location = /status { migration_status; }
 --- error_log eval
-[qr/\[error\] .*migration_service: no service named "api"/, qr/\[emerg\] .*migration_service: no service named "api" in \S+ in \S+nginx\.conf/]
+qr/\[error\] .*migration_service: no service named "api"/
+--- expect_alerts eval
+qr/\[emerg\] .*migration_service: no service named "api" in \S+ in \S+nginx\.conf/
 --- check_eval
 is_deeply(main::answers(10, '/named'), { 'api weight old v1' => 10 }, 'the pinned service routes');
 main::write_file(html_dir() . '/m.yaml', main::yaml_for(name => 'api-renamed', percentage => 100, version => 'v2'));
@@ -168,7 +170,7 @@ is(http_request('GET', '/', [Host => 'api.example'])->{body}, "$worker new v2\n"
 [[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
 --- config
     location / { migration on; return 200 "$migration_target $migration_config_version\n"; }
---- error_log eval
+--- expect_alerts eval
 qr/\[emerg\] .*m\.yaml:4:\d+: services\[0\]/
 --- check_eval
 main::write_file(html_dir() . '/m.yaml', "services:\n  - name: api\n    old_host: api.example\n    migration: {percentage: 120}\n");

@@ -148,7 +148,7 @@ qr/\[emerg\] .*migration: internal error in init_module \(a panic at /
 Host: api.example
 --- response_body
 rule none
---- error_log eval
+--- expect_alerts eval
 qr/\[alert\] .*migration: internal error in init_process \(a panic at /
 
 
@@ -168,7 +168,7 @@ GET /var
 Host: api.example
 --- response_body
 []
---- error_log eval
+--- expect_alerts eval
 qr/\[alert\] .*migration: internal error in a \$migration_\* variable \(a panic at [^)]*\); this request fails/
 --- check_eval
 is(http_request('GET', '/plain')->{body}, "plain\n", 'the worker serves the next request');
@@ -186,7 +186,7 @@ is(http_request('GET', '/plain')->{body}, "plain\n", 'the worker serves the next
 --- more_headers
 Host: api.example
 --- error_code: 500
---- error_log eval
+--- expect_alerts eval
 qr/\[alert\] .*migration: internal error in the access phase \(a panic at /
 
 
@@ -202,7 +202,7 @@ qr/\[alert\] .*migration: internal error in the access phase \(a panic at /
 --- request
 GET /status
 --- error_code: 500
---- error_log eval
+--- expect_alerts eval
 qr/\[alert\] .*migration: internal error in the status handler \(a panic at /
 
 
@@ -219,7 +219,7 @@ qr/\[alert\] .*migration: internal error in the status handler \(a panic at /
 Host: api.example
 --- response_body
 old
---- error_log eval
+--- expect_alerts eval
 qr/\[alert\] .*migration: internal error in the log phase \(a panic at /
 
 

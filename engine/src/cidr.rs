@@ -204,6 +204,139 @@ mod tests {
         assert_eq!(t.lookup(ip("::ffff:10.9.8.7")), Some(1));
     }
 
+    /// Every edge of every network: its first and last address and the addresses
+    /// just outside it.
+    fn edges(nets: &[IpNet]) -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        for net in nets {
+            match net {
+                IpNet::V4(n) => {
+                    let (first, last) = (u32::from(n.network()), u32::from(n.broadcast()));
+                    for a in [Some(first), Some(last), first.checked_sub(1), last.checked_add(1)].into_iter().flatten()
+                    {
+                        out.push(IpAddr::V4(a.into()));
+                    }
+                }
+                IpNet::V6(n) => {
+                    let (first, last) = (u128::from(n.network()), u128::from(n.broadcast()));
+                    for a in [Some(first), Some(last), first.checked_sub(1), last.checked_add(1)].into_iter().flatten()
+                    {
+                        out.push(IpAddr::V6(a.into()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[track_caller]
+    fn assert_edges_agree(nets: &[IpNet]) {
+        let t = CidrTable::new(nets.iter().enumerate().map(|(i, n)| (*n, i as u32)));
+        for p in edges(nets) {
+            let linear = nets.iter().position(|n| n.contains(&p)).map(|i| i as u32);
+            assert_eq!(t.lookup(p), linear, "address {p} with networks {nets:?}");
+        }
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    /// A nested network that ends where its enclosing network ends: whichever
+    /// is listed first owns that last address. (Closing the enclosing network
+    /// one address early leaves the range starts out of order; which answer the
+    /// binary search then finds depends on the listing order, so both orders.)
+    #[test]
+    fn nested_network_at_the_last_address_of_its_parent() {
+        let t = table(&["10.0.0.0/8", "10.255.255.255/32"]);
+        assert_eq!(t.lookup(ip("10.255.255.255")), Some(0));
+        assert_eq!(t.lookup(ip("10.255.255.254")), Some(0));
+        assert_eq!(t.lookup(ip("11.0.0.0")), None);
+        let t = table(&["10.255.255.255/32", "10.0.0.0/8"]);
+        assert_eq!(t.lookup(ip("10.255.255.255")), Some(0));
+        assert_eq!(t.lookup(ip("10.255.255.254")), Some(1));
+        assert_eq!(t.lookup(ip("11.0.0.0")), None);
+        let t = table(&["2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128", "2001:db8::/32"]);
+        assert_eq!(t.lookup(ip("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")), Some(0));
+        assert_eq!(t.lookup(ip("2001:db8:ffff:ffff:ffff:ffff:ffff:fffe")), Some(1));
+        assert_eq!(t.lookup(ip("2001:db9::")), None);
+    }
+
+    /// Hand-made edge cases: networks nested at the first and at the last address
+    /// of their parent (listed before and after it), adjacent networks, networks
+    /// sharing an edge with the address space's ends; both families.
+    #[test]
+    fn edges_of_nested_and_adjacent_networks_agree_with_a_scan() {
+        let cases: &[&[&str]] = &[
+            &["10.0.0.0/8", "10.255.255.255/32"],
+            &["10.255.255.255/32", "10.0.0.0/8"],
+            &["10.0.0.0/8", "10.0.0.0/32"],
+            &["10.0.0.0/32", "10.0.0.0/8"],
+            &["10.0.0.0/8", "10.255.255.0/24", "10.255.255.255/32", "10.0.0.0/24", "10.0.0.0/32"],
+            &["10.255.255.255/32", "10.255.255.0/24", "10.0.0.0/8"],
+            &["10.0.0.0/9", "10.128.0.0/9", "10.0.0.0/8"],
+            &["10.0.0.0/8", "10.0.0.0/9", "10.128.0.0/9", "11.0.0.0/8", "9.255.255.255/32"],
+            &["0.0.0.0/0", "255.255.255.255/32", "0.0.0.0/32"],
+            &["255.255.255.255/32", "255.0.0.0/8", "0.0.0.0/0"],
+            &["192.168.0.0/16", "192.168.255.0/24", "192.168.255.128/25", "192.168.255.255/32", "192.169.0.0/16"],
+            &["2001:db8::/32", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128"],
+            &["2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128", "2001:db8::/32", "2001:db8::/128"],
+            &["2001:db8::/33", "2001:db8:8000::/33", "2001:db8::/32", "2001:db9::/32"],
+            &["::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", "::/128"],
+            &["fd00::/8", "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120", "10.0.0.0/8", "10.255.255.255/32"],
+        ];
+        for case in cases {
+            assert_edges_agree(&nets(case));
+        }
+    }
+
+    /// Generated families: each random network comes with children nested at
+    /// its first and last addresses and a neighbour right after it, listed in
+    /// a shuffled order, so that every kind of edge meets every listing order.
+    #[test]
+    fn generated_edges_agree_with_a_scan() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..300 {
+            let v6 = round % 2 == 1;
+            let bits: u8 = if v6 { 128 } else { 32 };
+            let mut list: Vec<IpNet> = Vec::new();
+            for _ in 0..1 + next() % 4 {
+                let len = (next() % u64::from(bits - 1)) as u8 + 1;
+                let child = len + 1 + (next() % u64::from(bits - len)) as u8;
+                let raw = (u128::from(next()) << 64) | u128::from(next());
+                let make = |addr: u128, len: u8| -> IpNet {
+                    if v6 {
+                        ipnet::Ipv6Net::new(addr.into(), len).unwrap().trunc().into()
+                    } else {
+                        ipnet::Ipv4Net::new((addr as u32).into(), len).unwrap().trunc().into()
+                    }
+                };
+                let parent = make(raw, len);
+                let (first, last) = match parent {
+                    IpNet::V4(n) => (u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
+                    IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+                };
+                list.push(parent);
+                list.push(make(first, child));
+                list.push(make(last, child.min(bits)));
+                if last < if v6 { u128::MAX } else { u128::from(u32::MAX) } {
+                    list.push(make(last + 1, len));
+                }
+            }
+            // A Fisher-Yates shuffle, so parents come before or after their children.
+            for i in (1..list.len()).rev() {
+                list.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+            assert_edges_agree(&list);
+        }
+    }
+
     #[test]
     fn agrees_with_a_scan_on_many_nested_and_duplicate_networks() {
         let nets = [

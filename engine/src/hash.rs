@@ -124,10 +124,28 @@ mod tests {
         }
     }
 
+    /// The bounds nginx's split_clients computes (`percent * (uint64_t) 0xffffffff
+    /// / 10000`, ngx_http_split_clients_module.c), worked out by hand: fixed
+    /// numbers, not the formula again.
     #[test]
-    fn threshold_is_split_clients_formula() {
-        assert_eq!(Threshold::from_basis_points(0).bound(), 0);
-        assert_eq!(Threshold::from_basis_points(2000).bound(), (0xFFFF_FFFFu64 * 2000 / 10000) as u32);
+    fn threshold_is_split_clients_bound() {
+        for (bp, bound) in [
+            (0, 0),
+            (1, 429_496),
+            (100, 42_949_672),
+            (2000, 858_993_459),
+            (3333, 1_431_512_599),
+            (5000, 2_147_483_647),
+            (9999, 4_294_537_798),
+            (10_000, 4_294_967_295),
+        ] {
+            let t = Threshold::from_basis_points(bp);
+            assert_eq!(t.bound(), bound, "{bp} bp");
+            if bound > 0 {
+                assert!(t.admits(bound - 1), "{bp} bp: the last hash below the bound is new");
+            }
+            assert_eq!(t.admits(bound), bp == 10_000, "{bp} bp: the bound itself is old, but at 100 %");
+        }
         assert_eq!(Threshold::from_basis_points(5000).bound(), 0x7FFF_FFFF);
         assert!(!Threshold::from_basis_points(0).admits(0));
         assert!(Threshold::from_basis_points(1).admits(0));

@@ -564,6 +564,87 @@ mod tests {
         assert_eq!(text.matches("# HELP ").count(), announced.len());
     }
 
+    /// Every sample, by value: the request series from the counts `report` was
+    /// given, and each gauge from the test's own configuration and snapshot.
+    #[test]
+    fn prometheus_samples_have_the_values_of_the_snapshot() {
+        let config = load_str("m.yaml", YAML).unwrap();
+        let text = report(&config).to_prometheus();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let mut expected: Vec<String> = Vec::new();
+        let nonzero = [
+            ("api", "new", "header", 2),
+            ("api", "old", "header", 1),
+            ("api", "old", "user_hash", 5),
+            ("shop", "old", "disabled", 4),
+        ];
+        for service in ["api", "shop"] {
+            for target in ["old", "new"] {
+                for rule in ["header", "cidr", "user_list", "user_hash", "ip_hash", "weight", "disabled", "fallback"] {
+                    if target == "new" && (rule == "disabled" || rule == "fallback") {
+                        continue;
+                    }
+                    let n = nonzero.iter().find(|e| (e.0, e.1, e.2) == (service, target, rule)).map_or(0, |e| e.3);
+                    expected.push(format!(
+                        "migration_requests_total{{service=\"{service}\",target=\"{target}\",rule=\"{rule}\"}} {n}"
+                    ));
+                }
+            }
+        }
+        expected.extend(
+            [
+                "migration_unmatched_requests_total 3",
+                "migration_percentage{service=\"api\"} 33.33",
+                "migration_percentage{service=\"shop\"} 20.5",
+                "migration_enabled{service=\"api\"} 1",
+                "migration_enabled{service=\"shop\"} 0",
+                "migration_fallback_state{service=\"api\"} 0",
+                "migration_fallback_state{service=\"shop\"} 2",
+                "migration_fallback_trips_total{service=\"api\"} 0",
+                "migration_fallback_trips_total{service=\"shop\"} 2",
+            ]
+            .map(String::from),
+        );
+        // No responses in this snapshot: every series of both families, at 0.
+        for service in ["api", "shop"] {
+            for target in ["old", "new"] {
+                for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "failed"] {
+                    expected.push(format!(
+                        "migration_responses_total{{service=\"{service}\",target=\"{target}\",class=\"{class}\"}} 0"
+                    ));
+                }
+            }
+        }
+        for service in ["api", "shop"] {
+            for target in ["old", "new"] {
+                let labels = format!("service=\"{service}\",target=\"{target}\"");
+                for le in ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"] {
+                    expected.push(format!("migration_upstream_response_seconds_bucket{{{labels},le=\"{le}\"}} 0"));
+                }
+                expected.push(format!("migration_upstream_response_seconds_sum{{{labels}}} 0"));
+                expected.push(format!("migration_upstream_response_seconds_count{{{labels}}} 0"));
+            }
+        }
+        expected.extend(
+            [
+                "migration_config_generation 7",
+                "migration_config_loaded_timestamp_seconds 1795656600",
+                "migration_config_info{version=\"v\\\"1\\\\\",source=\"/etc/nginx/m\\\"igration.yaml\"} 1",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(samples, expected);
+    }
+
+    #[test]
+    fn breaker_states_and_their_gauges() {
+        assert_eq!(
+            [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen].map(|s| (s.as_str(), s.gauge())),
+            [("closed", 0), ("open", 1), ("half_open", 2)]
+        );
+        assert_eq!(BreakerState::default(), BreakerState::Closed);
+    }
+
     #[test]
     fn responses_latencies_and_ramps() {
         use crate::ramp::{GateReport, RampState};
@@ -638,5 +719,21 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_656_600), "2026-11-26T01:30:00Z");
         assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
+        // The century rules (values from Python's datetime): 2100, 2200 and 2300
+        // are not leap years, 2400 is; the era's last day is Feb 29 of 2400.
+        assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(rfc3339(7_263_216_000), "2200-03-01T00:00:00Z");
+        assert_eq!(rfc3339(10_418_846_400), "2300-02-28T12:00:00Z");
+        assert_eq!(rfc3339(13_569_465_599), "2399-12-31T23:59:59Z");
+        assert_eq!(rfc3339(13_574_563_200), "2400-02-29T00:00:00Z");
+        assert_eq!(rfc3339(13_574_649_600), "2400-03-01T00:00:00Z");
+    }
+
+    /// JSON strings escape every control character (RFC 8259), and nothing else.
+    #[test]
+    fn json_strings_escape_control_characters() {
+        let mut out = String::new();
+        json_string(&mut out, "a\u{1}b\u{1f} \u{7f}\t\"\\\u{e9}");
+        assert_eq!(out, "\"a\\u0001b\\u001f \u{7f}\\t\\\"\\\\\u{e9}\"");
     }
 }

@@ -3,7 +3,6 @@
 
 use std::cell::Cell;
 
-use migration_engine::hash::{murmur2, murmur2_salted, Threshold};
 use migration_engine::{decide, load_str, CompiledConfig, Decision, OwnedRequest, Rule, ServiceChoice, Target};
 
 // ---------------------------------------------------------------------------
@@ -75,15 +74,80 @@ impl XorShift {
     }
 }
 
-/// The split_clients side of a user id, computed without the engine's decision code.
+/// `ngx_murmur_hash2` (src/core/ngx_murmurhash.c) rewritten line by line here,
+/// so that the expected answers owe nothing to the engine's code.
+fn nginx_murmur2(data: &[u8]) -> u32 {
+    let m: u32 = 0x5bd1_e995;
+    let mut h: u32 = data.len() as u32;
+    let mut rest = data;
+    while rest.len() >= 4 {
+        let mut k = rest[0] as u32 | (rest[1] as u32) << 8 | (rest[2] as u32) << 16 | (rest[3] as u32) << 24;
+        k = k.wrapping_mul(m);
+        k ^= k >> 24;
+        k = k.wrapping_mul(m);
+        h = h.wrapping_mul(m);
+        h ^= k;
+        rest = &rest[4..];
+    }
+    if rest.len() == 3 {
+        h ^= (rest[2] as u32) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= (rest[1] as u32) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= rest[0] as u32;
+        h = h.wrapping_mul(m);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(m);
+    h ^= h >> 15;
+    h
+}
+
+/// The split_clients side of a user id: `hash < percent * 0xffffffff / 10000`
+/// as ngx_http_split_clients_module.c computes it, and everyone at 100 %.
 fn expected_side(salt: &str, key: &str, percentage_bp: u32) -> Target {
-    let hash = murmur2(format!("{salt}{key}").as_bytes());
-    assert_eq!(hash, murmur2_salted(salt.as_bytes(), key.as_bytes()));
-    if Threshold::from_basis_points(percentage_bp).admits(hash) {
+    let hash = nginx_murmur2(format!("{salt}{key}").as_bytes());
+    let bound = u64::from(percentage_bp) * 0xffff_ffff / 10_000;
+    if u64::from(hash) < bound || percentage_bp == 10_000 {
         Target::New
     } else {
         Target::Old
     }
+}
+
+#[test]
+fn the_tests_murmur2_matches_nginx_vectors() {
+    for (data, hash) in
+        [(&b""[..], 0), (b"a", 2456313694), (b"ab", 446775395), (b"abc", 324500635), (b"abcd", 646393889)]
+    {
+        assert_eq!(nginx_murmur2(data), hash);
+    }
+}
+
+/// t/data/split-clients-bounds.tsv (scripts/find-split-bound-keys.py): ids whose
+/// hash is a split_clients bound minus one, the bound, and the bound plus one.
+/// t/06 checks the same ids against nginx's own split_clients.
+const BOUNDS: &str = include_str!("../../t/data/split-clients-bounds.tsv");
+
+#[test]
+fn ids_on_either_side_of_each_bound_fall_where_split_clients_puts_them() {
+    let mut checked = 0;
+    for line in BOUNDS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (salt, bp, position, hash, id) = (f[0].trim_start_matches('-'), f[1], f[2], f[3], f[4]);
+        assert_eq!(nginx_murmur2(format!("{salt}{id}").as_bytes()).to_string(), hash, "{line}");
+        let percentage = format!("{}.{:02}", bp.parse::<u32>().unwrap() / 100, bp.parse::<u32>().unwrap() % 100);
+        let c = one(&format!("migration: {{strategy: user, percentage: {percentage}, hash_salt: '{salt}'}}"));
+        let expected = match (position, bp) {
+            (_, "10000") | ("below", _) => Target::New,
+            _ => Target::Old,
+        };
+        assert_decision(run(&c, &req().header("X-User-ID", id)), expected, Rule::UserHash);
+        checked += 1;
+    }
+    assert_eq!(checked, 25);
 }
 
 // ---------------------------------------------------------------------------
@@ -605,7 +669,7 @@ fn strategy_user_matches_known_murmur2_values() {
     // thresholds, must put the user on the same side.
     let c = one("migration: {strategy: user, percentage: 50}");
     for id in ["alice", "bob", "carol", "12345", "a", "ab", "abc", "abcd", "abcde"] {
-        let h = murmur2(id.as_bytes());
+        let h = nginx_murmur2(id.as_bytes());
         let expected = if (h as u64) < 0xFFFF_FFFFu64 * 5000 / 10000 { Target::New } else { Target::Old };
         assert_decision(run(&c, &req().header("X-User-ID", id)), expected, Rule::UserHash);
     }
@@ -614,7 +678,7 @@ fn strategy_user_matches_known_murmur2_values() {
 #[test]
 fn strategy_user_without_user_id_falls_back_to_weight() {
     let c = one("migration: {strategy: user, percentage: 20}");
-    let bound = Threshold::from_basis_points(2000).bound();
+    let bound = 858_993_459; // 2000 * 0xffffffff / 10000, split_clients' bound at 20 %
     let (d, calls) = run_drawing(&c, &req(), 0);
     assert_decision(d, Target::New, Rule::Weight);
     assert_eq!(calls, 1);

@@ -163,3 +163,17 @@ mod tests {
         assert!(shown.contains("a\\n2026/11/27"), "{shown}");
     }
 }
+
+#[cfg(test)]
+mod excerpt_tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_short_single_lines_marked_when_cut() {
+        assert_eq!(escape_excerpt("abc"), "abc");
+        assert_eq!(escape_excerpt(&"x".repeat(EXCERPT)), "x".repeat(EXCERPT));
+        assert_eq!(escape_excerpt(&"é".repeat(EXCERPT + 1)), format!("{}…", "é".repeat(EXCERPT)));
+        assert_eq!(escape_excerpt("a\nb\r\tc\u{7}\u{7f}"), "a\\nb\\r\\tc\\u{7}\\u{7f}");
+        assert_eq!(escape_controls("plain"), "plain");
+    }
+}

@@ -47,7 +47,7 @@ our @EXPORT_HARNESS = qw(
     http_request http_requests_keepalive
     server_port servroot html_dir nginx_binary nginx_pid nginx_version nginx_version_cmp
     error_log_text reload_nginx signal_nginx
-    current_block current_response free_port
+    current_block current_response free_port rand_port expect_alert
     done_testing note explain subtest
 );
 
@@ -193,6 +193,12 @@ sub _expand {
     return $text;
 }
 
+# The port $TEST_NGINX_RAND_PORT_<n> stands for in this block.
+sub rand_port {
+    my ($n) = @_;
+    return _var("TEST_NGINX_RAND_PORT_$n");
+}
+
 sub _var {
     my ($name) = @_;
     return $State{port}         if $name eq 'TEST_NGINX_SERVER_PORT' || $name eq 'TEST_NGINX_PORT';
@@ -315,6 +321,7 @@ sub run_test {
         Test::More::diag($err);
     }
 
+    _check_requests_complete($block);
     _check_nginx_exit($block, $stop_info);
     _check_error_log($block, error_log_text());
     _check_valgrind($block);
@@ -656,9 +663,12 @@ sub _check_nginx_exit {
     } elsif ($info->{killed}) {
         Test::More::fail("$name - nginx shut down on SIGQUIT");
         Test::More::diag("nginx did not exit within the grace period; killed with SIGKILL");
-    } elsif (defined $info->{status} && ($info->{status} & 127)) {
+    } elsif (defined $info->{status} && $info->{status} != 0) {
+        # A crash, or an exit status nginx only gives when something went wrong
+        # (valgrind's --error-exitcode included).
         Test::More::fail("$name - nginx shut down cleanly");
-        Test::More::diag("nginx " . _status_str($info->{status}));
+        Test::More::diag("nginx " . _status_str($info->{status}) . " at shutdown");
+        Test::More::diag("---- error.log (tail) ----\n" . _tail(error_log_text(), 20));
     }
 }
 
@@ -775,6 +785,17 @@ sub _pat_str {
     return ref $pat eq 'Regexp' ? "$pat" : "\"$pat\"";
 }
 
+# Lines of each level that say nothing in particular: a pattern in expect_alerts
+# that matches one of them would exempt every line of its level.
+our @BroadProbes = (
+    '2026/01/01 00:00:00 [alert] 4242#4242: *42 zq',
+    '2026/01/01 00:00:00 [crit] 4242#4242: *42 zq',
+    '2026/01/01 00:00:00 [emerg] 4242#4242: zq',
+    'nginx: [emerg] zq',
+    '2026/01/01 00:00:00 [alert] 4241#4241: worker process 4242 exited on signal 77',
+    '2026/01/01 00:00:00 [alert] 4241#4241: cache manager process 4242 exited on signal 77 (core dumped)',
+);
+
 sub _check_error_log {
     my ($block, $text, $must_die) = @_;
     my $name = _name($block);
@@ -794,19 +815,59 @@ sub _check_error_log {
         }
     }
 
-    return if $must_die || _has($block, 'no_check_alerts');
-
-    # default health check: no alerts / crits / emergs / crashed workers,
-    # unless the block explicitly expects them in error_log.
-    my $expected = join "\n", map { ref $_ ? "$_" : $_ } @want;
-    my @bad;
-    for my $tok ('[alert]', '[crit]', '[emerg]', 'exited on signal') {
-        (my $bare = $tok) =~ s/[\[\]]//g;
-        next if index($expected, $bare) >= 0;    # the block expects it
-        push @bad, grep { index($_, $tok) >= 0 } split /\n/, $text;
+    if (_has($block, 'no_check_alerts')) {
+        Test::More::fail("$name - no_check_alerts is gone");
+        Test::More::diag("name the lines the block expects in --- expect_alerts (a regex per line) instead");
     }
-    Test::More::ok(!@bad, "$name - no [alert]/[crit]/[emerg]/crash in error log")
+
+    # The health check: every [alert], [crit] and [emerg] line and every crashed
+    # process fails the block, unless the block names that very line in
+    # expect_alerts (or with expect_alert() at run time). A must_die block
+    # expects nginx to refuse its configuration: its [emerg] lines are the point.
+    my @expected = (_alert_patterns($block), @{ $State{expect_alerts} || [] });
+    my @broad = grep { my $p = $_; grep { $_ =~ $p } @BroadProbes } @expected;
+    if (@broad) {
+        Test::More::fail("$name - expect_alerts names lines, not whole levels");
+        Test::More::diag("too broad (it matches any line of its level): " . join(', ', map { "$_" } @broad));
+        @expected = grep { my $p = $_; !grep { $_ == $p } @broad } @expected;
+    }
+    my @levels = $must_die ? ('[alert]', '[crit]', 'exited on signal') : ('[alert]', '[crit]', '[emerg]', 'exited on signal');
+    my @health = grep { my $l = $_; grep { index($l, $_) >= 0 } @levels } split /\n/, $text;
+    my @bad = grep { my $l = $_; !grep { $l =~ $_ } @expected } @health;
+    Test::More::ok(!@bad, "$name - no [alert]/[crit]/[emerg]/crash in error log but those expected")
         or Test::More::diag("unexpected lines:\n" . join("\n", @bad[0 .. ($#bad > 9 ? 9 : $#bad)]));
+    for my $p (@expected) {
+        my $seen = grep { $_ =~ $p } @health;
+        Test::More::ok($seen, "$name - the expected alert line $p appeared")
+            or Test::More::diag("---- error log (tail) ----\n" . _tail($text, 20));
+    }
+}
+
+# expect_alerts: a regex per line (plain lines), or `eval` giving qr// or a list of them.
+sub _alert_patterns {
+    my ($block) = @_;
+    return () unless _has($block, 'expect_alerts');
+    my @pats;
+    for my $v (_sec($block, 'expect_alerts')) {
+        next unless defined $v;
+        if (ref $v eq 'ARRAY') { push @pats, map { ref $_ eq 'Regexp' ? $_ : qr/$_/ } @$v; next }
+        if (ref $v eq 'Regexp') { push @pats, $v; next }
+        for my $line (split /\n/, $v) {
+            $line =~ s/^\s+|\s+\z//g;
+            next unless length $line;
+            $line = _expand($line);
+            push @pats, qr/$line/;
+        }
+    }
+    return @pats;
+}
+
+# Names, from check_eval, an alert line only known at run time (a pid, a port).
+sub expect_alert {
+    my (@pats) = @_;
+    die "expect_alert: outside a block\n" unless $State{block};
+    push @{ $State{expect_alerts} }, map { ref $_ eq 'Regexp' ? $_ : qr/$_/ } @pats;
+    return 1;
 }
 
 sub _check_valgrind {
@@ -1074,7 +1135,9 @@ sub http_request {
     $path //= '/';
     my $h = _normalize_headers_arg($headers);
     my $raw = _build_request($method, $path, $opts{protocol}, $h, $body, 0);
-    return _do_request_raw($raw, $opts{timeout}, $method);
+    my $res = _do_request_raw($raw, $opts{timeout}, $method);
+    _note_request_problem($res, "http_request $method $path", %opts);
+    return $res;
 }
 
 # One keep-alive connection for many requests: [[method, path, \@headers, body], ...]
@@ -1148,6 +1211,9 @@ sub http_requests_keepalive {
         }
     }
     close $s if $s;
+    for my $i (0 .. $#out) {
+        _note_request_problem($out[$i], "http_requests_keepalive, request " . ($i + 1) . " ($list->[$i][0] $list->[$i][1])", %opts);
+    }
     return \@out;
 }
 
@@ -1192,6 +1258,7 @@ sub _run_request_checks {
     if ($res->{error}) {
         Test::More::diag("$name - request problem: $res->{error}");
     }
+    _note_request_problem($res, "the block's request");
 
     my $code = _sec($block, 'error_code');
     $code = 200 unless defined $code && $code =~ /\S/;
@@ -1273,11 +1340,37 @@ sub _run_check_eval {
             return;
         }
     }
+    my $before = Test::More->builder->current_test;
     my $ok = eval { $sub->($block, $State{response}); 1 };
     unless ($ok) {
         Test::More::fail("$name - check_eval died");
         Test::More::diag($@);
+        return;
     }
+    # A check_eval that asserts nothing (a loop over an empty list, a return
+    # before its checks) would otherwise pass silently.
+    if (Test::More->builder->current_test == $before) {
+        Test::More::fail("$name - check_eval ran at least one assertion");
+        Test::More::diag("check_eval returned without running a single test");
+    }
+}
+
+# Requests that timed out or whose response was cut short fail the block, in
+# check_eval as in the block's own request, unless the caller said it expects
+# that (option `incomplete_ok`).
+sub _note_request_problem {
+    my ($res, $what, %opts) = @_;
+    return unless $res->{error} && !$opts{incomplete_ok};
+    return unless $res->{error} =~ /timeout|truncated|incomplete|missing CRLF|bad chunk/;
+    push @{ $State{request_problems} }, "$what: $res->{error}";
+}
+
+sub _check_requests_complete {
+    my ($block) = @_;
+    my @problems = @{ $State{request_problems} || [] };
+    return unless @problems;
+    Test::More::fail(_name($block) . " - every request got a complete response in time");
+    Test::More::diag(join "\n", @problems[0 .. ($#problems > 9 ? 9 : $#problems)]);
 }
 
 # --------------------------------------------------------------------------

@@ -257,7 +257,8 @@ fn decide_by_rules<'r, R: RequestView>(
     (if admitted { Target::New } else { Target::Old }, rule)
 }
 
-/// Slots kept on the stack for services with up to this many distinct header names.
+/// Slots kept on the stack for services with up to this many distinct header,
+/// cookie and argument names.
 const STACK_SLOTS: usize = 16;
 
 /// What one pass over the request's headers found: the target of the first
@@ -269,23 +270,36 @@ struct HeaderPass<'r> {
 }
 
 fn header_pass<'r, R: RequestView>(s: &CompiledService, request: &'r R) -> HeaderPass<'r> {
-    if s.headers.len() == 0 {
+    let slots = s.value_slots();
+    if slots == 0 {
         return HeaderPass { target: None, user: None };
     }
     let mut stack: [Option<&[u8]>; STACK_SLOTS] = [None; STACK_SLOTS];
     let mut heap: Vec<Option<&[u8]>>;
-    let values: &mut [Option<&[u8]>] = if s.headers.len() <= STACK_SLOTS {
-        &mut stack[..s.headers.len()]
+    let values: &mut [Option<&[u8]>] = if slots <= STACK_SLOTS {
+        &mut stack[..slots]
     } else {
-        heap = vec![None; s.headers.len()];
+        heap = vec![None; slots];
         &mut heap
     };
-    request.for_each_header(|name, value| {
-        if let Some(slot) = s.headers.find(name) {
-            values[slot].get_or_insert(value);
-        }
-    });
+    // One pass over the request headers; the first occurrence of a name wins.
+    if s.headers.len() > 0 {
+        request.for_each_header(|name, value| {
+            if let Some(slot) = s.headers.find(name) {
+                values[slot].get_or_insert(value);
+            }
+        });
+    }
     let user = s.headers.user_slot().and_then(|slot| values[slot]);
+    // Cookies and arguments as `$cookie_NAME` / `$arg_NAME` read them (only for
+    // services that have such rules).
+    let (cookie_slots, arg_slots) = values[s.headers.len()..].split_at_mut(s.cookies.len());
+    for (value, name) in cookie_slots.iter_mut().zip(&s.cookies) {
+        *value = request.cookie(name);
+    }
+    for (value, name) in arg_slots.iter_mut().zip(&s.args) {
+        *value = request.arg(name);
+    }
     let mut client = None;
     for rule in &s.header_rules {
         if !rule.matcher.matches(values[rule.slot as usize]) {
@@ -303,7 +317,7 @@ fn header_pass<'r, R: RequestView>(s: &CompiledService, request: &'r R) -> Heade
 }
 
 /// The user id read through `user_key`; an empty value counts as absent.
-fn user_id<'r, R: RequestView>(key: &UserKey, request: &'r R) -> Option<&'r [u8]> {
+pub(crate) fn user_id<'r, R: RequestView>(key: &UserKey, request: &'r R) -> Option<&'r [u8]> {
     let value = match key {
         UserKey::Header(name) => request.header(name.as_bytes()),
         UserKey::Cookie(name) => request.cookie(name.as_bytes()),

@@ -130,7 +130,8 @@ pub struct Canary {
 
 #[derive(Clone, Debug)]
 pub struct HeaderRule {
-    pub header: HeaderName,
+    /// `header:`, `cookie:` or `arg:` (SPEC "Rule sources beyond headers").
+    pub source: RuleSource,
     pub matcher: HeaderMatch,
     pub target: Target,
     /// `from:`: honour the rule only for clients in these networks.
@@ -202,7 +203,9 @@ pub(crate) use validated_mapping;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHeaderRule {
-    header: HeaderName,
+    header: Option<HeaderName>,
+    cookie: Option<CookieName>,
+    arg: Option<ArgName>,
     value: Option<String>,
     values: Option<Vec<String>>,
     pattern: Option<Pattern>,
@@ -214,6 +217,22 @@ struct RawHeaderRule {
 impl Validate for HeaderRule {
     type Raw = RawHeaderRule;
     fn validate(r: RawHeaderRule) -> Result<Self, String> {
+        // Exactly one source; a second one is reported at its own key.
+        let given = [
+            r.header.map(|h| RuleSource::Header(h.0)),
+            r.cookie.map(|c| RuleSource::Cookie(c.0)),
+            r.arg.map(|a| RuleSource::Arg(a.0)),
+        ];
+        let mut given = given.into_iter().flatten();
+        let Some(source) = given.next() else {
+            return Err("a header rule needs one of header, cookie or arg (what it reads)".into());
+        };
+        if let Some(second) = given.next() {
+            return Err(field_error(
+                second.kind(),
+                format!("a header rule reads one of header, cookie or arg; this one already reads {source}"),
+            ));
+        }
         let matcher = match (r.value, r.values, r.pattern, r.present) {
             (Some(v), None, None, None) => HeaderMatch::Value(v),
             (None, Some(vs), None, None) => {
@@ -232,7 +251,7 @@ impl Validate for HeaderRule {
         if matches!(&r.from, Some(f) if f.is_empty()) {
             return Err(field_error("from", "must list at least one network (leave it out to allow every client)"));
         }
-        Ok(HeaderRule { header: r.header, matcher, target: r.target, from: r.from })
+        Ok(HeaderRule { source, matcher, target: r.target, from: r.from })
     }
 }
 validated_mapping!(HeaderRule);

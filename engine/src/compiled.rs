@@ -52,6 +52,8 @@ pub struct CompiledService {
     pub(crate) args: Vec<Box<[u8]>>,
     pub(crate) header_rules: Vec<CompiledHeaderRule>,
     pub(crate) ip_table: CidrTable,
+    /// The networks of each ip rule, as listed: traces say which one matched.
+    pub(crate) ip_networks: Vec<Box<[ipnet::IpNet]>>,
     pub(crate) ip_targets: Vec<Target>,
     pub(crate) users: AHashMap<Box<[u8]>, Target>,
     /// `fallback:`, when the service has one.
@@ -193,9 +195,11 @@ impl HeaderSlots {
 
 /// One `header_rules` entry, compiled.
 #[derive(Debug)]
-pub(crate) struct CompiledHeaderRule {
+pub struct CompiledHeaderRule {
     /// Index of the rule's value among the service's value slots.
     pub(crate) slot: u32,
+    /// What the rule reads, as configured (for traces).
+    pub(crate) source: RuleSource,
     pub(crate) matcher: Matcher,
     pub(crate) target: Target,
     pub(crate) from: Option<CidrTable>,
@@ -363,10 +367,10 @@ fn compile_service(s: config::Service) -> CompiledService {
         .header_rules
         .into_iter()
         .map(|rule| {
-            let (kind, slot) = match rule.source {
-                RuleSource::Header(name) => (0, headers.slot_for(&name)),
-                RuleSource::Cookie(name) => (1, slot_in(&mut cookies, &name)),
-                RuleSource::Arg(name) => (2, slot_in(&mut args, &name)),
+            let (kind, slot) = match &rule.source {
+                RuleSource::Header(name) => (0, headers.slot_for(name)),
+                RuleSource::Cookie(name) => (1, slot_in(&mut cookies, name)),
+                RuleSource::Arg(name) => (2, slot_in(&mut args, name)),
             };
             let compiled = CompiledHeaderRule {
                 slot,
@@ -381,6 +385,7 @@ fn compile_service(s: config::Service) -> CompiledService {
                 },
                 target: rule.target,
                 from: rule.from.map(|nets| CidrTable::new(nets.into_iter().map(|c| (c.0, 0)))),
+                source: rule.source,
             };
             (kind, compiled)
         })
@@ -398,6 +403,7 @@ fn compile_service(s: config::Service) -> CompiledService {
         };
     }
     let header_rules = header_rules.into_iter().map(|(_, rule)| rule).collect();
+    let ip_networks = s.canary.ip_rules.iter().map(|r| r.cidrs.iter().map(|c| c.0).collect()).collect();
 
     let ip_targets: Vec<Target> = s.canary.ip_rules.iter().map(|r| r.target).collect();
     let ip_table = CidrTable::new(
@@ -432,6 +438,7 @@ fn compile_service(s: config::Service) -> CompiledService {
         cookies,
         args,
         header_rules,
+        ip_networks,
         ip_table,
         ip_targets,
         users,

@@ -568,6 +568,21 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     Ok(Config { version, services: raw.services.0 })
 }
 
+/// The line and column of the field at `path` (`services[0].canary.ip_rules[1]`,
+/// as errors and warnings name fields) in a file's text, a ConfigMap manifest
+/// included (positions are the manifest's when the document is a literal block).
+/// For the located warnings of `nginx-migration check --format json`.
+pub fn locate_in_file(text: &str, path: &str) -> Option<(usize, usize)> {
+    let outline = syntax::outline(text).ok()?;
+    if !outline.configmap {
+        return syntax::locate(text, path);
+    }
+    let embedded = unwrap_configmap("", text).ok()?;
+    let (line, column) = syntax::locate(&embedded.text, path)?;
+    let (line_offset, indent) = embedded.offset?;
+    Some((line + line_offset, column + indent))
+}
+
 /// The first pass over a document (or the document embedded in a ConfigMap, whose
 /// positions `offset` maps back to the manifest's).
 fn first_pass(label: &str, text: &str, offset: Option<(usize, usize)>) -> Result<syntax::Outline, ConfigError> {

@@ -132,6 +132,14 @@ pub(crate) fn quoted(bytes: &[u8]) -> String {
     out
 }
 
+fn ip_rules(n: usize) -> String {
+    if n == 1 {
+        "the ip rule".to_owned()
+    } else {
+        format!("the {n} ip rules")
+    }
+}
+
 fn client_text(client: Option<IpAddr>) -> String {
     client.map_or_else(|| "no client address".to_owned(), |ip| format!("client {ip}"))
 }
@@ -194,7 +202,7 @@ impl fmt::Display for Step<'_> {
                 }
             },
             Step::IpRules { client, hit, rules } => match (client, hit) {
-                (None, _) => write!(f, "no client address; {rules} ip rules not tried"),
+                (None, _) => write!(f, "no client address; {} not tried", ip_rules(rules)),
                 (Some(ip), Some((rule, net, target))) => {
                     let net = net.map_or_else(String::new, |n| format!(" ({n})"));
                     write!(
@@ -203,7 +211,7 @@ impl fmt::Display for Step<'_> {
                         target.as_str()
                     )
                 }
-                (Some(ip), None) => write!(f, "client {ip} is in no network of the {rules} ip rules"),
+                (Some(ip), None) => write!(f, "client {ip} is in no network of {}", ip_rules(rules)),
             },
             Step::UserList { key, user, listed, lists } => {
                 let source = match key {

@@ -375,12 +375,14 @@ fn header_pass<'r, R: RequestView, T: Tracer>(s: &CompiledService, request: &'r 
     let user = s.headers.user_slot().and_then(|slot| values[slot]);
     // Cookies and arguments as `$cookie_NAME` / `$arg_NAME` read them (only for
     // services that have such rules).
-    let (cookie_slots, arg_slots) = values[s.headers.len()..].split_at_mut(s.cookies.len());
-    for (value, name) in cookie_slots.iter_mut().zip(&s.cookies) {
-        *value = request.cookie(name);
-    }
-    for (value, name) in arg_slots.iter_mut().zip(&s.args) {
-        *value = request.arg(name);
+    if slots > s.headers.len() {
+        let (cookie_slots, arg_slots) = values[s.headers.len()..].split_at_mut(s.cookies.len());
+        for (value, name) in cookie_slots.iter_mut().zip(&s.cookies) {
+            *value = request.cookie(name);
+        }
+        for (value, name) in arg_slots.iter_mut().zip(&s.args) {
+            *value = request.arg(name);
+        }
     }
     let mut client = None;
     for (index, rule) in s.header_rules.iter().enumerate() {

@@ -13,7 +13,10 @@ use Cwd qw(abs_path);
 
 my $repo = abs_path('.');
 my $nginx = $ENV{TEST_NGINX_BINARY} // "$repo/target/nginx/sbin/nginx";
-my $module = "$repo/target/nginx/modules/ngx_http_migration_module.so";
+# The same nginx and module as the rest of t/ (make test also runs t/ on an
+# official-image build and on Debian's nginx).
+my @modules = split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} // "$repo/target/nginx/modules/ngx_http_migration_module.so");
+my $load = join '', map { "load_module $_;\n" } @modules;
 my $cli = $ENV{NGINX_MIGRATION} // "$repo/target/nginx/bin/nginx-migration";
 plan skip_all => "no $cli (make build)" unless -x $cli;
 
@@ -54,7 +57,7 @@ for my $case (@inputs) {
     my ($name, $content) = @$case;
     my $yaml = "$dir/m.yaml";
     spew($yaml, $content);
-    spew("$dir/nginx.conf", "load_module $module;\nerror_log stderr notice;\nevents {}\nhttp {\n    migration_config $yaml;\n}\n");
+    spew("$dir/nginx.conf", "${load}error_log stderr notice;\nevents {}\nhttp {\n    migration_config $yaml;\n}\n");
     my $out = `'$nginx' -t -p '$dir/' -c '$dir/nginx.conf' 2>&1`;
     my $nginx_failed = $? != 0;
     # The messages about the file: [emerg] FILE..., [warn] migration: FILE: ...

@@ -63,8 +63,10 @@ for my $case (@inputs) {
     # The messages about the file: [emerg] FILE..., [warn] migration: FILE: ...
     my @want;
     for my $line (split /\n/, $out) {
-        next unless $line =~ /^nginx: (\[(?:emerg|warn)\] .*) in \Q$dir\E\/nginx\.conf:\d+$/;
-        my $message = $1;
+        # `nginx: [emerg] MESSAGE in FILE:LINE`, or once error_log is read (as
+        # Debian's nginx does) `DATE TIME [emerg] PID#TID: MESSAGE in FILE:LINE`.
+        next unless $line =~ /^(?:nginx: |\S+ \S+ )\[(emerg|warn)\] (?:\d+#\d+: )?(.*) in \Q$dir\E\/nginx\.conf:\d+$/;
+        my $message = "[$1] $2";
         push @want, $message if $message =~ /^\[emerg\] \Q$yaml\E|^\[warn\] migration: \Q$yaml\E: /;
     }
     my $cli_out = `'$cli' check '$yaml' 2>&1`;

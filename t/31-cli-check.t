@@ -1,5 +1,5 @@
 # `nginx-migration check` prints nginx -t's own messages, byte for byte: for every
-# YAML file of the configuration tests (t/01, t/20) and every input of the fuzz
+# YAML file of the configuration tests (t/01, t/30) and every input of the fuzz
 # regressions and seed corpus, the errors (`[emerg] ...`) and the warnings
 # (`[warn] migration: ...`) that nginx -t prints about the file are exactly the
 # lines `check` prints (nginx -t's ` in nginx.conf:N` left out), and `check`
@@ -25,7 +25,7 @@ sub spew { my ($f, $c) = @_; open my $fh, '>:raw', $f or die "$f: $!"; print $fh
 
 # (name, content) of every YAML file the configuration tests feed migration_config.
 my @inputs;
-for my $t ('t/01-config.t', 't/20-cookie-arg-rules.t') {
+for my $t ('t/01-config.t', 't/30-cookie-arg-rules.t') {
     my $text = slurp($t);
     my ($data) = $text =~ /^__DATA__\n(.*)\z/ms;
     for my $block (split /^(?==== TEST)/m, $data) {

@@ -27,7 +27,7 @@ DEMO_PORT := 8080
 .PHONY: build deps demo demo-stop test test-unit test-fuzz-build test-e2e test-hostile test-stress test-addon test-official test-readme test-deploy test-deb deb tools bench stress fuzz mutants mutants-engine mutants-nginx
 
 build: deps
-	$(CARGO) build --release --locked -p ngx_http_migration_module
+	$(CARGO) build --release --locked -p ngx_http_migration_module -p nginx-migration
 	@scripts/install-prefix.sh "$(PREFIX)"
 	@scripts/build-test-hooks.sh "$(PREFIX)"
 
@@ -48,7 +48,7 @@ test: build
 		echo "== $$t: $$(( $$(date +%s) - start )) s"; done
 
 test-unit:
-	$(CARGO) test --release --locked -p migration-engine
+	$(CARGO) test --release --locked -p migration-engine -p nginx-migration
 
 # The fuzz targets still compile against the engine (running them: make fuzz).
 test-fuzz-build:
@@ -110,6 +110,7 @@ test-deb:
 
 bench: build
 	$(CARGO) bench --locked -p migration-engine --bench decide
+	bench/replay.sh "$(PREFIX)/bin/nginx-migration"
 	bench/wrk.sh
 	bench/counters.sh
 	bench/instructions.sh

@@ -10,12 +10,14 @@ if [ -z "$objs" ] || [ ! -x "$objs/nginx" ]; then
     echo "install-prefix: no nginx binary in '$objs' (see $target/release/nginx-build-dir)" >&2
     exit 1
 fi
-mkdir -p "$prefix"/{sbin,modules,conf,logs,html}
+mkdir -p "$prefix"/{sbin,bin,modules,conf,logs,html}
 install_if_changed() {
     cmp -s "$1" "$2" 2>/dev/null || install -m "$3" "$1" "$2"
 }
 install_if_changed "$objs/nginx" "$prefix/sbin/nginx" 755
 install_if_changed "$target/release/libngx_http_migration_module.so" "$prefix/modules/ngx_http_migration_module.so" 755
+# The operator's command-line tool, on the same engine as the module.
+install_if_changed "$target/release/nginx-migration" "$prefix/bin/nginx-migration" 755
 # mime.types and friends from the nginx source tree the binary was built from.
 conf_src=${nginx_src:+$nginx_src/conf}
 if [ -n "$conf_src" ] && [ -d "$conf_src" ]; then

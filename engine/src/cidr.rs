@@ -11,6 +11,17 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+/// Whether `net` contains `address`, an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`) being the IPv4 address it carries, as [`CidrTable::lookup`]
+/// reads it.
+pub fn network_contains(net: &IpNet, address: IpAddr) -> bool {
+    let address = match address {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        a => a,
+    };
+    net.contains(&address)
+}
+
 /// Answer stored for "no listed network contains the address".
 const NONE: u32 = u32::MAX;
 

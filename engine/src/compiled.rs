@@ -5,7 +5,7 @@
 use ahash::{AHashMap, AHashSet};
 
 use crate::cidr::CidrTable;
-use crate::config::{self, Backend, Config, HeaderMatch, HostValue, Strategy, Target, UserKey};
+use crate::config::{self, Backend, Config, HeaderMatch, HostValue, RuleSource, Strategy, Target, UserKey};
 use crate::hash::Threshold;
 
 #[derive(Debug)]
@@ -45,8 +45,15 @@ pub struct CompiledService {
     pub(crate) user_key: UserKey,
     pub(crate) salt: Box<[u8]>,
     pub(crate) headers: HeaderSlots,
+    /// Distinct cookie and argument names of `cookie:` / `arg:` rules
+    /// (lowercase); their values take the slots after the headers'. Both empty
+    /// for a service without such rules, which then pays nothing for them.
+    pub(crate) cookies: Vec<Box<[u8]>>,
+    pub(crate) args: Vec<Box<[u8]>>,
     pub(crate) header_rules: Vec<CompiledHeaderRule>,
     pub(crate) ip_table: CidrTable,
+    /// The networks of each ip rule, as listed: traces say which one matched.
+    pub(crate) ip_networks: Vec<Box<[ipnet::IpNet]>>,
     pub(crate) ip_targets: Vec<Target>,
     pub(crate) users: AHashMap<Box<[u8]>, Target>,
     /// `fallback:`, when the service has one.
@@ -102,6 +109,33 @@ impl CompiledService {
     pub(crate) fn needs_user_id(&self) -> bool {
         !self.users.is_empty() || self.strategy == Strategy::User
     }
+
+    /// Value slots of the header rules: headers, then cookies, then arguments.
+    #[inline]
+    pub(crate) fn value_slots(&self) -> usize {
+        self.headers.len() + self.cookies.len() + self.args.len()
+    }
+
+    /// The user id of a request, read through `user_key` as the decision reads
+    /// it (an empty value counts as absent).
+    pub fn user_id<'r, R: crate::RequestView>(&self, request: &'r R) -> Option<&'r [u8]> {
+        crate::decide::user_id(&self.user_key, request)
+    }
+
+    /// `user_key` as configured.
+    pub fn user_key(&self) -> &UserKey {
+        &self.user_key
+    }
+
+    /// `hash_salt` as configured.
+    pub fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    /// The percentage's `split_clients` threshold.
+    pub fn threshold(&self) -> Threshold {
+        self.threshold
+    }
 }
 
 /// The distinct header names a service's rules look at (and the header of its
@@ -111,29 +145,29 @@ impl CompiledService {
 pub(crate) struct HeaderSlots {
     names: Vec<Box<[u8]>>,
     /// The slot of `user_key: header:NAME`, when the service reads a user id.
-    user: Option<u16>,
+    user: Option<u32>,
     /// Bit `n` set when some name is `n` bytes long (names under 64 bytes).
     lengths: u64,
     /// Used instead of a linear scan when there are many names.
-    index: Option<AHashMap<Box<[u8]>, u16>>,
+    index: Option<AHashMap<Box<[u8]>, u32>>,
 }
 
 const LINEAR_SLOTS: usize = 8;
 
 impl HeaderSlots {
-    fn slot_for(&mut self, lowercase_name: &str) -> u16 {
+    fn slot_for(&mut self, lowercase_name: &str) -> u32 {
         let name = lowercase_name.as_bytes();
         if let Some(i) = self.names.iter().position(|n| &**n == name) {
-            return i as u16;
+            return i as u32;
         }
         self.names.push(name.into());
         self.lengths |= 1u64.checked_shl(name.len() as u32).unwrap_or(0);
-        (self.names.len() - 1) as u16
+        (self.names.len() - 1) as u32
     }
 
     fn finish(&mut self) {
         if self.names.len() > LINEAR_SLOTS {
-            self.index = Some(self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as u16)).collect());
+            self.index = Some(self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect());
         }
     }
 
@@ -143,7 +177,7 @@ impl HeaderSlots {
 
     #[inline]
     pub(crate) fn user_slot(&self) -> Option<usize> {
-        self.user.map(usize::from)
+        self.user.map(|slot| slot as usize)
     }
 
     #[inline]
@@ -159,12 +193,16 @@ impl HeaderSlots {
     }
 }
 
+/// One `header_rules` entry, compiled.
 #[derive(Debug)]
-pub(crate) struct CompiledHeaderRule {
-    pub slot: u16,
-    pub matcher: Matcher,
-    pub target: Target,
-    pub from: Option<CidrTable>,
+pub struct CompiledHeaderRule {
+    /// Index of the rule's value among the service's value slots.
+    pub(crate) slot: u32,
+    /// What the rule reads, as configured (for traces).
+    pub(crate) source: RuleSource,
+    pub(crate) matcher: Matcher,
+    pub(crate) target: Target,
+    pub(crate) from: Option<CidrTable>,
 }
 
 #[derive(Debug)]
@@ -174,6 +212,18 @@ pub(crate) enum Matcher {
     Many(AHashSet<Box<[u8]>>),
     Pattern(regex::bytes::Regex),
     Present(bool),
+}
+
+/// Distinct names of one kind of source, each with its index.
+fn slot_in(names: &mut Vec<Box<[u8]>>, name: &str) -> u32 {
+    let name = name.as_bytes();
+    match names.iter().position(|n| &**n == name) {
+        Some(i) => i as u32,
+        None => {
+            names.push(name.into());
+            (names.len() - 1) as u32
+        }
+    }
 }
 
 impl Matcher {
@@ -308,23 +358,36 @@ const FEW_VALUES: usize = 8;
 
 fn compile_service(s: config::Service) -> CompiledService {
     let mut headers = HeaderSlots::default();
-    let header_rules = s
+    let mut cookies = Vec::new();
+    let mut args = Vec::new();
+    // Slots are numbered per kind first; cookies and arguments move after the
+    // headers once the number of headers is known.
+    let mut header_rules: Vec<(u8, CompiledHeaderRule)> = s
         .canary
         .header_rules
         .into_iter()
-        .map(|rule| CompiledHeaderRule {
-            slot: headers.slot_for(&rule.header.0),
-            matcher: match rule.matcher {
-                HeaderMatch::Value(v) => Matcher::Value(v.into_bytes().into()),
-                HeaderMatch::Values(vs) if vs.len() <= FEW_VALUES => {
-                    Matcher::Few(vs.into_iter().map(|v| v.into_bytes().into()).collect())
-                }
-                HeaderMatch::Values(vs) => Matcher::Many(vs.into_iter().map(|v| v.into_bytes().into()).collect()),
-                HeaderMatch::Pattern(p) => Matcher::Pattern(p.0),
-                HeaderMatch::Present(p) => Matcher::Present(p),
-            },
-            target: rule.target,
-            from: rule.from.map(|nets| CidrTable::new(nets.into_iter().map(|c| (c.0, 0)))),
+        .map(|rule| {
+            let (kind, slot) = match &rule.source {
+                RuleSource::Header(name) => (0, headers.slot_for(name)),
+                RuleSource::Cookie(name) => (1, slot_in(&mut cookies, name)),
+                RuleSource::Arg(name) => (2, slot_in(&mut args, name)),
+            };
+            let compiled = CompiledHeaderRule {
+                slot,
+                matcher: match rule.matcher {
+                    HeaderMatch::Value(v) => Matcher::Value(v.into_bytes().into()),
+                    HeaderMatch::Values(vs) if vs.len() <= FEW_VALUES => {
+                        Matcher::Few(vs.into_iter().map(|v| v.into_bytes().into()).collect())
+                    }
+                    HeaderMatch::Values(vs) => Matcher::Many(vs.into_iter().map(|v| v.into_bytes().into()).collect()),
+                    HeaderMatch::Pattern(p) => Matcher::Pattern(p.0),
+                    HeaderMatch::Present(p) => Matcher::Present(p),
+                },
+                target: rule.target,
+                from: rule.from.map(|nets| CidrTable::new(nets.into_iter().map(|c| (c.0, 0)))),
+                source: rule.source,
+            };
+            (kind, compiled)
         })
         .collect();
     let needs_user_id = !s.canary.user_rules.is_empty() || s.migration.strategy == Strategy::User;
@@ -332,6 +395,15 @@ fn compile_service(s: config::Service) -> CompiledService {
         headers.user = Some(headers.slot_for(name));
     }
     headers.finish();
+    for (kind, rule) in &mut header_rules {
+        rule.slot += match kind {
+            0 => 0,
+            1 => headers.len() as u32,
+            _ => (headers.len() + cookies.len()) as u32,
+        };
+    }
+    let header_rules = header_rules.into_iter().map(|(_, rule)| rule).collect();
+    let ip_networks = s.canary.ip_rules.iter().map(|r| r.cidrs.iter().map(|c| c.0).collect()).collect();
 
     let ip_targets: Vec<Target> = s.canary.ip_rules.iter().map(|r| r.target).collect();
     let ip_table = CidrTable::new(
@@ -363,7 +435,10 @@ fn compile_service(s: config::Service) -> CompiledService {
         user_key: s.migration.user_key,
         salt: s.migration.hash_salt.into_bytes().into(),
         headers,
+        cookies,
+        args,
         header_rules,
+        ip_networks,
         ip_table,
         ip_targets,
         users,

@@ -6,6 +6,7 @@ use crate::compiled::{CompiledConfig, CompiledService};
 use crate::config::{Strategy, Target, UserKey};
 use crate::hash::{murmur2_salted, Threshold};
 use crate::request::RequestView;
+pub use crate::trace::{FromCheck, NoTrace, Step, Tracer};
 
 /// What decided a request: the values of `$migration_rule`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,11 +151,30 @@ pub fn decide_with<R: RequestView>(
     draw: &mut dyn FnMut() -> u32,
     breakers: &dyn Breakers,
 ) -> Decision {
+    decide_traced(config, choice, request, draw, breakers, &mut NoTrace)
+}
+
+/// The decision order itself (SPEC "Decision order"): every other entry point
+/// calls this one function. `tracer` is told each step tried and why it decided
+/// or not (`nginx-migration explain`); with [`NoTrace`] every report compiles
+/// away (its `ENABLED` is a constant false), so the nginx path pays nothing.
+pub fn decide_traced<R: RequestView, T: Tracer>(
+    config: &CompiledConfig,
+    choice: ServiceChoice<'_>,
+    request: &R,
+    draw: &mut dyn FnMut() -> u32,
+    breakers: &dyn Breakers,
+    tracer: &mut T,
+) -> Decision {
     let index = match choice {
         ServiceChoice::Auto => config.service_for_host(request.host()),
         ServiceChoice::Named(name) => config.service_index(name),
         ServiceChoice::Index(index) => (index < config.services.len() as u32).then_some(index),
     };
+    if T::ENABLED {
+        let name = index.map(|i| config.services[i as usize].name.as_str());
+        tracer.step(Step::Service { choice, host: request.host(), found: index.zip(name) });
+    }
     let Some(index) = index else {
         return Decision::NO_SERVICE;
     };
@@ -163,7 +183,7 @@ pub fn decide_with<R: RequestView>(
         Some(bp) if bp != s.percentage_bp => Split { bp, threshold: Threshold::from_basis_points(bp) },
         _ => Split { bp: s.percentage_bp, threshold: s.threshold },
     };
-    let mut decision = decide_service(index, s, request, draw, breakers, split);
+    let mut decision = decide_service(index, s, request, draw, breakers, split, tracer);
     decision.percentage_bp = split.bp;
     decision
 }
@@ -176,43 +196,61 @@ struct Split {
 }
 
 /// Steps 2 to 7 for the matched service.
-fn decide_service<R: RequestView>(
+fn decide_service<R: RequestView, T: Tracer>(
     index: u32,
     s: &CompiledService,
     request: &R,
     draw: &mut dyn FnMut() -> u32,
     breakers: &dyn Breakers,
     split: Split,
+    tracer: &mut T,
 ) -> Decision {
     // 2. the rollback switch
+    if T::ENABLED {
+        tracer.step(Step::Enabled { enabled: s.enabled });
+    }
     if !s.enabled {
         return Decision::of(index, Target::Old, Rule::Disabled);
     }
     // 3. header rules, first match wins (the same pass over the headers finds a
     // user id read from a header)
-    let pass = header_pass(s, request);
+    let pass = header_pass(s, request, tracer);
     if let Some(target) = pass.target {
         return Decision::of(index, target, Rule::Header);
     }
     let user = UserId(pass.user);
     // 4. the fallback breaker
     let Some((policy, cells)) = s.fallback.as_ref().zip(breakers.breaker(index)) else {
-        let (target, rule) = decide_by_rules(s, request, user, split, draw);
+        if T::ENABLED {
+            tracer.step(Step::Fallback { configured: s.fallback.is_some(), gate: None, trial: None });
+        }
+        let (target, rule) = decide_by_rules(s, request, user, split, draw, tracer);
         return Decision::of(index, target, rule);
     };
     let now = breakers.now_ms();
     let (gate, transition) = cells.gate(now, policy.cooldown_ms);
+    if T::ENABLED {
+        tracer.step(Step::Fallback { configured: true, gate: Some(gate), trial: None });
+    }
     let mut decision = match gate {
         Gate::Pass => {
-            let (target, rule) = decide_by_rules(s, request, user, split, draw);
+            let (target, rule) = decide_by_rules(s, request, user, split, draw, tracer);
             Decision::of(index, target, rule)
         }
         Gate::Divert => Decision::of(index, Target::Old, Rule::Fallback),
-        Gate::Probe => match decide_by_rules(s, request, user, split, draw) {
+        Gate::Probe => match decide_by_rules(s, request, user, split, draw, tracer) {
             (Target::New, rule) if cells.begin_trial(now, policy.cooldown_ms) => {
+                if T::ENABLED {
+                    tracer.step(Step::Fallback { configured: true, gate: Some(gate), trial: Some(true) });
+                }
                 Decision { trial: true, ..Decision::of(index, Target::New, rule) }
             }
-            _ => Decision::of(index, Target::Old, Rule::Fallback),
+            _ => {
+                if T::ENABLED {
+                    tracer.step(Step::Fallback { configured: true, gate: Some(gate), trial: Some(false) });
+                }
+                Decision::of(index, Target::Old, Rule::Fallback)
+            }
         },
     };
     decision.transition = transition;
@@ -225,16 +263,25 @@ fn decide_service<R: RequestView>(
 struct UserId<'r>(Option<&'r [u8]>);
 
 /// Steps 5 to 7.
-fn decide_by_rules<'r, R: RequestView>(
+fn decide_by_rules<'r, R: RequestView, T: Tracer>(
     s: &CompiledService,
     request: &'r R,
     header_user: UserId<'r>,
     split: Split,
     draw: &mut dyn FnMut() -> u32,
+    tracer: &mut T,
 ) -> (Target, Rule) {
     let client = request.client_ip();
     // 5. ip rules
-    if let Some(rule) = client.and_then(|ip| s.ip_table.lookup(ip)) {
+    let hit = client.and_then(|ip| s.ip_table.lookup(ip));
+    if T::ENABLED && !s.ip_table.is_empty() {
+        let hit = hit.zip(client).map(|(rule, ip)| {
+            let net = s.ip_networks[rule as usize].iter().copied().find(|n| crate::cidr::network_contains(n, ip));
+            (rule as usize, net, s.ip_targets[rule as usize])
+        });
+        tracer.step(Step::IpRules { client, hit, rules: s.ip_networks.len() });
+    }
+    if let Some(rule) = hit {
         return (s.ip_targets[rule as usize], Rule::Cidr);
     }
     // 6. explicit users
@@ -243,21 +290,57 @@ fn decide_by_rules<'r, R: RequestView>(
         UserKey::Header(_) => header_user.0.filter(|v| !v.is_empty()),
         key => user_id(key, request),
     };
-    if let Some(&target) = user.and_then(|u| s.users.get(u)) {
+    let listed = user.and_then(|u| s.users.get(u)).copied();
+    if T::ENABLED && s.needs_user_id() {
+        tracer.step(Step::UserList { key: &s.user_key, user, listed, lists: !s.users.is_empty() });
+    }
+    if let Some(target) = listed {
         return (target, Rule::UserList);
     }
-    // 7. the percentage split
-    let (admitted, rule) = match (s.strategy, user) {
-        (Strategy::User, Some(user)) => (split.threshold.admits(murmur2_salted(&s.salt, user)), Rule::UserHash),
-        (Strategy::Ip, _) => {
-            (split.threshold.admits(murmur2_salted(&s.salt, request.client_addr_text())), Rule::IpHash)
+    // 7. the percentage split (as in force: a ramp may have moved it)
+    let mut drawn = None;
+    let mut key = None;
+    let (admitted, rule, hash) = match (s.strategy, user) {
+        (Strategy::User, Some(user)) => {
+            key = Some(user);
+            let hash = murmur2_salted(&s.salt, user);
+            (split.threshold.admits(hash), Rule::UserHash, Some(hash))
         }
-        _ => (split.bp > 0 && split.threshold.admits(draw()), Rule::Weight),
+        (Strategy::Ip, _) => {
+            let text = request.client_addr_text();
+            key = Some(text);
+            let hash = murmur2_salted(&s.salt, text);
+            (split.threshold.admits(hash), Rule::IpHash, Some(hash))
+        }
+        _ => {
+            let admitted = split.bp > 0 && {
+                let value = draw();
+                if T::ENABLED {
+                    drawn = Some(value);
+                }
+                split.threshold.admits(value)
+            };
+            (admitted, Rule::Weight, None)
+        }
     };
+    if T::ENABLED {
+        tracer.step(Step::Split {
+            strategy: s.strategy,
+            rule,
+            key,
+            salt: &s.salt,
+            hash,
+            draw: drawn,
+            percentage_bp: split.bp,
+            threshold: split.threshold,
+            admitted,
+        });
+    }
     (if admitted { Target::New } else { Target::Old }, rule)
 }
 
-/// Slots kept on the stack for services with up to this many distinct header names.
+/// Slots kept on the stack for services with up to this many distinct header,
+/// cookie and argument names.
 const STACK_SLOTS: usize = 16;
 
 /// What one pass over the request's headers found: the target of the first
@@ -268,34 +351,60 @@ struct HeaderPass<'r> {
     user: Option<&'r [u8]>,
 }
 
-fn header_pass<'r, R: RequestView>(s: &CompiledService, request: &'r R) -> HeaderPass<'r> {
-    if s.headers.len() == 0 {
+fn header_pass<'r, R: RequestView, T: Tracer>(s: &CompiledService, request: &'r R, tracer: &mut T) -> HeaderPass<'r> {
+    let slots = s.value_slots();
+    if slots == 0 {
         return HeaderPass { target: None, user: None };
     }
     let mut stack: [Option<&[u8]>; STACK_SLOTS] = [None; STACK_SLOTS];
     let mut heap: Vec<Option<&[u8]>>;
-    let values: &mut [Option<&[u8]>] = if s.headers.len() <= STACK_SLOTS {
-        &mut stack[..s.headers.len()]
+    let values: &mut [Option<&[u8]>] = if slots <= STACK_SLOTS {
+        &mut stack[..slots]
     } else {
-        heap = vec![None; s.headers.len()];
+        heap = vec![None; slots];
         &mut heap
     };
-    request.for_each_header(|name, value| {
-        if let Some(slot) = s.headers.find(name) {
-            values[slot].get_or_insert(value);
-        }
-    });
+    // One pass over the request headers; the first occurrence of a name wins.
+    if s.headers.len() > 0 {
+        request.for_each_header(|name, value| {
+            if let Some(slot) = s.headers.find(name) {
+                values[slot].get_or_insert(value);
+            }
+        });
+    }
     let user = s.headers.user_slot().and_then(|slot| values[slot]);
+    // Cookies and arguments as `$cookie_NAME` / `$arg_NAME` read them (only for
+    // services that have such rules).
+    if slots > s.headers.len() {
+        let (cookie_slots, arg_slots) = values[s.headers.len()..].split_at_mut(s.cookies.len());
+        for (value, name) in cookie_slots.iter_mut().zip(&s.cookies) {
+            *value = request.cookie(name);
+        }
+        for (value, name) in arg_slots.iter_mut().zip(&s.args) {
+            *value = request.arg(name);
+        }
+    }
     let mut client = None;
-    for rule in &s.header_rules {
-        if !rule.matcher.matches(values[rule.slot as usize]) {
+    for (index, rule) in s.header_rules.iter().enumerate() {
+        let value = values[rule.slot as usize];
+        if !rule.matcher.matches(value) {
+            if T::ENABLED {
+                tracer.step(Step::HeaderRule { index, rule, value, value_matches: false, from: None });
+            }
             continue;
         }
         if let Some(from) = &rule.from {
             let ip = *client.get_or_insert_with(|| request.client_ip());
-            if !ip.is_some_and(|ip| from.contains(ip)) {
+            let inside = ip.is_some_and(|ip| from.contains(ip));
+            if T::ENABLED {
+                let from = Some(FromCheck { client: ip, inside });
+                tracer.step(Step::HeaderRule { index, rule, value, value_matches: true, from });
+            }
+            if !inside {
                 continue;
             }
+        } else if T::ENABLED {
+            tracer.step(Step::HeaderRule { index, rule, value, value_matches: true, from: None });
         }
         return HeaderPass { target: Some(rule.target), user };
     }
@@ -303,7 +412,7 @@ fn header_pass<'r, R: RequestView>(s: &CompiledService, request: &'r R) -> Heade
 }
 
 /// The user id read through `user_key`; an empty value counts as absent.
-fn user_id<'r, R: RequestView>(key: &UserKey, request: &'r R) -> Option<&'r [u8]> {
+pub(crate) fn user_id<'r, R: RequestView>(key: &UserKey, request: &'r R) -> Option<&'r [u8]> {
     let value = match key {
         UserKey::Header(name) => request.header(name.as_bytes()),
         UserKey::Cookie(name) => request.cookie(name.as_bytes()),

@@ -23,13 +23,15 @@ pub mod report;
 pub mod request;
 pub mod responses;
 pub mod source;
+pub mod trace;
 
 pub use breaker::{BreakerCells, Gate, Outcome, Transition};
 pub use compiled::{CompiledConfig, CompiledService, Endpoint, FallbackPolicy};
 pub use config::{ConfigError, Target};
-pub use decide::{decide, decide_with, Breakers, Decision, NoBreakers, Rule, ServiceChoice};
+pub use decide::{decide, decide_traced, decide_with, Breakers, Decision, NoBreakers, Rule, ServiceChoice};
 pub use report::{BreakerState, Counts, FallbackReport, RampReport, ServiceReport, StatusReport};
 pub use request::{arg_in_query, cookie_in_header, OwnedRequest, RequestView};
+pub use trace::{NoTrace, Step, Trace, TracedStep, Tracer};
 
 /// Parses, validates and compiles a configuration held in memory.
 pub fn load_str(file: &str, text: &str) -> Result<CompiledConfig, ConfigError> {

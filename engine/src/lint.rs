@@ -3,7 +3,9 @@
 //! match wins (SPEC "Decision order"), so a rule is dead when an earlier rule
 //! already matches every request it would:
 //!
-//! * a header rule on the same header (names are case-insensitive) whose match is
+//! * a header rule on the same source (the same header, cookie or argument;
+//!   names are case-insensitive; a header and a cookie of one name are two
+//!   sources and never shadow each other) whose match is
 //!   a superset: the same `value`, `values` that include every value, an identical
 //!   `pattern` or one that matches every value, `present: true`; an earlier rule
 //!   with `from:` counts only when each of the later rule's `from:` networks lies
@@ -21,7 +23,7 @@ use std::fmt;
 use ahash::{AHashMap, AHashSet};
 use ipnet::IpNet;
 
-use crate::config::{Cidr, Config, HeaderMatch, HeaderRule, UserKey};
+use crate::config::{Cidr, Config, HeaderMatch, HeaderRule, RuleSource, UserKey};
 
 /// A problem that does not make the file invalid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,11 +82,14 @@ pub fn underscored_headers(config: &Config) -> Vec<Warning> {
             }
         }
         for (r, rule) in service.canary.header_rules.iter().enumerate() {
-            if rule.header.0.contains('_') {
-                out.push(Warning {
-                    path: format!("services[{s}].canary.header_rules[{r}].header"),
-                    message: format!("header {:?}: {WHY}", rule.header.0),
-                });
+            // Cookies and arguments with '_' are found: only header names are dropped.
+            if let RuleSource::Header(name) = &rule.source {
+                if name.contains('_') {
+                    out.push(Warning {
+                        path: format!("services[{s}].canary.header_rules[{r}].header"),
+                        message: format!("header {name:?}: {WHY}"),
+                    });
+                }
             }
         }
     }
@@ -277,7 +282,6 @@ struct HeaderIndex<'a> {
 }
 
 fn header_rules(out: &mut Vec<Warning>, path: &str, rules: &[HeaderRule]) {
-    let style = Style { rules: path, field: "values", lead: "same header" };
     let tail = |i: usize| {
         if rules[i].from.is_some() {
             ", and its from: contains this rule's".to_owned()
@@ -285,11 +289,19 @@ fn header_rules(out: &mut Vec<Warning>, path: &str, rules: &[HeaderRule]) {
             String::new()
         }
     };
-    let mut by_header: AHashMap<&str, HeaderIndex<'_>> = AHashMap::new();
+    // Rules on different sources (a header and a cookie of the same name, say)
+    // never shadow each other: each source has its own index.
+    let mut by_header: AHashMap<&RuleSource, HeaderIndex<'_>> = AHashMap::new();
     let mut budget = PATTERN_BUDGET;
     let mut out_of_budget = false;
     for (j, rule) in rules.iter().enumerate() {
-        let index = by_header.entry(rule.header.0.as_str()).or_default();
+        let lead = match rule.source {
+            RuleSource::Header(_) => "same header",
+            RuleSource::Cookie(_) => "same cookie",
+            RuleSource::Arg(_) => "same arg",
+        };
+        let style = Style { rules: path, field: "values", lead };
+        let index = by_header.entry(&rule.source).or_default();
         // The first earlier rule of `candidates` whose from: contains this rule's.
         let first = |candidates: Option<&Vec<usize>>| -> Option<usize> {
             candidates?.iter().copied().find(|&i| from_covers(rules[i].from.as_deref(), rule.from.as_deref()))
@@ -342,7 +354,7 @@ fn header_rules(out: &mut Vec<Warning>, path: &str, rules: &[HeaderRule]) {
             .collect();
         style.report(out, j, &covers, tail);
         // Rule j is an earlier rule from now on.
-        let index = by_header.get_mut(rule.header.0.as_str()).expect("indexed above");
+        let index = by_header.get_mut(&rule.source).expect("indexed above");
         match &rule.matcher {
             HeaderMatch::Value(v) => index.values.entry(v.as_str()).or_default().push(j),
             HeaderMatch::Values(vs) => {
@@ -626,6 +638,36 @@ services:
                 "{H}[2]: never matches: {H}[1] already matches every request it would (same header, value \"new\")"
             )],
         );
+    }
+
+    #[test]
+    fn cookie_and_arg_rules_shadow_only_rules_on_the_same_source() {
+        assert_lint(
+            "header_rules:
+  - {cookie: canary, value: always, target: new_cluster}
+  - {header: canary, value: always, target: new_cluster}
+  - {arg: canary, value: always, target: new_cluster}
+  - {header: Cookie, value: always, target: new_cluster}
+  - {cookie: CANARY, value: always, target: old_cluster}
+  - {arg: Canary, values: [always, never], target: old_cluster}
+  - {cookie: canary, present: true, target: new_cluster}
+  - {cookie: canary_id, value: x, target: new_cluster}
+  - {cookie: canary, pattern: '^n', target: new_cluster}",
+            &[
+                &format!("{H}[4]: never matches: {H}[0] already matches every request it would (same cookie, value \"always\")"),
+                &format!("{H}[5].values[0]: never matches: {H}[2] already matches every request it would (same arg, value \"always\")"),
+                &format!("{H}[8]: never matches: {H}[6] already matches every request it would (same cookie, present: true)"),
+            ],
+        );
+    }
+
+    #[test]
+    fn underscores_are_warned_for_headers_only() {
+        let text = format!(
+            "{BASE}      header_rules:\n        - {{cookie: session_id, present: true, target: new}}\n        - {{arg: user_id, present: true, target: new}}\n"
+        );
+        let config = crate::config::parse("m.yaml", &text).unwrap();
+        assert_eq!(warnings(&config), vec![]);
     }
 
     #[test]

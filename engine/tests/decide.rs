@@ -464,6 +464,71 @@ fn many_distinct_header_names_are_all_seen() {
 // 5. ip rules
 
 #[test]
+fn cookie_rules_read_the_cookie_as_nginx_does() {
+    let c = one("canary:
+  header_rules:
+    - {cookie: Canary, value: always, target: new_cluster}
+    - {cookie: canary, value: never, target: old_cluster}
+migration: {percentage: 100}");
+    let with_cookie = |v: &str| req().header("Cookie", v);
+    assert_decision(run(&c, &with_cookie("a=1; canary=always")), Target::New, Rule::Header);
+    assert_decision(run(&c, &with_cookie("CANARY=never")), Target::Old, Rule::Header);
+    // The first occurrence, across Cookie headers too.
+    assert_decision(run(&c, &with_cookie("canary=never; canary=always")), Target::Old, Rule::Header);
+    assert_decision(run(&c, &with_cookie("x=1").header("Cookie", "canary=always")), Target::New, Rule::Header);
+    // nginx's quirk: a bare name swallows the next cookie.
+    assert_decision(run_drawing(&c, &with_cookie("canary; canary=never"), 0).0, Target::New, Rule::Weight);
+    // Anything else falls through; a header named canary is not the cookie.
+    assert_decision(run_drawing(&c, &with_cookie("canary=sometimes"), 0).0, Target::New, Rule::Weight);
+    assert_decision(run_drawing(&c, &req().header("Canary", "never"), 0).0, Target::New, Rule::Weight);
+}
+
+#[test]
+fn arg_rules_read_the_argument_as_nginx_does() {
+    let c = one("canary:
+  header_rules:
+    - {arg: beta, values: ['1', 'yes'], target: new_cluster}
+    - {arg: Legacy, present: true, target: old_cluster}
+    - {header: X-Beta, value: '1', target: new_cluster}");
+    assert_decision(run(&c, &req().args("a=2&BETA=yes")), Target::New, Rule::Header);
+    assert_decision(run(&c, &req().args("beta=1&beta=0")), Target::New, Rule::Header);
+    assert_decision(run(&c, &req().args("beta=0&beta=1&legacy")), Target::Old, Rule::Weight);
+    assert_decision(run(&c, &req().args("legacy=")), Target::Old, Rule::Header);
+    assert_decision(run(&c, &req().args("xbeta=1")), Target::Old, Rule::Weight);
+    assert_decision(run(&c, &req().args("x=1").header("X-Beta", "1")), Target::New, Rule::Header);
+}
+
+#[test]
+fn cookie_and_arg_rules_keep_from_and_first_match_order() {
+    let c = one("canary:
+  header_rules:
+    - {cookie: canary, value: always, target: new_cluster, from: [10.0.0.0/8]}
+    - {arg: canary, value: always, target: old_cluster}
+    - {header: X-Canary, value: always, target: new_cluster}");
+    let both = || req().header("Cookie", "canary=always").args("canary=always").header("X-Canary", "always");
+    assert_decision(run(&c, &both().client("10.1.2.3")), Target::New, Rule::Header);
+    assert_decision(run(&c, &both().client("192.0.2.1")), Target::Old, Rule::Header);
+    assert_decision(run(&c, &req().header("X-Canary", "always").client("192.0.2.1")), Target::New, Rule::Header);
+}
+
+#[test]
+fn many_header_cookie_and_arg_names_are_all_seen() {
+    // More value slots than the stack holds: the heap path.
+    let mut rules = String::from("canary:\n  header_rules:\n");
+    for i in 0..10 {
+        rules.push_str(&format!("    - {{header: X-H{i}, value: v, target: old_cluster}}\n"));
+        rules.push_str(&format!("    - {{cookie: c{i}, value: v, target: old_cluster}}\n"));
+        rules.push_str(&format!("    - {{arg: a{i}, value: v, target: old_cluster}}\n"));
+    }
+    rules.push_str("    - {arg: last, value: v, target: new_cluster}\n");
+    let c = one(&rules);
+    assert_decision(run(&c, &req().args("a9=v")), Target::Old, Rule::Header);
+    assert_decision(run(&c, &req().header("Cookie", "c9=v")), Target::Old, Rule::Header);
+    assert_decision(run(&c, &req().header("X-H9", "v")), Target::Old, Rule::Header);
+    assert_decision(run(&c, &req().args("a9=w&last=v")), Target::New, Rule::Header);
+}
+
+#[test]
 fn ip_rules_match_ipv4_and_ipv6_clients() {
     let c = one("canary:
   ip_rules:

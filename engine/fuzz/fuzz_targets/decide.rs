@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use migration_engine::{
-    decide, decide_with, load_str, BreakerCells, BreakerState, Breakers, CompiledConfig, Decision, Outcome,
-    OwnedRequest, Rule, ServiceChoice, Target, Transition,
+    decide, decide_traced, decide_with, load_str, BreakerCells, BreakerState, Breakers, CompiledConfig, Decision, Outcome,
+    NoBreakers, OwnedRequest, Rule, ServiceChoice, Target, Trace, Transition,
 };
 
 /// Every kind of rule: wildcard hosts, header rules of every kind (value, few and
@@ -62,6 +62,9 @@ services:
           present: false
           target: old
           from: ["::ffff:172.16.0.0/108"]
+        - {cookie: canary, value: always, target: new}
+        - {cookie: canary, value: never, target: old}
+        - {arg: beta, values: ["1", "yes"], target: new, from: [10.0.0.0/8]}
       ip_rules:
         - cidr: 10.20.0.0/16
           target: new_cluster
@@ -514,6 +517,11 @@ fuzz_target!(|input: Input| {
     if let (Choice::Raw(_), None) = (&input.choice, named) {
         assert_eq!(plain, Decision::NO_SERVICE);
     }
+    // The traced decision (`nginx-migration explain`) is the same decision.
+    let mut trace = Trace::default();
+    let traced = decide_traced(config, choice, &request, &mut || input.draw, &NoBreakers, &mut trace);
+    assert_eq!(traced, plain, "{:?}", trace.steps);
+    assert_eq!(trace.steps[0].matched, plain.service.is_some());
 
     // With the breakers in their fuzzed states.
     let state_before = plain.service.map(|i| breakers.cells[i as usize].state());

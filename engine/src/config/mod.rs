@@ -130,7 +130,8 @@ pub struct Canary {
 
 #[derive(Clone, Debug)]
 pub struct HeaderRule {
-    pub header: HeaderName,
+    /// `header:`, `cookie:` or `arg:` (SPEC "Rule sources beyond headers").
+    pub source: RuleSource,
     pub matcher: HeaderMatch,
     pub target: Target,
     /// `from:`: honour the rule only for clients in these networks.
@@ -202,7 +203,9 @@ pub(crate) use validated_mapping;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHeaderRule {
-    header: HeaderName,
+    header: Option<HeaderName>,
+    cookie: Option<CookieName>,
+    arg: Option<ArgName>,
     value: Option<String>,
     values: Option<Vec<String>>,
     pattern: Option<Pattern>,
@@ -214,6 +217,22 @@ struct RawHeaderRule {
 impl Validate for HeaderRule {
     type Raw = RawHeaderRule;
     fn validate(r: RawHeaderRule) -> Result<Self, String> {
+        // Exactly one source; a second one is reported at its own key.
+        let given = [
+            r.header.map(|h| RuleSource::Header(h.0)),
+            r.cookie.map(|c| RuleSource::Cookie(c.0)),
+            r.arg.map(|a| RuleSource::Arg(a.0)),
+        ];
+        let mut given = given.into_iter().flatten();
+        let Some(source) = given.next() else {
+            return Err("a header rule needs one of header, cookie or arg (what it reads)".into());
+        };
+        if let Some(second) = given.next() {
+            return Err(field_error(
+                second.kind(),
+                format!("a header rule reads one of header, cookie or arg; this one already reads {source}"),
+            ));
+        }
         let matcher = match (r.value, r.values, r.pattern, r.present) {
             (Some(v), None, None, None) => HeaderMatch::Value(v),
             (None, Some(vs), None, None) => {
@@ -232,7 +251,7 @@ impl Validate for HeaderRule {
         if matches!(&r.from, Some(f) if f.is_empty()) {
             return Err(field_error("from", "must list at least one network (leave it out to allow every client)"));
         }
-        Ok(HeaderRule { header: r.header, matcher, target: r.target, from: r.from })
+        Ok(HeaderRule { source, matcher, target: r.target, from: r.from })
     }
 }
 validated_mapping!(HeaderRule);
@@ -547,6 +566,21 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         Some(Version::Number(v)) => syntax::plain_scalar(body, "version").unwrap_or(v),
     };
     Ok(Config { version, services: raw.services.0 })
+}
+
+/// The line and column of the field at `path` (`services[0].canary.ip_rules[1]`,
+/// as errors and warnings name fields) in a file's text, a ConfigMap manifest
+/// included (positions are the manifest's when the document is a literal block).
+/// For the located warnings of `nginx-migration check --format json`.
+pub fn locate_in_file(text: &str, path: &str) -> Option<(usize, usize)> {
+    let outline = syntax::outline(text).ok()?;
+    if !outline.configmap {
+        return syntax::locate(text, path);
+    }
+    let embedded = unwrap_configmap("", text).ok()?;
+    let (line, column) = syntax::locate(&embedded.text, path)?;
+    let (line_offset, indent) = embedded.offset?;
+    Some((line + line_offset, column + indent))
 }
 
 /// The first pass over a document (or the document embedded in a ConfigMap, whose

@@ -232,6 +232,50 @@ fn header_rule_needs_exactly_one_matcher() {
 }
 
 #[test]
+fn header_rule_reads_exactly_one_source() {
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - value: x\n          target: new\n"),
+        "m.yaml:9:11: services[0].canary.header_rules[0]: a header rule needs one of header, cookie or arg (what it reads)",
+    );
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - header: X-A\n          cookie: canary\n          value: x\n          target: new\n"),
+        "m.yaml:10:19: services[0].canary.header_rules[0].cookie: a header rule reads one of header, cookie or arg; this one already reads header \"x-a\"",
+    );
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - {cookie: c, value: x, target: new}\n        - {arg: a, cookie: c, value: x, target: new}\n"),
+        "m.yaml:10:17: services[0].canary.header_rules[1].arg: a header rule reads one of header, cookie or arg; this one already reads cookie \"c\"",
+    );
+}
+
+#[test]
+fn cookie_and_arg_rules_load_with_lowercase_names() {
+    let c = parse(
+        "m.yaml",
+        &with("    canary:\n      header_rules:\n        - {cookie: Canary, value: always, target: new}\n        - {arg: Beta, present: true, target: new, from: [10.0.0.0/8]}\n"),
+    )
+    .unwrap();
+    let rules = &c.services[0].canary.header_rules;
+    assert_eq!(rules[0].source, RuleSource::Cookie("canary".into()));
+    assert_eq!(rules[1].source, RuleSource::Arg("beta".into()));
+}
+
+#[test]
+fn bad_cookie_and_arg_names_are_refused_where_they_are() {
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - {cookie: 'a=b', value: x, target: new}\n"),
+        "m.yaml:9:20: services[0].canary.header_rules[0].cookie: \"a=b\" has '=', which cannot appear in a cookie name",
+    );
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - {arg: '', value: x, target: new}\n"),
+        "m.yaml:9:17: services[0].canary.header_rules[0].arg: arg name must not be empty",
+    );
+    assert_err(
+        &with("    canary:\n      header_rules:\n        - {arg: 'a b', value: x, target: new}\n"),
+        "m.yaml:9:17: services[0].canary.header_rules[0].arg: \"a b\" has ' ', which cannot appear in an arg name",
+    );
+}
+
+#[test]
 fn bad_backend_is_refused() {
     assert_err(
         &BASE.replace("old.svc:8078", "ftp://old.svc:21"),

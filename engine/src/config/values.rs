@@ -364,6 +364,77 @@ impl HeaderName {
 }
 string_value!(HeaderName, "a header name");
 
+/// What a header rule reads (SPEC "Rule sources beyond headers"): a request
+/// header, a cookie as `$cookie_NAME` reads it, or a query argument as
+/// `$arg_NAME` reads it. Names are kept lowercase: all three match
+/// case-insensitively in nginx.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RuleSource {
+    Header(String),
+    Cookie(String),
+    Arg(String),
+}
+
+impl RuleSource {
+    /// The YAML key that names this source: `header`, `cookie` or `arg`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuleSource::Header(_) => "header",
+            RuleSource::Cookie(_) => "cookie",
+            RuleSource::Arg(_) => "arg",
+        }
+    }
+
+    /// The lowercase name.
+    pub fn name(&self) -> &str {
+        match self {
+            RuleSource::Header(n) | RuleSource::Cookie(n) | RuleSource::Arg(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for RuleSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.kind(), self.name())
+    }
+}
+
+/// A cookie or argument name as `$cookie_NAME` / `$arg_NAME` can look it up:
+/// visible ASCII without `;`, `=`, `,` or `&` (which end a name in nginx's
+/// parsers), kept lowercase.
+fn cookie_or_arg_name(kind: &str, s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err(format!("{kind} name must not be empty"));
+    }
+    if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic() || matches!(c, ';' | '=' | ',' | '&')) {
+        let article = if kind == "arg" { "an" } else { "a" };
+        return Err(format!("{s:?} has {c:?}, which cannot appear in {article} {kind} name"));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// `cookie:` of a header rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CookieName(pub String);
+
+impl CookieName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        cookie_or_arg_name("cookie", s).map(CookieName)
+    }
+}
+string_value!(CookieName, "a cookie name");
+
+/// `arg:` of a header rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ArgName(pub String);
+
+impl ArgName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        cookie_or_arg_name("arg", s).map(ArgName)
+    }
+}
+string_value!(ArgName, "an argument name");
+
 /// A network: `a.b.c.d/len`, `ipv6/len`, or a single address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr(pub IpNet);

@@ -1,0 +1,379 @@
+//! `replay`: every line of access logs decided by the engine, as the module
+//! would have decided it, and counted per service.
+//!
+//! Weight decisions are random per request, so they are counted as expected
+//! values: a request decided by a 20 % weight adds 0.2 to new and 0.8 to old.
+//! A user is the user id read through the service's `user_key` (for strategy
+//! `ip`, the client address); users are kept as 64-bit hashes of their ids
+//! (a collision among a billion users has odds below 3 %). For each user the
+//! chance that it reached a side at least once is `1 - Π(1 - p)` over its
+//! requests: exact (0 or 1) when no weight decided them.
+
+use std::fs::File;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+use ahash::AHashMap;
+use indicatif::{ProgressBar, ProgressStyle};
+use migration_engine::config::Strategy;
+use migration_engine::{decide, CompiledConfig, Decision, Rule, ServiceChoice, Target};
+use serde_json::{json, Map, Value};
+
+use crate::logformat::{Field, LogFormat};
+use crate::{Failed, Format};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The YAML file to decide by.
+    file: PathBuf,
+    /// Access logs, plain or gzip (`.gz`, or any file starting with gzip's magic bytes).
+    #[arg(required = true, value_name = "LOG")]
+    logs: Vec<PathBuf>,
+    /// The nginx log_format string the logs were written with (`combined` for nginx's predefined one).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: String,
+    /// A second YAML file: also count the requests and users that would move between the two.
+    #[arg(long, value_name = "OTHER")]
+    against: Option<PathBuf>,
+    /// Print at most this many unparsable lines (all are counted).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    show_unparsed: usize,
+    /// Never draw a progress bar (none is drawn when stderr is not a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// Per user: the chance that none of its requests went new, none went old, none
+/// moved old→new, none moved new→old.
+#[derive(Clone, Copy)]
+struct User {
+    not_new: f64,
+    not_old: f64,
+    no_up: f64,
+    no_down: f64,
+}
+
+const NEW_USER: User = User { not_new: 1.0, not_old: 1.0, no_up: 1.0, no_down: 1.0 };
+
+#[derive(Default)]
+struct ServiceStats {
+    /// Expected requests to old and new.
+    requests: [f64; 2],
+    rules: [u64; Rule::COUNT],
+    users: AHashMap<u64, User>,
+    moved: [f64; 2],
+    requests_without_user: u64,
+}
+
+#[derive(Default)]
+pub struct Totals {
+    lines: u64,
+    unparsed: u64,
+    unmatched: u64,
+    services: Vec<ServiceStats>,
+    shown: Vec<String>,
+}
+
+/// The chance that a decision sent its request to new.
+fn new_share(config: &CompiledConfig, d: &Decision) -> Option<f64> {
+    let target = d.target?;
+    if d.rule == Rule::Weight {
+        let s = &config.services[d.service? as usize];
+        return Some(f64::from(s.percentage_bp) / 10_000.0);
+    }
+    Some(if target == Target::New { 1.0 } else { 0.0 })
+}
+
+fn user_hash(bytes: &[u8]) -> u64 {
+    // Fixed keys: the same id is the same user in every file of the run.
+    const KEYS: ahash::RandomState = ahash::RandomState::with_seeds(0x6d69_6772, 0x6174_696f, 0x6e2d_7573, 0x6572_7321);
+    KEYS.hash_one(bytes)
+}
+
+struct Replayer<'c> {
+    config: &'c CompiledConfig,
+    against: Option<&'c CompiledConfig>,
+    format: LogFormat,
+    totals: Totals,
+    show_unparsed: usize,
+    fields: Vec<Field>,
+    scratch: Vec<u8>,
+}
+
+impl Replayer<'_> {
+    fn line(&mut self, file: &str, number: u64, line: &[u8]) {
+        self.totals.lines += 1;
+        if !self.format.split(line, &mut self.fields, &mut self.scratch) {
+            self.totals.unparsed += 1;
+            if self.totals.shown.len() < self.show_unparsed {
+                let shown: String = String::from_utf8_lossy(&line[..line.len().min(120)]).chars().collect();
+                self.totals.shown.push(format!("{file}:{number}: not in the log format: {shown}"));
+            }
+            return;
+        }
+        let request = self.format.view(line, &self.fields, &self.scratch);
+        // The draw is never used: weight decisions count as expected values.
+        let d = decide(self.config, ServiceChoice::Auto, &request, &mut || 0);
+        let (Some(index), Some(p)) = (d.service, new_share(self.config, &d)) else {
+            self.totals.unmatched += 1;
+            return;
+        };
+        let service = &self.config.services[index as usize];
+        let stats = &mut self.totals.services[index as usize];
+        stats.requests[0] += 1.0 - p;
+        stats.requests[1] += p;
+        stats.rules[d.rule.index()] += 1;
+        let (mut up, mut down) = (0.0, 0.0);
+        if let Some(other) = self.against {
+            let e = decide(other, ServiceChoice::Auto, &request, &mut || 0);
+            if let Some(q) = new_share(other, &e) {
+                // One coin per request for both files: what the change itself moves.
+                up = (q - p).max(0.0);
+                down = (p - q).max(0.0);
+                stats.moved[0] += up;
+                stats.moved[1] += down;
+            }
+        }
+        let user = match service.strategy {
+            Strategy::Ip => Some(request_addr(&request)),
+            _ => service.user_id(&request),
+        };
+        let Some(user) = user else {
+            stats.requests_without_user += 1;
+            return;
+        };
+        let u = stats.users.entry(user_hash(user)).or_insert(NEW_USER);
+        u.not_new *= 1.0 - p;
+        u.not_old *= p;
+        u.no_up *= 1.0 - up;
+        u.no_down *= 1.0 - down;
+    }
+}
+
+fn request_addr<'a>(r: &'a crate::logformat::LineRequest<'a>) -> &'a [u8] {
+    use migration_engine::RequestView;
+    r.client_addr_text()
+}
+
+/// Reads a log whole, line by line, in large chunks (plain or gzip).
+fn read_log(path: &std::path::Path, progress: &ProgressBar, mut each: impl FnMut(u64, &[u8])) -> std::io::Result<()> {
+    let mut file = File::open(path)?;
+    let mut magic = [0u8; 2];
+    let gz = {
+        let n = file.read(&mut magic)?;
+        n == 2 && magic == [0x1f, 0x8b]
+    };
+    let file = File::open(path)?;
+    let counted = progress.wrap_read(file);
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, counted)))
+    } else {
+        Box::new(counted)
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut filled = 0;
+    let mut number = 0u64;
+    loop {
+        if filled == buf.len() {
+            // A line longer than the buffer: grow it.
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = reader.read(&mut buf[filled..])?;
+        let end = filled + n;
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', &buf[filled..end]) {
+            let at = filled + nl;
+            number += 1;
+            if at > start {
+                each(number, &buf[start..at]);
+            }
+            start = at + 1;
+        }
+        if n == 0 {
+            if start < end {
+                number += 1;
+                each(number, &buf[start..end]);
+            }
+            return Ok(());
+        }
+        buf.copy_within(start..end, 0);
+        filled = end - start;
+    }
+}
+
+fn progress_bar(args: &Args) -> ProgressBar {
+    if args.no_progress || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let total: u64 = args.logs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+            .expect("a valid template"),
+    );
+    bar
+}
+
+pub fn run(args: Args) -> Result<(), Failed> {
+    let format = LogFormat::parse(&args.log_format).map_err(|e| Failed(Some(format!("--log-format: {e}"))))?;
+    if !format.has_host() {
+        eprintln!("nginx-migration: warning: the log format has neither $host nor $http_host: no line can match a service by its Host");
+    }
+    let config = crate::explain::load(&args.file)?;
+    let against = args.against.as_deref().map(crate::explain::load).transpose()?;
+    let progress = progress_bar(&args);
+    let mut r = Replayer {
+        config: &config,
+        against: against.as_ref(),
+        format,
+        totals: Totals {
+            services: config.services.iter().map(|_| ServiceStats::default()).collect(),
+            ..Totals::default()
+        },
+        show_unparsed: args.show_unparsed,
+        fields: Vec::new(),
+        scratch: Vec::new(),
+    };
+    let started = std::time::Instant::now();
+    for log in &args.logs {
+        let name = log.display().to_string();
+        progress.set_message(name.clone());
+        read_log(log, &progress, |number, line| r.line(&name, number, line))
+            .map_err(|e| Failed(Some(format!("{name}: {e}"))))?;
+    }
+    progress.finish_and_clear();
+    let elapsed = started.elapsed();
+    let totals = r.totals;
+    for shown in &totals.shown {
+        eprintln!("nginx-migration: {shown}");
+    }
+    if totals.unparsed > totals.shown.len() as u64 {
+        eprintln!("nginx-migration: {} lines could not be parsed ({} shown)", totals.unparsed, totals.shown.len());
+    }
+    match args.format {
+        Format::Json => print_json(&config, &totals, against.is_some()),
+        Format::Text => print_text(&config, &totals, against.is_some(), elapsed),
+    }
+    Ok(())
+}
+
+/// A count that is whole when no weight decision went into it.
+fn number(x: f64) -> Value {
+    let rounded = (x * 100.0).round() / 100.0;
+    if rounded.fract() == 0.0 && rounded.abs() < 9.0e15 {
+        json!(rounded as i64)
+    } else {
+        json!(rounded)
+    }
+}
+
+fn users(stats: &ServiceStats) -> [f64; 2] {
+    stats.users.values().fold([0.0, 0.0], |[old, new], u| [old + 1.0 - u.not_old, new + 1.0 - u.not_new])
+}
+
+fn moved_users(stats: &ServiceStats) -> [f64; 2] {
+    stats.users.values().fold([0.0, 0.0], |[up, down], u| [up + 1.0 - u.no_up, down + 1.0 - u.no_down])
+}
+
+fn print_json(config: &CompiledConfig, totals: &Totals, against: bool) {
+    let mut services = Map::new();
+    for (s, stats) in config.services.iter().zip(&totals.services) {
+        let [uo, un] = users(stats);
+        let rules: Map<String, Value> = Rule::ALL
+            .iter()
+            .filter(|r| **r != Rule::None)
+            .map(|r| (r.as_str().to_owned(), json!(stats.rules[r.index()])))
+            .collect();
+        let mut entry = json!({
+            "requests": {"old": number(stats.requests[0]), "new": number(stats.requests[1])},
+            "users": {"old": number(uo), "new": number(un)},
+            "rules": rules,
+        });
+        if against {
+            let [mu, md] = moved_users(stats);
+            entry["moved"] = json!({
+                "requests": {"old_to_new": number(stats.moved[0]), "new_to_old": number(stats.moved[1])},
+                "users": {"old_to_new": number(mu), "new_to_old": number(md)},
+            });
+        }
+        services.insert(s.name.clone(), entry);
+    }
+    let doc = json!({"lines": totals.lines, "unparsed": totals.unparsed, "unmatched": totals.unmatched, "services": services});
+    println!("{}", serde_json::to_string_pretty(&doc).expect("JSON of numbers"));
+}
+
+/// `1234567.25` as `1,234,567.25`; whole numbers without decimals.
+fn grouped(x: f64) -> String {
+    let rounded = (x * 100.0).round() / 100.0;
+    let whole = rounded.trunc() as i64;
+    let digits = whole.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if whole < 0 {
+        out.insert(0, '-');
+    }
+    let cents = ((rounded - rounded.trunc()).abs() * 100.0).round() as u64;
+    if cents > 0 {
+        out.push_str(&format!(".{cents:02}"));
+    }
+    out
+}
+
+fn print_text(config: &CompiledConfig, totals: &Totals, against: bool, elapsed: std::time::Duration) {
+    let rate = totals.lines as f64 / elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "{} lines ({} unparsed, {} for no service) in {:.2} s, {} lines/s",
+        grouped(totals.lines as f64),
+        grouped(totals.unparsed as f64),
+        grouped(totals.unmatched as f64),
+        elapsed.as_secs_f64(),
+        grouped(rate.round())
+    );
+    for (s, stats) in config.services.iter().zip(&totals.services) {
+        let total = stats.requests[0] + stats.requests[1];
+        let share = |x: f64| if total > 0.0 { format!(" ({:.2} %)", 100.0 * x / total) } else { String::new() };
+        println!();
+        println!("service {}: {} requests", s.name, grouped(total));
+        println!(
+            "  requests  old {}{}  new {}{}",
+            grouped(stats.requests[0]),
+            share(stats.requests[0]),
+            grouped(stats.requests[1]),
+            share(stats.requests[1])
+        );
+        let [uo, un] = users(stats);
+        println!(
+            "  users     old {}  new {}  ({} distinct; {} requests without a user id)",
+            grouped(uo),
+            grouped(un),
+            grouped(stats.users.len() as f64),
+            grouped(stats.requests_without_user as f64)
+        );
+        let rules: Vec<String> = Rule::ALL
+            .iter()
+            .filter(|r| stats.rules[r.index()] > 0)
+            .map(|r| format!("{} {}", r.as_str(), grouped(stats.rules[r.index()] as f64)))
+            .collect();
+        println!("  rules     {}", if rules.is_empty() { "-".to_owned() } else { rules.join(", ") });
+        if stats.rules[Rule::Weight.index()] > 0 {
+            println!("            (weight decisions counted as expected values)");
+        }
+        if against {
+            let [mu, md] = moved_users(stats);
+            println!(
+                "  moved     requests old→new {}  new→old {};  users old→new {}  new→old {}",
+                grouped(stats.moved[0]),
+                grouped(stats.moved[1]),
+                grouped(mu),
+                grouped(md)
+            );
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! check, explain, replay and diff through the binary: exit statuses, the
+//! fixed JSON keys, and what each promises.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nginx-migration"))
+}
+
+fn tmp(name: &str, content: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nginx-migration-cmd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+fn yaml(percentage: &str, strategy: &str, salt: &str) -> String {
+    format!(
+        "services:
+  - name: api
+    hosts: [api.example.com]
+    old_host: api.example.com
+    old_backend: api-old:80
+    new_host: api.new.example.com
+    new_backend: https://api-new:8443
+    migration: {{strategy: {strategy}, percentage: {percentage}, hash_salt: {salt:?}}}
+    canary:
+      header_rules:
+        - {{header: X-Migration-Target, value: new, target: new}}
+        - {{cookie: canary, value: always, target: new, from: [10.0.0.0/8]}}
+      ip_rules:
+        - {{cidr: 192.168.0.0/16, target: old}}
+      user_rules:
+        - {{users: [alice], target: new}}
+    fallback: {{failures: 3}}
+"
+    )
+}
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn exit_statuses() {
+    let good = tmp("good.yaml", yaml("20", "user", "").as_bytes());
+    let bad = tmp("bad.yaml", yaml("120", "user", "").as_bytes());
+    assert_eq!(bin().arg("check").arg(&good).status().unwrap().code(), Some(0));
+    let out = bin().arg("check").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "nginx-migration: [emerg] {}:8:45: services[0].migration.percentage: must be between 0 and 100, got 120\n",
+            bad.display()
+        )
+    );
+    assert_eq!(bin().args(["check"]).status().unwrap().code(), Some(2), "no file");
+    assert_eq!(bin().args(["frobnicate"]).status().unwrap().code(), Some(2));
+    assert_eq!(bin().arg("explain").arg(&good).status().unwrap().code(), Some(2), "--host is required");
+    assert_eq!(bin().arg("explain").arg(&bad).args(["--host", "x"]).status().unwrap().code(), Some(1));
+    for command in ["check", "explain", "replay", "diff", "import-ingress"] {
+        let out = bin().args([command, "--help"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Example"), "{command} --help has an example");
+    }
+}
+
+#[test]
+fn check_json_has_the_fixed_keys() {
+    let bad = tmp("bad-json.yaml", yaml("20", "sticky", "").as_bytes());
+    let out = bin().args(["check", "--format", "json"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    let e = &v[0];
+    assert_eq!(e["file"], bad.display().to_string());
+    assert_eq!((e["line"].as_u64(), e["column"].as_u64()), (Some(8), Some(27)));
+    assert_eq!(e["path"], "services[0].migration.strategy");
+    assert_eq!(e["severity"], "error");
+    assert_eq!(e["message"], "must be weight, user or ip, got \"sticky\"");
+}
+
+#[test]
+fn explain_json_and_steps() {
+    let file = tmp("explain.yaml", yaml("20", "user", "").as_bytes());
+    let run = |args: &[&str]| {
+        let out = bin().arg("explain").arg(&file).args(["--format", "json"]).args(args).output().unwrap();
+        assert!(out.status.success());
+        json(&out)
+    };
+    let v = run(&["--host", "API.example.com:8080", "--cookie", "canary=always", "--ip", "10.1.2.3"]);
+    assert_eq!(
+        (v["service"].as_str(), v["target"].as_str(), v["rule"].as_str()),
+        (Some("api"), Some("new"), Some("header"))
+    );
+    assert_eq!(
+        (v["backend"].as_str(), v["host"].as_str(), v["scheme"].as_str()),
+        (Some("api-new:8443"), Some("api.new.example.com"), Some("https"))
+    );
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(
+        steps.iter().map(|s| s["step"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["service", "enabled", "header_rules[0]", "header_rules[1]"]
+    );
+    assert_eq!(
+        steps[3]["why"],
+        "cookie \"canary\" is \"always\", matches value \"always\", and client 10.1.2.3 is in from: -> new"
+    );
+
+    // From outside from:, the cookie falls through; a listed user is found.
+    let v = run(&[
+        "--host",
+        "api.example.com",
+        "--cookie",
+        "canary=always",
+        "--ip",
+        "8.8.8.8",
+        "--header",
+        "X-User-ID: alice",
+    ]);
+    assert_eq!((v["target"].as_str(), v["rule"].as_str()), (Some("new"), Some("user_list")));
+
+    // The hash, its threshold, and the key.
+    let v = run(&["--host", "api.example.com", "--ip", "8.8.8.8", "--header", "X-User-ID: user-42"]);
+    let last = v["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["step"], "user_hash");
+    let why = last["why"].as_str().unwrap();
+    let hash = migration_engine::hash::murmur2(b"user-42");
+    assert!(why.contains(&format!("murmur2 of user id \"user-42\" = {hash:#010x}")), "{why}");
+    assert!(why.contains("threshold 0x33333333 for 20 %"), "{why}");
+
+    // --fallback-open: the breaker's step decides after the header rules.
+    let v = run(&["--host", "api.example.com", "--ip", "8.8.8.8", "--header", "X-User-ID: alice", "--fallback-open"]);
+    assert_eq!((v["target"].as_str(), v["rule"].as_str()), (Some("old"), Some("fallback")));
+
+    // No service: null service and target, rule none.
+    let v = run(&["--host", "nowhere.example"]);
+    assert!(v["service"].is_null() && v["target"].is_null() && v["backend"].is_null());
+    assert_eq!(v["rule"], "none");
+}
+
+const FORMAT: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$host" "$http_x_user_id""#;
+
+fn log_line(ip: &str, uri: &str, agent: &str, host: &str, user: &str) -> String {
+    format!(
+        "{ip} - - [27/Nov/2026:10:00:00 +0000] \"GET {uri} HTTP/1.1\" 200 12 \"-\" \"{agent}\" \"{host}\" \"{user}\"\n"
+    )
+}
+
+#[test]
+fn replay_counts_users_and_a_raise_moves_nobody_back() {
+    let mut log = String::new();
+    for u in 0..3000 {
+        for _ in 0..2 {
+            log.push_str(&log_line("8.8.8.8", "/", "curl", "api.example.com", &format!("user-{u}")));
+        }
+    }
+    log.push_str("this line is not in the format\n");
+    log.push_str(&log_line("10.1.2.3", "/?x=1", "a \\x22quoted\\x22 agent", "api.example.com", "-"));
+    let path = tmp("access.log", log.as_bytes());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(log.as_bytes()).unwrap();
+    let gz_path = tmp("access.log.gz", &gz.finish().unwrap());
+    let low = tmp("low.yaml", yaml("20", "user", "").as_bytes());
+    let high = tmp("high.yaml", yaml("30", "user", "").as_bytes());
+    let salted = tmp("salted.yaml", yaml("20", "user", "v2").as_bytes());
+    let replay = |log: &PathBuf, against: &PathBuf| {
+        let out = bin()
+            .arg("replay")
+            .arg(&low)
+            .arg(log)
+            .args(["--log-format", FORMAT, "--format", "json", "--against"])
+            .arg(against)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (json(&out), String::from_utf8(out.stderr).unwrap())
+    };
+    let (v, stderr) = replay(&path, &high);
+    assert_eq!(v["lines"], 6002);
+    assert_eq!(v["unparsed"], 1);
+    assert!(stderr.contains("access.log:6001: not in the log format: this line is not in the format"), "{stderr}");
+    let api = &v["services"]["api"];
+    // Exactly split_clients' cohorts, counted by the engine's own hash.
+    let bound = migration_engine::hash::Threshold::from_basis_points(2000);
+    let new_users =
+        (0..3000).filter(|u| bound.admits(migration_engine::hash::murmur2(format!("user-{u}").as_bytes()))).count();
+    assert_eq!(api["users"]["new"], new_users as u64);
+    assert_eq!(api["users"]["old"], 3000 - new_users as u64);
+    assert_eq!(api["requests"]["new"].as_f64().unwrap(), (2 * new_users) as f64 + 0.2);
+    // The request without a user id is a weight decision: 0.2 expected on new.
+    assert_eq!(api["requests"]["old"].as_f64().unwrap(), (6000 - 2 * new_users) as f64 + 0.8);
+    assert_eq!(api["rules"]["weight"], 1);
+    // A raise from 20 % to 30 % on strategy user: some move up, nobody comes back.
+    assert_eq!(api["moved"]["users"]["new_to_old"], 0);
+    assert_eq!(api["moved"]["requests"]["new_to_old"], 0);
+    let up = api["moved"]["users"]["old_to_new"].as_u64().unwrap();
+    let higher = migration_engine::hash::Threshold::from_basis_points(3000);
+    let expected_up = (0..3000)
+        .filter(|u| {
+            let h = migration_engine::hash::murmur2(format!("user-{u}").as_bytes());
+            higher.admits(h) && !bound.admits(h)
+        })
+        .count();
+    assert_eq!(up, expected_up as u64);
+    // The same through gzip.
+    let (z, _) = replay(&gz_path, &high);
+    assert_eq!(z["services"], v["services"]);
+    // A salt change moves people both ways.
+    let (s, _) = replay(&path, &salted);
+    assert!(s["services"]["api"]["moved"]["users"]["new_to_old"].as_u64().unwrap() > 100);
+}
+
+#[test]
+fn diff_reports_rules_percentages_and_exact_shares() {
+    let a = tmp("a.yaml", yaml("20", "user", "").as_bytes());
+    let b_text = yaml("30", "user", "").replace(
+        "        - {cookie: canary, value: always, target: new, from: [10.0.0.0/8]}\n",
+        "        - {arg: beta, present: true, target: new}\n",
+    );
+    let b = tmp("b.yaml", b_text.as_bytes());
+    let out = bin().arg("diff").arg(&a).arg(&b).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("  migration.percentage: 20 -> 30\n"), "{text}");
+    assert!(text.contains("  header_rules: + [1] {arg: beta, present: true, target: new}\n"), "{text}");
+    assert!(
+        text.contains("  header_rules: - [1] {cookie: canary, value: \"always\", target: new, from: [10.0.0.0/8]}\n"),
+        "{text}"
+    );
+    assert!(text.contains("split: old -> new 10.0000 %, new -> old 0.0000 %"), "{text}");
+    let out = bin()
+        .args(["diff", "--format", "json"])
+        .arg(&a)
+        .arg(tmp("c.yaml", yaml("20", "user", "new-salt").as_bytes()))
+        .output()
+        .unwrap();
+    let v = json(&out);
+    let m = &v["services"]["api"]["moves"];
+    assert_eq!(m["exact"], false);
+    // Independent cohorts at 20 %: 0.8 × 0.2 each way.
+    assert!((m["old_to_new"].as_f64().unwrap() - 0.16).abs() < 1e-6, "{m}");
+    assert!(m["note"].as_str().unwrap().starts_with("hash_salt changed: the cohorts are drawn anew"), "{m}");
+}

@@ -12,7 +12,8 @@
 #    postinst/prerm/postrm from nginx-dev's own dh_nginx autoscripts (the
 #    50-mod-http-migration.conf link in /etc/nginx/modules-enabled/ and its
 #    `.removed` dance), Depends: on the nginx ABI package read from nginx-dev's
-#    debian/libnginx-mod.abisubstvars, docs, copyright and an example.
+#    debian/libnginx-mod.abisubstvars, docs, copyright and an example;
+#  * and the operator's command-line tool as /usr/bin/nginx-migration.
 #
 # As root it installs what it needs with apt-get (nginx, nginx-dev, the build deps).
 # Nothing here needs the network but apt and crates.io (Cargo.lock, --locked).
@@ -55,14 +56,19 @@ fi
 NGINX_SOURCE_DIR="$tree" NGINX_BUILD_DIR="$tree/objs" CARGO_TARGET_DIR="$work/cargo" \
     $cargo build --release --locked -p ngx_http_migration_module --no-default-features --features export-modules
 so="$work/cargo/release/libngx_http_migration_module.so"
+# The operator's command-line tool links no nginx: the project's usual build.
+$cargo build --release --locked -p nginx-migration
+cli="$root/target/release/nginx-migration"
 
 # 3. The package tree.
 pkg=$work/pkg
 rm -rf "$pkg"
-install -d "$pkg/DEBIAN" "$pkg/usr/lib/nginx/modules" "$pkg/usr/share/nginx/modules-available" \
+install -d "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/usr/lib/nginx/modules" "$pkg/usr/share/nginx/modules-available" \
     "$pkg/usr/share/doc/$package/examples"
 install -m 644 "$so" "$pkg/usr/lib/nginx/modules/ngx_http_migration_module.so"
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$pkg/usr/lib/nginx/modules/ngx_http_migration_module.so"
+install -m 755 "$cli" "$pkg/usr/bin/nginx-migration"
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "$pkg/usr/bin/nginx-migration"
 echo "load_module modules/ngx_http_migration_module.so;" >"$pkg/usr/share/nginx/modules-available/mod-http-migration.conf"
 chmod 644 "$pkg/usr/share/nginx/modules-available/mod-http-migration.conf"
 doc=$pkg/usr/share/doc/$package
@@ -107,7 +113,7 @@ done
 
 # Shared-library dependencies, as dh_shlibdeps computes them.
 shlibs=$(cd "$work" && mkdir -p debian && printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$package" "$package" >debian/control \
-    && dpkg-shlibdeps -O "$pkg/usr/lib/nginx/modules/ngx_http_migration_module.so" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+    && dpkg-shlibdeps -O "$pkg/usr/lib/nginx/modules/ngx_http_migration_module.so" "$pkg/usr/bin/nginx-migration" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 installed_size=$(du -k -s --exclude=DEBIAN "$pkg" | cut -f1)
 cat >"$pkg/DEBIAN/control" <<EOF
 Package: $package

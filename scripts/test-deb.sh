@@ -3,6 +3,7 @@
 #  1. the module signature of the packaged .so equals /usr/sbin/nginx's;
 #  2. apt-get install of the .deb: the modules-enabled link, `nginx -t` with Debian's
 #     stock /etc/nginx/nginx.conf, then with the packaged example site and YAML;
+#     /usr/bin/nginx-migration (the command-line tool) checks the example and a bad file;
 #  3. the whole t/ suite against /usr/sbin/nginx loading the installed .so;
 #  4. remove (link kept as .removed), reinstall (link back), purge: nothing of the
 #     package is left in /etc/nginx/modules-enabled/.
@@ -58,6 +59,19 @@ rm -f /etc/nginx/conf.d/migration.conf /etc/nginx/migration.yaml
 cat /tmp/test-deb-nginx-t.log
 [ $rc -eq 0 ] || fail "nginx -t with the example site"
 grep -q "migration: loaded /etc/nginx/migration.yaml" /tmp/test-deb-nginx-t.log || fail "the example YAML was not loaded"
+
+say "the packaged command-line tool checks the example YAML and refuses a bad one as nginx -t does"
+/usr/bin/nginx-migration check "$doc/migration.yaml" || fail "nginx-migration check of the example YAML"
+bad=$(mktemp --suffix=.yaml)
+sed 's/percentage: 20/percentage: 101/' "$doc/migration.yaml" >"$bad"
+set +e
+/usr/bin/nginx-migration check "$bad" >/tmp/test-deb-cli.log 2>&1
+rc=$?
+set -e
+rm -f "$bad"
+cat /tmp/test-deb-cli.log
+[ $rc -eq 1 ] || fail "nginx-migration check of a bad file exited $rc, not 1"
+grep -q 'percentage' /tmp/test-deb-cli.log || fail "nginx-migration check did not name the bad field"
 
 # t/18-faults.t needs the test-hooks build of the module, made for target/nginx
 # only: it is skipped here, saying so.

@@ -352,7 +352,13 @@ fn adopt(published: Arc<Published>) {
 fn announce_held(zone: &Zone) {
     let entry = PROCESS_ENTRY.load(Ordering::Acquire);
     let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
-    retired.retain(|p| Arc::strong_count(p) > 1);
+    let (held, released): (Vec<_>, Vec<_>) = retired.drain(..).partition(|p| Arc::strong_count(p) > 1);
+    *retired = held;
+    for published in released {
+        if let Ok(published) = Arc::try_unwrap(published) {
+            crate::publisher::discard(published.config);
+        }
+    }
     let oldest = retired.iter().map(|p| p.generation).chain(current().map(|p| p.generation)).min();
     drop(retired);
     if let (Some(oldest), true) = (oldest, entry != usize::MAX) {

@@ -12,6 +12,7 @@
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 
 use migration_engine::source::FileStamp;
@@ -26,6 +27,9 @@ pub enum Job {
     CatchUp(RecordCopy),
     /// Look at the watched file, which `stat` says changed.
     Check(Check),
+    /// A configuration no request holds any more: freeing tens of thousands of
+    /// allocations is work for this thread, not the event loop. No `Done`.
+    Discard(Arc<CompiledConfig>),
 }
 
 pub struct Check {
@@ -115,6 +119,19 @@ pub fn submit(job: Job) -> bool {
     })
 }
 
+/// Frees `config` on the publication thread when it runs (a worker), here
+/// otherwise (the master, or no thread).
+pub fn discard(config: Arc<CompiledConfig>) {
+    let config = THREAD.with(|t| match t.borrow().as_ref() {
+        Some(thread) => match thread.jobs.send(Job::Discard(config)) {
+            Ok(()) => None,
+            Err(returned) => Some(returned.0),
+        },
+        None => Some(Job::Discard(config)),
+    });
+    drop(config);
+}
+
 /// The finished job's result, if it is there.
 pub fn take() -> Option<Done> {
     THREAD.with(|t| {
@@ -141,9 +158,20 @@ fn start() -> Option<Thread> {
         .name("migration-publish".into())
         .spawn(move || {
             // The event loop comes first: this thread gets whatever CPU is idle.
-            // SAFETY: setpriority on this thread's own id only changes its nice value.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+            // SCHED_IDLE yields at once to any normal task that wakes up (nice 19
+            // alone still takes time slices from a busy worker); nice 19 stays as
+            // the fallback where SCHED_IDLE is refused.
+            let idle = libc::sched_param { sched_priority: 0 };
+            // SAFETY: pid 0 is this thread; the call only changes its scheduling class.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) } != 0 {
+                // SAFETY: setpriority on this thread's own id only changes its nice value.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+            }
             for job in inbox {
+                if let Job::Discard(config) = job {
+                    let _ = catch_unwind(AssertUnwindSafe(|| drop(config)));
+                    continue;
+                }
                 let done = catch_unwind(AssertUnwindSafe(|| run(job))).unwrap_or_else(|panic| {
                     let message = panic_message(&panic);
                     // Refused once, like any bad change (a hash of 0 means "none").
@@ -176,6 +204,7 @@ fn run(job: Job) -> Done {
             Done::CaughtUp { record, compiled }
         }
         Job::Check(check) => run_check(check),
+        Job::Discard(_) => unreachable!("handled by the thread's loop"),
     }
 }
 

@@ -164,12 +164,21 @@ is($doc->{version}, "quote \" back \\ end", 'the JSON string round-trips');
 
 
 
-=== TEST 4: HEAD gets the headers only
+=== TEST 4: HEAD gets the headers only, and a keep-alive connection goes on with the next request
 --- request
 HEAD /migration/status
 --- response_headers
 Content-Type: application/json
 --- response_body
+--- check_eval
+# A body written after a HEAD's headers would be read as the start of the next
+# response on the same connection.
+my $answers = http_requests_keepalive([['HEAD', '/migration/status'], ['GET', '/migration/status'], ['HEAD', '/migration/status?format=prometheus'], ['GET', '/migration/status?format=prometheus']]);
+is(scalar(@$answers), 4, 'four answers');
+is($answers->[1]{status}, 200, 'the GET after a HEAD is answered');
+like($answers->[1]{body} // '', qr/\A\{"version":/, 'with the JSON document from its first byte');
+is($answers->[3]{status}, 200, 'the GET after a Prometheus HEAD is answered');
+like($answers->[3]{body} // '', qr/\A# HELP /, 'with the exposition from its first byte');
 
 
 

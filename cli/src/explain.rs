@@ -40,6 +40,14 @@ pub struct Args {
     /// Every service's fallback breaker is open (the new cluster is failing).
     #[arg(long)]
     fallback_open: bool,
+    /// The percentage in force for the request's service, as a ramp may have moved
+    /// it from the file's `migration.percentage` (`30`, `12.5`; at most two decimals).
+    #[arg(long, value_name = "PERCENT", conflicts_with = "status")]
+    percentage: Option<String>,
+    /// A status document saved from the module (`curl -s http://127.0.0.1:9145/migration/status
+    /// > status.json`): each service's percentage in force and ramp state are taken from it.
+    #[arg(long, value_name = "STATUS.json")]
+    status: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
@@ -74,6 +82,67 @@ impl Breakers for OpenBreakers {
     fn now_ms(&self) -> u64 {
         0
     }
+}
+
+/// The percentage in force and the ramp state per service, as `--percentage` or
+/// `--status` says, over the breakers `--fallback-open` chose.
+struct InForce<'a> {
+    breakers: &'a dyn Breakers,
+    /// `--percentage`: every service.
+    everywhere: Option<u32>,
+    /// `--status`: by service index; the ramp's state beside it.
+    by_service: Vec<Option<(u32, String)>>,
+}
+
+impl Breakers for InForce<'_> {
+    fn breaker(&self, index: u32) -> Option<&BreakerCells> {
+        self.breakers.breaker(index)
+    }
+    fn now_ms(&self) -> u64 {
+        self.breakers.now_ms()
+    }
+    fn percentage_in_force(&self, index: u32) -> Option<u32> {
+        self.everywhere.or_else(|| self.by_service.get(index as usize)?.as_ref().map(|(bp, _)| *bp))
+    }
+}
+
+/// `30`, `12.5`, `0.01`, `30%` as basis points: at most two decimals, 0 to 100.
+fn basis_points(text: &str) -> Option<u32> {
+    let text = text.trim().trim_end_matches('%');
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() || whole.len() > 3 || fraction.len() > 2 {
+        return None;
+    }
+    if !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bp = whole.parse::<u32>().ok()? * 100 + format!("{fraction:0<2}").parse::<u32>().ok()?;
+    (bp <= 10_000).then_some(bp)
+}
+
+/// Each service's `ramp.percentage` and `ramp.state` from a saved status document
+/// (services without a ramp there: the file's percentage).
+fn from_status(path: &std::path::Path, config: &CompiledConfig) -> Result<Vec<Option<(u32, String)>>, Failed> {
+    let shown = path.display();
+    let text = std::fs::read(path).map_err(|e| Failed(Some(format!("{shown}: {e}"))))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| Failed(Some(format!("{shown}: not a status document: {e}"))))?;
+    let services = doc["services"]
+        .as_array()
+        .ok_or_else(|| Failed(Some(format!("{shown}: not a status document: no \"services\" list"))))?;
+    let mut by_service = vec![None; config.services.len()];
+    for s in services {
+        let (Some(name), Some(ramp)) = (s["name"].as_str(), s.get("ramp").filter(|r| r.is_object())) else {
+            continue;
+        };
+        let Some(index) = config.services.iter().position(|c| c.name == name) else { continue };
+        let percentage = ramp["percentage"].as_f64().map(|p| p.to_string());
+        let Some(bp) = percentage.as_deref().and_then(basis_points) else {
+            return Err(Failed(Some(format!("{shown}: service {name:?}: ramp.percentage is not a percentage"))));
+        };
+        by_service[index] = Some((bp, ramp["state"].as_str().unwrap_or("unknown").to_owned()));
+    }
+    Ok(by_service)
 }
 
 /// A uniform 32-bit number from the standard library's randomly keyed hasher.
@@ -127,11 +196,32 @@ pub fn run(args: Args) -> Result<(), Failed> {
     let request = request(&args)?;
     let breakers = OpenBreakers::new(&config);
     let breakers: &dyn Breakers = if args.fallback_open { &breakers } else { &migration_engine::NoBreakers };
+    let everywhere = match &args.percentage {
+        Some(text) => Some(basis_points(text).ok_or_else(|| {
+            Failed(Some(format!("--percentage {text:?}: expected 0 to 100, at most two decimals")))
+        })?),
+        None => None,
+    };
+    let by_service = match &args.status {
+        Some(path) => from_status(path, &config)?,
+        None => Vec::new(),
+    };
+    let breakers = InForce { breakers, everywhere, by_service };
     let choice = args.service.as_deref().map_or(ServiceChoice::Auto, ServiceChoice::Named);
     let mut trace = Trace::default();
-    let decision = decide_traced(&config, choice, &request, &mut random_u32, breakers, &mut trace);
+    let decision = decide_traced(&config, choice, &request, &mut random_u32, &breakers, &mut trace);
     let service = decision.service.map(|i| &config.services[i as usize]);
     let endpoint = service.zip(decision.target).map(|(s, t)| s.endpoint(t));
+    // The percentage the split used, and where it came from.
+    let in_force = decision.service.map(|i| {
+        let ramp = breakers.by_service.get(i as usize).and_then(|r| r.as_ref()).map(|(_, state)| state.as_str());
+        let from = match (everywhere, ramp) {
+            (Some(_), _) => "--percentage".to_owned(),
+            (None, Some(state)) => format!("ramp {state}, from the status document"),
+            (None, None) => "the file".to_owned(),
+        };
+        (decision.percentage_bp, ramp, from)
+    });
     match args.format {
         Format::Json => {
             let steps: Vec<_> =
@@ -143,6 +233,8 @@ pub fn run(args: Args) -> Result<(), Failed> {
                 "backend": endpoint.map(|e| e.backend.as_str()),
                 "host": endpoint.map(|e| e.host.as_str()),
                 "scheme": endpoint.map(|e| e.scheme),
+                "percentage": in_force.as_ref().map(|(bp, _, _)| f64::from(*bp) / 100.0),
+                "ramp_state": in_force.as_ref().and_then(|(_, ramp, _)| *ramp),
                 "steps": steps,
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("JSON of strings"));
@@ -155,6 +247,9 @@ pub fn run(args: Args) -> Result<(), Failed> {
             println!("backend  {}", endpoint.map_or(dash, |e| e.backend.as_str()));
             println!("host     {}", endpoint.map_or(dash, |e| e.host.as_str()));
             println!("scheme   {}", endpoint.map_or(dash, |e| e.scheme));
+            if let Some((bp, _, from)) = &in_force {
+                println!("percent  {} % in force ({from})", migration_engine::trace::percentage_text(*bp));
+            }
             if decision.rule == Rule::Weight {
                 println!("(a weight decision is drawn at random for every request: another run may differ)");
             }

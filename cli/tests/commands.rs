@@ -144,6 +144,69 @@ fn explain_json_and_steps() {
     assert_eq!(v["rule"], "none");
 }
 
+#[test]
+fn explain_takes_the_percentage_in_force_from_a_ramp() {
+    let file = tmp("explain-ramp.yaml", yaml("20", "user", "").as_bytes());
+    // A user whose hash lies between the 20 % and 50 % bounds: old at the file's
+    // 20 %, new where a ramp has reached 50 %.
+    let user = (0..)
+        .map(|i| format!("user-{i}"))
+        .find(|u| {
+            let share = f64::from(migration_engine::hash::murmur2(u.as_bytes())) / 4_294_967_296.0;
+            share > 0.21 && share < 0.49
+        })
+        .unwrap();
+    let header = format!("X-User-ID: {user}");
+    let explain = |extra: &[&str]| {
+        bin()
+            .arg("explain")
+            .arg(&file)
+            .args(["--format", "json", "--host", "api.example.com", "--ip", "8.8.8.8", "--header", &header])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let side = |extra: &[&str]| {
+        let out = explain(extra);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v = json(&out);
+        assert_eq!(v["rule"], "user_hash");
+        (v["target"].as_str().unwrap().to_owned(), v["percentage"].as_f64().unwrap(), v["ramp_state"].clone())
+    };
+    assert_eq!(side(&[]), ("old".into(), 20.0, Value::Null));
+    assert_eq!(side(&["--percentage", "50"]), ("new".into(), 50.0, Value::Null));
+    let status = |percentage: &str, state: &str| {
+        tmp(
+            &format!("status-{state}.json"),
+            format!(
+                r#"{{"version":"1","services":[{{"name":"other","ramp":null}},{{"name":"api","percentage":20,"ramp":{{"state":"{state}","step":1,"steps":3,"percentage":{percentage},"frozen":false}}}}]}}"#
+            )
+            .as_bytes(),
+        )
+    };
+    let ramping = status("50", "ramping");
+    assert_eq!(side(&["--status", ramping.to_str().unwrap()]), ("new".into(), 50.0, Value::from("ramping")));
+    let rolled_back = status("0", "rolled_back");
+    assert_eq!(side(&["--status", rolled_back.to_str().unwrap()]), ("old".into(), 0.0, Value::from("rolled_back")));
+    // The text form says where the percentage came from.
+    let out = bin()
+        .arg("explain")
+        .arg(&file)
+        .args(["--host", "api.example.com", "--header", &header, "--status", ramping.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("percent  50 % in force (ramp ramping, from the status document)"), "{text}");
+    assert!(text.contains("threshold 0x7fffffff for 50 %"), "{text}");
+    // Bad values: a located refusal (1); both options at once: usage (2).
+    for bad in ["101", "12.345", "-1", "x"] {
+        assert_eq!(explain(&[&format!("--percentage={bad}")]).status.code(), Some(1), "--percentage {bad}");
+    }
+    let not_status = tmp("not-status.json", b"[1, 2]");
+    assert_eq!(explain(&["--status", not_status.to_str().unwrap()]).status.code(), Some(1));
+    assert_eq!(explain(&["--percentage", "5", "--status", ramping.to_str().unwrap()]).status.code(), Some(2));
+}
+
 const FORMAT: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$host" "$http_x_user_id""#;
 
 fn log_line(ip: &str, uri: &str, agent: &str, host: &str, user: &str) -> String {

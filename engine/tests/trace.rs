@@ -252,6 +252,18 @@ fn a_trace_names_the_rule_value_network_and_hash() {
         (last.step.as_str(), last.why.as_str()),
         ("ip_rules", "client 10.20.3.4 is in ip_rules[0] (10.20.0.0/16), the first listed rule that holds it -> new")
     );
+    // A rule of several networks names the one that holds the client (an
+    // IPv4-mapped IPv6 client is held by the IPv4 network).
+    for (client, network) in [("fd00::1", "fd00::/8"), ("10.9.9.9", "10.0.0.0/8"), ("::ffff:10.9.9.9", "10.0.0.0/8")] {
+        let r = OwnedRequest::new("api.example.com").header("X-User-ID", "u-17").client(client);
+        let mut trace = Trace::default();
+        decide_traced(&config, ServiceChoice::Auto, &r, &mut || 0, &migration_engine::NoBreakers, &mut trace);
+        assert_eq!(
+            trace.steps.last().unwrap().why,
+            format!("client {client} is in ip_rules[1] ({network}), the first listed rule that holds it -> old"),
+            "client {client}"
+        );
+    }
 
     let r = OwnedRequest::new("api.example.com").header("X-User-ID", "u-17").client("8.8.8.8");
     let mut trace = Trace::default();

@@ -161,7 +161,7 @@ is(http_request('GET', '/', [Host => 'api.example'])->{body}, "$worker new v2\n"
 
 
 
-=== TEST 4: a bad YAML on disk: nginx -s reopen and -s quit still reach the master; -s reload prints the located error and signals nothing
+=== TEST 4: a bad YAML on disk: nginx -s reopen, -s quit and -s stop still reach the master; -s reload prints the located error and signals nothing
 --- workers: 1
 --- master_on
 --- http_config
@@ -193,17 +193,19 @@ main::write_file("$prefix/conf/nginx.conf", "daemon on;\nmaster_process on;\nwor
     . ($> == 0 ? "user root;\n" : '')
     . "events {}\nhttp {\n    access_log off;\n    client_body_temp_path $prefix/t; proxy_temp_path $prefix/t; fastcgi_temp_path $prefix/t; uwsgi_temp_path $prefix/t; scgi_temp_path $prefix/t;\n"
     . "    migration_config " . html_dir() . "/good.yaml;\n    server { listen 127.0.0.1:$port; server_name api.example; location / { migration on; return 200 \$migration_target; } }\n}\n");
-main::write_file(html_dir() . '/good.yaml', main::yaml_for(percentage => 0, version => 'v1'));
-system(nginx_binary(), '-p', "$prefix/", '-e', 'logs/error.log', '-c', 'conf/nginx.conf');
-is($?, 0, 'a second nginx starts');
-main::write_file(html_dir() . '/good.yaml', "services:\n");
-my $quit = `'${\ nginx_binary()}' -p '$prefix/' -e logs/error.log -c conf/nginx.conf -s quit 2>&1`;
-is($? >> 8, 0, 'nginx -s quit succeeds although the file is now bad') or diag($quit);
-$deadline = Time::HiRes::time() + 15;
-Time::HiRes::sleep(0.05) while -e "$prefix/logs/nginx.pid" && Time::HiRes::time() < $deadline;
-ok(!-e "$prefix/logs/nginx.pid", 'and the second nginx exits');
-# If not: TERM lets the master stop its worker (KILL would leave the worker running).
-if (-e "$prefix/logs/nginx.pid") { open my $p, '<', "$prefix/logs/nginx.pid"; my $pid = <$p>; kill 'TERM', $pid if $pid }
+for my $signal ('quit', 'stop') {
+    main::write_file(html_dir() . '/good.yaml', main::yaml_for(percentage => 0, version => 'v1'));
+    system(nginx_binary(), '-p', "$prefix/", '-e', 'logs/error.log', '-c', 'conf/nginx.conf');
+    is($?, 0, "a second nginx starts (for -s $signal)");
+    main::write_file(html_dir() . '/good.yaml', "services:\n");
+    my $out = `'${\ nginx_binary()}' -p '$prefix/' -e logs/error.log -c conf/nginx.conf -s $signal 2>&1`;
+    is($? >> 8, 0, "nginx -s $signal succeeds although the file is now bad") or diag($out);
+    $deadline = Time::HiRes::time() + 15;
+    Time::HiRes::sleep(0.05) while -e "$prefix/logs/nginx.pid" && Time::HiRes::time() < $deadline;
+    ok(!-e "$prefix/logs/nginx.pid", "and the second nginx exits");
+    # If not: TERM lets the master stop its worker (KILL would leave the worker running).
+    if (-e "$prefix/logs/nginx.pid") { open my $p, '<', "$prefix/logs/nginx.pid"; my $pid = <$p>; kill 'TERM', $pid if $pid; last }
+}
 
 
 

@@ -1,6 +1,6 @@
 # The fallback breaker at its edges (SPEC "fallback", decision step 4): a new
 # cluster whose name does not resolve fails like a refused connection, with or
-# without the error_page retry on old; subrequests (SSI) never
+# without the error_page retry on old; subrequests (SSI, auth_request) never
 # speak for the new cluster, only the main request does.
 use lib 't/lib';
 use Test::MigrationNginx;
@@ -131,3 +131,27 @@ my $f = main::fallback();
 is($f->{state}, 'closed', 'eighteen failing subrequests did not open the breaker');
 is($f->{consecutive_failures}, 0, 'and none was counted');
 
+
+
+
+=== TEST 5: auth_request subrequests that reach a failing new cluster never trip the breaker either
+--- http_config
+    log_subrequest on;
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '127.0.0.1:$TEST_NGINX_RAND_PORT_2', failures => 5) ],
+ [ 'app.txt', "app\n" ]]
+--- config
+    location = /app.txt { migration on; auth_request /auth; root $TEST_NGINX_HTML_DIR; }
+    location = /auth { internal; proxy_pass http://$migration_backend/auth; }
+    location = /status { migration_status; }
+--- check_eval
+# The new cluster answers the authorisation subrequest 503: auth_request makes
+# the page a 500, which is the page's own answer, not an upstream's.
+for (1 .. 8) {
+    is(main::get('/app.txt'), '500 -', 'the page fails with its subrequest');
+}
+my $f = main::fallback();
+is($f->{state}, 'closed', 'eight failing auth subrequests did not open the breaker');
+is($f->{consecutive_failures}, 0, 'and none was counted');
+like(error_log_text(), qr/auth request unexpected status: 503/, 'the subrequest did reach the failing new cluster');

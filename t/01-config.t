@@ -538,3 +538,32 @@ new header
 services[0].canary.header_rules[1]: never matches: services[0].canary.header_rules[0] already matches every request it would (same header, value "new")
 services[0].canary.ip_rules[1]: never matches: services[0].canary.ip_rules[0] already matches every request it would (10.1.0.0/16 inside 10.0.0.0/8)
 services[0].canary.user_rules[1].users[0]: never matches: services[0].canary.user_rules[0] already matches every request it would (user "alice")
+
+
+
+=== TEST 29: a rule on a header name with '_' warns at start: nginx drops such request headers unless underscores_in_headers is on, and the rule indeed never matches
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    canary:
+      header_rules:
+        - {header: X_Canary, value: "on", target: new}
+--- config
+    location / { migration on; return 200 "$migration_target $migration_rule\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+X_Canary: on
+--- response_body
+old weight
+--- error_log
+[warn]
+services[0].canary.header_rules[0].header: header "x_canary": nginx ignores request headers whose names contain '_' unless the server has `underscores_in_headers on`; without it this never matches

@@ -122,16 +122,6 @@ impl CompiledService {
         crate::decide::user_id(&self.user_key, request)
     }
 
-    /// `user_key` as configured.
-    pub fn user_key(&self) -> &UserKey {
-        &self.user_key
-    }
-
-    /// `hash_salt` as configured.
-    pub fn salt(&self) -> &[u8] {
-        &self.salt
-    }
-
     /// The percentage's `split_clients` threshold.
     pub fn threshold(&self) -> Threshold {
         self.threshold

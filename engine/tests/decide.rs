@@ -1037,3 +1037,25 @@ fn user_key_var_reads_a_variable_not_a_header() {
     let (d, _) = run_drawing(&c, &req().variable("jwt_sub", ""), 0);
     assert_decision(d, Target::Old, Rule::Weight);
 }
+
+/// `CompiledService::user_id` (replay's reading of a logged request) reads the id
+/// exactly where the decision does: the header, cookie, argument or variable
+/// `user_key` names, an empty value being no id.
+#[test]
+fn user_id_reads_through_user_key_as_the_decision_does() {
+    let cases: [(&str, OwnedRequest, Option<&[u8]>); 9] = [
+        ("header:X-User-ID", req().header("X-User-ID", "alice"), Some(b"alice")),
+        ("header:X-User-ID", req().header("x-user-id", "bob").header("X-User-ID", "carol"), Some(b"bob")),
+        ("header:X-User-ID", req().header("X-User-ID", ""), None),
+        ("header:X-User-ID", req().header("X-Other", "alice"), None),
+        ("cookie:uid", req().header("Cookie", "a=1; uid=dave; b=2"), Some(b"dave")),
+        ("cookie:uid", req().header("Cookie", "uid="), None),
+        ("arg:u", req().args("x=1&u=erin&u=frank"), Some(b"erin")),
+        ("var:remote_user", req().variable("remote_user", "grace"), Some(b"grace")),
+        ("var:remote_user", req(), None),
+    ];
+    for (key, request, expected) in cases {
+        let config = one(&format!("migration: {{strategy: user, percentage: 50, user_key: \"{key}\"}}"));
+        assert_eq!(config.services[0].user_id(&request), expected, "user_key {key}");
+    }
+}

@@ -7,6 +7,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
+// The engine's tests' own MurmurHash2 and split_clients bounds.
+#[path = "../../engine/tests/common/mod.rs"]
+mod common;
+use common::{admits, nginx_murmur2};
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nginx-migration"))
 }
@@ -130,7 +135,7 @@ fn explain_json_and_steps() {
     let last = v["steps"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["step"], "user_hash");
     let why = last["why"].as_str().unwrap();
-    let hash = migration_engine::hash::murmur2(b"user-42");
+    let hash = nginx_murmur2(b"user-42");
     assert!(why.contains(&format!("murmur2 of user id \"user-42\" = {hash:#010x}")), "{why}");
     assert!(why.contains("threshold 0x33333333 for 20 %"), "{why}");
 
@@ -152,7 +157,7 @@ fn explain_takes_the_percentage_in_force_from_a_ramp() {
     let user = (0..)
         .map(|i| format!("user-{i}"))
         .find(|u| {
-            let share = f64::from(migration_engine::hash::murmur2(u.as_bytes())) / 4_294_967_296.0;
+            let share = f64::from(nginx_murmur2(u.as_bytes())) / 4_294_967_296.0;
             share > 0.21 && share < 0.49
         })
         .unwrap();
@@ -249,10 +254,8 @@ fn replay_counts_users_and_a_raise_moves_nobody_back() {
     assert_eq!(v["unparsed"], 1);
     assert!(stderr.contains("access.log:6001: not in the log format: this line is not in the format"), "{stderr}");
     let api = &v["services"]["api"];
-    // Exactly split_clients' cohorts, counted by the engine's own hash.
-    let bound = migration_engine::hash::Threshold::from_basis_points(2000);
-    let new_users =
-        (0..3000).filter(|u| bound.admits(migration_engine::hash::murmur2(format!("user-{u}").as_bytes()))).count();
+    // Exactly split_clients' cohorts, by the test's own MurmurHash2 and bounds.
+    let new_users = (0..3000).filter(|u| admits(2000, nginx_murmur2(format!("user-{u}").as_bytes()))).count();
     assert_eq!(api["users"]["new"], new_users as u64);
     assert_eq!(api["users"]["old"], 3000 - new_users as u64);
     assert_eq!(api["requests"]["new"].as_f64().unwrap(), (2 * new_users) as f64 + 0.2);
@@ -263,11 +266,10 @@ fn replay_counts_users_and_a_raise_moves_nobody_back() {
     assert_eq!(api["moved"]["users"]["new_to_old"], 0);
     assert_eq!(api["moved"]["requests"]["new_to_old"], 0);
     let up = api["moved"]["users"]["old_to_new"].as_u64().unwrap();
-    let higher = migration_engine::hash::Threshold::from_basis_points(3000);
     let expected_up = (0..3000)
         .filter(|u| {
-            let h = migration_engine::hash::murmur2(format!("user-{u}").as_bytes());
-            higher.admits(h) && !bound.admits(h)
+            let h = nginx_murmur2(format!("user-{u}").as_bytes());
+            admits(3000, h) && !admits(2000, h)
         })
         .count();
     assert_eq!(up, expected_up as u64);
@@ -309,4 +311,53 @@ fn diff_reports_rules_percentages_and_exact_shares() {
     // Independent cohorts at 20 %: 0.8 × 0.2 each way.
     assert!((m["old_to_new"].as_f64().unwrap() - 0.16).abs() < 1e-6, "{m}");
     assert!(m["note"].as_str().unwrap().starts_with("hash_salt changed: the cohorts are drawn anew"), "{m}");
+}
+
+#[test]
+fn diff_reports_services_added_and_removed_rules_reordered_and_a_strategy_change() {
+    let service = |name: &str, migration: &str, rules: &str| {
+        format!(
+            "  - name: {name}\n    old_host: {name}.example.com\n    old_backend: {name}-old:80\n    \
+             new_host: {name}.example.com\n    new_backend: {name}-new:80\n    migration: {migration}\n{rules}"
+        )
+    };
+    let rules = |first: &str, second: &str| format!("    canary:\n      header_rules:\n        - {first}\n        - {second}\n");
+    let (a_rule, b_rule) = ("{header: X-A, value: \"1\", target: new}", "{header: X-B, value: \"1\", target: old}");
+    let a = tmp(
+        "moves-a.yaml",
+        format!(
+            "services:\n{}{}",
+            service("api", "{strategy: user, percentage: 20}", &rules(a_rule, b_rule)),
+            service("gone", "{percentage: 0}", "")
+        )
+        .as_bytes(),
+    );
+    let b = tmp(
+        "moves-b.yaml",
+        format!(
+            "services:\n{}{}",
+            service("api", "{strategy: ip, percentage: 20}", &rules(b_rule, a_rule)),
+            service("fresh", "{percentage: 5}", "")
+        )
+        .as_bytes(),
+    );
+    let out = bin().arg("diff").arg(&a).arg(&b).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("+ service fresh (added)\n"), "{text}");
+    assert!(text.contains("- service gone (removed: its Hosts route nowhere)\n"), "{text}");
+    assert!(text.contains("  migration.strategy: user -> ip\n"), "{text}");
+    assert!(text.contains("  header_rules: moved [0] -> [1] {header: x-a, value: \"1\", target: new}\n"), "{text}");
+    let v = json(&bin().args(["diff", "--format", "json"]).arg(&a).arg(&b).output().unwrap());
+    assert_eq!(v["added"], serde_json::json!(["fresh"]));
+    assert_eq!(v["removed"], serde_json::json!(["gone"]));
+    let api = &v["services"]["api"];
+    assert_eq!(api["rules"]["header_rules"]["added"], serde_json::json!([]));
+    assert_eq!(api["rules"]["header_rules"]["reordered"].as_array().unwrap().len(), 1);
+    // A new strategy draws the cohorts anew: independent 20 % cohorts, 0.8 x 0.2 each way.
+    let m = &api["moves"];
+    assert_eq!(m["exact"], false);
+    for way in ["old_to_new", "new_to_old"] {
+        assert!((m[way].as_f64().unwrap() - 0.16).abs() < 1e-6, "{way}: {m}");
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::cell::Cell;
 
+mod common;
+use common::{admits, nginx_murmur2};
 use migration_engine::{decide, load_str, CompiledConfig, Decision, OwnedRequest, Rule, ServiceChoice, Target};
 
 // ---------------------------------------------------------------------------
@@ -74,43 +76,10 @@ impl XorShift {
     }
 }
 
-/// `ngx_murmur_hash2` (src/core/ngx_murmurhash.c) rewritten line by line here,
-/// so that the expected answers owe nothing to the engine's code.
-fn nginx_murmur2(data: &[u8]) -> u32 {
-    let m: u32 = 0x5bd1_e995;
-    let mut h: u32 = data.len() as u32;
-    let mut rest = data;
-    while rest.len() >= 4 {
-        let mut k = rest[0] as u32 | (rest[1] as u32) << 8 | (rest[2] as u32) << 16 | (rest[3] as u32) << 24;
-        k = k.wrapping_mul(m);
-        k ^= k >> 24;
-        k = k.wrapping_mul(m);
-        h = h.wrapping_mul(m);
-        h ^= k;
-        rest = &rest[4..];
-    }
-    if rest.len() == 3 {
-        h ^= (rest[2] as u32) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= (rest[1] as u32) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= rest[0] as u32;
-        h = h.wrapping_mul(m);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(m);
-    h ^= h >> 15;
-    h
-}
-
 /// The split_clients side of a user id: `hash < percent * 0xffffffff / 10000`
 /// as ngx_http_split_clients_module.c computes it, and everyone at 100 %.
 fn expected_side(salt: &str, key: &str, percentage_bp: u32) -> Target {
-    let hash = nginx_murmur2(format!("{salt}{key}").as_bytes());
-    let bound = u64::from(percentage_bp) * 0xffff_ffff / 10_000;
-    if u64::from(hash) < bound || percentage_bp == 10_000 {
+    if admits(percentage_bp, nginx_murmur2(format!("{salt}{key}").as_bytes())) {
         Target::New
     } else {
         Target::Old

@@ -11,6 +11,9 @@ use migration_engine::{
 };
 use proptest::prelude::*;
 
+mod common;
+use common::{admits, nginx_murmur2};
+
 const YAML: &str = r#"
 services:
   - name: api
@@ -268,10 +271,11 @@ fn a_trace_names_the_rule_value_network_and_hash() {
     let r = OwnedRequest::new("api.example.com").header("X-User-ID", "u-17").client("8.8.8.8");
     let mut trace = Trace::default();
     let d = decide_traced(&config, ServiceChoice::Auto, &r, &mut || 0, &migration_engine::NoBreakers, &mut trace);
-    let hash = migration_engine::hash::murmur2(b"s-u-17");
-    let bound = migration_engine::hash::Threshold::from_basis_points(3000).bound();
-    let side = if hash < bound { "new" } else { "old" };
-    let cmp = if hash < bound { "<" } else { ">=" };
+    let hash = nginx_murmur2(b"s-u-17");
+    // split_clients' bound at 30 %: 3000 * 0xffffffff / 10000.
+    let bound = (3000u64 * 0xffff_ffff / 10_000) as u32;
+    let side = if admits(3000, hash) { "new" } else { "old" };
+    let cmp = if admits(3000, hash) { "<" } else { ">=" };
     assert_eq!(d.target.unwrap().as_str(), side);
     assert_eq!(
         trace.steps.last().unwrap().why,

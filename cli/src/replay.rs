@@ -46,16 +46,19 @@ pub struct Args {
 }
 
 /// Per user: the chance that none of its requests went new, none went old, none
-/// moved old→new, none moved new→old.
+/// moved old→new, none moved new→old; and the rules that decided its requests
+/// (bit `Rule::index`).
 #[derive(Clone, Copy)]
 struct User {
     not_new: f64,
     not_old: f64,
     no_up: f64,
     no_down: f64,
+    rules: u16,
 }
 
-const NEW_USER: User = User { not_new: 1.0, not_old: 1.0, no_up: 1.0, no_down: 1.0 };
+const NEW_USER: User = User { not_new: 1.0, not_old: 1.0, no_up: 1.0, no_down: 1.0, rules: 0 };
+const _: () = assert!(Rule::COUNT <= 16, "User::rules holds one bit per rule");
 
 #[derive(Default)]
 struct ServiceStats {
@@ -149,6 +152,7 @@ impl Replayer<'_> {
         u.not_old *= p;
         u.no_up *= 1.0 - up;
         u.no_down *= 1.0 - down;
+        u.rules |= 1 << d.rule.index();
     }
 }
 
@@ -273,6 +277,17 @@ fn users(stats: &ServiceStats) -> [f64; 2] {
     stats.users.values().fold([0.0, 0.0], |[old, new], u| [old + 1.0 - u.not_old, new + 1.0 - u.not_new])
 }
 
+/// Distinct users whose requests `rule` decided (a user may count under several rules).
+fn users_by_rule(stats: &ServiceStats) -> [u64; Rule::COUNT] {
+    let mut counts = [0; Rule::COUNT];
+    for u in stats.users.values() {
+        for (i, count) in counts.iter_mut().enumerate() {
+            *count += u64::from(u.rules >> i & 1);
+        }
+    }
+    counts
+}
+
 fn moved_users(stats: &ServiceStats) -> [f64; 2] {
     stats.users.values().fold([0.0, 0.0], |[up, down], u| [up + 1.0 - u.no_up, down + 1.0 - u.no_down])
 }
@@ -286,10 +301,17 @@ fn print_json(config: &CompiledConfig, totals: &Totals, against: bool) {
             .filter(|r| **r != Rule::None)
             .map(|r| (r.as_str().to_owned(), json!(stats.rules[r.index()])))
             .collect();
+        let by_rule = users_by_rule(stats);
+        let users_by_rule: Map<String, Value> = Rule::ALL
+            .iter()
+            .filter(|r| **r != Rule::None)
+            .map(|r| (r.as_str().to_owned(), json!(by_rule[r.index()])))
+            .collect();
         let mut entry = json!({
             "requests": {"old": number(stats.requests[0]), "new": number(stats.requests[1])},
             "users": {"old": number(uo), "new": number(un)},
             "rules": rules,
+            "users_by_rule": users_by_rule,
         });
         if against {
             let [mu, md] = moved_users(stats);
@@ -356,10 +378,14 @@ fn print_text(config: &CompiledConfig, totals: &Totals, against: bool, elapsed: 
             grouped(stats.users.len() as f64),
             grouped(stats.requests_without_user as f64)
         );
+        let by_rule = users_by_rule(stats);
         let rules: Vec<String> = Rule::ALL
             .iter()
             .filter(|r| stats.rules[r.index()] > 0)
-            .map(|r| format!("{} {}", r.as_str(), grouped(stats.rules[r.index()] as f64)))
+            .map(|r| {
+                let (requests, users) = (stats.rules[r.index()] as f64, by_rule[r.index()] as f64);
+                format!("{} {} ({} users)", r.as_str(), grouped(requests), grouped(users))
+            })
             .collect();
         println!("  rules     {}", if rules.is_empty() { "-".to_owned() } else { rules.join(", ") });
         if stats.rules[Rule::Weight.index()] > 0 {

@@ -262,6 +262,11 @@ fn replay_counts_users_and_a_raise_moves_nobody_back() {
     // The request without a user id is a weight decision: 0.2 expected on new.
     assert_eq!(api["requests"]["old"].as_f64().unwrap(), (6000 - 2 * new_users) as f64 + 0.8);
     assert_eq!(api["rules"]["weight"], 1);
+    // Distinct users per rule: every user id was decided by its hash; the one
+    // request without an id (the weight decision) is nobody's.
+    assert_eq!(api["users_by_rule"]["user_hash"], 3000);
+    assert_eq!(api["users_by_rule"]["weight"], 0);
+    assert_eq!(api["users_by_rule"]["header"], 0);
     // A raise from 20 % to 30 % on strategy user: some move up, nobody comes back.
     assert_eq!(api["moved"]["users"]["new_to_old"], 0);
     assert_eq!(api["moved"]["requests"]["new_to_old"], 0);

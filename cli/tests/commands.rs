@@ -287,6 +287,40 @@ fn replay_counts_users_and_a_raise_moves_nobody_back() {
 }
 
 #[test]
+fn replay_a_raise_on_strategy_ip_moves_addresses_only_up() {
+    let mut log = String::new();
+    for i in 0..2000 {
+        let ip = format!("198.51.{}.{}", i / 250, i % 250 + 1);
+        log.push_str(&log_line(&ip, "/", "curl", "api.example.com", "-"));
+    }
+    let path = tmp("access-ip.log", log.as_bytes());
+    // No ip rule of the test file holds 198.51.0.0/16.
+    let low = tmp("ip-low.yaml", yaml("20", "ip", "").as_bytes());
+    let high = tmp("ip-high.yaml", yaml("30", "ip", "").as_bytes());
+    let out = bin()
+        .arg("replay")
+        .arg(&low)
+        .arg(&path)
+        .args(["--log-format", FORMAT, "--format", "json", "--against"])
+        .arg(&high)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let api = &json(&out)["services"]["api"];
+    assert_eq!(api["users_by_rule"]["ip_hash"], 2000);
+    let up = (0..2000)
+        .filter(|i| {
+            let h = nginx_murmur2(format!("198.51.{}.{}", i / 250, i % 250 + 1).as_bytes());
+            admits(3000, h) && !admits(2000, h)
+        })
+        .count();
+    assert!(up > 100, "some addresses move up: {up}");
+    assert_eq!(api["moved"]["users"]["old_to_new"], up as u64);
+    assert_eq!(api["moved"]["users"]["new_to_old"], 0);
+    assert_eq!(api["moved"]["requests"]["new_to_old"], 0);
+}
+
+#[test]
 fn diff_reports_rules_percentages_and_exact_shares() {
     let a = tmp("a.yaml", yaml("20", "user", "").as_bytes());
     let b_text = yaml("30", "user", "").replace(

@@ -197,6 +197,9 @@ for my $signal ('quit', 'stop') {
     main::write_file(html_dir() . '/good.yaml', main::yaml_for(percentage => 0, version => 'v1'));
     system(nginx_binary(), '-p', "$prefix/", '-e', 'logs/error.log', '-c', 'conf/nginx.conf');
     is($?, 0, "a second nginx starts (for -s $signal)");
+    # The daemon writes its pid file after the starting process has returned.
+    $deadline = Time::HiRes::time() + 10;
+    Time::HiRes::sleep(0.05) until -s "$prefix/logs/nginx.pid" || Time::HiRes::time() > $deadline;
     main::write_file(html_dir() . '/good.yaml', "services:\n");
     my $out = `'${\ nginx_binary()}' -p '$prefix/' -e logs/error.log -c conf/nginx.conf -s $signal 2>&1`;
     is($? >> 8, 0, "nginx -s $signal succeeds although the file is now bad") or diag($out);

@@ -1028,3 +1028,52 @@ fn user_id_reads_through_user_key_as_the_decision_does() {
         assert_eq!(config.services[0].user_id(&request), expected, "user_key {key}");
     }
 }
+
+/// Where a ramp has moved the percentage (`Breakers::percentage_in_force`), the
+/// split is by that percentage, not the file's.
+#[test]
+fn the_percentage_in_force_decides_the_split() {
+    struct InForce(u32);
+    impl migration_engine::Breakers for InForce {
+        fn breaker(&self, _: u32) -> Option<&migration_engine::BreakerCells> {
+            None
+        }
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn percentage_in_force(&self, _: u32) -> Option<u32> {
+            Some(self.0)
+        }
+    }
+    let config = one("migration: {strategy: user, percentage: 20, user_key: \"header:X-User-ID\"}");
+    for bp in [0, 2000, 5000, 10_000] {
+        let mut new = 0;
+        for i in 0..400 {
+            let id = format!("user-{i}");
+            let r = req().header("X-User-ID", &id);
+            let d = migration_engine::decide_with(&config, ServiceChoice::Auto, &r, &mut || 0, &InForce(bp));
+            assert_eq!(d.percentage_bp, bp);
+            let expected = if admits(bp, nginx_murmur2(id.as_bytes())) { Target::New } else { Target::Old };
+            assert_eq!((d.target, d.rule), (Some(expected), Rule::UserHash), "{id} at {bp}");
+            new += usize::from(expected == Target::New);
+        }
+        assert!(bp == 0 || new > 0, "some users on new at {bp}");
+    }
+}
+
+/// A Host longer than a DNS name (255 bytes) is no service's, even where a
+/// wildcard's suffix would match it; up to 255 bytes it is.
+#[test]
+fn a_host_over_255_bytes_matches_no_wildcard() {
+    let config = one("hosts: [\"*.example.com\"]");
+    for (len, found) in [(255, true), (256, false), (300, false)] {
+        for upper in [false, true] {
+            let label = if upper { "A" } else { "a" }.repeat(len - ".example.com".len());
+            let host = format!("{label}.example.com");
+            assert_eq!(host.len(), len);
+            let d = run(&config, &OwnedRequest::new(&host));
+            assert_eq!(d.service.is_some(), found, "{len} bytes, uppercase {upper}");
+            assert_eq!(config.service_for_normalized_host(host.to_ascii_lowercase().as_bytes()).is_some(), found);
+        }
+    }
+}

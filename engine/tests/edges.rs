@@ -625,3 +625,31 @@ fn a_file_longer_than_its_stat_is_refused_not_cut() {
     let e = read_source(path, 10).unwrap_err();
     assert!(e.message.starts_with("grew past max_size (10 bytes)"), "{e}");
 }
+
+/// `config::locate_in_file` (the line and column of a field, for the located
+/// warnings of `nginx-migration check --format json`), in a document and in the
+/// same document as a ConfigMap's literal block (shifted by the block's place).
+#[test]
+fn fields_are_located_in_documents_and_configmaps() {
+    let doc = "services:
+  - name: api
+    old_host: a.example
+    old_backend: a:80
+    new_host: a.example
+    new_backend: b:80
+    canary:
+      ip_rules:
+        - {cidr: 10.0.0.0/8, target: new}
+        - {cidr: 10.1.0.0/16, target: old}
+";
+    let locate = migration_engine::config::locate_in_file;
+    assert_eq!(locate(doc, "services[0].canary.ip_rules[1]"), Some((10, 11)));
+    assert_eq!(locate(doc, "services[0].canary.ip_rules[0]"), Some((9, 11)));
+    assert_eq!(locate(doc, "services[0].old_backend"), Some((4, 18)));
+    assert_eq!(locate(doc, "services[1]"), None);
+    let indented: String = doc.lines().map(|l| format!("    {l}\n")).collect();
+    let manifest = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: m}}\ndata:\n  migration.yaml: |\n{indented}");
+    assert_eq!(locate(&manifest, "services[0].canary.ip_rules[1]"), Some((15, 15)));
+    assert_eq!(locate(&manifest, "services[0].old_backend"), Some((9, 22)));
+    assert_eq!(locate("services: [", "services[0]"), None, "not YAML");
+}

@@ -282,3 +282,35 @@ fn a_trace_names_the_rule_value_network_and_hash() {
         format!("strategy user: murmur2 of user id \"u-17\" salted \"s-\" = {hash:#010x} {cmp} threshold {bound:#010x} for 30 % -> {side}")
     );
 }
+
+/// A service without ip rules or user lists traces no step for them, and says
+/// "no user rules" rather than "in no user rule".
+#[test]
+fn a_trace_has_no_steps_for_rules_a_service_does_not_have() {
+    let text = "services:
+  - name: plain
+    old_host: plain.example.com
+    old_backend: old:80
+    new_host: plain.example.com
+    new_backend: new:80
+    migration: {strategy: weight, percentage: 50}
+  - name: users
+    old_host: users.example.com
+    old_backend: old:80
+    new_host: users.example.com
+    new_backend: new:80
+    migration: {strategy: user, percentage: 50, user_key: \"header:X-User-ID\"}
+";
+    let config = migration_engine::load_str("t.yaml", text).unwrap();
+    let steps = |host: &str| {
+        let r = OwnedRequest::new(host).header("X-User-ID", "zed").client("10.1.1.1");
+        let mut trace = Trace::default();
+        decide_traced(&config, ServiceChoice::Auto, &r, &mut || 0, &migration_engine::NoBreakers, &mut trace);
+        trace.steps.iter().map(|s| (s.step.clone(), s.why.clone())).collect::<Vec<_>>()
+    };
+    let names = |steps: &[(String, String)]| steps.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&steps("plain.example.com")), ["service", "enabled", "fallback", "weight"]);
+    let users = steps("users.example.com");
+    assert_eq!(names(&users), ["service", "enabled", "fallback", "user_rules", "user_hash"]);
+    assert_eq!(users[3].1, "user id \"zed\" (user_key header \"x-user-id\"); no user rules");
+}

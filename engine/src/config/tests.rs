@@ -563,4 +563,7 @@ fn ramps_load_and_their_errors_are_located() {
         err(&with("    migration:\n      percentage: 20\n      ramp: {steps: [5, 100], every: 1m}\n")).to_string(),
         "m.yaml:8:19: services[0].migration.percentage: with a ramp, percentage is left out or equal to the first step (5), got 20"
     );
+    // Equal to the first step: the same as leaving it out.
+    let same = parse("m.yaml", &with("    migration:\n      percentage: 5\n      ramp: {steps: [5, 100], every: 1m}\n")).unwrap();
+    assert_eq!(same.services[0].migration.percentage, Percentage(500));
 }

@@ -477,6 +477,16 @@ services:
         let config = crate::config::parse("m.yaml", &text).unwrap();
         let found: Vec<String> = warnings(&config).iter().map(Warning::to_string).collect();
         assert_eq!(found, ["services[0].migration.ramp.gate: the service is disabled (enabled: false): nothing goes to new, so the gate is never judged and the ramp stands still until the service is enabled"]);
+        // Enabled with a gate, or disabled without one (or without a ramp): nothing to say.
+        for migration in [
+            "enabled: true\n      ramp: {steps: [1, 100], every: 1h, gate: {max_error_rate: 1%}}",
+            "enabled: false\n      ramp: {steps: [1, 100], every: 1h}",
+            "enabled: false",
+        ] {
+            let text = format!("{BASE}      user_rules: []\n    migration:\n      {migration}\n");
+            let config = crate::config::parse("m.yaml", &text).unwrap();
+            assert!(warnings(&config).is_empty(), "{migration}: {:?}", warnings(&config));
+        }
     }
 
     #[test]

@@ -504,6 +504,48 @@ mod tests {
     }
 
     #[test]
+    fn the_position_word_round_trips() {
+        for (restarts, step, state) in [
+            (0, 0, RampState::Scheduled),
+            (1, 3, RampState::Ramping),
+            (0xff_ffff, 0xffff_ffff, RampState::RolledBack),
+            (77, 12, RampState::Held),
+            (5, 1, RampState::Done),
+        ] {
+            assert_eq!(unpack(pack(restarts, step, state)), (restarts, step, Some(state)));
+        }
+        // The restart count keeps its low 24 bits.
+        assert_eq!(unpack(pack(0x100_0002, 7, RampState::Ramping)), (2, 7, Some(RampState::Ramping)));
+    }
+
+    #[test]
+    fn with_start_a_publication_puts_the_ramp_on_the_wall_clock_step() {
+        let r = ramp(&[100, 1000, 5000], 1000, None, OnFailure::Rollback, Some(5_000));
+        let zero = ResponseCounts::default();
+        // (now, state, step, percentage in force, the step's start)
+        for (now, state, step, in_force, started) in [
+            (4_999, RampState::Scheduled, 0, 0, 5_000),
+            (5_000, RampState::Ramping, 0, 100, 5_000),
+            (6_500, RampState::Ramping, 1, 1000, 6_000),
+            (7_000, RampState::Done, 2, 5000, 7_000),
+            (60_000, RampState::Done, 2, 5000, 7_000),
+        ] {
+            let cells = RampCells::default();
+            cells.publish(Some(&r), fingerprint(&r, 100), 1, now, &zero);
+            assert_eq!(
+                (cells.state(), cells.step(), cells.percentage_in_force(), cells.step_started_ms()),
+                (Some(state), step, Some(in_force), started),
+                "published at {now}"
+            );
+        }
+        // Without start, the first step begins at the publication.
+        let cells = RampCells::default();
+        let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
+        cells.publish(Some(&r), fingerprint(&r, 100), 1, 1_234, &zero);
+        assert_eq!((cells.step(), cells.step_started_ms()), (0, 1_234));
+    }
+
+    #[test]
     fn a_changed_ramp_or_percentage_starts_again_and_no_ramp_clears_it() {
         let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();

@@ -233,3 +233,46 @@ my $r = http_request('GET', '/', [Host => 'api.example', Authorization => 'Beare
 is($r->{body}, "/echo/new/user_list\n", 'alice, as auth_request verified her');
 $r = http_request('GET', '/', [Host => 'api.example', 'X-User-ID' => 'alice', 'verified_user' => 'alice']);
 is($r->{status}, 401, 'no token: auth_request refuses, whatever headers claim');
+
+
+
+=== TEST 6: over HTTP/2, :authority is the Host: the server block that names it routes it, another server block routes nowhere
+--- requires
+nginx >= 1.25.1
+configure --with-http_v2_module
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 default_server;
+        http2 on;
+        server_name api.example;
+        location / { migration on; return 200 "$server_protocol|$migration_service|$migration_rule|$migration_backend"; }
+    }
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: api-old:80
+    new_host: api.example
+    new_backend: api-new:80
+  - name: admin
+    old_host: admin.internal
+    old_backend: admin-old:80
+    new_host: admin.internal
+    new_backend: admin-new:80
+--- config
+    location = /t { return 200 "ok"; }
+--- request
+GET /t
+--- check_eval
+my $port = Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_1");
+# curl sends the URL's host as :authority and no Host header (HTTP/2 over
+# cleartext, prior knowledge).
+my $h2 = sub {
+    my ($authority) = @_;
+    my $out = `curl -s --max-time 10 --http2-prior-knowledge --resolve '$authority:$port:127.0.0.1' 'http://$authority:$port/' 2>&1`;
+    return $out;
+};
+is($h2->('api.example'), 'HTTP/2.0|api|weight|api-old:80', ':authority api.example on the server block that names it: routed');
+is($h2->('admin.internal'), 'HTTP/2.0||none|', ':authority admin.internal on the api server (its default server): no service');

@@ -546,6 +546,42 @@ mod tests {
     }
 
     #[test]
+    fn on_the_wall_clock_ticks_wait_for_start_then_jump_to_the_due_step() {
+        let r = ramp(&[100, 1000, 5000, 10_000], 1000, None, OnFailure::Rollback, Some(5_000));
+        let zero = ResponseCounts::default();
+        let cells = RampCells::default();
+        cells.publish(Some(&r), fingerprint(&r, 100), 1, 1_000, &zero);
+        assert!(cells.tick(&r, true, 4_999, &zero, 1).is_none(), "nothing before start");
+        assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Scheduled), Some(0)));
+        // No tick ran since start: the first one, at 7.5 s, puts it on step 2 at
+        // once, as begun at 7 s.
+        let event = cells.tick(&r, true, 7_500, &zero, 1);
+        assert!(matches!(event, Some(RampEvent::Advanced { step: 2, percentage_bp: 5000, done: false })), "{event:?}");
+        assert_eq!((cells.state(), cells.step(), cells.step_started_ms()), (Some(RampState::Ramping), 2, 7_000));
+        let event = cells.tick(&r, true, 8_200, &zero, 1);
+        assert!(matches!(event, Some(RampEvent::Advanced { step: 3, percentage_bp: 10_000, done: true })), "{event:?}");
+        assert_eq!((cells.state(), cells.step_started_ms()), (Some(RampState::Done), 8_000));
+    }
+
+    #[test]
+    fn every_restart_changes_the_position_word() {
+        let zero = ResponseCounts::default();
+        for start in [None, Some(0)] {
+            let cells = RampCells::default();
+            let a = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, start);
+            cells.publish(Some(&a), fingerprint(&a, 100), 1, 0, &zero);
+            let first = cells.position.load(Ordering::Acquire);
+            // Another ramp, again at step 0: one restart later, so that a tick that
+            // read the first word cannot swap it.
+            let b = ramp(&[200, 1000], 1000, None, OnFailure::Rollback, start);
+            cells.publish(Some(&b), fingerprint(&b, 200), 2, 0, &zero);
+            let second = cells.position.load(Ordering::Acquire);
+            assert_eq!((unpack(second).1, unpack(second).2), (unpack(first).1, unpack(first).2), "start {start:?}");
+            assert_eq!(unpack(second).0, unpack(first).0 + 1, "start {start:?}");
+        }
+    }
+
+    #[test]
     fn a_changed_ramp_or_percentage_starts_again_and_no_ramp_clears_it() {
         let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();

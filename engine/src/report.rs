@@ -411,7 +411,8 @@ fn json_number(out: &mut String, value: Option<f64>) {
         Some(v) if v.is_finite() => {
             let text = format!("{v:.3}");
             let text = text.trim_end_matches('0').trim_end_matches('.');
-            out.push_str(if text.is_empty() || text == "-" { "0" } else { text });
+            // A tiny negative value rounds to "-0": JSON's zero is 0.
+            out.push_str(if text == "-0" { "0" } else { text });
         }
         _ => out.push_str("null"),
     }
@@ -468,6 +469,28 @@ pub fn rfc3339(unix: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn json_numbers_have_at_most_three_decimals_and_non_finite_is_null() {
+        for (value, text) in [
+            (None, "null"),
+            (Some(f64::INFINITY), "null"),
+            (Some(f64::NEG_INFINITY), "null"),
+            (Some(f64::NAN), "null"),
+            (Some(0.0), "0"),
+            (Some(-0.0004), "0"),
+            (Some(-1.25), "-1.25"),
+            (Some(1.5), "1.5"),
+            (Some(12.3456), "12.346"),
+            (Some(100.0), "100"),
+            (Some(0.0004), "0"),
+        ] {
+            let mut out = String::new();
+            json_number(&mut out, value);
+            assert_eq!(out, text, "{value:?}");
+        }
+    }
+
     use super::*;
     use crate::load_str;
 

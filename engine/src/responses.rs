@@ -126,11 +126,6 @@ impl ResponseCounts {
         }
     }
 
-    /// Upstream response times observed for `target`.
-    pub fn observations(&self, target: Target) -> u64 {
-        self.buckets[target.index()].iter().sum()
-    }
-
     /// The `q` quantile of `target`'s upstream response time, in seconds, as
     /// Prometheus's `histogram_quantile` computes it from the same buckets
     /// (linear within a bucket, the first starting at 0; a rank in `+Inf` gives
@@ -197,10 +192,26 @@ mod tests {
         let mut slow = ResponseCounts::default();
         slow.buckets[0][BUCKETS - 1] = 3;
         assert_eq!(slow.quantile(Target::Old, 0.99), Some(10.0));
+        // A rank past a non-empty bucket lies in a later one (buckets of unequal
+        // widths: 1 in (0, 5 ms], 9 in (10, 25 ms]); q = 0 is the start of the
+        // first non-empty bucket.
+        let mut uneven = ResponseCounts::default();
+        uneven.buckets[1][0] = 1;
+        uneven.buckets[1][2] = 9;
+        let median = uneven.quantile(Target::New, 0.5).unwrap();
+        assert!((median - (0.010 + 0.015 * 4.0 / 9.0)).abs() < 1e-12, "{median}");
+        let mut late = ResponseCounts::default();
+        late.buckets[0][3] = 4;
+        assert_eq!(late.quantile(Target::Old, 0.0), Some(0.025));
+        assert!((late.quantile(Target::Old, 0.25).unwrap() - 0.03125).abs() < 1e-12);
+        // The cells hold what is stored in them (a ramp step's window).
+        let cells = ResponseCells::default();
+        cells.store(&uneven);
+        assert_eq!(cells.snapshot(), uneven);
         // Windows.
         let later = ResponseCounts { classes: [[0, 7, 0, 0, 2, 1], [0; 6]], ..c };
         let window = later.since(&c);
         assert_eq!((window.total(Target::Old), window.error_rate(Target::Old)), (10, 0.3));
-        assert_eq!(window.observations(Target::New), 0);
+        assert_eq!(window.buckets[1], [0; BUCKETS], "no new response since");
     }
 }

@@ -181,6 +181,9 @@ impl fmt::Display for Step<'_> {
                     (true, Some(FromCheck { client, inside: true })) => {
                         write!(f, "{read}, matches {wants}, and {} is in from: -> {target}", client_text(client))
                     }
+                    (true, Some(FromCheck { client: None, .. })) => {
+                        write!(f, "{read}, matches {wants}, but the request has no client address for from:")
+                    }
                     (true, Some(FromCheck { client, inside: false })) => {
                         write!(f, "{read}, matches {wants}, but {} is not in from:", client_text(client))
                     }

@@ -563,6 +563,27 @@ fn ramps_load_and_their_errors_are_located() {
         err(&with("    migration:\n      percentage: 20\n      ramp: {steps: [5, 100], every: 1m}\n")).to_string(),
         "m.yaml:8:19: services[0].migration.percentage: with a ramp, percentage is left out or equal to the first step (5), got 20"
     );
+    // every: up to 30 days; each gate field names what it expected of a wrong type;
+    // a ratio is above 0 and finite.
+    assert!(parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 30d}\n")).is_ok());
+    for (ramp, message) in [
+        ("{steps: [5], every: 31d}", "services[0].migration.ramp.every: must be from 100ms to 30d"),
+        ("{steps: [5], every: [1]}", "services[0].migration.ramp.every: wrong type: sequence, expected a time such as 500ms, 30s, 10m, 2h or 1d"),
+        (
+            "{steps: [5], every: 1m, gate: {max_error_rate: [1]}}",
+            "services[0].migration.ramp.gate.max_error_rate: wrong type: sequence, expected a share such as 1% or 0.01",
+        ),
+        (
+            "{steps: [5], every: 1m, gate: {max_p99_vs_old: [1]}}",
+            "services[0].migration.ramp.gate.max_p99_vs_old: wrong type: sequence, expected a ratio such as 1.5",
+        ),
+        ("{steps: [5], every: 1m, gate: {max_p99_vs_old: 0}}", "services[0].migration.ramp.gate.max_p99_vs_old: must be a ratio above 0, got 0"),
+        ("{steps: [5], every: 1m, gate: {max_p99_vs_old: .inf}}", "services[0].migration.ramp.gate.max_p99_vs_old: must be a ratio above 0, got inf"),
+    ] {
+        let text = bad(ramp);
+        assert!(text.ends_with(message), "{ramp}: {text}");
+    }
+    assert!(parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 1m, gate: {max_p99_vs_old: 0.5}}\n")).is_ok());
     // Equal to the first step: the same as leaving it out.
     let same = parse("m.yaml", &with("    migration:\n      percentage: 5\n      ramp: {steps: [5, 100], every: 1m}\n")).unwrap();
     assert_eq!(same.services[0].migration.percentage, Percentage(500));

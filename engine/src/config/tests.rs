@@ -584,6 +584,10 @@ fn ramps_load_and_their_errors_are_located() {
         assert!(text.ends_with(message), "{ramp}: {text}");
     }
     assert!(parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 1m, gate: {max_p99_vs_old: 0.5}}\n")).is_ok());
+    let explicit = parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 1m, on_failure: rollback}\n")).unwrap();
+    assert_eq!(explicit.services[0].migration.ramp.as_ref().unwrap().on_failure, ramp::OnFailure::Rollback);
+    assert!(bad("{steps: [5], every: 1m, on_failure: [1]}")
+        .ends_with("services[0].migration.ramp.on_failure: wrong type: sequence, expected rollback or hold"));
     // Equal to the first step: the same as leaving it out.
     let same = parse("m.yaml", &with("    migration:\n      percentage: 5\n      ramp: {steps: [5, 100], every: 1m}\n")).unwrap();
     assert_eq!(same.services[0].migration.percentage, Percentage(500));

@@ -503,6 +503,15 @@ string_value!(NonEmpty, "a non-empty string");
 
 #[cfg(test)]
 mod tests {
+    use super::PercentageText;
+
+    #[test]
+    fn percentages_are_written_as_the_yaml_would() {
+        for (bp, text) in [(2000, "20"), (1250, "12.5"), (1, "0.01"), (10, "0.1"), (3333, "33.33"), (10_000, "100"), (0, "0"), (505, "5.05")] {
+            assert_eq!(PercentageText(bp).to_string(), text, "{bp}");
+        }
+    }
+
     use super::*;
 
     #[test]

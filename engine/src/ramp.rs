@@ -487,6 +487,54 @@ mod tests {
     }
 
     #[test]
+    fn gates_at_their_edges() {
+        // No min_requests: even an empty window is judged (and passes).
+        assert_eq!(judge(&Gate::default(), &ResponseCounts::default()).verdict, "pass");
+        // Exactly min_requests new responses: judged, not waiting.
+        let gate = Gate { min_requests: 100, ..Gate::default() };
+        assert_eq!(judge(&gate, &counts(99, 0, 0, 0)).verdict, "waiting");
+        assert_eq!(judge(&gate, &counts(100, 0, 0, 0)).verdict, "pass");
+        // An error rate equal to its maximum passes; above fails.
+        let rate = Gate { max_error_rate: Some(0.25), ..Gate::default() };
+        assert_eq!(judge(&rate, &counts(75, 25, 0, 0)).verdict, "pass");
+        assert_eq!(judge(&rate, &counts(74, 26, 0, 0)).verdict, "fail");
+        let vs_old = Gate { max_error_rate_vs_old: Some(0.25), ..Gate::default() };
+        assert_eq!(judge(&vs_old, &counts(50, 50, 75, 25)).verdict, "pass", "exactly 25 points above old");
+        // p99 against old's: 1.2x passes a 1.5 limit.
+        let mut close = ResponseCounts::default();
+        close.buckets[1][2] = 100; // new: (10, 25] ms
+        close.buckets[0][2] = 50; // old: (10, 25] ms, and
+        close.buckets[0][3] = 50; // (25, 50] ms
+        let ratio = Gate { max_p99_vs_old: Some(1.5), ..Gate::default() };
+        let report = judge(&ratio, &close);
+        let (new, old) = (report.new_p99_ms.unwrap(), report.old_p99_ms.unwrap());
+        assert!((new - 24.85).abs() < 1e-9 && (old - 49.5).abs() < 1e-9, "{new} {old}");
+        assert_eq!(report.verdict, "pass", "new below old");
+    }
+
+    #[test]
+    fn the_last_gate_is_kept_with_its_numbers() {
+        let cells = RampCells::default();
+        assert_eq!(cells.last_gate(), None, "none judged yet");
+        for report in [
+            GateReport {
+                verdict: "fail",
+                reason: String::new(),
+                new_requests: 57,
+                old_requests: 443,
+                new_error_rate: 0.125,
+                old_error_rate: 0.0025,
+                new_p99_ms: Some(49.75),
+                old_p99_ms: Some(4.95),
+            },
+            GateReport { verdict: "waiting", new_requests: 3, ..GateReport::default() },
+        ] {
+            cells.remember(&report);
+            assert_eq!(cells.last_gate(), Some(report));
+        }
+    }
+
+    #[test]
     fn the_wall_clock_puts_every_replica_on_the_same_step() {
         let r = ramp(&[100, 1000, 5000], 1000, None, OnFailure::Rollback, Some(5_000));
         let a = RampCells::default();

@@ -510,6 +510,17 @@ mod tests {
         let (new, old) = (report.new_p99_ms.unwrap(), report.old_p99_ms.unwrap());
         assert!((new - 24.85).abs() < 1e-9 && (old - 49.5).abs() < 1e-9, "{new} {old}");
         assert_eq!(report.verdict, "pass", "new below old");
+        // A ratio exactly at its limit passes (the limit set to the very ratio).
+        let at_limit = Gate { max_p99_vs_old: Some(new / old), ..Gate::default() };
+        assert_eq!(judge(&at_limit, &close).verdict, "pass");
+        // A p99 exactly at max_p99 passes: 195 responses in (0, 5 ms] and 5 in
+        // (5, 10 ms] put the 99th percentile at 8 ms exactly.
+        let mut eight = ResponseCounts::default();
+        eight.buckets[1][0] = 195;
+        eight.buckets[1][1] = 5;
+        assert_eq!(judge(&Gate::default(), &eight).new_p99_ms, Some(8.0));
+        assert_eq!(judge(&Gate { max_p99_ms: Some(8), ..Gate::default() }, &eight).verdict, "pass");
+        assert_eq!(judge(&Gate { max_p99_ms: Some(7), ..Gate::default() }, &eight).verdict, "fail");
     }
 
     #[test]
@@ -609,6 +620,12 @@ mod tests {
         let event = cells.tick(&r, true, 8_200, &zero, 1);
         assert!(matches!(event, Some(RampEvent::Advanced { step: 3, percentage_bp: 10_000, done: true })), "{event:?}");
         assert_eq!((cells.state(), cells.step_started_ms()), (Some(RampState::Done), 8_000));
+        // A tick long after the last step's time, from an earlier step: the last step.
+        let late = RampCells::default();
+        late.publish(Some(&r), fingerprint(&r, 100), 1, 5_500, &zero);
+        let event = late.tick(&r, true, 60_000, &zero, 1);
+        assert!(matches!(event, Some(RampEvent::Advanced { step: 3, percentage_bp: 10_000, done: true })), "{event:?}");
+        assert_eq!(late.step_started_ms(), 8_000);
     }
 
     #[test]

@@ -204,6 +204,8 @@ mod tests {
         late.buckets[0][3] = 4;
         assert_eq!(late.quantile(Target::Old, 0.0), Some(0.025));
         assert!((late.quantile(Target::Old, 0.25).unwrap() - 0.03125).abs() < 1e-12);
+        // A quantile that is not a number ranks nowhere: the largest finite bound.
+        assert_eq!(uneven.quantile(Target::New, f64::NAN), Some(10.0));
         // The cells hold what is stored in them (a ramp step's window).
         let cells = ResponseCells::default();
         cells.store(&uneven);

@@ -584,6 +584,8 @@ fn ramps_load_and_their_errors_are_located() {
         assert!(text.ends_with(message), "{ramp}: {text}");
     }
     assert!(parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 1m, gate: {max_p99_vs_old: 0.5}}\n")).is_ok());
+    assert!(bad("{steps: [5], every: 1m, start: [1]}")
+        .ends_with("services[0].migration.ramp.start: wrong type: sequence, expected a time such as 2026-11-30T09:00:00Z"));
     let explicit = parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 1m, on_failure: rollback}\n")).unwrap();
     assert_eq!(explicit.services[0].migration.ramp.as_ref().unwrap().on_failure, ramp::OnFailure::Rollback);
     assert!(bad("{steps: [5], every: 1m, on_failure: [1]}")

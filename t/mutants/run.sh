@@ -47,6 +47,9 @@ prove_failures() {
         /^t\/[^ ]*\.t \.+/ { file = $1 }
         /^not ok [0-9]+/ { sub(/^not ok [0-9]+( - )?/, ""); print file "\t" $0 }
         /^t\/[^ ]*\.t *\(Wstat/ { print $1 "\t(exit status)" }' | sort -u
+    # A mutant may leave a daemonized nginx of the scratch tree running (t/20's
+    # replicas were found after runs): none outlives its prove.
+    pkill -f "$scratch/target/nginx/sbin/nginx" 2>/dev/null || true
 }
 
 # The files among prove_failures' lines whose failures the unmutated tree does not have.

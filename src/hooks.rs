@@ -78,3 +78,15 @@ pub fn panic_in(place: &str) {
         panic!("test hook: a panic in {place}");
     }
 }
+
+/// `reload_commit_delay=MS`: at a reload (the zone already has a generation), the
+/// master sleeps MS milliseconds between reading the file and committing it, so
+/// that an old worker's `watch=` can publish a newer read of the same file meanwhile.
+pub fn reload_commit_delay(zone_generation: u64) {
+    let Some(ms) = value("reload_commit_delay").and_then(|v| v.parse::<u64>().ok()) else {
+        return;
+    };
+    if zone_generation > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}

@@ -215,6 +215,7 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let (Some(config), Some(publication)) = (main.config.clone(), main.publication.as_mut()) else {
         return Status::NGX_OK.into();
     };
+    crate::hooks::reload_commit_delay(publication.zone.generation());
     let Some(commit) = publication.zone.lock().commit_pending(publication.prepared_serial) else {
         ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: no prepared configuration to publish");
         return Status::NGX_OK.into();

@@ -259,3 +259,36 @@ Time::HiRes::sleep(0.5);
 my @ticks = error_log_text() =~ /\[error\] [^\n]*migration: internal error in watch= \(a panic at [^)]*\); the change is not published, the last good configuration stays/g;
 cmp_ok(scalar @ticks, '>=', 2, 'each tick is caught and logged, and the timer runs on');
 is(http_request('GET', '/', [Host => 'api.example'])->{body}, "old v1\n", 'requests are served');
+
+
+
+=== TEST 13: a reload's read of the file never overwrites a newer watch= read of the same file made while the master was between reading and committing
+--- workers: 1
+--- master_on
+--- hooks: reload_commit_delay=1500
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target $migration_config_version\n"; }
+    location = /status { migration_status; }
+--- timeout: 15
+--- check_eval
+my $file = html_dir() . '/m.yaml';
+# The master reads v1 at once, then waits 1.5 s before committing it; the old
+# worker's watch= publishes v2 meanwhile.
+ok(signal_nginx('HUP'), 'reload');
+Time::HiRes::sleep(0.5);
+main::write_file($file, main::yaml_for(percentage => 100, version => 'v2'));
+my $deadline = Time::HiRes::time() + 10;
+Time::HiRes::sleep(0.05) until error_log_text() =~ /that newer read stays/ || Time::HiRes::time() > $deadline;
+like(error_log_text(), qr/m\.yaml was published as generation 2 by watch= after this reload read it; that newer read stays/,
+     'the master keeps the newer read');
+# Once the new worker serves, v2 routes, and nobody had to publish v2 again.
+my $body = '';
+$deadline = Time::HiRes::time() + 5;
+Time::HiRes::sleep(0.05) until ($body = http_request('GET', '/', [Host => 'api.example'])->{body} // '') eq "new v2\n" || Time::HiRes::time() > $deadline;
+is($body, "new v2\n", 'routes by v2');
+Time::HiRes::sleep(0.5);
+is_deeply(main::published_versions(), ['v2'], 'v2 was published once: the reload did not put v1 back in between');

@@ -597,8 +597,8 @@ fn warn_if_auto_without_names(cf: *mut ngx_conf_t, conf: &LocConf) {
 /// for; the module is looked up by name, as it may not be compiled in.
 fn realip_from(cf: *mut ngx_conf_t) -> usize {
     static MODULE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up in the process.
     let module =
+        // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up in the process.
         *MODULE.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"ngx_http_realip_module".as_ptr()) } as usize);
     if module == 0 {
         return 0;
@@ -682,9 +682,9 @@ pub unsafe extern "C" fn merge_srv_conf(cf: *mut ngx_conf_t, prev: *mut c_void, 
 }
 
 unsafe fn merge_srv_conf_body(cf: *mut ngx_conf_t, _prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
-    // SAFETY: nginx passes the server configuration create_srv_conf made; cf->ctx
-    // holds this server block's configurations while it is merged.
     let (conf, core) =
+        // SAFETY: nginx passes the server configuration create_srv_conf made; cf->ctx
+        // holds this server block's configurations while it is merged.
         unsafe { (&mut *(conf as *mut SrvConf), NgxHttpCoreModule::server_conf(&*cf).expect("http core server conf")) };
     // SAFETY: server_names is an array of ngx_http_server_name_t, valid while the
     // configuration is read.

@@ -19,7 +19,7 @@ use core::slice;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use migration_engine::responses::{class_of, FAILED};
+use migration_engine::responses::{class_of, ABORTED, FAILED};
 use migration_engine::{decide_with, Decision, Outcome, Rule, ServiceChoice, Target, Transition};
 use ngx::core::Status;
 use ngx::ffi::{
@@ -234,10 +234,14 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         return Status::NGX_OK.into();
     };
     let first = first_upstream(r);
-    // Responses per target: every routed request (the same rule as the counters).
+    // Responses per target: every routed request (the same rule as the counters);
+    // a ramp's gate judges only what the percentage split decided.
     if d.counted.get() {
         let (class, upstream_us) = response_of(r, &first);
         slot.responses.record(target, class, upstream_us);
+        if d.decision.rule.is_split() && published.config.services[index as usize].ramp.is_some() {
+            slot.judged.record(target, class, upstream_us);
+        }
     }
     let (Target::New, Some(policy)) = (target, published.config.services[index as usize].fallback.as_ref()) else {
         return Status::NGX_OK.into();
@@ -330,14 +334,25 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
     }
 }
 
-/// The response's class for the status (SPEC "Responses per target"): `failed`
-/// when no upstream response came (the breaker's own test), else the class of
-/// the status the client got; and the upstream's response time, when it had one.
+/// nginx's status for a request the client closed before it was answered.
+const CLIENT_CLOSED_REQUEST: usize = 499;
+
+/// The response's class for the status (SPEC "Responses per target"):
+/// `aborted` when the client left before the upstream answered (nginx's 499: no
+/// error of the cluster, no latency sample — a client that hangs up on purpose
+/// must not move a gate), `failed` when no upstream response came (the
+/// breaker's own test), else the class of the status the client got; and the
+/// upstream's response time, when it had one.
 fn response_of(r: &ngx_http_request_t, first: &FirstUpstream) -> (usize, Option<u64>) {
     let client_class = || class_of(u16::try_from(r.headers_out.status).unwrap_or(0)).unwrap_or(FAILED);
+    // SAFETY: the connection outlives its requests.
+    let client_left = unsafe { (*r.connection).error() } != 0 || r.headers_out.status == CLIENT_CLOSED_REQUEST;
     match first {
+        FirstUpstream::None if r.headers_out.status == CLIENT_CLOSED_REQUEST => (ABORTED, None),
         FirstUpstream::None => (client_class(), None),
+        FirstUpstream::NoState { .. } if client_left => (ABORTED, None),
         FirstUpstream::NoState { .. } => (FAILED, None),
+        FirstUpstream::Attempt(last) if no_response(last) && client_left => (ABORTED, None),
         FirstUpstream::Attempt(last) => {
             let time = (last.response_time != ngx_msec_t::MAX).then(|| last.response_time as u64 * 1000);
             (if no_response(last) { FAILED } else { client_class() }, time)

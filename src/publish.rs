@@ -75,13 +75,22 @@ impl Breakers for Published {
 
 impl Published {
     /// Tells each service's ramp cells what this publication holds: an unchanged
-    /// ramp keeps its position, a changed one starts again (SPEC "Ramp"). Called
-    /// by the process that committed it.
-    fn publish_ramps(&self) {
+    /// ramp keeps its position, a changed one starts again (README "Ramp"); the
+    /// step in force is logged. Called by the process that committed it, under
+    /// the zone's lock.
+    fn publish_ramps(&self, log: *mut ngx_log_t) {
         let now = unix_now_ms();
         for (service, slot) in self.config.services.iter().zip(self.slots.iter()) {
-            let counts = slot.responses.snapshot();
-            slot.ramp.publish(service.ramp.as_ref(), service.ramp_fingerprint, self.content_hash, now, &counts);
+            let counts = slot.judged.snapshot();
+            let what = slot.ramp.publish(
+                service.ramp.as_ref(),
+                service.ramp_fingerprint,
+                service.outcome_fingerprint,
+                service.enabled,
+                now,
+                &counts,
+            );
+            crate::ramp::log_publication(service, slot, what, log);
         }
     }
 }
@@ -262,7 +271,7 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: set by nginx's command line handling before any cycle exists.
     if unsafe { ngx_test_config } == 0 {
         let _locked = publication.zone.lock();
-        published.publish_ramps();
+        published.publish_ramps(cycle.log);
     }
     publication.published = Some(published);
     Status::NGX_OK.into()
@@ -660,7 +669,7 @@ fn commit_change(
         slots: slots.into_boxed_slice(),
         zone: *zone,
     });
-    published.publish_ramps();
+    published.publish_ramps(log);
     drop(locked);
     remember_stamp(ready.stamp);
     zone.refuse(0);

@@ -126,9 +126,12 @@ impl RequestView for NgxRequestView<'_> {
     fn for_each_header<'a>(&'a self, mut visit: impl FnMut(&'a [u8], &'a [u8])) {
         let mut part = Some(&self.request().headers_in.headers.part);
         while let Some(p) = part {
-            // SAFETY: a list part holds `nelts` initialised ngx_table_elt_t.
-            let elts: &[ngx_table_elt_t] =
-                if p.nelts == 0 { &[] } else { unsafe { slice::from_raw_parts(p.elts as *const _, p.nelts) } };
+            let elts: &[ngx_table_elt_t] = if p.nelts == 0 {
+                &[]
+            } else {
+                // SAFETY: a list part holds `nelts` initialised ngx_table_elt_t.
+                unsafe { slice::from_raw_parts(p.elts as *const _, p.nelts) }
+            };
             for h in elts {
                 // nginx marks a removed header with hash 0.
                 if h.hash == 0 || h.lowcase_key.is_null() {

@@ -190,7 +190,7 @@ is($wrong // 0, 0, 'every user on the side the hash gives at the percentage in f
 is($back // 0, 0, 'no user went from new back to old');
 is(scalar(grep { $_ eq 'new' } values %side), 400, 'at 100 % every user is on new');
 my $ramp = main::api()->{ramp};
-is_deeply([@$ramp{qw(state step steps percentage)}], ['done', 3, 4, 100], 'status: done, on the last step, 100 %');
+is_deeply([@$ramp{qw(state step steps percentage)}], ['done', 4, 4, 100], 'status: done, on the last step (counted from 1, as the log counts), 100 %');
 is($ramp->{next_step_at}, undef, 'nothing is due');
 for my $step ([2, '10'], [3, '50'], [4, '100']) {
     my @lines = error_log_text() =~ /\[notice\] [^\n]*migration: service "api": ramp step $step->[0] of 4 begins: $step->[1]% in force/g;
@@ -207,14 +207,14 @@ like($prom, qr/^migration_ramp_state\{service="api",state="done"\} 1$/m, 'migrat
 --- user_files eval
 [[ 'm.yaml', main::ramp_yaml("steps: [10, 50, 100]\nevery: 2s\ngate:\n  min_requests: 20\n  max_error_rate: 5%\non_failure: rollback\n") ]]
 --- error_log eval
-qr/\[warn\] .*migration: service "api": ramp step 1 of 3 \(10%\) failed its gate: error rate 100.00% above max_error_rate 5.00% \(new: \d+ responses, 100.00% errors, p99 [\d.]+ ms; old: \d+ responses, 0.00% errors, p99 [\d.]+ ms\); rolled back to 0% until the file changes/
+qr/\[warn\] .*migration: service "api": ramp step 1 of 3 \(10%\) failed its gate: error rate 100.00% above max_error_rate 5.00% \(new: \d+ responses, 100.00% errors, p99 [\d.]+ ms; old: \d+ responses, 0.00% errors, p99 [\d.]+ ms\); rolled back to 0% until the service's migration or backends change/
 --- check_eval
 main::touch('new-down', 1);
 my @users = map { "u-$_" } 1 .. 500;
 main::sample(\@users);
 ok(main::wait_until(4, sub { (main::api()->{ramp}{state} // '') eq 'rolled_back' }), 'rolled back at the end of the step');
 my $s = main::api();
-is_deeply([@{ $s->{ramp} }{qw(state step percentage)}], ['rolled_back', 0, 0], 'status: rolled_back, 0 %');
+is_deeply([@{ $s->{ramp} }{qw(state step percentage)}], ['rolled_back', 1, 0], 'status: rolled_back on step 1, 0 %');
 is($s->{ramp}{last_gate}{verdict}, 'fail', 'the last gate failed');
 cmp_ok($s->{ramp}{last_gate}{new_requests}, '>=', 20, 'judged on at least min_requests responses of new');
 my $after = main::sample([map { "v-$_" } 1 .. 200]);
@@ -231,7 +231,7 @@ is(main::api()->{ramp}{state}, 'rolled_back', 'the rollback stays');
 --- user_files eval
 [[ 'm.yaml', main::ramp_yaml("steps: [10, 50, 100]\nevery: 2s\ngate:\n  min_requests: 20\n  max_error_rate: 5%\non_failure: hold\n") ]]
 --- error_log eval
-qr/\[warn\] .*ramp step 1 of 3 \(10%\) failed its gate: .*; held at 10% until the file changes/
+qr/\[warn\] .*ramp step 1 of 3 \(10%\) failed its gate: .*; held at 10% until the service's migration or backends change/
 --- check_eval
 main::touch('new-down', 1);
 main::sample([map { "u-$_" } 1 .. 500]);
@@ -296,7 +296,7 @@ main::stop_children();
 --- check_eval
 Time::HiRes::sleep(1.8);
 my $s = main::api();
-is_deeply([@{ $s->{ramp} }{qw(state step percentage)}], ['ramping', 0, 10], 'past its time, the step waits');
+is_deeply([@{ $s->{ramp} }{qw(state step percentage)}], ['ramping', 1, 10], 'past its time, the step waits');
 is($s->{ramp}{last_gate}{verdict}, 'waiting', 'the gate is waiting for responses');
 main::sample([map { "u-$_" } 1 .. 600]);
 ok(main::wait_until(2, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'with enough responses of new, it advances');
@@ -311,7 +311,7 @@ ok(main::wait_until(2, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'w
 [[ 'm.yaml', main::ramp_yaml("steps: [10, 20, 30, 40, 50]\nevery: 1500ms\n") ]]
 --- check_eval
 my $m = html_dir() . '/m.yaml';
-ok(main::wait_until(3, sub { (main::api()->{ramp}{step} // 0) >= 1 }), 'on step 2');
+ok(main::wait_until(3, sub { (main::api()->{ramp}{step} // 0) >= 2 }), 'on step 2');
 my $step = main::api()->{ramp}{step};
 ok(reload_nginx(), 'reload with the same file');
 is(main::api()->{ramp}{step}, $step, 'the reload kept the step');
@@ -321,7 +321,7 @@ cmp_ok(main::api()->{ramp}{step}, '>=', $step, 'with the same ramp: the step is 
 main::write_file($m, Test::MigrationNginx::_expand(main::ramp_yaml("steps: [5, 20, 30, 40, 50]\nevery: 1500ms\n", 'v3')));
 ok(main::wait_until(2, sub { main::status()->{version} eq 'v3' }), 'a changed ramp published');
 my $r = main::api()->{ramp};
-is_deeply([@$r{qw(step percentage)}], [0, 5], 'it starts again at its first step');
+is_deeply([@$r{qw(step percentage)}], [1, 5], 'it starts again at its first step');
 
 
 

@@ -62,6 +62,9 @@ pub struct CompiledService {
     /// publication that keeps both keeps the ramp's position).
     pub ramp: Option<crate::config::ramp::Ramp>,
     pub ramp_fingerprint: u64,
+    /// What identifies the service's migration block and backends: a held or
+    /// rolled-back ramp stays so until it changes.
+    pub outcome_fingerprint: u64,
 }
 
 /// A service's `fallback:`, compiled.
@@ -411,10 +414,15 @@ fn compile_service(s: config::Service) -> CompiledService {
     let fallback = s.fallback.as_ref().map(FallbackPolicy::new);
     let ramp_fingerprint =
         s.migration.ramp.as_ref().map_or(0, |r| crate::ramp::fingerprint(r, s.migration.percentage.0));
+    let outcome_fingerprint = crate::ramp::outcome_fingerprint(
+        &s.migration,
+        [&s.old_host.0, &format!("{:?}", s.old_backend), &s.new_host.0, &format!("{:?}", s.new_backend)],
+    );
     CompiledService {
         fallback,
         ramp: s.migration.ramp.clone(),
         ramp_fingerprint,
+        outcome_fingerprint,
         name: s.name.0,
         old: endpoint(s.old_host, s.old_backend),
         new: endpoint(s.new_host, s.new_backend),

@@ -57,6 +57,13 @@ impl Rule {
             Rule::None => "none",
         }
     }
+
+    /// Decided by the percentage split (decision step 7): the traffic a ramp
+    /// moves, and the only traffic its gate judges.
+    #[inline]
+    pub fn is_split(self) -> bool {
+        matches!(self, Rule::UserHash | Rule::IpHash | Rule::Weight)
+    }
 }
 
 /// The one decision of a request.
@@ -184,7 +191,8 @@ pub fn decide_traced<R: RequestView, T: Tracer>(
         _ => Split { bp: s.percentage_bp, threshold: s.threshold },
     };
     let mut decision = decide_service(index, s, request, draw, breakers, split, tracer);
-    decision.percentage_bp = split.bp;
+    // `enabled: false` sends everything to old: 0 % is in force.
+    decision.percentage_bp = if s.enabled { split.bp } else { 0 };
     decision
 }
 
@@ -420,4 +428,15 @@ pub(crate) fn user_id<'r, R: RequestView>(key: &UserKey, request: &'r R) -> Opti
         UserKey::Var(name) => request.variable(name.as_bytes()),
     };
     value.filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rule;
+
+    #[test]
+    fn only_the_percentage_split_is_the_ramps_traffic() {
+        let split: Vec<&str> = Rule::ALL.iter().filter(|r| r.is_split()).map(|r| r.as_str()).collect();
+        assert_eq!(split, ["user_hash", "ip_hash", "weight"]);
+    }
 }

@@ -11,15 +11,25 @@
 //!                           └──on_failure: rollback──▶ rolled_back  (0 %)
 //! ```
 //!
-//! Every worker calls [`RampCells::tick`]; a transition is a compare-and-swap
-//! of the position word, so one worker makes it (and logs it). A publication
-//! ([`RampCells::publish`]) keeps the position when the service's ramp and
-//! percentage are unchanged, and starts again at the first step when they
-//! changed; a held or rolled-back ramp stays so until the file changes.
+//! Every worker calls [`RampCells::tick`]; a transition is one compare-and-swap
+//! of the position word, which holds everything a transition changes (state,
+//! the step's percentage, the step's start), so one worker makes it (and logs
+//! it) and no worker ever reads a half-made one: a second worker can never
+//! advance again from the previous step's start.
+//!
+//! Three guards keep processes that disagree from moving the ramp:
+//! - a worker moves it only while the ramp it was compiled from is the one in
+//!   the zone (the zone's fingerprint): a worker still on an older
+//!   configuration (after a reload, before its signal; after a `watch=`
+//!   publication, before its own compile) never advances a newer ramp;
+//! - `enabled: false` freezes it in the zone, whatever a lagging worker
+//!   believes, and frozen time does not count toward `every` (without `start`);
+//! - a held or rolled-back ramp stays so until the service's migration block or
+//!   its backends change (the outcome fingerprint), not on any edit of the file.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::ramp::{OnFailure, Ramp};
+use crate::config::ramp::{Gate, OnFailure, Ramp};
 use crate::config::Target;
 use crate::hash::Threshold;
 use crate::responses::{ResponseCells, ResponseCounts};
@@ -34,7 +44,7 @@ pub enum RampState {
     Done,
     /// A gate failed with `on_failure: hold`: the step's percentage stays.
     Held,
-    /// A gate failed with `on_failure: rollback`: 0 % until the file changes.
+    /// A gate failed with `on_failure: rollback`: 0 % until the migration changes.
     RolledBack,
 }
 
@@ -61,6 +71,9 @@ impl RampState {
     }
 }
 
+/// The gate limits, in the order of [`GateReport::failed`]'s bits.
+pub const LIMITS: [&str; 4] = ["max_error_rate", "max_error_rate_vs_old", "max_p99", "max_p99_vs_old"];
+
 /// The numbers a gate was judged on, and its verdict.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GateReport {
@@ -68,12 +81,49 @@ pub struct GateReport {
     pub verdict: &'static str,
     /// What failed, in words (empty unless the verdict is `fail`).
     pub reason: String,
+    /// Which limits failed: bit i for `LIMITS[i]`.
+    pub failed: u8,
     pub new_requests: u64,
     pub old_requests: u64,
     pub new_error_rate: f64,
     pub old_error_rate: f64,
     pub new_p99_ms: Option<f64>,
     pub old_p99_ms: Option<f64>,
+}
+
+/// One limit a gate failed: its name, the configured value and the measured
+/// one (error rates as fractions, p99 in milliseconds, the p99 ratio as a ratio).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedLimit {
+    pub limit: &'static str,
+    pub value: f64,
+    pub measured: f64,
+}
+
+impl GateReport {
+    /// The limits this report failed, with their values from `gate` and the
+    /// measured ones from the report's numbers.
+    pub fn failed_limits(&self, gate: &Gate) -> Vec<FailedLimit> {
+        let measured = |i: usize| match i {
+            0 => self.new_error_rate,
+            1 => self.new_error_rate - self.old_error_rate,
+            2 => self.new_p99_ms.unwrap_or(0.0),
+            _ => match (self.new_p99_ms, self.old_p99_ms) {
+                (Some(new), Some(old)) if old > 0.0 => new / old,
+                _ => 0.0,
+            },
+        };
+        let value = |i: usize| match i {
+            0 => gate.max_error_rate,
+            1 => gate.max_error_rate_vs_old,
+            2 => gate.max_p99_ms.map(|ms| ms as f64),
+            _ => gate.max_p99_vs_old,
+        };
+        (0..LIMITS.len())
+            .filter(|&i| self.failed & (1 << i) != 0)
+            .filter_map(|i| Some(FailedLimit { limit: LIMITS[i], value: value(i)?, measured: measured(i) }))
+            .collect()
+    }
 }
 
 /// A transition, for its one log line.
@@ -85,149 +135,244 @@ pub enum RampEvent {
     Failed { step: usize, action: OnFailure, gate: GateReport },
 }
 
+/// What a publication did to a service's ramp, for its log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publication {
+    /// The service has no ramp.
+    None,
+    /// A new or changed ramp (or a stopped one whose migration changed) starts
+    /// again: the step now in force began with this publication.
+    Started,
+    /// The ramp in the zone is this one: its position stays.
+    Kept,
+}
+
 /// A ramp's cells. All zeros: no ramp.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct RampCells {
     /// What ramp (and percentage) the position belongs to; 0: none.
     fingerprint: AtomicU64,
-    /// `restarts << 40 | step << 8 | state code`: moved by compare-and-swap.
+    /// The service's migration block and backends the position stands under: a
+    /// held or rolled-back ramp starts again only when they change.
+    outcome: AtomicU64,
+    /// The whole position, one word ([`Position`]): moved by compare-and-swap.
     position: AtomicU64,
-    /// When the current step began (Unix ms).
-    step_started_ms: AtomicU64,
-    /// The percentage the decision uses, in basis points, plus one; 0: the
-    /// configured percentage.
-    in_force: AtomicU64,
-    /// The content hash of the file under which the ramp held or rolled back.
-    stopped_under: AtomicU64,
+    /// Unix ms since `enabled: false` froze the ramp; 0: not frozen.
+    frozen_since: AtomicU64,
     /// The responses counted when the current step began: its gate reads the
     /// difference.
     window: ResponseCells,
     /// The last gate's numbers, for the status.
     gate_verdict: AtomicU64,
-    gate_numbers: [AtomicU64; 6],
+    gate_numbers: [AtomicU64; 7],
 }
 
-/// The position word's parts.
-fn pack(restarts: u64, step: usize, state: RampState) -> u64 {
-    (restarts & 0xff_ffff) << 40 | (step as u64 & 0xffff_ffff) << 8 | state.code()
+/// The position word: `restarts:5 | started_ms:42 | step_bp:14 | state:3`.
+/// 42 bits of Unix milliseconds reach the year 2109; a step's percentage is at
+/// most 10,000 basis points; the restart count (every publication that starts
+/// the ramp again moves it) makes a word read before a restart differ from any
+/// word after it, so that a tick that read it cannot swap it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position {
+    restarts: u64,
+    started_ms: u64,
+    step_bp: u32,
+    state: RampState,
 }
 
-fn unpack(word: u64) -> (u64, usize, Option<RampState>) {
-    (word >> 40, ((word >> 8) & 0xffff_ffff) as usize, RampState::from_code(word & 0xff))
+const STATE_BITS: u32 = 3;
+const BP_BITS: u32 = 14;
+const STARTED_BITS: u32 = 42;
+const RESTART_BITS: u32 = 64 - STARTED_BITS - BP_BITS - STATE_BITS;
+
+fn mask(bits: u32) -> u64 {
+    (1u64 << bits) - 1
+}
+
+impl Position {
+    fn pack(self) -> u64 {
+        (self.restarts & mask(RESTART_BITS)) << (STARTED_BITS + BP_BITS + STATE_BITS)
+            | (self.started_ms & mask(STARTED_BITS)) << (BP_BITS + STATE_BITS)
+            | (u64::from(self.step_bp) & mask(BP_BITS)) << STATE_BITS
+            | self.state.code()
+    }
+
+    fn unpack(word: u64) -> Option<Position> {
+        Some(Position {
+            state: RampState::from_code(word & mask(STATE_BITS))?,
+            step_bp: ((word >> STATE_BITS) & mask(BP_BITS)) as u32,
+            started_ms: (word >> (BP_BITS + STATE_BITS)) & mask(STARTED_BITS),
+            restarts: word >> (STARTED_BITS + BP_BITS + STATE_BITS),
+        })
+    }
+
+    /// What the decision uses: 0 before `start` and after a rollback.
+    fn in_force(self) -> u32 {
+        match self.state {
+            RampState::Scheduled | RampState::RolledBack => 0,
+            _ => self.step_bp,
+        }
+    }
 }
 
 const VERDICTS: [&str; 4] = ["", "pass", "fail", "waiting"];
 
+/// The index of the step whose percentage is `bp` (steps increase strictly).
+fn step_of(ramp: &Ramp, bp: u32) -> Option<usize> {
+    ramp.steps.binary_search(&bp).ok()
+}
+
 impl RampCells {
+    fn position(&self) -> Option<Position> {
+        Position::unpack(self.position.load(Ordering::Acquire))
+    }
+
     /// The percentage in force (basis points), when a ramp decides it.
     #[inline]
     pub fn percentage_in_force(&self) -> Option<u32> {
-        match self.in_force.load(Ordering::Acquire) {
-            0 => None,
-            n => Some((n - 1) as u32),
-        }
+        self.position().map(Position::in_force)
     }
 
     pub fn state(&self) -> Option<RampState> {
-        unpack(self.position.load(Ordering::Acquire)).2
+        self.position().map(|p| p.state)
     }
 
-    pub fn step(&self) -> usize {
-        unpack(self.position.load(Ordering::Acquire)).1
+    /// The current step's index in `ramp.steps` (0 for the first), as read by a
+    /// process compiled from `ramp`.
+    pub fn step(&self, ramp: &Ramp) -> usize {
+        self.position().and_then(|p| step_of(ramp, p.step_bp)).unwrap_or(0)
     }
 
+    /// When the current step began (Unix ms; for `scheduled`, when it will).
     pub fn step_started_ms(&self) -> u64 {
-        self.step_started_ms.load(Ordering::Acquire)
+        self.position().map_or(0, |p| p.started_ms)
+    }
+
+    /// `enabled: false` froze the ramp.
+    pub fn frozen(&self) -> bool {
+        self.frozen_since.load(Ordering::Acquire) != 0
     }
 
     /// A configuration was published: `ramp` is the service's (None: it has
     /// none), `fingerprint` identifies it with the service's percentage
-    /// ([`fingerprint`]), `content_hash` the file's. Called under the zone's lock.
+    /// ([`fingerprint`]), `outcome` the service's migration block and backends
+    /// ([`outcome_fingerprint`]). Called under the zone's lock, by one process.
     pub fn publish(
         &self,
         ramp: Option<&Ramp>,
         fingerprint: u64,
-        content_hash: u64,
-        now_ms: u64,
-        counts: &ResponseCounts,
-    ) {
-        let Some(ramp) = ramp else {
-            self.fingerprint.store(0, Ordering::Release);
-            self.in_force.store(0, Ordering::Release);
-            self.position.store(0, Ordering::Release);
-            return;
-        };
-        let (restarts, _, state) = unpack(self.position.load(Ordering::Acquire));
-        let stopped = matches!(state, Some(RampState::Held | RampState::RolledBack));
-        let same = self.fingerprint.load(Ordering::Acquire) == fingerprint && state.is_some();
-        if same && !(stopped && self.stopped_under.load(Ordering::Acquire) != content_hash) {
-            return;
-        }
-        self.fingerprint.store(fingerprint, Ordering::Release);
-        self.window.store(counts);
-        self.gate_verdict.store(0, Ordering::Release);
-        let (state, started, in_force) = match ramp.start_ms {
-            Some(start) if (now_ms as i64) < start => (RampState::Scheduled, start.max(0) as u64, 0),
-            Some(start) => {
-                // On the wall clock: the step every replica is on now.
-                let step = ((now_ms as i64 - start) as u64 / ramp.every_ms).min(ramp.steps.len() as u64 - 1) as usize;
-                let state = if step + 1 == ramp.steps.len() { RampState::Done } else { RampState::Ramping };
-                self.store_in_force(ramp.steps[step]);
-                self.position.store(pack(restarts + 1, step, state), Ordering::Release);
-                self.step_started_ms.store(start as u64 + step as u64 * ramp.every_ms, Ordering::Release);
-                return;
-            }
-            None => {
-                let state = if ramp.steps.len() == 1 { RampState::Done } else { RampState::Ramping };
-                (state, now_ms, ramp.steps[0])
-            }
-        };
-        self.step_started_ms.store(started, Ordering::Release);
-        self.store_in_force(in_force);
-        self.position.store(pack(restarts + 1, 0, state), Ordering::Release);
-    }
-
-    fn store_in_force(&self, bp: u32) {
-        self.in_force.store(u64::from(bp) + 1, Ordering::Release);
-    }
-
-    /// Moves the ramp on if its clock says so; every worker calls it now and
-    /// then, one of them makes each transition and gets its event. `enabled:
-    /// false` freezes the ramp. `counts` are the service's responses now.
-    pub fn tick(
-        &self,
-        ramp: &Ramp,
+        outcome: u64,
         enabled: bool,
         now_ms: u64,
         counts: &ResponseCounts,
-        content_hash: u64,
-    ) -> Option<RampEvent> {
+    ) -> Publication {
+        let Some(ramp) = ramp else {
+            self.fingerprint.store(0, Ordering::Release);
+            self.position.store(0, Ordering::Release);
+            self.frozen_since.store(0, Ordering::Release);
+            return Publication::None;
+        };
+        let old = self.position();
+        let stopped = matches!(old.map(|p| p.state), Some(RampState::Held | RampState::RolledBack));
+        let same = old.is_some() && self.fingerprint.load(Ordering::Acquire) == fingerprint;
+        if same && !(stopped && self.outcome.load(Ordering::Acquire) != outcome) {
+            self.outcome.store(outcome, Ordering::Release);
+            self.freeze_or_thaw(ramp, enabled, now_ms);
+            return Publication::Kept;
+        }
+        let restarts = old.map_or(0, |p| p.restarts) + 1;
+        self.fingerprint.store(fingerprint, Ordering::Release);
+        self.outcome.store(outcome, Ordering::Release);
+        self.window.store(counts);
+        self.gate_verdict.store(0, Ordering::Release);
+        self.frozen_since.store(if enabled { 0 } else { now_ms.max(1) }, Ordering::Release);
+        let last = ramp.steps.len() - 1;
+        let position = match ramp.start_ms {
+            Some(start) if (now_ms as i64) < start => Position {
+                restarts,
+                started_ms: start.max(0) as u64,
+                step_bp: ramp.steps[0],
+                state: RampState::Scheduled,
+            },
+            Some(start) => {
+                // On the wall clock: the step every replica is on now.
+                let step = (((now_ms as i64 - start) as u64 / ramp.every_ms).min(last as u64)) as usize;
+                Position {
+                    restarts,
+                    started_ms: start as u64 + step as u64 * ramp.every_ms,
+                    step_bp: ramp.steps[step],
+                    state: if step == last { RampState::Done } else { RampState::Ramping },
+                }
+            }
+            None => Position {
+                restarts,
+                started_ms: now_ms,
+                step_bp: ramp.steps[0],
+                state: if last == 0 { RampState::Done } else { RampState::Ramping },
+            },
+        };
+        self.position.store(position.pack(), Ordering::Release);
+        Publication::Started
+    }
+
+    /// `enabled: false` freezes the ramp where it is; `enabled: true` thaws it,
+    /// and without `start` the frozen time does not count toward `every` (the
+    /// step's start moves forward by it). With `start` the wall clock rules.
+    fn freeze_or_thaw(&self, ramp: &Ramp, enabled: bool, now_ms: u64) {
+        let since = self.frozen_since.load(Ordering::Acquire);
+        match (enabled, since) {
+            (false, 0) => self.frozen_since.store(now_ms.max(1), Ordering::Release),
+            (true, since) if since != 0 => {
+                if ramp.start_ms.is_none() {
+                    // No tick moves a frozen ramp, so the word is ours to rewrite;
+                    // a new restart count voids any tick that read it before.
+                    if let Some(p) = self.position() {
+                        let thawed = Position {
+                            restarts: p.restarts + 1,
+                            started_ms: p.started_ms + now_ms.saturating_sub(since),
+                            ..p
+                        };
+                        self.position.store(thawed.pack(), Ordering::Release);
+                    }
+                }
+                self.frozen_since.store(0, Ordering::Release);
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves the ramp on if its clock says so; every worker calls it now and
+    /// then, one of them makes each transition and gets its event. Only a
+    /// process whose ramp is the zone's (`fingerprint`) moves it, and not while
+    /// `enabled: false` froze it. `counts` are the service's judged responses now
+    /// (the percentage split's: decision step 7).
+    pub fn tick(&self, ramp: &Ramp, fingerprint: u64, now_ms: u64, counts: &ResponseCounts) -> Option<RampEvent> {
+        // The word first: a publication stores the fingerprint before the word,
+        // so a word read before a restart fails the swap, and one read after it
+        // comes with the new fingerprint.
         let word = self.position.load(Ordering::Acquire);
-        let (restarts, step, state) = unpack(word);
-        if !enabled || !matches!(state, Some(RampState::Scheduled | RampState::Ramping)) {
+        let pos = Position::unpack(word)?;
+        if self.frozen() || self.fingerprint.load(Ordering::Acquire) != fingerprint {
             return None;
         }
+        if !matches!(pos.state, RampState::Scheduled | RampState::Ramping) {
+            return None;
+        }
+        let step = step_of(ramp, pos.step_bp)?;
         let last = ramp.steps.len() - 1;
-        let started = self.step_started_ms.load(Ordering::Acquire);
         // The step that should be in force now, by the clock alone.
         let due = match ramp.start_ms {
             Some(start) if (now_ms as i64) < start => return None,
             Some(start) => (((now_ms as i64 - start) as u64 / ramp.every_ms) as usize).min(last),
-            None if state == Some(RampState::Scheduled) => 0,
-            None if now_ms >= started.saturating_add(ramp.every_ms) => (step + 1).min(last),
+            None if pos.state == RampState::Scheduled => 0,
+            None if now_ms >= pos.started_ms.saturating_add(ramp.every_ms) => (step + 1).min(last),
             None => step,
         };
-        if state == Some(RampState::Scheduled) {
+        let begins = |due: usize| ramp.start_ms.map_or(now_ms, |s| s as u64 + due as u64 * ramp.every_ms);
+        if pos.state == RampState::Scheduled {
             // The wall-clock start has come: its step begins, with no gate to judge.
-            return self.advance(
-                word,
-                restarts,
-                due,
-                ramp,
-                counts,
-                ramp.start_ms.map_or(now_ms, |s| s as u64 + due as u64 * ramp.every_ms),
-            );
+            return self.advance(word, pos, due, ramp, counts, begins(due));
         }
         if due <= step {
             return None;
@@ -244,36 +389,25 @@ impl RampCells {
                 }
                 // On the wall clock, a step whose gate could not be judged still begins on time.
             } else if report.verdict == "fail" {
-                let (state, in_force) = match ramp.on_failure {
-                    OnFailure::Hold => (RampState::Held, ramp.steps[step]),
-                    OnFailure::Rollback => (RampState::RolledBack, 0),
+                let state = match ramp.on_failure {
+                    OnFailure::Hold => RampState::Held,
+                    OnFailure::Rollback => RampState::RolledBack,
                 };
-                if self
-                    .position
-                    .compare_exchange(word, pack(restarts, step, state), Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    return None;
-                }
-                self.stopped_under.store(content_hash, Ordering::Release);
-                self.store_in_force(in_force);
+                let stopped = Position { state, ..pos };
+                self.position.compare_exchange(word, stopped.pack(), Ordering::AcqRel, Ordering::Acquire).ok()?;
                 self.remember(&report);
                 return Some(RampEvent::Failed { step, action: ramp.on_failure, gate: report });
             } else {
                 self.remember(&report);
             }
         }
-        let begins = match ramp.start_ms {
-            Some(start) => start as u64 + due as u64 * ramp.every_ms,
-            None => now_ms,
-        };
-        self.advance(word, restarts, due, ramp, counts, begins)
+        self.advance(word, pos, due, ramp, counts, begins(due))
     }
 
     fn advance(
         &self,
         word: u64,
-        restarts: u64,
+        pos: Position,
         step: usize,
         ramp: &Ramp,
         counts: &ResponseCounts,
@@ -281,10 +415,10 @@ impl RampCells {
     ) -> Option<RampEvent> {
         let done = step + 1 == ramp.steps.len();
         let state = if done { RampState::Done } else { RampState::Ramping };
-        self.position.compare_exchange(word, pack(restarts, step, state), Ordering::AcqRel, Ordering::Acquire).ok()?;
+        let next = Position { restarts: pos.restarts, started_ms: begins, step_bp: ramp.steps[step], state };
+        self.position.compare_exchange(word, next.pack(), Ordering::AcqRel, Ordering::Acquire).ok()?;
+        // The next gate is judged a whole `every` later: this store is long done by then.
         self.window.store(counts);
-        self.step_started_ms.store(begins, Ordering::Release);
-        self.store_in_force(ramp.steps[step]);
         Some(RampEvent::Advanced { step, percentage_bp: ramp.steps[step], done })
     }
 
@@ -298,6 +432,7 @@ impl RampCells {
             (report.old_error_rate * 1e9) as u64,
             ms(report.new_p99_ms),
             ms(report.old_p99_ms),
+            u64::from(report.failed),
         ];
         for (cell, n) in self.gate_numbers.iter().zip(numbers) {
             cell.store(n, Ordering::Relaxed);
@@ -314,6 +449,7 @@ impl RampCells {
         Some(GateReport {
             verdict,
             reason: String::new(),
+            failed: n[6] as u8,
             new_requests: n[0],
             old_requests: n[1],
             new_error_rate: n[2] as f64 / 1e9,
@@ -330,12 +466,21 @@ pub fn fingerprint(ramp: &Ramp, percentage_bp: u32) -> u64 {
     crate::config::fnv1a64(format!("{ramp:?}/{percentage_bp}").as_bytes()) | 1
 }
 
+/// What identifies a service's migration block (percentage, ramp, strategy, user
+/// key, salt, enabled) and its backends and hosts: a held or rolled-back ramp
+/// stays so until it changes (a comment, another service's edit or a reload of
+/// the same file keep the outcome).
+pub fn outcome_fingerprint(migration: &crate::config::Migration, endpoints: [&str; 4]) -> u64 {
+    crate::config::fnv1a64(format!("{migration:?}/{endpoints:?}").as_bytes()) | 1
+}
+
 /// A step's gate, on that step's window of responses.
 pub fn judge(gate: &crate::config::ramp::Gate, window: &ResponseCounts) -> GateReport {
     let p99_ms = |t| window.quantile(t, 0.99).map(|s| s * 1000.0);
     let mut report = GateReport {
         verdict: "pass",
         reason: String::new(),
+        failed: 0,
         new_requests: window.total(Target::New),
         old_requests: window.total(Target::Old),
         new_error_rate: window.error_rate(Target::New),
@@ -350,12 +495,14 @@ pub fn judge(gate: &crate::config::ramp::Gate, window: &ResponseCounts) -> GateR
     let mut failed = Vec::new();
     if let Some(max) = gate.max_error_rate {
         if report.new_error_rate > max {
+            report.failed |= 1;
             failed.push(format!("error rate {} above max_error_rate {}", percent(report.new_error_rate), percent(max)));
         }
     }
     if let Some(max) = gate.max_error_rate_vs_old {
         let excess = report.new_error_rate - report.old_error_rate;
         if excess > max {
+            report.failed |= 1 << 1;
             failed.push(format!(
                 "error rate {} vs old's {}: {} points above, more than max_error_rate_vs_old {}",
                 percent(report.new_error_rate),
@@ -367,11 +514,13 @@ pub fn judge(gate: &crate::config::ramp::Gate, window: &ResponseCounts) -> GateR
     }
     if let (Some(max), Some(p99)) = (gate.max_p99_ms, report.new_p99_ms) {
         if p99 > max as f64 {
+            report.failed |= 1 << 2;
             failed.push(format!("p99 {p99:.1} ms above max_p99 {max} ms"));
         }
     }
     if let (Some(max), Some(new), Some(old)) = (gate.max_p99_vs_old, report.new_p99_ms, report.old_p99_ms) {
         if old > 0.0 && new / old > max {
+            report.failed |= 1 << 3;
             failed.push(format!(
                 "p99 {new:.1} ms vs old's {old:.1} ms: {:.2}x, more than max_p99_vs_old {max}",
                 new / old
@@ -404,6 +553,11 @@ mod tests {
         Ramp { steps: steps.to_vec(), every_ms, start_ms, gate, on_failure }
     }
 
+    /// The fingerprint a ramp is published with in these tests.
+    fn fp(r: &Ramp) -> u64 {
+        fingerprint(r, r.steps[0])
+    }
+
     fn counts(new_ok: u64, new_err: u64, old_ok: u64, old_err: u64) -> ResponseCounts {
         let mut c = ResponseCounts::default();
         c.classes[1][1] = new_ok;
@@ -418,25 +572,25 @@ mod tests {
         let r = ramp(&[100, 1000, 5000, 10000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
         let zero = ResponseCounts::default();
-        cells.publish(Some(&r), fingerprint(&r, 100), 7, 10_000, &zero);
+        cells.publish(Some(&r), fingerprint(&r, 100), 7, true, 10_000, &zero);
         assert_eq!(
-            (cells.state(), cells.step(), cells.percentage_in_force()),
+            (cells.state(), cells.step(&r), cells.percentage_in_force()),
             (Some(RampState::Ramping), 0, Some(100))
         );
-        assert_eq!(cells.tick(&r, true, 10_999, &zero, 7), None, "not yet");
+        assert_eq!(cells.tick(&r, fp(&r), 10_999, &zero), None, "not yet");
         assert_eq!(
-            cells.tick(&r, true, 11_000, &zero, 7),
+            cells.tick(&r, fp(&r), 11_000, &zero),
             Some(RampEvent::Advanced { step: 1, percentage_bp: 1000, done: false })
         );
-        assert_eq!(cells.tick(&r, true, 11_001, &zero, 7), None, "once");
-        assert_eq!(cells.tick(&r, false, 12_000, &zero, 7), None, "enabled: false freezes it");
-        assert!(cells.tick(&r, true, 12_000, &zero, 7).is_some());
+        assert_eq!(cells.tick(&r, fp(&r), 11_001, &zero), None, "once");
+        assert_eq!(cells.tick(&r, fp(&r) ^ 2, 12_000, &zero), None, "a process compiled from another ramp");
+        assert!(cells.tick(&r, fp(&r), 12_000, &zero).is_some());
         assert_eq!(
-            cells.tick(&r, true, 13_000, &zero, 7),
+            cells.tick(&r, fp(&r), 13_000, &zero),
             Some(RampEvent::Advanced { step: 3, percentage_bp: 10000, done: true })
         );
         assert_eq!(cells.state(), Some(RampState::Done));
-        assert_eq!(cells.tick(&r, true, 99_000, &zero, 7), None);
+        assert_eq!(cells.tick(&r, fp(&r), 99_000, &zero), None);
     }
 
     #[test]
@@ -444,26 +598,27 @@ mod tests {
         let gate = Gate { min_requests: 10, max_error_rate: Some(0.01), ..Gate::default() };
         let r = ramp(&[100, 1000], 1000, Some(gate.clone()), OnFailure::Rollback, None);
         let cells = RampCells::default();
-        cells.publish(Some(&r), fingerprint(&r, 100), 7, 0, &ResponseCounts::default());
-        assert_eq!(cells.tick(&r, true, 1000, &counts(5, 0, 50, 0), 7), None, "5 responses of 10: the step waits");
+        cells.publish(Some(&r), fingerprint(&r, 100), 7, true, 0, &ResponseCounts::default());
+        assert_eq!(cells.tick(&r, fp(&r), 1000, &counts(5, 0, 50, 0)), None, "5 responses of 10: the step waits");
         assert_eq!(cells.last_gate().unwrap().verdict, "waiting");
-        let failed = cells.tick(&r, true, 1500, &counts(18, 2, 50, 0), 7).unwrap();
+        let failed = cells.tick(&r, fp(&r), 1500, &counts(18, 2, 50, 0)).unwrap();
         let RampEvent::Failed { step: 0, action: OnFailure::Rollback, gate: report } = failed else {
             panic!("{failed:?}")
         };
         assert_eq!((report.new_requests, report.verdict), (20, "fail"));
         assert!(report.reason.starts_with("error rate 10.00% above max_error_rate 1.00%"), "{}", report.reason);
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::RolledBack), Some(0)));
-        // Republishing the same file keeps the rollback; another file starts again.
-        cells.publish(Some(&r), fingerprint(&r, 100), 7, 2000, &ResponseCounts::default());
+        // The same migration block and backends keep the rollback (any other edit of
+        // the file, a comment, a reload); a changed one starts again.
+        cells.publish(Some(&r), fingerprint(&r, 100), 7, true, 2000, &ResponseCounts::default());
         assert_eq!(cells.state(), Some(RampState::RolledBack));
-        cells.publish(Some(&r), fingerprint(&r, 100), 8, 2000, &ResponseCounts::default());
+        cells.publish(Some(&r), fingerprint(&r, 100), 8, true, 2000, &ResponseCounts::default());
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Ramping), Some(100)));
         let hold = ramp(&[100, 1000], 1000, Some(gate), OnFailure::Hold, None);
         let cells = RampCells::default();
-        cells.publish(Some(&hold), fingerprint(&hold, 100), 7, 0, &ResponseCounts::default());
+        cells.publish(Some(&hold), fingerprint(&hold, 100), 7, true, 0, &ResponseCounts::default());
         assert!(matches!(
-            cells.tick(&hold, true, 1000, &counts(0, 20, 0, 0), 7),
+            cells.tick(&hold, fp(&hold), 1000, &counts(0, 20, 0, 0)),
             Some(RampEvent::Failed { action: OnFailure::Hold, .. })
         ));
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Held), Some(100)));
@@ -531,6 +686,7 @@ mod tests {
             GateReport {
                 verdict: "fail",
                 reason: String::new(),
+                failed: 0b1001,
                 new_requests: 57,
                 old_requests: 443,
                 new_error_rate: 0.125,
@@ -551,30 +707,33 @@ mod tests {
         let a = RampCells::default();
         let b = RampCells::default();
         let zero = ResponseCounts::default();
-        a.publish(Some(&r), fingerprint(&r, 100), 1, 1_000, &zero);
+        a.publish(Some(&r), fingerprint(&r, 100), 1, true, 1_000, &zero);
         assert_eq!((a.state(), a.percentage_in_force()), (Some(RampState::Scheduled), Some(0)), "0 % before start");
-        assert!(a.tick(&r, true, 5_000, &zero, 1).is_some());
-        assert!(a.tick(&r, true, 6_500, &zero, 1).is_some());
+        assert!(a.tick(&r, fp(&r), 5_000, &zero).is_some());
+        assert!(a.tick(&r, fp(&r), 6_500, &zero).is_some());
         // b starts late, at 6.5 s: it joins at step 1, as a is.
-        b.publish(Some(&r), fingerprint(&r, 100), 1, 6_500, &zero);
-        assert_eq!((a.step(), b.step()), (1, 1));
+        b.publish(Some(&r), fingerprint(&r, 100), 1, true, 6_500, &zero);
+        assert_eq!((a.step(&r), b.step(&r)), (1, 1));
         assert_eq!(a.percentage_in_force(), b.percentage_in_force());
         assert_eq!(a.step_started_ms(), b.step_started_ms());
     }
 
     #[test]
     fn the_position_word_round_trips() {
-        for (restarts, step, state) in [
-            (0, 0, RampState::Scheduled),
-            (1, 3, RampState::Ramping),
-            (0xff_ffff, 0xffff_ffff, RampState::RolledBack),
-            (77, 12, RampState::Held),
-            (5, 1, RampState::Done),
+        for (restarts, started_ms, step_bp, state) in [
+            (0, 0, 0, RampState::Scheduled),
+            (1, 1_796_000_000_123, 100, RampState::Ramping),
+            (31, (1 << 42) - 1, 10_000, RampState::RolledBack),
+            (7, 4_102_444_800_000, 16_383, RampState::Held),
+            (5, 1, 1, RampState::Done),
         ] {
-            assert_eq!(unpack(pack(restarts, step, state)), (restarts, step, Some(state)));
+            let p = Position { restarts, started_ms, step_bp, state };
+            assert_eq!(Position::unpack(p.pack()), Some(p));
         }
-        // The restart count keeps its low 24 bits.
-        assert_eq!(unpack(pack(0x100_0002, 7, RampState::Ramping)), (2, 7, Some(RampState::Ramping)));
+        // The restart count keeps its low bits; zero is no ramp.
+        let p = Position { restarts: 33, started_ms: 9, step_bp: 5, state: RampState::Ramping };
+        assert_eq!(Position::unpack(p.pack()).map(|p| p.restarts), Some(1));
+        assert_eq!(Position::unpack(0), None);
     }
 
     #[test]
@@ -590,9 +749,9 @@ mod tests {
             (60_000, RampState::Done, 2, 5000, 7_000),
         ] {
             let cells = RampCells::default();
-            cells.publish(Some(&r), fingerprint(&r, 100), 1, now, &zero);
+            cells.publish(Some(&r), fingerprint(&r, 100), 1, true, now, &zero);
             assert_eq!(
-                (cells.state(), cells.step(), cells.percentage_in_force(), cells.step_started_ms()),
+                (cells.state(), cells.step(&r), cells.percentage_in_force(), cells.step_started_ms()),
                 (Some(state), step, Some(in_force), started),
                 "published at {now}"
             );
@@ -600,8 +759,8 @@ mod tests {
         // Without start, the first step begins at the publication.
         let cells = RampCells::default();
         let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
-        cells.publish(Some(&r), fingerprint(&r, 100), 1, 1_234, &zero);
-        assert_eq!((cells.step(), cells.step_started_ms()), (0, 1_234));
+        cells.publish(Some(&r), fingerprint(&r, 100), 1, true, 1_234, &zero);
+        assert_eq!((cells.step(&r), cells.step_started_ms()), (0, 1_234));
     }
 
     #[test]
@@ -609,21 +768,21 @@ mod tests {
         let r = ramp(&[100, 1000, 5000, 10_000], 1000, None, OnFailure::Rollback, Some(5_000));
         let zero = ResponseCounts::default();
         let cells = RampCells::default();
-        cells.publish(Some(&r), fingerprint(&r, 100), 1, 1_000, &zero);
-        assert!(cells.tick(&r, true, 4_999, &zero, 1).is_none(), "nothing before start");
+        cells.publish(Some(&r), fingerprint(&r, 100), 1, true, 1_000, &zero);
+        assert!(cells.tick(&r, fp(&r), 4_999, &zero).is_none(), "nothing before start");
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Scheduled), Some(0)));
         // No tick ran since start: the first one, at 7.5 s, puts it on step 2 at
         // once, as begun at 7 s.
-        let event = cells.tick(&r, true, 7_500, &zero, 1);
+        let event = cells.tick(&r, fp(&r), 7_500, &zero);
         assert!(matches!(event, Some(RampEvent::Advanced { step: 2, percentage_bp: 5000, done: false })), "{event:?}");
-        assert_eq!((cells.state(), cells.step(), cells.step_started_ms()), (Some(RampState::Ramping), 2, 7_000));
-        let event = cells.tick(&r, true, 8_200, &zero, 1);
+        assert_eq!((cells.state(), cells.step(&r), cells.step_started_ms()), (Some(RampState::Ramping), 2, 7_000));
+        let event = cells.tick(&r, fp(&r), 8_200, &zero);
         assert!(matches!(event, Some(RampEvent::Advanced { step: 3, percentage_bp: 10_000, done: true })), "{event:?}");
         assert_eq!((cells.state(), cells.step_started_ms()), (Some(RampState::Done), 8_000));
         // A tick long after the last step's time, from an earlier step: the last step.
         let late = RampCells::default();
-        late.publish(Some(&r), fingerprint(&r, 100), 1, 5_500, &zero);
-        let event = late.tick(&r, true, 60_000, &zero, 1);
+        late.publish(Some(&r), fingerprint(&r, 100), 1, true, 5_500, &zero);
+        let event = late.tick(&r, fp(&r), 60_000, &zero);
         assert!(matches!(event, Some(RampEvent::Advanced { step: 3, percentage_bp: 10_000, done: true })), "{event:?}");
         assert_eq!(late.step_started_ms(), 8_000);
     }
@@ -634,15 +793,14 @@ mod tests {
         for start in [None, Some(0)] {
             let cells = RampCells::default();
             let a = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, start);
-            cells.publish(Some(&a), fingerprint(&a, 100), 1, 0, &zero);
-            let first = cells.position.load(Ordering::Acquire);
-            // Another ramp, again at step 0: one restart later, so that a tick that
-            // read the first word cannot swap it.
-            let b = ramp(&[200, 1000], 1000, None, OnFailure::Rollback, start);
-            cells.publish(Some(&b), fingerprint(&b, 200), 2, 0, &zero);
-            let second = cells.position.load(Ordering::Acquire);
-            assert_eq!((unpack(second).1, unpack(second).2), (unpack(first).1, unpack(first).2), "start {start:?}");
-            assert_eq!(unpack(second).0, unpack(first).0 + 1, "start {start:?}");
+            cells.publish(Some(&a), fingerprint(&a, 100), 1, true, 0, &zero);
+            let first = cells.position().unwrap();
+            // The same step again, at the same time: one restart later, so that a
+            // tick that read the first word cannot swap it.
+            let b = ramp(&[100, 2000], 1000, None, OnFailure::Rollback, start);
+            cells.publish(Some(&b), fingerprint(&b, 100), 2, true, 0, &zero);
+            let second = cells.position().unwrap();
+            assert_eq!(second, Position { restarts: first.restarts + 1, ..first }, "start {start:?}");
         }
     }
 
@@ -651,15 +809,158 @@ mod tests {
         let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
         let zero = ResponseCounts::default();
-        cells.publish(Some(&r), fingerprint(&r, 100), 1, 0, &zero);
-        cells.tick(&r, true, 1000, &zero, 1);
-        assert_eq!(cells.step(), 1);
-        cells.publish(Some(&r), fingerprint(&r, 100), 2, 1500, &zero);
-        assert_eq!(cells.step(), 1, "the same ramp keeps its step over another file");
+        cells.publish(Some(&r), fingerprint(&r, 100), 1, true, 0, &zero);
+        cells.tick(&r, fp(&r), 1000, &zero);
+        assert_eq!(cells.step(&r), 1);
+        cells.publish(Some(&r), fingerprint(&r, 100), 2, true, 1500, &zero);
+        assert_eq!(cells.step(&r), 1, "the same ramp keeps its step over another file");
         let other = ramp(&[200, 1000], 1000, None, OnFailure::Rollback, None);
-        cells.publish(Some(&other), fingerprint(&other, 200), 3, 1500, &zero);
-        assert_eq!((cells.step(), cells.percentage_in_force()), (0, Some(200)));
-        cells.publish(None, 0, 4, 1500, &zero);
+        cells.publish(Some(&other), fingerprint(&other, 200), 3, true, 1500, &zero);
+        assert_eq!((cells.step(&other), cells.percentage_in_force()), (0, Some(200)));
+        cells.publish(None, 0, 4, true, 1500, &zero);
         assert_eq!((cells.state(), cells.percentage_in_force()), (None, None));
+    }
+
+    #[test]
+    fn a_process_compiled_from_another_ramp_never_moves_the_zones() {
+        let zero = ResponseCounts::default();
+        let old = ramp(&[100, 5000, 10_000], 1000, None, OnFailure::Rollback, None);
+        let new = ramp(&[100, 200], 30 * 86_400_000, None, OnFailure::Rollback, None);
+        let cells = RampCells::default();
+        cells.publish(Some(&old), fp(&old), 1, true, 0, &zero);
+        // A reload publishes the new ramp; a worker of the old configuration ticks
+        // long after its own `every`: nothing moves.
+        assert_eq!(cells.publish(Some(&new), fp(&new), 2, true, 500, &zero), Publication::Started);
+        for now in [1_000, 2_000, 60_000] {
+            assert_eq!(cells.tick(&old, fp(&old), now, &zero), None, "at {now}");
+        }
+        assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Ramping), Some(100)));
+        // A worker of the new configuration moves it on its own clock.
+        assert_eq!(cells.tick(&new, fp(&new), 60_000, &zero), None, "30 days per step");
+        assert!(cells.tick(&new, fp(&new), 500 + 30 * 86_400_000, &zero).is_some());
+        assert_eq!(cells.percentage_in_force(), Some(200));
+    }
+
+    /// Many workers tick at once on a shared clock: every step begins once, in
+    /// order, and none is skipped (a transition is one word: no worker can read a
+    /// step with the previous step's start).
+    #[test]
+    fn concurrent_ticks_make_each_transition_once_and_skip_none() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Mutex;
+        let steps: Vec<u32> = (1..=40).map(|i| i * 250).collect();
+        let r = ramp(&steps, 100, None, OnFailure::Rollback, None);
+        let cells = RampCells::default();
+        let zero = ResponseCounts::default();
+        cells.publish(Some(&r), fp(&r), 1, true, 0, &zero);
+        let clock = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        let events = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        let now = clock.load(Ordering::Relaxed);
+                        if let Some(RampEvent::Advanced { step, .. }) = cells.tick(&r, fp(&r), now, &zero) {
+                            events.lock().unwrap().push(step);
+                        }
+                    }
+                });
+            }
+            // The clock runs 250 ms per real millisecond or so: steps are due in
+            // bursts, with many workers reading the same word.
+            for _ in 0..4_000 {
+                clock.fetch_add(7, Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+            clock.store(u64::MAX / 4, Ordering::Relaxed);
+            while cells.state() != Some(RampState::Done) {
+                std::thread::yield_now();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(*events.lock().unwrap(), (1..40).collect::<Vec<usize>>());
+    }
+
+    #[test]
+    fn a_stopped_ramp_stays_until_its_migration_or_backends_change() {
+        let zero = ResponseCounts::default();
+        let gate = Gate { max_error_rate: Some(0.01), ..Gate::default() };
+        for action in [OnFailure::Rollback, OnFailure::Hold] {
+            let r = ramp(&[100, 1000], 1000, Some(gate.clone()), action, None);
+            let cells = RampCells::default();
+            cells.publish(Some(&r), fp(&r), 11, true, 0, &zero);
+            assert!(matches!(cells.tick(&r, fp(&r), 1000, &counts(0, 9, 9, 0)), Some(RampEvent::Failed { .. })));
+            let stopped = (cells.state(), cells.percentage_in_force());
+            // Publications of the same migration: a comment, another service, a reload.
+            for now in [2_000, 3_000, 4_000] {
+                assert_eq!(cells.publish(Some(&r), fp(&r), 11, true, now, &zero), Publication::Kept);
+                assert_eq!((cells.state(), cells.percentage_in_force()), stopped, "{action:?}");
+            }
+            // The migration block or a backend changed: the ramp starts again.
+            assert_eq!(cells.publish(Some(&r), fp(&r), 12, true, 5_000, &zero), Publication::Started);
+            assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Ramping), Some(100)));
+        }
+        // A ramp still moving keeps its position when only the outcome changes.
+        let r = ramp(&[100, 1000, 2000], 1000, None, OnFailure::Rollback, None);
+        let cells = RampCells::default();
+        cells.publish(Some(&r), fp(&r), 1, true, 0, &zero);
+        cells.tick(&r, fp(&r), 1000, &zero);
+        assert_eq!(cells.publish(Some(&r), fp(&r), 2, true, 1_500, &zero), Publication::Kept);
+        assert_eq!(cells.percentage_in_force(), Some(1000));
+    }
+
+    #[test]
+    fn enabled_false_freezes_the_clock_without_start() {
+        let zero = ResponseCounts::default();
+        let r = ramp(&[100, 1000, 2000], 1000, None, OnFailure::Rollback, None);
+        let cells = RampCells::default();
+        cells.publish(Some(&r), fp(&r), 1, true, 0, &zero);
+        // Frozen at 600 ms into step 0, for 8.8 s.
+        assert_eq!(cells.publish(Some(&r), fp(&r), 2, false, 600, &zero), Publication::Kept);
+        assert!(cells.frozen());
+        for now in [1_000, 5_000, 9_399] {
+            assert_eq!(cells.tick(&r, fp(&r), now, &zero), None, "frozen at {now}");
+        }
+        cells.publish(Some(&r), fp(&r), 3, true, 9_400, &zero);
+        assert!(!cells.frozen());
+        assert_eq!(cells.step_started_ms(), 8_800, "the step's start moved by the 8.8 s frozen");
+        assert_eq!(cells.tick(&r, fp(&r), 9_799, &zero), None, "400 ms of the step were left");
+        assert!(cells.tick(&r, fp(&r), 9_800, &zero).is_some());
+        // A ramp published while disabled starts frozen.
+        let cells = RampCells::default();
+        cells.publish(Some(&r), fp(&r), 1, false, 10, &zero);
+        assert_eq!(cells.tick(&r, fp(&r), 50_000, &zero), None);
+        cells.publish(Some(&r), fp(&r), 2, true, 60_000, &zero);
+        assert_eq!((cells.step(&r), cells.step_started_ms()), (0, 60_000));
+    }
+
+    #[test]
+    fn enabled_false_with_start_stops_transitions_and_the_wall_clock_rules_after() {
+        let zero = ResponseCounts::default();
+        let r = ramp(&[100, 1000, 2000], 1000, None, OnFailure::Rollback, Some(0));
+        let cells = RampCells::default();
+        cells.publish(Some(&r), fp(&r), 1, true, 100, &zero);
+        cells.publish(Some(&r), fp(&r), 2, false, 200, &zero);
+        assert_eq!(cells.tick(&r, fp(&r), 1_500, &zero), None, "frozen");
+        cells.publish(Some(&r), fp(&r), 3, true, 1_500, &zero);
+        assert!(cells.tick(&r, fp(&r), 1_500, &zero).is_some());
+        assert_eq!((cells.step(&r), cells.step_started_ms()), (1, 1_000), "on the wall clock's step");
+    }
+
+    #[test]
+    fn a_failed_gate_names_its_limits_values_and_measures() {
+        let gate = Gate { max_error_rate: Some(0.01), max_p99_ms: Some(800), ..Gate::default() };
+        let mut window = counts(90, 10, 100, 0);
+        window.buckets[1][0] = 100;
+        let report = judge(&gate, &window);
+        assert_eq!((report.verdict, report.failed), ("fail", 1));
+        assert_eq!(
+            report.failed_limits(&gate),
+            vec![FailedLimit { limit: "max_error_rate", value: 0.01, measured: 0.1 }]
+        );
+        let cells = RampCells::default();
+        cells.remember(&report);
+        assert_eq!(cells.last_gate().unwrap().failed, 1, "kept in the zone");
     }
 }

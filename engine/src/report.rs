@@ -7,7 +7,7 @@ use std::fmt::Write;
 use crate::compiled::CompiledService;
 use crate::config::{Strategy, Target};
 use crate::decide::Rule;
-use crate::ramp::{GateReport, RampState};
+use crate::ramp::{FailedLimit, GateReport, RampState};
 use crate::responses::{ResponseCounts, BUCKETS_S, CLASSES};
 
 /// Requests counted per target × rule, indexed by [`Target::index`] and
@@ -50,7 +50,11 @@ pub struct ServiceReport<'a> {
     pub name: &'a str,
     pub enabled: bool,
     pub strategy: Strategy,
+    /// The percentage in force: a ramp's step, 0 after a rollback or while the
+    /// service is disabled.
     pub percentage_bp: u32,
+    /// The file's own `percentage`.
+    pub configured_percentage_bp: u32,
     pub counts: Counts,
     pub fallback: FallbackReport,
     /// Responses per target (SPEC "Responses per target").
@@ -63,7 +67,7 @@ pub struct ServiceReport<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RampReport {
     pub state: RampState,
-    /// The current step, counted from 0, of `steps`.
+    /// The current step, counted from 1 (as the log counts), of `steps`.
     pub step: usize,
     pub steps: usize,
     /// The percentage in force, in basis points.
@@ -71,6 +75,8 @@ pub struct RampReport {
     /// When the next step is due (Unix ms); None on the last step or when stopped.
     pub next_step_at_ms: Option<u64>,
     pub last_gate: Option<GateReport>,
+    /// The limits the last gate failed, with their values and the measured ones.
+    pub failed: Vec<FailedLimit>,
     /// `enabled: false` stops the ramp where it is.
     pub frozen: bool,
 }
@@ -81,7 +87,8 @@ impl<'a> ServiceReport<'a> {
             name: &service.name,
             enabled: service.enabled,
             strategy: service.strategy,
-            percentage_bp: service.percentage_bp,
+            percentage_bp: if service.enabled { service.percentage_bp } else { 0 },
+            configured_percentage_bp: service.percentage_bp,
             counts,
             fallback,
             responses: ResponseCounts::default(),
@@ -94,7 +101,11 @@ impl<'a> ServiceReport<'a> {
         self
     }
 
+    /// The service's ramp: its percentage is the one in force.
     pub fn with_ramp(mut self, ramp: Option<RampReport>) -> Self {
+        if let Some(ramp) = &ramp {
+            self.percentage_bp = ramp.percentage_bp;
+        }
         self.ramp = ramp;
         self
     }
@@ -150,10 +161,11 @@ impl StatusReport<'_> {
             json_string(&mut out, s.name);
             let _ = write!(
                 out,
-                ",\"enabled\":{},\"strategy\":\"{}\",\"percentage\":{},\"requests\":{{\"old\":{},\"new\":{}}},\"rules\":{{",
+                ",\"enabled\":{},\"strategy\":\"{}\",\"percentage\":{},\"configured_percentage\":{},\"requests\":{{\"old\":{},\"new\":{}}},\"rules\":{{",
                 s.enabled,
                 s.strategy.as_str(),
                 Percentage(s.percentage_bp),
+                Percentage(s.configured_percentage_bp),
                 s.requests(Target::Old),
                 s.requests(Target::New)
             );
@@ -209,8 +221,20 @@ impl StatusReport<'_> {
                     Some(g) => {
                         let _ = write!(
                             out,
-                            "{{\"verdict\":\"{}\",\"new_requests\":{},\"old_requests\":{},\"new_error_rate\":",
-                            g.verdict, g.new_requests, g.old_requests
+                            "{{\"verdict\":\"{}\",\"failed\":[",
+                            g.verdict
+                        );
+                        for (i, f) in ramp.failed.iter().enumerate() {
+                            let _ = write!(out, "{}{{\"limit\":\"{}\",\"value\":", if i > 0 { "," } else { "" }, f.limit);
+                            json_number(&mut out, Some(f.value));
+                            out.push_str(",\"measured\":");
+                            json_number(&mut out, Some(f.measured));
+                            out.push('}');
+                        }
+                        let _ = write!(
+                            out,
+                            "],\"new_requests\":{},\"old_requests\":{},\"new_error_rate\":",
+                            g.new_requests, g.old_requests
                         );
                         json_number(&mut out, Some(g.new_error_rate));
                         out.push_str(",\"old_error_rate\":");
@@ -263,11 +287,27 @@ impl StatusReport<'_> {
             "Requests whose Host matched no service (rule none).",
         );
         let _ = writeln!(out, "migration_unmatched_requests_total {}", self.unmatched);
-        family(&mut out, "migration_percentage", "gauge", "The configured percentage of the split, 0 to 100.");
+        family(
+            &mut out,
+            "migration_percentage",
+            "gauge",
+            "The percentage of the split in force, 0 to 100 (a ramp's step; 0 after a rollback or while disabled).",
+        );
         for s in &self.services {
             out.push_str("migration_percentage{service=");
             label_value(&mut out, s.name);
             let _ = writeln!(out, "}} {}", Percentage(s.percentage_bp));
+        }
+        family(
+            &mut out,
+            "migration_configured_percentage",
+            "gauge",
+            "The percentage the file configures for the split, 0 to 100.",
+        );
+        for s in &self.services {
+            out.push_str("migration_configured_percentage{service=");
+            label_value(&mut out, s.name);
+            let _ = writeln!(out, "}} {}", Percentage(s.configured_percentage_bp));
         }
         family(
             &mut out,
@@ -538,15 +578,15 @@ mod tests {
             json,
             concat!(
                 r#"{"version":"v\"1\\","generation":7,"loaded_at":"2026-11-26T01:30:00Z","source":"/etc/nginx/m\"igration.yaml","unmatched":3,"services":["#,
-                r#"{"name":"api","enabled":true,"strategy":"user","percentage":33.33,"requests":{"old":6,"new":2},"#,
+                r#"{"name":"api","enabled":true,"strategy":"user","percentage":33.33,"configured_percentage":33.33,"requests":{"old":6,"new":2},"#,
                 r#""rules":{"header":3,"cidr":0,"user_list":0,"user_hash":5,"ip_hash":0,"weight":0,"disabled":0,"fallback":0},"#,
                 r#""fallback":{"state":"closed","consecutive_failures":0,"trips":0},"#,
-                r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0},"new":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0}},"#,
+                r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0,"aborted":0},"new":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0,"aborted":0}},"#,
                 r#""latency_p50_ms":{"old":null,"new":null},"latency_p99_ms":{"old":null,"new":null}},"#,
-                r#"{"name":"shop","enabled":false,"strategy":"weight","percentage":20.5,"requests":{"old":4,"new":0},"#,
+                r#"{"name":"shop","enabled":false,"strategy":"weight","percentage":0,"configured_percentage":20.5,"requests":{"old":4,"new":0},"#,
                 r#""rules":{"header":0,"cidr":0,"user_list":0,"user_hash":0,"ip_hash":0,"weight":0,"disabled":4,"fallback":0},"#,
                 r#""fallback":{"state":"half_open","consecutive_failures":5,"trips":2},"#,
-                r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0},"new":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0}},"#,
+                r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0,"aborted":0},"new":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0,"aborted":0}},"#,
                 r#""latency_p50_ms":{"old":null,"new":null},"latency_p99_ms":{"old":null,"new":null}}]}"#,
                 "\n"
             )
@@ -618,7 +658,9 @@ mod tests {
             [
                 "migration_unmatched_requests_total 3",
                 "migration_percentage{service=\"api\"} 33.33",
-                "migration_percentage{service=\"shop\"} 20.5",
+                "migration_percentage{service=\"shop\"} 0",
+                "migration_configured_percentage{service=\"api\"} 33.33",
+                "migration_configured_percentage{service=\"shop\"} 20.5",
                 "migration_enabled{service=\"api\"} 1",
                 "migration_enabled{service=\"shop\"} 0",
                 "migration_fallback_state{service=\"api\"} 0",
@@ -631,7 +673,7 @@ mod tests {
         // No responses in this snapshot: every series of both families, at 0.
         for service in ["api", "shop"] {
             for target in ["old", "new"] {
-                for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "failed"] {
+                for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "failed", "aborted"] {
                     expected.push(format!(
                         "migration_responses_total{{service=\"{service}\",target=\"{target}\",class=\"{class}\"}} 0"
                     ));
@@ -673,20 +715,21 @@ mod tests {
         use crate::ramp::{GateReport, RampState};
         let config = load_str("m.yaml", YAML).unwrap();
         let mut responses = ResponseCounts::default();
-        responses.classes[1] = [0, 18, 0, 1, 1, 0];
+        responses.classes[1] = [0, 18, 0, 1, 1, 0, 3];
         responses.buckets[1][0] = 10; // 10 in (0, 5 ms]
         responses.buckets[1][1] = 10; // 10 in (5, 10 ms]
         responses.sum_us[1] = 120_000;
         responses.classes[0][5] = 2;
         let ramp = RampReport {
             state: RampState::Ramping,
-            step: 1,
+            step: 2,
             steps: 4,
             percentage_bp: 1000,
             next_step_at_ms: Some(1_795_656_660_000),
             last_gate: Some(GateReport {
                 verdict: "pass",
                 reason: String::new(),
+                failed: 0,
                 new_requests: 20,
                 old_requests: 2,
                 new_error_rate: 0.05,
@@ -694,16 +737,17 @@ mod tests {
                 new_p99_ms: Some(9.9),
                 old_p99_ms: None,
             }),
+            failed: vec![FailedLimit { limit: "max_p99", value: 800.0, measured: 912.5 }],
             frozen: false,
         };
         let mut r = report(&config);
         r.services[0] = r.services[0].clone().with_responses(responses).with_ramp(Some(ramp));
         let json = r.to_json();
         assert!(json.contains(concat!(
-            r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":2},"new":{"1xx":0,"2xx":18,"3xx":0,"4xx":1,"5xx":1,"failed":0}},"#,
+            r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":2,"aborted":0},"new":{"1xx":0,"2xx":18,"3xx":0,"4xx":1,"5xx":1,"failed":0,"aborted":3}},"#,
             r#""latency_p50_ms":{"old":null,"new":5},"latency_p99_ms":{"old":null,"new":9.9},"#,
-            r#""ramp":{"state":"ramping","step":1,"steps":4,"percentage":10,"frozen":false,"next_step_at":"2026-11-26T01:31:00Z","#,
-            r#""last_gate":{"verdict":"pass","new_requests":20,"old_requests":2,"new_error_rate":0.05,"old_error_rate":1,"new_p99_ms":9.9,"old_p99_ms":null}}}"#
+            r#""ramp":{"state":"ramping","step":2,"steps":4,"percentage":10,"frozen":false,"next_step_at":"2026-11-26T01:31:00Z","#,
+            r#""last_gate":{"verdict":"pass","failed":[{"limit":"max_p99","value":800,"measured":912.5}],"new_requests":20,"old_requests":2,"new_error_rate":0.05,"old_error_rate":1,"new_p99_ms":9.9,"old_p99_ms":null}}}"#
         )), "{json}");
         let text = r.to_prometheus();
         for line in [
@@ -715,6 +759,9 @@ mod tests {
             r#"migration_upstream_response_seconds_sum{service="api",target="new"} 0.12"#,
             r#"migration_upstream_response_seconds_count{service="api",target="new"} 20"#,
             r#"migration_ramp_percentage{service="api"} 10"#,
+            r#"migration_percentage{service="api"} 10"#,
+            r#"migration_configured_percentage{service="api"} 33.33"#,
+            r#"migration_responses_total{service="api",target="new",class="aborted"} 3"#,
             r#"migration_ramp_state{service="api",state="ramping"} 1"#,
             r#"migration_ramp_state{service="api",state="done"} 0"#,
         ] {

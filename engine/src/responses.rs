@@ -17,11 +17,15 @@ const BUCKETS_US: [u64; 11] =
     [5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000];
 pub const BUCKETS: usize = BUCKETS_S.len() + 1;
 
-/// The classes a response is counted in: `1xx`..`5xx`, or `failed` when no
+/// The classes a response is counted in: `1xx`..`5xx`, `failed` when no
 /// upstream response came (a refused connection, a timeout, a name that does not
-/// resolve).
-pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "failed"];
+/// resolve), or `aborted` when the client left before the upstream answered
+/// (nginx's 499). An aborted request tells nothing of the cluster: it is neither
+/// an error nor a response in the totals and rates, and has no latency sample,
+/// so a client that hangs up on purpose cannot move a ramp's gate.
+pub const CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "failed", "aborted"];
 pub const FAILED: usize = 5;
+pub const ABORTED: usize = 6;
 
 /// The class index of a status (100..599); None for anything else.
 pub fn class_of(status: u16) -> Option<usize> {
@@ -107,9 +111,9 @@ impl ResponseCounts {
         out
     }
 
-    /// Responses of `target`, every class.
+    /// Responses of `target`, every class but `aborted`.
     pub fn total(&self, target: Target) -> u64 {
-        self.classes[target.index()].iter().sum()
+        self.classes[target.index()][..ABORTED].iter().sum()
     }
 
     /// 5xx and failed responses of `target`.
@@ -177,6 +181,20 @@ mod tests {
         assert_eq!(s.sum_us[1], 20_010_001);
     }
 
+    #[test]
+    fn aborted_requests_are_neither_responses_nor_errors() {
+        let cells = ResponseCells::default();
+        cells.record(Target::New, 1, Some(5_000));
+        cells.record(Target::New, 4, Some(5_000));
+        for _ in 0..25 {
+            cells.record(Target::New, ABORTED, None);
+        }
+        let s = cells.snapshot();
+        assert_eq!(s.classes[1][ABORTED], 25, "counted under their own key");
+        assert_eq!((s.total(Target::New), s.errors(Target::New), s.error_rate(Target::New)), (2, 1, 0.5));
+        assert_eq!(s.buckets[1].iter().sum::<u64>(), 2, "no latency sample");
+    }
+
     /// The values Prometheus's histogram_quantile gives for the same buckets.
     #[test]
     fn quantiles_as_prometheus_computes_them() {
@@ -211,7 +229,7 @@ mod tests {
         cells.store(&uneven);
         assert_eq!(cells.snapshot(), uneven);
         // Windows.
-        let later = ResponseCounts { classes: [[0, 7, 0, 0, 2, 1], [0; 6]], ..c };
+        let later = ResponseCounts { classes: [[0, 7, 0, 0, 2, 1, 0], [0; 7]], ..c };
         let window = later.since(&c);
         assert_eq!((window.total(Target::Old), window.error_rate(Target::Old)), (10, 0.3));
         assert_eq!(window.buckets[1], [0; BUCKETS], "no new response since");

@@ -239,8 +239,10 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     if d.counted.get() {
         let (class, upstream_us) = response_of(r, &first);
         slot.responses.record(target, class, upstream_us);
+        // Header, CIDR and user-list traffic is the client's or the operator's
+        // choice, never the ramp's evidence.
         if d.decision.rule.is_split() && published.config.services[index as usize].ramp.is_some() {
-            slot.judged.record(target, class, upstream_us);
+            slot.ramp.record(target, class, upstream_us);
         }
     }
     let (Target::New, Some(policy)) = (target, published.config.services[index as usize].fallback.as_ref()) else {

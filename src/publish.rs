@@ -81,14 +81,12 @@ impl Published {
     fn publish_ramps(&self, log: *mut ngx_log_t) {
         let now = unix_now_ms();
         for (service, slot) in self.config.services.iter().zip(self.slots.iter()) {
-            let counts = slot.judged.snapshot();
             let what = slot.ramp.publish(
                 service.ramp.as_ref(),
                 service.ramp_fingerprint,
                 service.outcome_fingerprint,
                 service.enabled,
                 now,
-                &counts,
             );
             crate::ramp::log_publication(service, slot, what, log);
         }

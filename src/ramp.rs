@@ -83,8 +83,7 @@ pub fn tick(published: &Published, log: *mut ngx_log_t) {
     let now = unix_now_ms();
     for (service, slot) in published.config.services.iter().zip(published.slots.iter()) {
         let Some(ramp) = &service.ramp else { continue };
-        let counts = slot.judged.snapshot();
-        let Some(event) = slot.ramp.tick(ramp, service.ramp_fingerprint, now, &counts) else {
+        let Some(event) = slot.ramp.tick(ramp, service.ramp_fingerprint, now) else {
             continue;
         };
         let name = &service.name;

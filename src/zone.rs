@@ -111,10 +111,6 @@ pub struct ServiceSlot {
     pub breaker: BreakerCells,
     /// Responses per target: status classes and the upstream time histogram.
     pub responses: ResponseCells,
-    /// The same, of the requests the percentage split decided (decision step
-    /// 7): what a ramp's gate judges. Header, CIDR and user-list traffic is the
-    /// client's or the operator's choice, never the ramp's evidence.
-    pub judged: ResponseCells,
     /// Where the service's ramp stands; zeroed is no ramp.
     pub ramp: RampCells,
     name_len: usize,

@@ -100,7 +100,7 @@ like($doc->{loaded_at}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'loaded_at is an 
 like($doc->{source}, qr{/html/m\.yaml$}, 'source is the file');
 is($doc->{unmatched}, 1, 'unmatched: nobody.example');
 my ($api, $shop) = @{ $doc->{services} };
-is_deeply([sort keys %$api], [qw(enabled fallback latency_p50_ms latency_p99_ms name percentage requests responses rules strategy)], 'service fields');
+is_deeply([sort keys %$api], [qw(configured_percentage enabled fallback latency_p50_ms latency_p99_ms name percentage requests responses rules strategy)], 'service fields');
 is($api->{name}, 'api', 'name');
 ok($api->{enabled}, 'enabled');
 is($api->{strategy}, 'user', 'strategy');
@@ -351,8 +351,10 @@ is($unmatched, 4, 'four answers matched no service');
 my $n = 0; $n += $_ for map { values %$_ } map { values %$_ } values %tally;
 is($n + $unmatched, scalar @requests, 'every request answered with a decision');
 
-my @classes = qw(1xx 2xx 3xx 4xx 5xx failed);
-my %want = (api => [1, 'user', 50], 'by-ip' => [1, 'ip', 33.33], off => [0, 'weight', 12.5], fb => [1, 'weight', 100]);
+my @classes = qw(1xx 2xx 3xx 4xx 5xx failed aborted);
+# [enabled, strategy, percentage in force, the file's percentage]: a disabled
+# service sends nothing to new, so 0 % is in force.
+my %want = (api => [1, 'user', 50, 50], 'by-ip' => [1, 'ip', 33.33, 33.33], off => [0, 'weight', 0, 12.5], fb => [1, 'weight', 100, 100]);
 my %trips = (fb => 1);
 my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
 is($doc->{version}, 'tally-1', 'JSON version');
@@ -367,7 +369,8 @@ for my $s (@{ $doc->{services} }) {
         is($s->{requests}{$target}, $sum, "JSON $name requests.$target");
     }
     is_deeply($s->{rules}, { map { my $r = $_; ($r => ($t->{old}{$r} // 0) + ($t->{new}{$r} // 0)) } @rules }, "JSON $name rules");
-    is(($s->{enabled} ? 1 : 0) . " $s->{strategy} $s->{percentage}", join(' ', @{ $want{$name} }), "JSON $name enabled, strategy, percentage");
+    is(($s->{enabled} ? 1 : 0) . " $s->{strategy} $s->{percentage} $s->{configured_percentage}", join(' ', @{ $want{$name} }),
+       "JSON $name enabled, strategy, percentage in force, configured_percentage");
     is_deeply($s->{fallback}, { state => $name eq 'fb' ? 'open' : 'closed', consecutive_failures => $name eq 'fb' ? 2 : 0,
                                 trips => $trips{$name} // 0 }, "JSON $name fallback");
     is_deeply($s->{responses}, { map { my $t = $_; ($t => { map { ($_ => $class{$name}{$t}{$_} // 0) } @classes }) } qw(old new) },
@@ -398,6 +401,7 @@ for my $name (sort keys %want) {
             for @classes;
     }
     $expect{qq{migration_percentage{service="$name"}}} = $want{$name}[2];
+    $expect{qq{migration_configured_percentage{service="$name"}}} = $want{$name}[3];
     $expect{qq{migration_enabled{service="$name"}}} = $want{$name}[0];
     $expect{qq{migration_fallback_state{service="$name"}}} = $name eq 'fb' ? 1 : 0;
     $expect{qq{migration_fallback_trips_total{service="$name"}}} = $trips{$name} // 0;

@@ -91,19 +91,27 @@ sub wait_until {
     return 0;
 }
 
-# A backend that answers "slow" after $delay seconds, one connection at a time.
+# A backend that answers "slow" after $delay seconds.
 sub slow_backend {
     my ($port, $delay) = @_;
     my $pid = fork();
     die "fork: $!" unless defined $pid;
     if ($pid == 0) {
+        # A client nginx gave up on: its write fails, the backend goes on.
+        $SIG{PIPE} = 'IGNORE';
         my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
             or POSIX::_exit(1);
+        # One process per connection: requests nginx gave up on do not queue the next.
+        $SIG{CHLD} = 'IGNORE';
         while (my $c = $l->accept) {
-            my $req = '';
-            while (defined(my $line = <$c>)) { $req .= $line; last if $line =~ /^\r?\n$/ }
-            Time::HiRes::sleep($delay);
-            print $c "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow";
+            if (fork() == 0) {
+                my $req = '';
+                while (defined(my $line = <$c>)) { $req .= $line; last if $line =~ /^\r?\n$/ }
+                Time::HiRes::sleep($delay);
+                print $c "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow";
+                close $c;
+                POSIX::_exit(0);
+            }
             close $c;
         }
         POSIX::_exit(0);
@@ -152,6 +160,10 @@ add_block_preprocessor(sub {
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
         location / { if (-f $TEST_NGINX_HTML_DIR/new-down) { return 503 "new is down"; } return 200 "new"; }
+        # What a client can force with a header rule: a path of new that fails,
+        # one that always answers.
+        location /bad { return 503 "new fails here"; }
+        location /ok { return 200 "new ok"; }
     }
 BACKENDS
     $block->{config} //= [<<'CONF'];
@@ -197,6 +209,10 @@ for my $step ([2, '10'], [3, '50'], [4, '100']) {
     is(scalar @lines, 1, "step $step->[0] logged once, by one of the two workers");
 }
 like(error_log_text(), qr/ramp step 4 of 4 begins: 100% in force; the last step: the ramp is done/, 'the end is logged');
+like(error_log_text(), qr/\[notice\] [^\n]*migration: service "api": ramp step 1 of 4 begins: 1% in force; the next is due at /,
+    'the step in force when the configuration was published is logged too');
+like(error_log_text(), qr/\[warn\] [^\n]*service "api": the ramp has no start: [^\n]*binary upgrade \(USR2\)[^\n]*set ramp.start/,
+    'a ramp without start is warned about: a binary upgrade begins it again');
 my $prom = http_request('GET', '/status?format=prometheus')->{body};
 like($prom, qr/^migration_ramp_percentage\{service="api"\} 100$/m, 'migration_ramp_percentage');
 like($prom, qr/^migration_ramp_state\{service="api",state="done"\} 1$/m, 'migration_ramp_state');
@@ -217,6 +233,12 @@ my $s = main::api();
 is_deeply([@{ $s->{ramp} }{qw(state step percentage)}], ['rolled_back', 1, 0], 'status: rolled_back on step 1, 0 %');
 is($s->{ramp}{last_gate}{verdict}, 'fail', 'the last gate failed');
 cmp_ok($s->{ramp}{last_gate}{new_requests}, '>=', 20, 'judged on at least min_requests responses of new');
+is_deeply($s->{ramp}{last_gate}{failed}, [{limit => 'max_error_rate', value => 0.05, measured => 1}],
+    'last_gate names the limit that failed, its value and the measured one');
+is_deeply([@$s{qw(percentage configured_percentage)}], [0, 10], 'percentage: the 0 % in force; configured_percentage: the file\'s step');
+my $prom = http_request('GET', '/status?format=prometheus')->{body};
+like($prom, qr/^migration_percentage\{service="api"\} 0$/m, 'Prometheus migration_percentage: in force');
+like($prom, qr/^migration_configured_percentage\{service="api"\} 10$/m, 'Prometheus migration_configured_percentage: the file\'s');
 my $after = main::sample([map { "v-$_" } 1 .. 200]);
 is(scalar(grep { $_->[1] eq 'new' } @$after), 0, 'nobody goes to new by the split');
 is(main::sample(['v-1'], 'X-Canary' => 'on')->[0][1], 'new', 'a header rule still reaches new');
@@ -481,3 +503,145 @@ for my $promql ('sum by (service) (rate(migration_requests_total{target="new"}[5
     ok(defined $query->($promql), "the README's dashboard query answers: $promql");
 }
 main::stop_children();
+
+
+
+=== TEST 12: forced header traffic neither fails a healthy ramp nor rescues a failing one: the gate judges only the percentage split
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 2500ms\ngate:\n  min_requests: 20\n  max_error_rate: 5%\n") ]]
+--- check_eval
+# 30 anonymous requests forced to a failing path of new, during a healthy step.
+my $forced = main::sample([map { "attacker" } 1 .. 30], 'X-Canary' => 'on');
+http_requests_keepalive([map { ['GET', '/bad', [Host => 'api.example', 'X-Canary' => 'on']] } 1 .. 30]);
+main::sample([map { "u-$_" } 1 .. 500]);
+ok(main::wait_until(5, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'the healthy ramp advanced to 50 %');
+my $s = main::api();
+is($s->{ramp}{last_gate}{verdict}, 'pass', 'the gate passed');
+my $split_new = $s->{rules}{user_hash};
+cmp_ok($s->{ramp}{last_gate}{new_requests}, '<', 100, 'the gate judged the split\'s new responses only (about 10 % of 500)');
+is($s->{ramp}{last_gate}{new_error_rate}, 0, 'none of the forced 503s is in the gate');
+cmp_ok($s->{responses}{new}{'5xx'}, '>=', 30, 'responses still show every routed request, the forced 503s included');
+
+
+
+=== TEST 13: a broken new cluster is not rescued by 1,000 forced successful requests: the ramp rolls back
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 3s\ngate:\n  min_requests: 20\n  max_error_rate: 5%\n") ]]
+--- check_eval
+main::touch('new-down', 1);
+main::sample([map { "u-$_" } 1 .. 500]);
+http_requests_keepalive([map { ['GET', '/ok', [Host => 'api.example', 'X-Canary' => 'on']] } 1 .. 1000]);
+ok(main::wait_until(5, sub { (main::api()->{ramp}{state} // '') eq 'rolled_back' }), 'rolled back');
+my $s = main::api();
+is($s->{ramp}{last_gate}{new_error_rate}, 1, 'the gate saw new failing every split request');
+cmp_ok($s->{responses}{new}{'2xx'}, '>=', 1000, 'the forced successes are in responses, not in the gate');
+
+
+
+=== TEST 14: clients that hang up while new is slow are aborted, not failed: no error, no latency sample, no rollback
+--- init
+main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 0.3);
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    upstream slow_new { server 127.0.0.1:$TEST_NGINX_RAND_PORT_3; }
+--- user_files eval
+[[ 'm.yaml', do { my $y = main::ramp_yaml("steps: [50, 100]\nevery: 2s\ngate:\n  min_requests: 3\n  max_error_rate: 5%\n  max_p99: 1s\n"); $y =~ s/new_backend: 127.0.0.1:\$TEST_NGINX_RAND_PORT_2/new_backend: slow_new/; $y } ]]
+--- check_eval
+my @cohort = grep { main::expected_side($_, 50) eq 'new' } map { "u-$_" } 1 .. 200;
+my $port = server_port();
+for my $user (@cohort[0 .. 24]) {
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die $!;
+    print $c "GET / HTTP/1.1\r\nHost: api.example\r\nX-User-ID: $user\r\n\r\n";
+    Time::HiRes::sleep(0.05);
+    close $c;
+}
+ok(main::wait_until(3, sub { (main::api()->{responses}{new}{aborted} // 0) == 25 }), '25 abandoned requests counted as aborted');
+my $s = main::api();
+is($s->{responses}{new}{failed}, 0, 'none counted as failed');
+is($s->{latency_p99_ms}{new}, undef, 'and none as a latency sample');
+isnt($s->{ramp}{state}, 'rolled_back', 'the ramp did not roll back');
+main::sample([@cohort[25 .. 28]]);
+ok(main::wait_until(4, sub { (main::api()->{ramp}{percentage} // 0) == 100 }), 'with real responses of new, it advances');
+like(error_log_text(), qr/ 499 |client prematurely closed|client closed/, 'nginx saw the clients leave') or diag(error_log_text());
+main::stop_children();
+
+
+
+=== TEST 15: a rollback stays over a comment-only edit and an edit of another service; a change of its migration starts the ramp again
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 1500ms\ngate:\n  min_requests: 20\n  max_error_rate: 5%\n") ]]
+--- check_eval
+my $m = html_dir() . '/m.yaml';
+my $yaml = Test::MigrationNginx::_expand(main::ramp_yaml("steps: [10, 50]\nevery: 1500ms\ngate:\n  min_requests: 20\n  max_error_rate: 5%\n"));
+main::touch('new-down', 1);
+main::sample([map { "u-$_" } 1 .. 500]);
+ok(main::wait_until(4, sub { (main::api()->{ramp}{state} // '') eq 'rolled_back' }), 'rolled back');
+main::touch('new-down', 0);
+my $generation = main::status()->{generation};
+main::write_file($m, "# a comment only\n$yaml");
+ok(main::wait_until(3, sub { main::status()->{generation} > $generation }), 'the commented file was published');
+is(main::api()->{ramp}{state}, 'rolled_back', 'a comment-only edit keeps the rollback');
+$generation = main::status()->{generation};
+main::write_file($m, "$yaml  - name: other\n    old_host: other.example\n    old_backend: 127.0.0.1:1\n    new_host: other.example\n    new_backend: 127.0.0.1:1\n");
+ok(main::wait_until(3, sub { main::status()->{generation} > $generation }), 'another service added');
+is(main::api()->{ramp}{state}, 'rolled_back', 'an edit of another service keeps the rollback');
+my $salted = $yaml =~ s/strategy: user/strategy: user\n      hash_salt: "s2"/r;
+main::write_file($m, $salted);
+ok(main::wait_until(3, sub { (main::api()->{ramp}{state} // '') eq 'ramping' }), 'a change of its migration block starts it again');
+is_deeply([@{ main::api()->{ramp} }{qw(step percentage)}], [1, 10], 'on its first step');
+like(error_log_text(), qr/ramp rolled back on step 1 of 2: 0% in force until the service's migration or backends change/, 'a kept rollback is logged at publication');
+
+
+
+=== TEST 16: workers of the old configuration never move the new ramp: a fast ramp reloaded into [1, 2] every 30d stays on 1 %, three times
+--- master_on
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [" . CORE::join(', ', 1 .. 99) . "]\nevery: 100ms\n") ]]
+--- check_eval
+my $m = html_dir() . '/m.yaml';
+my $fast = Test::MigrationNginx::_expand(main::ramp_yaml("steps: [" . CORE::join(', ', 1 .. 99) . "]\nevery: 100ms\n"));
+my $slow = Test::MigrationNginx::_expand(main::ramp_yaml("steps: [1, 2]\nevery: 30d\n"));
+for my $round (1 .. 3) {
+    main::write_file($m, $fast);
+    ok(reload_nginx(), "round $round: reload into the fast ramp");
+    ok(main::wait_until(3, sub { (main::api()->{ramp}{steps} // 0) == 99 && main::api()->{ramp}{step} > 2 }), "round $round: the fast ramp moves");
+    main::write_file($m, $slow);
+    ok(reload_nginx(), "round $round: reload into [1, 2] every 30d");
+    ok(main::wait_until(3, sub { (main::api()->{ramp}{steps} // 0) == 2 }), "round $round: the new ramp is published");
+    Time::HiRes::sleep(1);
+    my $r = main::api()->{ramp};
+    is_deeply([@$r{qw(state step percentage)}], ['ramping', 1, 1], "round $round: still on its first step, 1 %");
+}
+my $r = main::sample([map { "u-$_" } 1 .. 200]);
+is(scalar(grep { $_->[2] ne '1' } @$r), 0, 'every request decided at 1 %');
+
+
+
+=== TEST 17: enabled: false freezes the ramp and its clock; 0 % is in force meanwhile, and the step resumes with the time it had left
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 3s\n") ]]
+--- check_eval
+my $m = html_dir() . '/m.yaml';
+my $on = Test::MigrationNginx::_expand(main::ramp_yaml("steps: [10, 50]\nevery: 3s\n"));
+my $off = $on =~ s/strategy: user/strategy: user\n      enabled: false/r;
+Time::HiRes::sleep(0.3);
+main::write_file($m, $off);
+ok(main::wait_until(2, sub { !main::api()->{enabled} }), 'disabled');
+Time::HiRes::sleep(4);
+my $s = main::api();
+is_deeply([@{ $s->{ramp} }{qw(state step percentage frozen)}], ['ramping', 1, 0, JSON::PP::true], 'frozen on step 1 with 0 % in force');
+is($s->{percentage}, 0, 'the service\'s percentage in force is 0');
+is($s->{ramp}{next_step_at}, undef, 'nothing is due while frozen');
+my $prom = http_request('GET', '/status?format=prometheus')->{body};
+like($prom, qr/^migration_ramp_percentage\{service="api"\} 0$/m, 'Prometheus: 0 % in force');
+my $r = main::sample([map { "u-$_" } 1 .. 100]);
+is(scalar(grep { $_->[1] eq 'new' || $_->[2] ne '0' } @$r), 0, 'every request to old, at 0 %');
+main::write_file($m, $on);
+ok(main::wait_until(2, sub { main::api()->{enabled} }), 'enabled again');
+Time::HiRes::sleep(1.2);
+is(main::api()->{ramp}{percentage}, 10, 'the step goes on: the frozen time did not count toward every');
+ok(main::wait_until(3, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'and ends when its time is up');

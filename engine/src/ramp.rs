@@ -160,8 +160,8 @@ pub struct RampCells {
     position: AtomicU64,
     /// Unix ms since `enabled: false` froze the ramp; 0: not frozen.
     frozen_since: AtomicU64,
-    /// The responses counted when the current step began: its gate reads the
-    /// difference.
+    /// The current step's responses of the percentage split (decision step 7),
+    /// what its gate judges; emptied when a step begins.
     window: ResponseCells,
     /// The last gate's numbers, for the status.
     gate_verdict: AtomicU64,
@@ -265,7 +265,6 @@ impl RampCells {
         outcome: u64,
         enabled: bool,
         now_ms: u64,
-        counts: &ResponseCounts,
     ) -> Publication {
         let Some(ramp) = ramp else {
             self.fingerprint.store(0, Ordering::Release);
@@ -284,7 +283,7 @@ impl RampCells {
         let restarts = old.map_or(0, |p| p.restarts) + 1;
         self.fingerprint.store(fingerprint, Ordering::Release);
         self.outcome.store(outcome, Ordering::Release);
-        self.window.store(counts);
+        self.window.store(&ResponseCounts::default());
         self.gate_verdict.store(0, Ordering::Release);
         self.frozen_since.store(if enabled { 0 } else { now_ms.max(1) }, Ordering::Release);
         let last = ramp.steps.len() - 1;
@@ -345,9 +344,8 @@ impl RampCells {
     /// Moves the ramp on if its clock says so; every worker calls it now and
     /// then, one of them makes each transition and gets its event. Only a
     /// process whose ramp is the zone's (`fingerprint`) moves it, and not while
-    /// `enabled: false` froze it. `counts` are the service's judged responses now
-    /// (the percentage split's: decision step 7).
-    pub fn tick(&self, ramp: &Ramp, fingerprint: u64, now_ms: u64, counts: &ResponseCounts) -> Option<RampEvent> {
+    /// `enabled: false` froze it.
+    pub fn tick(&self, ramp: &Ramp, fingerprint: u64, now_ms: u64) -> Option<RampEvent> {
         // The word first: a publication stores the fingerprint before the word,
         // so a word read before a restart fails the swap, and one read after it
         // comes with the new fingerprint.
@@ -372,15 +370,14 @@ impl RampCells {
         let begins = |due: usize| ramp.start_ms.map_or(now_ms, |s| s as u64 + due as u64 * ramp.every_ms);
         if pos.state == RampState::Scheduled {
             // The wall-clock start has come: its step begins, with no gate to judge.
-            return self.advance(word, pos, due, ramp, counts, begins(due));
+            return self.advance(word, pos, due, ramp, begins(due));
         }
         if due <= step {
             return None;
         }
         // The current step is over: its gate decides.
         if let Some(gate) = &ramp.gate {
-            let window = counts.since(&self.window.snapshot());
-            let report = judge(gate, &window);
+            let report = judge(gate, &self.window.snapshot());
             if report.verdict == "waiting" {
                 self.remember(&report);
                 if ramp.start_ms.is_none() {
@@ -401,24 +398,30 @@ impl RampCells {
                 self.remember(&report);
             }
         }
-        self.advance(word, pos, due, ramp, counts, begins(due))
+        self.advance(word, pos, due, ramp, begins(due))
     }
 
-    fn advance(
-        &self,
-        word: u64,
-        pos: Position,
-        step: usize,
-        ramp: &Ramp,
-        counts: &ResponseCounts,
-        begins: u64,
-    ) -> Option<RampEvent> {
+    /// Counts one response the percentage split decided (decision step 7) in the
+    /// current step's window; header, CIDR and user-list traffic never comes here.
+    #[inline]
+    pub fn record(&self, target: Target, class: usize, upstream_us: Option<u64>) {
+        self.window.record(target, class, upstream_us);
+    }
+
+    /// The current step's window, as its gate would judge it now.
+    pub fn window(&self) -> ResponseCounts {
+        self.window.snapshot()
+    }
+
+    fn advance(&self, word: u64, pos: Position, step: usize, ramp: &Ramp, begins: u64) -> Option<RampEvent> {
         let done = step + 1 == ramp.steps.len();
         let state = if done { RampState::Done } else { RampState::Ramping };
         let next = Position { restarts: pos.restarts, started_ms: begins, step_bp: ramp.steps[step], state };
         self.position.compare_exchange(word, next.pack(), Ordering::AcqRel, Ordering::Acquire).ok()?;
-        // The next gate is judged a whole `every` later: this store is long done by then.
-        self.window.store(counts);
+        // The new step's window starts empty. A response recorded between the swap
+        // and this store is lost to both windows: a handful among a step's, never
+        // a wrong verdict's worth.
+        self.window.store(&ResponseCounts::default());
         Some(RampEvent::Advanced { step, percentage_bp: ramp.steps[step], done })
     }
 
@@ -571,26 +574,25 @@ mod tests {
     fn walks_its_steps_on_time_and_stops_at_the_last() {
         let r = ramp(&[100, 1000, 5000, 10000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
-        let zero = ResponseCounts::default();
-        cells.publish(Some(&r), fingerprint(&r, 100), 7, true, 10_000, &zero);
+        cells.publish(Some(&r), fingerprint(&r, 100), 7, true, 10_000);
         assert_eq!(
             (cells.state(), cells.step(&r), cells.percentage_in_force()),
             (Some(RampState::Ramping), 0, Some(100))
         );
-        assert_eq!(cells.tick(&r, fp(&r), 10_999, &zero), None, "not yet");
+        assert_eq!(cells.tick(&r, fp(&r), 10_999), None, "not yet");
         assert_eq!(
-            cells.tick(&r, fp(&r), 11_000, &zero),
+            cells.tick(&r, fp(&r), 11_000),
             Some(RampEvent::Advanced { step: 1, percentage_bp: 1000, done: false })
         );
-        assert_eq!(cells.tick(&r, fp(&r), 11_001, &zero), None, "once");
-        assert_eq!(cells.tick(&r, fp(&r) ^ 2, 12_000, &zero), None, "a process compiled from another ramp");
-        assert!(cells.tick(&r, fp(&r), 12_000, &zero).is_some());
+        assert_eq!(cells.tick(&r, fp(&r), 11_001), None, "once");
+        assert_eq!(cells.tick(&r, fp(&r) ^ 2, 12_000), None, "a process compiled from another ramp");
+        assert!(cells.tick(&r, fp(&r), 12_000).is_some());
         assert_eq!(
-            cells.tick(&r, fp(&r), 13_000, &zero),
+            cells.tick(&r, fp(&r), 13_000),
             Some(RampEvent::Advanced { step: 3, percentage_bp: 10000, done: true })
         );
         assert_eq!(cells.state(), Some(RampState::Done));
-        assert_eq!(cells.tick(&r, fp(&r), 99_000, &zero), None);
+        assert_eq!(cells.tick(&r, fp(&r), 99_000), None);
     }
 
     #[test]
@@ -598,10 +600,12 @@ mod tests {
         let gate = Gate { min_requests: 10, max_error_rate: Some(0.01), ..Gate::default() };
         let r = ramp(&[100, 1000], 1000, Some(gate.clone()), OnFailure::Rollback, None);
         let cells = RampCells::default();
-        cells.publish(Some(&r), fingerprint(&r, 100), 7, true, 0, &ResponseCounts::default());
-        assert_eq!(cells.tick(&r, fp(&r), 1000, &counts(5, 0, 50, 0)), None, "5 responses of 10: the step waits");
+        cells.publish(Some(&r), fingerprint(&r, 100), 7, true, 0);
+        cells.window.store(&counts(5, 0, 50, 0));
+        assert_eq!(cells.tick(&r, fp(&r), 1000), None, "5 responses of 10: the step waits");
         assert_eq!(cells.last_gate().unwrap().verdict, "waiting");
-        let failed = cells.tick(&r, fp(&r), 1500, &counts(18, 2, 50, 0)).unwrap();
+        cells.window.store(&counts(18, 2, 50, 0));
+        let failed = cells.tick(&r, fp(&r), 1500).unwrap();
         let RampEvent::Failed { step: 0, action: OnFailure::Rollback, gate: report } = failed else {
             panic!("{failed:?}")
         };
@@ -610,15 +614,18 @@ mod tests {
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::RolledBack), Some(0)));
         // The same migration block and backends keep the rollback (any other edit of
         // the file, a comment, a reload); a changed one starts again.
-        cells.publish(Some(&r), fingerprint(&r, 100), 7, true, 2000, &ResponseCounts::default());
+        cells.publish(Some(&r), fingerprint(&r, 100), 7, true, 2000);
         assert_eq!(cells.state(), Some(RampState::RolledBack));
-        cells.publish(Some(&r), fingerprint(&r, 100), 8, true, 2000, &ResponseCounts::default());
+        cells.publish(Some(&r), fingerprint(&r, 100), 8, true, 2000);
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Ramping), Some(100)));
         let hold = ramp(&[100, 1000], 1000, Some(gate), OnFailure::Hold, None);
         let cells = RampCells::default();
-        cells.publish(Some(&hold), fingerprint(&hold, 100), 7, true, 0, &ResponseCounts::default());
+        cells.publish(Some(&hold), fingerprint(&hold, 100), 7, true, 0);
         assert!(matches!(
-            cells.tick(&hold, fp(&hold), 1000, &counts(0, 20, 0, 0)),
+            {
+                cells.window.store(&counts(0, 20, 0, 0));
+                cells.tick(&hold, fp(&hold), 1000)
+            },
             Some(RampEvent::Failed { action: OnFailure::Hold, .. })
         ));
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Held), Some(100)));
@@ -706,13 +713,12 @@ mod tests {
         let r = ramp(&[100, 1000, 5000], 1000, None, OnFailure::Rollback, Some(5_000));
         let a = RampCells::default();
         let b = RampCells::default();
-        let zero = ResponseCounts::default();
-        a.publish(Some(&r), fingerprint(&r, 100), 1, true, 1_000, &zero);
+        a.publish(Some(&r), fingerprint(&r, 100), 1, true, 1_000);
         assert_eq!((a.state(), a.percentage_in_force()), (Some(RampState::Scheduled), Some(0)), "0 % before start");
-        assert!(a.tick(&r, fp(&r), 5_000, &zero).is_some());
-        assert!(a.tick(&r, fp(&r), 6_500, &zero).is_some());
+        assert!(a.tick(&r, fp(&r), 5_000).is_some());
+        assert!(a.tick(&r, fp(&r), 6_500).is_some());
         // b starts late, at 6.5 s: it joins at step 1, as a is.
-        b.publish(Some(&r), fingerprint(&r, 100), 1, true, 6_500, &zero);
+        b.publish(Some(&r), fingerprint(&r, 100), 1, true, 6_500);
         assert_eq!((a.step(&r), b.step(&r)), (1, 1));
         assert_eq!(a.percentage_in_force(), b.percentage_in_force());
         assert_eq!(a.step_started_ms(), b.step_started_ms());
@@ -739,7 +745,6 @@ mod tests {
     #[test]
     fn with_start_a_publication_puts_the_ramp_on_the_wall_clock_step() {
         let r = ramp(&[100, 1000, 5000], 1000, None, OnFailure::Rollback, Some(5_000));
-        let zero = ResponseCounts::default();
         // (now, state, step, percentage in force, the step's start)
         for (now, state, step, in_force, started) in [
             (4_999, RampState::Scheduled, 0, 0, 5_000),
@@ -749,7 +754,7 @@ mod tests {
             (60_000, RampState::Done, 2, 5000, 7_000),
         ] {
             let cells = RampCells::default();
-            cells.publish(Some(&r), fingerprint(&r, 100), 1, true, now, &zero);
+            cells.publish(Some(&r), fingerprint(&r, 100), 1, true, now);
             assert_eq!(
                 (cells.state(), cells.step(&r), cells.percentage_in_force(), cells.step_started_ms()),
                 (Some(state), step, Some(in_force), started),
@@ -759,46 +764,44 @@ mod tests {
         // Without start, the first step begins at the publication.
         let cells = RampCells::default();
         let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
-        cells.publish(Some(&r), fingerprint(&r, 100), 1, true, 1_234, &zero);
+        cells.publish(Some(&r), fingerprint(&r, 100), 1, true, 1_234);
         assert_eq!((cells.step(&r), cells.step_started_ms()), (0, 1_234));
     }
 
     #[test]
     fn on_the_wall_clock_ticks_wait_for_start_then_jump_to_the_due_step() {
         let r = ramp(&[100, 1000, 5000, 10_000], 1000, None, OnFailure::Rollback, Some(5_000));
-        let zero = ResponseCounts::default();
         let cells = RampCells::default();
-        cells.publish(Some(&r), fingerprint(&r, 100), 1, true, 1_000, &zero);
-        assert!(cells.tick(&r, fp(&r), 4_999, &zero).is_none(), "nothing before start");
+        cells.publish(Some(&r), fingerprint(&r, 100), 1, true, 1_000);
+        assert!(cells.tick(&r, fp(&r), 4_999).is_none(), "nothing before start");
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Scheduled), Some(0)));
         // No tick ran since start: the first one, at 7.5 s, puts it on step 2 at
         // once, as begun at 7 s.
-        let event = cells.tick(&r, fp(&r), 7_500, &zero);
+        let event = cells.tick(&r, fp(&r), 7_500);
         assert!(matches!(event, Some(RampEvent::Advanced { step: 2, percentage_bp: 5000, done: false })), "{event:?}");
         assert_eq!((cells.state(), cells.step(&r), cells.step_started_ms()), (Some(RampState::Ramping), 2, 7_000));
-        let event = cells.tick(&r, fp(&r), 8_200, &zero);
+        let event = cells.tick(&r, fp(&r), 8_200);
         assert!(matches!(event, Some(RampEvent::Advanced { step: 3, percentage_bp: 10_000, done: true })), "{event:?}");
         assert_eq!((cells.state(), cells.step_started_ms()), (Some(RampState::Done), 8_000));
         // A tick long after the last step's time, from an earlier step: the last step.
         let late = RampCells::default();
-        late.publish(Some(&r), fingerprint(&r, 100), 1, true, 5_500, &zero);
-        let event = late.tick(&r, fp(&r), 60_000, &zero);
+        late.publish(Some(&r), fingerprint(&r, 100), 1, true, 5_500);
+        let event = late.tick(&r, fp(&r), 60_000);
         assert!(matches!(event, Some(RampEvent::Advanced { step: 3, percentage_bp: 10_000, done: true })), "{event:?}");
         assert_eq!(late.step_started_ms(), 8_000);
     }
 
     #[test]
     fn every_restart_changes_the_position_word() {
-        let zero = ResponseCounts::default();
         for start in [None, Some(0)] {
             let cells = RampCells::default();
             let a = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, start);
-            cells.publish(Some(&a), fingerprint(&a, 100), 1, true, 0, &zero);
+            cells.publish(Some(&a), fingerprint(&a, 100), 1, true, 0);
             let first = cells.position().unwrap();
             // The same step again, at the same time: one restart later, so that a
             // tick that read the first word cannot swap it.
             let b = ramp(&[100, 2000], 1000, None, OnFailure::Rollback, start);
-            cells.publish(Some(&b), fingerprint(&b, 100), 2, true, 0, &zero);
+            cells.publish(Some(&b), fingerprint(&b, 100), 2, true, 0);
             let second = cells.position().unwrap();
             assert_eq!(second, Position { restarts: first.restarts + 1, ..first }, "start {start:?}");
         }
@@ -808,36 +811,34 @@ mod tests {
     fn a_changed_ramp_or_percentage_starts_again_and_no_ramp_clears_it() {
         let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
-        let zero = ResponseCounts::default();
-        cells.publish(Some(&r), fingerprint(&r, 100), 1, true, 0, &zero);
-        cells.tick(&r, fp(&r), 1000, &zero);
+        cells.publish(Some(&r), fingerprint(&r, 100), 1, true, 0);
+        cells.tick(&r, fp(&r), 1000);
         assert_eq!(cells.step(&r), 1);
-        cells.publish(Some(&r), fingerprint(&r, 100), 2, true, 1500, &zero);
+        cells.publish(Some(&r), fingerprint(&r, 100), 2, true, 1500);
         assert_eq!(cells.step(&r), 1, "the same ramp keeps its step over another file");
         let other = ramp(&[200, 1000], 1000, None, OnFailure::Rollback, None);
-        cells.publish(Some(&other), fingerprint(&other, 200), 3, true, 1500, &zero);
+        cells.publish(Some(&other), fingerprint(&other, 200), 3, true, 1500);
         assert_eq!((cells.step(&other), cells.percentage_in_force()), (0, Some(200)));
-        cells.publish(None, 0, 4, true, 1500, &zero);
+        cells.publish(None, 0, 4, true, 1500);
         assert_eq!((cells.state(), cells.percentage_in_force()), (None, None));
     }
 
     #[test]
     fn a_process_compiled_from_another_ramp_never_moves_the_zones() {
-        let zero = ResponseCounts::default();
         let old = ramp(&[100, 5000, 10_000], 1000, None, OnFailure::Rollback, None);
         let new = ramp(&[100, 200], 30 * 86_400_000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
-        cells.publish(Some(&old), fp(&old), 1, true, 0, &zero);
+        cells.publish(Some(&old), fp(&old), 1, true, 0);
         // A reload publishes the new ramp; a worker of the old configuration ticks
         // long after its own `every`: nothing moves.
-        assert_eq!(cells.publish(Some(&new), fp(&new), 2, true, 500, &zero), Publication::Started);
+        assert_eq!(cells.publish(Some(&new), fp(&new), 2, true, 500), Publication::Started);
         for now in [1_000, 2_000, 60_000] {
-            assert_eq!(cells.tick(&old, fp(&old), now, &zero), None, "at {now}");
+            assert_eq!(cells.tick(&old, fp(&old), now), None, "at {now}");
         }
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Ramping), Some(100)));
         // A worker of the new configuration moves it on its own clock.
-        assert_eq!(cells.tick(&new, fp(&new), 60_000, &zero), None, "30 days per step");
-        assert!(cells.tick(&new, fp(&new), 500 + 30 * 86_400_000, &zero).is_some());
+        assert_eq!(cells.tick(&new, fp(&new), 60_000), None, "30 days per step");
+        assert!(cells.tick(&new, fp(&new), 500 + 30 * 86_400_000).is_some());
         assert_eq!(cells.percentage_in_force(), Some(200));
     }
 
@@ -851,8 +852,7 @@ mod tests {
         let steps: Vec<u32> = (1..=40).map(|i| i * 250).collect();
         let r = ramp(&steps, 100, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
-        let zero = ResponseCounts::default();
-        cells.publish(Some(&r), fp(&r), 1, true, 0, &zero);
+        cells.publish(Some(&r), fp(&r), 1, true, 0);
         let clock = AtomicU64::new(0);
         let stop = AtomicBool::new(false);
         let events = Mutex::new(Vec::new());
@@ -861,7 +861,7 @@ mod tests {
                 scope.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
                         let now = clock.load(Ordering::Relaxed);
-                        if let Some(RampEvent::Advanced { step, .. }) = cells.tick(&r, fp(&r), now, &zero) {
+                        if let Some(RampEvent::Advanced { step, .. }) = cells.tick(&r, fp(&r), now) {
                             events.lock().unwrap().push(step);
                         }
                     }
@@ -884,67 +884,65 @@ mod tests {
 
     #[test]
     fn a_stopped_ramp_stays_until_its_migration_or_backends_change() {
-        let zero = ResponseCounts::default();
         let gate = Gate { max_error_rate: Some(0.01), ..Gate::default() };
         for action in [OnFailure::Rollback, OnFailure::Hold] {
             let r = ramp(&[100, 1000], 1000, Some(gate.clone()), action, None);
             let cells = RampCells::default();
-            cells.publish(Some(&r), fp(&r), 11, true, 0, &zero);
-            assert!(matches!(cells.tick(&r, fp(&r), 1000, &counts(0, 9, 9, 0)), Some(RampEvent::Failed { .. })));
+            cells.publish(Some(&r), fp(&r), 11, true, 0);
+            cells.window.store(&counts(0, 9, 9, 0));
+            assert!(matches!(cells.tick(&r, fp(&r), 1000), Some(RampEvent::Failed { .. })));
             let stopped = (cells.state(), cells.percentage_in_force());
             // Publications of the same migration: a comment, another service, a reload.
             for now in [2_000, 3_000, 4_000] {
-                assert_eq!(cells.publish(Some(&r), fp(&r), 11, true, now, &zero), Publication::Kept);
+                assert_eq!(cells.publish(Some(&r), fp(&r), 11, true, now), Publication::Kept);
                 assert_eq!((cells.state(), cells.percentage_in_force()), stopped, "{action:?}");
             }
             // The migration block or a backend changed: the ramp starts again.
-            assert_eq!(cells.publish(Some(&r), fp(&r), 12, true, 5_000, &zero), Publication::Started);
+            assert_eq!(cells.publish(Some(&r), fp(&r), 12, true, 5_000), Publication::Started);
             assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Ramping), Some(100)));
         }
         // A ramp still moving keeps its position when only the outcome changes.
         let r = ramp(&[100, 1000, 2000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
-        cells.publish(Some(&r), fp(&r), 1, true, 0, &zero);
-        cells.tick(&r, fp(&r), 1000, &zero);
-        assert_eq!(cells.publish(Some(&r), fp(&r), 2, true, 1_500, &zero), Publication::Kept);
+        cells.publish(Some(&r), fp(&r), 1, true, 0);
+        cells.tick(&r, fp(&r), 1000);
+        assert_eq!(cells.publish(Some(&r), fp(&r), 2, true, 1_500), Publication::Kept);
         assert_eq!(cells.percentage_in_force(), Some(1000));
     }
 
     #[test]
     fn enabled_false_freezes_the_clock_without_start() {
-        let zero = ResponseCounts::default();
         let r = ramp(&[100, 1000, 2000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
-        cells.publish(Some(&r), fp(&r), 1, true, 0, &zero);
+        cells.publish(Some(&r), fp(&r), 1, true, 0);
         // Frozen at 600 ms into step 0, for 8.8 s.
-        assert_eq!(cells.publish(Some(&r), fp(&r), 2, false, 600, &zero), Publication::Kept);
+        assert_eq!(cells.publish(Some(&r), fp(&r), 2, false, 600), Publication::Kept);
         assert!(cells.frozen());
         for now in [1_000, 5_000, 9_399] {
-            assert_eq!(cells.tick(&r, fp(&r), now, &zero), None, "frozen at {now}");
+            assert_eq!(cells.tick(&r, fp(&r), now), None, "frozen at {now}");
         }
-        cells.publish(Some(&r), fp(&r), 3, true, 9_400, &zero);
+        cells.publish(Some(&r), fp(&r), 3, true, 9_400);
         assert!(!cells.frozen());
         assert_eq!(cells.step_started_ms(), 8_800, "the step's start moved by the 8.8 s frozen");
-        assert_eq!(cells.tick(&r, fp(&r), 9_799, &zero), None, "400 ms of the step were left");
-        assert!(cells.tick(&r, fp(&r), 9_800, &zero).is_some());
+        assert_eq!(cells.tick(&r, fp(&r), 9_799), None, "400 ms of the step were left");
+        assert!(cells.tick(&r, fp(&r), 9_800).is_some());
         // A ramp published while disabled starts frozen.
         let cells = RampCells::default();
-        cells.publish(Some(&r), fp(&r), 1, false, 10, &zero);
-        assert_eq!(cells.tick(&r, fp(&r), 50_000, &zero), None);
-        cells.publish(Some(&r), fp(&r), 2, true, 60_000, &zero);
+        cells.publish(Some(&r), fp(&r), 1, false, 10);
+        assert_eq!(cells.tick(&r, fp(&r), 50_000), None);
+        cells.publish(Some(&r), fp(&r), 2, true, 60_000);
         assert_eq!((cells.step(&r), cells.step_started_ms()), (0, 60_000));
     }
 
     #[test]
     fn enabled_false_with_start_stops_transitions_and_the_wall_clock_rules_after() {
-        let zero = ResponseCounts::default();
         let r = ramp(&[100, 1000, 2000], 1000, None, OnFailure::Rollback, Some(0));
         let cells = RampCells::default();
-        cells.publish(Some(&r), fp(&r), 1, true, 100, &zero);
-        cells.publish(Some(&r), fp(&r), 2, false, 200, &zero);
-        assert_eq!(cells.tick(&r, fp(&r), 1_500, &zero), None, "frozen");
-        cells.publish(Some(&r), fp(&r), 3, true, 1_500, &zero);
-        assert!(cells.tick(&r, fp(&r), 1_500, &zero).is_some());
+        cells.publish(Some(&r), fp(&r), 1, true, 100);
+        cells.publish(Some(&r), fp(&r), 2, false, 200);
+        assert_eq!(cells.tick(&r, fp(&r), 1_500), None, "frozen");
+        cells.publish(Some(&r), fp(&r), 3, true, 1_500);
+        assert!(cells.tick(&r, fp(&r), 1_500).is_some());
         assert_eq!((cells.step(&r), cells.step_started_ms()), (1, 1_000), "on the wall clock's step");
     }
 
@@ -962,5 +960,26 @@ mod tests {
         let cells = RampCells::default();
         cells.remember(&report);
         assert_eq!(cells.last_gate().unwrap().failed, 1, "kept in the zone");
+    }
+
+    #[test]
+    fn each_step_is_judged_on_its_own_window_of_split_responses() {
+        let gate = Gate { min_requests: 2, max_error_rate: Some(0.5), ..Gate::default() };
+        let r = ramp(&[100, 1000, 2000], 1000, Some(gate), OnFailure::Rollback, None);
+        let cells = RampCells::default();
+        cells.publish(Some(&r), fp(&r), 1, true, 0);
+        cells.record(Target::New, 1, Some(1_000));
+        cells.record(Target::New, 1, Some(1_000));
+        cells.record(Target::Old, 4, Some(1_000));
+        assert!(matches!(cells.tick(&r, fp(&r), 1000), Some(RampEvent::Advanced { step: 1, .. })));
+        assert_eq!(cells.window(), ResponseCounts::default(), "a step begins with an empty window");
+        // Step 1: only failures. Step 0's successes do not dilute them.
+        cells.record(Target::New, 4, None);
+        cells.record(Target::New, crate::responses::FAILED, None);
+        assert!(matches!(cells.tick(&r, fp(&r), 2000), Some(RampEvent::Failed { step: 1, .. })));
+        // A restart empties it too.
+        cells.record(Target::New, 1, None);
+        cells.publish(Some(&r), fp(&r), 2, true, 3000);
+        assert_eq!(cells.window(), ResponseCounts::default());
     }
 }

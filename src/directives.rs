@@ -45,6 +45,9 @@ pub struct MainConf {
     /// `migration_service NAME` of every location, with where nginx.conf says it:
     /// a `watch=` change must still have these services, as `nginx -t` requires.
     pub pinned: Vec<PinnedService>,
+    /// The variables nginx.conf defines (postconfiguration): a `user_key:
+    /// var:NAME` must name one, at `nginx -t` and in every `watch=` change.
+    pub variables: Option<Arc<migration_engine::variables::VariableNames>>,
 }
 
 /// A `migration_service NAME` directive.

@@ -25,6 +25,7 @@ mod ramp;
 mod random;
 mod request;
 mod status;
+mod variable_names;
 mod variables;
 mod zone;
 

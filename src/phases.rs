@@ -20,7 +20,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use migration_engine::responses::{class_of, ABORTED, FAILED};
-use migration_engine::{decide_with, Decision, Outcome, Rule, ServiceChoice, Target, Transition};
+use migration_engine::{decide_with, CompiledConfig, Decision, Outcome, Rule, ServiceChoice, Target, Transition};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
@@ -58,7 +58,7 @@ unsafe extern "C" fn drop_request_decision(data: *mut c_void) {
 
 /// The decision already made for this request, if any: from the module context,
 /// or, after an internal redirect cleared it, from the request pool's cleanups.
-fn existing(r: &mut ngx_http_request_t) -> Option<*mut RequestDecision> {
+pub fn existing(r: &mut ngx_http_request_t) -> Option<*mut RequestDecision> {
     // SAFETY: Request is a transparent wrapper over ngx_http_request_t.
     let request: &mut Request = unsafe { Request::from_ngx_http_request(r) };
     let module = Module::module();
@@ -82,20 +82,15 @@ fn existing(r: &mut ngx_http_request_t) -> Option<*mut RequestDecision> {
     None
 }
 
-/// The request's decision, made now if it was not made yet. None when no
-/// `migration_config` is loaded, or on allocation failure (`Err`).
-pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
-    if let Some(d) = existing(r) {
-        // SAFETY: the decision lives in the request pool, which outlives `r`'s borrow.
-        return Ok(Some(unsafe { &*d }));
-    }
-    let Some(published) = crate::publish::current() else {
-        return Ok(None);
-    };
-    let loc = Module::location_conf(&*r).expect("location conf");
-    let config = &published.config;
-    let choice = match &loc.service {
-        ServiceSetting::Named(name) => ServiceChoice::Named(name),
+/// How this location finds the request's service (`migration_service`).
+fn service_choice<'a>(r: &ngx_http_request_t, config: &'a CompiledConfig) -> ServiceChoice<'a> {
+    let loc = Module::location_conf(r).expect("location conf");
+    match &loc.service {
+        // The name lives as long as the location configuration, which outlives
+        // every request; the engine only compares it.
+        ServiceSetting::Named(name) => {
+            ServiceChoice::Index(config.service_index(name).unwrap_or(u32::MAX))
+        }
         ServiceSetting::AutoAnyServer => ServiceChoice::Auto,
         // Only a Host this server block names: a request that reached it as the
         // default server for another name routes nowhere (rule none).
@@ -106,7 +101,41 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
                 _ => ServiceChoice::Index(u32::MAX),
             }
         }
+    }
+}
+
+/// The request's service, found from the Host (or the location's
+/// `migration_service`) alone, without deciding its target: what
+/// `$migration_service`, `$migration_config_version` and `$migration_old_*` need.
+/// The target is decided later, in the access phase after the other access
+/// handlers, so that a `user_key: var:NAME` set by `auth_request_set` is there
+/// (README "Decision order").
+pub fn service_only(r: &mut ngx_http_request_t) -> Option<(Arc<Published>, u32)> {
+    let published = crate::publish::current()?;
+    let index = match service_choice(r, &published.config) {
+        ServiceChoice::Index(index) => (index < published.config.services.len() as u32).then_some(index),
+        ServiceChoice::Auto => {
+            // SAFETY: `r` is a live request for the duration of this call.
+            let view = unsafe { NgxRequestView::new(r) };
+            published.config.service_for_host(migration_engine::RequestView::host(&view))
+        }
+        ServiceChoice::Named(name) => published.config.service_index(name),
+    }?;
+    Some((published, index))
+}
+
+/// The request's decision, made now if it was not made yet. None when no
+/// `migration_config` is loaded, or on allocation failure (`Err`).
+pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
+    if let Some(d) = existing(r) {
+        // SAFETY: the decision lives in the request pool, which outlives `r`'s borrow.
+        return Ok(Some(unsafe { &*d }));
+    }
+    let Some(published) = crate::publish::current() else {
+        return Ok(None);
     };
+    let config = &published.config;
+    let choice = service_choice(r, config);
     let decision = {
         // SAFETY: `r` is a live request for the duration of this call.
         let view = unsafe { NgxRequestView::new(r) };
@@ -157,6 +186,7 @@ unsafe fn access_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     let request: &Request = unsafe { Request::from_ngx_http_request(r) };
     if let Some(early) = request.get_module_ctx::<RequestDecision>(Module::module()) {
         warn_if_decided_before_realip(r, early);
+        warn_if_decided_before_access(r, early);
     }
     let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
     if enabled && routed_decision(r).is_err() {
@@ -194,6 +224,38 @@ fn warn_if_decided_before_realip(r: &ngx_http_request_t, d: &RequestDecision) {
          real_ip_header at the server or http level (logged once per worker)",
         service.name,
         client
+    );
+}
+
+/// A decision made before this handler (the last of the access phase) read a
+/// `user_key: var:NAME` before `auth_request_set` (or another access handler)
+/// could set it: a target-dependent `$migration_*` variable was read by set, if,
+/// return or rewrite. Said once per worker, never silently.
+fn warn_if_decided_before_access(r: &ngx_http_request_t, d: &RequestDecision) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(service) = d.decision.service.map(|i| &d.published.config.services[i as usize]) else {
+        return;
+    };
+    let Some(variable) = service.user_variable() else {
+        return;
+    };
+    if WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the connection's log is live with the request.
+    let log = unsafe { (*r.connection).log };
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "migration: service \"{}\" was decided before the access phase (a $migration_* variable that depends on the \
+         target was read by set, if, return or rewrite), so its user_key var:{} was read before auth_request_set could \
+         set it; before access, read only $migration_service, $migration_config_version or $migration_old_* (logged \
+         once per worker)",
+        service.name,
+        variable
     );
 }
 
@@ -394,6 +456,22 @@ pub unsafe extern "C" fn register_handlers(cf: *mut ngx_conf_t) -> ngx_int_t {
 unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: postconfiguration runs with a valid cf inside the http block.
     let cmcf = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }).expect("http core main conf");
+    // `user_key: var:NAME` must name a variable nginx.conf defines: now, while
+    // nginx still holds their names (`nginx -t`, start, reload).
+    // SAFETY: postconfiguration: variables_keys is still allocated.
+    let variables = Arc::new(unsafe { crate::variable_names::of_configuration(cmcf) });
+    // SAFETY: postconfiguration runs with a valid cf inside the http block.
+    let main = Module::main_conf_mut(unsafe { &*cf }).expect("http main conf");
+    if let Some(config) = &main.config {
+        if let Err(message) =
+            migration_engine::variables::check_user_variables(&variables, &main.source, &main.text, config)
+        {
+            // SAFETY: cf->log is live during postconfiguration.
+            ngx_log_error!(ngx::ffi::NGX_LOG_EMERG, unsafe { (*cf).log }, "migration: {}", message);
+            return Status::NGX_ERROR.into();
+        }
+    }
+    main.variables = Some(variables);
     for (phase, handler) in [
         (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, access_handler as unsafe extern "C" fn(_) -> _),
         (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_handler),

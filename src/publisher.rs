@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 
 use migration_engine::source::FileStamp;
+use migration_engine::variables::VariableNames;
 use migration_engine::CompiledConfig;
 
 use crate::directives::PinnedService;
@@ -41,6 +42,8 @@ pub struct Check {
     pub current_hash: Option<u64>,
     pub refused_hash: u64,
     pub pinned: Vec<PinnedService>,
+    /// The variables nginx.conf defines, for `user_key: var:NAME`.
+    pub variables: Option<Arc<VariableNames>>,
     pub stamp: Option<FileStamp>,
     /// The zone's serial before the file is read (the commit compares with it).
     pub serial: u64,
@@ -238,6 +241,11 @@ fn run_check(c: Check) -> Done {
     };
     if let Err(message) = crate::directives::check_pinned_services(&c.pinned, &c.path, &config) {
         return Done::Invalid { hash, message: format!("{}: {message}", c.path), stamp };
+    }
+    if let Some(names) = &c.variables {
+        if let Err(message) = migration_engine::variables::check_user_variables(names, &c.path, &text, &config) {
+            return Done::Invalid { hash, message, stamp };
+        }
     }
     let warnings = warnings.iter().map(ToString::to_string).collect();
     Done::Ready(Box::new(Ready { config, warnings, text, hash, stamp, serial: c.serial }))

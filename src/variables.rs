@@ -1,5 +1,9 @@
-//! The `$migration_*` variables of SPEC "Variables": every one is read from the
-//! request's single decision, so they always agree with each other.
+//! The `$migration_*` variables (README "Variables"): every one is read from the
+//! request's single decision, so they always agree with each other. Those that
+//! depend on the service alone (`$migration_service`, `$migration_config_version`,
+//! `$migration_old_*`) are read from the Host before the decision is made, so
+//! that reading them early (a guard in the rewrite phase) does not decide the
+//! target before auth_request can set a `user_key: var:NAME`.
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +16,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_string;
 
-use crate::phases::{routed_decision, RequestDecision};
+use crate::phases::{existing, routed_decision, service_only, RequestDecision};
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -45,6 +49,27 @@ const VARIABLES: [(ngx_str_t, Variable); 11] = [
 ];
 
 impl Variable {
+    /// Known from the service alone, without deciding the target.
+    fn needs_service_only(self) -> bool {
+        matches!(
+            self,
+            Variable::Service | Variable::ConfigVersion | Variable::OldBackend | Variable::OldHost | Variable::OldScheme
+        )
+    }
+
+    /// The value of a service-only variable for `config.services[index]`.
+    fn service_value(self, config: &migration_engine::CompiledConfig, index: u32) -> &str {
+        let service = &config.services[index as usize];
+        match self {
+            Variable::Service => &service.name,
+            Variable::ConfigVersion => &config.version,
+            Variable::OldBackend => &service.old.backend,
+            Variable::OldHost => &service.old.host,
+            Variable::OldScheme => service.old.scheme,
+            _ => "",
+        }
+    }
+
     #[inline]
     fn from_data(data: usize) -> Option<Variable> {
         Some(match data {
@@ -142,22 +167,31 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
     let Some(variable) = Variable::from_data(data) else {
         return Status::NGX_ERROR.into();
     };
+    // The service alone is known from the Host: reading these (the README's guard
+    // `if ($migration_service = "")`, in the rewrite phase) does not decide the
+    // target, which waits for the access phase and what auth_request_set sets.
+    if variable.needs_service_only() && existing(r).is_none() {
+        if let Some((published, index)) = service_only(r) {
+            let text = variable.service_value(&published.config, index);
+            return match in_request_pool(r, text.as_bytes()) {
+                Some(value) => {
+                    set_value(v, value);
+                    Status::NGX_OK.into()
+                }
+                None => Status::NGX_ERROR.into(),
+            };
+        }
+        // No service: nothing to wait for; decided (rule none) and counted below.
+    }
     match routed_decision(r) {
         Ok(Some(d)) if matches!(variable, Variable::Percentage) && d.decision.service.is_some() => {
             // The percentage in force for the request's service (its ramp's, or the
             // configured one), as the YAML writes percentages.
             let text = PercentageText(d.decision.percentage_bp).to_string();
-            // SAFETY: the request pool outlives the variable's value.
-            let buf = unsafe { ngx_pnalloc(r.pool, text.len()) } as *mut u8;
-            if buf.is_null() {
-                return Status::NGX_ERROR.into();
+            match in_request_pool(r, text.as_bytes()) {
+                Some(value) => set_value(v, value),
+                None => return Status::NGX_ERROR.into(),
             }
-            // SAFETY: `buf` has room for the text's bytes.
-            let value = unsafe {
-                core::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len());
-                core::slice::from_raw_parts(buf, text.len())
-            };
-            set_value(v, value);
         }
         Ok(Some(d)) => {
             let value = variable.value(d);
@@ -168,6 +202,21 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
         Err(()) => return Status::NGX_ERROR.into(),
     }
     Status::NGX_OK.into()
+}
+
+/// A copy of `text` in the request's pool, which outlives the variable's value
+/// (None when the pool is out of memory).
+fn in_request_pool<'a>(r: &'a ngx_http_request_t, text: &[u8]) -> Option<&'a [u8]> {
+    // SAFETY: the request pool is live with the request.
+    let buf = unsafe { ngx_pnalloc(r.pool, text.len().max(1)) } as *mut u8;
+    if buf.is_null() {
+        return None;
+    }
+    // SAFETY: `buf` has room for the text's bytes, and lives as long as the request.
+    Some(unsafe {
+        core::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len());
+        core::slice::from_raw_parts(buf, text.len())
+    })
 }
 
 pub unsafe extern "C" fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {

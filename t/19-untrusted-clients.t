@@ -276,3 +276,166 @@ my $h2 = sub {
 };
 is($h2->('api.example'), 'HTTP/2.0|api|weight|api-old:80', ':authority api.example on the server block that names it: routed');
 is($h2->('admin.internal'), 'HTTP/2.0||none|', ':authority admin.internal on the api server (its default server): no service');
+
+
+
+=== TEST 7: the README's guard reads $migration_service in the rewrite phase without deciding: an authenticated listed user is routed by user_list after auth_request_set
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location / {
+            if ($http_authorization = "Bearer t-alice") { add_header X-User alice; return 200; }
+            return 401;
+        }
+    }
+--- user_files
+>>> m.yaml
+version: "g1"
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 0, user_key: "var:verified_user"}
+    canary:
+      user_rules:
+        - {users: [alice], target: new}
+--- config
+    location / {
+        if ($migration_service = "") { return 421; }
+        set $seen "$migration_config_version|$migration_old_backend";
+        auth_request /auth;
+        auth_request_set $verified_user $upstream_http_x_user;
+        migration on;
+        proxy_pass http://127.0.0.1:$server_port/echo/$migration_target/$migration_rule/$seen;
+    }
+    location = /auth { internal; proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1; proxy_pass_request_body off; proxy_set_header Content-Length ""; }
+    location /echo/ { return 200 "$uri\n"; }
+    location = /status { migration_status; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+Authorization: Bearer t-alice
+--- response_body
+/echo/new/user_list/g1|old:80
+--- check_eval
+is(http_request('GET', '/', [Host => 'nobody.example'])->{status}, 421, 'the guard still refuses a Host no service has');
+my $s = JSON::PP::decode_json(http_request('GET', '/status', [Host => 'api.example'])->{body});
+is($s->{services}[0]{rules}{user_list}, 1, 'counted once, by user_list');
+is($s->{services}[0]{rules}{weight} // 0, 0, 'never by weight');
+unlike(error_log_text(), qr/was decided before the access phase/, 'no early decision to warn about');
+
+
+
+=== TEST 8: a target-dependent variable read before access with a var: key is said at warn, once per worker
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 0, user_key: "var:remote_user"}
+--- config
+    location / {
+        set $early $migration_target;
+        migration on;
+        proxy_pass http://127.0.0.1:$server_port/echo/$early/$migration_rule;
+    }
+    location /echo/ { return 200 "$uri\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+/echo/old/weight
+--- error_log eval
+qr/\[warn\] .*migration: service "api" was decided before the access phase \(a \$migration_\* variable that depends on the target was read by set, if, return or rewrite\), so its user_key var:remote_user was read before auth_request_set could set it/
+
+
+
+=== TEST 9: user_key var: naming a variable nginx.conf does not define fails nginx -t, located in the YAML
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration:
+      strategy: user
+      user_key: var:doesnotexist
+--- config
+    location / { migration on; return 200; }
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*migration: .*/html/m\.yaml:9:17: services\[0\]\.migration\.user_key: unknown variable "\$doesnotexist": no module or directive of nginx\.conf defines it}
+
+
+
+=== TEST 10: var: names defined by set, map, auth_request_set or a prefixed family ($http_*, $cookie_*, $arg_*) pass; a watch= change naming an unknown one is refused and the last good file keeps routing
+--- workers
+2
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
+    map $http_x_team $team_user { default ""; ~. "team-$http_x_team"; }
+--- user_files
+>>> m.yaml
+version: "good"
+services:
+  - name: a
+    old_host: a.example
+    old_backend: old:80
+    new_host: a.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 0, user_key: "var:team_user"}
+  - name: b
+    old_host: b.example
+    old_backend: old:80
+    new_host: b.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 0, user_key: "var:http_x_user"}
+  - name: c
+    old_host: c.example
+    old_backend: old:80
+    new_host: c.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 0, user_key: "var:cookie_uid"}
+  - name: d
+    old_host: d.example
+    old_backend: old:80
+    new_host: d.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 0, user_key: "var:set_user"}
+--- config
+    location / {
+        set $set_user "s";
+        migration on;
+        return 200 "$migration_service|$migration_config_version|$migration_rule\n";
+    }
+--- request
+GET /
+--- more_headers
+Host: a.example
+X-Team: blue
+--- response_body
+a|good|user_hash
+--- check_eval
+my $m = html_dir() . '/m.yaml';
+my $yaml = do { local $/; open my $fh, '<', $m or die $!; <$fh> };
+(my $bad = $yaml) =~ s/var:cookie_uid/var:no_such_var/;
+$bad =~ s/"good"/"bad"/;
+open my $fh, '>', "$m.tmp" or die $!; print $fh $bad; close $fh; rename "$m.tmp", $m or die $!;
+my $deadline = time + 5;
+sleep 1 while time < $deadline && error_log_text() !~ /unknown variable/;
+like(error_log_text(), qr/\[error\] .*\/html\/m\.yaml:20:58: services\[2\]\.migration\.user_key: unknown variable "\$no_such_var"/, 'the change is refused, located');
+is(http_request('GET', '/', [Host => 'c.example', Cookie => 'uid=x'])->{body}, "c|good|user_hash\n", 'the last good file keeps routing');

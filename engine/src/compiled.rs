@@ -125,6 +125,14 @@ impl CompiledService {
         crate::decide::user_id(&self.user_key, request)
     }
 
+    /// The nginx variable `user_key: var:NAME` reads (lowercase), if it is one.
+    pub fn user_variable(&self) -> Option<&str> {
+        match &self.user_key {
+            UserKey::Var(name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// The percentage's `split_clients` threshold.
     pub fn threshold(&self) -> Threshold {
         self.threshold

@@ -10,7 +10,7 @@
 //!   when this configuration alone leaves little room, before a reload is refused
 //!   (which only the error log would tell: `nginx -s reload` only sends a signal).
 
-use core::ffi::{c_char, c_void, CStr};
+use core::ffi::{c_void, CStr};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use std::ffi::CString;
@@ -101,22 +101,44 @@ fn warn(shm_zone: &ngx_shm_zone_t, main: &MainConf) {
     }
 }
 
+/// The groups of `username` (with `gid`), as initgroups would set them.
+fn groups_of(username: &CStr, gid: libc::gid_t) -> Option<Vec<libc::gid_t>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: a NUL-terminated name, a buffer of `n` gid_t, and `n` in and out.
+        let rc = unsafe { libc::getgrouplist(username.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n.max(0) as usize);
+            return Some(groups);
+        }
+        if n as usize <= groups.len() || groups.len() >= 65_536 {
+            return None;
+        }
+        groups.resize(n as usize, 0);
+    }
+}
+
 /// Opens `path` as the worker user would (uid, gid and that user's groups, as
 /// nginx's worker sets them) in a child process; the errno when it cannot.
 fn unreadable_as(path: &CStr, uid: libc::uid_t, gid: libc::gid_t, username: &CStr) -> Option<i32> {
-    // SAFETY: the master is single-threaded while it reads its configuration (nginx
-    // starts threads only in workers); the child only switches its ids, opens the
-    // file without blocking (a FIFO must not hang it) and exits.
+    // The user's groups are looked up here, before the fork: the process may have
+    // other threads (with `master_process off` the one process is master and
+    // worker, and its publication thread may run), so the child must not take
+    // any lock another thread could hold (initgroups reads /etc/group with
+    // malloc); it only makes system calls.
+    let groups = groups_of(username, gid)?;
+    // SAFETY: the child only switches its ids, opens the file without blocking (a
+    // FIFO must not hang it) and exits: system calls only, no allocation, no lock.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return None;
     }
     if pid == 0 {
-        // SAFETY: in the child, plain system calls on valid NUL-terminated strings.
+        // SAFETY: in the child, plain system calls on a valid NUL-terminated path
+        // and the parent's group list.
         unsafe {
-            if libc::setgid(gid) != 0
-                || libc::initgroups(username.as_ptr() as *const c_char, gid) != 0
-                || libc::setuid(uid) != 0
+            if libc::setgid(gid) != 0 || libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setuid(uid) != 0
             {
                 libc::_exit(255);
             }

@@ -90,3 +90,10 @@ pub fn reload_commit_delay(zone_generation: u64) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
+
+/// `hold_zone_lock=MS`: the status handler takes the zone's lock and holds it
+/// MS milliseconds (its worker blocks meanwhile), saying so in the error log: a
+/// worker killed then dies holding the lock, as one the OOM killer takes would.
+pub fn hold_zone_lock_ms() -> Option<u64> {
+    value("hold_zone_lock").and_then(|v| v.parse::<u64>().ok())
+}

@@ -181,7 +181,13 @@ unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ng
     };
     let names = service_names(&config);
     let loaded_at = unix_now();
-    let mut locked = zone.lock();
+    let mut locked = match zone.lock_in_master(log) {
+        Ok(locked) => locked,
+        Err(why) => {
+            ngx_log_error!(NGX_LOG_EMERG, log, "migration: zone \"{}\": {}; the configuration is refused", name, why);
+            return Status::NGX_ERROR.into();
+        }
+    };
     match locked.prepare(&main.source, &main.text, main.content_hash, loaded_at, &names) {
         Ok((record, slots)) => {
             let prepared_serial = locked.set_pending(record);
@@ -223,7 +229,16 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return Status::NGX_OK.into();
     };
     crate::hooks::reload_commit_delay(publication.zone.generation());
-    let Some(commit) = publication.zone.lock().commit_pending(publication.prepared_serial) else {
+    let commit = match publication.zone.lock_in_master(cycle.log) {
+        Ok(mut locked) => locked.commit_pending(publication.prepared_serial),
+        Err(why) => {
+            // init_module cannot fail without ending the master: the workers start
+            // on the zone's current generation instead.
+            ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: {}: {} is not published", why, main.source);
+            return Status::NGX_OK.into();
+        }
+    };
+    let Some(commit) = commit else {
         ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: no prepared configuration to publish");
         return Status::NGX_OK.into();
     };
@@ -268,8 +283,12 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // `nginx -t` has a zone of its own: its ramps are nobody's.
     // SAFETY: set by nginx's command line handling before any cycle exists.
     if unsafe { ngx_test_config } == 0 {
-        let _locked = publication.zone.lock();
-        published.publish_ramps(cycle.log);
+        match publication.zone.lock_in_master(cycle.log) {
+            Ok(_locked) => published.publish_ramps(cycle.log),
+            Err(why) => {
+                ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: {}: the ramps keep their positions", why);
+            }
+        }
     }
     publication.published = Some(published);
     Status::NGX_OK.into()

@@ -154,10 +154,36 @@ pub fn take() -> Option<Done> {
     })
 }
 
+/// Signals the thread must not block: a fault in it is reported as in any thread.
+const FAULTS: [libc::c_int; 4] = [libc::SIGILL, libc::SIGFPE, libc::SIGSEGV, libc::SIGBUS];
+
+/// Blocks every signal but the faults in the calling thread; returns the mask it had.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigfillset/sigdelset before
+    // use; pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        for fault in FAULTS {
+            libc::sigdelset(&mut all, fault);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    }
+}
+
 fn start() -> Option<Thread> {
     let (jobs, inbox) = channel::<Job>();
     let (outbox, done) = channel::<Done>();
-    std::thread::Builder::new()
+    // nginx delivers its signals (reload, reopen, quit, SIGCHLD, SIGIO) to the
+    // process and handles them on its event loop: a thread that could take one
+    // would run nginx's handler on the wrong thread, or eat a signal the loop
+    // waits for. Like nginx's own thread pools (ngx_thread_pool.c), the thread
+    // blocks them all; it is spawned with them blocked, so that it never has a
+    // moment with nginx's mask, and the worker's mask is put back right after.
+    let worker_mask = block_signals();
+    let spawned = std::thread::Builder::new()
         .name("migration-publish".into())
         .spawn(move || {
             // The event loop comes first: this thread gets whatever CPU is idle.
@@ -186,7 +212,10 @@ fn start() -> Option<Thread> {
                 }
             }
         })
-        .ok()?;
+        .ok();
+    // SAFETY: restores the mask block_signals saved, on this same thread.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &worker_mask, core::ptr::null_mut()) };
+    spawned?;
     Some(Thread { jobs, done })
 }
 

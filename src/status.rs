@@ -49,6 +49,13 @@ unsafe fn status_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(publication) = main.publication.as_ref() else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    if let Some(ms) = crate::hooks::hold_zone_lock_ms() {
+        let _held = publication.zone.lock();
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        ngx::ngx_log_error!(ngx::ffi::NGX_LOG_NOTICE, log, "test hook: process {} holds the zone's lock for {} ms", pid, ms);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     // What this worker routes by; a newer generation is compiled by the
     // publication thread, never here (this is the event loop).
     if publisher::busy() {

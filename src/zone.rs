@@ -24,9 +24,11 @@ use migration_engine::ramp::RampCells;
 use migration_engine::responses::ResponseCells;
 use migration_engine::{BreakerCells, Counts, FallbackReport, Rule};
 use ngx::ffi::{
-    ngx_pagesize, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc_locked, ngx_slab_free_locked,
-    ngx_slab_page_t, ngx_slab_pool_t, ngx_slab_stat_t,
+    ngx_log_t, ngx_pagesize, ngx_pid_t, ngx_shm_zone_t, ngx_shmtx_force_unlock, ngx_shmtx_lock, ngx_shmtx_trylock,
+    ngx_shmtx_unlock, ngx_slab_calloc_locked, ngx_slab_free_locked, ngx_slab_page_t, ngx_slab_pool_t, ngx_slab_stat_t,
+    NGX_LOG_WARN,
 };
+use ngx::ngx_log_error;
 
 /// Marks a zone laid out by this version of the module ("migzone" + layout 3).
 const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x05");
@@ -146,8 +148,9 @@ impl ServiceSlot {
     }
 }
 
-/// A slot pointer a process may keep: the slot lives in the shared zone, never
-/// moves and is never freed while the zone exists.
+/// A slot pointer a process may keep: the slot lives in the shared zone and never
+/// moves; it is reclaimed only when no process in the zone's process table can
+/// still route by a generation that uses it.
 #[derive(Clone, Copy)]
 pub struct SlotRef(NonNull<ServiceSlot>);
 
@@ -293,12 +296,70 @@ impl Zone {
         self.header().rejected_hash.load(Ordering::Acquire)
     }
 
-    /// Takes the zone's lock: the slab pool's own mutex, which nginx releases if
-    /// a worker dies holding it.
+    /// Takes the zone's lock: the slab pool's own mutex. nginx's master releases
+    /// it for a worker that died holding it only when it reaps that worker, from
+    /// its SIGCHLD handling, which runs only while the master waits in
+    /// sigsuspend: a master that waited for this lock itself would never reap
+    /// the dead holder.
     pub fn lock(&self) -> Locked<'_> {
         // SAFETY: the pool's mutex was created by ngx_init_zone_pool.
         unsafe { ngx_shmtx_lock(&mut (*self.pool.as_ptr()).mutex) };
         Locked { zone: self }
+    }
+
+    /// Takes the zone's lock in the master (a reload), which must never wait for
+    /// it for good: a worker that died holding it is not reaped (and its lock not
+    /// released) while the master waits here. So the master tries, and when the
+    /// holder is dead (gone, or a zombie nobody reaped yet) it releases the lock
+    /// itself, as nginx's reaping would; after `MASTER_LOCK_WAIT_MS` of a live
+    /// holder it gives up, and the reload is refused instead of hanging.
+    pub fn lock_in_master(&self, log: *mut ngx_log_t) -> Result<Locked<'_>, String> {
+        // SAFETY: the pool's mutex was created by ngx_init_zone_pool.
+        let mutex = unsafe { &mut (*self.pool.as_ptr()).mutex };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(MASTER_LOCK_WAIT_MS);
+        loop {
+            // SAFETY: as above.
+            if unsafe { ngx_shmtx_trylock(mutex) } != 0 {
+                return Ok(Locked { zone: self });
+            }
+            // SAFETY: `lock` points at the mutex's word in the zone: the holder's pid.
+            let holder = unsafe { core::ptr::read_volatile(mutex.lock) } as ngx_pid_t;
+            if holder > 0 && process_is_gone(holder) {
+                // SAFETY: the lock word names a process that no longer runs.
+                if unsafe { ngx_shmtx_force_unlock(mutex, holder) } != 0 {
+                    ngx_log_error!(
+                        NGX_LOG_WARN,
+                        log,
+                        "migration: process {} died holding the zone's lock; the master released it",
+                        holder
+                    );
+                }
+                continue;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the zone's lock is held by process {holder} for over {MASTER_LOCK_WAIT_MS} ms"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// How long the master waits for a live holder of the zone's lock.
+const MASTER_LOCK_WAIT_MS: u64 = 5_000;
+
+/// Whether `pid` no longer runs: no such process, or a zombie (dead, not reaped:
+/// the master cannot reap while it waits for the lock).
+fn process_is_gone(pid: ngx_pid_t) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => {
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            let missing = unsafe { libc::kill(pid, 0) } != 0;
+            missing && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        }
     }
 }
 
@@ -337,7 +398,8 @@ impl Locked<'_> {
         let mut p = self.header().slots.load(Ordering::Acquire);
         while let Some(slot) = NonNull::new(p) {
             let slot = SlotRef(slot);
-            // SAFETY: slots are never freed; the name is immutable.
+            // SAFETY: a slot on the list is live (reclaiming one unlinks it under the
+            // lock this function holds); its name is immutable.
             let name: &[u8] = unsafe { &*(slot.name() as *const [u8]) };
             known.insert(name, slot);
             p = slot.next.load(Ordering::Acquire);

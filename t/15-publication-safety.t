@@ -249,3 +249,46 @@ my $deadline = Time::HiRes::time() + 3;
 my $doc;
 Time::HiRes::sleep(0.02) until ($doc = main::status())->{version} eq 'r61' || Time::HiRes::time() > $deadline;
 is($doc->{services}[0]{enabled}, JSON::PP::false, 'and the emergency rollback still publishes');
+
+
+
+=== TEST 6: the publication thread blocks every signal but the faults (as nginx's own thread pools do), and the worker's own mask is left as nginx set it
+--- workers: 1
+--- master_on
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+--- user_files eval
+[[ 'm.yaml', "version: \"t1\"\nservices: []\n" ]]
+--- config
+    location = /t { return 200 "$migration_config_version\n"; }
+--- request
+GET /t
+--- response_body
+t1
+--- check_eval
+my $m = html_dir() . '/m.yaml';
+open my $fh, '>', "$m.tmp" or die $!; print $fh "version: \"t2\"\nservices: []\n"; close $fh; rename "$m.tmp", $m or die $!;
+my $deadline = time + 5;
+sleep 1 while time < $deadline && http_request('GET', '/t')->{body} ne "t2\n";
+is(http_request('GET', '/t')->{body}, "t2\n", 'a watch= change went through the publication thread');
+# The worker: the master's child (from /proc, no procps needed).
+my $ppid = sub { open my $st, '<', "/proc/$_[0]/stat" or return 0; (split ' ', (scalar(<$st>) =~ s/^.*\) //sr))[1] };
+my ($worker) = grep { $ppid->($_) == nginx_pid() } map { m{/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*';
+ok($worker, "the worker is $worker");
+my (%mask, $thread);
+for my $task (glob "/proc/$worker/task/*") {
+    my $comm = do { open my $c, '<', "$task/comm" or next; local $/; <$c> };
+    my ($blocked) = do { open my $s, '<', "$task/status" or next; local $/; <$s> } =~ /^SigBlk:\s*([0-9a-f]+)/m;
+    chomp $comm;
+    # Signals 1 to 31 are the low 32 bits.
+    $mask{$comm eq 'migration-publi' ? 'thread' : $task =~ m{/$worker$} ? 'main' : 'other'} = hex substr($blocked, -8);
+}
+ok(defined $mask{thread}, 'the publication thread runs');
+my $bit = sub { ($_[0] >> ($_[1] - 1)) & 1 };
+for my $sig ([HUP => 1], [INT => 2], [QUIT => 3], [USR1 => 10], [USR2 => 12], [ALRM => 14], [TERM => 15], [CHLD => 17], [WINCH => 28], [IO => 29]) {
+    is($bit->($mask{thread}, $sig->[1]), 1, "the thread blocks SIG$sig->[0]");
+    is($bit->($mask{main}, $sig->[1]), 0, "the worker's event loop does not block SIG$sig->[0]");
+}
+for my $sig ([ILL => 4], [BUS => 7], [FPE => 8], [SEGV => 11]) {
+    is($bit->($mask{thread}, $sig->[1]), 0, "the thread leaves SIG$sig->[0] unblocked");
+}

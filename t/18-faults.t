@@ -14,6 +14,7 @@ BEGIN {
 use Test::MigrationNginx;
 use JSON::PP ();
 use Time::HiRes ();
+use IO::Socket::INET ();
 
 plan skip_all => 'no test-hooks build of the module for this nginx (make build makes one for target/nginx)' if $main::no_hooks;
 
@@ -292,3 +293,53 @@ Time::HiRes::sleep(0.05) until ($body = http_request('GET', '/', [Host => 'api.e
 is($body, "new v2\n", 'routes by v2');
 Time::HiRes::sleep(0.5);
 is_deeply(main::published_versions(), ['v2'], 'v2 was published once: the reload did not put v1 back in between');
+
+
+
+=== TEST 14: a worker killed while it holds the zone's lock during a reload never hangs the master: the master releases a dead holder's lock and the reload completes
+--- workers: 2
+--- master_on
+--- hooks: hold_zone_lock=30000
+--- expect_alerts
+worker process \d+ exited on signal 9
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(percentage => 0, version => 'v1') ]]
+--- config
+    location / { migration on; return 200 "$migration_target $migration_config_version\n"; }
+    location = /status { migration_status; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+old v1
+--- timeout: 30
+--- check_eval
+my $file = html_dir() . '/m.yaml';
+# A worker takes the lock (the status hook) and blocks there, holding it.
+my $holder_conn = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die $!;
+print $holder_conn "GET /status HTTP/1.1\r\nHost: x\r\n\r\n";
+my $deadline = Time::HiRes::time() + 5;
+my $holder;
+until (($holder) = error_log_text() =~ /test hook: process (\d+) holds the zone's lock/) {
+    last if Time::HiRes::time() > $deadline;
+    Time::HiRes::sleep(0.05);
+}
+ok($holder, "a worker ($holder) holds the zone's lock");
+# The master starts a reload and waits for the lock; the holder is killed then.
+main::write_file($file, main::yaml_for(percentage => 100, version => 'v2'));
+ok(signal_nginx('HUP'), 'reload');
+Time::HiRes::sleep(0.7);
+ok(kill('KILL', $holder), 'the holder is killed while the master waits');
+$deadline = Time::HiRes::time() + 10;
+Time::HiRes::sleep(0.05) until error_log_text() =~ /published .* as generation 2/ || Time::HiRes::time() > $deadline;
+like(error_log_text(), qr/\[warn\] .*migration: process $holder died holding the zone's lock; the master released it/,
+     'the master released the dead holder\'s lock');
+like(error_log_text(), qr/published .*m\.yaml as generation 2 \(version v2\)/, 'the reload completed');
+my $body = '';
+$deadline = Time::HiRes::time() + 5;
+Time::HiRes::sleep(0.05) until ($body = http_request('GET', '/', [Host => 'api.example'])->{body} // '') eq "new v2\n" || Time::HiRes::time() > $deadline;
+is($body, "new v2\n", 'the new workers route by v2');
+close $holder_conn;

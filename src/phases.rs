@@ -37,6 +37,14 @@ use crate::request::NgxRequestView;
 
 /// What a request keeps: the configuration it was decided with (so that the
 /// variables' strings outlive any later configuration swap) and the decision.
+///
+/// A request holds process-local memory only. It never touches the zone
+/// through the configuration it was decided with, which may have been replaced
+/// while it ran (a request held open for minutes: a slow upload, a WebSocket):
+/// its counters, responses, ramp window and breaker are reached through the
+/// configuration the process routes by now ([`RequestDecision::live_slot`]), so
+/// the process announces only that generation to the zone, and a held request
+/// never keeps older generations' slots from being reclaimed.
 pub struct RequestDecision {
     /// Recognises our cleanup entry among the pool's cleanups.
     tag: u64,
@@ -49,6 +57,34 @@ pub struct RequestDecision {
 }
 
 const TAG: u64 = u64::from_be_bytes(*b"migrdcsn");
+
+impl RequestDecision {
+    /// The configuration the process routes by now, and the index in it of the
+    /// decided service (slots belong to a service's name: the same slot, unless
+    /// the service has been removed since). None without a service.
+    pub fn live_slot(&self) -> Option<(Arc<Published>, usize)> {
+        let index = self.decision.service? as usize;
+        let now = crate::publish::current()?;
+        if Arc::ptr_eq(&now, &self.published) {
+            return Some((now, index));
+        }
+        let name = &self.published.config.services.get(index)?.name;
+        let index = now.config.service_index(name)? as usize;
+        Some((now, index))
+    }
+
+    /// Counts the decision in the zone (the status's `requests` and `rules`).
+    fn count(&self) {
+        match (self.decision.service, self.decision.target) {
+            (Some(_), Some(target)) => {
+                if let Some((now, index)) = self.live_slot() {
+                    now.slots[index].count(target, self.decision.rule);
+                }
+            }
+            _ => self.published.zone.count_unmatched(),
+        }
+    }
+}
 
 unsafe extern "C" fn drop_request_decision(data: *mut c_void) {
     // SAFETY: `data` is the RequestDecision written by `decision_for`, dropped once
@@ -167,8 +203,8 @@ pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDeci
     let routing = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
     let d = decision_for(r)?;
     if let Some(d) = d {
-        if routing && !d.counted.replace(true) {
-            d.published.count(&d.decision);
+        if routing && !d.counted.replace(true) && !cfg!(feature = "uncounted") {
+            d.count();
         }
     }
     Ok(d)
@@ -291,10 +327,12 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     let (Some(index), Some(target)) = (d.decision.service, d.decision.target) else {
         return Status::NGX_OK.into();
     };
-    let published = &d.published;
-    let Some(slot) = published.slots.get(index as usize) else {
+    // The zone through the configuration the process routes by now (see RequestDecision).
+    let Some((live, live_index)) = d.live_slot() else {
         return Status::NGX_OK.into();
     };
+    let slot = &live.slots[live_index];
+    let published = &d.published;
     let first = first_upstream(r);
     // Responses per target: every routed request (the same rule as the counters);
     // a ramp's gate judges only what the percentage split decided.
@@ -303,7 +341,7 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         slot.responses.record(target, class, upstream_us);
         // Header, CIDR and user-list traffic is the client's or the operator's
         // choice, never the ramp's evidence.
-        if d.decision.rule.is_split() && published.config.services[index as usize].ramp.is_some() {
+        if d.decision.rule.is_split() && live.config.services[live_index].ramp.is_some() {
             slot.ramp.record(target, class, upstream_us);
         }
     }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use migration_engine::source::FileStamp;
-use migration_engine::{BreakerCells, Breakers, CompiledConfig, Decision};
+use migration_engine::{BreakerCells, Breakers, CompiledConfig};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t,
@@ -39,20 +39,6 @@ pub struct Published {
     /// The counters of `config.services[i]` are `slots[i]`.
     pub slots: Box<[SlotRef]>,
     pub zone: Zone,
-}
-
-impl Published {
-    /// Counts a request's decision in the zone: one atomic increment.
-    #[inline]
-    pub fn count(&self, decision: &Decision) {
-        if cfg!(feature = "uncounted") {
-            return;
-        }
-        match (decision.service.and_then(|i| self.slots.get(i as usize)), decision.target) {
-            (Some(slot), Some(target)) => slot.count(target, decision.rule),
-            _ => self.zone.count_unmatched(),
-        }
-    }
 }
 
 /// Decision step 4 reads the breakers in the zone, on nginx's monotonic clock
@@ -359,12 +345,13 @@ unsafe fn init_process_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 /// This process's entry in the zone's process table (usize::MAX: none).
 static PROCESS_ENTRY: AtomicUsize = AtomicUsize::new(usize::MAX);
 
-/// Generations this process replaced while requests still held them: their
-/// slots must outlive those requests.
+/// Generations this process replaced while requests still held them. A request
+/// holds them for their strings only (it reaches the zone through the current
+/// configuration: `RequestDecision::live_slot`); kept here so that the last one
+/// is dropped on the publication thread, never on the event loop.
 static RETIRED: Mutex<Vec<Arc<Published>>> = Mutex::new(Vec::new());
 
-/// Makes `published` what this process routes by, and announces the oldest
-/// generation it may still touch.
+/// Makes `published` what this process routes by, and announces its generation.
 fn adopt(published: Arc<Published>) {
     let zone = published.zone;
     if let Some(previous) = replace_current(published) {
@@ -374,8 +361,9 @@ fn adopt(published: Arc<Published>) {
 }
 
 /// Lets go of the retired generations no request holds any more, and tells the
-/// zone the oldest generation this process may still touch (see
-/// `Locked::reclaim`).
+/// zone the generation this process may still touch: the one it routes by (see
+/// `Locked::reclaim`). Retired generations are not announced: no request reaches
+/// the zone through them, so one held open for minutes pins no zone memory.
 fn announce_held(zone: &Zone) {
     let entry = PROCESS_ENTRY.load(Ordering::Acquire);
     let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
@@ -386,10 +374,9 @@ fn announce_held(zone: &Zone) {
             crate::publisher::discard(published.config);
         }
     }
-    let oldest = retired.iter().map(|p| p.generation).chain(current().map(|p| p.generation)).min();
     drop(retired);
-    if let (Some(oldest), true) = (oldest, entry != usize::MAX) {
-        zone.announce(entry, oldest);
+    if let (Some(routing), true) = (current().map(|p| p.generation), entry != usize::MAX) {
+        zone.announce(entry, routing);
     }
 }
 

@@ -544,20 +544,12 @@ impl Locked<'_> {
             return 0;
         }
         let cycle = self.header().cycle_generation.load(Ordering::Acquire);
+        self.forget_dead_processes();
         let mut oldest_held = u64::MAX;
         for entry in &self.header().processes {
-            let pid = entry.pid.load(Ordering::Acquire);
-            if pid == 0 {
-                continue;
+            if entry.pid.load(Ordering::Acquire) != 0 {
+                oldest_held = oldest_held.min(entry.generation.load(Ordering::Acquire));
             }
-            // SAFETY: kill with signal 0 only checks that the process exists.
-            let dead = unsafe { libc::kill(pid as libc::pid_t, 0) } == -1
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            if dead {
-                entry.pid.store(0, Ordering::Release);
-                continue;
-            }
-            oldest_held = oldest_held.min(entry.generation.load(Ordering::Acquire));
         }
         let mut freed = 0;
         let zone = self.zone;
@@ -580,11 +572,29 @@ impl Locked<'_> {
         freed
     }
 
+    /// Frees the entries of processes that no longer run. `exit_process` gives an
+    /// entry back only on a normal exit: a worker the OOM killer or a crash took
+    /// leaves its entry, which is taken back here (gone, or a zombie).
+    fn forget_dead_processes(&mut self) {
+        for entry in &self.header().processes {
+            let pid = entry.pid.load(Ordering::Acquire);
+            if pid != 0 && process_is_gone(pid as ngx_pid_t) {
+                entry.pid.store(0, Ordering::Release);
+            }
+        }
+    }
+
     /// Claims an entry of the process table for `pid`, starting at `generation`;
-    /// None when the table is full (then slots are not reclaimed while it is).
+    /// None when the table is full of live processes (then slots are not
+    /// reclaimed while it is). Entries of dead processes are taken back first.
     pub fn register(&mut self, pid: u64, generation: u64) -> Option<usize> {
-        let full = self.header().processes.iter().position(|e| e.pid.load(Ordering::Acquire) == 0);
-        let Some(index) = full else {
+        let free = |header: &ZoneHeader| header.processes.iter().position(|e| e.pid.load(Ordering::Acquire) == 0);
+        let mut found = free(self.header());
+        if found.is_none() {
+            self.forget_dead_processes();
+            found = free(self.header());
+        }
+        let Some(index) = found else {
             self.header().processes_overflowed.store(1, Ordering::Release);
             return None;
         };

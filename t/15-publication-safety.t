@@ -7,6 +7,7 @@ use lib 't/lib';
 use Test::MigrationNginx;
 use JSON::PP ();
 use Time::HiRes ();
+use IO::Socket::INET ();
 
 sub yaml_for {
     my (%o) = @_;
@@ -292,3 +293,89 @@ for my $sig ([HUP => 1], [INT => 2], [QUIT => 3], [USR1 => 10], [USR2 => 12], [A
 for my $sig ([ILL => 4], [BUS => 7], [FPE => 8], [SEGV => 11]) {
     is($bit->($mask{thread}, $sig->[1]), 0, "the thread leaves SIG$sig->[0] unblocked");
 }
+
+
+
+=== TEST 7: 300 SIGKILLed workers leak no process-table entry: rotating publications in a small zone keep being published
+--- workers: 1
+--- master_on
+--- timeout: 90
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=kills:128k watch=100ms;
+--- user_files eval
+[[ 'm.yaml', main::renamed(0) ]]
+--- expect_alerts
+worker process \d+ exited on signal 9
+--- config
+    location / { migration on; return 200 "$migration_service $migration_target $migration_config_version\n"; }
+    location = /status { migration_status; }
+--- check_eval
+my $ppid = sub { open my $st, '<', "/proc/$_[0]/stat" or return 0; (split ' ', (scalar(<$st>) =~ s/^.*\) //sr))[1] };
+my $worker = sub { (grep { $ppid->($_) == nginx_pid() } map { m{/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*')[0] };
+my $killed = 0;
+for (1 .. 300) {
+    my $w;
+    my $deadline = Time::HiRes::time() + 5;
+    # A worker that answered has run init_process: it has its entry.
+    until (($w = $worker->()) && http_request('GET', '/status')->{status} == 200) {
+        last if Time::HiRes::time() > $deadline;
+        Time::HiRes::sleep(0.01);
+    }
+    $killed++ if $w && kill('KILL', $w);
+    Time::HiRes::sleep(0.01) while $w && -e "/proc/$w" && $ppid->($w) == nginx_pid() && Time::HiRes::time() < $deadline;
+}
+is($killed, 300, '300 workers killed, each after it registered');
+my $ok = 1;
+for my $round (1 .. 30) {
+    main::write_file(html_dir() . '/m.yaml', main::renamed($round));
+    my $deadline = Time::HiRes::time() + 3;
+    my $version = '';
+    while (Time::HiRes::time() < $deadline) {
+        $version = eval { main::status()->{version} } // '';
+        last if $version eq "r$round";
+        Time::HiRes::sleep(0.02);
+    }
+    $ok &&= is($version, "r$round", "round $round published") || last;
+}
+ok($ok, 'thirty publications of seventeen new names each, after the kills');
+unlike(error_log_text(), qr/does not fit|no room left|too small/, 'never refused for room');
+
+
+
+=== TEST 8: a request held open (a POST whose body never comes) pins no zone memory: sixty rotating publications in a small zone all go through meanwhile
+--- workers: 1
+--- master_on
+--- timeout: 60
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=held:128k watch=100ms;
+--- user_files eval
+[[ 'm.yaml', main::renamed(0) ]]
+--- config
+    location / { migration on; return 200 "$migration_service $migration_target $migration_config_version\n"; }
+    location /upload { migration on; proxy_pass http://127.0.0.1:$server_port/sink; }
+    location = /sink { return 200 "got it\n"; }
+    location = /status { migration_status; }
+--- check_eval
+my $held = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die $!;
+print $held "POST /upload HTTP/1.1\r\nHost: s0-r0.example\r\nContent-Length: 100\r\n\r\n";
+Time::HiRes::sleep(0.2);
+my $ok = 1;
+for my $round (1 .. 60) {
+    main::write_file(html_dir() . '/m.yaml', main::renamed($round));
+    my $deadline = Time::HiRes::time() + 3;
+    my $version = '';
+    while (Time::HiRes::time() < $deadline) {
+        $version = main::status()->{version};
+        last if $version eq "r$round";
+        Time::HiRes::sleep(0.02);
+    }
+    $ok &&= is($version, "r$round", "round $round published") || last;
+}
+ok($ok, 'sixty publications while the request is held');
+unlike(error_log_text(), qr/does not fit|no room left|too small/, 'never refused for room');
+# The held request finishes normally: its body comes, new's answer goes back.
+print $held 'x' x 100;
+my $answer = '';
+while (my $line = <$held>) { $answer .= $line; last if $answer =~ /got it/ }
+like($answer, qr/^HTTP\/1\.1 200.*got it/s, 'the held request is answered once its body comes');
+close $held;

@@ -11,7 +11,11 @@
 2. The ConfigMaps hold exactly nginx/container.conf and nginx/container-migration.yaml
    (what the image ships); `--write` regenerates them from those two files.
 3. Names agree across objects: volumes and ConfigMaps, selectors and pod labels,
-   named ports, probes on the status listener's /healthz.
+   named ports, probes on the status listener's /healthz. The NetworkPolicy selects
+   the Deployment's pods, restricts ingress only, leaves the traffic port (8080) open
+   to every source and admits to the status port (8081) only the pods its `from`
+   entries select by label (a podSelector, within a namespaceSelector if any; no
+   ipBlock, no empty selector, no rule that opens every port).
 4. The ConfigMap's nginx.conf and migration.yaml run: `nginx -t` with the module,
    then a real start as a non-root user (no `user` directive, pid and temp paths
    where the Deployment mounts emptyDirs), where /healthz answers 200 and is not
@@ -154,7 +158,7 @@ def check_references(docs):
     labels = spec["template"]["metadata"]["labels"]
     if spec["replicas"] != 3:
         fail("Deployment: replicas must be 3")
-    if spec["selector"]["matchLabels"].items() > labels.items():
+    if not spec["selector"]["matchLabels"].items() <= labels.items():
         fail("Deployment: selector does not match the pod labels")
     cms = {c["metadata"]["name"]: c for c in by_kind["ConfigMap"]}
     (container,) = pod["containers"]
@@ -177,13 +181,13 @@ def check_references(docs):
         if not container.get("resources", {}).get(res):
             fail(f"Deployment: no resource {res}")
     for svc in by_kind["Service"]:
-        if svc["spec"]["selector"].items() > labels.items():
+        if not svc["spec"]["selector"].items() <= labels.items():
             fail(f"Service {svc['metadata']['name']}: selector matches no pod")
         for p in svc["spec"]["ports"]:
             if p["targetPort"] not in ports:
                 fail(f"Service {svc['metadata']['name']}: no container port named {p['targetPort']}")
     for pdb in by_kind["PodDisruptionBudget"]:
-        if pdb["spec"]["selector"]["matchLabels"].items() > labels.items():
+        if not pdb["spec"]["selector"]["matchLabels"].items() <= labels.items():
             fail("PodDisruptionBudget: selector matches no pod")
         if not 0 < pdb["spec"].get("minAvailable", 0) < spec["replicas"]:
             fail("PodDisruptionBudget: minAvailable must leave room for one disruption")
@@ -201,6 +205,91 @@ def check_references(docs):
     if not [f for f in failures if "Deployment" in f or "Service" in f or "volume" in f]:
         ok("names, selectors, ports, probes, mounts and security context agree")
     return cms, container
+
+
+def selector_set(sel):
+    """A label selector that narrows (neither absent nor empty, which select everything)."""
+    return bool(sel) and bool(sel.get("matchLabels") or sel.get("matchExpressions"))
+
+
+def describe_selector(sel):
+    parts = [f"{k}={v}" for k, v in sorted(sel.get("matchLabels", {}).items())]
+    parts += [f"{e['key']} {e['operator']} {e.get('values', [])}" for e in sel.get("matchExpressions", [])]
+    return ",".join(parts)
+
+
+def check_network_policy(docs):
+    """The NetworkPolicy: 8080 (http) open to all, 8081 (status) to the scraper's pods only."""
+    by_kind = {}
+    for _, obj in objects(docs):
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    pols = by_kind.get("NetworkPolicy", [])
+    if len(pols) != 1:
+        fail(f"expected 1 NetworkPolicy (status port for Prometheus only), found {len(pols)}")
+        return
+    (pol,) = pols
+    name = f"NetworkPolicy {pol['metadata']['name']}"
+    (dep,) = by_kind["Deployment"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    before = len(failures)
+    if ports.get("http") != 8080 or ports.get("status") != 8081:
+        fail(f"{name}: the Deployment's ports changed (http {ports.get('http')}, status {ports.get('status')}; expected 8080, 8081)")
+        return
+    if "namespace" in pol["metadata"]:
+        fail(f"{name}: no metadata.namespace (it must land in the Deployment's namespace, as every manifest here)")
+    spec = pol["spec"]
+    sel = spec.get("podSelector", {})
+    if not sel.get("matchLabels") or sel.get("matchExpressions") or not sel["matchLabels"].items() <= labels.items():
+        fail(f"{name}: podSelector {sel} must be matchLabels that the Deployment's pod labels {labels} satisfy")
+    if spec.get("policyTypes") != ["Ingress"] or "egress" in spec:
+        fail(f"{name}: policyTypes must be [Ingress] with no egress rules (egress is not restricted), got {spec.get('policyTypes')}")
+
+    def covers(rule_port, port_name, number):
+        if rule_port.get("protocol", "TCP") != "TCP":
+            return False
+        if "port" not in rule_port:
+            return True  # every port of that protocol
+        p = rule_port["port"]
+        if isinstance(p, str):
+            return p == port_name
+        return p <= number <= rule_port.get("endPort", p)
+
+    rules = spec.get("ingress", [])
+    for rule in rules:
+        for rp in rule.get("ports", []):
+            if "port" in rp and not any(covers(rp, n, num) for n, num in ports.items()):
+                fail(f"{name}: port {rp} is no container port of the Deployment ({ports})")
+
+    def admitting(port_name):
+        num = ports[port_name]
+        return [r for r in rules if not r.get("ports") or any(covers(rp, port_name, num) for rp in r["ports"])]
+
+    if not any(not r.get("from") for r in admitting("http")):
+        fail(f"{name}: the traffic port http (8080) must be open to every source (a rule with no `from`)")
+    status_rules = admitting("status")
+    if not status_rules:
+        fail(f"{name}: no rule admits the status port (8081): Prometheus could not scrape it")
+    peers = []
+    for r in status_rules:
+        if not r.get("from"):
+            fail(f"{name}: a rule {r} admits every source to the status port (8081)")
+            continue
+        for peer in r["from"]:
+            if "ipBlock" in peer:
+                fail(f"{name}: the status port (8081) admits an ipBlock {peer['ipBlock']}; select the scraper's pods by label")
+            elif not selector_set(peer.get("podSelector")):
+                fail(f"{name}: status port peer {peer} selects no scraper pods by label (every pod of the namespace(s) it names)")
+            elif "namespaceSelector" in peer and not selector_set(peer["namespaceSelector"]):
+                fail(f"{name}: status port peer {peer} has an empty namespaceSelector (every namespace)")
+            else:
+                ns = peer.get("namespaceSelector")
+                peers.append(f"pods {describe_selector(peer['podSelector'])} in "
+                             + (f"namespaces {describe_selector(ns)}" if ns else "the policy's namespace"))
+    if len(failures) == before:
+        ok(f"{name}: selects the Deployment's pods, Ingress only; http (8080) open to all; "
+           f"status (8081) only from {'; '.join(peers)}")
 
 
 def free_port():
@@ -343,6 +432,7 @@ def main():
     check_schemas(docs)
     check_kustomization()
     cms, container = check_references(docs)
+    check_network_policy(docs)
     run_nginx(cms, container, args.nginx, args.module)
     print(f"check-deploy: {len(failures)} failure(s)")
     return 1 if failures else 0

@@ -48,6 +48,12 @@ pub struct MainConf {
     /// The variables nginx.conf defines (postconfiguration): a `user_key:
     /// var:NAME` must name one, at `nginx -t` and in every `watch=` change.
     pub variables: Option<Arc<migration_engine::variables::VariableNames>>,
+    /// `last_good=PATH`: where the module keeps a copy of the last configuration
+    /// it published, to start and reload with when the file is refused.
+    pub last_good: Option<String>,
+    /// The file was refused at start or reload and this cycle runs on the
+    /// `last_good` copy: the refusal, for the status's `file` state.
+    pub refused: Option<String>,
 }
 
 /// A `migration_service NAME` directive.
@@ -251,6 +257,7 @@ fn set_migration_config_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf
     }
     let mut zone: Option<(ngx_str_t, usize)> = None;
     let mut max_size: Option<u64> = None;
+    let mut last_good: Option<ngx_str_t> = None;
     for param in &args[1..] {
         let bytes = param.as_bytes();
         let parsed = match (bytes.split_once_at(b'='), bytes) {
@@ -259,7 +266,12 @@ fn set_migration_config_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf
                 parse_interval(value).map(|ms| main.watch_ms = Some(ms))
             }
             (Some((b"max_size", value)), _) if max_size.is_none() => parse_max_size(value).map(|n| max_size = Some(n)),
-            _ => Err("expected zone=NAME:SIZE, watch=INTERVAL or max_size=SIZE, each at most once".to_string()),
+            (Some((b"last_good", value)), _) if last_good.is_none() && !value.is_empty() => {
+                last_good = Some(ngx_str_t { len: value.len(), data: value.as_ptr() as *mut u8 });
+                Ok(())
+            }
+            _ => Err("expected zone=NAME:SIZE, watch=INTERVAL, max_size=SIZE or last_good=PATH, each at most once"
+                .to_string()),
         };
         if let Err(why) = parsed {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid parameter \"{}\": {}", param, why);
@@ -280,38 +292,72 @@ fn set_migration_config_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf
     let source = file.display().to_string();
     main.max_size = max_size.unwrap_or(migration_engine::source::DEFAULT_MAX_SIZE);
     let (mut zone_name, zone_size) = zone.unwrap_or(DEFAULT_ZONE);
-    let text = match migration_engine::read_source(file, main.max_size) {
-        Ok(text) => text,
-        Err(e) => {
+    // Reads and validates a file (`source` names it in messages).
+    let max_size = main.max_size;
+    let load = |file: &Path, source: &str| -> Result<(String, CompiledConfig, Vec<String>), String> {
+        let text = migration_engine::read_source(file, max_size).map_err(|e| e.to_string())?;
+        // The zone holds the text twice: a large file that cannot fit whatever its
+        // services is refused before it is parsed (a small one is parsed first, so
+        // that the error can say exactly what it needs).
+        let at_least = crate::zone::required_zone_size(source.len(), text.len(), &[]);
+        if at_least > zone_size && text.len() > crate::zone::PARSE_BEFORE_REFUSING {
+            return Err(format!(
+                "zone \"{}\" is too small for {} ({} bytes of YAML): it needs more than {}, e.g. zone={}:{}",
+                zone_name,
+                source,
+                text.len(),
+                crate::zone::human_size(at_least),
+                zone_name,
+                crate::zone::human_size(at_least * 5 / 4)
+            ));
+        }
+        let (config, warnings) = migration_engine::load_str_checked(source, &text).map_err(|e| e.to_string())?;
+        Ok((text, config, warnings.iter().map(ToString::to_string).collect()))
+    };
+    let last_good = match last_good {
+        None => None,
+        Some(mut p) => {
+            // SAFETY: as for the file's own path above.
+            if unsafe { ngx_conf_full_name((*cf).cycle, &mut p, 0) } != 0 {
+                return NGX_CONF_ERROR;
+            }
+            Some(Path::new(OsStr::from_bytes(p.as_bytes())).display().to_string())
+        }
+    };
+    let (text, config, warnings) = match (load(file, &source), &last_good) {
+        (Ok(loaded), _) => loaded,
+        (Err(e), None) => {
             ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", e);
             return NGX_CONF_ERROR;
         }
+        // The file is refused: start (or reload) on the last configuration this
+        // module published, and say so at `error`, instead of failing.
+        (Err(e), Some(copy)) => match load(Path::new(copy), copy) {
+            Ok(loaded) => {
+                ngx_conf_log_error!(
+                    ngx::ffi::NGX_LOG_ERR,
+                    cf,
+                    "migration: {}; nginx runs on the last good configuration {} (version {}) instead",
+                    e,
+                    copy,
+                    loaded.1.version
+                );
+                main.refused = Some(e);
+                loaded
+            }
+            Err(copy_error) => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "{} (and the last good configuration cannot be used: {})",
+                    e,
+                    copy_error
+                );
+                return NGX_CONF_ERROR;
+            }
+        },
     };
-    // The zone holds the text twice: a large file that cannot fit whatever its
-    // services is refused before it is parsed (a small one is parsed first, so
-    // that the error can say exactly what it needs).
-    let at_least = crate::zone::required_zone_size(source.len(), text.len(), &[]);
-    if at_least > zone_size && text.len() > crate::zone::PARSE_BEFORE_REFUSING {
-        ngx_conf_log_error!(
-            NGX_LOG_EMERG,
-            cf,
-            "zone \"{}\" is too small for {} ({} bytes of YAML): it needs more than {}, e.g. zone={}:{}",
-            zone_name,
-            source,
-            text.len(),
-            crate::zone::human_size(at_least),
-            zone_name,
-            crate::zone::human_size(at_least * 5 / 4)
-        );
-        return NGX_CONF_ERROR;
-    }
-    let (config, warnings) = match migration_engine::load_str_checked(&source, &text) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", e);
-            return NGX_CONF_ERROR;
-        }
-    };
+    main.last_good = last_good;
     for warning in &warnings {
         ngx_conf_log_error!(NGX_LOG_WARN, cf, "migration: {}: {}", source, warning);
     }

@@ -79,6 +79,26 @@ impl Published {
     }
 }
 
+/// Keeps a copy of the configuration just published at `path` (`migration_config
+/// ... last_good=PATH`): written beside it and renamed over it, so a reader never
+/// sees half a file. A failure is logged at `warn`: the publication stands.
+pub fn save_last_good(path: &str, version: &str, text: &str, log: *mut ngx_log_t) {
+    let temporary = format!("{path}.{}.tmp", std::process::id());
+    let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "migration: cannot keep the last good configuration (version {}) at {}: {} (nginx's `user` must be able to \
+             write there for watch= publications)",
+            version,
+            path,
+            e
+        );
+    }
+}
+
 /// Wall-clock milliseconds: a ramp's `start` is a time of day, the same on every
 /// replica.
 pub fn unix_now_ms() -> u64 {
@@ -215,8 +235,18 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return Status::NGX_OK.into();
     };
     crate::hooks::reload_commit_delay(publication.zone.generation());
+    // SAFETY: set by nginx's command line handling before any cycle exists.
+    let testing = unsafe { ngx_test_config } != 0;
     let commit = match publication.zone.lock_in_master(cycle.log) {
-        Ok(mut locked) => locked.commit_pending(publication.prepared_serial),
+        Ok(mut locked) => {
+            let commit = locked.commit_pending(publication.prepared_serial);
+            if commit.is_some() && !testing {
+                // This cycle runs on the file, or on the last good copy because the
+                // file was refused (status `file`).
+                locked.set_file_refused(main.refused.as_deref().map(|e| (e, unix_now())));
+            }
+            commit
+        }
         Err(why) => {
             // init_module cannot fail without ending the master: the workers start
             // on the zone's current generation instead.
@@ -275,6 +305,9 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: {}: the ramps keep their positions", why);
             }
         }
+    }
+    if let (Some(last_good), None, false) = (&main.last_good, &main.refused, testing) {
+        save_last_good(last_good, &published.config.version, &main.text, cycle.log);
     }
     publication.published = Some(published);
     Status::NGX_OK.into()
@@ -585,10 +618,19 @@ pub fn finish(main: &MainConf, publication: &Publication, done: publisher::Done,
                 );
             }
         },
-        Done::Unchanged { stamp } => remember_stamp(stamp),
+        Done::Unchanged { stamp, published } => {
+            remember_stamp(stamp);
+            // The file is back to the published content: nothing is refused now.
+            if published && zone.refused_hash() != 0 {
+                zone.refuse(0);
+                zone.lock().set_file_refused(None);
+            }
+        }
         Done::Unreadable { message, stamp } => {
             remember_stamp(stamp);
-            if zone.refuse(migration_engine::content_hash(message.as_bytes())) {
+            let first = zone.refuse(migration_engine::content_hash(message.as_bytes()));
+            zone.lock().set_file_refused(Some((&format!("cannot read {}: {message}", main.source), unix_now())));
+            if first {
                 ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
@@ -602,7 +644,10 @@ pub fn finish(main: &MainConf, publication: &Publication, done: publisher::Done,
         }
         Done::TooBig { hash, bytes, stamp } => {
             remember_stamp(stamp);
-            if zone.refuse(hash) {
+            let first = zone.refuse(hash);
+            let message = format!("{}: the zone is too small for it ({bytes} bytes of YAML, held twice)", main.source);
+            zone.lock().set_file_refused(Some((&message, unix_now())));
+            if first {
                 ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
@@ -616,7 +661,9 @@ pub fn finish(main: &MainConf, publication: &Publication, done: publisher::Done,
         }
         Done::Invalid { hash, message, stamp } => {
             remember_stamp(stamp);
-            if zone.refuse(hash) {
+            let first = zone.refuse(hash);
+            zone.lock().set_file_refused(Some((&message, unix_now())));
+            if first {
                 ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
@@ -649,22 +696,21 @@ fn commit_change(
     }
     let prepared = locked.prepare(&main.source, &ready.text, ready.hash, loaded_at, &names);
     let Ok((record, slots)) = prepared else {
+        let message = format!(
+            "{} changed but does not fit the zone: it needs {}",
+            main.source,
+            human_size(required_zone_size(main.source.len(), ready.text.len(), &names))
+        );
+        locked.set_file_refused(Some((&message, unix_now())));
         drop(locked);
         remember_stamp(ready.stamp);
         if zone.refuse(ready.hash) {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "migration: {} changed but does not fit the zone: it needs {}; generation {} (version {}) stays",
-                main.source,
-                human_size(required_zone_size(main.source.len(), ready.text.len(), &names)),
-                generation,
-                version
-            );
+            ngx_log_error!(NGX_LOG_ERR, log, "migration: {}; generation {} (version {}) stays", message, generation, version);
         }
         return;
     };
     let generation = locked.commit(record);
+    locked.set_file_refused(None);
     let published = Arc::new(Published {
         generation,
         loaded_at,
@@ -678,6 +724,9 @@ fn commit_change(
     drop(locked);
     remember_stamp(ready.stamp);
     zone.refuse(0);
+    if let Some(last_good) = &main.last_good {
+        save_last_good(last_good, &published.config.version, &ready.text, log);
+    }
     for warning in &ready.warnings {
         ngx_log_error!(NGX_LOG_WARN, log, "migration: {}: {}", main.source, warning);
     }

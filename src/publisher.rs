@@ -55,9 +55,10 @@ pub enum Done {
         record: RecordCopy,
         compiled: Result<CompiledConfig, String>,
     },
-    /// The content is the one routed by, or the one last refused.
+    /// The content is the one routed by (`published`), or the one last refused.
     Unchanged {
         stamp: Option<FileStamp>,
+        published: bool,
     },
     Unreadable {
         message: String,
@@ -251,7 +252,7 @@ fn run_check(c: Check) -> Done {
     };
     let hash = migration_engine::content_hash(&bytes);
     if c.current_hash == Some(hash) || c.refused_hash == hash {
-        return Done::Unchanged { stamp };
+        return Done::Unchanged { stamp, published: c.current_hash == Some(hash) };
     }
     // The zone holds the text twice: a large file that cannot fit whatever its
     // services is refused before it is parsed.

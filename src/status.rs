@@ -84,6 +84,7 @@ unsafe fn status_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         loaded_at: published.loaded_at,
         source: &published.source,
         unmatched: published.zone.unmatched(),
+        file: migration_engine::FileState { refused: publication.zone.file_refused() },
         services,
     };
     let body = if prometheus { report.to_prometheus() } else { report.to_json() };

@@ -30,8 +30,8 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
-/// Marks a zone laid out by this version of the module ("migzone" + layout 3).
-const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x05");
+/// Marks a zone laid out by this version of the module ("migzone" + its layout).
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x06");
 
 /// Processes (workers of the current and of draining older cycles) that can say
 /// which generation they may still touch. Beyond it, slots are not reclaimed.
@@ -76,7 +76,16 @@ struct ZoneHeader {
     /// Set when a process found the table full: nothing is reclaimed then.
     processes_overflowed: AtomicU64,
     processes: [ProcessEntry; PROCESSES],
+    /// The file's state (status `file`): since when a change is refused (Unix
+    /// seconds; 0: the file is fine), and the refusal's message, cut to
+    /// `FILE_ERROR_BYTES`. Written and read under the lock.
+    file_refused_since: AtomicU64,
+    file_error_len: AtomicU64,
+    file_error: [AtomicU64; FILE_ERROR_BYTES / 8],
 }
+
+/// Room for a refusal's message in the zone.
+const FILE_ERROR_BYTES: usize = 1024;
 
 /// One published configuration, followed in the same allocation by
 /// `[*mut ServiceSlot; slot_count]`, the source path and the YAML text.
@@ -285,6 +294,20 @@ impl Zone {
         self.header().unmatched.load(Ordering::Relaxed)
     }
 
+    /// The file's state: the refusal's message and since when (Unix seconds), or
+    /// None while the file is fine.
+    pub fn file_refused(&self) -> Option<(String, u64)> {
+        let _locked = self.lock();
+        let header = self.header();
+        let since = header.file_refused_since.load(Ordering::Acquire);
+        if since == 0 {
+            return None;
+        }
+        let len = (header.file_error_len.load(Ordering::Acquire) as usize).min(FILE_ERROR_BYTES);
+        let bytes: Vec<u8> = header.file_error.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
+        Some((String::from_utf8_lossy(&bytes[..len]).into_owned(), since))
+    }
+
     /// Records `hash` as the last refused change; true when it was not already
     /// (so the caller logs it, once for all workers).
     pub fn refuse(&self, hash: u64) -> bool {
@@ -378,6 +401,30 @@ impl Drop for Locked<'_> {
 impl Locked<'_> {
     fn header(&self) -> &ZoneHeader {
         self.zone.header()
+    }
+
+    /// Sets the file's state: refused with `message` since `since` (Unix
+    /// seconds), or fine (None). A refusal already recorded keeps its `since`.
+    pub fn set_file_refused(&mut self, refused: Option<(&str, u64)>) {
+        let header = self.header();
+        let Some((message, since)) = refused else {
+            header.file_refused_since.store(0, Ordering::Release);
+            return;
+        };
+        let mut bytes = [0u8; FILE_ERROR_BYTES];
+        // Cut on a character boundary.
+        let mut len = message.len().min(FILE_ERROR_BYTES);
+        while !message.is_char_boundary(len) {
+            len -= 1;
+        }
+        bytes[..len].copy_from_slice(&message.as_bytes()[..len]);
+        for (word, chunk) in header.file_error.iter().zip(bytes.chunks(8)) {
+            word.store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
+        }
+        header.file_error_len.store(len as u64, Ordering::Release);
+        if header.file_refused_since.load(Ordering::Acquire) == 0 {
+            header.file_refused_since.store(since.max(1), Ordering::Release);
+        }
     }
 
     fn calloc(&mut self, size: usize) -> *mut u8 {

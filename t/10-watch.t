@@ -218,3 +218,73 @@ is($first, 'new v2', "the respawned worker $pid answered its first request by v2
 cmp_ok($when, '<', 2.5, sprintf('before its first watch= tick could have caught it up (%.2f s after the crash)', $when));
 my %now = map { (split ' ', http_request('GET', '/', [Host => 'api.example'])->{body})[0] => 1 } 1 .. 40;
 is_deeply([sort keys %now], [sort grep { $_ != $victim } keys(%old), $pid], 'the survivor and the respawned worker serve');
+
+
+
+=== TEST 10: a refused change is visible in the status and in Prometheus until a good one is published or the file is back to the published content
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
+--- check_eval
+my $m = html_dir() . '/m.yaml';
+my $good = main::yaml_for(0, 'v1');
+is(main::status()->{file}{state}, 'ok', 'a published file is ok');
+like(http_request('GET', '/status?format=prometheus')->{body}, qr/^migration_config_file_refused\{source="[^"]*m\.yaml"\} 0$/m, 'Prometheus: 0');
+main::write_file($m, $good =~ s/percentage: 0/percentage: 120/r);
+my $deadline = Time::HiRes::time() + 3;
+Time::HiRes::sleep(0.05) until main::status()->{file}{state} eq 'refused' || Time::HiRes::time() > $deadline;
+my $file = main::status()->{file};
+is($file->{state}, 'refused', 'the typo is refused, and the status says so');
+like($file->{error}, qr/m\.yaml:8:\d+: services\[0\]\.migration\.percentage: must be between 0 and 100, got 120/, 'with the located error');
+like($file->{since}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'and since when');
+like(http_request('GET', '/status?format=prometheus')->{body}, qr/^migration_config_file_refused\{source="[^"]*m\.yaml"\} 1$/m, 'Prometheus: 1');
+is(main::status()->{version}, 'v1', 'v1 still routes');
+main::write_file($m, $good);
+$deadline = Time::HiRes::time() + 3;
+Time::HiRes::sleep(0.05) until main::status()->{file}{state} eq 'ok' || Time::HiRes::time() > $deadline;
+is_deeply(main::status()->{file}, {state => 'ok', error => undef, since => undef}, 'back to the published content: ok again');
+main::write_file($m, "services: [\n");
+$deadline = Time::HiRes::time() + 3;
+Time::HiRes::sleep(0.05) until main::status()->{file}{state} eq 'refused' || Time::HiRes::time() > $deadline;
+is(main::status()->{file}{state}, 'refused', 'refused again');
+main::write_file($m, main::yaml_for(100, 'v2'));
+$deadline = Time::HiRes::time() + 3;
+Time::HiRes::sleep(0.05) until main::status()->{version} eq 'v2' || Time::HiRes::time() > $deadline;
+is(main::status()->{file}{state}, 'ok', 'a good change published: ok');
+
+
+
+=== TEST 11: last_good=: the module keeps the last published file; a bad file on disk no longer blocks a reload, which runs on that copy (refusal at error, state refused)
+--- master_on
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms last_good=$TEST_NGINX_HTML_DIR/last-good.yaml;
+--- check_eval
+my ($m, $copy) = (html_dir() . '/m.yaml', html_dir() . '/last-good.yaml');
+my $read = sub { open my $fh, '<', $_[0] or return ''; local $/; <$fh> };
+is($read->($copy), main::yaml_for(0, 'v1'), 'the published file is kept at last_good at start');
+main::write_file($m, main::yaml_for(100, 'v2'));
+my $deadline = Time::HiRes::time() + 3;
+Time::HiRes::sleep(0.05) until $read->($copy) eq main::yaml_for(100, 'v2') || Time::HiRes::time() > $deadline;
+is($read->($copy), main::yaml_for(100, 'v2'), 'and every watch= publication updates it');
+main::write_file($m, "services:\n  - name: [broken\n");
+ok(reload_nginx(), 'a reload with the bad file on disk succeeds');
+like(error_log_text(), qr/\[error\] .*m\.yaml:3:1: .*; nginx runs on the last good configuration .*last-good\.yaml \(version v2\) instead/, 'the refusal is logged at error');
+$deadline = Time::HiRes::time() + 3;
+Time::HiRes::sleep(0.05) until main::status()->{file}{state} eq 'refused' || Time::HiRes::time() > $deadline;
+my $s = main::status();
+is($s->{file}{state}, 'refused', 'the status says the file is refused');
+is($s->{version}, 'v2', 'v2 routes');
+is($read->($copy), main::yaml_for(100, 'v2'), 'the copy is not overwritten by its own reload');
+
+
+
+=== TEST 12: last_good=: nginx starts on the copy when the file is refused at start
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml last_good=$TEST_NGINX_HTML_DIR/last-good.yaml;
+--- user_files eval
+[[ 'm.yaml', "services:\n  - name: api\n    percentage: oops\n" ], [ 'last-good.yaml', main::yaml_for(100, 'kept') ]]
+--- check_eval
+like(error_log_text(), qr/\[error\] .*m\.yaml:\d+:\d+: .*; nginx runs on the last good configuration .*last-good\.yaml \(version kept\) instead/, 'started on the copy, the refusal at error');
+my $s = main::status();
+is($s->{version}, 'kept', 'the copy routes');
+is($s->{file}{state}, 'refused', 'and the file is refused');
+like(http_request('GET', '/', [Host => 'api.example'])->{body}, qr/ new kept$/, 'requests are routed by it');

@@ -30,7 +30,7 @@ pub use breaker::{BreakerCells, Gate, Outcome, Transition};
 pub use compiled::{CompiledConfig, CompiledService, Endpoint, FallbackPolicy};
 pub use config::{ConfigError, Target};
 pub use decide::{decide, decide_traced, decide_with, Breakers, Decision, NoBreakers, Rule, ServiceChoice};
-pub use report::{BreakerState, Counts, FallbackReport, RampReport, ServiceReport, StatusReport};
+pub use report::{BreakerState, Counts, FallbackReport, FileState, RampReport, ServiceReport, StatusReport};
 pub use request::{arg_in_query, cookie_in_header, OwnedRequest, RequestView};
 pub use trace::{NoTrace, Step, Trace, TracedStep, Tracer};
 

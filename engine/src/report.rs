@@ -129,7 +129,17 @@ pub struct StatusReport<'a> {
     pub source: &'a str,
     /// Requests for which no service matched (`$migration_rule=none`).
     pub unmatched: u64,
+    /// The watched file's own state.
+    pub file: FileState,
     pub services: Vec<ServiceReport<'a>>,
+}
+
+/// The configuration file's state: `refused` from a change that was refused (its
+/// error, and since when, in Unix seconds) until a good one is published or the
+/// file is back to the published content.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileState {
+    pub refused: Option<(String, u64)>,
 }
 
 /// The rules that can send a request to `target`: `disabled` and `fallback`
@@ -152,7 +162,18 @@ impl StatusReport<'_> {
         json_string(&mut out, &rfc3339(self.loaded_at));
         out.push_str(",\"source\":");
         json_string(&mut out, self.source);
-        let _ = write!(out, ",\"unmatched\":{},\"services\":[", self.unmatched);
+        let _ = write!(out, ",\"unmatched\":{},\"file\":", self.unmatched);
+        match &self.file.refused {
+            None => out.push_str("{\"state\":\"ok\",\"error\":null,\"since\":null}"),
+            Some((error, since)) => {
+                out.push_str("{\"state\":\"refused\",\"error\":");
+                json_string(&mut out, error);
+                out.push_str(",\"since\":");
+                json_string(&mut out, &rfc3339(*since));
+                out.push('}');
+            }
+        }
+        out.push_str(",\"services\":[");
         for (i, s) in self.services.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -422,6 +443,15 @@ impl StatusReport<'_> {
         out.push_str(",source=");
         label_value(&mut out, self.source);
         out.push_str("} 1\n");
+        family(
+            &mut out,
+            "migration_config_file_refused",
+            "gauge",
+            "1 while the last change of the configuration file was refused (the published configuration stays).",
+        );
+        out.push_str("migration_config_file_refused{source=");
+        label_value(&mut out, self.source);
+        let _ = writeln!(out, "}} {}", u8::from(self.file.refused.is_some()));
         out
     }
 }
@@ -551,6 +581,7 @@ mod tests {
             loaded_at: 1_795_656_600,
             source: "/etc/nginx/m\"igration.yaml",
             unmatched: 3,
+            file: FileState::default(),
             services: vec![
                 ServiceReport::new(
                     &config.services[0],
@@ -577,7 +608,8 @@ mod tests {
         assert_eq!(
             json,
             concat!(
-                r#"{"version":"v\"1\\","generation":7,"loaded_at":"2026-11-26T01:30:00Z","source":"/etc/nginx/m\"igration.yaml","unmatched":3,"services":["#,
+                r#"{"version":"v\"1\\","generation":7,"loaded_at":"2026-11-26T01:30:00Z","source":"/etc/nginx/m\"igration.yaml","unmatched":3,"#,
+                r#""file":{"state":"ok","error":null,"since":null},"services":["#,
                 r#"{"name":"api","enabled":true,"strategy":"user","percentage":33.33,"configured_percentage":33.33,"requests":{"old":6,"new":2},"#,
                 r#""rules":{"header":3,"cidr":0,"user_list":0,"user_hash":5,"ip_hash":0,"weight":0,"disabled":0,"fallback":0},"#,
                 r#""fallback":{"state":"closed","consecutive_failures":0,"trips":0},"#,
@@ -695,6 +727,7 @@ mod tests {
                 "migration_config_generation 7",
                 "migration_config_loaded_timestamp_seconds 1795656600",
                 "migration_config_info{version=\"v\\\"1\\\\\",source=\"/etc/nginx/m\\\"igration.yaml\"} 1",
+                "migration_config_file_refused{source=\"/etc/nginx/m\\\"igration.yaml\"} 0",
             ]
             .map(String::from),
         );
@@ -768,6 +801,17 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line}");
         }
         assert!(!text.contains(r#"migration_ramp_percentage{service="shop"}"#), "no ramp, no series");
+    }
+
+    #[test]
+    fn a_refused_file_is_in_both_formats() {
+        let config = load_str("m.yaml", YAML).unwrap();
+        let mut r = report(&config);
+        r.file = FileState { refused: Some(("m.yaml:3:1: \"bad\"".into(), 1_795_656_600)) };
+        assert!(r.to_json().contains(
+            r#""file":{"state":"refused","error":"m.yaml:3:1: \"bad\"","since":"2026-11-26T01:30:00Z"},"#
+        ));
+        assert!(r.to_prometheus().contains("migration_config_file_refused{source=\"/etc/nginx/m\\\"igration.yaml\"} 1\n"));
     }
 
     #[test]

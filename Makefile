@@ -6,7 +6,8 @@
 #                + the addon build and t/ on nginx configured as the official image's + hadolint and the
 #                Kubernetes manifests + (as root) make deb, t/ on Debian's nginx with the package
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh, bench/counters.sh,
-#                bench/instructions.sh (callgrind per request) and bench/publication.sh (latency while publishing)
+#                bench/instructions.sh (callgrind per request), bench/publication.sh (latency while publishing)
+#                and bench/status-scale.sh (a 10,000-service status under scrapers)
 #   make fuzz    both cargo-fuzz targets of the engine, 10 minutes each (FUZZ_SECONDS)
 #   make stress  the full reload-under-load runs (50 reloads with watch= publications; 60 s with hostile requests)
 #   make deb     target/deb/libnginx-mod-http-migration_<version>_<arch>.deb for the distribution's nginx (apt)
@@ -115,6 +116,7 @@ bench: build
 	bench/counters.sh
 	bench/instructions.sh
 	bench/publication.sh
+	bench/status-scale.sh
 	@$(MAKE) --no-print-directory build
 
 # cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.

@@ -5,6 +5,9 @@ use lib 't/lib';
 use Test::MigrationNginx;
 use JSON::PP ();
 use POSIX ();
+use IO::Socket::INET ();
+use Socket ();
+use Time::HiRes ();
 
 our $YAML = <<'YAML';
 version: "2026-11-26.1"
@@ -93,7 +96,8 @@ for my $s (@sent) {
     is($body, "$s->[1]\n", "request routed $s->[1]") if defined $s->[1];
 }
 my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
-is_deeply([sort keys %$doc], [qw(generation loaded_at services source unmatched version)], 'top-level fields');
+is_deeply([sort keys %$doc], [qw(file generation loaded_at services source unmatched version)], 'top-level fields');
+is_deeply($doc->{file}, {state => 'ok', error => undef, since => undef}, 'the file is ok');
 is($doc->{version}, '2026-11-26.1', 'version');
 is($doc->{generation}, 1, 'generation');
 like($doc->{loaded_at}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'loaded_at is an RFC 3339 UTC time');
@@ -220,7 +224,7 @@ services: []
 --- request
 GET /migration/status
 --- response_body_like
-^\{"version":"[0-9a-f]{16}","generation":1,"loaded_at":"[^"]+","source":"[^"]+/m\.yaml","unmatched":\d+,"services":\[\]\}$
+^\{"version":"[0-9a-f]{16}","generation":1,"loaded_at":"[^"]+","source":"[^"]+/m\.yaml","unmatched":\d+,"file":\{"state":"ok","error":null,"since":null\},"services":\[\]\}$
 
 
 
@@ -409,6 +413,7 @@ for my $name (sort keys %want) {
 $expect{'migration_unmatched_requests_total'} = $unmatched;
 $expect{'migration_config_generation'} = 1;
 $expect{'migration_config_info{version="tally-1",source="' . html_dir() . '/m.yaml"}'} = 1;
+$expect{'migration_config_file_refused{source="' . html_dir() . '/m.yaml"}'} = 0;
 # The histogram: its times are the machine's, but every upstream attempt is in
 # it (the proxied requests, none of the others), in buckets that only grow.
 for my $name (sort keys %want) {
@@ -451,3 +456,67 @@ http_request('GET', '/off') for 1 .. 4;              # decided for the variable,
 my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
 my ($shop) = grep { $_->{name} eq 'shop.v2' } @{ $doc->{services} };
 is($shop->{requests}{old}, 3, 'the three requests of the location that inherits migration on are counted; off is not');
+
+
+
+=== TEST 13: ?service=NAME limits either format to one service; an unknown name is a 404
+--- user_files
+>>> m.yaml
+services:
+  - {name: api, old_host: api.example, old_backend: "old:80", new_host: api.example, new_backend: "new:80"}
+  - {name: shop.v2, old_host: shop.example, old_backend: "old:80", new_host: shop.example, new_backend: "new:80"}
+--- request
+GET /migration/status?service=shop.v2
+--- response_body_like
+"services":\[\{"name":"shop\.v2",
+--- check_eval
+my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status?service=shop.v2')->{body});
+is_deeply([map { $_->{name} } @{ $doc->{services} }], ['shop.v2'], 'JSON: the one service');
+my $text = http_request('GET', '/migration/status?format=prometheus&service=api')->{body};
+like($text, qr/^migration_enabled\{service="api"\} 1$/m, 'Prometheus: its series');
+unlike($text, qr/service="shop\.v2"/, 'and no other service\'s');
+like($text, qr/^migration_config_generation 1$/m, 'with the configuration\'s own families');
+my ($ok, $parsed) = main::prometheus_parse($text);
+ok($ok, 'prometheus_client parses it') or diag($parsed);
+is(http_request('GET', '/migration/status?service=nope')->{status}, 404, 'an unknown service: 404');
+
+
+
+=== TEST 14: 10,000 services: the body comes in bounded pieces as the client reads; eight scrapers that never read keep the worker's memory bounded, and the body is whole for one that reads
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=big:64m;
+--- user_files eval
+[[ 'm.yaml', "version: \"big\"\nservices:\n" . join('', map { "  - {name: s$_, old_host: s$_.example, old_backend: \"old:80\", new_host: s$_.example, new_backend: \"new:80\", migration: {percentage: 10}}\n" } 1 .. 10000) ]]
+--- timeout: 60
+--- request
+GET /migration/status?service=s1
+--- response_body_like
+"name":"s1"
+--- check_eval
+my $rss = sub {
+    my ($worker) = map { m{/proc/(\d+)/} ? $1 : () } grep { open(my $f, '<', $_) && (scalar(<$f>) // '') =~ /worker process/ } glob '/proc/[0-9]*/cmdline';
+    $worker //= nginx_pid();
+    open my $st, '<', "/proc/$worker/status" or return 0;
+    local $/; my ($kb) = <$st> =~ /^VmRSS:\s+(\d+) kB/m; return $kb * 1024;
+};
+my $res = http_request('GET', '/migration/status?format=prometheus');
+is($res->{status}, 200, 'a whole scrape');
+like($res->{headers}{'transfer-encoding'} // '', qr/chunked/, 'sent in pieces (chunked)');
+my $lines = () = $res->{body} =~ /^migration_enabled\{/mg;
+is($lines, 10000, 'every service\'s series');
+like($res->{body}, qr/migration_config_file_refused\{source="[^"]+"\} 0\n\z/, 'to the last family');
+my $json = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
+is(scalar @{ $json->{services} }, 10000, 'the JSON document is whole too');
+my $before = $rss->();
+my @idle;
+for (1 .. 8) {
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die $!;
+    setsockopt($c, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 4096);
+    print $c "GET /migration/status?format=prometheus HTTP/1.1\r\nHost: x\r\n\r\n";
+    push @idle, $c;
+}
+Time::HiRes::sleep(2);
+my $grown = $rss->() - $before;
+cmp_ok($grown, '<', 32 * 1024 * 1024, sprintf('eight scrapers that never read grew the worker by %.1f MB (the whole body is about 40 MB each)', $grown / 1048576));
+is(http_request('GET', '/migration/status?service=s9999')->{status}, 200, 'the worker serves others meanwhile');
+close $_ for @idle;

@@ -153,144 +153,263 @@ fn rules_for(target: Target) -> impl Iterator<Item = Rule> {
 }
 
 impl StatusReport<'_> {
-    /// The JSON document of SPEC "Status", on one line.
+    /// The JSON document of SPEC "Status", on one line (the pieces of
+    /// [`Pieces::next_json`], joined).
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(256 + 384 * self.services.len());
-        out.push_str("{\"version\":");
-        json_string(&mut out, self.version);
-        let _ = write!(out, ",\"generation\":{},\"loaded_at\":", self.generation);
-        json_string(&mut out, &rfc3339(self.loaded_at));
-        out.push_str(",\"source\":");
-        json_string(&mut out, self.source);
-        let _ = write!(out, ",\"unmatched\":{},\"file\":", self.unmatched);
-        match &self.file.refused {
-            None => out.push_str("{\"state\":\"ok\",\"error\":null,\"since\":null}"),
-            Some((error, since)) => {
-                out.push_str("{\"state\":\"refused\",\"error\":");
-                json_string(&mut out, error);
-                out.push_str(",\"since\":");
-                json_string(&mut out, &rfc3339(*since));
-                out.push('}');
-            }
-        }
-        out.push_str(",\"services\":[");
-        for (i, s) in self.services.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"name\":");
-            json_string(&mut out, s.name);
-            let _ = write!(
-                out,
-                ",\"enabled\":{},\"strategy\":\"{}\",\"percentage\":{},\"configured_percentage\":{},\"requests\":{{\"old\":{},\"new\":{}}},\"rules\":{{",
-                s.enabled,
-                s.strategy.as_str(),
-                Percentage(s.percentage_bp),
-                Percentage(s.configured_percentage_bp),
-                s.requests(Target::Old),
-                s.requests(Target::New)
-            );
-            for (j, rule) in Rule::ALL.iter().filter(|&&r| r != Rule::None).enumerate() {
-                let _ = write!(out, "{}\"{}\":{}", if j > 0 { "," } else { "" }, rule.as_str(), s.rule_total(*rule));
-            }
-            let _ = write!(
-                out,
-                "}},\"fallback\":{{\"state\":\"{}\",\"consecutive_failures\":{},\"trips\":{}}}",
-                s.fallback.state.as_str(),
-                s.fallback.consecutive_failures,
-                s.fallback.trips
-            );
-            out.push_str(",\"responses\":{");
-            for (i, target) in [Target::Old, Target::New].into_iter().enumerate() {
-                let _ = write!(out, "{}\"{}\":{{", if i > 0 { "," } else { "" }, target.as_str());
-                for (k, class) in CLASSES.iter().enumerate() {
-                    let _ = write!(
-                        out,
-                        "{}\"{class}\":{}",
-                        if k > 0 { "," } else { "" },
-                        s.responses.classes[target.index()][k]
-                    );
-                }
-                out.push('}');
-            }
-            out.push('}');
-            for (name, q) in [("latency_p50_ms", 0.5), ("latency_p99_ms", 0.99)] {
-                let _ = write!(out, ",\"{name}\":{{");
-                for (i, target) in [Target::Old, Target::New].into_iter().enumerate() {
-                    let _ = write!(out, "{}\"{}\":", if i > 0 { "," } else { "" }, target.as_str());
-                    json_number(&mut out, s.responses.quantile(target, q).map(|seconds| seconds * 1000.0));
-                }
-                out.push('}');
-            }
-            if let Some(ramp) = &s.ramp {
-                let _ = write!(
-                    out,
-                    ",\"ramp\":{{\"state\":\"{}\",\"step\":{},\"steps\":{},\"percentage\":{},\"frozen\":{},\"next_step_at\":",
-                    ramp.state.as_str(),
-                    ramp.step,
-                    ramp.steps,
-                    Percentage(ramp.percentage_bp),
-                    ramp.frozen
-                );
-                match ramp.next_step_at_ms {
-                    Some(ms) => json_string(&mut out, &rfc3339(ms / 1000)),
-                    None => out.push_str("null"),
-                }
-                out.push_str(",\"last_gate\":");
-                match &ramp.last_gate {
-                    None => out.push_str("null"),
-                    Some(g) => {
-                        let _ = write!(
-                            out,
-                            "{{\"verdict\":\"{}\",\"failed\":[",
-                            g.verdict
-                        );
-                        for (i, f) in ramp.failed.iter().enumerate() {
-                            let _ = write!(out, "{}{{\"limit\":\"{}\",\"value\":", if i > 0 { "," } else { "" }, f.limit);
-                            json_number(&mut out, Some(f.value));
-                            out.push_str(",\"measured\":");
-                            json_number(&mut out, Some(f.measured));
-                            out.push('}');
-                        }
-                        let _ = write!(
-                            out,
-                            "],\"new_requests\":{},\"old_requests\":{},\"new_error_rate\":",
-                            g.new_requests, g.old_requests
-                        );
-                        json_number(&mut out, Some(g.new_error_rate));
-                        out.push_str(",\"old_error_rate\":");
-                        json_number(&mut out, Some(g.old_error_rate));
-                        out.push_str(",\"new_p99_ms\":");
-                        json_number(&mut out, g.new_p99_ms);
-                        out.push_str(",\"old_p99_ms\":");
-                        json_number(&mut out, g.old_p99_ms);
-                        out.push('}');
-                    }
-                }
-                out.push('}');
-            }
-            out.push('}');
-        }
-        out.push_str("]}\n");
+        let mut pieces = Pieces::default();
+        while pieces.next_json(self, self.services.len(), |i| self.services.get(i).cloned(), usize::MAX, &mut out) {}
         out
     }
 
     /// The Prometheus text exposition format: every family with its `# HELP` and
     /// `# TYPE`, every series of a service present from its first scrape (zeros
-    /// included, so that `rate()` sees the first request).
+    /// included, so that `rate()` sees the first request). The pieces of
+    /// [`Pieces::next_prometheus`], joined.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::with_capacity(1024 + 2048 * self.services.len());
-        family(
-            &mut out,
-            "migration_requests_total",
-            "counter",
-            "Requests routed, by service, target and the rule that decided.",
+        let mut pieces = Pieces::default();
+        while pieces.next_prometheus(self, self.services.len(), |i| self.services.get(i).cloned(), usize::MAX, &mut out)
+        {
+        }
+        out
+    }
+
+    /// The JSON document up to its list of services.
+    fn json_head(&self, out: &mut String) {
+        out.push_str("{\"version\":");
+        json_string(out, self.version);
+        let _ = write!(out, ",\"generation\":{},\"loaded_at\":", self.generation);
+        json_string(out, &rfc3339(self.loaded_at));
+        out.push_str(",\"source\":");
+        json_string(out, self.source);
+        let _ = write!(out, ",\"unmatched\":{},\"file\":", self.unmatched);
+        match &self.file.refused {
+            None => out.push_str("{\"state\":\"ok\",\"error\":null,\"since\":null}"),
+            Some((error, since)) => {
+                out.push_str("{\"state\":\"refused\",\"error\":");
+                json_string(out, error);
+                out.push_str(",\"since\":");
+                json_string(out, &rfc3339(*since));
+                out.push('}');
+            }
+        }
+        out.push_str(",\"services\":[");
+    }
+}
+
+/// One service's object in the JSON document.
+fn json_service(s: &ServiceReport<'_>, out: &mut String) {
+    out.push_str("{\"name\":");
+    json_string(out, s.name);
+    let _ = write!(
+            out,
+            ",\"enabled\":{},\"strategy\":\"{}\",\"percentage\":{},\"configured_percentage\":{},\"requests\":{{\"old\":{},\"new\":{}}},\"rules\":{{",
+            s.enabled,
+            s.strategy.as_str(),
+            Percentage(s.percentage_bp),
+            Percentage(s.configured_percentage_bp),
+            s.requests(Target::Old),
+            s.requests(Target::New)
         );
-        for s in &self.services {
+    for (j, rule) in Rule::ALL.iter().filter(|&&r| r != Rule::None).enumerate() {
+        let _ = write!(out, "{}\"{}\":{}", if j > 0 { "," } else { "" }, rule.as_str(), s.rule_total(*rule));
+    }
+    let _ = write!(
+        out,
+        "}},\"fallback\":{{\"state\":\"{}\",\"consecutive_failures\":{},\"trips\":{}}}",
+        s.fallback.state.as_str(),
+        s.fallback.consecutive_failures,
+        s.fallback.trips
+    );
+    out.push_str(",\"responses\":{");
+    for (i, target) in [Target::Old, Target::New].into_iter().enumerate() {
+        let _ = write!(out, "{}\"{}\":{{", if i > 0 { "," } else { "" }, target.as_str());
+        for (k, class) in CLASSES.iter().enumerate() {
+            let _ =
+                write!(out, "{}\"{class}\":{}", if k > 0 { "," } else { "" }, s.responses.classes[target.index()][k]);
+        }
+        out.push('}');
+    }
+    out.push('}');
+    for (name, q) in [("latency_p50_ms", 0.5), ("latency_p99_ms", 0.99)] {
+        let _ = write!(out, ",\"{name}\":{{");
+        for (i, target) in [Target::Old, Target::New].into_iter().enumerate() {
+            let _ = write!(out, "{}\"{}\":", if i > 0 { "," } else { "" }, target.as_str());
+            json_number(out, s.responses.quantile(target, q).map(|seconds| seconds * 1000.0));
+        }
+        out.push('}');
+    }
+    if let Some(ramp) = &s.ramp {
+        let _ = write!(
+            out,
+            ",\"ramp\":{{\"state\":\"{}\",\"step\":{},\"steps\":{},\"percentage\":{},\"frozen\":{},\"next_step_at\":",
+            ramp.state.as_str(),
+            ramp.step,
+            ramp.steps,
+            Percentage(ramp.percentage_bp),
+            ramp.frozen
+        );
+        match ramp.next_step_at_ms {
+            Some(ms) => json_string(out, &rfc3339(ms / 1000)),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"last_gate\":");
+        match &ramp.last_gate {
+            None => out.push_str("null"),
+            Some(g) => {
+                let _ = write!(out, "{{\"verdict\":\"{}\",\"failed\":[", g.verdict);
+                for (i, f) in ramp.failed.iter().enumerate() {
+                    let _ = write!(out, "{}{{\"limit\":\"{}\",\"value\":", if i > 0 { "," } else { "" }, f.limit);
+                    json_number(out, Some(f.value));
+                    out.push_str(",\"measured\":");
+                    json_number(out, Some(f.measured));
+                    out.push('}');
+                }
+                let _ = write!(
+                    out,
+                    "],\"new_requests\":{},\"old_requests\":{},\"new_error_rate\":",
+                    g.new_requests, g.old_requests
+                );
+                json_number(out, Some(g.new_error_rate));
+                out.push_str(",\"old_error_rate\":");
+                json_number(out, Some(g.old_error_rate));
+                out.push_str(",\"new_p99_ms\":");
+                json_number(out, g.new_p99_ms);
+                out.push_str(",\"old_p99_ms\":");
+                json_number(out, g.old_p99_ms);
+                out.push('}');
+            }
+        }
+        out.push('}');
+    }
+    out.push('}');
+}
+
+/// Where a status body produced in pieces stands. The nginx layer writes a
+/// piece, lets the event loop run (and the client read) before the next, and
+/// keeps only one piece in memory: a 10,000-service scrape neither holds the
+/// event loop nor buffers the whole body per connection. Services are asked for
+/// by index as they are written (`service(i)`: None skips one), so their
+/// counters are read when their piece is made.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pieces {
+    part: usize,
+    service: usize,
+    written: usize,
+}
+
+impl Pieces {
+    /// Appends the next piece of the JSON document to `out`, stopping at a part's
+    /// end or once `out` holds `budget` bytes; false once the document is whole.
+    pub fn next_json<'s>(
+        &mut self,
+        head: &StatusReport<'_>,
+        count: usize,
+        service: impl Fn(usize) -> Option<ServiceReport<'s>>,
+        budget: usize,
+        out: &mut String,
+    ) -> bool {
+        match self.part {
+            0 => {
+                head.json_head(out);
+                self.part = 1;
+            }
+            1 => {
+                while self.service < count && (out.is_empty() || out.len() < budget) {
+                    if let Some(s) = service(self.service) {
+                        if self.written > 0 {
+                            out.push(',');
+                        }
+                        json_service(&s, out);
+                        self.written += 1;
+                    }
+                    self.service += 1;
+                }
+                if self.service >= count {
+                    self.part = 2;
+                }
+            }
+            _ => {
+                out.push_str("]}\n");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Appends the next piece of the Prometheus exposition to `out`: a family's
+    /// header and series, stopping at the family's end or once `out` holds
+    /// `budget` bytes; false once the exposition is whole.
+    pub fn next_prometheus<'s>(
+        &mut self,
+        head: &StatusReport<'_>,
+        count: usize,
+        service: impl Fn(usize) -> Option<ServiceReport<'s>>,
+        budget: usize,
+        out: &mut String,
+    ) -> bool {
+        let Some(f) = FAMILIES.get(self.part) else { return false };
+        if self.service == 0 {
+            family(out, f.name, f.kind, f.help);
+        }
+        match f.series {
+            Series::Global(write) => {
+                write(head, out);
+                self.service = count;
+            }
+            Series::PerService(write) => {
+                // At least one service a piece, so that a header longer than the
+                // budget never stalls it.
+                while self.service < count {
+                    if let Some(s) = service(self.service) {
+                        write(&s, out);
+                    }
+                    self.service += 1;
+                    if out.len() >= budget {
+                        break;
+                    }
+                }
+                if count == 0 {
+                    self.service = 0;
+                }
+            }
+        }
+        if self.service >= count {
+            self.part += 1;
+            self.service = 0;
+        }
+        self.part < FAMILIES.len()
+    }
+}
+
+/// Where a Prometheus family's series come from.
+#[derive(Clone, Copy)]
+enum Series {
+    /// Lines of one service (none for a service it does not apply to).
+    PerService(fn(&ServiceReport<'_>, &mut String)),
+    /// Lines of the configuration as a whole.
+    Global(fn(&StatusReport<'_>, &mut String)),
+}
+
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    series: Series,
+}
+
+/// The families, in the order they are exposed.
+const FAMILIES: [Family; 15] = [
+    Family {
+        name: "migration_requests_total",
+        kind: "counter",
+        help: "Requests routed, by service, target and the rule that decided.",
+        series: Series::PerService(|s, out| {
             for target in [Target::Old, Target::New] {
                 for rule in rules_for(target) {
                     out.push_str("migration_requests_total{service=");
-                    label_value(&mut out, s.name);
+                    label_value(out, s.name);
                     let _ = writeln!(
                         out,
                         ",target=\"{}\",rule=\"{}\"}} {}",
@@ -300,80 +419,75 @@ impl StatusReport<'_> {
                     );
                 }
             }
-        }
-        family(
-            &mut out,
-            "migration_unmatched_requests_total",
-            "counter",
-            "Requests whose Host matched no service (rule none).",
-        );
-        let _ = writeln!(out, "migration_unmatched_requests_total {}", self.unmatched);
-        family(
-            &mut out,
-            "migration_percentage",
-            "gauge",
-            "The percentage of the split in force, 0 to 100 (a ramp's step; 0 after a rollback or while disabled).",
-        );
-        for s in &self.services {
+        }),
+    },
+    Family {
+        name: "migration_unmatched_requests_total",
+        kind: "counter",
+        help: "Requests whose Host matched no service (rule none).",
+        series: Series::Global(|h, out| {
+            let _ = writeln!(out, "migration_unmatched_requests_total {}", h.unmatched);
+        }),
+    },
+    Family {
+        name: "migration_percentage",
+        kind: "gauge",
+        help: "The percentage of the split in force, 0 to 100 (a ramp's step; 0 after a rollback or while disabled).",
+        series: Series::PerService(|s, out| {
             out.push_str("migration_percentage{service=");
-            label_value(&mut out, s.name);
+            label_value(out, s.name);
             let _ = writeln!(out, "}} {}", Percentage(s.percentage_bp));
-        }
-        family(
-            &mut out,
-            "migration_configured_percentage",
-            "gauge",
-            "The percentage the file configures for the split, 0 to 100.",
-        );
-        for s in &self.services {
+        }),
+    },
+    Family {
+        name: "migration_configured_percentage",
+        kind: "gauge",
+        help: "The percentage the file configures for the split, 0 to 100.",
+        series: Series::PerService(|s, out| {
             out.push_str("migration_configured_percentage{service=");
-            label_value(&mut out, s.name);
+            label_value(out, s.name);
             let _ = writeln!(out, "}} {}", Percentage(s.configured_percentage_bp));
-        }
-        family(
-            &mut out,
-            "migration_enabled",
-            "gauge",
-            "1 when the migration of the service is enabled, 0 when everything goes to old.",
-        );
-        for s in &self.services {
+        }),
+    },
+    Family {
+        name: "migration_enabled",
+        kind: "gauge",
+        help: "1 when the migration of the service is enabled, 0 when everything goes to old.",
+        series: Series::PerService(|s, out| {
             out.push_str("migration_enabled{service=");
-            label_value(&mut out, s.name);
+            label_value(out, s.name);
             let _ = writeln!(out, "}} {}", u8::from(s.enabled));
-        }
-        family(
-            &mut out,
-            "migration_fallback_state",
-            "gauge",
-            "Fallback breaker of the service: 0 closed, 1 open, 2 half-open.",
-        );
-        for s in &self.services {
+        }),
+    },
+    Family {
+        name: "migration_fallback_state",
+        kind: "gauge",
+        help: "Fallback breaker of the service: 0 closed, 1 open, 2 half-open.",
+        series: Series::PerService(|s, out| {
             out.push_str("migration_fallback_state{service=");
-            label_value(&mut out, s.name);
+            label_value(out, s.name);
             let _ = writeln!(out, "}} {}", s.fallback.state.gauge());
-        }
-        family(
-            &mut out,
-            "migration_fallback_trips_total",
-            "counter",
-            "Times the fallback breaker of the service opened.",
-        );
-        for s in &self.services {
+        }),
+    },
+    Family {
+        name: "migration_fallback_trips_total",
+        kind: "counter",
+        help: "Times the fallback breaker of the service opened.",
+        series: Series::PerService(|s, out| {
             out.push_str("migration_fallback_trips_total{service=");
-            label_value(&mut out, s.name);
+            label_value(out, s.name);
             let _ = writeln!(out, "}} {}", s.fallback.trips);
-        }
-        family(
-            &mut out,
-            "migration_responses_total",
-            "counter",
-            "Responses of routed requests, by service, target and status class (failed: no upstream response).",
-        );
-        for s in &self.services {
+        }),
+    },
+    Family {
+        name: "migration_responses_total",
+        kind: "counter",
+        help: "Responses of routed requests, by service, target and status class (failed: no upstream response).",
+        series: Series::PerService(|s, out| {
             for target in [Target::Old, Target::New] {
                 for (k, class) in CLASSES.iter().enumerate() {
                     out.push_str("migration_responses_total{service=");
-                    label_value(&mut out, s.name);
+                    label_value(out, s.name);
                     let _ = writeln!(
                         out,
                         ",target=\"{}\",class=\"{class}\"}} {}",
@@ -382,79 +496,96 @@ impl StatusReport<'_> {
                     );
                 }
             }
-        }
-        family(
-            &mut out,
-            "migration_upstream_response_seconds",
-            "histogram",
-            "Upstream response time of routed requests, by service and target.",
-        );
-        for s in &self.services {
+        }),
+    },
+    Family {
+        name: "migration_upstream_response_seconds",
+        kind: "histogram",
+        help: "Upstream response time of routed requests, by service and target.",
+        series: Series::PerService(|s, out| {
             for target in [Target::Old, Target::New] {
                 let t = target.index();
                 let mut cumulative = 0;
                 for (i, &count) in s.responses.buckets[t].iter().enumerate() {
                     cumulative += count;
                     out.push_str("migration_upstream_response_seconds_bucket{service=");
-                    label_value(&mut out, s.name);
+                    label_value(out, s.name);
                     let le = BUCKETS_S.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
                     let _ = writeln!(out, ",target=\"{}\",le=\"{le}\"}} {cumulative}", target.as_str());
                 }
                 out.push_str("migration_upstream_response_seconds_sum{service=");
-                label_value(&mut out, s.name);
+                label_value(out, s.name);
                 let _ = writeln!(out, ",target=\"{}\"}} {}", target.as_str(), s.responses.sum_us[t] as f64 / 1e6);
                 out.push_str("migration_upstream_response_seconds_count{service=");
-                label_value(&mut out, s.name);
+                label_value(out, s.name);
                 let _ = writeln!(out, ",target=\"{}\"}} {cumulative}", target.as_str());
             }
-        }
-        family(&mut out, "migration_ramp_percentage", "gauge", "The percentage a service's ramp puts in force.");
-        for s in self.services.iter().filter(|s| s.ramp.is_some()) {
-            out.push_str("migration_ramp_percentage{service=");
-            label_value(&mut out, s.name);
-            let _ = writeln!(out, "}} {}", Percentage(s.ramp.as_ref().map_or(0, |r| r.percentage_bp)));
-        }
-        family(&mut out, "migration_ramp_state", "gauge", "1 for the state a service's ramp is in, 0 for the others.");
-        for s in &self.services {
-            let Some(ramp) = &s.ramp else { continue };
+        }),
+    },
+    Family {
+        name: "migration_ramp_percentage",
+        kind: "gauge",
+        help: "The percentage a service's ramp puts in force.",
+        series: Series::PerService(|s, out| {
+            if let Some(ramp) = &s.ramp {
+                out.push_str("migration_ramp_percentage{service=");
+                label_value(out, s.name);
+                let _ = writeln!(out, "}} {}", Percentage(ramp.percentage_bp));
+            }
+        }),
+    },
+    Family {
+        name: "migration_ramp_state",
+        kind: "gauge",
+        help: "1 for the state a service's ramp is in, 0 for the others.",
+        series: Series::PerService(|s, out| {
+            let Some(ramp) = &s.ramp else { return };
             for state in RampState::ALL {
                 out.push_str("migration_ramp_state{service=");
-                label_value(&mut out, s.name);
+                label_value(out, s.name);
                 let _ = writeln!(out, ",state=\"{}\"}} {}", state.as_str(), u8::from(state == ramp.state));
             }
-        }
-        family(
-            &mut out,
-            "migration_config_generation",
-            "gauge",
-            "Generation of the published configuration; grows by one at every publication.",
-        );
-        let _ = writeln!(out, "migration_config_generation {}", self.generation);
-        family(
-            &mut out,
-            "migration_config_loaded_timestamp_seconds",
-            "gauge",
-            "When the published configuration was loaded, in Unix seconds.",
-        );
-        let _ = writeln!(out, "migration_config_loaded_timestamp_seconds {}", self.loaded_at);
-        family(&mut out, "migration_config_info", "gauge", "The published configuration: its version and source file.");
-        out.push_str("migration_config_info{version=");
-        label_value(&mut out, self.version);
-        out.push_str(",source=");
-        label_value(&mut out, self.source);
-        out.push_str("} 1\n");
-        family(
-            &mut out,
-            "migration_config_file_refused",
-            "gauge",
-            "1 while the last change of the configuration file was refused (the published configuration stays).",
-        );
-        out.push_str("migration_config_file_refused{source=");
-        label_value(&mut out, self.source);
-        let _ = writeln!(out, "}} {}", u8::from(self.file.refused.is_some()));
-        out
-    }
-}
+        }),
+    },
+    Family {
+        name: "migration_config_generation",
+        kind: "gauge",
+        help: "Generation of the published configuration; grows by one at every publication.",
+        series: Series::Global(|h, out| {
+            let _ = writeln!(out, "migration_config_generation {}", h.generation);
+        }),
+    },
+    Family {
+        name: "migration_config_loaded_timestamp_seconds",
+        kind: "gauge",
+        help: "When the published configuration was loaded, in Unix seconds.",
+        series: Series::Global(|h, out| {
+            let _ = writeln!(out, "migration_config_loaded_timestamp_seconds {}", h.loaded_at);
+        }),
+    },
+    Family {
+        name: "migration_config_info",
+        kind: "gauge",
+        help: "The published configuration: its version and source file.",
+        series: Series::Global(|h, out| {
+            out.push_str("migration_config_info{version=");
+            label_value(out, h.version);
+            out.push_str(",source=");
+            label_value(out, h.source);
+            out.push_str("} 1\n");
+        }),
+    },
+    Family {
+        name: "migration_config_file_refused",
+        kind: "gauge",
+        help: "1 while the last change of the configuration file was refused (the published configuration stays).",
+        series: Series::Global(|h, out| {
+            out.push_str("migration_config_file_refused{source=");
+            label_value(out, h.source);
+            let _ = writeln!(out, "}} {}", u8::from(h.file.refused.is_some()));
+        }),
+    },
+];
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
@@ -803,15 +934,67 @@ mod tests {
         assert!(!text.contains(r#"migration_ramp_percentage{service="shop"}"#), "no ramp, no series");
     }
 
+    /// Pieces of any budget join into the whole document; each piece stays
+    /// within its budget plus one service's (or one family header's) worth.
+    #[test]
+    fn pieces_join_into_the_whole_and_stay_bounded() {
+        let config = load_str("m.yaml", YAML).unwrap();
+        let r = report(&config);
+        let many: Vec<ServiceReport<'_>> = (0..300).map(|i| r.services[i % 2].clone()).collect();
+        let whole = StatusReport { services: many.clone(), ..report(&config) };
+        for budget in [1, 100, 4096] {
+            for prometheus in [false, true] {
+                let (mut joined, mut pieces, mut largest) = (String::new(), Pieces::default(), 0);
+                loop {
+                    let mut piece = String::new();
+                    let more = if prometheus {
+                        pieces.next_prometheus(&r, many.len(), |i| many.get(i).cloned(), budget, &mut piece)
+                    } else {
+                        pieces.next_json(&r, many.len(), |i| many.get(i).cloned(), budget, &mut piece)
+                    };
+                    largest = largest.max(piece.len());
+                    joined.push_str(&piece);
+                    if !more {
+                        break;
+                    }
+                }
+                let expected = if prometheus { whole.to_prometheus() } else { whole.to_json() };
+                assert_eq!(joined, expected, "budget {budget}, prometheus {prometheus}");
+                assert!(largest <= budget + 4096, "a piece of {largest} bytes for a budget of {budget}");
+            }
+        }
+    }
+
+    /// A service the source no longer has (None) is left out, commas and all:
+    /// `?service=NAME` is a source of one.
+    #[test]
+    fn pieces_skip_services_the_source_lacks() {
+        let config = load_str("m.yaml", YAML).unwrap();
+        let r = report(&config);
+        let only_shop = |i: usize| (i == 1).then(|| r.services[1].clone());
+        let mut out = String::new();
+        let mut pieces = Pieces::default();
+        while pieces.next_json(&r, 2, only_shop, usize::MAX, &mut out) {}
+        assert!(out.contains(r#""services":[{"name":"shop","#), "{out}");
+        assert!(!out.contains(r#""name":"api""#) && out.ends_with("}]}\n"), "{out}");
+        let mut text = String::new();
+        let mut pieces = Pieces::default();
+        while pieces.next_prometheus(&r, 2, only_shop, usize::MAX, &mut text) {}
+        assert!(text.contains("migration_enabled{service=\"shop\"} 0\n"));
+        assert!(!text.contains("service=\"api\""));
+    }
+
     #[test]
     fn a_refused_file_is_in_both_formats() {
         let config = load_str("m.yaml", YAML).unwrap();
         let mut r = report(&config);
         r.file = FileState { refused: Some(("m.yaml:3:1: \"bad\"".into(), 1_795_656_600)) };
-        assert!(r.to_json().contains(
-            r#""file":{"state":"refused","error":"m.yaml:3:1: \"bad\"","since":"2026-11-26T01:30:00Z"},"#
-        ));
-        assert!(r.to_prometheus().contains("migration_config_file_refused{source=\"/etc/nginx/m\\\"igration.yaml\"} 1\n"));
+        assert!(r
+            .to_json()
+            .contains(r#""file":{"state":"refused","error":"m.yaml:3:1: \"bad\"","since":"2026-11-26T01:30:00Z"},"#));
+        assert!(r
+            .to_prometheus()
+            .contains("migration_config_file_refused{source=\"/etc/nginx/m\\\"igration.yaml\"} 1\n"));
     }
 
     #[test]

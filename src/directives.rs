@@ -106,6 +106,9 @@ pub struct SrvConf {
     pub names: Vec<ServerName>,
     /// `nginx -t` said once that this block names no host.
     warned_nameless: bool,
+    /// Where the block begins (`file:line`), for warnings given when it is
+    /// merged, after the whole http block was read.
+    at: String,
 }
 
 // SAFETY: SrvConf is the type create_srv_conf allocates for this module.
@@ -630,12 +633,16 @@ fn warn_if_auto_without_names(cf: *mut ngx_conf_t, conf: &LocConf) {
     let nameless = server.names.iter().all(|n| matches!(n, ServerName::Exact(name) if name.is_empty() || name == b"_"));
     if nameless && !server.warned_nameless {
         server.warned_nameless = true;
-        ngx_conf_log_error!(
+        // Merged after the whole http block was read: cf's line is the block's
+        // end, so the server block's own line is named.
+        // SAFETY: cf->log is live while the configuration is read.
+        ngx::ngx_log_error!(
             NGX_LOG_WARN,
-            cf,
-            "migration: this server block names no host in server_name, so \"migration_service auto\" routes none \
-             of its requests (a Host it does not name may belong to another server block); list the services' \
-             hosts in server_name, or write \"migration_service auto any_server;\" for a catch-all router"
+            unsafe { (*cf).log },
+            "migration: the server block in {} names no host in server_name, so \"migration_service auto\" routes \
+             none of its requests (a Host it does not name may belong to another server block); list the services' \
+             hosts in server_name, or write \"migration_service auto any_server;\" for a catch-all router",
+            server.at
         );
     }
 }
@@ -719,8 +726,16 @@ pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
 }
 
 unsafe fn create_srv_conf_body(cf: *mut ngx_conf_t) -> *mut c_void {
+    // nginx creates a server block's configurations as it reads `server {`: the
+    // file and line being parsed are the block's.
+    // SAFETY: cf->conf_file is the file being parsed (null before any is opened).
+    let at = unsafe {
+        (*cf).conf_file.as_ref().map_or(String::new(), |file| {
+            format!("{}:{}", String::from_utf8_lossy(file.file.name.as_bytes()), file.line)
+        })
+    };
     // SAFETY: as in create_main_conf.
-    unsafe { allocate_in_pool((*cf).pool, SrvConf::default()) }
+    unsafe { allocate_in_pool((*cf).pool, SrvConf { at, ..SrvConf::default() }) }
 }
 
 /// Copies the server block's names (after the core module's merge gave a block

@@ -414,7 +414,7 @@ invalid value "yes", it must be "on" or "off"
 services: []
 --- must_die
 --- error_log
-invalid parameter "wach=5s": expected zone=NAME:SIZE, watch=INTERVAL or max_size=SIZE, each at most once
+invalid parameter "wach=5s": expected zone=NAME:SIZE, watch=INTERVAL, max_size=SIZE or last_good=PATH, each at most once
 
 
 

@@ -95,7 +95,7 @@ invalid parameter "zone=m:lots": invalid zone size in "m:lots"
     migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=a:1m zone=b:1m;
 --- must_die
 --- error_log
-invalid parameter "zone=b:1m": expected zone=NAME:SIZE, watch=INTERVAL or max_size=SIZE, each at most once
+invalid parameter "zone=b:1m": expected zone=NAME:SIZE, watch=INTERVAL, max_size=SIZE or last_good=PATH, each at most once
 
 
 

@@ -320,6 +320,14 @@ fn yaml_only_the_first_pass_refuses_is_located() {
     assert!(e.to_string().starts_with("m.yaml:2:2: not valid YAML: tabs"), "{e}");
 }
 
+/// A YAML parser's message is quoted whole: it holds no value of the file, and
+/// cut to an excerpt it no longer says what is wrong.
+#[test]
+fn a_parser_message_is_quoted_whole() {
+    let e = load_str("m.yaml", "version:\tx\nservices: []\n").unwrap_err();
+    assert_eq!(e.to_string(), "m.yaml:1:10: not valid YAML: ':' must be followed by a valid YAML whitespace");
+}
+
 /// A host may repeat within its own service (in any case); only another
 /// service may not claim it.
 #[test]

@@ -69,16 +69,6 @@ fn tidy(message: String) -> String {
 /// Longest excerpt of a value a message quotes, in characters.
 const EXCERPT: usize = 24;
 
-/// At most [`EXCERPT`] characters of `text`, control characters escaped, with an
-/// ellipsis when cut.
-pub(crate) fn escape_excerpt(text: &str) -> String {
-    let mut out = escape_controls(&text.chars().take(EXCERPT).collect::<String>());
-    if text.chars().nth(EXCERPT).is_some() {
-        out.push('…');
-    }
-    out
-}
-
 /// `\n`, `\t`, `\r` and other control characters as escapes, so that a message is
 /// always one line of plain text.
 pub(crate) fn escape_controls(text: &str) -> String {
@@ -165,15 +155,14 @@ mod tests {
 }
 
 #[cfg(test)]
-mod excerpt_tests {
+mod escape_tests {
     use super::*;
 
     #[test]
-    fn excerpts_are_short_single_lines_marked_when_cut() {
-        assert_eq!(escape_excerpt("abc"), "abc");
-        assert_eq!(escape_excerpt(&"x".repeat(EXCERPT)), "x".repeat(EXCERPT));
-        assert_eq!(escape_excerpt(&"é".repeat(EXCERPT + 1)), format!("{}…", "é".repeat(EXCERPT)));
-        assert_eq!(escape_excerpt("a\nb\r\tc\u{7}\u{7f}"), "a\\nb\\r\\tc\\u{7}\\u{7f}");
+    fn control_characters_are_escaped_and_the_rest_kept_whole() {
         assert_eq!(escape_controls("plain"), "plain");
+        assert_eq!(escape_controls("a\nb\r\tc\u{7}\u{7f}"), "a\\nb\\r\\tc\\u{7}\\u{7f}");
+        let long = "':' must be followed by a valid YAML whitespace";
+        assert_eq!(escape_controls(long), long, "a parser's message is quoted whole");
     }
 }

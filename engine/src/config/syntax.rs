@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 
-use super::error::escape_excerpt;
+use super::error::escape_controls;
 
 /// Deepest nesting of collections a file may have. The schema needs 9 (a
 /// ConfigMap's data holding services, rules and their lists); 32 leaves room and
@@ -239,7 +239,8 @@ pub(crate) fn describe(refusal: &Refusal) -> (Option<(usize, usize)>, String) {
     match refusal {
         Refusal::Located { line, column, message } => (Some((*line, *column)), message.clone()),
         Refusal::Syntax(e) => {
-            (Some((e.marker().line(), e.marker().col() + 1)), format!("not valid YAML: {}", escape_excerpt(e.info())))
+            // The parser's own words, whole (they quote no value of the file).
+            (Some((e.marker().line(), e.marker().col() + 1)), format!("not valid YAML: {}", escape_controls(e.info())))
         }
     }
 }

@@ -54,6 +54,11 @@ pub struct MainConf {
     /// The file was refused at start or reload and this cycle runs on the
     /// `last_good` copy: the refusal, for the status's `file` state.
     pub refused: Option<String>,
+    /// What the locations can route (collected as they are merged): a service
+    /// none can reach is warned about at `nginx -t` and at each publication.
+    pub reach: migration_engine::reach::Reach,
+    /// The same, once complete (postconfiguration), for `watch=` checks.
+    pub reach_done: Option<Arc<migration_engine::reach::Reach>>,
 }
 
 /// A `migration_service NAME` directive.
@@ -109,6 +114,8 @@ pub struct SrvConf {
     /// Where the block begins (`file:line`), for warnings given when it is
     /// merged, after the whole http block was read.
     at: String,
+    /// Its names were added to the main configuration's `reach`.
+    reach_recorded: bool,
 }
 
 // SAFETY: SrvConf is the type create_srv_conf allocates for this module.
@@ -131,6 +138,18 @@ pub enum ServerName {
 }
 
 impl ServerName {
+    /// The engine's view of it, for reachability.
+    fn pattern(&self) -> migration_engine::reach::ServerNamePattern {
+        use migration_engine::reach::ServerNamePattern as P;
+        match self {
+            ServerName::Exact(n) => P::Exact(n.clone()),
+            ServerName::AnySubdomain(s) => P::AnySubdomain(s.clone()),
+            ServerName::NameAndSubdomains(d) => P::NameAndSubdomains(d.clone()),
+            ServerName::AnyTail(p) => P::AnyTail(p.clone()),
+            ServerName::Regex(_) => P::Any,
+        }
+    }
+
     fn new(name: &ngx_http_server_name_t) -> ServerName {
         if !name.regex.is_null() {
             // SAFETY: a regex server name's ngx_http_regex_t lives in the cycle's pool.
@@ -647,6 +666,41 @@ fn warn_if_auto_without_names(cf: *mut ngx_conf_t, conf: &LocConf) {
     }
 }
 
+/// Adds what this location can route to the main configuration's `reach`.
+/// Variables decide in any location, `migration on` or not, so every location
+/// counts: a service is unreachable only when nothing could ever route it.
+fn record_reach(cf: *mut ngx_conf_t, conf: &LocConf) {
+    // SAFETY: cf is valid while the http block is merged.
+    let Some(main) = Module::main_conf_mut(unsafe { &*cf }) else { return };
+    if conf.enabled == Some(true) && main.reach.location_without_resolver.is_none() {
+        // SAFETY: during the merge, cf->ctx holds this location's configurations;
+        // the core module (merged before this one) gave it a resolver, one with
+        // no name server when no `resolver` applies.
+        let clcf = NgxHttpCoreModule::location_conf(unsafe { &*cf }).expect("http core location conf");
+        // SAFETY: clcf->resolver is null or a resolver of this cycle.
+        let servers = unsafe { clcf.resolver.as_ref() }.map_or(0, |resolver| resolver.connections.nelts);
+        if servers == 0 {
+            let name = String::from_utf8_lossy(clcf.name.as_bytes()).into_owned();
+            main.reach.location_without_resolver =
+                Some(if name.is_empty() { "(a server block's own level)".to_owned() } else { name });
+        }
+    }
+    match &conf.service {
+        ServiceSetting::Named(name) => {
+            main.reach.named.insert(name.clone());
+        }
+        ServiceSetting::AutoAnyServer => main.reach.any_server = true,
+        ServiceSetting::Auto | ServiceSetting::Unset => {
+            // SAFETY: cf->ctx holds the server block being merged.
+            let Some(server) = Module::server_conf_mut(unsafe { &*cf }) else { return };
+            if !server.reach_recorded {
+                server.reach_recorded = true;
+                main.reach.server_names.extend(server.names.iter().map(ServerName::pattern));
+            }
+        }
+    }
+}
+
 /// The address of realip's `set_real_ip_from` list in the configuration being
 /// merged, or 0 (no realip module, or none configured). realip's location
 /// configuration begins with that `ngx_array_t *from` in every nginx we build
@@ -785,6 +839,7 @@ unsafe fn merge_loc_conf_body(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut
         conf.service = prev.service.clone();
     }
     warn_if_auto_without_names(cf, conf);
+    record_reach(cf, conf);
     conf.realip_from = realip_from(cf);
     if conf.realip_from != 0 && conf.realip_from != prev.realip_from && migration_variables_used(cf) {
         // SAFETY: during the merge, cf->ctx holds this location's configurations.

@@ -486,6 +486,29 @@ fn log_transition(r: &ngx_http_request_t, published: &Published, index: u32, tra
     ngx_log_error!(NGX_LOG_WARN, log, "migration: {}", message);
 }
 
+/// The names of nginx.conf's `upstream {}` blocks (lowercase).
+///
+/// # Safety
+/// `cf` is the configuration of the http block, in postconfiguration.
+unsafe fn upstream_blocks(cf: *mut ngx_conf_t) -> std::collections::HashSet<String> {
+    // SAFETY: (caller) cf->ctx is the http block's context; the upstream module
+    // (always built in) keeps its main configuration at its ctx_index, with an
+    // array of ngx_http_upstream_srv_conf_t pointers.
+    unsafe {
+        let ctx = (*cf).ctx as *const ngx::ffi::ngx_http_conf_ctx_t;
+        let umcf = *(*ctx).main_conf.add(ngx::ffi::ngx_http_upstream_module.ctx_index)
+            as *const ngx::ffi::ngx_http_upstream_main_conf_t;
+        let Some(umcf) = umcf.as_ref() else { return Default::default() };
+        let upstreams: &[*mut ngx::ffi::ngx_http_upstream_srv_conf_t] = umcf.upstreams.as_slice();
+        upstreams
+            .iter()
+            .filter_map(|&u| u.as_ref())
+            .filter(|u| u.flags & ngx::ffi::NGX_HTTP_UPSTREAM_CREATE as ngx::ffi::ngx_uint_t != 0)
+            .map(|u| String::from_utf8_lossy(u.host.as_bytes()).to_ascii_lowercase())
+            .collect()
+    }
+}
+
 pub unsafe extern "C" fn register_handlers(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: postconfiguration runs with a valid cf; its log is live.
     crate::guard::init(unsafe { (*cf).log }, "postconfiguration", || unsafe { register_handlers_body(cf) })
@@ -510,6 +533,21 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
         }
     }
     main.variables = Some(variables);
+    // Every location is merged by now: what they can route is known.
+    let mut reach = core::mem::take(&mut main.reach);
+    // SAFETY: postconfiguration, inside the http block.
+    reach.upstreams = unsafe { upstream_blocks(cf) };
+    let reach = Arc::new(reach);
+    if let Some(config) = &main.config {
+        let warnings = migration_engine::reach::unreachable_warnings(config, &reach)
+            .into_iter()
+            .chain(migration_engine::reach::resolver_warnings(config, &reach));
+        for warning in warnings {
+            // SAFETY: cf->log is live during postconfiguration.
+            ngx_log_error!(NGX_LOG_WARN, unsafe { (*cf).log }, "migration: {}: {}", main.source, warning);
+        }
+    }
+    main.reach_done = Some(reach);
     for (phase, handler) in [
         (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, access_handler as unsafe extern "C" fn(_) -> _),
         (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_handler),

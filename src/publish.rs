@@ -563,6 +563,7 @@ fn watch_step(main: &MainConf, publication: &Publication, log: *mut ngx_log_t) -
         refused_hash: zone.refused_hash(),
         pinned: main.pinned.clone(),
         variables: main.variables.clone(),
+        reach: main.reach_done.clone(),
         stamp,
         // Taken before the file is read: the commit compares with it, so a read
         // older than another publication (or a reload's prepare) is never committed.

@@ -44,6 +44,8 @@ pub struct Check {
     pub pinned: Vec<PinnedService>,
     /// The variables nginx.conf defines, for `user_key: var:NAME`.
     pub variables: Option<Arc<VariableNames>>,
+    /// What nginx.conf's locations can route: unreachable services are warned about.
+    pub reach: Option<Arc<migration_engine::reach::Reach>>,
     pub stamp: Option<FileStamp>,
     /// The zone's serial before the file is read (the commit compares with it).
     pub serial: u64,
@@ -277,6 +279,10 @@ fn run_check(c: Check) -> Done {
             return Done::Invalid { hash, message, stamp };
         }
     }
-    let warnings = warnings.iter().map(ToString::to_string).collect();
+    let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    if let Some(reach) = &c.reach {
+        warnings.extend(migration_engine::reach::unreachable_warnings(&config, reach));
+        warnings.extend(migration_engine::reach::resolver_warnings(&config, reach));
+    }
     Done::Ready(Box::new(Ready { config, warnings, text, hash, stamp, serial: c.serial }))
 }

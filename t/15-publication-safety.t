@@ -273,7 +273,7 @@ my $deadline = time + 5;
 sleep 1 while time < $deadline && http_request('GET', '/t')->{body} ne "t2\n";
 is(http_request('GET', '/t')->{body}, "t2\n", 'a watch= change went through the publication thread');
 # The worker: the master's child (from /proc, no procps needed).
-my $ppid = sub { open my $st, '<', "/proc/$_[0]/stat" or return 0; (split ' ', (scalar(<$st>) =~ s/^.*\) //sr))[1] };
+my $ppid = sub { open my $st, '<', "/proc/$_[0]/stat" or return 0; my $line = <$st> // return 0; (split ' ', ($line =~ s/^.*\) //sr))[1] // 0 };
 my ($worker) = grep { $ppid->($_) == nginx_pid() } map { m{/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*';
 ok($worker, "the worker is $worker");
 my (%mask, $thread);
@@ -310,7 +310,7 @@ worker process \d+ exited on signal 9
     location / { migration on; return 200 "$migration_service $migration_target $migration_config_version\n"; }
     location = /status { migration_status; }
 --- check_eval
-my $ppid = sub { open my $st, '<', "/proc/$_[0]/stat" or return 0; (split ' ', (scalar(<$st>) =~ s/^.*\) //sr))[1] };
+my $ppid = sub { open my $st, '<', "/proc/$_[0]/stat" or return 0; my $line = <$st> // return 0; (split ' ', ($line =~ s/^.*\) //sr))[1] // 0 };
 my $worker = sub { (grep { $ppid->($_) == nginx_pid() } map { m{/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*')[0] };
 my $killed = 0;
 for (1 .. 300) {

@@ -186,8 +186,8 @@ is(main::get(Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_1"), 'api.example'
 # The warning names the nameless block's own line, not the end of the http block.
 my @conf = do { open my $fh, '<', servroot() . '/conf/nginx.conf' or die $!; <$fh> };
 my ($named) = error_log_text() =~ /the server block in \S+nginx\.conf:(\d+) names no host/;
-my ($block) = grep { $conf[$_ - 1] =~ /^\s*server\s*\{/ && ($conf[$_ + 1] // '') =~ /server_name _;/ } 1 .. @conf;
-is($named, $block, "the warning names the server block's line ($block)");
+my ($nameless_line) = grep { $conf[$_ - 1] =~ /^\s*server\s*\{/ && ($conf[$_ + 1] // '') =~ /server_name _;/ } 1 .. @conf;
+is($named, $nameless_line, "the warning names the server block's line ($nameless_line)");
 is(main::get(Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_2"), 'api.example'), '|none', 'server_name _ with auto: nothing');
 my @warned = error_log_text() =~ /names no host in server_name/g;
 is(scalar @warned, 1, 'warned once, for the nameless block only');

@@ -112,3 +112,86 @@ services:
 --- no_error_log
 is taken by
 % taken
+
+
+
+=== TEST 6: a service no location can route (no server block that routes by auto names its hosts, no migration_service names it, no any_server) is warned about at start; reachable ones are not
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
+    migration_service api;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        server_name *.shop.example;
+        location / { migration_service auto; migration on; return 200 "$migration_service\n"; }
+    }
+--- user_files
+>>> m.yaml
+services:
+  - {name: api, old_host: api.example, old_backend: "o:80", new_host: api.example, new_backend: "n:80"}
+  - {name: shop, hosts: [eu.shop.example], old_host: s, old_backend: "o:80", new_host: s, new_backend: "n:80"}
+  - {name: admin, old_host: admin.internal, old_backend: "o:80", new_host: admin.internal, new_backend: "n:80"}
+--- config
+    location = /t { return 200 "ok"; }
+--- request
+GET /t
+--- response_body: ok
+--- error_log eval
+qr/\[warn\] .*migration: \S+m\.yaml: service "admin" is routed by no location: no server block that routes by "migration_service auto" names one of its hosts in server_name/
+--- check_eval
+unlike(error_log_text(), qr/service "(api|shop)" is routed by no location/, 'api (named by migration_service) and shop (under *.shop.example) are reachable');
+my $m = html_dir() . '/m.yaml';
+open my $fh, '>', "$m.tmp" or die $!;
+print $fh "services:\n  - {name: api, old_host: api.example, old_backend: \"o:80\", new_host: api.example, new_backend: \"n:80\"}\n"
+        . "  - {name: billing, old_host: billing.example, old_backend: \"o:80\", new_host: billing.example, new_backend: \"n:80\"}\n";
+close $fh;
+rename "$m.tmp", $m or die $!;
+my $deadline = time + 5;
+sleep 1 while time < $deadline && error_log_text() !~ /service "billing" is routed by no location/;
+like(error_log_text(), qr/\[warn\] .*migration: \S+m\.yaml: service "billing" is routed by no location/, 'a watch= publication warns too');
+like(error_log_text(), qr/changed; published generation 2/, 'and publishes: a warning, not a refusal');
+
+
+
+=== TEST 7: a backend given by host name, while a location with migration on has no resolver, is warned about (every request there would be a 502); IP literals and upstream{} blocks are not
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    upstream pool { server 127.0.0.1:1; }
+--- user_files
+>>> m.yaml
+services:
+  - {name: api, old_host: api.example, old_backend: "10.0.0.1:80", new_host: api.new, new_backend: "https://api.new.example:443"}
+  - {name: shop, old_host: shop.example, old_backend: "pool", new_host: shop.example, new_backend: "[2001:db8::1]:8080"}
+--- config
+    location / { migration on; return 200 "$migration_backend\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+10.0.0.1:80
+--- error_log eval
+qr/\[warn\] .*migration: \S+m\.yaml: service "api": new_backend api\.new\.example:443 is a host name, which nginx resolves when a request is sent to it, and location "\/" \(migration on\) has no resolver: every request sent there fails with 502/
+--- check_eval
+my @warned = error_log_text() =~ /is a host name, which nginx resolves/g;
+is(scalar @warned, 1, 'one backend warned about: not the IP literals, not the upstream block');
+
+
+
+=== TEST 8: with a resolver where migration on routes, host-name backends are not warned about
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    resolver 127.0.0.1:53 valid=30s;
+--- user_files
+>>> m.yaml
+services:
+  - {name: api, old_host: api.example, old_backend: "api.old.example:80", new_host: api.new, new_backend: "api.new.example:443"}
+--- config
+    location / { migration on; return 200 "$migration_backend\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+api.old.example:80
+--- check_eval
+unlike(error_log_text(), qr/is a host name, which nginx resolves/, 'no warning');

@@ -278,6 +278,13 @@ impl CompiledConfig {
         }
     }
 
+    /// Every host a service claims: (service index, the host or a wildcard's
+    /// `.suffix`, whether it is a wildcard), in no particular order.
+    pub fn hosts(&self) -> impl Iterator<Item = (u32, &[u8], bool)> + '_ {
+        let exact = self.exact_hosts.iter().map(|(host, &i)| (i, &host[..], false));
+        exact.chain(self.wildcard_hosts.iter().map(|(suffix, &i)| (i, &suffix[..], true)))
+    }
+
     /// The service named `name`.
     pub fn service_index(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).copied()

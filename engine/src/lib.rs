@@ -19,6 +19,7 @@ pub mod decide;
 pub mod hash;
 pub mod lint;
 pub mod ramp;
+pub mod reach;
 pub mod variables;
 pub mod report;
 pub mod request;

@@ -9,7 +9,8 @@
 #                bench/instructions.sh (callgrind per request), bench/publication.sh (latency while publishing)
 #                and bench/status-scale.sh (a 10,000-service status under scrapers)
 #   make fuzz    both cargo-fuzz targets of the engine, 10 minutes each (FUZZ_SECONDS)
-#   make stress  the full reload-under-load runs (50 reloads with watch= publications; 60 s with hostile requests)
+#   make stress  the full reload-under-load runs (50 reloads with watch= publications; 60 s with hostile requests),
+#                then a gated ramp under attack (forced and abandoned requests must not change its outcome)
 #   make deb     target/deb/libnginx-mod-http-migration_<version>_<arch>.deb for the distribution's nginx (apt)
 #   make mutants mutation testing: cargo-mutants over engine/ (about an hour), then the planted bugs of t/mutants/ in the nginx layer
 
@@ -69,10 +70,12 @@ test-stress:
 	/usr/bin/python3 bench/stress.py --reloads 10 --quick --hostile 0.3
 
 # The full runs: 50 reloads with watch= changes between them; then 60 s of
-# reloads and watch= changes under a load with 30 % hostile requests.
+# reloads and watch= changes under a load with 30 % hostile requests; then a
+# gated ramp whose outcome forced and abandoned requests must not change.
 stress: build
 	/usr/bin/python3 bench/stress.py --reloads 50 --watch 200ms --pause 0.5
 	/usr/bin/python3 bench/stress.py --seconds 60 --watch 300ms --pause 0.7 --hostile 0.3
+	/usr/bin/python3 bench/ramp_attack.py
 
 # The nginx addon files (config, config.make), as the Dockerfile's build stage uses them,
 # and nginx configured as the official image's is (target/official/).

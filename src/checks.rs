@@ -138,8 +138,7 @@ fn unreadable_as(path: &CStr, uid: libc::uid_t, gid: libc::gid_t, username: &CSt
         // SAFETY: in the child, plain system calls on a valid NUL-terminated path
         // and the parent's group list.
         unsafe {
-            if libc::setgid(gid) != 0 || libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setuid(uid) != 0
-            {
+            if libc::setgid(gid) != 0 || libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setuid(uid) != 0 {
                 libc::_exit(255);
             }
             let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC);

@@ -124,9 +124,7 @@ fn service_choice<'a>(r: &ngx_http_request_t, config: &'a CompiledConfig) -> Ser
     match &loc.service {
         // The name lives as long as the location configuration, which outlives
         // every request; the engine only compares it.
-        ServiceSetting::Named(name) => {
-            ServiceChoice::Index(config.service_index(name).unwrap_or(u32::MAX))
-        }
+        ServiceSetting::Named(name) => ServiceChoice::Index(config.service_index(name).unwrap_or(u32::MAX)),
         ServiceSetting::AutoAnyServer => ServiceChoice::Auto,
         // Only a Host this server block names: a request that reached it as the
         // default server for another name routes nowhere (rule none).

@@ -706,7 +706,14 @@ fn commit_change(
         drop(locked);
         remember_stamp(ready.stamp);
         if zone.refuse(ready.hash) {
-            ngx_log_error!(NGX_LOG_ERR, log, "migration: {}; generation {} (version {}) stays", message, generation, version);
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "migration: {}; generation {} (version {}) stays",
+                message,
+                generation,
+                version
+            );
         }
         return;
     };

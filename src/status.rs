@@ -11,11 +11,11 @@ use migration_engine::report::Pieces;
 use migration_engine::{arg_in_query, ServiceReport, StatusReport};
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_add_timer, ngx_buf_t, ngx_chain_t, ngx_create_temp_buf, ngx_del_timer,
-    ngx_handle_write_event, ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_output_filter,
-    ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_pcalloc, ngx_pool_cleanup_add, ngx_post_event, ngx_posted_next_events,
-    ngx_str_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_REQUEST_TIME_OUT,
+    ngx_add_timer, ngx_buf_t, ngx_chain_t, ngx_create_temp_buf, ngx_del_timer, ngx_handle_write_event,
+    ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_int_t, ngx_pcalloc, ngx_pool_cleanup_add, ngx_post_event, ngx_posted_next_events,
+    ngx_str_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
+    NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_REQUEST_TIME_OUT,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
@@ -60,7 +60,13 @@ unsafe fn status_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         let _held = publication.zone.lock();
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
-        ngx::ngx_log_error!(ngx::ffi::NGX_LOG_NOTICE, log, "test hook: process {} holds the zone's lock for {} ms", pid, ms);
+        ngx::ngx_log_error!(
+            ngx::ffi::NGX_LOG_NOTICE,
+            log,
+            "test hook: process {} holds the zone's lock for {} ms",
+            pid,
+            ms
+        );
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     // What this worker routes by; a newer generation is compiled by the
@@ -282,7 +288,7 @@ fn pump(r: &mut ngx_http_request_t) {
                 // SAFETY: the connection's write event; nginx re-arms it.
                 unsafe {
                     ngx_add_timer(wev, clcf.send_timeout);
-                    if ngx_handle_write_event(wev, clcf.send_lowat as usize) != Status::NGX_OK.into() {
+                    if ngx_handle_write_event(wev, clcf.send_lowat) != Status::NGX_OK.into() {
                         return finalize(r, Status::NGX_ERROR.into());
                     }
                 }

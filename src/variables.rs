@@ -53,7 +53,11 @@ impl Variable {
     fn needs_service_only(self) -> bool {
         matches!(
             self,
-            Variable::Service | Variable::ConfigVersion | Variable::OldBackend | Variable::OldHost | Variable::OldScheme
+            Variable::Service
+                | Variable::ConfigVersion
+                | Variable::OldBackend
+                | Variable::OldHost
+                | Variable::OldScheme
         )
     }
 

@@ -360,9 +360,7 @@ impl Zone {
                 continue;
             }
             if std::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "the zone's lock is held by process {holder} for over {MASTER_LOCK_WAIT_MS} ms"
-                ));
+                return Err(format!("the zone's lock is held by process {holder} for over {MASTER_LOCK_WAIT_MS} ms"));
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }

@@ -20,12 +20,12 @@ pub mod hash;
 pub mod lint;
 pub mod ramp;
 pub mod reach;
-pub mod variables;
 pub mod report;
 pub mod request;
 pub mod responses;
 pub mod source;
 pub mod trace;
+pub mod variables;
 
 pub use breaker::{BreakerCells, Gate, Outcome, Transition};
 pub use compiled::{CompiledConfig, CompiledService, Endpoint, FallbackPolicy};

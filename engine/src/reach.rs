@@ -58,7 +58,8 @@ fn overlap(host: &[u8], wildcard: bool, name: &ServerNamePattern) -> bool {
         (AnySubdomain(s), false) => host.len() > s.len() && under(host, s),
         (AnySubdomain(s), true) => under(host, s) || under(s, host),
         (NameAndSubdomains(d), false) => {
-            host == d.as_slice() || (host.len() > d.len() && host.ends_with(d) && host[host.len() - d.len() - 1] == b'.')
+            host == d.as_slice()
+                || (host.len() > d.len() && host.ends_with(d) && host[host.len() - d.len() - 1] == b'.')
         }
         (NameAndSubdomains(d), true) => {
             let dotted: Vec<u8> = [b".", &d[..]].concat();
@@ -179,16 +180,26 @@ mod tests {
     fn a_service_is_reached_by_a_server_name_a_pinned_location_or_any_server() {
         assert_eq!(names(&Reach::default()), ["api", "shop", "admin"], "nothing routes anything");
         assert_eq!(names(&servers(vec![Exact(b"api.example.com".to_vec())])), ["shop", "admin"]);
-        assert_eq!(names(&servers(vec![Exact(b"eu.shop.example.com".to_vec())])), ["api", "admin"], "a host under the wildcard");
+        assert_eq!(
+            names(&servers(vec![Exact(b"eu.shop.example.com".to_vec())])),
+            ["api", "admin"],
+            "a host under the wildcard"
+        );
         assert_eq!(names(&servers(vec![AnySubdomain(b".example.com".to_vec())])), ["admin"], "*.example.com");
         assert_eq!(names(&servers(vec![NameAndSubdomains(b"shop.example.com".to_vec())])), ["api", "admin"]);
         assert_eq!(names(&servers(vec![AnyTail(b"api.".to_vec())])), ["admin"], "api.* (and any wildcard may match)");
         assert!(names(&servers(vec![Any])).is_empty(), "a regex is taken to match anything");
         assert!(names(&Reach { any_server: true, ..Reach::default() }).is_empty());
-        let pinned = Reach { named: ["admin".to_string()].into_iter().collect(), ..servers(vec![Exact(b"api.example.com".to_vec())]) };
+        let pinned = Reach {
+            named: ["admin".to_string()].into_iter().collect(),
+            ..servers(vec![Exact(b"api.example.com".to_vec())])
+        };
         assert_eq!(names(&pinned), ["shop"]);
-        assert_eq!(names(&servers(vec![Exact(b"api.example.org".to_vec()), Exact(b"shop.example.com".to_vec())])), ["api", "shop", "admin"],
-            "shop.example.com itself is not under *.shop.example.com");
+        assert_eq!(
+            names(&servers(vec![Exact(b"api.example.org".to_vec()), Exact(b"shop.example.com".to_vec())])),
+            ["api", "shop", "admin"],
+            "shop.example.com itself is not under *.shop.example.com"
+        );
     }
 
     #[test]
@@ -218,6 +229,10 @@ mod tests {
         let reach = Reach { location_without_resolver: Some("/".into()), ..Reach::default() };
         let lines = resolver_warnings(&config, &reach);
         assert_eq!(lines.len(), 1);
-        assert!(lines[0].starts_with("service \"api\": new_backend api.new.example:443 is a host name"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("service \"api\": new_backend api.new.example:443 is a host name"),
+            "{}",
+            lines[0]
+        );
     }
 }

@@ -61,7 +61,10 @@ mod tests {
 
     #[test]
     fn names_and_prefixed_families() {
-        let names = VariableNames::new([b"Verified_User".to_vec(), b"remote_user".to_vec()], [b"http_".to_vec(), b"cookie_".to_vec()]);
+        let names = VariableNames::new(
+            [b"Verified_User".to_vec(), b"remote_user".to_vec()],
+            [b"http_".to_vec(), b"cookie_".to_vec()],
+        );
         for known in ["verified_user", "remote_user", "http_x_user", "cookie_uid"] {
             assert!(names.knows(known), "{known}");
         }

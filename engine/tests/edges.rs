@@ -656,7 +656,8 @@ fn fields_are_located_in_documents_and_configmaps() {
     assert_eq!(locate(doc, "services[0].old_backend"), Some((4, 18)));
     assert_eq!(locate(doc, "services[1]"), None);
     let indented: String = doc.lines().map(|l| format!("    {l}\n")).collect();
-    let manifest = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: m}}\ndata:\n  migration.yaml: |\n{indented}");
+    let manifest =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: m}}\ndata:\n  migration.yaml: |\n{indented}");
     assert_eq!(locate(&manifest, "services[0].canary.ip_rules[1]"), Some((15, 15)));
     assert_eq!(locate(&manifest, "services[0].old_backend"), Some((9, 22)));
     assert_eq!(locate("services: [", "services[0]"), None, "not YAML");

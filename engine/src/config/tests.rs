@@ -568,7 +568,10 @@ fn ramps_load_and_their_errors_are_located() {
     assert!(parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 30d}\n")).is_ok());
     for (ramp, message) in [
         ("{steps: [5], every: 31d}", "services[0].migration.ramp.every: must be from 100ms to 30d"),
-        ("{steps: [5], every: [1]}", "services[0].migration.ramp.every: wrong type: sequence, expected a time such as 500ms, 30s, 10m, 2h or 1d"),
+        (
+            "{steps: [5], every: [1]}",
+            "services[0].migration.ramp.every: wrong type: sequence, expected a time such as 500ms, 30s, 10m, 2h or 1d",
+        ),
         (
             "{steps: [5], every: 1m, gate: {max_error_rate: [1]}}",
             "services[0].migration.ramp.gate.max_error_rate: wrong type: sequence, expected a share such as 1% or 0.01",
@@ -577,20 +580,34 @@ fn ramps_load_and_their_errors_are_located() {
             "{steps: [5], every: 1m, gate: {max_p99_vs_old: [1]}}",
             "services[0].migration.ramp.gate.max_p99_vs_old: wrong type: sequence, expected a ratio such as 1.5",
         ),
-        ("{steps: [5], every: 1m, gate: {max_p99_vs_old: 0}}", "services[0].migration.ramp.gate.max_p99_vs_old: must be a ratio above 0, got 0"),
-        ("{steps: [5], every: 1m, gate: {max_p99_vs_old: .inf}}", "services[0].migration.ramp.gate.max_p99_vs_old: must be a ratio above 0, got inf"),
+        (
+            "{steps: [5], every: 1m, gate: {max_p99_vs_old: 0}}",
+            "services[0].migration.ramp.gate.max_p99_vs_old: must be a ratio above 0, got 0",
+        ),
+        (
+            "{steps: [5], every: 1m, gate: {max_p99_vs_old: .inf}}",
+            "services[0].migration.ramp.gate.max_p99_vs_old: must be a ratio above 0, got inf",
+        ),
     ] {
         let text = bad(ramp);
         assert!(text.ends_with(message), "{ramp}: {text}");
     }
-    assert!(parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 1m, gate: {max_p99_vs_old: 0.5}}\n")).is_ok());
-    assert!(bad("{steps: [5], every: 1m, start: [1]}")
-        .ends_with("services[0].migration.ramp.start: wrong type: sequence, expected a time such as 2026-11-30T09:00:00Z"));
-    let explicit = parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 1m, on_failure: rollback}\n")).unwrap();
+    assert!(parse(
+        "m.yaml",
+        &with("    migration:\n      ramp: {steps: [5], every: 1m, gate: {max_p99_vs_old: 0.5}}\n")
+    )
+    .is_ok());
+    assert!(bad("{steps: [5], every: 1m, start: [1]}").ends_with(
+        "services[0].migration.ramp.start: wrong type: sequence, expected a time such as 2026-11-30T09:00:00Z"
+    ));
+    let explicit =
+        parse("m.yaml", &with("    migration:\n      ramp: {steps: [5], every: 1m, on_failure: rollback}\n")).unwrap();
     assert_eq!(explicit.services[0].migration.ramp.as_ref().unwrap().on_failure, ramp::OnFailure::Rollback);
     assert!(bad("{steps: [5], every: 1m, on_failure: [1]}")
         .ends_with("services[0].migration.ramp.on_failure: wrong type: sequence, expected rollback or hold"));
     // Equal to the first step: the same as leaving it out.
-    let same = parse("m.yaml", &with("    migration:\n      percentage: 5\n      ramp: {steps: [5, 100], every: 1m}\n")).unwrap();
+    let same =
+        parse("m.yaml", &with("    migration:\n      percentage: 5\n      ramp: {steps: [5, 100], every: 1m}\n"))
+            .unwrap();
     assert_eq!(same.services[0].migration.percentage, Percentage(500));
 }

@@ -181,6 +181,7 @@ fn report(config: &CompiledConfig) {
         loaded_at: u64::from(u32::MAX) * 7,
         source: "/etc/nginx/\"fuzz\"\\.yaml\n",
         unmatched: 1,
+        file: migration_engine::FileState { refused: Some((config.version.clone(), u64::from(u32::MAX))) },
         services,
     };
     let json = status.to_json();

@@ -666,6 +666,153 @@ fn warn_if_auto_without_names(cf: *mut ngx_conf_t, conf: &LocConf) {
     }
 }
 
+/// The `$migration_*` variables whose value needs the target: reading one
+/// decides the request.
+const TARGET_VARIABLES: [&[u8]; 6] = [
+    b"migration_target",
+    b"migration_backend",
+    b"migration_host",
+    b"migration_scheme",
+    b"migration_rule",
+    b"migration_percentage",
+];
+
+/// `nginx -t` (and start, reload) warns about a location whose rewrite-phase
+/// directives (`set`, `if`, `return`, `rewrite`) read a target-dependent
+/// `$migration_*` variable while a service reads its user id from a variable
+/// (`user_key: var:NAME`): such a request is decided before the access phase,
+/// before `auth_request_set` can set that variable.
+///
+/// The rewrite module compiles a location's directives into one array of script
+/// codes; reading a variable is a code struct that starts with the address of
+/// `ngx_http_script_var_code` or `ngx_http_script_copy_var_code` followed by the
+/// variable's index, and a `return` keeps its text's codes in its own struct. The
+/// scan looks for those pairs, word by word (code structs are word-aligned):
+/// nginx's own function addresses mark them, no guess about the layout.
+fn warn_if_target_read_before_access(cf: *mut ngx_conf_t) {
+    // SAFETY: cf is valid while the http block is merged.
+    let Some(main) = Module::main_conf(unsafe { &*cf }) else { return };
+    let Some(config) = &main.config else { return };
+    let keyed: Vec<String> = config
+        .services
+        .iter()
+        .filter_map(|s| s.user_variable().map(|v| format!("\"{}\" (var:{v})", s.name)))
+        .collect();
+    if keyed.is_empty() {
+        return;
+    }
+    // SAFETY: cf is valid while the http block is merged.
+    let cmcf = NgxHttpCoreModule::main_conf(unsafe { &*cf }).expect("http core main conf");
+    // SAFETY: cmcf->variables is an array of ngx_http_variable_t: the indexed ones.
+    let variables: &[ngx_http_variable_t] = unsafe { cmcf.variables.as_slice() };
+    let wanted: Vec<(usize, String)> = variables
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| TARGET_VARIABLES.contains(&v.name.as_bytes()))
+        .map(|(i, v)| (i, String::from_utf8_lossy(v.name.as_bytes()).into_owned()))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    // SAFETY: during the merge, cf->ctx holds this location's configurations.
+    let Some(codes) = (unsafe { rewrite_codes(cf) }) else { return };
+    let Some(variable) = read_in_codes(codes, &wanted) else { return };
+    // SAFETY: as above.
+    let clcf = NgxHttpCoreModule::location_conf(unsafe { &*cf }).expect("http core location conf");
+    let name = String::from_utf8_lossy(clcf.name.as_bytes()).into_owned();
+    let place = if name.is_empty() { "a server block's own level".to_owned() } else { format!("location \"{name}\"") };
+    // Merged after the whole http block was read: cf's line is not the location's.
+    // SAFETY: cf->log is live while the configuration is read.
+    ngx::ngx_log_error!(
+        NGX_LOG_WARN,
+        unsafe { (*cf).log },
+        "migration: {} reads ${} with set, if, return or rewrite, before the access phase: a request decided there \
+         is decided before auth_request_set can set the user id of {}; before access, read only $migration_service, \
+         $migration_config_version or $migration_old_*",
+        place,
+        variable,
+        keyed.join(", ")
+    );
+}
+
+/// The rewrite module's compiled codes of the location being merged, as words.
+///
+/// # Safety
+/// `cf` is the configuration being merged (cf->ctx holds the location's).
+unsafe fn rewrite_codes<'a>(cf: *mut ngx_conf_t) -> Option<&'a [usize]> {
+    static MODULE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let module =
+        // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up in the process.
+        *MODULE.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"ngx_http_rewrite_module".as_ptr()) } as usize);
+    if module == 0 {
+        return None;
+    }
+    // SAFETY: `module` is nginx's rewrite module table; cf->ctx's loc_conf array
+    // holds its location configuration at its ctx_index, which begins with
+    // `ngx_array_t *codes` (a byte array of word-aligned code structs) in every
+    // nginx we build for.
+    unsafe {
+        let index = (*(module as *const ngx_module_t)).ctx_index;
+        let ctx = (*cf).ctx as *const ngx_http_conf_ctx_t;
+        let conf = *(*ctx).loc_conf.add(index) as *const *const ngx::ffi::ngx_array_t;
+        let codes = conf.as_ref()?.as_ref()?;
+        let bytes = codes.nelts * codes.size;
+        (!codes.elts.is_null()).then(|| core::slice::from_raw_parts(codes.elts as *const usize, bytes / size_of::<usize>()))
+    }
+}
+
+/// The first wanted variable (index, name) a variable-reading code of `words`
+/// reads, following a `return`'s text into its own codes.
+fn read_in_codes(words: &[usize], wanted: &[(usize, String)]) -> Option<String> {
+    // The addresses nginx stores in its code structs (the dynamic linker gives
+    // this module nginx's own).
+    let var_codes = [
+        ngx::ffi::ngx_http_script_var_code as *const () as usize,
+        ngx::ffi::ngx_http_script_copy_var_code as *const () as usize,
+    ];
+    let return_code = ngx::ffi::ngx_http_script_return_code as *const () as usize;
+    let hit = |index: usize| wanted.iter().find(|(i, _)| *i == index).map(|(_, name)| name.clone());
+    for (i, &word) in words.iter().enumerate() {
+        if var_codes.contains(&word) {
+            if let Some(name) = words.get(i + 1).and_then(|&index| hit(index)) {
+                return Some(name);
+            }
+        } else if word == return_code
+            && words.len() - i >= size_of::<ngx::ffi::ngx_http_script_return_code_t>() / size_of::<usize>()
+        {
+            // SAFETY: a return code struct starts here (its code address), whole
+            // within the array; its text's values are null or a null-terminated
+            // run of codes in the configuration pool.
+            let values = unsafe { (*(words.as_ptr().add(i) as *const ngx::ffi::ngx_http_script_return_code_t)).text.values };
+            let mut text = values as *const usize;
+            let mut run = Vec::new();
+            // SAFETY: as above; at most a few thousand words are read.
+            while !text.is_null() && run.len() < 4096 && unsafe { *text } != 0 {
+                // SAFETY: as above.
+                unsafe {
+                    run.push(*text);
+                    text = text.add(1);
+                }
+            }
+            // A copy_var code's index follows it, so the terminating null never
+            // separates a pair.
+            // SAFETY: as above: the word after a code address is part of its struct.
+            if !text.is_null() && run.last().is_some_and(|w| var_codes.contains(w)) {
+                run.push(unsafe { *text });
+            }
+            if let Some(name) = read_in_codes_flat(&run, &var_codes, &hit) {
+                return Some(name);
+            }
+        }
+    }
+    None
+}
+
+/// The flat scan of a `return` text's codes.
+fn read_in_codes_flat(words: &[usize], var_codes: &[usize; 2], hit: &dyn Fn(usize) -> Option<String>) -> Option<String> {
+    words.windows(2).find_map(|pair| if var_codes.contains(&pair[0]) { hit(pair[1]) } else { None })
+}
+
 /// Adds what this location can route to the main configuration's `reach`.
 /// Variables decide in any location, `migration on` or not, so every location
 /// counts: a service is unreachable only when nothing could ever route it.
@@ -840,6 +987,7 @@ unsafe fn merge_loc_conf_body(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut
     }
     warn_if_auto_without_names(cf, conf);
     record_reach(cf, conf);
+    warn_if_target_read_before_access(cf);
     conf.realip_from = realip_from(cf);
     if conf.realip_from != 0 && conf.realip_from != prev.realip_from && migration_variables_used(cf) {
         // SAFETY: during the merge, cf->ctx holds this location's configurations.

@@ -331,7 +331,7 @@ is(http_request('GET', '/', [Host => 'nobody.example'])->{status}, 421, 'the gua
 my $s = JSON::PP::decode_json(http_request('GET', '/status', [Host => 'api.example'])->{body});
 is($s->{services}[0]{rules}{user_list}, 1, 'counted once, by user_list');
 is($s->{services}[0]{rules}{weight} // 0, 0, 'never by weight');
-unlike(error_log_text(), qr/was decided before the access phase/, 'no early decision to warn about');
+unlike(error_log_text(), qr/was decided before the access phase|before the access phase: a request decided there/, 'no early decision to warn about, at start or at run time');
 
 
 
@@ -361,7 +361,8 @@ Host: api.example
 --- response_body
 /echo/old/weight
 --- error_log eval
-qr/\[warn\] .*migration: service "api" was decided before the access phase \(a \$migration_\* variable that depends on the target was read by set, if, return or rewrite\), so its user_key var:remote_user was read before auth_request_set could set it/
+[qr/\[warn\] .*migration: service "api" was decided before the access phase \(a \$migration_\* variable that depends on the target was read by set, if, return or rewrite\), so its user_key var:remote_user was read before auth_request_set could set it/,
+ qr/\[warn\] .*migration: location "\/" reads \$migration_target with set, if, return or rewrite, before the access phase: a request decided there is decided before auth_request_set can set the user id of "api" \(var:remote_user\)/]
 
 
 
@@ -444,3 +445,35 @@ my $deadline = time + 5;
 sleep 1 while time < $deadline && error_log_text() !~ /unknown variable/;
 like(error_log_text(), qr/\[error\] .*\/html\/m\.yaml:20:58: services\[2\]\.migration\.user_key: unknown variable "\$no_such_var"/, 'the change is refused, located');
 is(http_request('GET', '/', [Host => 'c.example', Cookie => 'uid=x'])->{body}, "c|good|user_hash\n", 'the last good file keeps routing');
+
+
+
+=== TEST 11: nginx -t names each location that reads a target-dependent variable in the rewrite phase (if, return, rewrite) while a service has a var: key; none without a var: key
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 0, user_key: "var:remote_user"}
+--- config
+    location /if { if ($migration_rule = weight) { return 200 "w\n"; } return 200 "x\n"; }
+    location /return { return 200 "$migration_backend\n"; }
+    location /rewrite { rewrite ^ /echo/$migration_host last; }
+    location /fine { set $s $migration_service; return 200 "$s $migration_old_backend\n"; }
+    location /echo/ { return 200 "$uri\n"; }
+--- request
+GET /fine
+--- more_headers
+Host: api.example
+--- response_body
+api old:80
+--- check_eval
+for my $case (['/if', 'migration_rule'], ['/return', 'migration_backend'], ['/rewrite', 'migration_host']) {
+    like(error_log_text(), qr/location "\Q$case->[0]\E" reads \$$case->[1] with set, if, return or rewrite, before the access phase/, "location $case->[0] is named");
+}
+unlike(error_log_text(), qr/location "\/fine" reads/, 'a location reading only service-level variables is not');

@@ -693,11 +693,8 @@ fn warn_if_target_read_before_access(cf: *mut ngx_conf_t) {
     // SAFETY: cf is valid while the http block is merged.
     let Some(main) = Module::main_conf(unsafe { &*cf }) else { return };
     let Some(config) = &main.config else { return };
-    let keyed: Vec<String> = config
-        .services
-        .iter()
-        .filter_map(|s| s.user_variable().map(|v| format!("\"{}\" (var:{v})", s.name)))
-        .collect();
+    let keyed: Vec<String> =
+        config.services.iter().filter_map(|s| s.user_variable().map(|v| format!("\"{}\" (var:{v})", s.name))).collect();
     if keyed.is_empty() {
         return;
     }
@@ -757,7 +754,8 @@ unsafe fn rewrite_codes<'a>(cf: *mut ngx_conf_t) -> Option<&'a [usize]> {
         let conf = *(*ctx).loc_conf.add(index) as *const *const ngx::ffi::ngx_array_t;
         let codes = conf.as_ref()?.as_ref()?;
         let bytes = codes.nelts * codes.size;
-        (!codes.elts.is_null()).then(|| core::slice::from_raw_parts(codes.elts as *const usize, bytes / size_of::<usize>()))
+        (!codes.elts.is_null())
+            .then(|| core::slice::from_raw_parts(codes.elts as *const usize, bytes / size_of::<usize>()))
     }
 }
 
@@ -783,7 +781,8 @@ fn read_in_codes(words: &[usize], wanted: &[(usize, String)]) -> Option<String> 
             // SAFETY: a return code struct starts here (its code address), whole
             // within the array; its text's values are null or a null-terminated
             // run of codes in the configuration pool.
-            let values = unsafe { (*(words.as_ptr().add(i) as *const ngx::ffi::ngx_http_script_return_code_t)).text.values };
+            let values =
+                unsafe { (*(words.as_ptr().add(i) as *const ngx::ffi::ngx_http_script_return_code_t)).text.values };
             let mut text = values as *const usize;
             let mut run = Vec::new();
             // SAFETY: as above; at most a few thousand words are read.
@@ -809,7 +808,11 @@ fn read_in_codes(words: &[usize], wanted: &[(usize, String)]) -> Option<String> 
 }
 
 /// The flat scan of a `return` text's codes.
-fn read_in_codes_flat(words: &[usize], var_codes: &[usize; 2], hit: &dyn Fn(usize) -> Option<String>) -> Option<String> {
+fn read_in_codes_flat(
+    words: &[usize],
+    var_codes: &[usize; 2],
+    hit: &dyn Fn(usize) -> Option<String>,
+) -> Option<String> {
     words.windows(2).find_map(|pair| if var_codes.contains(&pair[0]) { hit(pair[1]) } else { None })
 }
 
@@ -826,10 +829,10 @@ fn record_reach(cf: *mut ngx_conf_t, conf: &LocConf) {
         let clcf = NgxHttpCoreModule::location_conf(unsafe { &*cf }).expect("http core location conf");
         // SAFETY: clcf->resolver is null or a resolver of this cycle.
         let servers = unsafe { clcf.resolver.as_ref() }.map_or(0, |resolver| resolver.connections.nelts);
-        if servers == 0 {
-            let name = String::from_utf8_lossy(clcf.name.as_bytes()).into_owned();
-            main.reach.location_without_resolver =
-                Some(if name.is_empty() { "(a server block's own level)".to_owned() } else { name });
+        // A server block's own level is left out: requests reach it only when no
+        // location matches, and the resolver is often set in the locations.
+        if servers == 0 && clcf.name.len > 0 {
+            main.reach.location_without_resolver = Some(String::from_utf8_lossy(clcf.name.as_bytes()).into_owned());
         }
     }
     match &conf.service {

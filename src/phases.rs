@@ -54,7 +54,13 @@ pub struct RequestDecision {
     /// The connection's client address when the decision was made: realip at
     /// location level replaces it later (preaccess), see `access_handler`.
     client_sockaddr: usize,
+    /// Made by a variable read before any access handler of ours ran for the
+    /// request (not found again after an internal redirect).
+    before_access: bool,
 }
+
+/// Set while our access handler runs: a decision made then is not early.
+static IN_ACCESS: AtomicBool = AtomicBool::new(false);
 
 const TAG: u64 = u64::from_be_bytes(*b"migrdcsn");
 
@@ -187,7 +193,18 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
         }
         let data = (*cln).data as *mut RequestDecision;
         let client_sockaddr = (*r.connection).sockaddr as usize;
-        ptr::write(data, RequestDecision { tag: TAG, published, decision, counted: Cell::new(false), client_sockaddr });
+        let before_access = !IN_ACCESS.load(Ordering::Relaxed);
+        ptr::write(
+            data,
+            RequestDecision {
+                tag: TAG,
+                published,
+                decision,
+                counted: Cell::new(false),
+                client_sockaddr,
+                before_access,
+            },
+        );
         (*cln).handler = Some(drop_request_decision);
         let request = Request::from_ngx_http_request(r);
         request.set_module_ctx(data as *mut c_void, Module::module());
@@ -223,7 +240,10 @@ unsafe fn access_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         warn_if_decided_before_access(r, early);
     }
     let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
-    if enabled && routed_decision(r).is_err() {
+    IN_ACCESS.store(true, Ordering::Relaxed);
+    let decided = !enabled || routed_decision(r).is_ok();
+    IN_ACCESS.store(false, Ordering::Relaxed);
+    if !decided {
         return Status::NGX_ERROR.into();
     }
     Status::NGX_DECLINED.into()
@@ -267,7 +287,7 @@ fn warn_if_decided_before_realip(r: &ngx_http_request_t, d: &RequestDecision) {
 /// return or rewrite. Said once per worker, never silently.
 fn warn_if_decided_before_access(r: &ngx_http_request_t, d: &RequestDecision) {
     static WARNED: AtomicBool = AtomicBool::new(false);
-    if WARNED.load(Ordering::Relaxed) {
+    if WARNED.load(Ordering::Relaxed) || !d.before_access {
         return;
     }
     let Some(service) = d.decision.service.map(|i| &d.published.config.services[i as usize]) else {
@@ -501,8 +521,16 @@ unsafe fn upstream_blocks(cf: *mut ngx_conf_t) -> std::collections::HashSet<Stri
         upstreams
             .iter()
             .filter_map(|&u| u.as_ref())
-            .filter(|u| u.flags & ngx::ffi::NGX_HTTP_UPSTREAM_CREATE as ngx::ffi::ngx_uint_t != 0)
-            .map(|u| String::from_utf8_lossy(u.host.as_bytes()).to_ascii_lowercase())
+            .map(|u| {
+                let host = String::from_utf8_lossy(u.host.as_bytes()).to_ascii_lowercase();
+                // An upstream{} block is matched by its name; the implicit one a
+                // static `proxy_pass http://name:port` makes, by name and port.
+                if u.flags & ngx::ffi::NGX_HTTP_UPSTREAM_CREATE as ngx::ffi::ngx_uint_t != 0 || u.port == 0 {
+                    host
+                } else {
+                    format!("{host}:{}", u.port)
+                }
+            })
             .collect()
     }
 }
@@ -535,6 +563,14 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
     let mut reach = core::mem::take(&mut main.reach);
     // SAFETY: postconfiguration, inside the http block.
     reach.upstreams = unsafe { upstream_blocks(cf) };
+    // Backends matter to a resolver only where `proxy_pass` can use them: when
+    // no script reads $migration_backend (a `map` of $migration_target onto
+    // upstream{} blocks, say), the file's backends are never resolved.
+    // SAFETY: cmcf->variables is an array of ngx_http_variable_t.
+    let indexed: &[ngx::ffi::ngx_http_variable_t] = unsafe { cmcf.variables.as_slice() };
+    if !indexed.iter().any(|v| v.name.as_bytes() == b"migration_backend") {
+        reach.location_without_resolver = None;
+    }
     let reach = Arc::new(reach);
     if let Some(config) = &main.config {
         let warnings = migration_engine::reach::unreachable_warnings(config, &reach)

@@ -83,8 +83,22 @@ impl Published {
 /// ... last_good=PATH`): written beside it and renamed over it, so a reader never
 /// sees half a file. A failure is logged at `warn`: the publication stands.
 pub fn save_last_good(path: &str, version: &str, text: &str, log: *mut ngx_log_t) {
-    let temporary = format!("{path}.{}.tmp", std::process::id());
-    let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path));
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // The directory is writable by nginx's `user` (workers save too), and the
+    // master saves as root: the temporary file is created new, never opened
+    // through a name someone planted (a symlink to /etc/passwd), and its name is
+    // not guessable from a pid alone.
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let temporary = format!("{path}.{}.{nonce:08x}.tmp", std::process::id());
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&temporary, path));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&temporary);
         ngx_log_error!(
@@ -300,14 +314,21 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: set by nginx's command line handling before any cycle exists.
     if unsafe { ngx_test_config } == 0 {
         match publication.zone.lock_in_master(cycle.log) {
-            Ok(_locked) => published.publish_ramps(cycle.log),
+            Ok(_locked) => {
+                published.publish_ramps(cycle.log);
+                // Under the lock, as a worker's `watch=` save is: in commit order.
+                if let (Some(last_good), None) = (&main.last_good, &main.refused) {
+                    save_last_good(last_good, &published.config.version, &main.text, cycle.log);
+                }
+            }
             Err(why) => {
                 ngx_log_error!(NGX_LOG_ALERT, cycle.log, "migration: {}: the ramps keep their positions", why);
             }
         }
-    }
-    if let (Some(last_good), None, false) = (&main.last_good, &main.refused, testing) {
-        save_last_good(last_good, &published.config.version, &main.text, cycle.log);
+        if main.refused.is_none() {
+            // A good reload: a change refused before may be tried (and said) again.
+            publication.zone.refuse(0);
+        }
     }
     publication.published = Some(published);
     Status::NGX_OK.into()
@@ -729,12 +750,13 @@ fn commit_change(
         zone: *zone,
     });
     published.publish_ramps(log);
-    drop(locked);
-    remember_stamp(ready.stamp);
-    zone.refuse(0);
+    // Under the lock: two publications close together save in commit order.
     if let Some(last_good) = &main.last_good {
         save_last_good(last_good, &published.config.version, &ready.text, log);
     }
+    drop(locked);
+    remember_stamp(ready.stamp);
+    zone.refuse(0);
     for warning in &ready.warnings {
         ngx_log_error!(NGX_LOG_WARN, log, "migration: {}: {}", main.source, warning);
     }

@@ -142,6 +142,13 @@ unsafe fn status_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: r->main is the live main request (this one).
     unsafe { (*r.main).set_count((*r.main).count() + 1) };
     r.write_event_handler = Some(status_write);
+    // A client that leaves (a FIN, an HTTP/2 RST_STREAM) is noticed at once, as
+    // nginx's own writer does, not at send_timeout.
+    r.read_event_handler = Some(if r.discard_body() != 0 {
+        ngx::ffi::ngx_http_discarded_request_body_handler
+    } else {
+        ngx::ffi::ngx_http_test_reading
+    });
     pump(r);
     Status::NGX_DONE.into()
 }
@@ -238,8 +245,17 @@ fn stream_of(r: &ngx_http_request_t) -> Option<*mut StatusStream> {
 }
 
 unsafe extern "C" fn status_write(r: *mut ngx_http_request_t) {
+    let finished = core::cell::Cell::new(false);
     // SAFETY: nginx calls write event handlers with a live request.
-    crate::guard::quiet("the status's writer", || pump(unsafe { &mut *r }));
+    crate::guard::quiet("the status's writer", || {
+        pump(unsafe { &mut *r });
+        finished.set(true);
+    });
+    if !finished.get() {
+        // A panic (logged): the request must still end, or its connection leaks.
+        // SAFETY: the request is live; this handler keeps it alive (count).
+        unsafe { ngx_http_finalize_request(r, Status::NGX_ERROR.into()) };
+    }
 }
 
 /// Output the socket did not take yet: the filters (the write filter when the
@@ -266,6 +282,17 @@ fn pump(r: &mut ngx_http_request_t) {
         unsafe { (*r.connection).set_timedout(1) };
         return finalize(r, NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t);
     }
+    let clcf = NgxHttpCoreModule::location_conf(&*r).expect("http core location conf");
+    // SAFETY: as above.
+    if unsafe { (*wev).delayed() } != 0 {
+        // limit_rate holds the output back: its own timer wakes us (nginx's
+        // request handler clears `delayed` then), not send_timeout.
+        // SAFETY: the connection's write event.
+        if unsafe { ngx_handle_write_event(wev, clcf.send_lowat) } != Status::NGX_OK.into() {
+            return finalize(r, Status::NGX_ERROR.into());
+        }
+        return;
+    }
     // SAFETY: as above.
     if unsafe { (*wev).timer_set() } != 0 {
         // SAFETY: an armed timer of this event.
@@ -284,10 +311,12 @@ fn pump(r: &mut ngx_http_request_t) {
                 return finalize(r, Status::NGX_ERROR.into());
             }
             if pending(r) {
-                let clcf = NgxHttpCoreModule::location_conf(&*r).expect("http core location conf");
-                // SAFETY: the connection's write event; nginx re-arms it.
+                // SAFETY: the connection's write event; nginx re-arms it. A delayed
+                // event (limit_rate) keeps the write filter's own timer.
                 unsafe {
-                    ngx_add_timer(wev, clcf.send_timeout);
+                    if (*wev).delayed() == 0 {
+                        ngx_add_timer(wev, clcf.send_timeout);
+                    }
                     if ngx_handle_write_event(wev, clcf.send_lowat) != Status::NGX_OK.into() {
                         return finalize(r, Status::NGX_ERROR.into());
                     }

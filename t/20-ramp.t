@@ -623,10 +623,10 @@ is(scalar(grep { $_->[2] ne '1' } @$r), 0, 'every request decided at 1 %');
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
 --- user_files eval
-[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 3s\n") ]]
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 4s\n") ]]
 --- check_eval
 my $m = html_dir() . '/m.yaml';
-my $on = Test::MigrationNginx::_expand(main::ramp_yaml("steps: [10, 50]\nevery: 3s\n"));
+my $on = Test::MigrationNginx::_expand(main::ramp_yaml("steps: [10, 50]\nevery: 4s\n"));
 my $off = $on =~ s/strategy: user/strategy: user\n      enabled: false/r;
 Time::HiRes::sleep(0.3);
 main::write_file($m, $off);
@@ -644,4 +644,4 @@ main::write_file($m, $on);
 ok(main::wait_until(2, sub { main::api()->{enabled} }), 'enabled again');
 Time::HiRes::sleep(1.2);
 is(main::api()->{ramp}{percentage}, 10, 'the step goes on: the frozen time did not count toward every');
-ok(main::wait_until(3, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'and ends when its time is up');
+ok(main::wait_until(5, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'and ends when its time is up');

@@ -379,7 +379,12 @@ impl RampCells {
         if let Some(gate) = &ramp.gate {
             let report = judge(gate, &self.window.snapshot());
             if report.verdict == "waiting" {
-                self.remember(&report);
+                // Only while the word is the one judged: a worker that read it a
+                // moment before another's transition must not overwrite that
+                // transition's verdict with its older one.
+                if self.position.load(Ordering::Acquire) == word {
+                    self.remember(&report);
+                }
                 if ramp.start_ms.is_none() {
                     // Without a start, low traffic waits instead of failing.
                     return None;
@@ -395,7 +400,12 @@ impl RampCells {
                 self.remember(&report);
                 return Some(RampEvent::Failed { step, action: ramp.on_failure, gate: report });
             } else {
-                self.remember(&report);
+                let event = self.advance(word, pos, due, ramp, begins(due));
+                if event.is_some() {
+                    // The verdict of the transition this worker made.
+                    self.remember(&report);
+                }
+                return event;
             }
         }
         self.advance(word, pos, due, ramp, begins(due))

@@ -35,8 +35,9 @@ pub struct Reach {
     pub named: HashSet<String>,
     /// The names of every server block with a location that routes by `auto`.
     pub server_names: Vec<ServerNamePattern>,
-    /// The `upstream {}` blocks nginx.conf defines (lowercase): a backend named
-    /// so needs no resolver.
+    /// The `upstream {}` blocks nginx.conf defines (lowercase), and the implicit
+    /// upstreams of static `proxy_pass` addresses (`name:port`): a backend
+    /// matching one needs no resolver.
     pub upstreams: HashSet<String>,
     /// A location with `migration on` that has no `resolver` (its name), if any:
     /// a backend given by host name fails there on every request (502, "no
@@ -118,7 +119,7 @@ fn needs_resolver(address: &str, upstreams: &HashSet<String>) -> bool {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (host, true),
         _ => (address, false),
     };
-    if host.parse::<std::net::IpAddr>().is_ok() {
+    if host.parse::<std::net::IpAddr>().is_ok() || upstreams.contains(&address.to_ascii_lowercase()) {
         return false;
     }
     has_port || !upstreams.contains(&host.to_ascii_lowercase())
@@ -212,13 +213,14 @@ mod tests {
 
     #[test]
     fn host_name_backends_need_a_resolver_ip_literals_and_upstream_blocks_do_not() {
-        let upstreams: HashSet<String> = ["pool".to_string()].into_iter().collect();
+        let upstreams: HashSet<String> = ["pool".to_string(), "static.example:8080".to_string()].into_iter().collect();
         for (address, needs) in [
             ("10.0.0.1:8080", false),
             ("[2001:db8::1]:443", false),
             ("pool", false),
             ("POOL", false),
             ("pool:8080", true),
+            ("static.example:8080", false),
             ("api.new.example:443", true),
             ("svc.cluster.local", true),
         ] {

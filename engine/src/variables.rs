@@ -27,6 +27,10 @@ impl VariableNames {
 
     /// Whether nginx would find a variable of this (lowercase) name.
     pub fn knows(&self, name: &str) -> bool {
+        // `$1`..`$9`: a regex capture, set at run time by a location or `map`.
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+            return true;
+        }
         let name = name.as_bytes();
         self.names.contains(name) || self.prefixes.iter().any(|p| name.len() > p.len() && name.starts_with(p))
     }

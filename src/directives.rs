@@ -2,7 +2,7 @@
 //! `migration_service`, `migration_status`; the main and location configurations
 //! they fill.
 
-use core::ffi::{c_char, c_void};
+use core::ffi::{c_char, c_void, CStr};
 use core::ptr;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -655,9 +655,10 @@ fn warn_if_auto_without_names(cf: *mut ngx_conf_t, conf: &LocConf) {
         // Merged after the whole http block was read: cf's line is the block's
         // end, so the server block's own line is named.
         // SAFETY: cf->log is live while the configuration is read.
+        let log = unsafe { (*cf).log };
         ngx::ngx_log_error!(
             NGX_LOG_WARN,
-            unsafe { (*cf).log },
+            log,
             "migration: the server block in {} names no host in server_name, so \"migration_service auto\" routes \
              none of its requests (a Host it does not name may belong to another server block); list the services' \
              hosts in server_name, or write \"migration_service auto any_server;\" for a catch-all router",
@@ -720,9 +721,10 @@ fn warn_if_target_read_before_access(cf: *mut ngx_conf_t) {
     let place = if name.is_empty() { "a server block's own level".to_owned() } else { format!("location \"{name}\"") };
     // Merged after the whole http block was read: cf's line is not the location's.
     // SAFETY: cf->log is live while the configuration is read.
+    let log = unsafe { (*cf).log };
     ngx::ngx_log_error!(
         NGX_LOG_WARN,
-        unsafe { (*cf).log },
+        log,
         "migration: {} reads ${} with set, if, return or rewrite, before the access phase: a request decided there \
          is decided before auth_request_set can set the user id of {}; before access, read only $migration_service, \
          $migration_config_version or $migration_old_*",
@@ -738,20 +740,11 @@ fn warn_if_target_read_before_access(cf: *mut ngx_conf_t) {
 /// `cf` is the configuration being merged (cf->ctx holds the location's).
 unsafe fn rewrite_codes<'a>(cf: *mut ngx_conf_t) -> Option<&'a [usize]> {
     static MODULE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let module =
-        // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up in the process.
-        *MODULE.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"ngx_http_rewrite_module".as_ptr()) } as usize);
-    if module == 0 {
-        return None;
-    }
-    // SAFETY: `module` is nginx's rewrite module table; cf->ctx's loc_conf array
-    // holds its location configuration at its ctx_index, which begins with
-    // `ngx_array_t *codes` (a byte array of word-aligned code structs) in every
-    // nginx we build for.
+    let conf = loc_conf_of(cf, &MODULE, c"ngx_http_rewrite_module") as *const *const ngx::ffi::ngx_array_t;
+    // SAFETY: null, or the rewrite module's location configuration, which begins
+    // with `ngx_array_t *codes` (a byte array of word-aligned code structs) in
+    // every nginx we build for.
     unsafe {
-        let index = (*(module as *const ngx_module_t)).ctx_index;
-        let ctx = (*cf).ctx as *const ngx_http_conf_ctx_t;
-        let conf = *(*ctx).loc_conf.add(index) as *const *const ngx::ffi::ngx_array_t;
         let codes = conf.as_ref()?.as_ref()?;
         let bytes = codes.nelts * codes.size;
         (!codes.elts.is_null())
@@ -778,42 +771,34 @@ fn read_in_codes(words: &[usize], wanted: &[(usize, String)]) -> Option<String> 
         } else if word == return_code
             && words.len() - i >= size_of::<ngx::ffi::ngx_http_script_return_code_t>() / size_of::<usize>()
         {
-            // SAFETY: a return code struct starts here (its code address), whole
-            // within the array; its text's values are null or a null-terminated
-            // run of codes in the configuration pool.
-            let values =
-                unsafe { (*(words.as_ptr().add(i) as *const ngx::ffi::ngx_http_script_return_code_t)).text.values };
-            let mut text = values as *const usize;
-            let mut run = Vec::new();
-            // SAFETY: as above; at most a few thousand words are read.
-            while !text.is_null() && run.len() < 4096 && unsafe { *text } != 0 {
-                // SAFETY: as above.
-                unsafe {
-                    run.push(*text);
-                    text = text.add(1);
+            let at = words[i..].as_ptr() as *const ngx::ffi::ngx_http_script_return_code_t;
+            // SAFETY: a return code struct starts at `at` (its code address), whole
+            // within the array.
+            let mut code = unsafe { (*at).text.values } as *const usize;
+            // The text's codes: null, or a run ended by a null code address. A
+            // variable code's index (which may be 0) is read with its code, so it
+            // never ends the run; a few thousand words at most.
+            for _ in 0..4096 {
+                // SAFETY: `code` is null or points into that run, at a code address.
+                let Some(&word) = (unsafe { code.as_ref() }) else { break };
+                if word == 0 {
+                    break;
                 }
-            }
-            // A copy_var code's index follows it, so the terminating null never
-            // separates a pair.
-            // SAFETY: as above: the word after a code address is part of its struct.
-            if !text.is_null() && run.last().is_some_and(|w| var_codes.contains(w)) {
-                run.push(unsafe { *text });
-            }
-            if let Some(name) = read_in_codes_flat(&run, &var_codes, &hit) {
-                return Some(name);
+                if var_codes.contains(&word) {
+                    // SAFETY: the word after a variable code's address is its index.
+                    if let Some(name) = hit(unsafe { *code.add(1) }) {
+                        return Some(name);
+                    }
+                    // SAFETY: past the index, still within the run.
+                    code = unsafe { code.add(2) };
+                } else {
+                    // SAFETY: the next word of the run.
+                    code = unsafe { code.add(1) };
+                }
             }
         }
     }
     None
-}
-
-/// The flat scan of a `return` text's codes.
-fn read_in_codes_flat(
-    words: &[usize],
-    var_codes: &[usize; 2],
-    hit: &dyn Fn(usize) -> Option<String>,
-) -> Option<String> {
-    words.windows(2).find_map(|pair| if var_codes.contains(&pair[0]) { hit(pair[1]) } else { None })
 }
 
 /// Adds what this location can route to the main configuration's `reach`.
@@ -857,23 +842,28 @@ fn record_reach(cf: *mut ngx_conf_t, conf: &LocConf) {
 /// for; the module is looked up by name, as it may not be compiled in.
 fn realip_from(cf: *mut ngx_conf_t) -> usize {
     static MODULE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let conf = loc_conf_of(cf, &MODULE, c"ngx_http_realip_module") as *const *const c_void;
+    // SAFETY: null, or realip's location configuration, which begins with `from`.
+    unsafe { conf.as_ref() }.map_or(0, |from| *from as usize)
+}
+
+/// The location configuration, in the configuration being merged, of the nginx
+/// module named `name` (looked up by name once, into `module`: it may not be
+/// compiled in); null without that module.
+fn loc_conf_of(cf: *mut ngx_conf_t, module: &'static std::sync::OnceLock<usize>, name: &CStr) -> *const c_void {
     let module =
         // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up in the process.
-        *MODULE.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"ngx_http_realip_module".as_ptr()) } as usize);
+        *module.get_or_init(|| unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize);
     if module == 0 {
-        return 0;
+        return ptr::null();
     }
-    // SAFETY: `module` is nginx's realip module table; during the merge, cf->ctx
-    // is the http configuration context whose loc_conf array holds realip's
-    // (merged) location configuration at its ctx_index.
+    // SAFETY: `module` is that module's table; during the merge, cf->ctx is the
+    // http configuration context whose loc_conf array holds the module's (merged)
+    // location configuration at its ctx_index.
     unsafe {
         let index = (*(module as *const ngx_module_t)).ctx_index;
         let ctx = (*cf).ctx as *const ngx_http_conf_ctx_t;
-        let conf = *(*ctx).loc_conf.add(index) as *const *const c_void;
-        if conf.is_null() {
-            return 0;
-        }
-        *conf as usize
+        *(*ctx).loc_conf.add(index) as *const c_void
     }
 }
 

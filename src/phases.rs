@@ -107,21 +107,9 @@ pub fn existing(r: &mut ngx_http_request_t) -> Option<*mut RequestDecision> {
     if let Some(ctx) = request.get_module_ctx::<RequestDecision>(module) {
         return Some(ctx as *const _ as *mut _);
     }
-    // SAFETY: r->pool->cleanup is a null-terminated list of live cleanups.
-    let mut cln = unsafe { (*r.pool).cleanup };
-    while !cln.is_null() {
-        // SAFETY: as above.
-        let c = unsafe { &*cln };
-        let ours = c.handler.is_some_and(|h| ptr::fn_addr_eq(h, drop_request_decision as unsafe extern "C" fn(_)))
-            // SAFETY: a cleanup with our handler carries a RequestDecision.
-            && unsafe { (*(c.data as *const RequestDecision)).tag } == TAG;
-        if ours {
-            request.set_module_ctx(c.data, module);
-            return Some(c.data as *mut RequestDecision);
-        }
-        cln = c.next;
-    }
-    None
+    let found = crate::request::pool_cleanup::<RequestDecision>(r, drop_request_decision, |d| d.tag == TAG)?;
+    request.set_module_ctx(found as *mut c_void, module);
+    Some(found)
 }
 
 /// How this location finds the request's service (`migration_service`).

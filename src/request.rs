@@ -34,6 +34,29 @@ impl<'r> NgxRequestView<'r> {
     }
 }
 
+/// The data of the request pool's cleanup entry whose handler is `handler` and
+/// which `ours` recognises (by a tag of its own): how a request finds what it
+/// keeps in its pool when no module context can hold it (nginx clears module
+/// contexts on an internal redirect).
+pub(crate) fn pool_cleanup<T>(
+    r: &ngx_http_request_t,
+    handler: unsafe extern "C" fn(*mut core::ffi::c_void),
+    ours: impl Fn(&T) -> bool,
+) -> Option<*mut T> {
+    // SAFETY: r->pool->cleanup is a null-terminated list of live cleanups.
+    let mut cln = unsafe { (*r.pool).cleanup };
+    while !cln.is_null() {
+        // SAFETY: as above.
+        let c = unsafe { &*cln };
+        // SAFETY: a cleanup with `handler` carries a T (each handler drops its own type).
+        if c.handler.is_some_and(|h| core::ptr::fn_addr_eq(h, handler)) && ours(unsafe { &*(c.data as *const T) }) {
+            return Some(c.data as *mut T);
+        }
+        cln = c.next;
+    }
+    None
+}
+
 pub(crate) fn bytes(s: &ngx_str_t) -> &[u8] {
     if s.len == 0 || s.data.is_null() {
         return &[];

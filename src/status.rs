@@ -201,13 +201,15 @@ impl StatusStream {
         };
         let count = if self.only.is_some() { 1 } else { published.config.services.len() };
         let only = self.only;
+        // Counters through the configuration routed by now (the zone's slots of
+        // an older one may have been reclaimed since this request came): looked
+        // up once a piece, the event loop cannot swap it within one.
+        let now = crate::publish::current();
         let service = |i: usize| {
             let index = only.unwrap_or(i);
             let service = published.config.services.get(index)?;
-            // Through the configuration routed by now (the zone's slots of an
-            // older one may have been reclaimed since this request came).
-            let now = crate::publish::current()?;
-            let slot = if Arc::ptr_eq(&now, published) {
+            let now = now.as_ref()?;
+            let slot = if Arc::ptr_eq(now, published) {
                 now.slots.get(index)?
             } else {
                 now.slots.get(now.config.service_index(&service.name)? as usize)?
@@ -228,26 +230,14 @@ impl StatusStream {
 
 /// The status request's stream, from its pool's cleanups.
 fn stream_of(r: &ngx_http_request_t) -> Option<*mut StatusStream> {
-    // SAFETY: r->pool->cleanup is a null-terminated list of live cleanups.
-    let mut cln = unsafe { (*r.pool).cleanup };
-    while !cln.is_null() {
-        // SAFETY: as above.
-        let c = unsafe { &*cln };
-        let ours = c.handler.is_some_and(|h| ptr::fn_addr_eq(h, drop_status_stream as unsafe extern "C" fn(_)))
-            // SAFETY: a cleanup with our handler carries a StatusStream.
-            && unsafe { (*(c.data as *const StatusStream)).tag } == TAG;
-        if ours {
-            return Some(c.data as *mut StatusStream);
-        }
-        cln = c.next;
-    }
-    None
+    crate::request::pool_cleanup::<StatusStream>(r, drop_status_stream, |s| s.tag == TAG)
 }
 
 unsafe extern "C" fn status_write(r: *mut ngx_http_request_t) {
     let finished = core::cell::Cell::new(false);
     // SAFETY: nginx calls write event handlers with a live request.
     crate::guard::quiet("the status's writer", || {
+        // SAFETY: as above.
         pump(unsafe { &mut *r });
         finished.set(true);
     });

@@ -196,12 +196,13 @@ pub fn run(args: Args) -> Result<(), Failed> {
     let request = request(&args)?;
     let breakers = OpenBreakers::new(&config);
     let breakers: &dyn Breakers = if args.fallback_open { &breakers } else { &migration_engine::NoBreakers };
-    let everywhere = match &args.percentage {
-        Some(text) => Some(basis_points(text).ok_or_else(|| {
-            Failed(Some(format!("--percentage {text:?}: expected 0 to 100, at most two decimals")))
-        })?),
-        None => None,
-    };
+    let everywhere =
+        match &args.percentage {
+            Some(text) => Some(basis_points(text).ok_or_else(|| {
+                Failed(Some(format!("--percentage {text:?}: expected 0 to 100, at most two decimals")))
+            })?),
+            None => None,
+        };
     let by_service = match &args.status {
         Some(path) => from_status(path, &config)?,
         None => Vec::new(),

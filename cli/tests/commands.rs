@@ -360,7 +360,9 @@ fn diff_reports_services_added_and_removed_rules_reordered_and_a_strategy_change
              new_host: {name}.example.com\n    new_backend: {name}-new:80\n    migration: {migration}\n{rules}"
         )
     };
-    let rules = |first: &str, second: &str| format!("    canary:\n      header_rules:\n        - {first}\n        - {second}\n");
+    let rules = |first: &str, second: &str| {
+        format!("    canary:\n      header_rules:\n        - {first}\n        - {second}\n")
+    };
     let (a_rule, b_rule) = ("{header: X-A, value: \"1\", target: new}", "{header: X-B, value: \"1\", target: old}");
     let a = tmp(
         "moves-a.yaml",

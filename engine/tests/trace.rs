@@ -323,26 +323,49 @@ fn trace_wording_quotes_escapes_and_counts() {
     let why = |r: &OwnedRequest, step: &str| {
         let mut trace = Trace::default();
         decide_traced(&config, ServiceChoice::Auto, r, &mut || 0, &migration_engine::NoBreakers, &mut trace);
-        trace.steps.iter().find(|s| s.step == step).map(|s| s.why.clone()).unwrap_or_else(|| panic!("no {step} in {trace:?}"))
+        trace
+            .steps
+            .iter()
+            .find(|s| s.step == step)
+            .map(|s| s.why.clone())
+            .unwrap_or_else(|| panic!("no {step} in {trace:?}"))
     };
     let host = || OwnedRequest::new("api.example.com");
     // A quote, a backslash and a byte outside printable ASCII, escaped.
     let r = host().header("X-Migration-Target", b"a\"b\\c\x7f".as_slice());
-    assert_eq!(why(&r, "header_rules[0]"), r#"header "x-migration-target" is "a\"b\\c\x7f"; the rule wants value "new""#);
+    assert_eq!(
+        why(&r, "header_rules[0]"),
+        r#"header "x-migration-target" is "a\"b\\c\x7f"; the rule wants value "new""#
+    );
     // Cut after 64 bytes, and only then.
     let r = host().header("X-Migration-Target", "v".repeat(64));
-    assert_eq!(why(&r, "header_rules[0]"), format!("header \"x-migration-target\" is \"{}\"; the rule wants value \"new\"", "v".repeat(64)));
+    assert_eq!(
+        why(&r, "header_rules[0]"),
+        format!("header \"x-migration-target\" is \"{}\"; the rule wants value \"new\"", "v".repeat(64))
+    );
     let r = host().header("X-Migration-Target", "v".repeat(65));
-    assert_eq!(why(&r, "header_rules[0]"), format!("header \"x-migration-target\" is \"{}\"…; the rule wants value \"new\"", "v".repeat(64)));
+    assert_eq!(
+        why(&r, "header_rules[0]"),
+        format!("header \"x-migration-target\" is \"{}\"…; the rule wants value \"new\"", "v".repeat(64))
+    );
     // A short value list has no ellipsis.
     assert!(why(&host(), "header_rules[3]").contains(r#"values ["1", "yes"]"#), "{}", why(&host(), "header_rules[3]"));
     // from: with a client inside, outside, and without a client address.
     let r = host().args("beta=1").client("8.8.8.8");
-    assert_eq!(why(&r, "header_rules[3]"), "arg \"beta\" is \"1\", matches values [\"1\", \"yes\"], but client 8.8.8.8 is not in from:");
+    assert_eq!(
+        why(&r, "header_rules[3]"),
+        "arg \"beta\" is \"1\", matches values [\"1\", \"yes\"], but client 8.8.8.8 is not in from:"
+    );
     let r = host().args("beta=1").client("10.1.1.1");
-    assert_eq!(why(&r, "header_rules[3]"), "arg \"beta\" is \"1\", matches values [\"1\", \"yes\"], and client 10.1.1.1 is in from: -> new");
+    assert_eq!(
+        why(&r, "header_rules[3]"),
+        "arg \"beta\" is \"1\", matches values [\"1\", \"yes\"], and client 10.1.1.1 is in from: -> new"
+    );
     let r = host().args("beta=1");
-    assert_eq!(why(&r, "header_rules[3]"), "arg \"beta\" is \"1\", matches values [\"1\", \"yes\"], but the request has no client address for from:");
+    assert_eq!(
+        why(&r, "header_rules[3]"),
+        "arg \"beta\" is \"1\", matches values [\"1\", \"yes\"], but the request has no client address for from:"
+    );
     // No client address: the ip rules are not tried, and their number is said.
     assert_eq!(why(&host(), "ip_rules"), "no client address; the 2 ip rules not tried");
     // A user id in no list of a service that has lists.

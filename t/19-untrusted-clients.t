@@ -477,3 +477,30 @@ for my $case (['/if', 'migration_rule'], ['/return', 'migration_backend'], ['/re
     like(error_log_text(), qr/location "\Q$case->[0]\E" reads \$$case->[1] with set, if, return or rewrite, before the access phase/, "location $case->[0] is named");
 }
 unlike(error_log_text(), qr/location "\/fine" reads/, 'a location reading only service-level variables is not');
+
+
+
+=== TEST 12: a decision made in the access phase and found again after an internal redirect is not an early one: no warning when the redirected location reads the target before its own access phase
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 0, user_key: "var:remote_user"}
+--- config
+    location / { migration on; error_page 404 = /second; try_files /nowhere =404; }
+    location /second { set $t $migration_target; migration on; proxy_pass http://127.0.0.1:$server_port/echo/$t/$migration_rule; }
+    location /echo/ { return 200 "$uri\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+/echo/old/weight
+--- check_eval
+unlike(error_log_text(), qr/was decided before the access phase/, 'decided in the first location\'s access phase: not early');

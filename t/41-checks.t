@@ -195,3 +195,23 @@ Host: api.example
 api.old.example:80
 --- check_eval
 unlike(error_log_text(), qr/is a host name, which nginx resolves/, 'no warning');
+
+
+
+=== TEST 9: host-name backends are not warned about when no script reads $migration_backend (a map of $migration_target onto upstream blocks never resolves them)
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - {name: api, old_host: api.example, old_backend: "api.old.example:80", new_host: api.new, new_backend: "api.new.example:443"}
+--- config
+    location / { migration on; return 200 "$migration_target\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+old
+--- check_eval
+unlike(error_log_text(), qr/is a host name, which nginx resolves/, 'no resolver warning');

@@ -1,152 +1,149 @@
-//! `import-ingress`: ingress-nginx canary Ingress pairs to a migration.yaml.
+//! `import-ingress`: ingress-nginx canary Ingresses to a migration.yaml.
 //!
-//! ingress-nginx (controller `balancer.lua`, `route_to_alternative_balancer`)
-//! decides a canary request in this order, and this is what each annotation is
-//! mapped to (header rules keep the order; the module's first match wins):
+//! The import replays what ingress-nginx (controller v1.15.1, the last release)
+//! does with a set of Ingresses, step for step, and then writes what the module
+//! can do the same way. Line numbers below are of that release's source.
 //!
-//! 1. `canary-by-header: H`: with `canary-by-header-value: V`, `H == V` → canary,
-//!    anything else falls through; else with `canary-by-header-pattern: P`, a
-//!    PCRE match of P in H → canary, else fall through; else `always` → canary,
-//!    `never` → main (no fall through), anything else falls through.
-//! 2. `canary-by-cookie: C`: `always` → canary, `never` → main, else fall through.
-//! 3. `canary-weight: W` of `canary-weight-total: T` (default 100; a total of
-//!    100 or less counts as 100): `math.random(T) <= W`, drawn per request.
+//! 1. Each Ingress's canary annotations are parsed as
+//!    `internal/ingress/annotations/canary/main.go` parses them: `canary` with Go's
+//!    `strconv.ParseBool` (`True`, `1`, `t` are true), the weights with
+//!    `strconv.Atoi` (anything else is 0, or 100 for the total), strings trimmed
+//!    line by line (`parser/main.go:231`). A non-canary Ingress with canary
+//!    annotations is "configured but not enabled" (`main.go:182`) and routes as a
+//!    main Ingress. A string that ingress-nginx's annotation validation refuses
+//!    (`parser/validators.go:68`, `:55`) is used as `""` when validation is on and
+//!    as written when it is off, so the import cannot know what it did: that
+//!    Ingress is an error.
+//! 2. Ingresses are ordered by `creationTimestamp`, then `namespace/name`
+//!    descending (`store/store.go:1111-1113`).
+//! 3. Upstreams are named `namespace-service-port` (`controller/util.go:50`); the
+//!    first Ingress to name one makes it, and a canary's is "no server"
+//!    (`controller.go:1096`, `:1127`). Main Ingresses' paths become locations,
+//!    the first (path, pathType) of a host winning (`controller.go:807-850`).
+//! 4. A canary's path joins the *upstream* of the main location with the same
+//!    host, path (as written: `""` is not `/`) and pathType
+//!    (`controller.go:1701`). Every location of that upstream, on any host, then
+//!    goes through the canary; only the first canary of an upstream is consulted
+//!    (`balancer.lua:205`). A canary path that joins nothing deletes the canary's
+//!    backend altogether (`controller.go:1711`), so none of its paths get traffic.
+//! 5. A request is decided by `route_to_alternative_balancer`
+//!    (`rootfs/etc/nginx/lua/balancer.lua:194`): the header (its name with `-`
+//!    read as `_`, so `X_Canary` is the request's `X-Canary`; a value, else a PCRE
+//!    pattern searched in the value, where a pattern error sends the request to
+//!    main, else `always`/`never`), then the cookie (`always`/`never`), then
+//!    `math.random(total) <= weight` with a total below 100 counting as 100.
 //!
-//! The canary gets traffic only for the hosts and paths a main (non-canary)
-//! Ingress also serves.
+//! The module routes a whole Host to a service, or a location that names the
+//! service with `migration_service`; what cannot be written that way is
+//! reported and left out, never guessed.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::path::PathBuf;
+use std::rc::Rc;
 
-use saphyr_parser::{Event, Parser};
+use migration_engine::config::escape_controls;
 use serde_json::json;
-use serde_yaml::Value;
+use serde_yaml::{Mapping, Value};
 
+use crate::kyaml::{self, Node};
 use crate::{Failed, Format};
 
 const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
-/// One step of a path in a YAML document.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Step {
-    Key(String),
-    Index(usize),
-}
-
-/// Line and column of the node at `path` in document `doc` of a stream.
-fn locate(text: &str, doc: usize, path: &[Step]) -> Option<(usize, usize)> {
-    enum Frame {
-        Map { key: Option<String>, awaiting_key: bool },
-        Seq { next: usize },
-    }
-    let mut docs = 0usize;
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut at: Vec<Step> = Vec::new();
-    let mut in_key = 0usize;
-    for item in Parser::new_from_str(text) {
-        let (event, span) = item.ok()?;
-        match &event {
-            Event::DocumentStart(_) => {
-                frames.clear();
-                at.clear();
-            }
-            Event::DocumentEnd => docs += 1,
-            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_) => {
-                let opens = matches!(event, Event::SequenceStart(..) | Event::MappingStart(..));
-                let mut is_key = in_key > 0;
-                match frames.last_mut() {
-                    Some(Frame::Map { key, awaiting_key }) if *awaiting_key && in_key == 0 => {
-                        is_key = true;
-                        *key = match &event {
-                            Event::Scalar(v, ..) => Some(v.to_string()),
-                            _ => None,
-                        };
-                        *awaiting_key = false;
-                    }
-                    Some(Frame::Map { key, awaiting_key }) if in_key == 0 => {
-                        at.push(Step::Key(key.clone().unwrap_or_default()));
-                        *awaiting_key = true;
-                    }
-                    Some(Frame::Seq { next }) if in_key == 0 => {
-                        at.push(Step::Index(*next));
-                        *next += 1;
-                    }
-                    _ => {}
-                }
-                let frame = || {
-                    if matches!(event, Event::MappingStart(..)) {
-                        Frame::Map { key: None, awaiting_key: true }
-                    } else {
-                        Frame::Seq { next: 0 }
-                    }
-                };
-                if is_key {
-                    if opens {
-                        in_key += 1;
-                        frames.push(frame());
-                    }
-                    continue;
-                }
-                if docs == doc && at == path {
-                    return Some((span.start.line(), span.start.col() + 1));
-                }
-                if opens {
-                    frames.push(frame());
-                } else {
-                    at.pop();
-                }
-            }
-            Event::SequenceEnd | Event::MappingEnd => {
-                frames.pop();
-                if in_key > 0 {
-                    in_key -= 1;
-                } else {
-                    at.pop();
-                }
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// Where an Ingress is: file, document, and its path in the document.
+/// A place in an input file.
 #[derive(Clone, Debug)]
-struct Origin {
-    file: String,
-    doc: usize,
-    path: Vec<Step>,
+struct At {
+    file: Rc<str>,
+    line: usize,
+    column: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Backend {
-    service: String,
-    namespace: String,
-    /// A port number, or the name of a named port.
-    port: Result<u32, String>,
-}
-
-impl Backend {
-    fn address(&self) -> String {
-        let host = format!("{}.{}.svc.cluster.local", self.service, self.namespace);
-        match &self.port {
-            Ok(p) => format!("{host}:{p}"),
-            Err(_) => host,
-        }
+impl At {
+    fn of(file: &Rc<str>, node: &Node) -> At {
+        At { file: file.clone(), line: node.line, column: node.column }
     }
 }
 
-#[derive(Debug)]
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", escape_controls(&self.file), self.line, self.column)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PathType {
+    Exact,
+    Prefix,
+    ImplementationSpecific,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Port {
+    Number(u16),
+    Name(String),
+}
+
+/// A Service and port an Ingress path sends to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ServiceRef {
+    namespace: String,
+    name: String,
+    port: Port,
+}
+
+impl ServiceRef {
+    /// ingress-nginx's upstream name (`controller/util.go:50-59`): one per
+    /// Service and port, shared by every location that sends there.
+    fn upstream(&self) -> String {
+        match &self.port {
+            Port::Number(n) => format!("{}-{}-{n}", self.namespace, self.name),
+            Port::Name(p) => format!("{}-{}-{p}", self.namespace, self.name),
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.name, self.namespace)
+    }
+}
+
+struct PathRule {
+    /// As written: ingress-nginx compares a canary's path with `""` kept.
+    path: String,
+    path_type: PathType,
+    backend: Option<ServiceRef>,
+}
+
+struct HostRule {
+    /// Lowercase; `""` is ingress-nginx's catch-all server `_`.
+    host: String,
+    http: bool,
+    paths: Vec<PathRule>,
+}
+
+/// ingress-nginx's parsed canary (`canary/main.go`, `Config`).
+#[derive(Clone, Debug, Default)]
+struct Canary {
+    weight: i64,
+    weight_total: i64,
+    header: String,
+    header_value: String,
+    header_pattern: String,
+    cookie: String,
+}
+
 struct Ingress {
     namespace: String,
     name: String,
+    created: String,
+    /// Full annotation keys.
     annotations: BTreeMap<String, String>,
-    /// (host, path, backend)
-    paths: Vec<(String, String, Backend)>,
-    default_backend: bool,
-    origin: Origin,
-    text: std::rc::Rc<str>,
+    rules: Vec<HostRule>,
+    default_backend: Option<ServiceRef>,
+    /// `Some` when ingress-nginx enables the canary.
+    canary: Option<Canary>,
+    /// What parsing the canary annotations learned: (annotation, text).
+    parse_notes: Vec<(String, String)>,
 }
 
 impl Ingress {
@@ -154,115 +151,557 @@ impl Ingress {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    fn canary(&self) -> bool {
-        self.annotations.get(&format!("{PREFIX}canary")).is_some_and(|v| v == "true")
-    }
-
     fn annotation(&self, name: &str) -> Option<&str> {
         self.annotations.get(&format!("{PREFIX}{name}")).map(String::as_str)
     }
+}
 
-    /// `file:line:column` of an annotation's value.
-    fn locate_annotation(&self, name: &str) -> String {
-        let mut path = self.origin.path.clone();
-        path.extend([
-            Step::Key("metadata".into()),
-            Step::Key("annotations".into()),
-            Step::Key(format!("{PREFIX}{name}")),
-        ]);
-        match locate(&self.text, self.origin.doc, &path) {
-            Some((l, c)) => format!("{}:{l}:{c}", self.origin.file),
-            None => self.origin.file.clone(),
+// --- Reading -------------------------------------------------------------------
+
+/// Problems of one Ingress, each located.
+type Problems = Vec<(At, String)>;
+
+fn dns_label(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Kubernetes' DNS-1123 subdomain: names of objects, and hosts.
+fn dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(|l| dns_label(l, 63))
+}
+
+/// Kubernetes' DNS-1035 label: Service names.
+fn dns_1035(s: &str) -> bool {
+    dns_label(s, 63) && s.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
+/// Kubernetes' IANA_SVC_NAME: named ports.
+fn port_name(s: &str) -> bool {
+    dns_label(s, 15) && s.bytes().any(|b| b.is_ascii_lowercase()) && !s.contains("--")
+}
+
+struct Reader<'a> {
+    file: &'a Rc<str>,
+    problems: Problems,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, node: &Node, message: String) {
+        self.problems.push((At::of(self.file, node), message));
+    }
+
+    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        match node.as_str() {
+            Some(s) => Some(s.to_owned()),
+            None => {
+                self.problem(node, format!("{what} must be a string"));
+                None
+            }
         }
+    }
+
+    fn service(&mut self, backend: &Node, namespace: &str) -> Option<ServiceRef> {
+        // networking.k8s.io/v1: service.{name, port.{number|name}}; resource: is no Service.
+        if let Some(service) = backend.get("service") {
+            let name = self.string(service.get("name").unwrap_or(service), "backend.service.name")?;
+            let Some(port) = service.get("port") else {
+                self.problem(service, "backend.service.port is missing".into());
+                return None;
+            };
+            let port = match (port.get("number"), port.get("name")) {
+                (Some(n), None) => self.port_number(n)?,
+                (None, Some(p)) => Port::Name(self.string(p, "backend.service.port.name")?),
+                _ => {
+                    self.problem(port, "backend.service.port needs exactly one of number and name".into());
+                    return None;
+                }
+            };
+            return self.service_ref(backend, namespace, name, port);
+        }
+        // extensions/v1beta1 and networking.k8s.io/v1beta1: serviceName, servicePort.
+        let name = backend.get("serviceName")?;
+        let name = self.string(name, "backend.serviceName")?;
+        let Some(port) = backend.get("servicePort") else {
+            self.problem(backend, "backend.servicePort is missing".into());
+            return None;
+        };
+        let port = match port.as_str() {
+            Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => self.port_number(port)?,
+            Some(p) => Port::Name(p.to_owned()),
+            None => {
+                self.problem(port, "backend.servicePort must be a number or a name".into());
+                return None;
+            }
+        };
+        self.service_ref(backend, namespace, name, port)
+    }
+
+    fn port_number(&mut self, node: &Node) -> Option<Port> {
+        match node.as_str().and_then(|s| s.parse::<u16>().ok()).filter(|&n| n > 0) {
+            Some(n) => Some(Port::Number(n)),
+            None => {
+                self.problem(node, "a port number must be between 1 and 65535".into());
+                None
+            }
+        }
+    }
+
+    fn service_ref(&mut self, at: &Node, namespace: &str, name: String, port: Port) -> Option<ServiceRef> {
+        if !dns_1035(&name) {
+            self.problem(at, format!("{:?} is not a Service name (a DNS-1035 label)", name));
+            return None;
+        }
+        if let Port::Name(p) = &port {
+            if !port_name(p) {
+                self.problem(at, format!("{p:?} is not a port name (an IANA service name)"));
+                return None;
+            }
+        }
+        Some(ServiceRef { namespace: namespace.to_owned(), name, port })
+    }
+
+    fn ingress(&mut self, node: &Node) -> Option<Ingress> {
+        if let Some((key, at)) = node.duplicate_key() {
+            self.problem(
+                at,
+                format!("the key {key:?} is repeated in its mapping; YAML readers disagree on which one counts"),
+            );
+            return None;
+        }
+        let Some(meta) = node.get("metadata") else {
+            self.problem(node, "an Ingress needs metadata.name".into());
+            return None;
+        };
+        let name = match meta.get("name") {
+            Some(n) => self.string(n, "metadata.name")?,
+            None => {
+                self.problem(meta, "an Ingress needs metadata.name".into());
+                return None;
+            }
+        };
+        if !dns_subdomain(&name) {
+            self.problem(
+                meta.get("name").unwrap_or(meta),
+                format!("{name:?} is not an object name (a DNS-1123 subdomain)"),
+            );
+        }
+        let namespace = match meta.get("namespace") {
+            Some(n) => self.string(n, "metadata.namespace").unwrap_or_default(),
+            None => "default".to_owned(),
+        };
+        if !dns_label(&namespace, 63) {
+            self.problem(
+                meta.get("namespace").unwrap_or(meta),
+                format!("{namespace:?} is not a namespace (a DNS-1123 label)"),
+            );
+        }
+        let created = meta.get("creationTimestamp").and_then(Node::as_str).unwrap_or("").to_owned();
+        let mut annotations = BTreeMap::new();
+        if let Some(a) = meta.get("annotations") {
+            if !matches!(a.value, kyaml::Value::Map(_)) {
+                self.problem(a, "metadata.annotations must be a mapping of strings".into());
+            }
+            for (key, value) in a.pairs() {
+                match value.as_str() {
+                    Some(v) => {
+                        annotations.insert(key.clone(), v.to_owned());
+                    }
+                    None if value.is_null() => {
+                        annotations.insert(key.clone(), String::new());
+                    }
+                    None => self.problem(value, format!("annotation {key:?} must be a string")),
+                }
+            }
+        }
+        let spec = node.get("spec");
+        let mut rules = Vec::new();
+        for rule in spec.and_then(|s| s.get("rules")).map(Node::items).unwrap_or_default() {
+            let host = match rule.get("host") {
+                Some(h) => self.string(h, "host").unwrap_or_default().to_ascii_lowercase(),
+                None => String::new(),
+            };
+            let valid = host.is_empty() || dns_subdomain(host.strip_prefix("*.").unwrap_or(&host));
+            if !valid {
+                self.problem(rule.get("host").unwrap_or(rule), format!("{host:?} is not a host name"));
+            }
+            let http = rule.get("http");
+            let mut paths = Vec::new();
+            for p in http.and_then(|h| h.get("paths")).map(Node::items).unwrap_or_default() {
+                let path = match p.get("path") {
+                    Some(n) => self.string(n, "path").unwrap_or_default(),
+                    None => String::new(),
+                };
+                if !(path.is_empty() || path.starts_with('/'))
+                    || path.chars().any(|c| c.is_control() || c.is_whitespace())
+                {
+                    self.problem(
+                        p.get("path").unwrap_or(p),
+                        format!(
+                            "{path:?} is not a path: it must start with / and hold no spaces or control characters"
+                        ),
+                    );
+                }
+                let path_type = match p.get("pathType").and_then(Node::as_str) {
+                    Some("Exact") => PathType::Exact,
+                    Some("Prefix") => PathType::Prefix,
+                    Some("ImplementationSpecific") | None => PathType::ImplementationSpecific,
+                    Some(other) => {
+                        self.problem(
+                            p.get("pathType").unwrap_or(p),
+                            format!("pathType {other:?} is none of Exact, Prefix, ImplementationSpecific"),
+                        );
+                        PathType::ImplementationSpecific
+                    }
+                };
+                let backend = p.get("backend").and_then(|b| self.service(b, &namespace));
+                paths.push(PathRule { path, path_type, backend });
+            }
+            rules.push(HostRule { host, http: http.is_some(), paths });
+        }
+        let default_backend = spec
+            .and_then(|s| s.get("defaultBackend").or_else(|| s.get("backend")))
+            .and_then(|b| self.service(b, &namespace));
+        let mut ingress = Ingress {
+            namespace,
+            name,
+            created,
+            annotations,
+            rules,
+            default_backend,
+            canary: None,
+            parse_notes: Vec::new(),
+        };
+        let anchor = |key: &str| meta.get("annotations").and_then(|a| a.get(key)).unwrap_or(meta);
+        match parse_canary(&mut ingress) {
+            Ok(()) => {}
+            Err((name, message)) => self.problem(anchor(&format!("{PREFIX}{name}")), message),
+        }
+        Some(ingress)
     }
 }
 
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
+/// Go's `strconv.ParseBool`.
+fn go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
         _ => None,
     }
 }
 
-fn backend(v: &Value, namespace: &str) -> Option<Backend> {
-    // networking.k8s.io/v1: backend.service.{name, port.{number|name}}
-    if let Some(service) = v.get("service") {
-        let name = service.get("name")?.as_str()?.to_owned();
-        let port = service.get("port")?;
-        let port = match (port.get("number").and_then(Value::as_u64), port.get("name").and_then(Value::as_str)) {
-            (Some(n), _) => Ok(n as u32),
-            (None, Some(name)) => Err(name.to_owned()),
-            _ => return None,
-        };
-        return Some(Backend { service: name, namespace: namespace.to_owned(), port });
+/// Go's `strconv.Atoi` on a 64-bit platform: an optional sign and digits, nothing else.
+fn go_atoi(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    // extensions/v1beta1, networking.k8s.io/v1beta1: serviceName, servicePort
-    let name = v.get("serviceName")?.as_str()?.to_owned();
-    let port = match v.get("servicePort")? {
-        Value::Number(n) => Ok(n.as_u64()? as u32),
-        Value::String(s) => s.parse().map_err(|_| s.clone()),
-        _ => return None,
-    };
-    Some(Backend { service: name, namespace: namespace.to_owned(), port })
+    s.parse().ok()
 }
 
-fn ingress(v: &Value, origin: Origin, text: std::rc::Rc<str>) -> Ingress {
-    let meta = v.get("metadata");
-    let get = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_owned);
-    let namespace = get("namespace").unwrap_or_else(|| "default".into());
-    let annotations = meta
-        .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_mapping)
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.as_str()?.to_owned(), scalar(v)?))).collect())
-        .unwrap_or_default();
-    let spec = v.get("spec");
-    let mut paths = Vec::new();
-    for rule in spec.and_then(|s| s.get("rules")).and_then(Value::as_sequence).into_iter().flatten() {
-        let host = rule.get("host").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
-        for p in rule.get("http").and_then(|h| h.get("paths")).and_then(Value::as_sequence).into_iter().flatten() {
-            let path = p.get("path").and_then(Value::as_str).unwrap_or("/").to_owned();
-            if let Some(b) = p.get("backend").and_then(|b| backend(b, &namespace)) {
-                paths.push((host.clone(), path, b));
+/// The characters ingress-nginx's annotation validation lets through
+/// (`parser/validators.go:45`, `:47`, `:55`, `:68`).
+fn basic_chars(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~/:".contains(c)
+}
+
+/// Parses the canary annotations as `canary/main.go` `Parse` does. An `Err` is
+/// a value whose effect depends on the controller's `--enable-annotation-validation`.
+fn parse_canary(i: &mut Ingress) -> Result<(), (String, String)> {
+    let mut notes = Vec::new();
+    let enabled = match i.annotation("canary") {
+        None => false,
+        Some(v) => match go_bool(v) {
+            Some(b) => b,
+            None => {
+                notes.push((
+                    "canary".to_owned(),
+                    format!("{v:?} is not a Go boolean (strconv.ParseBool: 1, t, T, TRUE, true, True, 0, f, ...): ingress-nginx reads false (canary/main.go:129)"),
+                ));
+                false
+            }
+        },
+    };
+    let mut int = |name: &str, default: i64| match i.annotation(name) {
+        None => default,
+        Some(v) => go_atoi(v).unwrap_or_else(|| {
+            notes.push((
+                name.to_owned(),
+                format!("{v:?} is not a Go integer (strconv.Atoi): ingress-nginx uses {default} (canary/main.go)"),
+            ));
+            default
+        }),
+    };
+    let weight = int("canary-weight", 0);
+    let weight_total = int("canary-weight-total", 100);
+    let string = |name: &str, pattern: bool| -> Result<String, (String, String)> {
+        let Some(raw) = i.annotation(name) else { return Ok(String::new()) };
+        let checked: String = if pattern { raw.to_owned() } else { raw.replace(' ', "") };
+        let allowed = |c: char| basic_chars(c) || (pattern && r"^$[](){}*+?|&=\".contains(c));
+        if !raw.is_empty() && !checked.chars().all(allowed) {
+            return Err((
+                name.to_owned(),
+                format!(
+                    "{PREFIX}{name}: {raw:?} has characters ingress-nginx's annotation validation refuses (parser/validators.go:{}); with validation on (the default) ingress-nginx ignores the value, with it off it uses it, so where this Ingress's requests went depends on the controller's --enable-annotation-validation: write the value ingress-nginx really used",
+                    if pattern { 55 } else { 68 }
+                ),
+            ));
+        }
+        // parser/main.go:231: each line trimmed.
+        Ok(raw.split('\n').map(str::trim).collect::<Vec<_>>().join("\n"))
+    };
+    let canary = Canary {
+        weight,
+        weight_total,
+        header: string("canary-by-header", false)?,
+        header_value: string("canary-by-header-value", false)?,
+        header_pattern: string("canary-by-header-pattern", true)?,
+        cookie: string("canary-by-cookie", false)?,
+    };
+    i.parse_notes = notes;
+    let configured = canary.weight > 0
+        || !canary.header.is_empty()
+        || !canary.header_value.is_empty()
+        || !canary.cookie.is_empty()
+        || !canary.header_pattern.is_empty();
+    if enabled {
+        i.canary = Some(canary);
+    } else if configured {
+        i.parse_notes.push((
+            "canary".to_owned(),
+            "canary annotations without canary: true are \"configured but not enabled\" (canary/main.go:182): ingress-nginx routes this Ingress as a main Ingress".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// A file's Ingresses, each read or refused on its own. A file that cannot be
+/// read as YAML at all is an error of the whole file.
+fn read(path: &std::path::Path, out: &mut Vec<Ingress>, problems: &mut Problems) -> Result<(), Failed> {
+    let file: Rc<str> = escape_controls(&path.display().to_string()).into();
+    let (bytes, _) =
+        migration_engine::source::read_bounded(path, kyaml::MAX_SIZE).map_err(|e| Failed(Some(e.to_string())))?;
+    let text = migration_engine::source_from_bytes(&file, bytes).map_err(|e| Failed(Some(e.to_string())))?;
+    let docs =
+        kyaml::documents(&text).map_err(|e| Failed(Some(format!("{file}:{}:{}: {}", e.line, e.column, e.message))))?;
+    let mut reader = Reader { file: &file, problems: Vec::new() };
+    for doc in &docs {
+        let kind = doc.get("kind").and_then(Node::as_str).unwrap_or("");
+        let items: Vec<&Node> = match kind {
+            "Ingress" => vec![doc],
+            "List" | "IngressList" => doc
+                .get("items")
+                .map(Node::items)
+                .unwrap_or_default()
+                .iter()
+                .filter(|item| item.get("kind").and_then(Node::as_str).is_none_or(|k| k == "Ingress"))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for item in items {
+            let before = reader.problems.len();
+            let ingress = reader.ingress(item);
+            if reader.problems.len() == before {
+                out.extend(ingress);
             }
         }
     }
-    let default_backend = spec.is_some_and(|s| s.get("defaultBackend").is_some() || s.get("backend").is_some());
-    Ingress { namespace, name: get("name").unwrap_or_default(), annotations, paths, default_backend, origin, text }
+    problems.append(&mut reader.problems);
+    Ok(())
 }
 
-/// Every Ingress of a file: single objects, `kind: List` (`items`), several documents.
-fn read(path: &PathBuf) -> Result<Vec<Ingress>, Failed> {
-    let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Failed(Some(format!("{file}: cannot read the file: {e}"))))?;
-    let text: std::rc::Rc<str> = migration_engine::source_from_bytes(&file, bytes)?.into();
-    let mut out = Vec::new();
-    for (doc, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = serde::Deserialize::deserialize(de).map_err(|e: serde_yaml::Error| {
-            let at = e.location().map_or(String::new(), |l| format!(":{}:{}", l.line(), l.column()));
-            Failed(Some(format!("{file}{at}: not valid YAML: {e}")))
-        })?;
-        let value: Value = value;
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
-        let origin = |path: Vec<Step>| Origin { file: file.clone(), doc, path };
-        match kind {
-            "Ingress" => out.push(ingress(&value, origin(Vec::new()), text.clone())),
-            "List" | "IngressList" => {
-                for (i, item) in value.get("items").and_then(Value::as_sequence).into_iter().flatten().enumerate() {
-                    if item.get("kind").and_then(Value::as_str).is_none_or(|k| k == "Ingress") {
-                        let path = vec![Step::Key("items".into()), Step::Index(i)];
-                        out.push(ingress(item, origin(path), text.clone()));
+// --- What ingress-nginx builds ---------------------------------------------------
+
+struct Upstream {
+    service: ServiceRef,
+    /// A canary's upstream: no location of its own (`controller.go:1127`).
+    no_server: bool,
+    /// The canary Ingress whose traffic shaping policy this upstream carries.
+    policy_of: Option<usize>,
+    alternatives: Vec<String>,
+}
+
+struct Location {
+    path: String,
+    path_type: PathType,
+    /// `None`: the default backend's root location every server starts with.
+    upstream: Option<String>,
+    ingress: usize,
+}
+
+/// Why a canary Ingress's path got no traffic.
+enum Dropped {
+    NoServer { host: String, path: String },
+    SameAsMain { host: String, path: String },
+    NoLocation { host: String, path: String, path_type: PathType },
+    CatchAll,
+}
+
+struct Built {
+    upstreams: HashMap<String, Upstream>,
+    /// Host ("" for `_`) → locations, in creation order.
+    servers: BTreeMap<String, Vec<Location>>,
+    /// Canary Ingress → the reasons paths of it joined nothing.
+    dropped: BTreeMap<usize, Vec<Dropped>>,
+    /// Canary Ingresses whose backend a path that joined nothing deleted.
+    deleted: BTreeSet<usize>,
+    /// Paths of main Ingresses whose Service's upstream a canary made first:
+    /// (main, host, path, canary). ingress-nginx gives them no location.
+    shadowed: Vec<(usize, String, String, usize)>,
+}
+
+/// ingress-nginx's order (`store/store.go:1104-1114`).
+fn ordered(all: &[Ingress]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&all[a], &all[b]);
+        a.created.cmp(&b.created).then_with(|| b.id().cmp(&a.id()))
+    });
+    order
+}
+
+fn build(all: &[Ingress], order: &[usize]) -> Built {
+    let mut upstreams: HashMap<String, Upstream> = HashMap::new();
+    // controller.go createUpstreams: the first Ingress to name a Service and port makes its upstream.
+    for &k in order {
+        let i = &all[k];
+        let services = i
+            .default_backend
+            .iter()
+            .chain(i.rules.iter().filter(|r| r.http).flat_map(|r| r.paths.iter().filter_map(|p| p.backend.as_ref())));
+        for s in services {
+            upstreams.entry(s.upstream()).or_insert_with(|| Upstream {
+                service: s.clone(),
+                no_server: i.canary.is_some(),
+                policy_of: i.canary.is_some().then_some(k),
+                alternatives: Vec::new(),
+            });
+        }
+    }
+    // createServers: a server per host of a main Ingress, each with the default root location.
+    let mut servers: BTreeMap<String, Vec<Location>> = BTreeMap::new();
+    let root = || vec![Location { path: "/".into(), path_type: PathType::Prefix, upstream: None, ingress: usize::MAX }];
+    servers.insert(String::new(), root());
+    for &k in order.iter().filter(|&&k| all[k].canary.is_none()) {
+        for r in &all[k].rules {
+            servers.entry(r.host.clone()).or_insert_with(root);
+        }
+    }
+    // getBackendServers (controller.go:745-870): every Ingress's paths become locations.
+    let mut shadowed = Vec::new();
+    for &k in order {
+        for r in all[k].rules.iter().filter(|r| r.http) {
+            let host = if servers.contains_key(&r.host) { r.host.clone() } else { String::new() };
+            let locations = servers.get_mut(&host).expect("made above");
+            for p in &r.paths {
+                let Some(service) = &p.backend else { continue };
+                let name = service.upstream();
+                if upstreams[&name].no_server {
+                    if all[k].canary.is_none() {
+                        let canary = upstreams[&name].policy_of.unwrap_or(k);
+                        shadowed.push((k, r.host.clone(), p.path.clone(), canary));
+                    }
+                    continue;
+                }
+                let path = if p.path.is_empty() { "/".to_owned() } else { p.path.clone() };
+                let mut add = true;
+                // The first location of that path decides: same type, it stays (or a
+                // default one is taken over); another type, a second one is added.
+                if let Some(loc) = locations.iter_mut().find(|l| l.path == path) {
+                    if loc.path_type == p.path_type {
+                        add = false;
+                        if loc.upstream.is_none() {
+                            loc.upstream = Some(name.clone());
+                            loc.ingress = k;
+                        }
                     }
                 }
+                if add {
+                    locations.push(Location { path, path_type: p.path_type, upstream: Some(name), ingress: k });
+                }
             }
-            _ => {}
         }
     }
-    Ok(out)
+    let mut built = Built { upstreams, servers, dropped: BTreeMap::new(), deleted: BTreeSet::new(), shadowed };
+    // controller.go:923: canaries merge only when some main Ingress exists.
+    if order.iter().any(|&k| all[k].canary.is_none()) {
+        for &k in order.iter().filter(|&&k| all[k].canary.is_some()) {
+            merge_alternatives(all, k, &mut built);
+        }
+    }
+    built
 }
 
-/// The report: what each annotation became.
+/// `mergeAlternativeBackends` (controller.go:1610-1715) for canary Ingress `k`.
+fn merge_alternatives(all: &[Ingress], k: usize, b: &mut Built) {
+    let i = &all[k];
+    // (host, (path, pathType) or None for defaultBackend, the canary's upstream)
+    type Try = (String, Option<(String, PathType)>, String);
+    let mut tries: Vec<Try> = Vec::new();
+    if let Some(s) = &i.default_backend {
+        tries.push((String::new(), None, s.upstream()));
+    }
+    for r in &i.rules {
+        for p in r.paths.iter().filter(|_| r.http) {
+            if let Some(s) = &p.backend {
+                tries.push((r.host.clone(), Some((p.path.clone(), p.path_type)), s.upstream()));
+            }
+        }
+    }
+    for (host, path, alt) in tries {
+        if !b.upstreams.contains_key(&alt) {
+            continue; // "alternative backend has already been removed"
+        }
+        let Some(locations) = b.servers.get(&host) else {
+            let path = path.map(|p| p.0).unwrap_or_default();
+            b.dropped.entry(k).or_default().push(Dropped::NoServer { host, path });
+            continue;
+        };
+        let mut merged = false;
+        let mut same = false;
+        let mut joins = Vec::new();
+        for loc in locations {
+            let Some(primary) = &loc.upstream else { continue };
+            if *primary == alt {
+                same = true;
+                break;
+            }
+            let matches = match &path {
+                None => true,
+                Some((p, t)) => loc.path == *p && loc.path_type == *t,
+            };
+            if matches && !b.upstreams[primary].no_server {
+                joins.push(primary.clone());
+                merged = true;
+            }
+        }
+        for primary in joins {
+            let alternatives = &mut b.upstreams.get_mut(&primary).expect("a location's upstream").alternatives;
+            if !alternatives.contains(&alt) {
+                alternatives.push(alt.clone());
+            }
+        }
+        let (p, t) = path.clone().unwrap_or((String::new(), PathType::Prefix));
+        if same {
+            b.dropped.entry(k).or_default().push(Dropped::SameAsMain { host, path: p });
+        } else if !merged {
+            b.upstreams.remove(&alt);
+            b.deleted.insert(k);
+            b.dropped.entry(k).or_default().push(match path {
+                None => Dropped::CatchAll,
+                Some(_) => Dropped::NoLocation { host, path: p, path_type: t },
+            });
+        }
+    }
+}
+
+// --- The report ------------------------------------------------------------------
+
+/// What each annotation became. Every text is escaped: Ingresses are written by
+/// tenants, and a terminal must not run what they wrote.
 #[derive(Default)]
 struct Report {
     mapped: Vec<serde_json::Value>,
@@ -272,187 +711,162 @@ struct Report {
 }
 
 impl Report {
-    fn mapped(&mut self, ingress: &Ingress, annotation: &str, how: String) {
-        self.mapped.push(json!({"ingress": ingress.id(), "annotation": annotation, "how": how}));
+    fn entry(ingress: &Ingress, annotation: &str, key: &str, text: &str) -> serde_json::Value {
+        json!({"ingress": escape_controls(&ingress.id()), "annotation": escape_controls(annotation), key: escape_controls(text)})
     }
-    fn approximate(&mut self, ingress: &Ingress, annotation: &str, how: String) {
-        self.approximate.push(json!({"ingress": ingress.id(), "annotation": annotation, "how": how}));
+    fn mapped(&mut self, ingress: &Ingress, annotation: &str, how: impl AsRef<str>) {
+        self.mapped.push(Report::entry(ingress, annotation, "how", how.as_ref()));
     }
-    fn unmapped(&mut self, ingress: &Ingress, annotation: &str, why: String) {
-        self.unmapped.push(json!({"ingress": ingress.id(), "annotation": annotation, "why": why}));
+    fn approximate(&mut self, ingress: &Ingress, annotation: &str, how: impl AsRef<str>) {
+        self.approximate.push(Report::entry(ingress, annotation, "how", how.as_ref()));
+    }
+    fn unmapped(&mut self, ingress: &Ingress, annotation: &str, why: impl AsRef<str>) {
+        self.unmapped.push(Report::entry(ingress, annotation, "why", why.as_ref()));
     }
 }
 
-/// A header rule of the output, in YAML flow style.
-struct RuleOut {
-    kind: &'static str,
-    name: String,
-    matcher: String,
-    target: &'static str,
-}
+// --- What the module gets ----------------------------------------------------------
 
-struct ServiceOut {
+/// A service of the output.
+struct Service {
     name: String,
     host: String,
-    hosts_by_location: bool,
-    old: Backend,
-    new: Backend,
-    rules: Vec<RuleOut>,
+    by_location: bool,
+    old: String,
+    new: String,
+    rules: Vec<Value>,
     percentage_bp: u32,
-    comments: Vec<String>,
 }
 
-fn q(s: &str) -> String {
-    serde_json::to_string(s).expect("a string")
+fn rule(kind: &str, name: &str, matcher: (&str, Value), target: &str) -> Value {
+    let mut m = Mapping::new();
+    m.insert(kind.into(), name.into());
+    m.insert(matcher.0.into(), matcher.1);
+    m.insert("target".into(), target.into());
+    Value::Mapping(m)
 }
 
-fn service_name(parts: &[&str]) -> String {
-    let raw = parts.join("-");
-    raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).collect()
-}
+const REPEATED: &str = "a request that repeats the header differs: nginx 1.23+ joins the values (\"always, always\"), which ingress-nginx compares whole and so falls through, while the module reads the first value";
 
-/// The header and cookie rules and the weight of one canary Ingress.
-fn canary_rules(c: &Ingress, report: &mut Report) -> (Vec<RuleOut>, u32) {
+/// The header and cookie rules and the weight (basis points) of a canary.
+fn canary_rules(c: &Ingress, canary: &Canary, report: &mut Report) -> (Vec<Value>, u32) {
     let mut rules = Vec::new();
-    let header = c.annotation("canary-by-header").filter(|h| !h.is_empty());
-    let value = c.annotation("canary-by-header-value").filter(|v| !v.is_empty());
-    let pattern = c.annotation("canary-by-header-pattern").filter(|p| !p.is_empty());
-    match header {
-        Some(h) => {
-            if let Err(e) = migration_engine::config::HeaderName::parse(h) {
-                report
-                    .errors
-                    .push(format!("{}: {PREFIX}canary-by-header: {e}", c.locate_annotation("canary-by-header")));
-            } else if let Some(v) = value {
-                rules.push(RuleOut {
-                    kind: "header",
-                    name: h.into(),
-                    matcher: format!("value: {}", q(v)),
-                    target: "new",
-                });
+    for (annotation, note) in &c.parse_notes {
+        report.mapped(c, annotation, format!("{note}; the same here"));
+    }
+    // balancer.lua:232-234: `-` read as `_` in ngx.var["http_" .. name], which nginx
+    // matches against request header names lowercased with `-` as `_`.
+    let header = canary.header.replace('_', "-");
+    let readable = !header.is_empty() && header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !canary.header.is_empty() && !readable {
+        report.mapped(
+            c,
+            "canary-by-header",
+            format!("nginx drops request headers whose name has characters other than letters, digits and -, so ingress-nginx never reads {:?}: requests go by cookie and weight, as here without a header rule", canary.header),
+        );
+    } else if readable {
+        let renamed = if header != canary.header {
+            format!(" (ingress-nginx reads {:?} as the request header {header}, balancer.lua:232)", canary.header)
+        } else {
+            String::new()
+        };
+        if !canary.header_value.is_empty() {
+            rules.push(rule("header", &header, ("value", canary.header_value.as_str().into()), "new"));
+            report.approximate(
+                c,
+                "canary-by-header",
+                format!("header rule {{header: {header}, value: {:?}, target: new}}{renamed}; other values fall through (balancer.lua:238); {REPEATED}", canary.header_value),
+            );
+            report.mapped(c, "canary-by-header-value", format!("the value {:?} of that rule", canary.header_value));
+            if !canary.header_pattern.is_empty() {
                 report.mapped(
                     c,
-                    "canary-by-header",
-                    format!("header rule {{header: {h}, value: {v:?}, target: new}}; other values fall through"),
+                    "canary-by-header-pattern",
+                    "ignored when canary-by-header-value is set, as in ingress-nginx (balancer.lua:237-242)",
                 );
-                report.mapped(c, "canary-by-header-value", format!("the value {v:?} of that rule"));
-                if pattern.is_some() {
-                    report.unmapped(
+            }
+        } else if !canary.header_pattern.is_empty() {
+            let p = &canary.header_pattern;
+            match pcre2::bytes::RegexBuilder::new().build(p) {
+                Err(e) => {
+                    rules.push(rule("header", &header, ("present", true.into()), "old"));
+                    report.mapped(
                         c,
-                        "canary-by-header-pattern",
-                        "ignored, as ingress-nginx ignores it when canary-by-header-value is set".into(),
+                        "canary-by-header",
+                        format!("PCRE refuses the pattern {p:?} ({e}), so ingress-nginx sends every request that carries {header} to main (balancer.lua:246-249): header rule {{header: {header}, present: true, target: old}}{renamed}; requests without it go by cookie and weight"),
                     );
                 }
-            } else if let Some(p) = pattern {
-                match migration_engine::config::Pattern::parse(p) {
+                Ok(_) => match migration_engine::config::Pattern::parse(p) {
                     Ok(_) => {
-                        rules.push(RuleOut { kind: "header", name: h.into(), matcher: format!("pattern: {}", q(p)), target: "new" });
-                        report.mapped(c, "canary-by-header", format!("header rule {{header: {h}, pattern: {p:?}, target: new}}; no match falls through"));
+                        rules.push(rule("header", &header, ("pattern", p.as_str().into()), "new"));
                         report.approximate(
                             c,
-                            "canary-by-header-pattern",
-                            "searched in the value as ingress-nginx's PCRE does, in Rust regex syntax (no look-around or backreferences; `.` is a byte)".into(),
+                            "canary-by-header",
+                            format!("header rule {{header: {header}, pattern: {p:?}, target: new}}{renamed}: searched in the value, unanchored, as ngx.re.match does (balancer.lua:243); no match falls through; {REPEATED}"),
                         );
                     }
-                    Err(e) => report.errors.push(format!(
-                        "{}: {PREFIX}canary-by-header-pattern: {e} (ingress-nginx would log the error and send every request to the main backend; refused here)",
-                        c.locate_annotation("canary-by-header-pattern")
-                    )),
-                }
-            } else {
-                rules.push(RuleOut {
-                    kind: "header",
-                    name: h.into(),
-                    matcher: "value: \"always\"".into(),
-                    target: "new",
-                });
-                rules.push(RuleOut {
-                    kind: "header",
-                    name: h.into(),
-                    matcher: "value: \"never\"".into(),
-                    target: "old",
-                });
-                report.mapped(
-                    c,
-                    "canary-by-header",
-                    format!("header rules {h}: always -> new, never -> old; other values fall through"),
-                );
+                    Err(e) => report.approximate(
+                        c,
+                        "canary-by-header",
+                        format!("the pattern {p:?} is PCRE the module's regular expressions cannot express ({e}): a request whose {header} matches it goes to the canary in ingress-nginx (balancer.lua:243-245), and here falls through to cookie and weight; every other request routes the same (no header rule written)"),
+                    ),
+                },
             }
-        }
-        None => {
-            for orphan in ["canary-by-header-value", "canary-by-header-pattern"] {
-                if c.annotation(orphan).is_some() {
-                    report.unmapped(c, orphan, "has no effect without canary-by-header (as in ingress-nginx)".into());
-                }
-            }
-        }
-    }
-    if let Some(cookie) = c.annotation("canary-by-cookie").filter(|v| !v.is_empty()) {
-        if let Err(e) = migration_engine::config::CookieName::parse(cookie) {
-            report.errors.push(format!("{}: {PREFIX}canary-by-cookie: {e}", c.locate_annotation("canary-by-cookie")));
+            report.mapped(c, "canary-by-header-pattern", "see canary-by-header");
         } else {
-            rules.push(RuleOut {
-                kind: "cookie",
-                name: cookie.into(),
-                matcher: "value: \"always\"".into(),
-                target: "new",
-            });
-            rules.push(RuleOut {
-                kind: "cookie",
-                name: cookie.into(),
-                matcher: "value: \"never\"".into(),
-                target: "old",
-            });
-            report.mapped(
+            rules.push(rule("header", &header, ("value", "always".into()), "new"));
+            rules.push(rule("header", &header, ("value", "never".into()), "old"));
+            report.approximate(
                 c,
-                "canary-by-cookie",
-                format!("cookie rules {cookie}: always -> new, never -> old; other values fall through"),
+                "canary-by-header",
+                format!("header rules {header}: always -> new, never -> old{renamed}; other values fall through (balancer.lua:251-254); {REPEATED}"),
             );
         }
+    } else {
+        for orphan in ["canary-by-header-value", "canary-by-header-pattern"] {
+            if c.annotation(orphan).is_some() {
+                report.mapped(c, orphan, "no effect without canary-by-header, as in ingress-nginx (balancer.lua:235)");
+            }
+        }
     }
-    let number = |name: &str| -> Option<Result<u64, String>> {
-        let v = c.annotation(name)?;
-        Some(
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("{}: {PREFIX}{name}: {v:?} is not a whole number", c.locate_annotation(name))),
-        )
-    };
-    let weight = match number("canary-weight") {
-        Some(Ok(w)) => w,
-        Some(Err(e)) => {
-            report.errors.push(e);
-            0
+    if !canary.cookie.is_empty() {
+        match migration_engine::config::CookieName::parse(&canary.cookie) {
+            Ok(_) => {
+                rules.push(rule("cookie", &canary.cookie, ("value", "always".into()), "new"));
+                rules.push(rule("cookie", &canary.cookie, ("value", "never".into()), "old"));
+                report.mapped(
+                    c,
+                    "canary-by-cookie",
+                    format!("cookie rules {}: always -> new, never -> old; other values fall through (balancer.lua:259-266; both read the first cookie of that name, as $cookie_ does)", canary.cookie),
+                );
+            }
+            Err(e) => report.unmapped(c, "canary-by-cookie", format!("{e}: no cookie rule written, so a request with that cookie set to always or never goes by weight here")),
         }
-        None => 0,
-    };
-    let total = match number("canary-weight-total") {
-        Some(Ok(t)) => t,
-        Some(Err(e)) => {
-            report.errors.push(e);
-            100
-        }
-        None => 100,
-    };
-    // balancer.lua: a total of 100 or less counts as 100; math.random(total) <= weight.
-    let total = total.max(100);
-    let exact_bp = weight.min(total) * 10_000;
-    let bp = ((exact_bp + total / 2) / total) as u32;
+    }
+    // balancer.lua:268-272: a total of 100 or less counts as 100; math.random(total) <= weight.
+    let total = if canary.weight_total > 100 { canary.weight_total } else { 100 };
+    let weight = canary.weight.clamp(0, total);
+    let exact = i128::from(weight) * 10_000;
+    let bp = ((exact + i128::from(total) / 2) / i128::from(total)) as u32;
     let percentage = migration_engine::trace::percentage_text(bp);
-    let how =
-        format!("strategy: weight, percentage: {percentage} (canary-weight {weight} of {total}, drawn per request)");
-    match (c.annotation("canary-weight").is_some(), exact_bp % total == 0) {
-        (true, true) => report.mapped(c, "canary-weight", how),
-        (true, false) => report.approximate(c, "canary-weight", format!("{how}, rounded to 0.01 %")),
-        (false, _) => {}
+    let mut how = format!("strategy: weight, percentage: {percentage} (canary-weight {} of {total}: math.random({total}) <= {}, drawn per request, balancer.lua:272)", canary.weight, canary.weight);
+    if canary.weight < 0 {
+        how.push_str("; a negative weight never matches");
+    }
+    if c.annotation("canary-weight").is_some() {
+        if exact % i128::from(total) == 0 {
+            report.mapped(c, "canary-weight", how);
+        } else {
+            report.approximate(c, "canary-weight", format!("{how}, rounded to 0.01 %"));
+        }
     }
     if let Some(t) = c.annotation("canary-weight-total") {
-        let note = if t.trim().parse::<u64>().is_ok_and(|t| t < 100) {
-            " (below 100 counts as 100, as in ingress-nginx)"
-        } else {
-            ""
-        };
-        report.mapped(c, "canary-weight-total", format!("the denominator of canary-weight: {total}{note}"));
+        let note = if canary.weight_total <= 100 { " (100 or less counts as 100, balancer.lua:269)" } else { "" };
+        report.mapped(
+            c,
+            "canary-weight-total",
+            format!("the denominator of canary-weight: {total}{note} (written {t:?})"),
+        );
     }
     (rules, bp)
 }
@@ -480,12 +894,14 @@ const CANARY: &[&str] = &[
     "canary-weight",
     "canary-weight-total",
 ];
+/// The annotations a canary Ingress keeps (annotations.md, "Canary").
+const KEPT_ON_CANARY: &[&str] = &["load-balance", "upstream-hash-by"];
 
 /// Annotations other than the canary's own, reported once per Ingress.
 fn other_annotations(i: &Ingress, report: &mut Report) {
     for (key, value) in &i.annotations {
         let Some(name) = key.strip_prefix(PREFIX) else { continue };
-        if CANARY.contains(&name) {
+        if CANARY.contains(&name) || name == "backend-protocol" {
             continue;
         }
         if AFFINITY.contains(&name) {
@@ -493,209 +909,321 @@ fn other_annotations(i: &Ingress, report: &mut Report) {
             report.unmapped(
                 i,
                 name,
-                format!(
-                    "session affinity ({value}) pins a client to a pod, not to a side; for users that stay on one side, use strategy: user with user_key: cookie:{cookie} (or header:X-User-ID), which ingress-nginx's weight never had"
-                ),
+                format!("session affinity ({value:?}): in ingress-nginx the affinity cookie {cookie} keeps a client on the side, main or canary, that its first request was sent to (balancer.lua:195-221; affinity-canary-behavior: sticky, the default), while strategy: weight draws every request anew. For clients that stay on one side, use strategy: user with user_key: cookie:{cookie} (a cookie your clients already carry) or header:X-User-ID"),
             );
+        } else if i.canary.is_some() && !KEPT_ON_CANARY.contains(&name) {
+            report.unmapped(i, name, format!("ingress-nginx ignores it on a canary Ingress ({value:?}): the main Ingress's annotations apply to both sides"));
         } else {
             report.unmapped(i, name, format!("not a canary annotation ({value:?}): keep its effect in nginx.conf; this tool maps only the canary"));
         }
     }
 }
 
-fn render(services: &[ServiceOut], files: &[PathBuf]) -> String {
-    let mut y = String::new();
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let _ = writeln!(y, "# Generated by nginx-migration import-ingress from {}.", names.join(", "));
-    let _ = writeln!(
-        y,
-        "# old = the main Ingress's backend, new = the canary's; ingress-nginx's order: header, cookie, weight."
-    );
-    if services.is_empty() {
-        y.push_str("services: []\n");
-        return y;
+/// The scheme ingress-nginx proxies a location with (`backend-protocol`).
+fn scheme(main: &Ingress) -> Result<&'static str, String> {
+    match main.annotation("backend-protocol").map(|p| p.trim().to_ascii_uppercase()) {
+        Some(p) if p == "HTTPS" => Ok("https"),
+        Some(p) if ["GRPC", "GRPCS", "FCGI", "AUTO_HTTP"].contains(&p.as_str()) => Err(p),
+        _ => Ok("http"),
     }
-    y.push_str("services:\n");
-    for s in services {
-        for c in &s.comments {
-            let _ = writeln!(y, "  # {c}");
-        }
-        let _ = writeln!(y, "  - name: {}", s.name);
-        if s.hosts_by_location {
-            let _ = writeln!(
-                y,
-                "    hosts: [{}]   # routed only by `migration_service {}` locations",
-                q(&format!("{}.by-location.invalid", s.name)),
-                s.name
-            );
-        } else {
-            let _ = writeln!(y, "    hosts: [{}]", q(&s.host));
-        }
-        let _ = writeln!(y, "    old_host: {}", q(&s.host));
-        let _ = writeln!(y, "    old_backend: {}", q(&s.old.address()));
-        let _ = writeln!(y, "    new_host: {}", q(&s.host));
-        let _ = writeln!(y, "    new_backend: {}", q(&s.new.address()));
-        let _ = writeln!(y, "    migration:");
-        let _ = writeln!(y, "      strategy: weight");
-        let _ = writeln!(y, "      percentage: {}", migration_engine::trace::percentage_text(s.percentage_bp));
-        if !s.rules.is_empty() {
-            let _ = writeln!(y, "    canary:");
-            let _ = writeln!(y, "      header_rules:");
-            for r in &s.rules {
-                let _ = writeln!(y, "        - {{{}: {}, {}, target: {}}}", r.kind, q(&r.name), r.matcher, r.target);
-            }
-        }
-    }
-    y
 }
 
-pub fn run(files: &[PathBuf], format: Format) -> Result<(), Failed> {
-    let mut all = Vec::new();
-    for f in files {
-        all.extend(read(f)?);
+fn service_name(parts: &[&str]) -> String {
+    parts
+        .join("-")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .collect()
+}
+
+fn path_type_name(t: PathType) -> &'static str {
+    match t {
+        PathType::Exact => "Exact",
+        PathType::Prefix => "Prefix",
+        PathType::ImplementationSpecific => "ImplementationSpecific",
     }
-    let mut report = Report::default();
-    // Main Ingresses by (host, path): what ingress-nginx attaches a canary to.
-    let mut mains: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (k, i) in all.iter().enumerate().filter(|(_, i)| !i.canary()) {
-        for (host, path, _) in &i.paths {
-            mains.entry((host.clone(), path.clone())).or_insert(k);
+}
+
+/// What the module can do of what ingress-nginx built.
+fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut Report) -> Vec<Service> {
+    for (&k, dropped) in &built.dropped {
+        let c = &all[k];
+        for d in dropped {
+            let why = match d {
+                Dropped::NoServer { host, path } => format!(
+                    "no main Ingress serves host {:?} (path {path:?}): ingress-nginx cannot merge the canary there (controller.go:1680) and sends it nothing",
+                    if host.is_empty() { "_" } else { host }
+                ),
+                Dropped::SameAsMain { host, path } => format!(
+                    "host {host:?} path {path:?}: the canary's Service is the main location's own (controller.go:1694): nothing to split"
+                ),
+                Dropped::NoLocation { host, path, path_type } => format!(
+                    "host {host:?}: no main Ingress has a location with path {path:?} and pathType {} (paths and pathTypes must be equal, \"\" is not \"/\"; controller.go:1701), so ingress-nginx deletes this canary's backend (controller.go:1711) and none of its paths get traffic",
+                    path_type_name(*path_type)
+                ),
+                Dropped::CatchAll => "its defaultBackend merges with no location of the catch-all server, so ingress-nginx deletes this canary's backend (controller.go:1648)".to_owned(),
+            };
+            report.unmapped(c, "canary", why);
         }
     }
-    let mut services: Vec<ServiceOut> = Vec::new();
+    for (main, host, path, canary) in &built.shadowed {
+        report.unmapped(
+            &all[*main],
+            "spec.rules",
+            format!(
+                "host {host:?} path {path:?}: its Service's upstream was made first by the canary {} (Ingresses in order of creationTimestamp, then namespace/name descending), so ingress-nginx serves no location there (controller.go:807) and answers with its default backend (404); the module cannot answer 404 for a service, so requests there route as nginx.conf says",
+                all[*canary].id()
+            ),
+        );
+    }
+    let mut services = Vec::new();
     let mut used_names = BTreeSet::new();
-    let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut reported = BTreeSet::new();
-    for (ci, c) in all.iter().enumerate().filter(|(_, i)| i.canary()) {
-        let (rules, bp) = canary_rules(c, &mut report);
-        if c.default_backend {
-            report.unmapped(
-                c,
-                "canary",
-                "spec.defaultBackend of a canary Ingress is not mapped: the module routes by Host".into(),
-            );
+    // (Ingress, what) already told in the report.
+    let mut told: BTreeSet<(usize, &str)> = BTreeSet::new();
+    let mut names: Vec<&String> = built.upstreams.keys().collect();
+    names.sort();
+    for primary in names {
+        let u = &built.upstreams[primary];
+        if u.no_server || u.alternatives.is_empty() {
+            continue;
         }
-        // (main, host) -> [(path, old, new)]
-        let mut pairs: BTreeMap<(usize, String), Vec<(String, Backend, Backend)>> = BTreeMap::new();
-        for (host, path, new) in &c.paths {
-            if host.is_empty() {
-                report.unmapped(c, "canary", format!("path {path} has no host: the module routes by Host"));
-                continue;
-            }
-            let Some(&m) = mains.get(&(host.clone(), path.clone())) else {
+        for later in &u.alternatives[1..] {
+            if let Some(k) = built.upstreams.get(later).and_then(|a| a.policy_of) {
+                let first = built.upstreams.get(&u.alternatives[0]).and_then(|a| a.policy_of).map(|f| all[f].id());
                 report.unmapped(
-                    c,
+                    &all[k],
                     "canary",
                     format!(
-                        "no main Ingress serves host {host} path {path}: ingress-nginx sends this canary nothing there"
+                        "the upstream {primary} already has the canary {} first (Ingresses in order of creationTimestamp, then namespace/name descending, store.go:1111); ingress-nginx consults only the first (balancer.lua:205)",
+                        first.unwrap_or_else(|| u.alternatives[0].clone())
                     ),
                 );
-                continue;
-            };
-            if let Some(other) = claimed.get(&(host.clone(), path.clone())) {
-                report.unmapped(c, "canary", format!("host {host} path {path} already has the canary {other}: ingress-nginx uses one canary per host and path"));
-                continue;
             }
-            claimed.insert((host.clone(), path.clone()), c.id());
-            let old = all[m]
-                .paths
-                .iter()
-                .find(|(h, p, _)| h == host && p == path)
-                .map(|(_, _, b)| b.clone())
-                .expect("indexed");
-            pairs.entry((m, host.clone())).or_default().push((path.clone(), old, new.clone()));
         }
-        for ((m, host), entries) in pairs {
-            let main = &all[m];
-            if reported.insert(m) {
-                other_annotations(main, &mut report);
+        let Some(alt) = built.upstreams.get(&u.alternatives[0]) else { continue };
+        let Some(k) = alt.policy_of else { continue };
+        let c = &all[k];
+        let canary = c.canary.as_ref().expect("a policy is a canary's");
+        let (rules, bp) = {
+            let mut scratch = Report::default();
+            let out = canary_rules(c, canary, &mut scratch);
+            if told.insert((k, "annotations")) {
+                report.mapped.append(&mut scratch.mapped);
+                report.approximate.append(&mut scratch.approximate);
+                report.unmapped.append(&mut scratch.unmapped);
+                other_annotations(c, report);
             }
-            // One service per distinct (old, new) pair of backends on this host.
-            let mut by_backends: BTreeMap<(Backend, Backend), Vec<String>> = BTreeMap::new();
-            for (path, old, new) in entries {
-                by_backends.entry((old, new)).or_default().push(path);
+            out
+        };
+        // Every location of this upstream, on any host, goes through the canary.
+        for (host, locations) in &built.servers {
+            let mine: Vec<&Location> = locations.iter().filter(|l| l.upstream.as_deref() == Some(primary)).collect();
+            let Some(first) = mine.first() else { continue };
+            let main = &all[first.ingress];
+            if told.insert((first.ingress, "annotations")) {
+                other_annotations(main, report);
             }
-            let main_paths: BTreeSet<&String> =
-                main.paths.iter().filter(|(h, _, _)| *h == host).map(|(_, p, _)| p).collect();
-            let whole_host =
-                by_backends.len() == 1 && by_backends.values().next().is_some_and(|p| p.len() == main_paths.len());
-            for (k, ((old, new), paths)) in by_backends.into_iter().enumerate() {
-                let mut name = service_name(&[&main.namespace, &main.name]);
-                if used_names.contains(&name) {
-                    name = service_name(&[&main.namespace, &main.name, &host]);
-                }
-                let base = name.clone();
-                let mut n = 2;
-                while used_names.contains(&name) {
-                    name = format!("{base}-{n}");
-                    n += 1;
-                }
-                used_names.insert(name.clone());
-                let hosts_by_location = k > 0;
-                let mut comments = Vec::new();
-                for (b, side) in [(&old, "old"), (&new, "new")] {
-                    if let Err(port) = &b.port {
-                        let ingress = if side == "old" { main } else { c };
-                        report.unmapped(
-                            ingress,
-                            "spec.rules",
-                            format!("service {} uses the named port {port:?}: write its number in {side}_backend of {name} (the module needs host:port)", b.service),
-                        );
-                        comments.push(format!("FIXME: {side}_backend: the named port {port:?} needs its number"));
-                    }
-                }
-                if !whole_host {
-                    let locations: Vec<String> = paths
-                        .iter()
-                        .map(|p| format!("location {p} {{ migration on; migration_service {name}; proxy_set_header Host $migration_host; proxy_pass $migration_scheme://$migration_backend; }}"))
-                        .collect();
-                    report.approximate(
-                        c,
-                        "canary",
+            let sticky = c.annotation("affinity-canary-behavior").is_none_or(|b| b.trim() != "legacy");
+            if main.annotation("affinity").is_some() && sticky && told.insert((k, "affinity")) {
+                report.approximate(c, "canary-weight", format!("with session affinity on {}, a client that holds its affinity cookie stays on the side it was first sent to in ingress-nginx (balancer.lua:195-221); here each of its requests is drawn anew", main.id()));
+            }
+            if host.is_empty() {
+                report.unmapped(c, "canary", format!("rules without a host (and defaultBackend) of {} are served by ingress-nginx's catch-all server _, for every Host no Ingress names; the module routes by Host, so the canary is not mapped there", main.id()));
+                continue;
+            }
+            if host.starts_with("*.") {
+                report.unmapped(c, "canary", format!("host {host:?} is a wildcard: ingress-nginx sends each request's own Host upstream, while old_host and new_host are one name; write this service by hand with hosts: [{host:?}] and proxy_set_header Host $host"));
+                continue;
+            }
+            let named: Vec<String> = [(&u.service, "old", main), (&alt.service, "new", c)]
+                .into_iter()
+                .filter_map(|(s, side, i)| match &s.port {
+                    Port::Name(p) => Some(format!(
+                        "{side}: Service {} of {} names its port {p:?}, whose number only the Service knows",
+                        s.name,
+                        i.id()
+                    )),
+                    Port::Number(_) => None,
+                })
+                .collect();
+            if !named.is_empty() {
+                report.unmapped(c, "canary", format!("host {host}: {}; nginx needs host:port, so no service is written: import again after writing the port's number in the Ingress, or write the service by hand", named.join("; ")));
+                continue;
+            }
+            let scheme = match scheme(main) {
+                Ok(s) => s,
+                Err(p) => {
+                    report.unmapped(
+                        main,
+                        "backend-protocol",
                         format!(
-                            "host {host}: the canary covers paths {} of {} the main Ingress serves; the module routes by Host, so route only these locations: {}",
-                            paths.join(", "),
-                            main_paths.len(),
-                            locations.join(" ")
+                            "{p}: the module proxies HTTP and HTTPS only, so no service is written for host {host}"
                         ),
                     );
-                    comments.push(format!("only paths {} of {host}: see the report", paths.join(", ")));
+                    continue;
                 }
-                report.mapped(
+            };
+            let address = |s: &ServiceRef| {
+                let Port::Number(n) = s.port else { unreachable!("named ports are left out above") };
+                if scheme == "https" {
+                    format!("https://{}:{n}", s.host())
+                } else {
+                    format!("{}:{n}", s.host())
+                }
+            };
+            if scheme == "https" && told.insert((first.ingress, "backend-protocol")) {
+                report.mapped(main, "backend-protocol", "HTTPS: old_backend and new_backend are https:// (ingress-nginx proxies the canary with the main Ingress's protocol); proxy_ssl_verify and the other proxy-ssl-* settings stay in nginx.conf (ingress-nginx does not verify by default)");
+            }
+            let whole = locations.iter().all(|l| l.upstream.is_none() || l.upstream.as_deref() == Some(primary));
+            let mut name = service_name(&[&main.namespace, &main.name]);
+            if used_names.contains(&name) {
+                name = service_name(&[&main.namespace, &main.name, host]);
+            }
+            let base = name.clone();
+            let mut n = 2;
+            while used_names.contains(&name) {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
+            used_names.insert(name.clone());
+            if !whole {
+                let blocks: Vec<String> = mine
+                    .iter()
+                    .map(|l| {
+                        let exact = if l.path_type == PathType::Exact { "= " } else { "" };
+                        format!("location {exact}{} {{ migration on; migration_service {name}; proxy_set_header Host $migration_host; proxy_pass $migration_scheme://$migration_backend; }}", l.path)
+                    })
+                    .collect();
+                let paths: Vec<&str> = mine.iter().map(|l| l.path.as_str()).collect();
+                report.approximate(
                     c,
                     "canary",
                     format!(
-                        "service {name}: host {host}, old {} ({}), new {} ({})",
-                        old.address(),
-                        main.id(),
-                        new.address(),
-                        c.id()
+                        "host {host}: the canary rides on the upstream {primary}, which serves paths {} of this host (ingress-nginx canaries every location of that upstream, controller.go:1601), while other paths of it send elsewhere; the module routes whole Hosts, so this service is routed only by locations that name it: {}",
+                        paths.join(", "),
+                        blocks.join(" ")
                     ),
                 );
-                services.push(ServiceOut {
-                    name,
-                    host: host.clone(),
-                    hosts_by_location,
-                    old,
-                    new,
-                    rules: rules
-                        .iter()
-                        .map(|r| RuleOut {
-                            kind: r.kind,
-                            name: r.name.clone(),
-                            matcher: r.matcher.clone(),
-                            target: r.target,
-                        })
-                        .collect(),
-                    percentage_bp: bp,
-                    comments,
-                });
+            }
+            report.mapped(
+                c,
+                "canary",
+                format!(
+                    "service {name}: host {host}, old {} ({}), new {} ({})",
+                    address(&u.service),
+                    main.id(),
+                    address(&alt.service),
+                    c.id()
+                ),
+            );
+            services.push(Service {
+                name,
+                host: host.clone(),
+                by_location: !whole,
+                old: address(&u.service),
+                new: address(&alt.service),
+                rules: rules.clone(),
+                percentage_bp: bp,
+            });
+        }
+    }
+    // Canary Ingresses that reached no upstream still have their annotations told.
+    for &k in order {
+        let i = &all[k];
+        if let Some(canary) = i.canary.as_ref().filter(|_| !told.contains(&(k, "annotations"))) {
+            let mut scratch = Report::default();
+            canary_rules(i, canary, &mut scratch);
+            report.unmapped.extend(scratch.mapped.into_iter().chain(scratch.approximate).chain(scratch.unmapped).map(|mut v| {
+                let how = v["how"].take();
+                let why = if how.is_null() { v["why"].take() } else { how };
+                json!({"ingress": v["ingress"], "annotation": v["annotation"], "why": format!("{} (this canary gets no traffic, see its canary line)", why.as_str().unwrap_or(""))})
+            }));
+            other_annotations(i, report);
+        } else if i.canary.is_none() && !i.parse_notes.is_empty() {
+            for (annotation, note) in &i.parse_notes {
+                report.unmapped(i, annotation, note);
             }
         }
-        let _ = ci;
-        other_annotations(c, &mut report);
     }
-    print!("{}", render(&services, files));
+    services
+}
+
+/// The migration.yaml, written by a serializer: no text of an Ingress can end a
+/// line or open a key.
+fn render(services: &[Service], files: &[PathBuf]) -> String {
+    let names: Vec<String> = files.iter().map(|f| escape_controls(&f.display().to_string())).collect();
+    let mut list = Vec::new();
+    for s in services {
+        let mut m = Mapping::new();
+        m.insert("name".into(), s.name.clone().into());
+        let hosts = if s.by_location { format!("{}.by-location.invalid", s.name) } else { s.host.clone() };
+        m.insert("hosts".into(), Value::Sequence(vec![hosts.into()]));
+        m.insert("old_host".into(), s.host.clone().into());
+        m.insert("old_backend".into(), s.old.clone().into());
+        m.insert("new_host".into(), s.host.clone().into());
+        m.insert("new_backend".into(), s.new.clone().into());
+        let mut migration = Mapping::new();
+        migration.insert("strategy".into(), "weight".into());
+        let percentage: Value =
+            serde_yaml::from_str(&migration_engine::trace::percentage_text(s.percentage_bp)).expect("a number");
+        migration.insert("percentage".into(), percentage);
+        m.insert("migration".into(), Value::Mapping(migration));
+        if !s.rules.is_empty() {
+            let mut canary = Mapping::new();
+            canary.insert("header_rules".into(), Value::Sequence(s.rules.clone()));
+            m.insert("canary".into(), Value::Mapping(canary));
+        }
+        list.push(Value::Mapping(m));
+    }
+    let mut doc = Mapping::new();
+    doc.insert("services".into(), Value::Sequence(list));
+    format!(
+        "# Generated by nginx-migration import-ingress from {}.\n\
+         # old = the main Ingress's backend, new = the canary's; ingress-nginx's order: header, cookie, weight.\n\
+         # A service whose hosts end in .by-location.invalid is routed only by locations that name it\n\
+         # (migration_service NAME): see the report.\n{}",
+        names.join(", "),
+        serde_yaml::to_string(&doc).expect("a YAML document")
+    )
+}
+
+pub fn run(files: &[PathBuf], partial: bool, format: Format) -> Result<(), Failed> {
+    let mut all = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        read(f, &mut all, &mut problems)?;
+    }
+    // An object is one namespace/name: a second one is an error of its own.
+    let mut seen = BTreeSet::new();
+    let mut duplicate = Vec::new();
+    for (k, i) in all.iter().enumerate() {
+        if !seen.insert(i.id()) {
+            duplicate.push(k);
+        }
+    }
+    for k in duplicate.into_iter().rev() {
+        let i = all.remove(k);
+        problems.push((
+            At { file: "".into(), line: 0, column: 0 },
+            format!("the Ingress {} is given twice; an object has one namespace/name", escape_controls(&i.id())),
+        ));
+    }
+    let order = ordered(&all);
+    let built = build(&all, &order);
+    let mut report = Report::default();
+    let services = plan(&all, &order, &built, &mut report);
+    report.errors = problems
+        .iter()
+        .map(|(at, m)| if at.line == 0 { escape_controls(m) } else { format!("{at}: {}", escape_controls(m)) })
+        .collect();
+    let yaml = render(&services, files);
+    // Whatever the import believes, what it prints must load: check it as nginx would.
+    if let Err(e) = migration_engine::load_str_checked("import-ingress output", &yaml) {
+        return Err(Failed(Some(format!("internal error: the generated YAML does not load ({e}); nothing printed"))));
+    }
+    if report.errors.is_empty() || partial {
+        print!("{yaml}");
+    }
     match format {
         Format::Json => {
             let doc = json!({"mapped": report.mapped, "approximate": report.approximate, "unmapped": report.unmapped, "errors": report.errors});
@@ -722,6 +1250,18 @@ pub fn run(files: &[PathBuf], format: Format) -> Result<(), Failed> {
             }
             for e in &report.errors {
                 eprintln!("nginx-migration: {e}");
+            }
+            if !report.errors.is_empty() {
+                let what = if partial {
+                    "the YAML above leaves these Ingresses out"
+                } else {
+                    "nothing printed; --partial prints the rest"
+                };
+                eprintln!(
+                    "nginx-migration: {} bad Ingress{}: {what}",
+                    report.errors.len(),
+                    if report.errors.len() == 1 { "" } else { "es" }
+                );
             }
         }
     }

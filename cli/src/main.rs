@@ -14,6 +14,7 @@ mod check;
 mod diff;
 mod explain;
 mod ingress;
+mod kyaml;
 mod logformat;
 mod replay;
 
@@ -102,6 +103,9 @@ Examples:
     ImportIngress {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// With a bad Ingress, still print the YAML of the others (exit status 1 all the same).
+        #[arg(long)]
+        partial: bool,
         /// `json`: the report on stderr becomes {\"mapped\",\"approximate\",\"unmapped\"}.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -124,7 +128,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Diff { old, new, format } => diff::run(&old, &new, format),
-        Command::ImportIngress { files, format } => ingress::run(&files, format),
+        Command::ImportIngress { files, partial, format } => ingress::run(&files, partial, format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,323 +1,234 @@
-//! `import-ingress`: each documented behaviour of ingress-nginx's canary, as an
-//! Ingress pair → the YAML the tool writes → requests through `explain`, which
-//! must land where ingress-nginx would send them (main = old, canary = new).
+//! `import-ingress` on hostile input: a tenant writes an Ingress, the operator
+//! runs the import. Nothing a tenant writes may add to the YAML, run in the
+//! operator's terminal, stall the import, or take the other tenants' routing
+//! with it. How the import routes is `ingress_nginx.rs`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nginx-migration"))
 }
 
-fn tmp(name: &str, content: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nginx-migration-test-{}", std::process::id()));
+fn tmp(name: &str, content: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nginx-migration-import-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
     path
 }
 
+fn import(args: &[&str], path: &Path) -> Output {
+    bin().arg("import-ingress").args(args).arg(path).output().unwrap()
+}
+
 fn ingress(name: &str, host: &str, path: &str, service: &str, annotations: &[(&str, &str)]) -> String {
     let mut a = String::new();
     for (k, v) in annotations {
-        a.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: {v:?}\n"));
+        a.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: {}\n", serde_json::to_string(v).unwrap()));
     }
     let annotations = if a.is_empty() { String::new() } else { format!("  annotations:\n{a}") };
     format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: shop\n{annotations}spec:\n  ingressClassName: nginx\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n            name: {service}\n            port:\n              number: 80\n"
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: shop\n{annotations}spec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: {}\n        pathType: Prefix\n        backend:\n          service:\n            name: {service}\n            port:\n              number: 80\n",
+        serde_json::to_string(path).unwrap()
     )
 }
 
-/// A main Ingress and its canary with these annotations (besides canary: "true").
-fn pair(annotations: &[(&str, &str)]) -> String {
-    let mut canary = vec![("canary", "true")];
-    canary.extend_from_slice(annotations);
-    format!(
-        "{}---\n{}",
-        ingress("web", "shop.example.com", "/", "web", &[]),
-        ingress("web-canary", "shop.example.com", "/", "web-v2", &canary)
-    )
+/// Two honest tenants, each a main Ingress and its canary.
+fn honest() -> String {
+    let mut y = String::new();
+    for t in ["a", "b"] {
+        let host = format!("{t}.example.com");
+        y += &ingress(t, &host, "/", &format!("{t}-v1"), &[]);
+        y += &ingress(
+            &format!("{t}-canary"),
+            &host,
+            "/",
+            &format!("{t}-v2"),
+            &[("canary", "true"), ("canary-weight", "10")],
+        );
+    }
+    y
 }
 
-struct Imported {
-    yaml: PathBuf,
-    report: String,
-    status: i32,
+fn service_names(yaml: &[u8]) -> Vec<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_slice(yaml).unwrap();
+    doc["services"].as_sequence().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect()
 }
 
-fn import(name: &str, input: &str) -> Imported {
-    let path = tmp(&format!("{name}.in.yaml"), input);
-    let out = bin().arg("import-ingress").arg(&path).output().unwrap();
-    let yaml = tmp(&format!("{name}.out.yaml"), &String::from_utf8(out.stdout).unwrap());
-    Imported { yaml, report: String::from_utf8(out.stderr).unwrap(), status: out.status.code().unwrap() }
-}
-
-/// Where `explain` sends a request: (target, rule).
-fn explain(yaml: &PathBuf, args: &[&str]) -> (String, String) {
-    let out: Output = bin()
-        .arg("explain")
-        .arg(yaml)
-        .args(["--host", "shop.example.com", "--format", "json"])
-        .args(args)
-        .output()
-        .unwrap();
+fn passes_check(yaml: &[u8]) {
+    let path = tmp("checked.yaml", yaml);
+    let out = bin().arg("check").arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    (v["target"].as_str().unwrap_or("-").to_owned(), v["rule"].as_str().unwrap().to_owned())
-}
-
-#[track_caller]
-fn lands(yaml: &PathBuf, args: &[&str], target: &str, rule: &str) {
-    assert_eq!(
-        explain(yaml, args),
-        (target.to_owned(), rule.to_owned()),
-        "{args:?}\n{}",
-        std::fs::read_to_string(yaml).unwrap()
-    );
-}
-
-#[track_caller]
-fn passes_check(yaml: &PathBuf) {
-    let out = bin().arg("check").arg(yaml).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        std::fs::read_to_string(yaml).unwrap()
-    );
 }
 
 #[test]
-fn backends_hosts_and_names_come_from_the_pair() {
-    let i = import("plain", &pair(&[]));
-    assert_eq!(i.status, 0, "{}", i.report);
-    passes_check(&i.yaml);
-    let text = std::fs::read_to_string(&i.yaml).unwrap();
-    assert!(text.contains("  - name: shop-web\n"), "{text}");
-    assert!(text.contains("old_backend: \"web.shop.svc.cluster.local:80\""), "{text}");
-    assert!(text.contains("new_backend: \"web-v2.shop.svc.cluster.local:80\""), "{text}");
-    assert!(text.contains("hosts: [\"shop.example.com\"]"), "{text}");
-    // No weight annotation: weight 0, so everything stays on main.
-    lands(&i.yaml, &[], "old", "weight");
+fn a_newline_in_a_path_cannot_add_a_service() {
+    let evil_path = "/x\n  - name: evil\n    hosts: [bank.example.com]\n    old_host: bank.example.com\n    old_backend: attacker.example:80\n    new_host: bank.example.com\n    new_backend: attacker.example:80\n#";
+    let mut input = honest();
+    input += &ingress("evil", "c.example.com", "/", "c-v1", &[]);
+    input += &ingress("evil-canary", "c.example.com", evil_path, "c-v2", &[("canary", "true")]);
+    let clean = import(&[], &tmp("honest.yaml", honest().as_bytes()));
+    assert!(clean.status.success());
+    let names = service_names(&clean.stdout);
+    assert_eq!(names, ["shop-a", "shop-b"]);
+
+    let out = import(&[], &tmp("evil.yaml", input.as_bytes()));
+    let report = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(out.stdout.is_empty(), "a bad Ingress prints nothing without --partial");
+    assert!(report.contains("evil.yaml:") && report.contains("is not a path"), "{report}");
+    assert!(!report.contains('\n') || report.lines().all(|l| !l.starts_with("    hosts")), "{report}");
+
+    let out = import(&["--partial"], &tmp("evil.yaml", input.as_bytes()));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(service_names(&out.stdout), names, "the same services as without the bad Ingress");
+    passes_check(&out.stdout);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("attacker"));
 }
 
 #[test]
-fn canary_by_header_alone_always_never_and_fall_through() {
-    let i = import("header", &pair(&[("canary-by-header", "X-Canary"), ("canary-weight", "100")]));
-    passes_check(&i.yaml);
-    lands(&i.yaml, &["--header", "X-Canary: always"], "new", "header");
-    lands(&i.yaml, &["--header", "X-Canary: never"], "old", "header");
-    // Anything else falls through (here to a weight of 100).
-    lands(&i.yaml, &["--header", "X-Canary: sometimes"], "new", "weight");
-    lands(&i.yaml, &[], "new", "weight");
-    assert!(
-        i.report.contains("mapped       shop/web-canary: nginx.ingress.kubernetes.io/canary-by-header"),
-        "{}",
-        i.report
-    );
+fn values_that_look_like_yaml_stay_values() {
+    let input = ingress("web", "shop.example.com", "/", "web", &[])
+        + &ingress(
+            "web-canary",
+            "shop.example.com",
+            "/",
+            "web-v2",
+            &[("canary", "true"), ("canary-by-header", "X-Canary"), ("canary-by-header-value", "a: b")],
+        );
+    let out = import(&[], &tmp("yamlish.yaml", input.as_bytes()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    passes_check(&out.stdout);
+    let doc: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["services"][0]["canary"]["header_rules"][0]["value"].as_str(), Some("a: b"));
 }
 
 #[test]
-fn never_does_not_fall_through_to_the_cookie() {
-    let i = import("never", &pair(&[("canary-by-header", "X-Canary"), ("canary-by-cookie", "canary")]));
-    lands(&i.yaml, &["--header", "X-Canary: never", "--cookie", "canary=always"], "old", "header");
-    lands(&i.yaml, &["--header", "X-Canary: other", "--cookie", "canary=always"], "new", "header");
-}
-
-#[test]
-fn canary_by_header_value_only_that_value_and_always_means_nothing() {
-    let i = import(
-        "value",
-        &pair(&[
-            ("canary-by-header", "X-Canary"),
-            ("canary-by-header-value", "beta"),
-            ("canary-by-header-pattern", "^b"),
-        ]),
-    );
-    passes_check(&i.yaml);
-    lands(&i.yaml, &["--header", "X-Canary: beta"], "new", "header");
-    lands(&i.yaml, &["--header", "X-Canary: always"], "old", "weight");
-    lands(&i.yaml, &["--header", "X-Canary: never"], "old", "weight");
-    lands(&i.yaml, &["--header", "X-Canary: betamax"], "old", "weight");
-    assert!(i.report.contains("canary-by-header-pattern: ignored, as ingress-nginx ignores it"), "{}", i.report);
-}
-
-#[test]
-fn canary_by_header_pattern_matches_or_falls_through() {
-    let i = import(
-        "pattern",
-        &pair(&[
-            ("canary-by-header", "X-Region"),
-            ("canary-by-header-pattern", "^eu-(west|north)"),
-            ("canary-by-cookie", "canary"),
-        ]),
-    );
-    passes_check(&i.yaml);
-    lands(&i.yaml, &["--header", "X-Region: eu-west-1"], "new", "header");
-    lands(&i.yaml, &["--header", "X-Region: us-east-1"], "old", "weight");
-    lands(&i.yaml, &["--header", "X-Region: always"], "old", "weight");
-    lands(&i.yaml, &["--header", "X-Region: us-east-1", "--cookie", "canary=always"], "new", "header");
-}
-
-#[test]
-fn an_invalid_pattern_is_refused_with_its_location() {
-    let i = import("badpattern", &pair(&[("canary-by-header", "X-Region"), ("canary-by-header-pattern", "^eu-(west")]));
-    assert_eq!(i.status, 1, "{}", i.report);
-    // The annotation's value, in the second document of the stream: line 28, column 59.
-    let want = format!(
-        "{}:",
-        tmp(
-            "badpattern.in.yaml",
-            &pair(&[("canary-by-header", "X-Region"), ("canary-by-header-pattern", "^eu-(west")])
+fn control_characters_never_reach_the_terminal() {
+    let payload = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m";
+    let input = ingress("web", "shop.example.com", "/", "web", &[("rewrite-target", payload)])
+        + &ingress(
+            "web-canary",
+            "shop.example.com",
+            "/",
+            "web-v2",
+            &[("canary", "true"), ("canary-by-header-value", payload)],
         )
-        .display()
+        + &ingress(&format!("bad{payload}"), "x.example.com", "/", "x", &[]);
+    let file = tmp(&format!("term{}.yaml", "\u{1b}[2J"), input.as_bytes());
+    for format in ["text", "json"] {
+        let out = import(&["--partial", "--format", format], &file);
+        let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+        let text = String::from_utf8(all).unwrap();
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{format}: {text:?}");
+        assert!(text.contains("\\u{1b}]0;pwned"), "{format}: the payload is shown escaped: {text}");
+    }
+}
+
+#[test]
+fn one_bad_ingress_does_not_take_the_others() {
+    let mut input = honest();
+    input += &ingress("c", "c.example.com", "/", "c-v1", &[]);
+    input += &ingress(
+        "c-canary",
+        "c.example.com",
+        "/",
+        "c-v2",
+        &[("canary", "true"), ("canary-by-header", "X-Canary"), ("canary-by-header-value", "on\u{7f}")],
     );
-    let error = i
-        .report
-        .lines()
-        .find(|l| l.contains("canary-by-header-pattern: bad regex"))
-        .unwrap_or_else(|| panic!("{}", i.report));
-    assert!(error.starts_with(&format!("nginx-migration: {want}28:59: ")), "{error}");
-    assert!(error.contains("ingress-nginx would log the error and send every request to the main backend"), "{error}");
-    passes_check(&i.yaml);
+    let file = tmp("del.yaml", input.as_bytes());
+    let out = import(&[], &file);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let report = String::from_utf8(out.stderr).unwrap();
+    assert!(report.contains("del.yaml:") && report.contains("on\\u{7f}"), "{report}");
+    assert!(report.contains("1 bad Ingress: nothing printed; --partial prints the rest"), "{report}");
+    let out = import(&["--partial"], &file);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(service_names(&out.stdout), ["shop-a", "shop-b"], "the bad canary is left out, its main has no canary");
+    passes_check(&out.stdout);
 }
 
-#[test]
-fn canary_by_cookie_always_never_else_weight() {
-    let i = import("cookie", &pair(&[("canary-by-cookie", "canary"), ("canary-weight", "0")]));
-    passes_check(&i.yaml);
-    lands(&i.yaml, &["--cookie", "canary=always"], "new", "header");
-    lands(&i.yaml, &["--cookie", "canary=never"], "old", "header");
-    lands(&i.yaml, &["--cookie", "canary=maybe"], "old", "weight");
-    // The cookie is read as $cookie_canary reads it: names case-insensitive, first occurrence.
-    lands(&i.yaml, &["--cookie", "CANARY=always", "--cookie", "canary=never"], "new", "header");
-}
-
-#[test]
-fn weight_of_total_to_the_hundredth() {
-    for (weight, total, percentage, exact) in [
-        ("20", None, "20", true),
-        ("1", Some("3"), "1", true),
-        ("1", Some("300"), "0.33", false),
-        ("250", Some("1000"), "25", true),
-        ("150", None, "100", true),
-    ] {
-        let mut a = vec![("canary-weight", weight)];
-        if let Some(t) = total {
-            a.push(("canary-weight-total", t));
+/// Runs with a deadline: a hostile input must be refused, never waited for.
+fn import_within(path: &Path, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let child = bin().arg("import-ingress").arg(path).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    // Output is read while the command runs (a full pipe would stall it).
+    std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
+    match finished.recv_timeout(limit) {
+        Ok(out) => (out, start.elapsed()),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("{} still running after {limit:?}", path.display());
         }
-        let i = import(&format!("weight-{weight}-{}", total.unwrap_or("x")), &pair(&a));
-        passes_check(&i.yaml);
-        let text = std::fs::read_to_string(&i.yaml).unwrap();
-        assert!(
-            text.contains(&format!("      strategy: weight\n      percentage: {percentage}\n")),
-            "{weight}/{total:?}: {text}"
-        );
-        let kind = if exact { "mapped       " } else { "approximate  " };
-        assert!(
-            i.report.contains(&format!("{kind}shop/web-canary: nginx.ingress.kubernetes.io/canary-weight")),
-            "{}",
-            i.report
+    }
+}
+
+#[test]
+fn bombs_deep_nesting_and_special_files_are_refused_at_once() {
+    // 25 KB of aliases: serde_yaml alone took 10 s and 2.5 GB on this.
+    let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for (k, prev) in ('b'..='z').zip('a'..='y') {
+        bomb += &format!("{k}: &{k} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n");
+    }
+    while bomb.len() < 25_000 {
+        bomb += "# padding\n";
+    }
+    let deep = "[".repeat(100_000);
+    let fifo = std::env::temp_dir().join(format!("nginx-migration-import-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (tmp("bomb.yaml", bomb.as_bytes()), "bomb.yaml:1:4: anchors and aliases"),
+        (tmp("deep.yaml", deep.as_bytes()), "nested more than"),
+        (fifo.clone(), "is a FIFO, not a regular file"),
+        (PathBuf::from("/dev/zero"), "is a device, not a regular file"),
+        (tmp("binary.yaml", b"kind: Ingress\n\xff\xfe"), "binary.yaml:2:1: the file is not valid UTF-8"),
+    ];
+    for (path, expected) in cases {
+        let (out, took) = import_within(&path, Duration::from_secs(10));
+        let report = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}: {report}", path.display());
+        assert!(report.contains(expected), "{}: {report}", path.display());
+        assert!(out.stdout.is_empty());
+        eprintln!("{}: refused in {took:?}", path.display());
+    }
+    let _ = std::fs::remove_file(&fifo);
+}
+
+#[test]
+fn ten_thousand_ingresses_import_in_one_pass() {
+    // The shape of `kubectl get ingress -A -o yaml`: a List. 4,000 pairs, and
+    // 2,000 bad Ingresses (each an error to locate: the old import re-parsed the
+    // whole file for every one).
+    let mut y = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    let item = |name: &str, host: &str, service: &str, annotations: &str| {
+        format!("- apiVersion: networking.k8s.io/v1\n  kind: Ingress\n  metadata:\n    name: {name}\n    namespace: shop\n    annotations: {{{annotations}}}\n  spec:\n    rules:\n    - host: {host}\n      http:\n        paths:\n        - path: /\n          pathType: Prefix\n          backend:\n            service: {{name: {service}, port: {{number: 80}}}}\n")
+    };
+    for n in 0..4_000 {
+        let host = format!("h{n}.example.com");
+        y += &item(&format!("m{n}"), &host, "web", "");
+        y += &item(
+            &format!("c{n}"),
+            &host,
+            "web-v2",
+            "nginx.ingress.kubernetes.io/canary: \"true\", nginx.ingress.kubernetes.io/canary-weight: \"5\"",
         );
     }
-    // 100 % lands on the canary, with the probability in the trace.
-    let i = import("weight-all", &pair(&[("canary-weight", "100")]));
-    lands(&i.yaml, &[], "new", "weight");
-}
-
-#[test]
-fn a_canary_without_a_main_ingress_gets_nothing() {
-    let input =
-        ingress("lonely", "other.example.com", "/", "lonely-v2", &[("canary", "true"), ("canary-weight", "50")]);
-    let i = import("lonely", &input);
-    assert_eq!(i.status, 0);
-    let text = std::fs::read_to_string(&i.yaml).unwrap();
-    assert!(text.contains("services: []"), "{text}");
-    assert!(
-        i.report.contains(
-            "no main Ingress serves host other.example.com path /: ingress-nginx sends this canary nothing there"
-        ),
-        "{}",
-        i.report
-    );
-    passes_check(&i.yaml);
-}
-
-#[test]
-fn canary_not_true_is_a_plain_ingress() {
-    let input = format!(
-        "{}---\n{}",
-        ingress("web", "shop.example.com", "/", "web", &[]),
-        ingress("web-canary", "shop.example.com", "/", "web-v2", &[("canary", "false"), ("canary-weight", "50")])
-    );
-    let i = import("not-canary", &input);
-    assert!(std::fs::read_to_string(&i.yaml).unwrap().contains("services: []"));
-}
-
-#[test]
-fn paths_that_differ_need_locations() {
-    let main = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web, namespace: shop}\nspec:\n  rules:\n  - host: shop.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {number: 8080}}}}\n";
-    let canary =
-        ingress("api-canary", "shop.example.com", "/api", "api-v2", &[("canary", "true"), ("canary-weight", "10")]);
-    // As `kubectl get ingress -A -o yaml` prints them: a List.
-    let list = format!("apiVersion: v1\nkind: List\nitems:\n{}{}", indent_item(main), indent_item(&canary));
-    let i = import("paths", &list);
-    passes_check(&i.yaml);
-    let text = std::fs::read_to_string(&i.yaml).unwrap();
-    assert!(text.contains("old_backend: \"api.shop.svc.cluster.local:8080\""), "{text}");
-    assert!(text.contains("new_backend: \"api-v2.shop.svc.cluster.local:80\""), "{text}");
-    assert!(i.report.contains("location /api { migration on; migration_service shop-web;"), "{}", i.report);
-}
-
-fn indent_item(doc: &str) -> String {
-    let mut out = String::new();
-    for (k, line) in doc.lines().enumerate() {
-        out.push_str(if k == 0 { "- " } else { "  " });
-        out.push_str(line);
-        out.push('\n');
+    for n in 0..2_000 {
+        y += &item(&format!("bad{n}"), "bad host", "web", "");
     }
-    out
-}
-
-#[test]
-fn affinity_and_other_annotations_are_reported_not_mapped() {
-    let i = import(
-        "affinity",
-        &pair(&[
-            ("canary-weight", "30"),
-            ("affinity", "cookie"),
-            ("session-cookie-name", "route"),
-            ("rewrite-target", "/"),
-        ]),
-    );
-    assert!(
-        i.report
-            .contains("not mapped   shop/web-canary: nginx.ingress.kubernetes.io/affinity: session affinity (cookie)"),
-        "{}",
-        i.report
-    );
-    assert!(i.report.contains("use strategy: user with user_key: cookie:route"), "{}", i.report);
-    assert!(i.report.contains("nginx.ingress.kubernetes.io/rewrite-target: not a canary annotation"), "{}", i.report);
-    let json = bin()
-        .args(["import-ingress", "--format", "json"])
-        .arg(tmp("affinity.in.yaml", &pair(&[("canary-weight", "30"), ("affinity", "cookie")])))
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&json.stderr).unwrap();
-    assert!(v["mapped"].as_array().unwrap().iter().any(|m| m["annotation"] == "canary-weight"));
-    assert!(v["unmapped"].as_array().unwrap().iter().any(|m| m["annotation"] == "affinity"));
-    assert!(v["approximate"].is_array());
-}
-
-#[test]
-fn named_ports_are_reported() {
-    let input = pair(&[("canary-weight", "5")]).replacen("              number: 80\n", "              name: http\n", 1);
-    let i = import("named-port", &input);
-    passes_check(&i.yaml);
-    assert!(
-        i.report.contains("uses the named port \"http\": write its number in old_backend of shop-web"),
-        "{}",
-        i.report
-    );
+    let file = tmp("many.yaml", y.as_bytes());
+    let (out, took) = import_within(&file, Duration::from_secs(60));
+    let report = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report.matches("is not a host name").count(), 2_000);
+    assert!(report.contains("many.yaml:"), "errors are located");
+    let out = bin().args(["import-ingress", "--partial"]).arg(&file).output().unwrap();
+    assert_eq!(service_names(&out.stdout).len(), 4_000);
+    eprintln!("10,000 Ingresses ({} bytes): {took:?}", y.len());
 }

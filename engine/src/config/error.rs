@@ -71,7 +71,7 @@ const EXCERPT: usize = 24;
 
 /// `\n`, `\t`, `\r` and other control characters as escapes, so that a message is
 /// always one line of plain text.
-pub(crate) fn escape_controls(text: &str) -> String {
+pub fn escape_controls(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_owned();
     }

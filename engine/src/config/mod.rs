@@ -18,7 +18,7 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-pub use error::ConfigError;
+pub use error::{escape_controls, ConfigError};
 pub use values::*;
 
 /// A validated configuration file.

@@ -14,8 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// `NGINX_MIGRATION_BIN` runs the cases against another build (an older import).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nginx-migration"))
+    Command::new(std::env::var_os("NGINX_MIGRATION_BIN").unwrap_or(env!("CARGO_BIN_EXE_nginx-migration").into()))
 }
 
 fn dir() -> PathBuf {
@@ -687,6 +688,9 @@ fn every_case_routes_as_ingress_nginx_or_says_how_it_differs() {
         }
     }
     let reported = all.iter().filter(|c| c.reported).count();
+    for f in &failed {
+        eprintln!("FAILED {}", f.lines().next().unwrap_or(""));
+    }
     eprintln!("{} cases: {} agree with ingress-nginx, {reported} differ and say how", all.len(), all.len() - reported);
     assert!(all.len() >= 55, "the conformance set has {} cases", all.len());
     assert!(failed.is_empty(), "{} of {} cases fail:\n{}", failed.len(), all.len(), failed.join("\n"));

@@ -158,3 +158,75 @@ is($differ, 0, "explain = module: $same requests with target and rule equal, $we
 note(join ', ', map { "$_ $rules{$_}" } sort keys %rules);
 cmp_ok(scalar(keys %rules), '>=', 8, 'every rule occurred: ' . join(' ', sort keys %rules));
 is($same + $weight, scalar @requests, 'every request compared');
+
+
+
+=== TEST 2: what import-ingress writes routes in nginx as ingress-nginx routed the same Ingresses
+The Ingresses hold cases ingress-nginx reads its own way (balancer.lua,
+canary/main.go, controller.go): a header name with `_`, `canary: "True"` with a
+weight of `abc`, a pattern PCRE refuses, and a canary on one path of a Service
+that another path also uses. Each request's target is where ingress-nginx sends
+it (main = old), and explain must say the same.
+--- user_files
+>>> ingress.yaml
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: networking.k8s.io/v1, kind: Ingress, metadata: {name: a, namespace: t},
+   spec: {rules: [{host: a.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}]}}]}}
+- {apiVersion: networking.k8s.io/v1, kind: Ingress,
+   metadata: {name: a-canary, namespace: t, annotations: {nginx.ingress.kubernetes.io/canary: "true", nginx.ingress.kubernetes.io/canary-by-header: X_Canary}},
+   spec: {rules: [{host: a.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a2, port: {number: 80}}}}]}}]}}
+- {apiVersion: networking.k8s.io/v1, kind: Ingress, metadata: {name: b, namespace: t},
+   spec: {rules: [{host: b.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: b, port: {number: 80}}}}]}}]}}
+- {apiVersion: networking.k8s.io/v1, kind: Ingress,
+   metadata: {name: b-canary, namespace: t, annotations: {nginx.ingress.kubernetes.io/canary: "true", nginx.ingress.kubernetes.io/canary-by-header: X-Canary,
+     nginx.ingress.kubernetes.io/canary-by-header-pattern: "[][**da?$&*", nginx.ingress.kubernetes.io/canary-by-cookie: canary, nginx.ingress.kubernetes.io/canary-weight: "100"}},
+   spec: {rules: [{host: b.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: b2, port: {number: 80}}}}]}}]}}
+- {apiVersion: networking.k8s.io/v1, kind: Ingress, metadata: {name: c, namespace: t},
+   spec: {rules: [{host: c.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: c, port: {number: 80}}}}]}}]}}
+- {apiVersion: networking.k8s.io/v1, kind: Ingress,
+   metadata: {name: c-canary, namespace: t, annotations: {nginx.ingress.kubernetes.io/canary: "True", nginx.ingress.kubernetes.io/canary-weight: abc, nginx.ingress.kubernetes.io/canary-by-header: X-Beta}},
+   spec: {rules: [{host: c.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: c2, port: {number: 80}}}}]}}]}}
+- {apiVersion: networking.k8s.io/v1, kind: Ingress, metadata: {name: d, namespace: t},
+   spec: {rules: [{host: d.example.com, http: {paths: [{path: /a, pathType: Prefix, backend: {service: {name: d, port: {number: 80}}}},
+                                                       {path: /b, pathType: Prefix, backend: {service: {name: d, port: {number: 80}}}}]}}]}}
+- {apiVersion: networking.k8s.io/v1, kind: Ingress,
+   metadata: {name: d-canary, namespace: t, annotations: {nginx.ingress.kubernetes.io/canary: "true", nginx.ingress.kubernetes.io/canary-by-header: X-Canary}},
+   spec: {rules: [{host: d.example.com, http: {paths: [{path: /a, pathType: Prefix, backend: {service: {name: d2, port: {number: 80}}}}]}}]}}
+--- init
+my $dir = html_dir();
+system("$main::CLI import-ingress $dir/ingress.yaml > $dir/m.yaml 2> $dir/report.txt") == 0
+    or die "import-ingress failed: " . `cat $dir/report.txt`;
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- config
+    location / { migration on; return 200 "$migration_target|$migration_rule\n"; }
+--- request
+GET /
+--- check_eval
+my $yaml = html_dir() . '/m.yaml';
+# [host, path, [headers], where ingress-nginx sends it]
+my @cases = (
+    ['a.example.com', '/', ['X-Canary' => 'always'], 'new'],   # balancer.lua:232-234: X_Canary is read as X-Canary
+    ['a.example.com', '/', ['X-Canary' => 'never'], 'old'],
+    ['a.example.com', '/', [], 'old'],
+    ['b.example.com', '/', ['X-Canary' => 'always', 'Cookie' => 'canary=always'], 'old'],   # balancer.lua:246-249
+    ['b.example.com', '/', ['Cookie' => 'canary=never'], 'old'],
+    ['b.example.com', '/', [], 'new'],                          # weight 100
+    ['c.example.com', '/', ['X-Beta' => 'always'], 'new'],      # canary "True" (strconv.ParseBool)
+    ['c.example.com', '/', [], 'old'],                          # weight abc is 0 (canary/main.go:137)
+    ['d.example.com', '/b', ['X-Canary' => 'always'], 'new'],   # controller.go:1601: /b shares the canaried upstream
+    ['d.example.com', '/a', ['X-Canary' => 'never'], 'old'],
+);
+my $responses = http_requests_keepalive([map { ['GET', $_->[1], [Host => $_->[0], @{ $_->[2] }]] } @cases], timeout => 10);
+for my $i (0 .. $#cases) {
+    my ($host, $path, $headers, $expected) = @{ $cases[$i] };
+    my ($target) = split /\|/, $responses->[$i]{body} // '';
+    my %h = @$headers;
+    my @hdr = map { [$_, $h{$_}] } grep { $_ ne 'Cookie' } keys %h;
+    push @hdr, ['Cookie', $h{Cookie}] if exists $h{Cookie};
+    my $e = main::explain($yaml, { host => $host, headers => \@hdr, args => '', ip => '127.0.0.1' });
+    is($target, $expected, "nginx: $host$path " . join(' ', @$headers) . " -> $expected");
+    is($e->{target} // '', $expected, "explain: $host$path -> $expected");
+}

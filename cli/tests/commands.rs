@@ -402,3 +402,35 @@ fn diff_reports_services_added_and_removed_rules_reordered_and_a_strategy_change
         assert!((m[way].as_f64().unwrap() - 0.16).abs() < 1e-6, "{way}: {m}");
     }
 }
+
+/// A ramp's `start:` with an offset out of range (`+99:99`) or with a second
+/// sign (`+-1:00`) is refused where it is written, as nginx -t refuses it.
+#[test]
+fn check_refuses_a_ramp_start_whose_utc_offset_is_out_of_range() {
+    let with_start = |offset: &str| {
+        let text = yaml("20", "user", "").replace(
+            "hash_salt: \"\"}",
+            &format!(
+                "hash_salt: \"\", ramp: {{steps: [20, 50], every: 10m, start: \"2026-11-30T09:00:00{offset}\"}}}}"
+            ),
+        );
+        tmp("ramp-offset.yaml", text.as_bytes())
+    };
+    for good in ["Z", "+05:30", "-23:59", "-00:00"] {
+        assert_eq!(bin().arg("check").arg(with_start(good)).status().unwrap().code(), Some(0), "{good}");
+    }
+    for offset in ["+99:99", "+-1:00", "+24:00", "-05:60"] {
+        let file = with_start(offset);
+        let out = bin().arg("check").arg(&file).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{offset}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let expected = format!(
+            "nginx-migration: [emerg] {}:8:107: services[0].migration.ramp.start: must be a time such as \
+             2026-11-30T09:00:00Z, got \"2026-11-30T09:00:00{}…\": its UTC offset \"{offset}\" must be Z, +HH:MM \
+             or -HH:MM (hours 00 to 23, minutes 00 to 59)\n",
+            file.display(),
+            &offset[..5]
+        );
+        assert_eq!(stdout, expected, "{offset}");
+    }
+}

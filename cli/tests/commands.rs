@@ -434,3 +434,72 @@ fn check_refuses_a_ramp_start_whose_utc_offset_is_out_of_range() {
         assert_eq!(stdout, expected, "{offset}");
     }
 }
+
+/// `--header`, `--cookie` and `--args` are read as nginx reads a request, so
+/// explain decides what the module decides: the spaces around a header value
+/// are dropped (not a tab), a header name nginx drops is dropped (unless
+/// `--underscores-in-headers`), lines nginx answers with 400 are usage errors,
+/// the Cookie header goes through the module's cookie parser, and `#` ends `$args`.
+#[test]
+fn explain_reads_headers_cookies_and_args_as_nginx_does() {
+    let file = tmp(
+        "explain-parse.yaml",
+        b"services:
+  - name: api
+    old_host: api.example.com
+    old_backend: old:80
+    new_host: api.example.com
+    new_backend: new:80
+    migration: {percentage: 0}
+    canary:
+      header_rules:
+        - {header: X-Beta, value: \"on\", target: new}
+        - {header: X_Beta, value: \"on\", target: new}
+        - {cookie: canary, value: always, target: new}
+        - {arg: beta, value: \"1\", target: new}
+",
+    );
+    let explain = |args: &[&str]| {
+        bin()
+            .arg("explain")
+            .arg(&file)
+            .args(["--host", "api.example.com", "--format", "json"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // (target, the header rule that decided) for a request.
+    let decided = |args: &[&str]| {
+        let out = explain(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v = json(&out);
+        let rule = v["steps"].as_array().unwrap().iter().find(|s| s["matched"] == true && s["step"] != "service");
+        (v["target"].as_str().unwrap().to_owned(), rule.map(|s| s["step"].as_str().unwrap().to_owned()))
+    };
+    let header_rule = |i: usize| ("new".to_owned(), Some(format!("header_rules[{i}]")));
+    let no_rule = ("old".to_owned(), Some("weight".to_owned()));
+    assert_eq!(decided(&["--header", "X-Beta: on "]), header_rule(0), "a trailing space is not part of the value");
+    assert_eq!(decided(&["--header", "x-beta:   on"]), header_rule(0));
+    assert_eq!(decided(&["--header", "X-Beta: on\t"]), no_rule, "nginx keeps a tab");
+    // nginx leaves out a name with '_' unless underscores_in_headers is on.
+    let out = explain(&["--header", "X_Beta: on"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left out, as nginx leaves out a header whose name has '_'"));
+    assert_eq!(decided(&["--header", "X_Beta: on"]), no_rule);
+    assert_eq!(decided(&["--header", "X_Beta: on", "--underscores-in-headers"]), header_rule(1));
+    // nginx answers 400: the request never reaches the module. A usage error.
+    for bad in ["X Beta: on", "X-Beta : on", ": on", "X-Beta on"] {
+        let out = explain(&["--header", bad]);
+        assert_eq!(out.status.code(), Some(2), "--header {bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--header <NAME: VALUE>"), "{bad:?}");
+    }
+    // The Cookie header as the module reads it: its trailing space dropped as a
+    // header's, a space before the next cookie kept as $cookie_canary keeps it.
+    assert_eq!(decided(&["--cookie", "canary=always "]), header_rule(2));
+    assert_eq!(decided(&["--cookie", "canary=always ", "--cookie", "x=1"]), no_rule);
+    assert_eq!(decided(&["--header", "Cookie: a=1;canary=always"]), header_rule(2));
+    assert_eq!(explain(&["--cookie", "canary"]).status.code(), Some(2));
+    // $args ends at '#'; a space would end the request target.
+    assert_eq!(decided(&["--args", "?beta=1#top"]), header_rule(3));
+    assert_eq!(decided(&["--args", "BETA=1"]), header_rule(3), "argument names match case-insensitively");
+    assert_eq!(explain(&["--args", "beta=1 x"]).status.code(), Some(2));
+}

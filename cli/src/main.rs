@@ -73,6 +73,9 @@ Examples:
 FORMAT is the log_format string as written in nginx.conf. The variables $remote_addr, $host,
 $http_*, $cookie_*, $arg_*, $args, $request and $request_uri feed the decision; others are skipped.
 Fields must be written with nginx's default escaping (escape=default), as nginx does.
+A line longer than 64 KiB is counted as unparsed (it is never held in memory). LOG `-` reads
+stdin. A log that cannot be read to its end (a truncated .gz) is reported with where reading
+stopped; what was read is still counted and printed, and the exit status is 1.
 
 Examples:
   nginx-migration replay migration.yaml /var/log/nginx/access.log.1 /var/log/nginx/access.log.2.gz \\

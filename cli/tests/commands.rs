@@ -503,3 +503,165 @@ fn explain_reads_headers_cookies_and_args_as_nginx_does() {
     assert_eq!(decided(&["--args", "BETA=1"]), header_rule(3), "argument names match case-insensitively");
     assert_eq!(explain(&["--args", "beta=1 x"]).status.code(), Some(2));
 }
+
+/// replay with `LOG` on stdin, fed by the test while the binary runs; the
+/// JSON, stderr and exit status.
+fn replay_stdin(log_name: &str, input: Vec<u8>, extra: &[&str]) -> (Value, String, Option<i32>) {
+    use std::process::Stdio;
+    let config = tmp("pipe.yaml", yaml("20", "user", "").as_bytes());
+    let mut child = bin()
+        .arg("replay")
+        .arg(&config)
+        .arg(log_name)
+        .args(["--log-format", FORMAT, "--format", "json"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The binary may stop reading early (a usage error): that is its answer.
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (json(&out), String::from_utf8(out.stderr).unwrap(), out.status.code())
+}
+
+fn small_log() -> String {
+    (0..500).map(|u| log_line("8.8.8.8", "/", "curl", "api.example.com", &format!("user-{u}"))).collect()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A log read from a pipe, plain or gzip, is read whole: the gzip sniff hands
+/// back the bytes it read (they were lost: the first line never parsed, and
+/// `-` was a file name).
+#[test]
+fn replay_reads_a_pipe_plain_and_gzip() {
+    let log = small_log();
+    for (name, input) in [
+        ("-", log.clone().into_bytes()),
+        ("/dev/stdin", log.clone().into_bytes()),
+        ("-", gzip(log.as_bytes())),
+        ("/dev/stdin", gzip(log.as_bytes())),
+    ] {
+        let (v, stderr, code) = replay_stdin(name, input, &[]);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        assert_eq!((v["lines"].as_u64(), v["unparsed"].as_u64()), (Some(500), Some(0)), "{name}: {stderr}");
+        assert_eq!(v["services"]["api"]["users_by_rule"]["user_hash"], 500, "{name}");
+    }
+    // Fewer bytes than the gzip magic: one line of one byte, not in the format.
+    let (v, _, code) = replay_stdin("-", b"x".to_vec(), &[]);
+    assert_eq!((code, v["lines"].as_u64(), v["unparsed"].as_u64()), (Some(0), Some(1), Some(1)));
+}
+
+/// A truncated .gz no longer aborts the run: what was read is counted and
+/// printed, stderr says where the reading stopped, the other logs are read, and
+/// the exit status is 1.
+#[test]
+fn replay_counts_what_a_truncated_gz_held_and_exits_1() {
+    let log: String =
+        (0..20_000).map(|u| log_line("8.8.8.8", "/", "curl", "api.example.com", &format!("user-{u}"))).collect();
+    let gz = gzip(log.as_bytes());
+    let cut = tmp("cut.log.gz", &gz[..gz.len() / 2]);
+    let whole = tmp("whole.log", small_log().as_bytes());
+    let config = tmp("cut.yaml", yaml("20", "user", "").as_bytes());
+    let out = bin()
+        .arg("replay")
+        .arg(&config)
+        .arg(&cut)
+        .arg(&whole)
+        .args(["--log-format", FORMAT, "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let read = v["lines"].as_u64().unwrap() - 500;
+    assert!(read > 1000 && read < 20_000, "part of the cut log is counted: {read}");
+    let said = format!("{}: reading stopped after line {}", cut.display(), grouped(read));
+    assert!(stderr.contains(&said), "{said:?} in {stderr}");
+    assert!(stderr.contains("of the log, gunzipped)"), "{stderr}");
+    assert_eq!(v["unparsed"], 0, "the cut line is not counted");
+}
+
+/// 12345678 as "12,345,678", as replay prints counts.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A line longer than 64 KiB is counted as unparsed, and its length is not
+/// what replay needs in memory (a 2 GiB line took 2.1 GB).
+#[test]
+fn replay_counts_an_overlong_line_as_unparsed_without_holding_it() {
+    let normal = log_line("8.8.8.8", "/", "curl", "api.example.com", "alice");
+    let long = "x".repeat((1 << 20) + 64 * 1024);
+    let mut log = format!("{normal}{long}\n{normal}");
+    // A last line, without its newline, just over the limit.
+    log.push_str(&"y".repeat(64 * 1024 + 1));
+    let path = tmp("long-lines.log", log.as_bytes());
+    let config = tmp("long-lines.yaml", yaml("20", "user", "").as_bytes());
+    let out = bin().arg("replay").arg(&config).arg(&path).args(["--log-format", FORMAT, "--format", "json"]).output();
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!((v["lines"].as_u64(), v["unparsed"].as_u64()), (Some(4), Some(2)));
+    assert_eq!(v["services"]["api"]["users_by_rule"]["user_list"], 1);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(":2: 1,114,112 bytes, longer than the 65,536 a line may have: xxx"), "{stderr}");
+    assert!(stderr.contains(":4: 65,537 bytes, longer than the 65,536 a line may have: yyy"), "{stderr}");
+}
+
+/// The peak memory of replay reading a 64 MiB line from a pipe stays far below
+/// 64 MiB (Linux: VmHWM of /proc, sampled once everything was written).
+#[cfg(target_os = "linux")]
+#[test]
+fn replay_memory_does_not_follow_the_longest_line() {
+    use std::process::Stdio;
+    let config = tmp("memory.yaml", yaml("20", "user", "").as_bytes());
+    let mut child = bin()
+        .arg("replay")
+        .arg(&config)
+        .arg("/dev/stdin")
+        .args(["--log-format", FORMAT, "--format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..64 {
+        stdin.write_all(&chunk).unwrap();
+    }
+    stdin.write_all(b"\n").unwrap();
+    // All but the pipe's own buffer has been read by now; whatever replay holds
+    // for the line, it holds it now.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(json(&out)["unparsed"], 1);
+    assert!(peak_kib < 32 * 1024, "replay peaked at {peak_kib} KiB for a 64 MiB line");
+}

@@ -37,6 +37,15 @@ pub struct Args {
     /// A second YAML file: also count the requests and users that would move between the two.
     #[arg(long, value_name = "OTHER")]
     against: Option<PathBuf>,
+    /// The Host of every request whose line names none: all of them when FORMAT has
+    /// neither $host nor $http_host (nginx's `combined` has neither), else those
+    /// whose field is empty or `-`.
+    #[arg(long, value_name = "H", conflicts_with = "service")]
+    host: Option<String>,
+    /// Decide every line for this service, whatever its Host, as a location with
+    /// `migration_service NAME` does.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
     /// Print at most this many unparsable lines (all are counted).
     #[arg(long, default_value_t = 10, value_name = "N")]
     show_unparsed: usize,
@@ -100,6 +109,8 @@ fn user_hash(bytes: &[u8]) -> u64 {
 struct Replayer<'c> {
     config: &'c CompiledConfig,
     against: Option<&'c CompiledConfig>,
+    /// `--service`: the service of every line, in `config` and in `against`.
+    service: Option<(ServiceChoice<'static>, ServiceChoice<'static>)>,
     format: LogFormat,
     totals: Totals,
     show_unparsed: usize,
@@ -135,7 +146,8 @@ impl Replayer<'_> {
         }
         let request = self.format.view(line, &self.fields, &self.scratch);
         // The draw is never used: weight decisions count as expected values.
-        let d = decide(self.config, ServiceChoice::Auto, &request, &mut || 0);
+        let (choice, other_choice) = self.service.unwrap_or((ServiceChoice::Auto, ServiceChoice::Auto));
+        let d = decide(self.config, choice, &request, &mut || 0);
         let (Some(index), Some(p)) = (d.service, new_share(self.config, &d)) else {
             self.totals.unmatched += 1;
             return;
@@ -147,7 +159,7 @@ impl Replayer<'_> {
         stats.rules[d.rule.index()] += 1;
         let (mut up, mut down) = (0.0, 0.0);
         if let Some(other) = self.against {
-            let e = decide(other, ServiceChoice::Auto, &request, &mut || 0);
+            let e = decide(other, other_choice, &request, &mut || 0);
             if let Some(q) = new_share(other, &e) {
                 // One coin per request for both files: what the change itself moves.
                 up = (q - p).max(0.0);
@@ -301,17 +313,49 @@ fn progress_bar(args: &Args) -> ProgressBar {
     bar
 }
 
+/// `--service NAME` as the service at its index of `config` (read from `file`).
+fn service_named(config: &CompiledConfig, file: &Path, name: &str) -> Result<ServiceChoice<'static>, Failed> {
+    match config.services.iter().position(|s| s.name == name) {
+        Some(index) => Ok(ServiceChoice::Index(index as u32)),
+        None => {
+            let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+            Err(Failed(Some(format!(
+                "--service {name:?}: {} has no such service (it has {})",
+                file.display(),
+                names.join(", ")
+            ))))
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<(), Failed> {
-    let format = LogFormat::parse(&args.log_format).map_err(|e| Failed(Some(format!("--log-format: {e}"))))?;
-    if !format.has_host() {
-        eprintln!("nginx-migration: warning: the log format has neither $host nor $http_host: no line can match a service by its Host");
+    let mut format = LogFormat::parse(&args.log_format).map_err(|e| Failed(Some(format!("--log-format: {e}"))))?;
+    if let Some(host) = &args.host {
+        format.set_default_host(host.as_bytes());
+    }
+    if !format.has_host() && args.host.is_none() && args.service.is_none() {
+        eprintln!(
+            "nginx-migration: warning: the log format has neither $host nor $http_host: no line can match a \
+             service by its Host (--host H or --service NAME says whose requests the log holds)"
+        );
     }
     let config = crate::explain::load(&args.file)?;
     let against = args.against.as_deref().map(crate::explain::load).transpose()?;
+    let service = match &args.service {
+        Some(name) => Some((
+            service_named(&config, &args.file, name)?,
+            match (&against, &args.against) {
+                (Some(other), Some(file)) => service_named(other, file, name)?,
+                _ => ServiceChoice::Auto,
+            },
+        )),
+        None => None,
+    };
     let progress = progress_bar(&args);
     let mut r = Replayer {
         config: &config,
         against: against.as_ref(),
+        service,
         format,
         totals: Totals {
             services: config.services.iter().map(|_| ServiceStats::default()).collect(),
@@ -356,6 +400,20 @@ pub fn run(args: Args) -> Result<(), Failed> {
     }
     for problem in &incomplete {
         eprintln!("nginx-migration: {problem}");
+    }
+    let parsed = totals.lines - totals.unparsed;
+    if parsed > 0 && totals.unmatched == parsed {
+        match &args.host {
+            Some(host) => eprintln!(
+                "nginx-migration: no line was for a service: neither the hosts the lines name nor --host {host:?} \
+                 is one that a service of {} serves",
+                args.file.display()
+            ),
+            None => eprintln!(
+                "nginx-migration: no line named a host that a service serves; logs without $host need --host or \
+                 --service"
+            ),
+        }
     }
     match args.format {
         Format::Json => print_json(&config, &totals, against.is_some()),

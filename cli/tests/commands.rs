@@ -665,3 +665,107 @@ fn replay_memory_does_not_follow_the_longest_line() {
     assert_eq!(json(&out)["unparsed"], 1);
     assert!(peak_kib < 32 * 1024, "replay peaked at {peak_kib} KiB for a 64 MiB line");
 }
+
+/// Debian's default log is nginx's `combined`, which has no Host: every line
+/// was "for no service", silently. `--host` names the Host of lines that name
+/// none, `--service` decides every line for one service, and stderr says when
+/// no line was for any service.
+#[test]
+fn replay_of_a_log_without_host_takes_host_or_service() {
+    let combined =
+        |ip: &str| format!("{ip} - - [27/Nov/2026:10:00:00 +0000] \"GET /?x=1 HTTP/1.1\" 200 12 \"-\" \"curl\"\n");
+    let log: String = (0..100).map(|i| combined(&format!("10.9.0.{i}"))).collect();
+    let path = tmp("combined.log", log.as_bytes());
+    let config = tmp("combined.yaml", yaml("20", "ip", "").as_bytes());
+    let replay = |log: &PathBuf, format: &str, extra: &[&str]| {
+        let out = bin()
+            .arg("replay")
+            .arg(&config)
+            .arg(log)
+            .args(["--log-format", format, "--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stderr.clone()).unwrap(), out)
+    };
+    let (code, stderr, out) = replay(&path, "combined", &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(json(&out)["unmatched"], 100);
+    assert!(
+        stderr.contains("no line named a host that a service serves; logs without $host need --host or --service"),
+        "{stderr}"
+    );
+    for extra in [&["--host", "API.example.com"][..], &["--service", "api"]] {
+        let (code, stderr, out) = replay(&path, "combined", extra);
+        assert_eq!(code, Some(0), "{extra:?}: {stderr}");
+        let v = json(&out);
+        assert_eq!(
+            (v["unmatched"].as_u64(), v["services"]["api"]["users_by_rule"]["ip_hash"].as_u64()),
+            (Some(0), Some(100))
+        );
+        assert!(!stderr.contains("no line"), "{extra:?}: {stderr}");
+    }
+    // A host nothing serves: said, with the --host given.
+    let (_, stderr, _) = replay(&path, "combined", &["--host", "nowhere.example"]);
+    assert!(stderr.contains("nor --host \"nowhere.example\" is one that a service of"), "{stderr}");
+    // With $host in the format, --host fills only the lines whose field is '-';
+    // a line naming another host stays that host's.
+    let with_host = format!("{} $host", logformat_combined());
+    let lines = [("10.9.1.1", "api.example.com"), ("10.9.1.2", "-"), ("10.9.1.3", "other.example")];
+    let log: String = lines.iter().map(|(ip, host)| format!("{} {host}\n", combined(ip).trim_end())).collect();
+    let hosted = tmp("combined-host.log", log.as_bytes());
+    let (_, _, out) = replay(&hosted, &with_host, &["--host", "api.example.com"]);
+    let v = json(&out);
+    assert_eq!(
+        (v["unmatched"].as_u64(), v["services"]["api"]["users_by_rule"]["ip_hash"].as_u64()),
+        (Some(1), Some(2))
+    );
+    // --service decides every line for the service, whatever its host.
+    let (_, _, out) = replay(&hosted, &with_host, &["--service", "api"]);
+    assert_eq!(json(&out)["services"]["api"]["users_by_rule"]["ip_hash"], 3);
+    // Both at once: a usage error; a service the file lacks: refused.
+    assert_eq!(replay(&path, "combined", &["--host", "a", "--service", "api"]).0, Some(2));
+    let (code, stderr, _) = replay(&path, "combined", &["--service", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--service \"nope\":") && stderr.contains("has no such service (it has api)"), "{stderr}");
+}
+
+/// --service with --against: the same service in both files.
+#[test]
+fn replay_service_against_another_file_counts_moves() {
+    let log: String = (0..2000)
+        .map(|i| {
+            format!(
+                "198.51.{}.{} - - [27/Nov/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"c\"\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let path = tmp("combined-against.log", log.as_bytes());
+    let low = tmp("combined-low.yaml", yaml("20", "ip", "").as_bytes());
+    let high = tmp("combined-high.yaml", yaml("30", "ip", "").as_bytes());
+    let out = bin()
+        .arg("replay")
+        .arg(&low)
+        .arg(&path)
+        .args(["--log-format", "combined", "--format", "json", "--service", "api", "--against"])
+        .arg(&high)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let api = &json(&out)["services"]["api"];
+    let up = (0..2000)
+        .filter(|i| {
+            let h = nginx_murmur2(format!("198.51.{}.{}", i / 250, i % 250 + 1).as_bytes());
+            admits(3000, h) && !admits(2000, h)
+        })
+        .count();
+    assert_eq!(api["moved"]["users"]["old_to_new"], up as u64);
+    assert_eq!(api["moved"]["users"]["new_to_old"], 0);
+}
+
+/// nginx's predefined `combined` format, written out.
+fn logformat_combined() -> &'static str {
+    r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#
+}

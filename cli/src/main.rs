@@ -87,7 +87,7 @@ Examples:
   nginx-migration replay today.yaml access.log --log-format combined --host api.example.com --against tomorrow.yaml
   zcat /var/log/nginx/api.access.log.*.gz | nginx-migration replay migration.yaml - --log-format combined --service api")]
     Replay(replay::Args),
-    /// Shows what changes between two files, and the share of users that moves each way.
+    /// Shows what changes between two files, what happens to each ramp, and the share of users that moves each way.
     #[command(after_help = "\
 Examples:
   nginx-migration diff migration.yaml migration.yaml.new

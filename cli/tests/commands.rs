@@ -769,3 +769,205 @@ fn replay_service_against_another_file_counts_moves() {
 fn logformat_combined() -> &'static str {
     r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#
 }
+
+/// A service with `migration.ramp` (and anything else of `migration:`).
+fn ramped(ramp: &str) -> String {
+    format!(
+        "services:
+  - name: api
+    old_host: api.example.com
+    old_backend: api-old:80
+    new_host: api.example.com
+    new_backend: api-new:80
+    migration: {{strategy: user, ramp: {ramp}}}
+"
+    )
+}
+
+fn diff_text(a: &str, b: &str) -> String {
+    // Tests run in parallel: each pair of files has names of its own.
+    static PAIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let pair = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (a, b) = (tmp(&format!("diff-{pair}-a.yaml"), a.as_bytes()), tmp(&format!("diff-{pair}-b.yaml"), b.as_bytes()));
+    let out = bin().arg("diff").arg(&a).arg(&b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A changed ramp restarts in the module (a service at 100 % drops to its first
+/// step): diff says every ramp field that changed and what the publication does
+/// to the ramp, decided by the module's own publication code and fingerprints.
+#[test]
+fn diff_reports_ramp_changes_and_whether_the_ramp_restarts() {
+    let base = "{steps: [5, 25, 100], every: 4h}";
+    for (new, field) in [
+        ("{steps: [5, 50, 100], every: 4h}", "  migration.ramp.steps: [5, 25, 100] -> [5, 50, 100]\n"),
+        ("{steps: [5, 25, 100], every: 2h}", "  migration.ramp.every: 4h -> 2h\n"),
+        ("{steps: [5, 25, 100], every: 4h, on_failure: hold}", "  migration.ramp.on_failure: rollback -> hold\n"),
+        (
+            "{steps: [5, 25, 100], every: 4h, gate: {max_error_rate: 1%}}",
+            "  migration.ramp.gate: none -> {max_error_rate: 1%}\n",
+        ),
+    ] {
+        let text = diff_text(&ramped(base), &ramped(new));
+        assert!(text.contains(field), "{new}: {text}");
+        assert!(
+            text.contains("  ramp: restarts at step 1 of 3 (5 %), wherever it stood: a ramp that had reached 100 % drops to 5 %\n"),
+            "{new}: {text}"
+        );
+        assert!(!text.contains("no changes"), "{text}");
+    }
+    // A gate limit changed inside a gate.
+    let text = diff_text(
+        &ramped("{steps: [5, 100], every: 4h, gate: {max_error_rate: 1%, max_p99: 800ms}}"),
+        &ramped("{steps: [5, 100], every: 4h, gate: {max_error_rate: 0.5%, max_p99: 800ms}}"),
+    );
+    assert!(text.contains("  migration.ramp.gate.max_error_rate: 1% -> 0.5%\n"), "{text}");
+    // A start in the past: the wall clock says which step.
+    let text = diff_text(&ramped(base), &ramped("{steps: [5, 25, 100], every: 4h, start: \"2020-01-01T00:00:00Z\"}"));
+    assert!(text.contains("  migration.ramp.start: none -> 2020-01-01T00:00:00Z\n"), "{text}");
+    assert!(text.contains("  ramp: restarts at step 3 of 3 (100 %), on the wall clock"), "{text}");
+    // A start in the future: scheduled.
+    let text = diff_text(&ramped(base), &ramped("{steps: [5, 25, 100], every: 4h, start: \"2999-01-01T00:00:00Z\"}"));
+    assert!(
+        text.contains("  ramp: restarts scheduled: 0 % until 2999-01-01T00:00:00Z, then step 1 of 3 (5 %)"),
+        "{text}"
+    );
+    // Only the salt changes: the ramp keeps its position, except a stopped one.
+    let salted = ramped(base).replace("strategy: user,", "strategy: user, hash_salt: v2,");
+    let text = diff_text(&ramped(base), &salted);
+    assert!(text.contains("  migration.hash_salt: \"\" -> \"v2\"\n"), "{text}");
+    assert!(
+        text.contains(
+            "  ramp: keeps its position (a held or rolled-back ramp starts again at step 1 of 3 (5 %): its \
+             migration block or backends change)\n"
+        ),
+        "{text}"
+    );
+    // With a start long past, a stopped ramp starts again where the wall clock says.
+    let started = "{steps: [5, 25, 100], every: 4h, start: \"2020-01-01T00:00:00Z\"}";
+    let text =
+        diff_text(&ramped(started), &ramped(started).replace("strategy: user,", "strategy: user, hash_salt: v2,"));
+    assert!(
+        text.contains("  ramp: keeps its position (a held or rolled-back ramp starts again at step 3 of 3 (100 %), on the wall clock"),
+        "{text}"
+    );
+    // enabled: false keeps the ramp where it stands, frozen.
+    let text = diff_text(&ramped(base), &ramped(base).replace("strategy: user,", "enabled: false, strategy: user,"));
+    assert!(text.contains("  migration.enabled: true -> false\n"), "{text}");
+    assert!(text.contains("change); enabled: false freezes it where it stands\n"), "{text}");
+    // Added and removed.
+    let plain = ramped(base).replace(&format!("ramp: {base}"), "percentage: 5");
+    let text = diff_text(&plain, &ramped(base));
+    assert!(text.contains("  migration.ramp: none -> {steps: [5, 25, 100], every: 4h}\n"), "{text}");
+    assert!(text.contains("  ramp: starts at step 1 of 3 (5 %)"), "{text}");
+    let text = diff_text(&ramped(base), &plain);
+    assert!(text.contains("  ramp: ends: the file's percentage, 5 %, is in force from the publication"), "{text}");
+    // The same ramp: no changes at all.
+    assert_eq!(diff_text(&ramped(base), &ramped(base)), "no changes\n");
+
+    // JSON: the existing keys stay, "ramp" is added.
+    let (a, b) = (
+        tmp("ramp-json-a.yaml", ramped(base).as_bytes()),
+        tmp("ramp-json-b.yaml", ramped("{steps: [5, 50, 100], every: 4h}").as_bytes()),
+    );
+    let v = json(&bin().args(["diff", "--format", "json"]).arg(&a).arg(&b).output().unwrap());
+    let api = &v["services"]["api"];
+    for key in ["changed", "fields", "rules", "listed_users", "moves"] {
+        assert!(api.get(key).is_some(), "{key}: {api}");
+    }
+    assert_eq!(api["changed"], true);
+    let ramp = &api["ramp"];
+    assert_eq!(
+        (ramp["effect"].as_str(), ramp["step"].as_u64(), ramp["steps"].as_u64(), ramp["percentage"].as_f64()),
+        (Some("restarts"), Some(1), Some(3), Some(5.0)),
+        "{ramp}"
+    );
+    assert_eq!(ramp["state"], "ramping");
+}
+
+/// Changes of routing that diff did not see: a rule or a user list that differs
+/// only after the 160 characters a line shows, and `fallback`.
+#[test]
+fn diff_sees_changes_past_the_shown_text_and_in_fallback() {
+    let users = |last: &str| {
+        let mut list: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+        list.push(last.to_owned());
+        format!("[{}]", list.join(", "))
+    };
+    let from = |last: &str| {
+        let mut list: Vec<String> = (0..20).map(|i| format!("10.{i}.0.0/16")).collect();
+        list.push(last.to_owned());
+        format!("[{}]", list.join(", "))
+    };
+    let file = |user: &str, net: &str, fallback: &str| {
+        format!(
+            "services:
+  - name: api
+    old_host: api.example.com
+    old_backend: api-old:80
+    new_host: api.example.com
+    new_backend: api-new:80
+    migration: {{strategy: user, percentage: 20}}
+    canary:
+      header_rules:
+        - {{header: X-Beta, value: \"1\", target: new, from: {}}}
+      ip_rules:
+        - {{cidrs: {}, target: old}}
+      user_rules:
+        - {{users: {}, target: new}}
+{fallback}",
+            from(net),
+            from(net),
+            users(user)
+        )
+    };
+    let a = file("zed", "192.168.0.0/16", "    fallback: {failures: 3}\n");
+    let text = diff_text(&a, &file("zed", "172.16.0.0/12", "    fallback: {failures: 3}\n"));
+    assert!(text.contains("  header_rules: - [0]"), "{text}");
+    assert!(text.contains("  ip_rules: + [0]"), "{text}");
+    let text = diff_text(&a, &file("zoe", "192.168.0.0/16", "    fallback: {failures: 3}\n"));
+    assert!(text.contains("  user_rules: - [0]"), "{text}");
+    let text = diff_text(&a, &file("zed", "192.168.0.0/16", "    fallback: {failures: 5, cooldown: 1m}\n"));
+    assert!(text.contains("  fallback: {failures: 3, statuses: [502, 503, 504], cooldown: 30s} -> {failures: 5, statuses: [502, 503, 504], cooldown: 1m}\n"), "{text}");
+    let text = diff_text(&a, &file("zed", "192.168.0.0/16", ""));
+    assert!(text.contains("  fallback: {failures: 3, statuses: [502, 503, 504], cooldown: 30s} -> none\n"), "{text}");
+    // Every other field that routes a request.
+    for (from, to, line) in [
+        (
+            "old_host: api.example.com",
+            "hosts: [api.example.com, www.example.com]\n    old_host: api.example.com",
+            "  hosts: [api.example.com] -> [api.example.com, www.example.com]\n",
+        ),
+        (
+            "new_backend: api-new:80",
+            "new_backend: https://api-new:80",
+            "  new_backend: http://api-new:80 -> https://api-new:80\n",
+        ),
+        (
+            "old_backend: api-old:80",
+            "old_backend: api-old2:80",
+            "  old_backend: http://api-old:80 -> http://api-old2:80\n",
+        ),
+        (
+            "new_host: api.example.com",
+            "new_host: api.new.example.com",
+            "  new_host: api.example.com -> api.new.example.com\n",
+        ),
+        ("{strategy: user,", "{enabled: false, strategy: user,", "  migration.enabled: true -> false\n"),
+        (
+            "{strategy: user,",
+            "{user_key: \"cookie:uid\", strategy: user,",
+            "  migration.user_key: header:x-user-id -> cookie:uid\n",
+        ),
+        ("{strategy: user,", "{hash_salt: s, strategy: user,", "  migration.hash_salt: \"\" -> \"s\"\n"),
+        (
+            "value: \"1\", target: new",
+            "value: \"2\", target: new",
+            "  header_rules: + [0] {header: x-beta, value: \"2\"",
+        ),
+    ] {
+        let text = diff_text(&a, &a.replacen(from, to, 1));
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+}

@@ -5,9 +5,14 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use migration_engine::config::{self, Config, HeaderMatch, HeaderRule, IpRule, Service, Strategy, UserKey, UserRule};
+use migration_engine::config::ramp::{Gate, OnFailure, Ramp};
+use migration_engine::config::{
+    self, Config, Fallback, HeaderMatch, HeaderRule, IpRule, Service, Strategy, UserKey, UserRule,
+};
 use migration_engine::hash::Threshold;
+use migration_engine::ramp::{Publication, RampCells, RampState};
 use migration_engine::trace::percentage_text;
+use migration_engine::{CompiledConfig, CompiledService};
 use serde_json::{json, Value};
 
 use crate::{Failed, Format};
@@ -32,6 +37,9 @@ fn list<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
     format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", "))
 }
 
+/// A rule as text, whole: two rules are the same rule when their texts are
+/// equal, so the text must not be cut (a list of users or networks that differs
+/// only past what a line shows is still a change). [`cut`] is for display.
 fn header_rule(r: &HeaderRule) -> String {
     let matcher = match &r.matcher {
         HeaderMatch::Value(v) => format!("value: {v:?}"),
@@ -40,15 +48,15 @@ fn header_rule(r: &HeaderRule) -> String {
         HeaderMatch::Present(p) => format!("present: {p}"),
     };
     let from = r.from.as_ref().map_or(String::new(), |f| format!(", from: {}", list(f, |c| c.0.to_string())));
-    cut(format!("{{{}: {}, {matcher}, target: {}{from}}}", r.source.kind(), r.source.name(), r.target.as_str()))
+    format!("{{{}: {}, {matcher}, target: {}{from}}}", r.source.kind(), r.source.name(), r.target.as_str())
 }
 
 fn ip_rule(r: &IpRule) -> String {
-    cut(format!("{{cidrs: {}, target: {}}}", list(&r.cidrs, |c| c.0.to_string()), r.target.as_str()))
+    format!("{{cidrs: {}, target: {}}}", list(&r.cidrs, |c| c.0.to_string()), r.target.as_str())
 }
 
 fn user_rule(r: &UserRule) -> String {
-    cut(format!("{{users: {}, target: {}}}", list(&r.users, |u| format!("{:?}", u.0)), r.target.as_str()))
+    format!("{{users: {}, target: {}}}", list(&r.users, |u| format!("{:?}", u.0)), r.target.as_str())
 }
 
 /// Added, removed and reordered entries between two lists of rules (as text).
@@ -63,9 +71,9 @@ fn diff_lists(old: &[String], new: &[String]) -> ListDiff {
     let old_set: HashSet<&String> = old.iter().collect();
     let new_set: HashSet<&String> = new.iter().collect();
     let added =
-        new.iter().enumerate().filter(|(_, r)| !old_set.contains(r)).map(|(i, r)| format!("[{i}] {r}")).collect();
+        new.iter().enumerate().filter(|(_, r)| !old_set.contains(r)).map(|(i, r)| cut(format!("[{i}] {r}"))).collect();
     let removed =
-        old.iter().enumerate().filter(|(_, r)| !new_set.contains(r)).map(|(i, r)| format!("[{i}] {r}")).collect();
+        old.iter().enumerate().filter(|(_, r)| !new_set.contains(r)).map(|(i, r)| cut(format!("[{i}] {r}"))).collect();
     // Rules in both whose relative order changed: those outside a longest
     // common subsequence of the two orders (first match wins, so order matters).
     let a: Vec<&String> = old.iter().filter(|r| new_set.contains(r)).collect();
@@ -96,7 +104,7 @@ fn diff_lists(old: &[String], new: &[String]) -> ListDiff {
             let from = old.iter().position(|o| o == *r).unwrap_or(0);
             let to = new.iter().position(|o| o == *r).unwrap_or(0);
             let _ = j;
-            reordered.push(format!("[{from}] -> [{to}] {r}"));
+            reordered.push(cut(format!("[{from}] -> [{to}] {r}")));
         }
     } else if a != b {
         reordered.push(format!("{} rules changed order (too many to align)", a.len()));
@@ -195,12 +203,13 @@ fn moves(old: &Service, new: &Service) -> Moves {
     }
 }
 
-/// Field-by-field changes of a service, as `field: old -> new`.
+/// Field-by-field changes of a service, as `field: old -> new`: every field
+/// that changes where a request goes (names and `hosts_given` do not).
 fn field_changes(a: &Service, b: &Service) -> Vec<String> {
     let mut out = Vec::new();
     let mut check = |name: &str, x: String, y: String| {
         if x != y {
-            out.push(format!("{name}: {x} -> {y}"));
+            out.push(format!("{name}: {} -> {}", cut(x), cut(y)));
         }
     };
     check("hosts", list(&a.hosts, |h| h.0.clone()), list(&b.hosts, |h| h.0.clone()));
@@ -221,8 +230,204 @@ fn field_changes(a: &Service, b: &Service) -> Vec<String> {
     check("migration.percentage", percentage_text(a.migration.percentage.0), percentage_text(b.migration.percentage.0));
     check("migration.user_key", key_text(&a.migration.user_key), key_text(&b.migration.user_key));
     check("migration.hash_salt", format!("{:?}", a.migration.hash_salt), format!("{:?}", b.migration.hash_salt));
-    check("fallback", format!("{:?}", a.fallback), format!("{:?}", b.fallback));
+    match (&a.migration.ramp, &b.migration.ramp) {
+        (Some(x), Some(y)) => {
+            check("migration.ramp.steps", steps_text(x), steps_text(y));
+            check("migration.ramp.every", duration_text(x.every_ms), duration_text(y.every_ms));
+            let start = |r: &Ramp| r.start_ms.map_or("none".to_owned(), time_text);
+            check("migration.ramp.start", start(x), start(y));
+            match (&x.gate, &y.gate) {
+                (Some(g), Some(h)) => {
+                    for ((limit, old), (_, new)) in gate_limits(g).into_iter().zip(gate_limits(h)) {
+                        let text = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+                        check(&format!("migration.ramp.gate.{limit}"), text(old), text(new));
+                    }
+                }
+                (g, h) => check("migration.ramp.gate", gate_text(g.as_ref()), gate_text(h.as_ref())),
+            }
+            check("migration.ramp.on_failure", x.on_failure.as_str().into(), y.on_failure.as_str().into());
+        }
+        (x, y) => check("migration.ramp", ramp_text(x.as_ref()), ramp_text(y.as_ref())),
+    }
+    check("fallback", fallback_text(a.fallback.as_ref()), fallback_text(b.fallback.as_ref()));
     out
+}
+
+fn steps_text(r: &Ramp) -> String {
+    list(&r.steps, |bp| percentage_text(*bp))
+}
+
+/// Milliseconds in the largest unit that says them exactly, as the YAML writes them.
+fn duration_text(ms: u64) -> String {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms > 0 && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Unix milliseconds as RFC 3339 UTC, with milliseconds when there are some.
+fn time_text(ms: i64) -> String {
+    if ms < 0 {
+        return format!("{ms} ms from 1970-01-01T00:00:00Z");
+    }
+    let text = migration_engine::report::rfc3339(ms as u64 / 1000);
+    match ms % 1000 {
+        0 => text,
+        millis => format!("{}.{millis:03}Z", text.trim_end_matches('Z')),
+    }
+}
+
+/// A share (0.01) as the YAML's percent (`1%`).
+fn share_text(share: f64) -> String {
+    let text = format!("{:.6}", share * 100.0);
+    format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// The limits of a gate, named as in the YAML, with their values (None: not set).
+fn gate_limits(g: &Gate) -> [(&'static str, Option<String>); 5] {
+    [
+        ("min_requests", Some(g.min_requests.to_string())),
+        ("max_error_rate", g.max_error_rate.map(share_text)),
+        ("max_error_rate_vs_old", g.max_error_rate_vs_old.map(share_text)),
+        ("max_p99", g.max_p99_ms.map(duration_text)),
+        ("max_p99_vs_old", g.max_p99_vs_old.map(|r| r.to_string())),
+    ]
+}
+
+fn gate_text(g: Option<&Gate>) -> String {
+    let Some(g) = g else { return "none".to_owned() };
+    let set: Vec<String> = gate_limits(g)
+        .into_iter()
+        .filter(|(limit, _)| *limit != "min_requests" || g.min_requests > 0)
+        .filter_map(|(limit, value)| Some(format!("{limit}: {}", value?)))
+        .collect();
+    format!("{{{}}}", set.join(", "))
+}
+
+fn ramp_text(r: Option<&Ramp>) -> String {
+    let Some(r) = r else { return "none".to_owned() };
+    let mut text = format!("{{steps: {}, every: {}", steps_text(r), duration_text(r.every_ms));
+    if let Some(start) = r.start_ms {
+        text.push_str(&format!(", start: {}", time_text(start)));
+    }
+    if r.gate.is_some() {
+        text.push_str(&format!(", gate: {}", gate_text(r.gate.as_ref())));
+    }
+    if r.on_failure != OnFailure::default() {
+        text.push_str(&format!(", on_failure: {}", r.on_failure.as_str()));
+    }
+    text.push('}');
+    text
+}
+
+fn fallback_text(f: Option<&Fallback>) -> String {
+    let Some(f) = f else { return "none".to_owned() };
+    format!(
+        "{{failures: {}, statuses: {}, cooldown: {}}}",
+        f.failures,
+        list(&f.statuses, u16::to_string),
+        duration_text(f.cooldown_ms)
+    )
+}
+
+fn compiled_service<'c>(config: &'c CompiledConfig, name: &str) -> Option<&'c CompiledService> {
+    config.services.iter().find(|s| s.name == name)
+}
+
+/// What publishing the new file does to a service's ramp.
+struct RampEffect {
+    /// `starts`, `restarts`, `keeps_position` or `ends`.
+    effect: &'static str,
+    /// Where a ramp that (re)starts stands: step index, step count, percentage
+    /// in force, state.
+    position: Option<(usize, usize, u32, RampState)>,
+    /// A held or rolled-back ramp starts again though a moving one is kept.
+    stopped_restarts: bool,
+    note: String,
+}
+
+/// Decided by the module's own code: both configurations compiled (their ramp
+/// and outcome fingerprints), the old one published into fresh ramp cells at
+/// `now_ms` and then the new one, as a reload or a `watch=` publication does.
+fn ramp_effect(old: &CompiledService, new: &CompiledService, now_ms: u64) -> Option<RampEffect> {
+    if old.ramp.is_none() && new.ramp.is_none() {
+        return None;
+    }
+    let cells = RampCells::default();
+    cells.publish(old.ramp.as_ref(), old.ramp_fingerprint, old.outcome_fingerprint, old.enabled, now_ms);
+    let publication =
+        cells.publish(new.ramp.as_ref(), new.ramp_fingerprint, new.outcome_fingerprint, new.enabled, now_ms);
+    let freezing = match (old.enabled, new.enabled) {
+        (true, false) => "; enabled: false freezes it where it stands",
+        (false, true) => "; enabled: true thaws it (without start, the frozen time does not count toward every)",
+        _ => "",
+    };
+    Some(match (publication, new.ramp.as_ref()) {
+        (Publication::Started, Some(ramp)) => {
+            let effect = if old.ramp.is_some() { "restarts" } else { "starts" };
+            let (position, at) = position_after_start(&cells, ramp);
+            let mut note = format!("{effect} {at}");
+            let bp = position.2;
+            if let Some(last) = old.ramp.as_ref().and_then(|r| r.steps.last()).filter(|&&last| last > bp) {
+                note.push_str(&format!(
+                    ", wherever it stood: a ramp that had reached {} % drops to {} %",
+                    percentage_text(*last),
+                    percentage_text(bp)
+                ));
+            }
+            note.push_str(freezing);
+            RampEffect { effect, position: Some(position), stopped_restarts: false, note }
+        }
+        (Publication::Kept, Some(ramp)) => {
+            let stopped_restarts = old.outcome_fingerprint != new.outcome_fingerprint;
+            let mut note = "keeps its position".to_owned();
+            if stopped_restarts {
+                // Where a restart lands: the same publication into cells that hold no position.
+                let fresh = RampCells::default();
+                fresh.publish(Some(ramp), new.ramp_fingerprint, new.outcome_fingerprint, new.enabled, now_ms);
+                let (_, at) = position_after_start(&fresh, ramp);
+                note.push_str(&format!(
+                    " (a held or rolled-back ramp starts again {at}: its migration block or backends change)"
+                ));
+            }
+            note.push_str(freezing);
+            RampEffect { effect: "keeps_position", position: None, stopped_restarts, note }
+        }
+        _ => RampEffect {
+            effect: "ends",
+            position: None,
+            stopped_restarts: false,
+            note: format!(
+                "ends: the file's percentage, {} %, is in force from the publication",
+                percentage_text(new.percentage_bp)
+            ),
+        },
+    })
+}
+
+/// Where a ramp stands right after a publication started it (step index, step
+/// count, percentage in force, state), and that in words.
+fn position_after_start(cells: &RampCells, ramp: &Ramp) -> ((usize, usize, u32, RampState), String) {
+    let step = cells.step(ramp);
+    let state = cells.state().unwrap_or(RampState::Ramping);
+    let bp = cells.percentage_in_force().unwrap_or(0);
+    let steps = ramp.steps.len();
+    let words = match (state, ramp.start_ms) {
+        (RampState::Scheduled, Some(start)) => format!(
+            "scheduled: 0 % until {}, then step 1 of {steps} ({} %)",
+            time_text(start),
+            percentage_text(ramp.steps[0])
+        ),
+        (_, Some(_)) => format!(
+            "at step {} of {steps} ({} %), on the wall clock (start + {step} × every)",
+            step + 1,
+            percentage_text(bp)
+        ),
+        (_, None) => format!("at step {} of {steps} ({} %)", step + 1, percentage_text(bp)),
+    };
+    ((step, steps, bp, state), words)
 }
 
 /// Users listed by user_rules whose listed target changes (first rule wins).
@@ -256,6 +461,8 @@ fn listed_users(a: &Service, b: &Service) -> Vec<String> {
 pub fn run(old: &Path, new: &Path, format: Format) -> Result<(), Failed> {
     let a = parse(old)?;
     let b = parse(new)?;
+    let (compiled_a, compiled_b) = (CompiledConfig::compile(a.clone()), CompiledConfig::compile(b.clone()));
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let names = |c: &Config| c.services.iter().map(|s| s.name.0.clone()).collect::<Vec<_>>();
     let (an, bn) = (names(&a), names(&b));
     let added: Vec<&String> = bn.iter().filter(|n| !an.contains(n)).collect();
@@ -287,7 +494,27 @@ pub fn run(old: &Path, new: &Path, format: Format) -> Result<(), Failed> {
             &t.canary.user_rules.iter().map(user_rule).collect::<Vec<_>>(),
         );
         let users = listed_users(s, t);
-        let m = moves(s, t);
+        let mut m = moves(s, t);
+        let ramp = compiled_service(&compiled_a, &s.name.0)
+            .zip(compiled_service(&compiled_b, &s.name.0))
+            .and_then(|(x, y)| ramp_effect(x, y, now_ms));
+        if ramp.is_some() {
+            m.note.push_str(
+                "; these shares compare the files' percentages (a ramp's first step): the ramp line says what is in force",
+            );
+        }
+        let ramp_json = ramp.as_ref().map(|r| {
+            let position = r.position;
+            json!({
+                "effect": r.effect,
+                "step": position.map(|(step, ..)| step + 1),
+                "steps": position.map(|(_, steps, ..)| steps),
+                "percentage": position.map(|(_, _, bp, _)| f64::from(bp) / 100.0),
+                "state": position.map(|(.., state)| state.as_str()),
+                "held_or_rolled_back_restarts": r.stopped_restarts,
+                "note": r.note,
+            })
+        });
         let lists = [("header_rules", &hr), ("ip_rules", &ir), ("user_rules", &ur)];
         let unchanged = fields.is_empty()
             && lists.iter().all(|(_, d)| d.added.is_empty() && d.removed.is_empty() && d.reordered.is_empty());
@@ -304,6 +531,7 @@ pub fn run(old: &Path, new: &Path, format: Format) -> Result<(), Failed> {
                 "rules": rules_json,
                 "listed_users": users,
                 "moves": {"old_to_new": m.up, "new_to_old": m.down, "exact": m.exact, "note": m.note},
+                "ramp": ramp_json,
             }),
         );
         if unchanged {
@@ -329,6 +557,9 @@ pub fn run(old: &Path, new: &Path, format: Format) -> Result<(), Failed> {
         }
         if users.len() > 20 {
             text.push(format!("  user_rules: and {} more listed users change", users.len() - 20));
+        }
+        if let Some(r) = &ramp {
+            text.push(format!("  ramp: {}", r.note));
         }
         text.push(format!(
             "  split: old -> new {:.4} %, new -> old {:.4} % ({})",

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use migration_engine::{
-    decide_traced, BreakerCells, Breakers, CompiledConfig, Outcome, OwnedRequest, Rule, ServiceChoice, Trace,
+    args_of_query, decide_traced, parse_header_line, BreakerCells, Breakers, CompiledConfig, HeaderLine, Outcome,
+    OwnedRequest, Rule, ServiceChoice, Trace,
 };
 use serde_json::json;
 
@@ -18,14 +19,26 @@ pub struct Args {
     /// The request's Host (a port is ignored, as by the module).
     #[arg(long)]
     host: String,
-    /// A request header, `Name: value`; repeat for more (the first of a repeated name decides).
-    #[arg(long = "header", value_name = "NAME: VALUE")]
+    /// A request header line, `Name: value`, read as nginx reads one (HTTP/1.1): the
+    /// spaces around the value are dropped (tabs stay); a name with a space or a
+    /// control character is refused (nginx answers 400), one with another byte
+    /// than letters, digits and `-` is left out as nginx leaves it out (with a note
+    /// on stderr). Repeat for more (the first of a repeated name decides).
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = header_line)]
     headers: Vec<String>,
-    /// A cookie, `name=value`; repeat for more (sent as one Cookie header, in order).
-    #[arg(long = "cookie", value_name = "NAME=VALUE")]
+    /// The server has `underscores_in_headers on`: header names with `_` are kept
+    /// (nginx's default, off, leaves such headers out of the request).
+    #[arg(long)]
+    underscores_in_headers: bool,
+    /// A cookie, `name=value`; repeat for more. All are sent as one Cookie header,
+    /// in order after any `--header 'Cookie: ...'`, and read as `$cookie_NAME`
+    /// reads it (the module's own parser).
+    #[arg(long = "cookie", value_name = "NAME=VALUE", value_parser = cookie)]
     cookies: Vec<String>,
-    /// The query string, without `?` (`a=1&b=2`), as `$args`.
-    #[arg(long, value_name = "QUERY")]
+    /// The query string, without `?` (`a=1&b=2`), as `$args` has it: nothing is
+    /// decoded, a `#` ends it, and a space or a control character is refused
+    /// (nginx answers 400).
+    #[arg(long, value_name = "QUERY", value_parser = query)]
     args: Option<String>,
     /// The client address as `$remote_addr` gives it (after realip). Without it the
     /// request has no client address: ip rules and `from:` never match.
@@ -160,24 +173,73 @@ pub fn load(path: &std::path::Path) -> Result<CompiledConfig, Failed> {
         .map_err(|e| Failed(Some(e.to_string())))
 }
 
+/// `--header`: a line nginx would not answer with 400. Whether it keeps the
+/// header depends on `--underscores-in-headers`, so that is decided later.
+fn header_line(text: &str) -> Result<String, String> {
+    if !text.contains(':') {
+        // nginx would take the whole line as a name with an empty value; on a
+        // command line that is far more likely a mistake.
+        return Err("expected `Name: value` (write `Name:` for an empty value)".into());
+    }
+    match parse_header_line(text.as_bytes(), true) {
+        HeaderLine::Refused(why) => Err(format!("nginx answers 400 Bad Request to this header line: {why}")),
+        HeaderLine::Kept { .. } | HeaderLine::Ignored { .. } => Ok(text.to_owned()),
+    }
+}
+
+/// `--cookie`: `name=value`, which fits in a Cookie header line.
+fn cookie(text: &str) -> Result<String, String> {
+    if !text.contains('=') {
+        return Err("expected `name=value`".into());
+    }
+    match parse_header_line(format!("Cookie: {text}").as_bytes(), false) {
+        HeaderLine::Refused(why) => Err(format!("nginx answers 400 Bad Request to this Cookie header: {why}")),
+        HeaderLine::Kept { .. } | HeaderLine::Ignored { .. } => Ok(text.to_owned()),
+    }
+}
+
+/// `--args`: a query string nginx would accept in a request line (one leading
+/// `?` is allowed and left out).
+fn query(text: &str) -> Result<String, String> {
+    let query = text.strip_prefix('?').unwrap_or(text);
+    match args_of_query(query.as_bytes()) {
+        Ok(_) => Ok(query.to_owned()),
+        Err(why) => Err(format!("nginx answers 400 Bad Request to this query string: {why}")),
+    }
+}
+
+/// Adds a header line to the request as nginx would: kept, or left out with a
+/// note saying why (the trace then shows the header as absent, as the module
+/// would see it).
+fn add_header(r: &mut OwnedRequest, line: &str, underscores_in_headers: bool) -> Result<(), Failed> {
+    match parse_header_line(line.as_bytes(), underscores_in_headers) {
+        HeaderLine::Kept { name, value } => r.headers.push((name.to_ascii_lowercase(), value.to_vec())),
+        HeaderLine::Ignored { byte: b'_', .. } => eprintln!(
+            "nginx-migration: note: --header {line:?}: left out, as nginx leaves out a header whose name has '_' \
+             (underscores_in_headers is off by default; --underscores-in-headers says the server has it on)"
+        ),
+        HeaderLine::Ignored { byte, .. } => eprintln!(
+            "nginx-migration: note: --header {line:?}: left out, as nginx leaves out a header whose name has {:?} \
+             (a name is letters, digits, '-' and, with underscores_in_headers on, '_'; ignore_invalid_headers \
+             is on by default)",
+            char::from(byte)
+        ),
+        HeaderLine::Refused(why) => return Err(Failed(Some(format!("--header {line:?}: {why}")))),
+    }
+    Ok(())
+}
+
 fn request(args: &Args) -> Result<OwnedRequest, Failed> {
     let mut r = OwnedRequest::new(&args.host);
     for h in &args.headers {
-        let Some((name, value)) = h.split_once(':') else {
-            return Err(Failed(Some(format!("--header {h:?}: expected `Name: value`"))));
-        };
-        r = r.header(name.trim(), value.trim_start());
+        add_header(&mut r, h, args.underscores_in_headers)?;
     }
     if !args.cookies.is_empty() {
-        for c in &args.cookies {
-            if !c.contains('=') {
-                return Err(Failed(Some(format!("--cookie {c:?}: expected `name=value`"))));
-            }
-        }
-        r = r.header("Cookie", args.cookies.join("; "));
+        add_header(&mut r, &format!("Cookie: {}", args.cookies.join("; ")), false)?;
     }
     if let Some(q) = &args.args {
-        r = r.args(q.strip_prefix('?').unwrap_or(q));
+        let query = args_of_query(q.as_bytes()).map_err(|why| Failed(Some(format!("--args {q:?}: {why}"))))?;
+        r = r.args(query);
     }
     if let Some(ip) = args.ip {
         r = r.client(&ip.to_string());

@@ -63,6 +63,8 @@ pub struct LogFormat {
     query: Option<usize>,
     request_uri: Option<usize>,
     request: Option<usize>,
+    /// `replay --host`: the Host of a line that names none.
+    default_host: Option<Box<[u8]>>,
 }
 
 impl LogFormat {
@@ -128,6 +130,7 @@ impl LogFormat {
             query: None,
             request_uri: None,
             request: None,
+            default_host: None,
         };
         let vars: Vec<Var> = f
             .items
@@ -165,6 +168,12 @@ impl LogFormat {
     /// Whether the format gives the decision a Host (`$host` or `$http_host`).
     pub fn has_host(&self) -> bool {
         self.host.is_some() || self.http_host.is_some()
+    }
+
+    /// The Host of a request whose line names none: every line when the format
+    /// has neither `$host` nor `$http_host`, else a line whose field is `-` or empty.
+    pub fn set_default_host(&mut self, host: &[u8]) {
+        self.default_host = Some(host.into());
     }
 
     /// Splits a line into its fields (unescaped where needed, into `scratch`).
@@ -319,7 +328,11 @@ impl<'a> LineRequest<'a> {
 
 impl RequestView for LineRequest<'_> {
     fn host(&self) -> &[u8] {
-        self.field(self.format.host).or_else(|| self.field(self.format.http_host)).unwrap_or_default()
+        let named = |index| self.field(index).filter(|host| !host.is_empty());
+        named(self.format.host)
+            .or_else(|| named(self.format.http_host))
+            .or(self.format.default_host.as_deref())
+            .unwrap_or_default()
     }
 
     fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -353,7 +366,7 @@ impl RequestView for LineRequest<'_> {
 mod tests {
     use super::*;
 
-    fn split<'a>(f: &LogFormat, line: &'a [u8]) -> Option<(Vec<Field>, Vec<u8>)> {
+    fn split(f: &LogFormat, line: &[u8]) -> Option<(Vec<Field>, Vec<u8>)> {
         let (mut fields, mut scratch) = (Vec::new(), Vec::new());
         f.split(line, &mut fields, &mut scratch).then_some((fields, scratch))
     }

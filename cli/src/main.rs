@@ -74,13 +74,21 @@ Examples:
 FORMAT is the log_format string as written in nginx.conf. The variables $remote_addr, $host,
 $http_*, $cookie_*, $arg_*, $args, $request and $request_uri feed the decision; others are skipped.
 Fields must be written with nginx's default escaping (escape=default), as nginx does.
+A line longer than 64 KiB is counted as unparsed (it is never held in memory). LOG `-` reads
+stdin. A log that cannot be read to its end (a truncated .gz) is reported with where reading
+stopped; what was read is still counted and printed, and the exit status is 1.
+
+A request's Host is $host, else $http_host: nginx's `combined` format has neither, so give
+--host H (the Host of every line that names none) or --service NAME (every line decided for
+that service, as in a location with `migration_service NAME`).
 
 Examples:
   nginx-migration replay migration.yaml /var/log/nginx/access.log.1 /var/log/nginx/access.log.2.gz \\
-    --log-format '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" \"$http_x_user_id\"'
-  nginx-migration replay today.yaml access.log --log-format combined --against tomorrow.yaml")]
+    --log-format '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" $host \"$http_x_user_id\"'
+  nginx-migration replay today.yaml access.log --log-format combined --host api.example.com --against tomorrow.yaml
+  zcat /var/log/nginx/api.access.log.*.gz | nginx-migration replay migration.yaml - --log-format combined --service api")]
     Replay(replay::Args),
-    /// Shows what changes between two files, and the share of users that moves each way.
+    /// Shows what changes between two files, what happens to each ramp, and the share of users that moves each way.
     #[command(after_help = "\
 Examples:
   nginx-migration diff migration.yaml migration.yaml.new

@@ -10,8 +10,8 @@
 //! requests: exact (0 or 1) when no weight decided them.
 
 use std::fs::File;
-use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
+use std::io::{BufReader, ErrorKind, IsTerminal, Read};
+use std::path::{Path, PathBuf};
 
 use ahash::AHashMap;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,7 +26,9 @@ use crate::{Failed, Format};
 pub struct Args {
     /// The YAML file to decide by.
     file: PathBuf,
-    /// Access logs, plain or gzip (`.gz`, or any file starting with gzip's magic bytes).
+    /// Access logs, plain or gzip (any file starting with gzip's magic bytes); `-`
+    /// (or /dev/stdin, a FIFO) reads a pipe. Lines longer than 64 KiB are counted as
+    /// unparsed without being held in memory.
     #[arg(required = true, value_name = "LOG")]
     logs: Vec<PathBuf>,
     /// The nginx log_format string the logs were written with (`combined` for nginx's predefined one).
@@ -35,6 +37,15 @@ pub struct Args {
     /// A second YAML file: also count the requests and users that would move between the two.
     #[arg(long, value_name = "OTHER")]
     against: Option<PathBuf>,
+    /// The Host of every request whose line names none: all of them when FORMAT has
+    /// neither $host nor $http_host (nginx's `combined` has neither), else those
+    /// whose field is empty or `-`.
+    #[arg(long, value_name = "H", conflicts_with = "service")]
+    host: Option<String>,
+    /// Decide every line for this service, whatever its Host, as a location with
+    /// `migration_service NAME` does.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
     /// Print at most this many unparsable lines (all are counted).
     #[arg(long, default_value_t = 10, value_name = "N")]
     show_unparsed: usize,
@@ -98,6 +109,8 @@ fn user_hash(bytes: &[u8]) -> u64 {
 struct Replayer<'c> {
     config: &'c CompiledConfig,
     against: Option<&'c CompiledConfig>,
+    /// `--service`: the service of every line, in `config` and in `against`.
+    service: Option<(ServiceChoice<'static>, ServiceChoice<'static>)>,
     format: LogFormat,
     totals: Totals,
     show_unparsed: usize,
@@ -106,19 +119,35 @@ struct Replayer<'c> {
 }
 
 impl Replayer<'_> {
-    fn line(&mut self, file: &str, number: u64, line: &[u8]) {
+    fn unparsed(&mut self, why: impl FnOnce() -> String) {
+        self.totals.unparsed += 1;
+        if self.totals.shown.len() < self.show_unparsed {
+            self.totals.shown.push(why());
+        }
+    }
+
+    fn line(&mut self, file: &str, number: u64, line: LogLine<'_>) {
         self.totals.lines += 1;
-        if !self.format.split(line, &mut self.fields, &mut self.scratch) {
-            self.totals.unparsed += 1;
-            if self.totals.shown.len() < self.show_unparsed {
-                let shown: String = String::from_utf8_lossy(&line[..line.len().min(120)]).chars().collect();
-                self.totals.shown.push(format!("{file}:{number}: not in the log format: {shown}"));
+        let line = match line {
+            LogLine::Whole(line) => line,
+            LogLine::TooLong { start, length } => {
+                return self.unparsed(|| {
+                    let shown = String::from_utf8_lossy(start);
+                    let (length, max) = (grouped(length as f64), grouped(MAX_LINE as f64));
+                    format!("{file}:{number}: {length} bytes, longer than the {max} a line may have: {shown}")
+                });
             }
-            return;
+        };
+        if !self.format.split(line, &mut self.fields, &mut self.scratch) {
+            return self.unparsed(|| {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(SHOWN_BYTES)]);
+                format!("{file}:{number}: not in the log format: {shown}")
+            });
         }
         let request = self.format.view(line, &self.fields, &self.scratch);
         // The draw is never used: weight decisions count as expected values.
-        let d = decide(self.config, ServiceChoice::Auto, &request, &mut || 0);
+        let (choice, other_choice) = self.service.unwrap_or((ServiceChoice::Auto, ServiceChoice::Auto));
+        let d = decide(self.config, choice, &request, &mut || 0);
         let (Some(index), Some(p)) = (d.service, new_share(self.config, &d)) else {
             self.totals.unmatched += 1;
             return;
@@ -130,7 +159,7 @@ impl Replayer<'_> {
         stats.rules[d.rule.index()] += 1;
         let (mut up, mut down) = (0.0, 0.0);
         if let Some(other) = self.against {
-            let e = decide(other, ServiceChoice::Auto, &request, &mut || 0);
+            let e = decide(other, other_choice, &request, &mut || 0);
             if let Some(q) = new_share(other, &e) {
                 // One coin per request for both files: what the change itself moves.
                 up = (q - p).max(0.0);
@@ -161,49 +190,113 @@ fn request_addr<'a>(r: &'a crate::logformat::LineRequest<'a>) -> &'a [u8] {
     r.client_addr_text()
 }
 
-/// Reads a log whole, line by line, in large chunks (plain or gzip).
-fn read_log(path: &std::path::Path, progress: &ProgressBar, mut each: impl FnMut(u64, &[u8])) -> std::io::Result<()> {
-    let mut file = File::open(path)?;
+/// The longest line replay reads: a longer one is counted as unparsed without
+/// being held, so that memory never follows the longest line of a log.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// How much of an unparsed line is shown.
+const SHOWN_BYTES: usize = 120;
+
+/// One line of a log: whole, or only its first bytes when it is longer than
+/// [`MAX_LINE`] (with its length).
+enum LogLine<'a> {
+    Whole(&'a [u8]),
+    TooLong { start: &'a [u8], length: u64 },
+}
+
+/// Where the reading of a log stopped before its end.
+struct Stopped {
+    /// Complete lines read (and counted) before the error.
+    lines: u64,
+    /// Bytes of the log read (after gunzip).
+    offset: u64,
+    error: std::io::Error,
+}
+
+/// Opens a log (`-` for stdin) as its lines' bytes, gunzipped when it starts
+/// with gzip's magic bytes (then true). The file is opened and read once: a pipe or a FIFO
+/// cannot be read again, so the two bytes sniffed are handed back in front.
+fn open_log(path: &Path, progress: &ProgressBar) -> std::io::Result<(Box<dyn Read>, bool)> {
+    let input: Box<dyn Read> =
+        if path.as_os_str() == "-" { Box::new(std::io::stdin().lock()) } else { Box::new(File::open(path)?) };
+    let mut input = progress.wrap_read(input);
+    // A pipe may deliver fewer bytes than asked (even one), so read until two
+    // or the end rather than peeking once at a buffer.
     let mut magic = [0u8; 2];
-    let gz = {
-        let n = file.read(&mut magic)?;
-        n == 2 && magic == [0x1f, 0x8b]
-    };
-    let file = File::open(path)?;
-    let counted = progress.wrap_read(file);
-    let mut reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, counted)))
+    let mut sniffed = 0;
+    while sniffed < magic.len() {
+        match input.read(&mut magic[sniffed..]) {
+            Ok(0) => break,
+            Ok(n) => sniffed += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let whole = std::io::Cursor::new(magic[..sniffed].to_vec()).chain(input);
+    Ok(if magic[..sniffed] == [0x1f, 0x8b] {
+        (Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, whole))), true)
     } else {
-        Box::new(counted)
-    };
+        (Box::new(whole), false)
+    })
+}
+
+/// Reads a log line by line, in large chunks, with memory bounded by
+/// [`MAX_LINE`] whatever its lines' lengths. Stops at the first read error, with
+/// the lines before it given out.
+fn read_lines(mut reader: impl Read, mut each: impl FnMut(u64, LogLine<'_>)) -> Result<(), Stopped> {
+    // Larger than MAX_LINE: after a partial line of at most MAX_LINE bytes is
+    // moved to the front, a read always has room.
     let mut buf = vec![0u8; 1 << 20];
     let mut filled = 0;
     let mut number = 0u64;
+    let mut offset = 0u64;
+    // The line being read over, too long to keep: its first bytes and its length so far.
+    let mut too_long: Option<(Vec<u8>, u64)> = None;
     loop {
-        if filled == buf.len() {
-            // A line longer than the buffer: grow it.
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = reader.read(&mut buf[filled..])?;
+        let n = match reader.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(error) => return Err(Stopped { lines: number, offset, error }),
+        };
+        offset += n as u64;
         let end = filled + n;
         let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', &buf[filled..end]) {
-            let at = filled + nl;
+        for newline in memchr::memchr_iter(b'\n', &buf[filled..end]) {
+            let at = filled + newline;
             number += 1;
-            if at > start {
-                each(number, &buf[start..at]);
+            if let Some((first, length)) = too_long.take() {
+                each(number, LogLine::TooLong { start: &first, length: length + at as u64 });
+            } else if at - start > MAX_LINE {
+                let shown = &buf[start..start + SHOWN_BYTES];
+                each(number, LogLine::TooLong { start: shown, length: (at - start) as u64 });
+            } else if at > start {
+                each(number, LogLine::Whole(&buf[start..at]));
             }
             start = at + 1;
         }
+        let rest = end - start;
         if n == 0 {
-            if start < end {
-                number += 1;
-                each(number, &buf[start..end]);
+            // The end: a last line without a newline.
+            if let Some((first, length)) = too_long {
+                each(number + 1, LogLine::TooLong { start: &first, length });
+            } else if rest > MAX_LINE {
+                let shown = &buf[start..start + SHOWN_BYTES];
+                each(number + 1, LogLine::TooLong { start: shown, length: rest as u64 });
+            } else if rest > 0 {
+                each(number + 1, LogLine::Whole(&buf[start..end]));
             }
             return Ok(());
         }
-        buf.copy_within(start..end, 0);
-        filled = end - start;
+        if let Some((_, length)) = &mut too_long {
+            *length += rest as u64;
+            filled = 0;
+        } else if rest > MAX_LINE {
+            too_long = Some((buf[start..start + SHOWN_BYTES].to_vec(), rest as u64));
+            filled = 0;
+        } else {
+            buf.copy_within(start..end, 0);
+            filled = rest;
+        }
     }
 }
 
@@ -220,17 +313,49 @@ fn progress_bar(args: &Args) -> ProgressBar {
     bar
 }
 
+/// `--service NAME` as the service at its index of `config` (read from `file`).
+fn service_named(config: &CompiledConfig, file: &Path, name: &str) -> Result<ServiceChoice<'static>, Failed> {
+    match config.services.iter().position(|s| s.name == name) {
+        Some(index) => Ok(ServiceChoice::Index(index as u32)),
+        None => {
+            let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+            Err(Failed(Some(format!(
+                "--service {name:?}: {} has no such service (it has {})",
+                file.display(),
+                names.join(", ")
+            ))))
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<(), Failed> {
-    let format = LogFormat::parse(&args.log_format).map_err(|e| Failed(Some(format!("--log-format: {e}"))))?;
-    if !format.has_host() {
-        eprintln!("nginx-migration: warning: the log format has neither $host nor $http_host: no line can match a service by its Host");
+    let mut format = LogFormat::parse(&args.log_format).map_err(|e| Failed(Some(format!("--log-format: {e}"))))?;
+    if let Some(host) = &args.host {
+        format.set_default_host(host.as_bytes());
+    }
+    if !format.has_host() && args.host.is_none() && args.service.is_none() {
+        eprintln!(
+            "nginx-migration: warning: the log format has neither $host nor $http_host: no line can match a \
+             service by its Host (--host H or --service NAME says whose requests the log holds)"
+        );
     }
     let config = crate::explain::load(&args.file)?;
     let against = args.against.as_deref().map(crate::explain::load).transpose()?;
+    let service = match &args.service {
+        Some(name) => Some((
+            service_named(&config, &args.file, name)?,
+            match (&against, &args.against) {
+                (Some(other), Some(file)) => service_named(other, file, name)?,
+                _ => ServiceChoice::Auto,
+            },
+        )),
+        None => None,
+    };
     let progress = progress_bar(&args);
     let mut r = Replayer {
         config: &config,
         against: against.as_ref(),
+        service,
         format,
         totals: Totals {
             services: config.services.iter().map(|_| ServiceStats::default()).collect(),
@@ -241,11 +366,28 @@ pub fn run(args: Args) -> Result<(), Failed> {
         scratch: Vec::new(),
     };
     let started = std::time::Instant::now();
+    // A log that cannot be read to its end (a truncated .gz, a missing file)
+    // does not lose the others: each is said, the counts are printed, exit 1.
+    let mut incomplete = Vec::new();
     for log in &args.logs {
         let name = log.display().to_string();
         progress.set_message(name.clone());
-        read_log(log, &progress, |number, line| r.line(&name, number, line))
-            .map_err(|e| Failed(Some(format!("{name}: {e}"))))?;
+        let (reader, gzip) = match open_log(log, &progress) {
+            Ok(opened) => opened,
+            Err(e) => {
+                incomplete.push(format!("{name}: {e}; not read"));
+                continue;
+            }
+        };
+        if let Err(stopped) = read_lines(reader, |number, line| r.line(&name, number, line)) {
+            incomplete.push(format!(
+                "{name}: reading stopped after line {} (byte {} of the log{}): {}; the lines before it are counted",
+                grouped(stopped.lines as f64),
+                grouped(stopped.offset as f64),
+                if gzip { ", gunzipped" } else { "" },
+                stopped.error
+            ));
+        }
     }
     progress.finish_and_clear();
     let elapsed = started.elapsed();
@@ -256,11 +398,32 @@ pub fn run(args: Args) -> Result<(), Failed> {
     if totals.unparsed > totals.shown.len() as u64 {
         eprintln!("nginx-migration: {} lines could not be parsed ({} shown)", totals.unparsed, totals.shown.len());
     }
+    for problem in &incomplete {
+        eprintln!("nginx-migration: {problem}");
+    }
+    let parsed = totals.lines - totals.unparsed;
+    if parsed > 0 && totals.unmatched == parsed {
+        match &args.host {
+            Some(host) => eprintln!(
+                "nginx-migration: no line was for a service: neither the hosts the lines name nor --host {host:?} \
+                 is one that a service of {} serves",
+                args.file.display()
+            ),
+            None => eprintln!(
+                "nginx-migration: no line named a host that a service serves; logs without $host need --host or \
+                 --service"
+            ),
+        }
+    }
     match args.format {
         Format::Json => print_json(&config, &totals, against.is_some()),
         Format::Text => print_text(&config, &totals, against.is_some(), elapsed),
     }
-    Ok(())
+    if incomplete.is_empty() {
+        Ok(())
+    } else {
+        Err(Failed(None))
+    }
 }
 
 /// A count that is whole when no weight decision went into it.
@@ -400,6 +563,65 @@ fn print_text(config: &CompiledConfig, totals: &Totals, against: bool, elapsed: 
                 grouped(mu),
                 grouped(md)
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out its bytes in pieces of the given sizes, in turn: lines cut
+    /// anywhere by the reads, as a pipe cuts them.
+    struct Pieces<'a> {
+        bytes: &'a [u8],
+        sizes: &'a [usize],
+        turn: usize,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.sizes[self.turn % self.sizes.len()].min(out.len()).min(self.bytes.len());
+            self.turn += 1;
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lines_at_and_over_the_limit_whatever_the_reads() {
+        let lengths = [3, 0, MAX_LINE, MAX_LINE + 1, 5, 3 * MAX_LINE, (2 << 20) + 7, 1, MAX_LINE + 1];
+        let mut log = Vec::new();
+        for (i, &length) in lengths.iter().enumerate() {
+            log.extend(std::iter::repeat_n(b'a' + i as u8, length));
+            if i + 1 < lengths.len() {
+                log.push(b'\n');
+            }
+        }
+        // An empty line is numbered but not given out.
+        let expected: Vec<(u64, bool, u64)> = lengths
+            .iter()
+            .enumerate()
+            .filter(|(_, &length)| length > 0)
+            .map(|(i, &length)| (i as u64 + 1, length > MAX_LINE, length as u64))
+            .collect();
+        for sizes in [&[1 << 20][..], &[1], &[7, MAX_LINE - 1, 3], &[MAX_LINE + 1], &[100_000, 1]] {
+            let mut seen = Vec::new();
+            let reader = Pieces { bytes: &log, sizes, turn: 0 };
+            let read = read_lines(reader, |number, line| match line {
+                LogLine::Whole(bytes) => {
+                    assert!(bytes.iter().all(|&b| b == bytes[0]), "line {number} is one line");
+                    seen.push((number, false, bytes.len() as u64));
+                }
+                LogLine::TooLong { start, length } => {
+                    assert_eq!(start.len(), SHOWN_BYTES);
+                    assert_eq!(start[0], b'a' + number as u8 - 1, "line {number} starts as it did");
+                    seen.push((number, true, length));
+                }
+            });
+            assert!(read.is_ok());
+            assert_eq!(seen, expected, "reads of {sizes:?}");
         }
     }
 }

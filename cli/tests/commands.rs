@@ -402,3 +402,572 @@ fn diff_reports_services_added_and_removed_rules_reordered_and_a_strategy_change
         assert!((m[way].as_f64().unwrap() - 0.16).abs() < 1e-6, "{way}: {m}");
     }
 }
+
+/// A ramp's `start:` with an offset out of range (`+99:99`) or with a second
+/// sign (`+-1:00`) is refused where it is written, as nginx -t refuses it.
+#[test]
+fn check_refuses_a_ramp_start_whose_utc_offset_is_out_of_range() {
+    let with_start = |offset: &str| {
+        let text = yaml("20", "user", "").replace(
+            "hash_salt: \"\"}",
+            &format!(
+                "hash_salt: \"\", ramp: {{steps: [20, 50], every: 10m, start: \"2026-11-30T09:00:00{offset}\"}}}}"
+            ),
+        );
+        tmp("ramp-offset.yaml", text.as_bytes())
+    };
+    for good in ["Z", "+05:30", "-23:59", "-00:00"] {
+        assert_eq!(bin().arg("check").arg(with_start(good)).status().unwrap().code(), Some(0), "{good}");
+    }
+    for offset in ["+99:99", "+-1:00", "+24:00", "-05:60"] {
+        let file = with_start(offset);
+        let out = bin().arg("check").arg(&file).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{offset}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let expected = format!(
+            "nginx-migration: [emerg] {}:8:107: services[0].migration.ramp.start: must be a time such as \
+             2026-11-30T09:00:00Z, got \"2026-11-30T09:00:00{}…\": its UTC offset \"{offset}\" must be Z, +HH:MM \
+             or -HH:MM (hours 00 to 23, minutes 00 to 59)\n",
+            file.display(),
+            &offset[..5]
+        );
+        assert_eq!(stdout, expected, "{offset}");
+    }
+}
+
+/// `--header`, `--cookie` and `--args` are read as nginx reads a request, so
+/// explain decides what the module decides: the spaces around a header value
+/// are dropped (not a tab), a header name nginx drops is dropped (unless
+/// `--underscores-in-headers`), lines nginx answers with 400 are usage errors,
+/// the Cookie header goes through the module's cookie parser, and `#` ends `$args`.
+#[test]
+fn explain_reads_headers_cookies_and_args_as_nginx_does() {
+    let file = tmp(
+        "explain-parse.yaml",
+        b"services:
+  - name: api
+    old_host: api.example.com
+    old_backend: old:80
+    new_host: api.example.com
+    new_backend: new:80
+    migration: {percentage: 0}
+    canary:
+      header_rules:
+        - {header: X-Beta, value: \"on\", target: new}
+        - {header: X_Beta, value: \"on\", target: new}
+        - {cookie: canary, value: always, target: new}
+        - {arg: beta, value: \"1\", target: new}
+",
+    );
+    let explain = |args: &[&str]| {
+        bin()
+            .arg("explain")
+            .arg(&file)
+            .args(["--host", "api.example.com", "--format", "json"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // (target, the header rule that decided) for a request.
+    let decided = |args: &[&str]| {
+        let out = explain(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v = json(&out);
+        let rule = v["steps"].as_array().unwrap().iter().find(|s| s["matched"] == true && s["step"] != "service");
+        (v["target"].as_str().unwrap().to_owned(), rule.map(|s| s["step"].as_str().unwrap().to_owned()))
+    };
+    let header_rule = |i: usize| ("new".to_owned(), Some(format!("header_rules[{i}]")));
+    let no_rule = ("old".to_owned(), Some("weight".to_owned()));
+    assert_eq!(decided(&["--header", "X-Beta: on "]), header_rule(0), "a trailing space is not part of the value");
+    assert_eq!(decided(&["--header", "x-beta:   on"]), header_rule(0));
+    assert_eq!(decided(&["--header", "X-Beta: on\t"]), no_rule, "nginx keeps a tab");
+    // nginx leaves out a name with '_' unless underscores_in_headers is on.
+    let out = explain(&["--header", "X_Beta: on"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left out, as nginx leaves out a header whose name has '_'"));
+    assert_eq!(decided(&["--header", "X_Beta: on"]), no_rule);
+    assert_eq!(decided(&["--header", "X_Beta: on", "--underscores-in-headers"]), header_rule(1));
+    // nginx answers 400: the request never reaches the module. A usage error.
+    for bad in ["X Beta: on", "X-Beta : on", ": on", "X-Beta on"] {
+        let out = explain(&["--header", bad]);
+        assert_eq!(out.status.code(), Some(2), "--header {bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--header <NAME: VALUE>"), "{bad:?}");
+    }
+    // The Cookie header as the module reads it: its trailing space dropped as a
+    // header's, a space before the next cookie kept as $cookie_canary keeps it.
+    assert_eq!(decided(&["--cookie", "canary=always "]), header_rule(2));
+    assert_eq!(decided(&["--cookie", "canary=always ", "--cookie", "x=1"]), no_rule);
+    assert_eq!(decided(&["--header", "Cookie: a=1;canary=always"]), header_rule(2));
+    assert_eq!(explain(&["--cookie", "canary"]).status.code(), Some(2));
+    // $args ends at '#'; a space would end the request target.
+    assert_eq!(decided(&["--args", "?beta=1#top"]), header_rule(3));
+    assert_eq!(decided(&["--args", "BETA=1"]), header_rule(3), "argument names match case-insensitively");
+    assert_eq!(explain(&["--args", "beta=1 x"]).status.code(), Some(2));
+}
+
+/// replay with `LOG` on stdin, fed by the test while the binary runs; the
+/// JSON, stderr and exit status.
+fn replay_stdin(log_name: &str, input: Vec<u8>, extra: &[&str]) -> (Value, String, Option<i32>) {
+    use std::process::Stdio;
+    let config = tmp("pipe.yaml", yaml("20", "user", "").as_bytes());
+    let mut child = bin()
+        .arg("replay")
+        .arg(&config)
+        .arg(log_name)
+        .args(["--log-format", FORMAT, "--format", "json"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The binary may stop reading early (a usage error): that is its answer.
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (json(&out), String::from_utf8(out.stderr).unwrap(), out.status.code())
+}
+
+fn small_log() -> String {
+    (0..500).map(|u| log_line("8.8.8.8", "/", "curl", "api.example.com", &format!("user-{u}"))).collect()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A log read from a pipe, plain or gzip, is read whole: the gzip sniff hands
+/// back the bytes it read (they were lost: the first line never parsed, and
+/// `-` was a file name).
+#[test]
+fn replay_reads_a_pipe_plain_and_gzip() {
+    let log = small_log();
+    for (name, input) in [
+        ("-", log.clone().into_bytes()),
+        ("/dev/stdin", log.clone().into_bytes()),
+        ("-", gzip(log.as_bytes())),
+        ("/dev/stdin", gzip(log.as_bytes())),
+    ] {
+        let (v, stderr, code) = replay_stdin(name, input, &[]);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        assert_eq!((v["lines"].as_u64(), v["unparsed"].as_u64()), (Some(500), Some(0)), "{name}: {stderr}");
+        assert_eq!(v["services"]["api"]["users_by_rule"]["user_hash"], 500, "{name}");
+    }
+    // Fewer bytes than the gzip magic: one line of one byte, not in the format.
+    let (v, _, code) = replay_stdin("-", b"x".to_vec(), &[]);
+    assert_eq!((code, v["lines"].as_u64(), v["unparsed"].as_u64()), (Some(0), Some(1), Some(1)));
+}
+
+/// A truncated .gz no longer aborts the run: what was read is counted and
+/// printed, stderr says where the reading stopped, the other logs are read, and
+/// the exit status is 1.
+#[test]
+fn replay_counts_what_a_truncated_gz_held_and_exits_1() {
+    let log: String =
+        (0..20_000).map(|u| log_line("8.8.8.8", "/", "curl", "api.example.com", &format!("user-{u}"))).collect();
+    let gz = gzip(log.as_bytes());
+    let cut = tmp("cut.log.gz", &gz[..gz.len() / 2]);
+    let whole = tmp("whole.log", small_log().as_bytes());
+    let config = tmp("cut.yaml", yaml("20", "user", "").as_bytes());
+    let out = bin()
+        .arg("replay")
+        .arg(&config)
+        .arg(&cut)
+        .arg(&whole)
+        .args(["--log-format", FORMAT, "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let read = v["lines"].as_u64().unwrap() - 500;
+    assert!(read > 1000 && read < 20_000, "part of the cut log is counted: {read}");
+    let said = format!("{}: reading stopped after line {}", cut.display(), grouped(read));
+    assert!(stderr.contains(&said), "{said:?} in {stderr}");
+    assert!(stderr.contains("of the log, gunzipped)"), "{stderr}");
+    assert_eq!(v["unparsed"], 0, "the cut line is not counted");
+}
+
+/// 12345678 as "12,345,678", as replay prints counts.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A line longer than 64 KiB is counted as unparsed, and its length is not
+/// what replay needs in memory (a 2 GiB line took 2.1 GB).
+#[test]
+fn replay_counts_an_overlong_line_as_unparsed_without_holding_it() {
+    let normal = log_line("8.8.8.8", "/", "curl", "api.example.com", "alice");
+    let long = "x".repeat((1 << 20) + 64 * 1024);
+    let mut log = format!("{normal}{long}\n{normal}");
+    // A last line, without its newline, just over the limit.
+    log.push_str(&"y".repeat(64 * 1024 + 1));
+    let path = tmp("long-lines.log", log.as_bytes());
+    let config = tmp("long-lines.yaml", yaml("20", "user", "").as_bytes());
+    let out = bin().arg("replay").arg(&config).arg(&path).args(["--log-format", FORMAT, "--format", "json"]).output();
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!((v["lines"].as_u64(), v["unparsed"].as_u64()), (Some(4), Some(2)));
+    assert_eq!(v["services"]["api"]["users_by_rule"]["user_list"], 1);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(":2: 1,114,112 bytes, longer than the 65,536 a line may have: xxx"), "{stderr}");
+    assert!(stderr.contains(":4: 65,537 bytes, longer than the 65,536 a line may have: yyy"), "{stderr}");
+}
+
+/// The peak memory of replay reading a 64 MiB line from a pipe stays far below
+/// 64 MiB (Linux: VmHWM of /proc, sampled once everything was written).
+#[cfg(target_os = "linux")]
+#[test]
+fn replay_memory_does_not_follow_the_longest_line() {
+    use std::process::Stdio;
+    let config = tmp("memory.yaml", yaml("20", "user", "").as_bytes());
+    let mut child = bin()
+        .arg("replay")
+        .arg(&config)
+        .arg("/dev/stdin")
+        .args(["--log-format", FORMAT, "--format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..64 {
+        stdin.write_all(&chunk).unwrap();
+    }
+    stdin.write_all(b"\n").unwrap();
+    // All but the pipe's own buffer has been read by now; whatever replay holds
+    // for the line, it holds it now.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(json(&out)["unparsed"], 1);
+    assert!(peak_kib < 32 * 1024, "replay peaked at {peak_kib} KiB for a 64 MiB line");
+}
+
+/// Debian's default log is nginx's `combined`, which has no Host: every line
+/// was "for no service", silently. `--host` names the Host of lines that name
+/// none, `--service` decides every line for one service, and stderr says when
+/// no line was for any service.
+#[test]
+fn replay_of_a_log_without_host_takes_host_or_service() {
+    let combined =
+        |ip: &str| format!("{ip} - - [27/Nov/2026:10:00:00 +0000] \"GET /?x=1 HTTP/1.1\" 200 12 \"-\" \"curl\"\n");
+    let log: String = (0..100).map(|i| combined(&format!("10.9.0.{i}"))).collect();
+    let path = tmp("combined.log", log.as_bytes());
+    let config = tmp("combined.yaml", yaml("20", "ip", "").as_bytes());
+    let replay = |log: &PathBuf, format: &str, extra: &[&str]| {
+        let out = bin()
+            .arg("replay")
+            .arg(&config)
+            .arg(log)
+            .args(["--log-format", format, "--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stderr.clone()).unwrap(), out)
+    };
+    let (code, stderr, out) = replay(&path, "combined", &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(json(&out)["unmatched"], 100);
+    assert!(
+        stderr.contains("no line named a host that a service serves; logs without $host need --host or --service"),
+        "{stderr}"
+    );
+    for extra in [&["--host", "API.example.com"][..], &["--service", "api"]] {
+        let (code, stderr, out) = replay(&path, "combined", extra);
+        assert_eq!(code, Some(0), "{extra:?}: {stderr}");
+        let v = json(&out);
+        assert_eq!(
+            (v["unmatched"].as_u64(), v["services"]["api"]["users_by_rule"]["ip_hash"].as_u64()),
+            (Some(0), Some(100))
+        );
+        assert!(!stderr.contains("no line"), "{extra:?}: {stderr}");
+    }
+    // A host nothing serves: said, with the --host given.
+    let (_, stderr, _) = replay(&path, "combined", &["--host", "nowhere.example"]);
+    assert!(stderr.contains("nor --host \"nowhere.example\" is one that a service of"), "{stderr}");
+    // With $host in the format, --host fills only the lines whose field is '-';
+    // a line naming another host stays that host's.
+    let with_host = format!("{} $host", logformat_combined());
+    let lines = [("10.9.1.1", "api.example.com"), ("10.9.1.2", "-"), ("10.9.1.3", "other.example")];
+    let log: String = lines.iter().map(|(ip, host)| format!("{} {host}\n", combined(ip).trim_end())).collect();
+    let hosted = tmp("combined-host.log", log.as_bytes());
+    let (_, _, out) = replay(&hosted, &with_host, &["--host", "api.example.com"]);
+    let v = json(&out);
+    assert_eq!(
+        (v["unmatched"].as_u64(), v["services"]["api"]["users_by_rule"]["ip_hash"].as_u64()),
+        (Some(1), Some(2))
+    );
+    // --service decides every line for the service, whatever its host.
+    let (_, _, out) = replay(&hosted, &with_host, &["--service", "api"]);
+    assert_eq!(json(&out)["services"]["api"]["users_by_rule"]["ip_hash"], 3);
+    // Both at once: a usage error; a service the file lacks: refused.
+    assert_eq!(replay(&path, "combined", &["--host", "a", "--service", "api"]).0, Some(2));
+    let (code, stderr, _) = replay(&path, "combined", &["--service", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--service \"nope\":") && stderr.contains("has no such service (it has api)"), "{stderr}");
+}
+
+/// --service with --against: the same service in both files.
+#[test]
+fn replay_service_against_another_file_counts_moves() {
+    let log: String = (0..2000)
+        .map(|i| {
+            format!(
+                "198.51.{}.{} - - [27/Nov/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"c\"\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let path = tmp("combined-against.log", log.as_bytes());
+    let low = tmp("combined-low.yaml", yaml("20", "ip", "").as_bytes());
+    let high = tmp("combined-high.yaml", yaml("30", "ip", "").as_bytes());
+    let out = bin()
+        .arg("replay")
+        .arg(&low)
+        .arg(&path)
+        .args(["--log-format", "combined", "--format", "json", "--service", "api", "--against"])
+        .arg(&high)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let api = &json(&out)["services"]["api"];
+    let up = (0..2000)
+        .filter(|i| {
+            let h = nginx_murmur2(format!("198.51.{}.{}", i / 250, i % 250 + 1).as_bytes());
+            admits(3000, h) && !admits(2000, h)
+        })
+        .count();
+    assert_eq!(api["moved"]["users"]["old_to_new"], up as u64);
+    assert_eq!(api["moved"]["users"]["new_to_old"], 0);
+}
+
+/// nginx's predefined `combined` format, written out.
+fn logformat_combined() -> &'static str {
+    r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#
+}
+
+/// A service with `migration.ramp` (and anything else of `migration:`).
+fn ramped(ramp: &str) -> String {
+    format!(
+        "services:
+  - name: api
+    old_host: api.example.com
+    old_backend: api-old:80
+    new_host: api.example.com
+    new_backend: api-new:80
+    migration: {{strategy: user, ramp: {ramp}}}
+"
+    )
+}
+
+fn diff_text(a: &str, b: &str) -> String {
+    // Tests run in parallel: each pair of files has names of its own.
+    static PAIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let pair = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (a, b) = (tmp(&format!("diff-{pair}-a.yaml"), a.as_bytes()), tmp(&format!("diff-{pair}-b.yaml"), b.as_bytes()));
+    let out = bin().arg("diff").arg(&a).arg(&b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A changed ramp restarts in the module (a service at 100 % drops to its first
+/// step): diff says every ramp field that changed and what the publication does
+/// to the ramp, decided by the module's own publication code and fingerprints.
+#[test]
+fn diff_reports_ramp_changes_and_whether_the_ramp_restarts() {
+    let base = "{steps: [5, 25, 100], every: 4h}";
+    for (new, field) in [
+        ("{steps: [5, 50, 100], every: 4h}", "  migration.ramp.steps: [5, 25, 100] -> [5, 50, 100]\n"),
+        ("{steps: [5, 25, 100], every: 2h}", "  migration.ramp.every: 4h -> 2h\n"),
+        ("{steps: [5, 25, 100], every: 4h, on_failure: hold}", "  migration.ramp.on_failure: rollback -> hold\n"),
+        (
+            "{steps: [5, 25, 100], every: 4h, gate: {max_error_rate: 1%}}",
+            "  migration.ramp.gate: none -> {max_error_rate: 1%}\n",
+        ),
+    ] {
+        let text = diff_text(&ramped(base), &ramped(new));
+        assert!(text.contains(field), "{new}: {text}");
+        assert!(
+            text.contains("  ramp: restarts at step 1 of 3 (5 %), wherever it stood: a ramp that had reached 100 % drops to 5 %\n"),
+            "{new}: {text}"
+        );
+        assert!(!text.contains("no changes"), "{text}");
+    }
+    // A gate limit changed inside a gate.
+    let text = diff_text(
+        &ramped("{steps: [5, 100], every: 4h, gate: {max_error_rate: 1%, max_p99: 800ms}}"),
+        &ramped("{steps: [5, 100], every: 4h, gate: {max_error_rate: 0.5%, max_p99: 800ms}}"),
+    );
+    assert!(text.contains("  migration.ramp.gate.max_error_rate: 1% -> 0.5%\n"), "{text}");
+    // A start in the past: the wall clock says which step.
+    let text = diff_text(&ramped(base), &ramped("{steps: [5, 25, 100], every: 4h, start: \"2020-01-01T00:00:00Z\"}"));
+    assert!(text.contains("  migration.ramp.start: none -> 2020-01-01T00:00:00Z\n"), "{text}");
+    assert!(text.contains("  ramp: restarts at step 3 of 3 (100 %), on the wall clock"), "{text}");
+    // A start in the future: scheduled.
+    let text = diff_text(&ramped(base), &ramped("{steps: [5, 25, 100], every: 4h, start: \"2999-01-01T00:00:00Z\"}"));
+    assert!(
+        text.contains("  ramp: restarts scheduled: 0 % until 2999-01-01T00:00:00Z, then step 1 of 3 (5 %)"),
+        "{text}"
+    );
+    // Only the salt changes: the ramp keeps its position, except a stopped one.
+    let salted = ramped(base).replace("strategy: user,", "strategy: user, hash_salt: v2,");
+    let text = diff_text(&ramped(base), &salted);
+    assert!(text.contains("  migration.hash_salt: \"\" -> \"v2\"\n"), "{text}");
+    assert!(
+        text.contains(
+            "  ramp: keeps its position (a held or rolled-back ramp starts again at step 1 of 3 (5 %): its \
+             migration block or backends change)\n"
+        ),
+        "{text}"
+    );
+    // With a start long past, a stopped ramp starts again where the wall clock says.
+    let started = "{steps: [5, 25, 100], every: 4h, start: \"2020-01-01T00:00:00Z\"}";
+    let text =
+        diff_text(&ramped(started), &ramped(started).replace("strategy: user,", "strategy: user, hash_salt: v2,"));
+    assert!(
+        text.contains("  ramp: keeps its position (a held or rolled-back ramp starts again at step 3 of 3 (100 %), on the wall clock"),
+        "{text}"
+    );
+    // enabled: false keeps the ramp where it stands, frozen.
+    let text = diff_text(&ramped(base), &ramped(base).replace("strategy: user,", "enabled: false, strategy: user,"));
+    assert!(text.contains("  migration.enabled: true -> false\n"), "{text}");
+    assert!(text.contains("change); enabled: false freezes it where it stands\n"), "{text}");
+    // Added and removed.
+    let plain = ramped(base).replace(&format!("ramp: {base}"), "percentage: 5");
+    let text = diff_text(&plain, &ramped(base));
+    assert!(text.contains("  migration.ramp: none -> {steps: [5, 25, 100], every: 4h}\n"), "{text}");
+    assert!(text.contains("  ramp: starts at step 1 of 3 (5 %)"), "{text}");
+    let text = diff_text(&ramped(base), &plain);
+    assert!(text.contains("  ramp: ends: the file's percentage, 5 %, is in force from the publication"), "{text}");
+    // The same ramp: no changes at all.
+    assert_eq!(diff_text(&ramped(base), &ramped(base)), "no changes\n");
+
+    // JSON: the existing keys stay, "ramp" is added.
+    let (a, b) = (
+        tmp("ramp-json-a.yaml", ramped(base).as_bytes()),
+        tmp("ramp-json-b.yaml", ramped("{steps: [5, 50, 100], every: 4h}").as_bytes()),
+    );
+    let v = json(&bin().args(["diff", "--format", "json"]).arg(&a).arg(&b).output().unwrap());
+    let api = &v["services"]["api"];
+    for key in ["changed", "fields", "rules", "listed_users", "moves"] {
+        assert!(api.get(key).is_some(), "{key}: {api}");
+    }
+    assert_eq!(api["changed"], true);
+    let ramp = &api["ramp"];
+    assert_eq!(
+        (ramp["effect"].as_str(), ramp["step"].as_u64(), ramp["steps"].as_u64(), ramp["percentage"].as_f64()),
+        (Some("restarts"), Some(1), Some(3), Some(5.0)),
+        "{ramp}"
+    );
+    assert_eq!(ramp["state"], "ramping");
+}
+
+/// Changes of routing that diff did not see: a rule or a user list that differs
+/// only after the 160 characters a line shows, and `fallback`.
+#[test]
+fn diff_sees_changes_past_the_shown_text_and_in_fallback() {
+    let users = |last: &str| {
+        let mut list: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+        list.push(last.to_owned());
+        format!("[{}]", list.join(", "))
+    };
+    let from = |last: &str| {
+        let mut list: Vec<String> = (0..20).map(|i| format!("10.{i}.0.0/16")).collect();
+        list.push(last.to_owned());
+        format!("[{}]", list.join(", "))
+    };
+    let file = |user: &str, net: &str, fallback: &str| {
+        format!(
+            "services:
+  - name: api
+    old_host: api.example.com
+    old_backend: api-old:80
+    new_host: api.example.com
+    new_backend: api-new:80
+    migration: {{strategy: user, percentage: 20}}
+    canary:
+      header_rules:
+        - {{header: X-Beta, value: \"1\", target: new, from: {}}}
+      ip_rules:
+        - {{cidrs: {}, target: old}}
+      user_rules:
+        - {{users: {}, target: new}}
+{fallback}",
+            from(net),
+            from(net),
+            users(user)
+        )
+    };
+    let a = file("zed", "192.168.0.0/16", "    fallback: {failures: 3}\n");
+    let text = diff_text(&a, &file("zed", "172.16.0.0/12", "    fallback: {failures: 3}\n"));
+    assert!(text.contains("  header_rules: - [0]"), "{text}");
+    assert!(text.contains("  ip_rules: + [0]"), "{text}");
+    let text = diff_text(&a, &file("zoe", "192.168.0.0/16", "    fallback: {failures: 3}\n"));
+    assert!(text.contains("  user_rules: - [0]"), "{text}");
+    let text = diff_text(&a, &file("zed", "192.168.0.0/16", "    fallback: {failures: 5, cooldown: 1m}\n"));
+    assert!(text.contains("  fallback: {failures: 3, statuses: [502, 503, 504], cooldown: 30s} -> {failures: 5, statuses: [502, 503, 504], cooldown: 1m}\n"), "{text}");
+    let text = diff_text(&a, &file("zed", "192.168.0.0/16", ""));
+    assert!(text.contains("  fallback: {failures: 3, statuses: [502, 503, 504], cooldown: 30s} -> none\n"), "{text}");
+    // Every other field that routes a request.
+    for (from, to, line) in [
+        (
+            "old_host: api.example.com",
+            "hosts: [api.example.com, www.example.com]\n    old_host: api.example.com",
+            "  hosts: [api.example.com] -> [api.example.com, www.example.com]\n",
+        ),
+        (
+            "new_backend: api-new:80",
+            "new_backend: https://api-new:80",
+            "  new_backend: http://api-new:80 -> https://api-new:80\n",
+        ),
+        (
+            "old_backend: api-old:80",
+            "old_backend: api-old2:80",
+            "  old_backend: http://api-old:80 -> http://api-old2:80\n",
+        ),
+        (
+            "new_host: api.example.com",
+            "new_host: api.new.example.com",
+            "  new_host: api.example.com -> api.new.example.com\n",
+        ),
+        ("{strategy: user,", "{enabled: false, strategy: user,", "  migration.enabled: true -> false\n"),
+        (
+            "{strategy: user,",
+            "{user_key: \"cookie:uid\", strategy: user,",
+            "  migration.user_key: header:x-user-id -> cookie:uid\n",
+        ),
+        ("{strategy: user,", "{hash_salt: s, strategy: user,", "  migration.hash_salt: \"\" -> \"s\"\n"),
+        (
+            "value: \"1\", target: new",
+            "value: \"2\", target: new",
+            "  header_rules: + [0] {header: x-beta, value: \"2\"",
+        ),
+    ] {
+        let text = diff_text(&a, &a.replacen(from, to, 1));
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+}

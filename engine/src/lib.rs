@@ -32,7 +32,9 @@ pub use compiled::{CompiledConfig, CompiledService, Endpoint, FallbackPolicy};
 pub use config::{ConfigError, Target};
 pub use decide::{decide, decide_traced, decide_with, Breakers, Decision, NoBreakers, Rule, ServiceChoice};
 pub use report::{BreakerState, Counts, FallbackReport, FileState, RampReport, ServiceReport, StatusReport};
-pub use request::{arg_in_query, cookie_in_header, OwnedRequest, RequestView};
+pub use request::{
+    arg_in_query, args_of_query, cookie_in_header, parse_header_line, HeaderLine, OwnedRequest, RequestView,
+};
 pub use trace::{NoTrace, Step, Trace, TracedStep, Tracer};
 
 /// Parses, validates and compiles a configuration held in memory.

@@ -103,6 +103,64 @@ pub fn arg_in_query<'a>(args: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
+/// What nginx makes of one HTTP/1.x request header line (`Name: value`, without
+/// its CRLF): `ngx_http_parse_header_line` and `ngx_http_process_request_headers`
+/// with `ignore_invalid_headers on` (nginx's default), so that a request written
+/// on a command line is the request the module would see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderLine<'a> {
+    /// The request keeps the header: its name as sent, and its value without the
+    /// spaces before and after it. Only spaces: nginx keeps a tab.
+    Kept { name: &'a [u8], value: &'a [u8] },
+    /// nginx leaves the header out of the request ("client sent invalid header
+    /// line", at info): `byte`, the first of its name that is not a letter, a
+    /// digit or `-` (nor `_` with `underscores_in_headers on`).
+    Ignored { name: &'a [u8], byte: u8 },
+    /// nginx answers 400 Bad Request, so no module ever sees the request.
+    Refused(&'static str),
+}
+
+/// One request header line as nginx reads it (see [`HeaderLine`]). As in nginx,
+/// a line without `:` is a header with an empty value.
+pub fn parse_header_line(line: &[u8], underscores_in_headers: bool) -> HeaderLine<'_> {
+    if line.iter().any(|&c| c == b'\r' || c == b'\n') {
+        return HeaderLine::Refused("CR or LF would end the header line there");
+    }
+    let name_end = line.iter().position(|&c| c == b':').unwrap_or(line.len());
+    let name = &line[..name_end];
+    if name.is_empty() {
+        return HeaderLine::Refused("a header line must begin with its name");
+    }
+    if name.iter().any(|&c| c <= b' ' || c == 0x7f) {
+        return HeaderLine::Refused("a header name cannot hold a space or a control character");
+    }
+    let value = line.get(name_end + 1..).unwrap_or_default();
+    if value.contains(&0) {
+        return HeaderLine::Refused("a header value cannot hold a NUL byte");
+    }
+    let start = value.iter().position(|&c| c != b' ').unwrap_or(value.len());
+    let end = value.iter().rposition(|&c| c != b' ').map_or(start, |last| last + 1);
+    let allowed = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || (c == b'_' && underscores_in_headers);
+    match name.iter().find(|&&c| !allowed(c)) {
+        Some(&byte) => HeaderLine::Ignored { name, byte },
+        None => HeaderLine::Kept { name, value: &value[start..end] },
+    }
+}
+
+/// `$args` of a request whose request target has `query` after its first `?`,
+/// as nginx's request-line parser leaves it: a `#` and what follows it are no
+/// part of it. Err when nginx answers such a request line with 400 Bad Request
+/// (a space would end the request target; control characters are refused).
+pub fn args_of_query(query: &[u8]) -> Result<&[u8], &'static str> {
+    if query.contains(&b' ') {
+        return Err("a space would end the request target (write it as %20 or +)");
+    }
+    if query.iter().any(|&c| c < b' ' || c == 0x7f) {
+        return Err("a request target cannot hold a control character");
+    }
+    Ok(query.iter().position(|&c| c == b'#').map_or(query, |fragment| &query[..fragment]))
+}
+
 /// A request held in owned buffers: for tests, benchmarks and fuzzing.
 #[derive(Clone, Debug, Default)]
 pub struct OwnedRequest {
@@ -199,6 +257,42 @@ mod tests {
         assert_eq!(cookie_in_header(b"uid ;uid=alice", b"uid"), None);
         assert_eq!(cookie_in_header(b"uidx; uid=alice", b"uid"), Some(&b"alice"[..]));
         assert_eq!(cookie_in_header(b"a=1; uid", b"uid"), None);
+    }
+
+    /// ngx_http_parse_header_line strips the spaces around a value (not tabs),
+    /// answers 400 to a name with a space or a control character or to an empty
+    /// one, and marks other bytes of a name invalid (the header is dropped).
+    #[test]
+    fn header_lines_like_nginx() {
+        let kept = |name: &'static [u8], value: &'static [u8]| HeaderLine::Kept { name, value };
+        assert_eq!(parse_header_line(b"X-Beta: on ", false), kept(b"X-Beta", b"on"));
+        assert_eq!(parse_header_line(b"X-Beta:   on  x  ", false), kept(b"X-Beta", b"on  x"));
+        assert_eq!(parse_header_line(b"X-Beta:on", false), kept(b"X-Beta", b"on"));
+        assert_eq!(parse_header_line(b"X-Beta: \ton\t", false), kept(b"X-Beta", b"\ton\t"));
+        assert_eq!(parse_header_line(b"X-Beta: a: b", false), kept(b"X-Beta", b"a: b"));
+        assert_eq!(parse_header_line(b"X-Beta:   ", false), kept(b"X-Beta", b""));
+        assert_eq!(parse_header_line(b"X-Beta", false), kept(b"X-Beta", b""));
+        assert_eq!(parse_header_line(b"X-Beta: \xff", false), kept(b"X-Beta", b"\xff"));
+        assert_eq!(parse_header_line(b"X_Beta: on", true), kept(b"X_Beta", b"on"));
+        assert_eq!(parse_header_line(b"X_Beta: on", false), HeaderLine::Ignored { name: b"X_Beta", byte: b'_' });
+        assert_eq!(parse_header_line(b"X.Beta: on", true), HeaderLine::Ignored { name: b"X.Beta", byte: b'.' });
+        assert_eq!(parse_header_line(b"X\xe9: on", true), HeaderLine::Ignored { name: b"X\xe9", byte: 0xe9 });
+        for refused in
+            [&b"X Beta: on"[..], b"X-Beta : on", b" X-Beta: on", b"X\tBeta: on", b": on", b"", b"X-Beta: o\0n"]
+        {
+            assert!(matches!(parse_header_line(refused, true), HeaderLine::Refused(_)), "{refused:?}");
+        }
+        assert!(matches!(parse_header_line(b"X-Beta: on\r\nX-Other: 1", true), HeaderLine::Refused(_)));
+    }
+
+    #[test]
+    fn args_as_the_request_line_leaves_them() {
+        assert_eq!(args_of_query(b"a=1&b=%20"), Ok(&b"a=1&b=%20"[..]));
+        assert_eq!(args_of_query(b"a=1#frag&b=2"), Ok(&b"a=1"[..]));
+        assert_eq!(args_of_query(b"a=\xff"), Ok(&b"a=\xff"[..]));
+        for refused in [&b"a=1 "[..], b"a=1 b", b"a=\t1", b"a=1\x7f"] {
+            assert!(args_of_query(refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

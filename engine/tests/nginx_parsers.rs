@@ -1,12 +1,13 @@
-//! The cookie and argument parsers against nginx's own C functions, transcribed
-//! here statement by statement (`ngx_http_parse_multi_header_lines` and
-//! `ngx_http_arg` with `ngx_strlcasestrn`, src/http/ngx_http_parse.c and
-//! src/core/ngx_string.c, nginx 1.28), over every short input of a small
-//! alphabet of the characters that matter and many random longer ones.
+//! The cookie, argument and header-line parsers against nginx's own C functions,
+//! transcribed here statement by statement (`ngx_http_parse_multi_header_lines`,
+//! `ngx_http_arg` with `ngx_strlcasestrn` and `ngx_http_parse_header_line`,
+//! src/http/ngx_http_parse.c and src/core/ngx_string.c, nginx 1.28), over every
+//! short input of a small alphabet of the characters that matter and many random
+//! longer ones.
 //! t/14-nginx-parity.t compares with nginx itself; this finds the byte where
 //! they would part.
 
-use migration_engine::{arg_in_query, cookie_in_header};
+use migration_engine::{arg_in_query, cookie_in_header, parse_header_line, HeaderLine};
 
 /// `ngx_strncasecmp` over at most `n` bytes, both sides NUL-terminated as nginx's
 /// buffers are (a side that ends first compares as NUL).
@@ -120,6 +121,138 @@ fn nginx_arg<'a>(args: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
+/// What `ngx_http_parse_header_line` returns for one header line.
+#[derive(Debug, PartialEq, Eq)]
+enum NginxHeader {
+    /// NGX_OK: where the name and the value lie in the line, and `r->invalid_header`.
+    Header { name: std::ops::Range<usize>, value: std::ops::Range<usize>, invalid: bool },
+    /// NGX_HTTP_PARSE_HEADER_DONE: the empty line that ends the headers.
+    Done,
+    /// NGX_HTTP_PARSE_INVALID_HEADER: nginx answers 400.
+    Invalid,
+}
+
+/// `ngx_http_parse_header_line` over `line` followed by CRLF, for a request
+/// (no upstream, so no IIS "HTTP/" line); the hash and lowercase copy left out.
+fn nginx_header_line(line: &[u8], allow_underscores: bool) -> NginxHeader {
+    #[derive(Clone, Copy)]
+    enum State {
+        Start,
+        Name,
+        SpaceBeforeValue,
+        Value,
+        SpaceAfterValue,
+        AlmostDone,
+        HeaderAlmostDone,
+    }
+    // The bytes of nginx's `lowcase` table that are not NUL.
+    let lowcase = |ch: u8| ch.is_ascii_alphanumeric() || ch == b'-';
+    let mut input = line.to_vec();
+    input.extend_from_slice(b"\r\n");
+    let (mut name_start, mut name_end, mut start, mut end) = (0, 0, 0, 0);
+    let mut invalid = false;
+    let mut state = State::Start;
+    for (p, &ch) in input.iter().enumerate() {
+        match state {
+            State::Start => {
+                name_start = p;
+                invalid = false;
+                match ch {
+                    b'\r' => state = State::HeaderAlmostDone,
+                    b'\n' => return NginxHeader::Done,
+                    _ => {
+                        state = State::Name;
+                        if lowcase(ch) {
+                            continue;
+                        }
+                        if ch == b'_' {
+                            invalid |= !allow_underscores;
+                            continue;
+                        }
+                        if ch <= 0x20 || ch == 0x7f || ch == b':' {
+                            return NginxHeader::Invalid;
+                        }
+                        invalid = true;
+                    }
+                }
+            }
+            State::Name => {
+                if lowcase(ch) {
+                    continue;
+                }
+                if ch == b'_' {
+                    invalid |= !allow_underscores;
+                    continue;
+                }
+                if ch == b':' {
+                    name_end = p;
+                    state = State::SpaceBeforeValue;
+                    continue;
+                }
+                if ch == b'\r' || ch == b'\n' {
+                    (name_end, start, end) = (p, p, p);
+                    if ch == b'\n' {
+                        break;
+                    }
+                    state = State::AlmostDone;
+                    continue;
+                }
+                if ch <= 0x20 || ch == 0x7f {
+                    return NginxHeader::Invalid;
+                }
+                invalid = true;
+            }
+            State::SpaceBeforeValue => match ch {
+                b' ' => {}
+                b'\r' | b'\n' => {
+                    (start, end) = (p, p);
+                    if ch == b'\n' {
+                        break;
+                    }
+                    state = State::AlmostDone;
+                }
+                0 => return NginxHeader::Invalid,
+                _ => {
+                    start = p;
+                    state = State::Value;
+                }
+            },
+            State::Value => match ch {
+                b' ' => {
+                    end = p;
+                    state = State::SpaceAfterValue;
+                }
+                b'\r' => {
+                    end = p;
+                    state = State::AlmostDone;
+                }
+                b'\n' => {
+                    end = p;
+                    break;
+                }
+                0 => return NginxHeader::Invalid,
+                _ => {}
+            },
+            State::SpaceAfterValue => match ch {
+                b' ' => {}
+                b'\r' => state = State::AlmostDone,
+                b'\n' => break,
+                0 => return NginxHeader::Invalid,
+                _ => state = State::Value,
+            },
+            State::AlmostDone => match ch {
+                b'\n' => break,
+                b'\r' => {}
+                _ => return NginxHeader::Invalid,
+            },
+            State::HeaderAlmostDone => {
+                return if ch == b'\n' { NginxHeader::Done } else { NginxHeader::Invalid };
+            }
+        }
+    }
+    NginxHeader::Header { name: name_start..name_end, value: start..end, invalid }
+}
+
 /// Every string over `alphabet` up to `max` bytes long.
 fn all_strings(alphabet: &[u8], max: usize) -> Vec<Vec<u8>> {
     let mut out = vec![Vec::new()];
@@ -206,4 +339,39 @@ fn arguments_agree_with_nginx_on_every_short_query() {
             assert_eq!(arg_in_query(&args, name), nginx_arg(&args, name), "{:?} in {:?}", show(name), show(&args));
         }
     }
+}
+
+/// Every short line of the bytes that matter to nginx's header parser, with and
+/// without `underscores_in_headers`: kept with the same name and value, dropped
+/// as invalid, or refused with 400, as nginx does (`ignore_invalid_headers on`).
+#[test]
+fn header_lines_agree_with_nginx_on_every_short_line() {
+    let alphabet = b"aZ-_:. \t\x00\x7f\xe9";
+    let inputs = all_strings(alphabet, 6).into_iter().chain(random_strings(b"aZ9-_:. \t\x00", 20_000, 24));
+    let mut checked = 0;
+    for line in inputs {
+        if line.is_empty() {
+            continue; // the empty line that ends the headers: no header at all
+        }
+        for underscores in [false, true] {
+            let ours = parse_header_line(&line, underscores);
+            let expected = match nginx_header_line(&line, underscores) {
+                NginxHeader::Header { name, value, invalid: false } => {
+                    HeaderLine::Kept { name: &line[name], value: &line[value] }
+                }
+                NginxHeader::Header { name, invalid: true, .. } => match ours {
+                    HeaderLine::Ignored { byte, .. } => HeaderLine::Ignored { name: &line[name], byte },
+                    _ => panic!("{:?}: nginx drops it as invalid, ours: {ours:?}", show(&line)),
+                },
+                NginxHeader::Invalid => match ours {
+                    HeaderLine::Refused(why) => HeaderLine::Refused(why),
+                    _ => panic!("{:?}: nginx answers 400, ours: {ours:?}", show(&line)),
+                },
+                NginxHeader::Done => unreachable!("only an empty line ends the headers"),
+            };
+            assert_eq!(ours, expected, "{:?} (underscores_in_headers {underscores})", show(&line));
+            checked += 1;
+        }
+    }
+    assert!(checked > 1_000_000, "{checked}");
 }

@@ -276,13 +276,12 @@ impl Timestamp {
         }
         let offset_minutes = match rest {
             "Z" | "z" => 0,
-            _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
-                let h: i64 = rest[1..3].parse().map_err(|_| bad())?;
-                let m: i64 = rest[4..6].parse().map_err(|_| bad())?;
-                let sign = if rest.starts_with('-') { -1 } else { 1 };
-                sign * (h * 60 + m)
-            }
-            _ => return Err(bad()),
+            _ => utc_offset_minutes(rest).ok_or_else(|| {
+                format!(
+                    "must be a time such as 2026-11-30T09:00:00Z, got {s:?}: its UTC offset {rest:?} must be Z, \
+                     +HH:MM or -HH:MM (hours 00 to 23, minutes 00 to 59)"
+                )
+            })?,
         };
         let days_in_month = [31, if is_leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
         if !(1..=12).contains(&month)
@@ -298,6 +297,23 @@ impl Timestamp {
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
         Ok(Timestamp(seconds * 1000 + millis))
     }
+}
+
+/// RFC 3339's `time-numoffset`, `+HH:MM` or `-HH:MM`, in minutes east of UTC.
+/// Each part is exactly two digits: `str::parse` alone would also take a sign
+/// (`+-1:00`) and out-of-range values (`+99:99`).
+fn utc_offset_minutes(text: &str) -> Option<i64> {
+    let &[sign, h1, h2, b':', m1, m2] = text.as_bytes() else { return None };
+    let sign = match sign {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let two_digits = |tens: u8, units: u8| {
+        (tens.is_ascii_digit() && units.is_ascii_digit()).then(|| i64::from(tens - b'0') * 10 + i64::from(units - b'0'))
+    };
+    let (hours, minutes) = (two_digits(h1, h2)?, two_digits(m1, m2)?);
+    (hours <= 23 && minutes <= 59).then_some(sign * (hours * 60 + minutes))
 }
 
 fn is_leap(y: i64) -> bool {
@@ -428,6 +444,39 @@ mod tests {
             "2026-1a-30T09:00:00Z",
         ] {
             assert!(Timestamp::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// RFC 3339's offset is `+HH:MM` or `-HH:MM`, two digits each, hours to 23
+    /// and minutes to 59; integer parsing alone took a second sign and any value.
+    #[test]
+    fn utc_offsets_must_be_two_digit_hours_and_minutes_in_range() {
+        assert_eq!(
+            Timestamp::parse("2026-11-30T09:00:00+23:59").unwrap().0,
+            1_796_029_200_000 - (23 * 60 + 59) * 60_000
+        );
+        assert_eq!(Timestamp::parse("2026-11-30T09:00:00-00:00").unwrap().0, 1_796_029_200_000);
+        for bad in [
+            "2026-11-30T09:00:00+99:99",
+            "2026-11-30T09:00:00+24:00",
+            "2026-11-30T09:00:00+05:60",
+            "2026-11-30T09:00:00+-1:00",
+            "2026-11-30T09:00:00-+1:00",
+            "2026-11-30T09:00:00++1:00",
+            "2026-11-30T09:00:00+01:-1",
+            "2026-11-30T09:00:00+01:+1",
+            "2026-11-30T09:00:00+ 1:00",
+            "2026-11-30T09:00:00+1:000",
+            "2026-11-30T09:00:00 01:00",
+        ] {
+            let message = Timestamp::parse(bad).unwrap_err();
+            let offset = &bad[19..];
+            assert!(
+                message.ends_with(&format!(
+                    "its UTC offset {offset:?} must be Z, +HH:MM or -HH:MM (hours 00 to 23, minutes 00 to 59)"
+                )),
+                "{bad}: {message}"
+            );
         }
     }
 

@@ -153,7 +153,8 @@ fn from_status(path: &std::path::Path, config: &CompiledConfig) -> Result<Vec<Op
         let Some(bp) = percentage.as_deref().and_then(basis_points) else {
             return Err(Failed(Some(format!("{shown}: service {name:?}: ramp.percentage is not a percentage"))));
         };
-        by_service[index] = Some((bp, ramp["state"].as_str().unwrap_or("unknown").to_owned()));
+        let state = ramp["state"].as_str().unwrap_or("unknown");
+        by_service[index] = Some((bp, migration_engine::config::escape_controls(state)));
     }
     Ok(by_service)
 }

@@ -392,8 +392,10 @@ pub fn run(args: Args) -> Result<(), Failed> {
     progress.finish_and_clear();
     let elapsed = started.elapsed();
     let totals = r.totals;
+    // A log line is what a client sent: shown escaped, so that it cannot write
+    // to the operator's terminal.
     for shown in &totals.shown {
-        eprintln!("nginx-migration: {shown}");
+        eprintln!("nginx-migration: {}", migration_engine::config::escape_controls(shown));
     }
     if totals.unparsed > totals.shown.len() as u64 {
         eprintln!("nginx-migration: {} lines could not be parsed ({} shown)", totals.unparsed, totals.shown.len());

@@ -207,6 +207,16 @@ fn explain_takes_the_percentage_in_force_from_a_ramp() {
     for bad in ["101", "12.345", "-1", "x"] {
         assert_eq!(explain(&[&format!("--percentage={bad}")]).status.code(), Some(1), "--percentage {bad}");
     }
+    // A status value is shown escaped: it must not write to the terminal.
+    let payload = status("50", "\\u001b]0;pwned\\u0007\\u001b[2J");
+    let out = bin()
+        .arg("explain")
+        .arg(&file)
+        .args(["--host", "api.example.com", "--header", &header, "--status", payload.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains('\u{1b}') && text.contains("ramp \\u{1b}]0;pwned"), "{text:?}");
     let not_status = tmp("not-status.json", b"[1, 2]");
     assert_eq!(explain(&["--status", not_status.to_str().unwrap()]).status.code(), Some(1));
     assert_eq!(explain(&["--percentage", "5", "--status", ramping.to_str().unwrap()]).status.code(), Some(2));
@@ -970,4 +980,16 @@ fn diff_sees_changes_past_the_shown_text_and_in_fallback() {
         let text = diff_text(&a, &a.replacen(from, to, 1));
         assert!(text.contains(line), "{line:?} in {text}");
     }
+}
+
+/// A log line is what a client sent: replay shows an unparsed one escaped, so
+/// that an escape sequence in it never reaches the operator's terminal.
+#[test]
+fn replay_shows_unparsed_lines_escaped() {
+    let config = tmp("escape.yaml", yaml("20", "user", "").as_bytes());
+    let log = tmp("escape.log", b"\x1b]0;pwned\x07\x1b[2J\x9b31m not a log line\n");
+    let out = bin().arg("replay").arg(&config).arg(&log).args(["--log-format", FORMAT]).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not in the log format: \\u{1b}]0;pwned\\u{7}\\u{1b}[2J"), "{stderr:?}");
+    assert!(!stderr.chars().any(|c| c.is_control() && c != '\n'), "{stderr:?}");
 }

@@ -1004,10 +1004,37 @@ fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut Report) ->
         let Some(k) = alt.policy_of else { continue };
         let c = &all[k];
         let canary = c.canary.as_ref().expect("a policy is a canary's");
+        // balancer.lua:195-197: with session affinity on the main Ingress, a request
+        // that holds a valid affinity cookie stays where it is before any rule is asked.
+        let affinity = built
+            .servers
+            .values()
+            .flatten()
+            .find(|l| l.upstream.as_deref() == Some(primary))
+            .map(|l| &all[l.ingress])
+            .filter(|main| main.annotation("affinity").is_some());
         let (rules, bp) = {
             let mut scratch = Report::default();
             let out = canary_rules(c, canary, &mut scratch);
             if told.insert((k, "annotations")) {
+                if let Some(main) = affinity {
+                    let cookie = main.annotation("session-cookie-name").unwrap_or("INGRESSCOOKIE");
+                    let except = format!("; a request that holds a valid {cookie} cookie of {} differs: ingress-nginx keeps it on the side the cookie names before asking any rule (balancer.lua:195-221)", main.id());
+                    for v in &mut scratch.approximate {
+                        v["how"] = escape_controls(&format!("{}{except}", v["how"].as_str().unwrap_or(""))).into();
+                    }
+                    for mut v in std::mem::take(&mut scratch.mapped) {
+                        let rule = v["annotation"]
+                            .as_str()
+                            .is_some_and(|a| a.starts_with("canary-by") || a.starts_with("canary-weight"));
+                        if rule {
+                            v["how"] = escape_controls(&format!("{}{except}", v["how"].as_str().unwrap_or(""))).into();
+                            scratch.approximate.push(v);
+                        } else {
+                            scratch.mapped.push(v);
+                        }
+                    }
+                }
                 report.mapped.append(&mut scratch.mapped);
                 report.approximate.append(&mut scratch.approximate);
                 report.unmapped.append(&mut scratch.unmapped);
@@ -1022,10 +1049,6 @@ fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut Report) ->
             let main = &all[first.ingress];
             if told.insert((first.ingress, "annotations")) {
                 other_annotations(main, report);
-            }
-            let sticky = c.annotation("affinity-canary-behavior").is_none_or(|b| b.trim() != "legacy");
-            if main.annotation("affinity").is_some() && sticky && told.insert((k, "affinity")) {
-                report.approximate(c, "canary-weight", format!("with session affinity on {}, a client that holds its affinity cookie stays on the side it was first sent to in ingress-nginx (balancer.lua:195-221); here each of its requests is drawn anew", main.id()));
             }
             if host.is_empty() {
                 report.unmapped(c, "canary", format!("rules without a host (and defaultBackend) of {} are served by ingress-nginx's catch-all server _, for every Host no Ingress names; the module routes by Host, so the canary is not mapped there", main.id()));

@@ -623,20 +623,23 @@ fn cases() -> Vec<Case> {
         case("a canary's other annotations are ignored", "annotations.md, Canary", pair(&[("rewrite-target", "/x")]))
             .report("ignores it on a canary Ingress"),
         case(
-            "session affinity keeps a client on its side",
-            "B:195-221",
+            "session affinity keeps a client on its side before any rule",
+            "B:195-197, B:218-221",
             object("web", "", &[("affinity", "cookie")], &[MAIN])
-                + &canary("web-canary", &[("canary-weight", "10")], &[NEW]),
+                + &canary("web-canary", &[("canary-weight", "10"), ("canary-by-header", "X-Canary")], &[NEW]),
         )
-        .reported("keeps a client on the side")
+        .requests(&[(ALWAYS, "new")])
+        .reported("approximate  shop/web-canary: nginx.ingress.kubernetes.io/canary-by-header: header rules")
+        .report("holds a valid INGRESSCOOKIE cookie of shop/web")
         .report("strategy: user with user_key: cookie:INGRESSCOOKIE"),
         case(
-            "legacy affinity behaviour draws every request",
-            "C:1597",
-            object("web", "", &[("affinity", "cookie")], &[MAIN])
+            "legacy affinity still keeps the main's clients on main",
+            "B:195-197 (C:1597 only stops the canary copying it)",
+            object("web", "", &[("affinity", "cookie"), ("session-cookie-name", "route")], &[MAIN])
                 + &canary("web-canary", &[("canary-weight", "10"), ("affinity-canary-behavior", "legacy")], &[NEW]),
         )
-        .report("session affinity"),
+        .reported("approximate  shop/web-canary: nginx.ingress.kubernetes.io/canary-weight")
+        .report("holds a valid route cookie"),
         // --- what cannot be read ---------------------------------------------------------
         case(
             "a named port is reported, never printed without a port",

@@ -281,7 +281,9 @@ fn time_text(ms: i64) -> String {
 
 /// A share (0.01) as the YAML's percent (`1%`).
 fn share_text(share: f64) -> String {
-    let text = format!("{:.6}", share * 100.0);
+    // Twelve decimals: two limits that differ must not print alike (the module's
+    // ramp fingerprint tells 0.01 from 0.0100000001 apart, and restarts the ramp).
+    let text = format!("{:.12}", share * 100.0);
     format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
@@ -516,7 +518,10 @@ pub fn run(old: &Path, new: &Path, format: Format) -> Result<(), Failed> {
             })
         });
         let lists = [("header_rules", &hr), ("ip_rules", &ir), ("user_rules", &ur)];
+        // A publication that moves the ramp is a change, whatever the fields say.
+        let ramp_moves = ramp.as_ref().is_some_and(|r| r.effect != "keeps_position" || r.stopped_restarts);
         let unchanged = fields.is_empty()
+            && !ramp_moves
             && lists.iter().all(|(_, d)| d.added.is_empty() && d.removed.is_empty() && d.reordered.is_empty());
         let mut rules_json = serde_json::Map::new();
         for (name, d) in lists {

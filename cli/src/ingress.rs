@@ -18,11 +18,14 @@
 //!    descending (`store/store.go:1111-1113`).
 //! 3. Upstreams are named `namespace-service-port` (`controller/util.go:50`); the
 //!    first Ingress to name one makes it, and a canary's is "no server"
-//!    (`controller.go:1096`, `:1127`). Main Ingresses' paths become locations,
-//!    the first (path, pathType) of a host winning (`controller.go:807-850`).
+//!    (`controller.go:1096`, `:1127`). A path `""` is `/` and a pathType
+//!    ImplementationSpecific (or none) is Prefix (`store.go:940-947`). Each host's
+//!    server starts with a root location sending to the defaultBackend of the
+//!    main Ingress that made it, else to the controller's 404 (`:1335-1381`);
+//!    main Ingresses' paths become locations, the first (path, pathType) of a host
+//!    winning (`controller.go:807-850`).
 //! 4. A canary's path joins the *upstream* of the main location with the same
-//!    host, path (as written: `""` is not `/`) and pathType
-//!    (`controller.go:1701`). Every location of that upstream, on any host, then
+//!    host, path and pathType (`controller.go:1701`). Every location of that upstream, on any host, then
 //!    goes through the canary; only the first canary of an upstream is consulted
 //!    (`balancer.lua:205`). A canary path that joins nothing deletes the canary's
 //!    backend altogether (`controller.go:1711`), so none of its paths get traffic.
@@ -71,11 +74,11 @@ impl fmt::Display for At {
     }
 }
 
+/// A path's type as ingress-nginx compares it: ImplementationSpecific is Prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PathType {
     Exact,
     Prefix,
-    ImplementationSpecific,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,7 +111,7 @@ impl ServiceRef {
 }
 
 struct PathRule {
-    /// As written: ingress-nginx compares a canary's path with `""` kept.
+    /// `""` read as `/`, as ingress-nginx stores it.
     path: String,
     path_type: PathType,
     backend: Option<ServiceRef>,
@@ -135,7 +138,8 @@ struct Canary {
 struct Ingress {
     namespace: String,
     name: String,
-    created: String,
+    /// Unix milliseconds.
+    created: i64,
     /// Full annotation keys.
     annotations: BTreeMap<String, String>,
     rules: Vec<HostRule>,
@@ -299,7 +303,17 @@ impl Reader<'_> {
                 format!("{namespace:?} is not a namespace (a DNS-1123 label)"),
             );
         }
-        let created = meta.get("creationTimestamp").and_then(Node::as_str).unwrap_or("").to_owned();
+        // store.go:1105-1113 compares times; a missing one is Go's zero time, the earliest.
+        let created = match meta.get("creationTimestamp") {
+            None => i64::MIN,
+            Some(n) => match n.as_str().map(migration_engine::config::ramp::Timestamp::parse) {
+                Some(Ok(t)) => t.0,
+                _ => {
+                    self.problem(n, "creationTimestamp must be an RFC 3339 time, as the API server writes it".into());
+                    i64::MIN
+                }
+            },
+        };
         let mut annotations = BTreeMap::new();
         if let Some(a) = meta.get("annotations") {
             if !matches!(a.value, kyaml::Value::Map(_)) {
@@ -345,18 +359,21 @@ impl Reader<'_> {
                         ),
                     );
                 }
+                // store.go:947, k8s/main.go:168-183: no pathType, and
+                // ImplementationSpecific, are Prefix before anything is compared.
                 let path_type = match p.get("pathType").and_then(Node::as_str) {
                     Some("Exact") => PathType::Exact,
-                    Some("Prefix") => PathType::Prefix,
-                    Some("ImplementationSpecific") | None => PathType::ImplementationSpecific,
+                    Some("Prefix" | "ImplementationSpecific") | None => PathType::Prefix,
                     Some(other) => {
                         self.problem(
                             p.get("pathType").unwrap_or(p),
                             format!("pathType {other:?} is none of Exact, Prefix, ImplementationSpecific"),
                         );
-                        PathType::ImplementationSpecific
+                        PathType::Prefix
                     }
                 };
+                // store.go:940-944: an empty path is `/` before anything is compared.
+                let path = if path.is_empty() { "/".to_owned() } else { path };
                 let backend = p.get("backend").and_then(|b| self.service(b, &namespace));
                 paths.push(PathRule { path, path_type, backend });
             }
@@ -489,6 +506,21 @@ fn read(path: &std::path::Path, out: &mut Vec<Ingress>, problems: &mut Problems)
         kyaml::documents(&text).map_err(|e| Failed(Some(format!("{file}:{}:{}: {}", e.line, e.column, e.message))))?;
     let mut reader = Reader { file: &file, problems: Vec::new() };
     for doc in &docs {
+        // A repeated key above the Ingresses (`items:` twice) leaves which ones
+        // exist to the reader; the whole document is refused.
+        let outer = match &doc.value {
+            kyaml::Value::Map(pairs) => {
+                pairs.iter().enumerate().find(|(n, (k, _))| pairs[..*n].iter().any(|(e, _)| e == k))
+            }
+            _ => None,
+        };
+        if let Some((_, (key, at))) = outer {
+            reader.problem(
+                at,
+                format!("the key {key:?} is repeated in its mapping; YAML readers disagree on which one counts"),
+            );
+            continue;
+        }
         let kind = doc.get("kind").and_then(Node::as_str).unwrap_or("");
         let items: Vec<&Node> = match kind {
             "Ingress" => vec![doc],
@@ -527,9 +559,12 @@ struct Upstream {
 struct Location {
     path: String,
     path_type: PathType,
-    /// `None`: the default backend's root location every server starts with.
+    /// `None`: the controller's default backend (404).
     upstream: Option<String>,
     ingress: usize,
+    /// The root location a server starts with, which a main's `/` Prefix path
+    /// takes over (`IsDefBackend`, controller.go:1371-1378, :836-848).
+    default: bool,
 }
 
 /// Why a canary Ingress's path got no traffic.
@@ -548,6 +583,10 @@ struct Built {
     dropped: BTreeMap<usize, Vec<Dropped>>,
     /// Canary Ingresses whose backend a path that joined nothing deleted.
     deleted: BTreeSet<usize>,
+    /// (host, path) → its locations' indices (a path has one per pathType).
+    by_path: HashMap<(String, String), Vec<usize>>,
+    /// (host, upstream) → the first location that sends there.
+    first_to: HashMap<(String, String), usize>,
     /// Paths of main Ingresses whose Service's upstream a canary made first:
     /// (main, host, path, canary). ingress-nginx gives them no location.
     shadowed: Vec<(usize, String, String, usize)>,
@@ -581,16 +620,39 @@ fn build(all: &[Ingress], order: &[usize]) -> Built {
             });
         }
     }
-    // createServers: a server per host of a main Ingress, each with the default root location.
+    // createServers (controller.go:1325-1381): the `_` server, and a server per host
+    // of a main Ingress, made by the first one to name the host. Its root location
+    // sends to that Ingress's defaultBackend, else to the controller's default
+    // backend; an Ingress with a defaultBackend and no rules takes `_`'s root.
     let mut servers: BTreeMap<String, Vec<Location>> = BTreeMap::new();
-    let root = || vec![Location { path: "/".into(), path_type: PathType::Prefix, upstream: None, ingress: usize::MAX }];
-    servers.insert(String::new(), root());
+    let root = |upstream: Option<String>, ingress: usize| Location {
+        path: "/".into(),
+        path_type: PathType::Prefix,
+        upstream,
+        ingress,
+        default: true,
+    };
+    servers.insert(String::new(), vec![root(None, usize::MAX)]);
     for &k in order.iter().filter(|&&k| all[k].canary.is_none()) {
-        for r in &all[k].rules {
-            servers.entry(r.host.clone()).or_insert_with(root);
+        let i = &all[k];
+        let own_default = i.default_backend.as_ref().map(ServiceRef::upstream);
+        if let Some(name) = &own_default {
+            let catch_all = &mut servers.get_mut("").expect("made above")[0];
+            if i.rules.is_empty() && catch_all.default && catch_all.upstream.is_none() {
+                *catch_all = Location { default: false, ..root(Some(name.clone()), k) };
+            }
+        }
+        for r in &i.rules {
+            servers.entry(r.host.clone()).or_insert_with(|| vec![root(own_default.clone(), k)]);
         }
     }
-    // getBackendServers (controller.go:745-870): every Ingress's paths become locations.
+    // getBackendServers (controller.go:745-870): every Ingress's paths become
+    // locations. The first location of a path decides: same type, it stays (or a
+    // default root is taken over); another type, a second one is added.
+    let mut first_of_path: HashMap<(String, String), usize> = HashMap::new();
+    for (host, locations) in &servers {
+        first_of_path.insert((host.clone(), "/".to_owned()), locations.len() - 1);
+    }
     let mut shadowed = Vec::new();
     for &k in order {
         for r in all[k].rules.iter().filter(|r| r.http) {
@@ -606,26 +668,47 @@ fn build(all: &[Ingress], order: &[usize]) -> Built {
                     }
                     continue;
                 }
-                let path = if p.path.is_empty() { "/".to_owned() } else { p.path.clone() };
-                let mut add = true;
-                // The first location of that path decides: same type, it stays (or a
-                // default one is taken over); another type, a second one is added.
-                if let Some(loc) = locations.iter_mut().find(|l| l.path == path) {
-                    if loc.path_type == p.path_type {
-                        add = false;
-                        if loc.upstream.is_none() {
-                            loc.upstream = Some(name.clone());
-                            loc.ingress = k;
+                match first_of_path.get(&(host.clone(), p.path.clone())) {
+                    Some(&at) if locations[at].path_type == p.path_type => {
+                        let loc = &mut locations[at];
+                        if loc.default {
+                            *loc = Location {
+                                path: p.path.clone(),
+                                path_type: p.path_type,
+                                upstream: Some(name),
+                                ingress: k,
+                                default: false,
+                            };
                         }
                     }
-                }
-                if add {
-                    locations.push(Location { path, path_type: p.path_type, upstream: Some(name), ingress: k });
+                    first => {
+                        if first.is_none() {
+                            first_of_path.insert((host.clone(), p.path.clone()), locations.len());
+                        }
+                        locations.push(Location {
+                            path: p.path.clone(),
+                            path_type: p.path_type,
+                            upstream: Some(name),
+                            ingress: k,
+                            default: false,
+                        });
+                    }
                 }
             }
         }
     }
-    let mut built = Built { upstreams, servers, dropped: BTreeMap::new(), deleted: BTreeSet::new(), shadowed };
+    let mut by_path: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    let mut first_to: HashMap<(String, String), usize> = HashMap::new();
+    for (host, locations) in &servers {
+        for (at, l) in locations.iter().enumerate() {
+            by_path.entry((host.clone(), l.path.clone())).or_default().push(at);
+            if let Some(u) = &l.upstream {
+                first_to.entry((host.clone(), u.clone())).or_insert(at);
+            }
+        }
+    }
+    let mut built =
+        Built { upstreams, servers, by_path, first_to, dropped: BTreeMap::new(), deleted: BTreeSet::new(), shadowed };
     // controller.go:923: canaries merge only when some main Ingress exists.
     if order.iter().any(|&k| all[k].canary.is_none()) {
         for &k in order.iter().filter(|&&k| all[k].canary.is_some()) {
@@ -660,24 +743,29 @@ fn merge_alternatives(all: &[Ingress], k: usize, b: &mut Built) {
             b.dropped.entry(k).or_default().push(Dropped::NoServer { host, path });
             continue;
         };
-        let mut merged = false;
-        let mut same = false;
+        // controller.go:1686-1708, in location order: a location whose upstream is
+        // gone is passed over, the first that sends to the canary's own upstream
+        // ends the search, and each one of the path and pathType before it joins.
+        let same_at = b.first_to.get(&(host.clone(), alt.clone())).copied();
+        let candidates: Vec<usize> = match &path {
+            None => (0..locations.len()).collect(),
+            Some((p, t)) => b
+                .by_path
+                .get(&(host.clone(), p.clone()))
+                .map(|v| v.iter().copied().filter(|&at| locations[at].path_type == *t).collect())
+                .unwrap_or_default(),
+        };
+        let same = same_at.is_some();
         let mut joins = Vec::new();
-        for loc in locations {
-            let Some(primary) = &loc.upstream else { continue };
-            if *primary == alt {
-                same = true;
-                break;
-            }
-            let matches = match &path {
-                None => true,
-                Some((p, t)) => loc.path == *p && loc.path_type == *t,
+        for at in candidates.into_iter().filter(|&at| same_at.is_none_or(|s| at < s)) {
+            let Some(primary) = locations[at].upstream.as_ref().filter(|u| b.upstreams.contains_key(*u)) else {
+                continue;
             };
-            if matches && !b.upstreams[primary].no_server {
+            if !b.upstreams[primary].no_server {
                 joins.push(primary.clone());
-                merged = true;
             }
         }
+        let merged = !joins.is_empty();
         for primary in joins {
             let alternatives = &mut b.upstreams.get_mut(&primary).expect("a location's upstream").alternatives;
             if !alternatives.contains(&alt) {
@@ -796,7 +884,7 @@ fn canary_rules(c: &Ingress, canary: &Canary, report: &mut Report) -> (Vec<Value
                         format!("PCRE refuses the pattern {p:?} ({e}), so ingress-nginx sends every request that carries {header} to main (balancer.lua:246-249): header rule {{header: {header}, present: true, target: old}}{renamed}; requests without it go by cookie and weight"),
                     );
                 }
-                Ok(_) => match migration_engine::config::Pattern::parse(p) {
+                Ok(_) => match rust_reads_like_pcre(p).and_then(|()| migration_engine::config::Pattern::parse(p)) {
                     Ok(_) => {
                         rules.push(rule("header", &header, ("pattern", p.as_str().into()), "new"));
                         report.approximate(
@@ -871,6 +959,49 @@ fn canary_rules(c: &Ingress, canary: &Canary, report: &mut Report) -> (Vec<Value
     (rules, bp)
 }
 
+/// Refuses what Rust's regex and PCRE both accept but read differently: set
+/// operations in a class (`[a&&b]`, `[a-c--b]`, `[a~~b]` are literals or ranges
+/// to PCRE) and `\b{...}` word-boundary forms.
+fn rust_reads_like_pcre(pattern: &str) -> Result<(), String> {
+    if pattern.contains("\\b{") {
+        return Err("\\b{...} is a word boundary form in Rust and a repetition in PCRE".into());
+    }
+    let bytes = pattern.as_bytes();
+    let (mut depth, mut at) = (0u8, 0usize);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'\\' => at += 1,
+            b'[' if depth > 0 => {
+                // POSIX `[:alpha:]` means the same to both; any other `[` opens a
+                // nested class in Rust and is a literal in PCRE.
+                match pattern[at..].strip_prefix("[:").and_then(|rest| rest.find(":]")) {
+                    Some(end) => at += end + 3,
+                    None => return Err("a [ inside a class is a nested class in Rust and a literal in PCRE".into()),
+                }
+            }
+            b'[' => {
+                depth += 1;
+                // A `]` right after `[` or `[^` is a literal.
+                if bytes.get(at + 1) == Some(&b'^') {
+                    at += 1;
+                }
+                if bytes.get(at + 1) == Some(&b']') {
+                    at += 1;
+                }
+            }
+            b']' if depth > 0 => depth = 0,
+            b'&' | b'-' | b'~' if depth > 0 && bytes.get(at + 1) == Some(&bytes[at]) => {
+                return Err(
+                    "a doubled &, - or ~ in a class is a set operation in Rust and literal characters in PCRE".into()
+                );
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    Ok(())
+}
+
 const AFFINITY: &[&str] = &[
     "affinity",
     "affinity-mode",
@@ -940,7 +1071,6 @@ fn path_type_name(t: PathType) -> &'static str {
     match t {
         PathType::Exact => "Exact",
         PathType::Prefix => "Prefix",
-        PathType::ImplementationSpecific => "ImplementationSpecific",
     }
 }
 
@@ -958,7 +1088,7 @@ fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut Report) ->
                     "host {host:?} path {path:?}: the canary's Service is the main location's own (controller.go:1694): nothing to split"
                 ),
                 Dropped::NoLocation { host, path, path_type } => format!(
-                    "host {host:?}: no main Ingress has a location with path {path:?} and pathType {} (paths and pathTypes must be equal, \"\" is not \"/\"; controller.go:1701), so ingress-nginx deletes this canary's backend (controller.go:1711) and none of its paths get traffic",
+                    "host {host:?}: no main Ingress has a location with path {path:?} and pathType {} (paths and pathTypes must be equal, controller.go:1701), so ingress-nginx deletes this canary's backend (controller.go:1711) and none of its paths get traffic",
                     path_type_name(*path_type)
                 ),
                 Dropped::CatchAll => "its defaultBackend merges with no location of the catch-all server, so ingress-nginx deletes this canary's backend (controller.go:1648)".to_owned(),
@@ -980,6 +1110,22 @@ fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut Report) ->
     let mut used_names = BTreeSet::new();
     // (Ingress, what) already told in the report.
     let mut told: BTreeSet<(usize, &str)> = BTreeSet::new();
+    // Upstream → host → its locations there, in order: found once, not per upstream.
+    let mut located: HashMap<&str, BTreeMap<&str, Vec<&Location>>> = HashMap::new();
+    for (host, locations) in &built.servers {
+        for l in locations {
+            let Some(u) = &l.upstream else { continue };
+            if built.upstreams.contains_key(u) {
+                located.entry(u).or_default().entry(host).or_default().push(l);
+            } else if l.ingress != usize::MAX {
+                report.unmapped(
+                    &all[l.ingress],
+                    "spec.rules",
+                    format!("host {:?} path {:?}: its upstream {u} was deleted by a canary whose defaultBackend names the same Service and joins nothing (controller.go:1648), so ingress-nginx answers 503 there; requests there route as nginx.conf says", if host.is_empty() { "_" } else { host }, l.path),
+                );
+            }
+        }
+    }
     let mut names: Vec<&String> = built.upstreams.keys().collect();
     names.sort();
     for primary in names {
@@ -1006,13 +1152,14 @@ fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut Report) ->
         let canary = c.canary.as_ref().expect("a policy is a canary's");
         // balancer.lua:195-197: with session affinity on the main Ingress, a request
         // that holds a valid affinity cookie stays where it is before any rule is asked.
-        let affinity = built
-            .servers
+        let hosts = located.get(primary.as_str()).cloned().unwrap_or_default();
+        // controller.go:875-897: the upstream's affinity comes from any main
+        // Ingress with a location on it; only `cookie` makes a balancer sticky.
+        let affinity = hosts
             .values()
             .flatten()
-            .find(|l| l.upstream.as_deref() == Some(primary))
             .map(|l| &all[l.ingress])
-            .filter(|main| main.annotation("affinity").is_some());
+            .find(|main| main.annotation("affinity").is_some_and(|a| a.trim() == "cookie"));
         let (rules, bp) = {
             let mut scratch = Report::default();
             let out = canary_rules(c, canary, &mut scratch);
@@ -1043,12 +1190,14 @@ fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut Report) ->
             out
         };
         // Every location of this upstream, on any host, goes through the canary.
-        for (host, locations) in &built.servers {
-            let mine: Vec<&Location> = locations.iter().filter(|l| l.upstream.as_deref() == Some(primary)).collect();
+        for (host, mine) in &hosts {
+            let host = &host.to_string();
             let Some(first) = mine.first() else { continue };
             let main = &all[first.ingress];
-            if told.insert((first.ingress, "annotations")) {
-                other_annotations(main, report);
+            for l in mine {
+                if told.insert((l.ingress, "annotations")) {
+                    other_annotations(&all[l.ingress], report);
+                }
             }
             if host.is_empty() {
                 report.unmapped(c, "canary", format!("rules without a host (and defaultBackend) of {} are served by ingress-nginx's catch-all server _, for every Host no Ingress names; the module routes by Host, so the canary is not mapped there", main.id()));
@@ -1097,7 +1246,9 @@ fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut Report) ->
             if scheme == "https" && told.insert((first.ingress, "backend-protocol")) {
                 report.mapped(main, "backend-protocol", "HTTPS: old_backend and new_backend are https:// (ingress-nginx proxies the canary with the main Ingress's protocol); proxy_ssl_verify and the other proxy-ssl-* settings stay in nginx.conf (ingress-nginx does not verify by default)");
             }
-            let whole = locations.iter().all(|l| l.upstream.is_none() || l.upstream.as_deref() == Some(primary));
+            // Whole: every location of the host, its root included, sends here. A
+            // root that answers 404 or sends elsewhere makes it by location.
+            let whole = built.servers[host.as_str()].len() == mine.len();
             let mut name = service_name(&[&main.namespace, &main.name]);
             if used_names.contains(&name) {
                 name = service_name(&[&main.namespace, &main.name, host]);
@@ -1244,6 +1395,14 @@ pub fn run(files: &[PathBuf], partial: bool, format: Format) -> Result<(), Faile
     if let Err(e) = migration_engine::load_str_checked("import-ingress output", &yaml) {
         return Err(Failed(Some(format!("internal error: the generated YAML does not load ({e}); nothing printed"))));
     }
+    // What nginx and `check` read is bounded; so is what the import writes.
+    if yaml.len() as u64 > migration_engine::source::DEFAULT_MAX_SIZE {
+        return Err(Failed(Some(format!(
+            "the generated YAML would be {} bytes, more than the {} bytes a configuration may have (max_size=); nothing printed: look for Ingresses with huge annotation values",
+            yaml.len(),
+            migration_engine::source::DEFAULT_MAX_SIZE
+        ))));
+    }
     if report.errors.is_empty() || partial {
         print!("{yaml}");
     }
@@ -1292,5 +1451,20 @@ pub fn run(files: &[PathBuf], partial: bool, format: Format) -> Result<(), Faile
         Ok(())
     } else {
         Err(Failed(None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rust_reads_like_pcre;
+
+    #[test]
+    fn patterns_the_two_dialects_read_differently_are_refused() {
+        for same in ["^(on|yes)$", "[a-z]+", "[]a]", "[^]a-]", "[[:alpha:]]+", "a--b", r"\[x--y\]", "[a-]"] {
+            assert!(rust_reads_like_pcre(same).is_ok(), "{same}");
+        }
+        for differs in ["^[a&&b]$", "^[a-c--b]$", "[a~~b]", "[[a]b]", r"\b{start}x"] {
+            assert!(rust_reads_like_pcre(differs).is_err(), "{differs}");
+        }
     }
 }

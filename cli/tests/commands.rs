@@ -993,3 +993,23 @@ fn replay_shows_unparsed_lines_escaped() {
     assert!(stderr.contains("not in the log format: \\u{1b}]0;pwned\\u{7}\\u{1b}[2J"), "{stderr:?}");
     assert!(!stderr.chars().any(|c| c.is_control() && c != '\n'), "{stderr:?}");
 }
+
+/// A gate limit that changes below the sixth decimal still restarts the ramp in
+/// the module: diff shows the field and counts the service as changed.
+#[test]
+fn diff_shows_a_ramp_restart_however_small_the_change() {
+    let file = |rate: &str| {
+        tmp(
+            &format!("gate-{rate}.yaml"),
+            format!("services:\n  - name: shop\n    old_host: shop.example.com\n    old_backend: a:1\n    new_host: shop.example.com\n    new_backend: b:2\n    migration:\n      percentage: 1\n      ramp: {{steps: [1, 50, 100], every: 1h, gate: {{max_error_rate: {rate}}}}}\n").as_bytes(),
+        )
+    };
+    let (a, b) = (file("0.01"), file("0.0100000001"));
+    let out = bin().arg("diff").arg(&a).arg(&b).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("service shop:") && text.contains("max_error_rate: 1% -> 1.00000001%"), "{text}");
+    let out = bin().args(["diff", "--format", "json"]).arg(&a).arg(&b).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"]["shop"]["changed"], true, "{v}");
+    assert_eq!(v["services"]["shop"]["ramp"]["effect"], "restarts", "{v}");
+}

@@ -107,7 +107,7 @@ fn values_that_look_like_yaml_stay_values() {
 
 #[test]
 fn control_characters_never_reach_the_terminal() {
-    let payload = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m";
+    let payload = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{202e}\u{2028}\u{200b}";
     let input = ingress("web", "shop.example.com", "/", "web", &[("rewrite-target", payload)])
         + &ingress(
             "web-canary",
@@ -122,7 +122,8 @@ fn control_characters_never_reach_the_terminal() {
         let out = import(&["--partial", "--format", format], &file);
         let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
         let text = String::from_utf8(all).unwrap();
-        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{format}: {text:?}");
+        let invisible = |c: char| matches!(c, '\u{202e}' | '\u{2028}' | '\u{200b}');
+        assert!(!text.chars().any(|c| (c.is_control() && c != '\n') || invisible(c)), "{format}: {text:?}");
         assert!(text.contains("\\u{1b}]0;pwned"), "{format}: the payload is shown escaped: {text}");
     }
 }
@@ -231,4 +232,40 @@ fn ten_thousand_ingresses_import_in_one_pass() {
     let out = bin().args(["import-ingress", "--partial"]).arg(&file).output().unwrap();
     assert_eq!(service_names(&out.stdout).len(), 4_000);
     eprintln!("10,000 Ingresses ({} bytes): {took:?}", y.len());
+}
+
+#[test]
+fn a_repeated_items_key_is_refused() {
+    // Readers disagree on which `items:` counts: the file's Ingresses are unknown.
+    let input =
+        "apiVersion: v1\nkind: List\nitems:\n- {kind: Ingress, metadata: {name: a, namespace: shop}}\nitems: []\n";
+    let out = import(&[], &tmp("items.yaml", input.as_bytes()));
+    let report = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("the key \"items\" is repeated"), "{report}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn output_that_nginx_would_refuse_is_not_printed() {
+    // 90 pairs with 200 KB header values (within the API's 256 KiB per object):
+    // the YAML would pass the 16 MiB a configuration may have.
+    let value = "v".repeat(200_000);
+    let mut input = String::new();
+    for n in 0..90 {
+        let host = format!("h{n}.example.com");
+        input += &ingress(&format!("m{n}"), &host, "/", "web", &[]);
+        input += &ingress(
+            &format!("c{n}"),
+            &host,
+            "/",
+            "web-v2",
+            &[("canary", "true"), ("canary-by-header", "X-Canary"), ("canary-by-header-value", &value)],
+        );
+    }
+    let out = import(&[], &tmp("huge.yaml", input.as_bytes()));
+    let report = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(report.contains("more than the 16777216 bytes a configuration may have"), "{report}");
 }

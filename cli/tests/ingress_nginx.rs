@@ -64,6 +64,14 @@ fn object(name: &str, created: &str, annotations: &[(&str, &str)], paths: &[P]) 
     y
 }
 
+/// The object with `spec.defaultBackend` naming `service`, port 80.
+fn with_default_backend(object: String, service: &str) -> String {
+    let backend =
+        format!("spec:\n  defaultBackend:\n    service:\n      name: {service}\n      port:\n        number: 80\n");
+    let object = object.replace("spec:\n  rules:\n", &format!("{backend}  rules:\n"));
+    object.strip_suffix("  rules:\n").map_or(object.clone(), str::to_owned)
+}
+
 fn main_ingress() -> String {
     object("web", "", &[], &[MAIN])
 }
@@ -477,15 +485,62 @@ fn cases() -> Vec<Case> {
         .requests(&[(ALWAYS, "-")])
         .report("pathType Exact"),
         case(
-            "an empty path is not /",
-            "C:813 vs C:1701",
+            "an empty path is /",
+            "S:940-944",
             main_ingress() + &canary("web-canary", hdr, &[P(H, "", "Prefix", "web-v2", 80)]),
         )
+        .requests(&[(ALWAYS, "new")]),
+        case(
+            "ImplementationSpecific is Prefix",
+            "S:947, internal/k8s/main.go:176-182",
+            object("web", "", &[], &[P(H, "/", "ImplementationSpecific", "web", 80)])
+                + &canary("web-canary", &[("canary-weight", "100")], &[NEW]),
+        )
+        .requests(&[(NONE, "new")]),
+        case(
+            "a main's defaultBackend is its hosts' root location",
+            "C:1335-1341, C:1371-1378, C:1701",
+            with_default_backend(object("web", "", &[], &[P(H, "/api", "Prefix", "api", 80)]), "web")
+                + &canary("web-canary", hdr, &[NEW]),
+        )
+        .requests(&[(&["--host", "shop-web.by-location.invalid", "--header", "X-Canary: always"], "new")])
+        .report("location / { migration on; migration_service shop-web;"),
+        case(
+            "a defaultBackend elsewhere keeps the host from being whole",
+            "C:1371-1378",
+            with_default_backend(object("web", "", &[], &[P(H, "/app", "Prefix", "web", 80)]), "other")
+                + &canary("web-canary", hdr, &[P(H, "/app", "Prefix", "web-v2", 80)]),
+        )
+        .yaml("shop-web.by-location.invalid")
+        .report("location /app {"),
+        case(
+            "a catch-all canary joins a catch-all main",
+            "C:1343-1348, C:1614-1640",
+            with_default_backend(object("web", "", &[], &[]), "web")
+                + &with_default_backend(
+                    object("web-canary", "", &[("canary", "true"), ("canary-weight", "10")], &[]),
+                    "web-v2",
+                ),
+        )
         .services(0)
-        .report("deletes this canary's backend"),
+        .report("catch-all server _"),
+        case(
+            "a canary defaultBackend that deletes a main's upstream",
+            "C:1648, C:1689-1693",
+            object("main-a", "2024-01-01T00:00:00Z", &[], &[P("a.example.com", "/", "Prefix", "web", 80)])
+                + &with_default_backend(object("zz-canary", "2024-02-01T00:00:00Z", &[("canary", "true")], &[]), "web")
+                + &object(
+                    "aa-canary",
+                    "2024-02-01T00:00:00Z",
+                    &[("canary", "true")],
+                    &[P("a.example.com", "/", "Prefix", "web-v2", 80)],
+                ),
+        )
+        .services(0)
+        .reported("answers 503 there"),
         case(
             "a canary host no main serves gets nothing",
-            "C:1676-1683",
+            "C:1678-1685",
             main_ingress() + &canary("web-canary", hdr, &[P("other.example.com", "/", "Prefix", "web-v2", 80)]),
         )
         .services(0)
@@ -504,8 +559,30 @@ fn cases() -> Vec<Case> {
             object("web", "", &[], &[P(H, "/a", "Prefix", "web", 80), P(H, "/b", "Prefix", "web", 80)])
                 + &canary("web-canary", hdr, &[P(H, "/a", "Prefix", "web-v2", 80)]),
         )
+        .requests(&[(&["--host", "shop-web.by-location.invalid", "--header", "X-Canary: always"], "new")])
+        .report("serves paths /a, /b of this host"),
+        case(
+            "a whole host is one whose root is the canaried upstream too",
+            "C:1601, C:836-848",
+            object("web", "", &[], &[MAIN, P(H, "/b", "Prefix", "web", 80)]) + &canary("web-canary", hdr, &[NEW]),
+        )
         .requests(&[(ALWAYS, "new")])
         .yaml("- shop.example.com"),
+        case(
+            "affinity comes from any main Ingress on the upstream",
+            "C:875-897, B:195-197",
+            object("web", "", &[], &[MAIN])
+                + &object("web-sticky", "", &[("affinity", "cookie")], &[P(H, "/cart", "Prefix", "web", 80)])
+                + &canary("web-canary", &[("canary-by-cookie", "canary")], &[NEW]),
+        )
+        .reported("holds a valid INGRESSCOOKIE cookie of shop/web-sticky"),
+        case(
+            "a pattern the two dialects read differently is not written",
+            "B:243 (PCRE reads [a&&b] as a class of a, & and b)",
+            pair(&[("canary-by-header", "X-Canary"), ("canary-by-header-pattern", "^[a&&b]$")]),
+        )
+        .requests(&[(&["--header", "X-Canary: &"], "old")])
+        .reported("is PCRE the module's regular expressions cannot express"),
         case(
             "different Services per path need locations",
             "C:1701",
@@ -549,6 +626,20 @@ fn cases() -> Vec<Case> {
                     &[("canary", "true"), ("canary-weight", "100")],
                     &[P(H, "/", "Prefix", "v-b", 80)],
                 ),
+        )
+        .requests(&[(NONE, "new")])
+        .yaml("v-b.shop.svc"),
+        case(
+            "creation times are compared as times, offsets included",
+            "S:1105-1113",
+            main_ingress()
+                + &object(
+                    "b-canary",
+                    "2024-01-02T01:00:00+02:00",
+                    &[("canary", "true"), ("canary-weight", "100")],
+                    &[P(H, "/", "Prefix", "v-b", 80)],
+                )
+                + &object("a-canary", "2024-01-01T23:30:00Z", &[("canary", "true")], &[P(H, "/", "Prefix", "v-a", 80)]),
         )
         .requests(&[(NONE, "new")])
         .yaml("v-b.shop.svc"),

@@ -69,10 +69,18 @@ fn tidy(message: String) -> String {
 /// Longest excerpt of a value a message quotes, in characters.
 const EXCERPT: usize = 24;
 
+/// Control characters, and the invisible ones that reorder or hide text on a
+/// terminal (bidirectional overrides, zero-width characters, line and paragraph
+/// separators).
+fn shown_escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{61c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 /// `\n`, `\t`, `\r` and other control characters as escapes, so that a message is
 /// always one line of plain text.
 pub fn escape_controls(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(shown_escaped) {
         return text.to_owned();
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -81,7 +89,7 @@ pub fn escape_controls(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if shown_escaped(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -162,6 +170,7 @@ mod escape_tests {
     fn control_characters_are_escaped_and_the_rest_kept_whole() {
         assert_eq!(escape_controls("plain"), "plain");
         assert_eq!(escape_controls("a\nb\r\tc\u{7}\u{7f}"), "a\\nb\\r\\tc\\u{7}\\u{7f}");
+        assert_eq!(escape_controls("a\u{202e}b\u{200b}"), "a\\u{202e}b\\u{200b}", "bidirectional and zero-width");
         let long = "':' must be followed by a valid YAML whitespace";
         assert_eq!(escape_controls(long), long, "a parser's message is quoted whole");
     }

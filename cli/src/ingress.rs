@@ -331,6 +331,16 @@ impl Reader<'_> {
                 }
             }
         }
+        // annotations.go:186-188, store.go:949-952: an Ingress with a Critical-risk
+        // annotation is dropped whole unless the controller's annotations-risk-level
+        // is Critical (its default is High), so what it routed is not known here.
+        for critical in CRITICAL {
+            let key = format!("{PREFIX}{critical}");
+            if annotations.contains_key(&key) {
+                let at = meta.get("annotations").and_then(|a| a.get(&key)).unwrap_or(meta);
+                self.problem(at, format!("{key} is a Critical-risk annotation: with annotations-risk-level High, the default, ingress-nginx drops this whole Ingress (annotations.go:186, store.go:949), with Critical it routes it; --partial leaves it out as the default does, or take the annotation out of the input to import it"));
+            }
+        }
         let spec = node.get("spec");
         let mut rules = Vec::new();
         for rule in spec.and_then(|s| s.get("rules")).map(Node::items).unwrap_or_default() {
@@ -1001,6 +1011,10 @@ fn rust_reads_like_pcre(pattern: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The annotations ingress-nginx rates Critical (`parser.AnnotationRiskCritical`).
+const CRITICAL: &[&str] =
+    &["auth-snippet", "modsecurity-snippet", "server-snippet", "configuration-snippet", "stream-snippet"];
 
 const AFFINITY: &[&str] = &[
     "affinity",

@@ -754,6 +754,14 @@ fn cases() -> Vec<Case> {
         .exit(1)
         .report("--enable-annotation-validation"),
         case(
+            "a Critical-risk annotation makes the Ingress depend on the risk level",
+            "internal/ingress/annotations/annotations.go:186-188, S:949-952, config.go:769",
+            object("web", "", &[("configuration-snippet", "more_set_headers x;")], &[MAIN])
+                + &canary("web-canary", hdr, &[NEW]),
+        )
+        .exit(1)
+        .report("annotations-risk-level High, the default"),
+        case(
             "a DEL byte in a header value is a bad Ingress",
             "V:68",
             pair(&[("canary-by-header", "X-Canary"), ("canary-by-header-value", "on\u{7f}")]),

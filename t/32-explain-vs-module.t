@@ -164,8 +164,8 @@ is($same + $weight, scalar @requests, 'every request compared');
 === TEST 2: what import-ingress writes routes in nginx as ingress-nginx routed the same Ingresses
 The Ingresses hold cases ingress-nginx reads its own way (balancer.lua,
 canary/main.go, controller.go): a header name with `_`, `canary: "True"` with a
-weight of `abc`, a pattern PCRE refuses, and a canary on one path of a Service
-that another path also uses. Each request's target is where ingress-nginx sends
+weight of `abc`, a pattern PCRE refuses, and a canary on `/` of a Service that
+`/b` also uses. Each request's target is where ingress-nginx sends
 it (main = old), and explain must say the same.
 --- user_files
 >>> ingress.yaml
@@ -189,11 +189,11 @@ items:
    metadata: {name: c-canary, namespace: t, annotations: {nginx.ingress.kubernetes.io/canary: "True", nginx.ingress.kubernetes.io/canary-weight: abc, nginx.ingress.kubernetes.io/canary-by-header: X-Beta}},
    spec: {rules: [{host: c.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: c2, port: {number: 80}}}}]}}]}}
 - {apiVersion: networking.k8s.io/v1, kind: Ingress, metadata: {name: d, namespace: t},
-   spec: {rules: [{host: d.example.com, http: {paths: [{path: /a, pathType: Prefix, backend: {service: {name: d, port: {number: 80}}}},
+   spec: {rules: [{host: d.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: d, port: {number: 80}}}},
                                                        {path: /b, pathType: Prefix, backend: {service: {name: d, port: {number: 80}}}}]}}]}}
 - {apiVersion: networking.k8s.io/v1, kind: Ingress,
    metadata: {name: d-canary, namespace: t, annotations: {nginx.ingress.kubernetes.io/canary: "true", nginx.ingress.kubernetes.io/canary-by-header: X-Canary}},
-   spec: {rules: [{host: d.example.com, http: {paths: [{path: /a, pathType: Prefix, backend: {service: {name: d2, port: {number: 80}}}}]}}]}}
+   spec: {rules: [{host: d.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: d2, port: {number: 80}}}}]}}]}}
 --- init
 my $dir = html_dir();
 system("$main::CLI import-ingress $dir/ingress.yaml > $dir/m.yaml 2> $dir/report.txt") == 0
@@ -217,7 +217,7 @@ my @cases = (
     ['c.example.com', '/', ['X-Beta' => 'always'], 'new'],      # canary "True" (strconv.ParseBool)
     ['c.example.com', '/', [], 'old'],                          # weight abc is 0 (canary/main.go:137)
     ['d.example.com', '/b', ['X-Canary' => 'always'], 'new'],   # controller.go:1601: /b shares the canaried upstream
-    ['d.example.com', '/a', ['X-Canary' => 'never'], 'old'],
+    ['d.example.com', '/', ['X-Canary' => 'never'], 'old'],
 );
 my $responses = http_requests_keepalive([map { ['GET', $_->[1], [Host => $_->[0], @{ $_->[2] }]] } @cases], timeout => 10);
 for my $i (0 .. $#cases) {

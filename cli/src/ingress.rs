@@ -446,7 +446,7 @@ fn parse_canary(i: &mut Ingress) -> Result<(), (String, String)> {
             None => {
                 notes.push((
                     "canary".to_owned(),
-                    format!("{v:?} is not a Go boolean (strconv.ParseBool: 1, t, T, TRUE, true, True, 0, f, ...): ingress-nginx reads false (canary/main.go:129)"),
+                    format!("{v:?} is not a Go boolean (strconv.ParseBool: 1, t, T, TRUE, true, True, 0, f, ...): ingress-nginx reads false (parser/main.go:108, canary/main.go:124-129)"),
                 ));
                 false
             }

@@ -64,9 +64,10 @@ my $wrapper = "$root/t/servroot-negative-exit3.sh";
 open my $fh, '>', $wrapper or die "$wrapper: $!";
 print $fh <<"SH";
 #!/bin/sh
+child=
+trap 'kill -QUIT \$child' QUIT
 "$nginx" "\$@" &
 child=\$!
-trap 'kill -QUIT \$child' QUIT
 wait \$child
 wait \$child
 exit 3

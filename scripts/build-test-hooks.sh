@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the module with the cargo feature `test-hooks` (fault injection for the
-# t/ files that need it, src/hooks.rs) against the nginx that `make build` just
+# t/ files that need it, src/test_hooks.rs) against the nginx that `make build` just
 # built (no second nginx build), and installs it beside the real module as
 # modules/ngx_http_migration_module_test_hooks.so. The real module is untouched.
 set -euo pipefail

@@ -57,7 +57,7 @@ fn last_panic() -> String {
 /// gives `on_panic(message)` instead.
 fn run<R>(place: &str, f: impl FnOnce() -> R, on_panic: impl FnOnce(String) -> R) -> R {
     match catch_unwind(AssertUnwindSafe(|| {
-        crate::hooks::panic_in(place);
+        crate::test_hooks::panic_in(place);
         f()
     })) {
         Ok(result) => result,

@@ -1,45 +1,90 @@
 //! ngx_http_migration_module: routes each request to the old or the new cluster of
-//! a service, by the rules of a YAML file (README.md is the reference: directives,
-//! variables, the YAML, the decision order, status).
+//! a service, by the rules of a YAML file (docs/ is the reference: directives,
+//! variables, the YAML, the decision order, status; docs/architecture.md maps
+//! this code).
 //!
-//! This crate is the thin nginx layer over the `migration-engine` crate and the only
-//! place for `unsafe`: the module table and its directives (`directives.rs`), a
-//! borrowed view of a request (`request.rs`), the per-request decision and its
-//! access-phase handler (`phases.rs`), the `$migration_*` variables
-//! (`variables.rs`), the shared zone (`zone.rs`), publication on reload and on
-//! `watch=` (`publish.rs`), warnings that need the whole configuration
-//! (`checks.rs`) and the status handler (`status.rs`).
+//! This crate is the thin nginx layer over the `migration-engine` crate and the
+//! only place for `unsafe`. This file is the module table; the rest is in three
+//! folders, each reading only those before it:
+//!
+//! * `conf/`: what nginx.conf says (directive structs and handlers, parameters,
+//!   server names, the `nginx -s` signaller, configuration-time warnings);
+//! * `state/`: what outlives a request (the zone and its process table, the live
+//!   configuration, admission, publication on reload and on `watch=`, the compile
+//!   thread, the ramp timer);
+//! * `http/`: the request path (the decision a request keeps, the phase
+//!   handlers, the request view, the variables, the status handler).
+//!
+//! Beside them: `guard` (no panic crosses into nginx), `random` (the weighted
+//! draw) and `test_hooks` (fault injection, test builds only).
 
 use core::ptr::{addr_of, addr_of_mut};
 
-use ngx::ffi::{ngx_command_t, ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
+use core::ptr;
 
-mod checks;
-mod directives;
+use ngx::ffi::{
+    ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE12,
+    NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+};
+use ngx::ngx_string;
+
+mod conf;
 mod guard;
-mod hooks;
-mod phases;
-mod publish;
-mod publisher;
-mod ramp;
+mod http;
 mod random;
-mod request;
-mod status;
-mod variable_names;
-mod variables;
-mod zone;
+mod state;
+mod test_hooks;
 
-use directives::Module;
+use conf::Module;
+
+/// The directives (each handler lives with what it configures).
+pub static mut COMMANDS: [ngx_command_t; 5] = [
+    ngx_command_t {
+        name: ngx_string!("migration_config"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123) as ngx_uint_t,
+        set: Some(state::load::set_migration_config),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("migration"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG) as ngx_uint_t,
+        set: Some(conf::directives::set_migration),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("migration_service"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE12) as ngx_uint_t,
+        set: Some(conf::directives::set_migration_service),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("migration_status"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(http::status::set_migration_status),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
 
 static NGX_HTTP_MIGRATION_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: Some(variables::add_variables),
-    postconfiguration: Some(phases::register_handlers),
-    create_main_conf: Some(directives::create_main_conf),
+    preconfiguration: Some(http::variables::add_variables),
+    postconfiguration: Some(http::phases::register_handlers),
+    create_main_conf: Some(conf::create_main_conf),
     init_main_conf: None,
-    create_srv_conf: Some(directives::create_srv_conf),
-    merge_srv_conf: Some(directives::merge_srv_conf),
-    create_loc_conf: Some(directives::create_loc_conf),
-    merge_loc_conf: Some(directives::merge_loc_conf),
+    create_srv_conf: Some(conf::create_srv_conf),
+    merge_srv_conf: Some(conf::merge_srv_conf),
+    create_loc_conf: Some(conf::create_loc_conf),
+    merge_loc_conf: Some(conf::merge_loc_conf),
 };
 
 #[cfg(feature = "export-modules")]
@@ -52,11 +97,11 @@ pub static mut ngx_http_migration_module: ngx_module_t = ngx_module_t {
     ctx: addr_of!(NGX_HTTP_MIGRATION_MODULE_CTX) as _,
     // SAFETY: the commands table is a static that lives as long as the module; nginx
     // only reads it.
-    commands: unsafe { addr_of_mut!(directives::COMMANDS[0]) as *mut ngx_command_t },
+    commands: unsafe { addr_of_mut!(COMMANDS[0]) as *mut ngx_command_t },
     type_: NGX_HTTP_MODULE as _,
-    init_module: Some(publish::init_module),
-    init_process: Some(publish::init_process),
-    exit_process: Some(publish::exit_process),
+    init_module: Some(state::cycle::init_module),
+    init_process: Some(state::cycle::init_process),
+    exit_process: Some(state::cycle::exit_process),
     ..ngx_module_t::default()
 };
 

@@ -1,5 +1,5 @@
 # Faults injected with the test-hooks build of the module
-# (modules/ngx_http_migration_module_test_hooks.so, src/hooks.rs): races and
+# (modules/ngx_http_migration_module_test_hooks.so, src/test_hooks.rs): races and
 # failures that a test cannot otherwise bring about on demand. Each block names
 # its hooks in MIGRATION_TEST_HOOKS (read by the master when it starts).
 use lib 't/lib';
@@ -102,7 +102,7 @@ Segmentation fault
     location / { migration on; return 200 "$migration_target\n"; }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*migration: internal error in migration_config \(a panic at src\/hooks\.rs:\d+: test hook: a panic in migration_config\)/
+qr/\[emerg\] .*migration: internal error in migration_config \(a panic at src\/test_hooks\.rs:\d+: test hook: a panic in migration_config\)/
 --- no_error_log
 exited on signal
 Aborted

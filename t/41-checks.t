@@ -1,4 +1,4 @@
-# Warnings that need the whole configuration (src/checks.rs), printed by
+# Warnings that need the whole configuration (src/state/cycle_warnings.rs), printed by
 # `nginx -t` on the terminal and logged at start and reload:
 #  * watch= when the worker user cannot read the file (it would be found out only
 #    at the first change, which would then be refused);

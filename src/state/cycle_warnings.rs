@@ -18,7 +18,7 @@ use std::ffi::CString;
 use ngx::ffi::{ngx_core_conf_t, ngx_core_module, ngx_cycle, ngx_cycle_t, ngx_int_t, ngx_shm_zone_t, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
-use crate::directives::MainConf;
+use crate::conf::MainConf;
 
 /// The cycle whose configuration is being read (set by `migration_config`), whose
 /// core configuration (`user`) is complete once its zones are initialised.
@@ -34,7 +34,7 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, data: *mut c_v
     // cycle's main configuration (set by migration_config).
     unsafe { warn(&*shm_zone, &*((*shm_zone).data as *const MainConf)) };
     // SAFETY: the same call, passed on unchanged.
-    unsafe { crate::publish::init_zone(shm_zone, data) }
+    unsafe { crate::state::cycle::init_zone(shm_zone, data) }
 }
 
 fn warn(shm_zone: &ngx_shm_zone_t, main: &MainConf) {
@@ -45,8 +45,8 @@ fn warn(shm_zone: &ngx_shm_zone_t, main: &MainConf) {
     // SAFETY: ngx_cycle is the cycle nginx runs (or the initial one); its log outlives this call.
     let log = unsafe { (*ngx_cycle).log };
     if let Some(config) = &main.config {
-        let names = crate::publish::service_names(config);
-        let needed = crate::zone::required_zone_size(main.source.len(), main.text.len(), &names);
+        let names = crate::state::live::service_names(config);
+        let needed = crate::state::zone::required_zone_size(main.source.len(), main.text.len(), &names);
         // Over three quarters: a running configuration of about the same size may
         // no longer fit beside this one during a reload.
         if needed > shm_zone.shm.size / 4 * 3 {
@@ -58,11 +58,11 @@ fn warn(shm_zone: &ngx_shm_zone_t, main: &MainConf) {
                  the running configuration beside it, and is refused when both do not fit (only the error log says so \
                  after nginx -s reload): consider zone={}:{}",
                 name,
-                crate::zone::human_size(shm_zone.shm.size),
+                crate::state::zone::human_size(shm_zone.shm.size),
                 needed * 100 / shm_zone.shm.size,
                 main.source,
                 name,
-                crate::zone::human_size(needed * 2)
+                crate::state::zone::human_size(needed * 2)
             );
         }
     }
@@ -124,7 +124,7 @@ fn groups_of(username: &CStr, gid: libc::gid_t) -> Option<Vec<libc::gid_t>> {
 fn unreadable_as(path: &CStr, uid: libc::uid_t, gid: libc::gid_t, username: &CStr) -> Option<i32> {
     // The user's groups are looked up here, before the fork: the process may have
     // other threads (with `master_process off` the one process is master and
-    // worker, and its publication thread may run), so the child must not take
+    // worker, and its compile thread may run), so the child must not take
     // any lock another thread could hold (initgroups reads /etc/group with
     // malloc); it only makes system calls.
     let groups = groups_of(username, gid)?;

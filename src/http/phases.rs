@@ -1,217 +1,28 @@
-//! The decision of one request: made once (in the access phase of locations with
-//! `migration on`, or by the first `$migration_*` variable read before that), and
-//! kept for the whole request, internal redirects included.
-//!
-//! nginx clears module contexts on an internal redirect (index, try_files,
-//! error_page). Like the realip module, the decision is also registered as a
-//! cleanup of the request pool, where it can be found again after a redirect: the
-//! weighted coin is never tossed twice.
-//!
-//! A request is counted in the status once, the first time its decision is used
-//! in a location with `migration on` (the access phase, or a variable read there):
-//! those are the routed requests. A variable read elsewhere (an `access_log`
-//! format at http level, a health-check server) decides but does not count.
+//! The module's phase handlers: the access phase decides (and counts) the
+//! requests of locations with `migration on`; the log phase feeds each routed
+//! request's outcome to its service's breaker, responses and ramp window.
+//! Registered by the postconfiguration, which also checks what needs the whole
+//! http block: the variables a `user_key: var:NAME` reads, what the locations
+//! can route.
 
-use core::cell::Cell;
-use core::ffi::c_void;
 use core::ptr;
 use core::slice;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use migration_engine::responses::{class_of, ABORTED, FAILED};
-use migration_engine::{decide_with, CompiledConfig, Decision, Outcome, Rule, ServiceChoice, Target, Transition};
+use migration_engine::{Outcome, Rule, Target};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t,
-    ngx_pool_cleanup_add, NGX_LOG_WARN,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_log_error;
 
-use crate::publish::Published;
 
-use crate::directives::{Module, ServiceSetting};
-use crate::request::NgxRequestView;
-
-/// What a request keeps: the configuration it was decided with (so that the
-/// variables' strings outlive any later configuration swap) and the decision.
-///
-/// A request holds process-local memory only. It never touches the zone
-/// through the configuration it was decided with, which may have been replaced
-/// while it ran (a request held open for minutes: a slow upload, a WebSocket):
-/// its counters, responses, ramp window and breaker are reached through the
-/// configuration the process routes by now ([`RequestDecision::live_slot`]), so
-/// the process announces only that generation to the zone, and a held request
-/// never keeps older generations' slots from being reclaimed.
-pub struct RequestDecision {
-    /// Recognises our cleanup entry among the pool's cleanups.
-    tag: u64,
-    pub published: Arc<Published>,
-    pub decision: Decision,
-    counted: Cell<bool>,
-    /// The connection's client address when the decision was made: realip at
-    /// location level replaces it later (preaccess), see `access_handler`.
-    client_sockaddr: usize,
-    /// Made by a variable read before any access handler of ours ran for the
-    /// request (not found again after an internal redirect).
-    before_access: bool,
-}
-
-/// Set while our access handler runs: a decision made then is not early.
-static IN_ACCESS: AtomicBool = AtomicBool::new(false);
-
-const TAG: u64 = u64::from_be_bytes(*b"migrdcsn");
-
-impl RequestDecision {
-    /// The configuration the process routes by now, and the index in it of the
-    /// decided service (slots belong to a service's name: the same slot, unless
-    /// the service has been removed since). None without a service.
-    pub fn live_slot(&self) -> Option<(Arc<Published>, usize)> {
-        let index = self.decision.service? as usize;
-        let now = crate::publish::current()?;
-        if Arc::ptr_eq(&now, &self.published) {
-            return Some((now, index));
-        }
-        let name = &self.published.config.services.get(index)?.name;
-        let index = now.config.service_index(name)? as usize;
-        Some((now, index))
-    }
-
-    /// Counts the decision in the zone (the status's `requests` and `rules`).
-    fn count(&self) {
-        match (self.decision.service, self.decision.target) {
-            (Some(_), Some(target)) => {
-                if let Some((now, index)) = self.live_slot() {
-                    now.slots[index].count(target, self.decision.rule);
-                }
-            }
-            _ => self.published.zone.count_unmatched(),
-        }
-    }
-}
-
-unsafe extern "C" fn drop_request_decision(data: *mut c_void) {
-    // SAFETY: `data` is the RequestDecision written by `decision_for`, dropped once
-    // when the request pool is destroyed.
-    crate::guard::quiet("a request's cleanup", || unsafe { ptr::drop_in_place(data as *mut RequestDecision) });
-}
-
-/// The decision already made for this request, if any: from the module context,
-/// or, after an internal redirect cleared it, from the request pool's cleanups.
-pub fn existing(r: &mut ngx_http_request_t) -> Option<*mut RequestDecision> {
-    // SAFETY: Request is a transparent wrapper over ngx_http_request_t.
-    let request: &mut Request = unsafe { Request::from_ngx_http_request(r) };
-    let module = Module::module();
-    if let Some(ctx) = request.get_module_ctx::<RequestDecision>(module) {
-        return Some(ctx as *const _ as *mut _);
-    }
-    let found = crate::request::pool_cleanup::<RequestDecision>(r, drop_request_decision, |d| d.tag == TAG)?;
-    request.set_module_ctx(found as *mut c_void, module);
-    Some(found)
-}
-
-/// How this location finds the request's service (`migration_service`).
-fn service_choice<'a>(r: &ngx_http_request_t, config: &'a CompiledConfig) -> ServiceChoice<'a> {
-    let loc = Module::location_conf(r).expect("location conf");
-    match &loc.service {
-        // The name lives as long as the location configuration, which outlives
-        // every request; the engine only compares it.
-        ServiceSetting::Named(name) => ServiceChoice::Index(config.service_index(name).unwrap_or(u32::MAX)),
-        ServiceSetting::AutoAnyServer => ServiceChoice::Auto,
-        // Only a Host this server block names: a request that reached it as the
-        // default server for another name routes nowhere (rule none).
-        ServiceSetting::Auto | ServiceSetting::Unset => {
-            // headers_in.server is nginx's validated Host: lowercase, no port.
-            match config.service_for_normalized_host(crate::request::bytes(&r.headers_in.server)) {
-                Some(index) if crate::request::served_by_name(r) => ServiceChoice::Index(index),
-                _ => ServiceChoice::Index(u32::MAX),
-            }
-        }
-    }
-}
-
-/// The request's service, found from the Host (or the location's
-/// `migration_service`) alone, without deciding its target: what
-/// `$migration_service`, `$migration_config_version` and `$migration_old_*` need.
-/// The target is decided later, in the access phase after the other access
-/// handlers, so that a `user_key: var:NAME` set by `auth_request_set` is there
-/// (README "Decision order").
-pub fn service_only(r: &mut ngx_http_request_t) -> Option<(Arc<Published>, u32)> {
-    let published = crate::publish::current()?;
-    let index = match service_choice(r, &published.config) {
-        ServiceChoice::Index(index) => (index < published.config.services.len() as u32).then_some(index),
-        ServiceChoice::Auto => {
-            // SAFETY: `r` is a live request for the duration of this call.
-            let view = unsafe { NgxRequestView::new(r) };
-            published.config.service_for_host(migration_engine::RequestView::host(&view))
-        }
-        ServiceChoice::Named(name) => published.config.service_index(name),
-    }?;
-    Some((published, index))
-}
-
-/// The request's decision, made now if it was not made yet. None when no
-/// `migration_config` is loaded, or on allocation failure (`Err`).
-pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
-    if let Some(d) = existing(r) {
-        // SAFETY: the decision lives in the request pool, which outlives `r`'s borrow.
-        return Ok(Some(unsafe { &*d }));
-    }
-    let Some(published) = crate::publish::current() else {
-        return Ok(None);
-    };
-    let config = &published.config;
-    let choice = service_choice(r, config);
-    let decision = {
-        // SAFETY: `r` is a live request for the duration of this call.
-        let view = unsafe { NgxRequestView::new(r) };
-        decide_with(config, choice, &view, &mut crate::random::draw, &*published)
-    };
-    if let (Some(transition), Some(index)) = (decision.transition, decision.service) {
-        log_transition(r, &published, index, transition);
-    }
-    // SAFETY: r->pool is the request pool; the cleanup's data area is sized for a
-    // RequestDecision and is initialised right below, before anything reads it.
-    unsafe {
-        let cln = ngx_pool_cleanup_add(r.pool, core::mem::size_of::<RequestDecision>());
-        if cln.is_null() {
-            return Err(());
-        }
-        let data = (*cln).data as *mut RequestDecision;
-        let client_sockaddr = (*r.connection).sockaddr as usize;
-        let before_access = !IN_ACCESS.load(Ordering::Relaxed);
-        ptr::write(
-            data,
-            RequestDecision {
-                tag: TAG,
-                published,
-                decision,
-                counted: Cell::new(false),
-                client_sockaddr,
-                before_access,
-            },
-        );
-        (*cln).handler = Some(drop_request_decision);
-        let request = Request::from_ngx_http_request(r);
-        request.set_module_ctx(data as *mut c_void, Module::module());
-        Ok(Some(&*data))
-    }
-}
-
-/// The request's decision, as [`decision_for`], counted in the status if this
-/// location has `migration on` and it was not counted yet.
-pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
-    let routing = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
-    let d = decision_for(r)?;
-    if let Some(d) = d {
-        if routing && !d.counted.replace(true) && !cfg!(feature = "uncounted") {
-            d.count();
-        }
-    }
-    Ok(d)
-}
+use crate::conf::Module;
+use crate::http::decision::{existing, log_transition, routed_decision, RequestDecision, IN_ACCESS};
 
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
@@ -257,7 +68,7 @@ fn warn_if_decided_before_realip(r: &ngx_http_request_t, d: &RequestDecision) {
         return;
     }
     // SAFETY: the connection is live; its addr_text is realip's client address now.
-    let client = String::from_utf8_lossy(crate::request::bytes(unsafe { &(*r.connection).addr_text })).into_owned();
+    let client = String::from_utf8_lossy(crate::http::request::bytes(unsafe { &(*r.connection).addr_text })).into_owned();
     ngx_log_error!(
         NGX_LOG_WARN,
         log,
@@ -468,30 +279,6 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream) -> (usize, Option<
     }
 }
 
-/// Every breaker transition is logged at `warn`, once, by the process that made it.
-fn log_transition(r: &ngx_http_request_t, published: &Published, index: u32, transition: Transition) {
-    let service = &published.config.services[index as usize];
-    let cooldown = service.fallback.as_ref().map_or(0, |p| p.cooldown_ms);
-    let cooldown = if cooldown % 1000 == 0 { format!("{}s", cooldown / 1000) } else { format!("{cooldown}ms") };
-    // SAFETY: the connection's log is live with the request.
-    let log = unsafe { (*r.connection).log };
-    let name = &service.name;
-    let message = match transition {
-        Transition::Opened { failures, status } => format!(
-            "service \"{name}\": fallback opened after {failures} consecutive failures of the new cluster (last: {status}); \
-             requests go to old for {cooldown}"
-        ),
-        Transition::HalfOpened => {
-            format!("service \"{name}\": fallback half-open after {cooldown}: one trial request goes to new")
-        }
-        Transition::Closed => format!("service \"{name}\": fallback closed: the trial request to new succeeded"),
-        Transition::Reopened { status } => format!(
-            "service \"{name}\": fallback re-opened: the trial request to new failed ({status}); requests go to old for {cooldown}"
-        ),
-    };
-    ngx_log_error!(NGX_LOG_WARN, log, "migration: {}", message);
-}
-
 /// The names of nginx.conf's `upstream {}` blocks (lowercase).
 ///
 /// # Safety
@@ -534,7 +321,7 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
     // `user_key: var:NAME` must name a variable nginx.conf defines: now, while
     // nginx still holds their names (`nginx -t`, start, reload).
     // SAFETY: postconfiguration: variables_keys is still allocated.
-    let variables = Arc::new(unsafe { crate::variable_names::of_configuration(cmcf) });
+    let variables = Arc::new(unsafe { crate::conf::variable_names::of_configuration(cmcf) });
     // SAFETY: postconfiguration runs with a valid cf inside the http block.
     let main = Module::main_conf_mut(unsafe { &*cf }).expect("http main conf");
     if let Some(config) = &main.config {
@@ -594,3 +381,4 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
     }
     Status::NGX_OK.into()
 }
+

@@ -9,11 +9,33 @@ use migration_engine::config::ramp::{OnFailure, Ramp};
 use migration_engine::config::values::PercentageText;
 use migration_engine::ramp::{Publication, RampEvent, RampState};
 use migration_engine::{CompiledService, RampReport};
-use ngx::ffi::{ngx_log_t, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use ngx::ffi::{ngx_add_timer, ngx_cycle, ngx_event_t, ngx_exiting, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_NOTICE, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
-use crate::publish::{unix_now_ms, Published};
-use crate::zone::ServiceSlot;
+use crate::state::live::{current, unix_now_ms, LiveConfig};
+use crate::state::zone::ServiceSlot;
+
+/// How often every worker looks at the clock for the services' ramps.
+pub const RAMP_TICK_MS: u64 = 100;
+
+/// Moves the ramps on: every worker, every RAMP_TICK_MS; one of them makes each
+/// transition (a compare-and-swap in the zone) and logs it.
+pub unsafe extern "C" fn ramp_tick(ev: *mut ngx_event_t) {
+    // SAFETY: nginx's process-state flags, only written by its signal handlers.
+    if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
+        return;
+    }
+    // SAFETY: in a worker, ngx_cycle is the worker's cycle.
+    let log = unsafe { (*ngx_cycle).log };
+    crate::guard::timer(log, "the ramp's timer", || {
+        if let Some(published) = current() {
+            crate::state::ramp_timer::tick(&published, log);
+        }
+    });
+    // SAFETY: `ev` is our timer event, not armed while its handler runs.
+    unsafe { ngx_add_timer(ev, RAMP_TICK_MS as _) };
+}
+
 
 /// When the step after the current one is due, in words.
 fn next_due(ramp: &Ramp, slot: &ServiceSlot, done: bool) -> String {
@@ -79,7 +101,7 @@ pub fn log_publication(service: &CompiledService, slot: &ServiceSlot, what: Publ
 }
 
 /// One look at the clock for every service with a ramp.
-pub fn tick(published: &Published, log: *mut ngx_log_t) {
+pub fn tick(published: &LiveConfig, log: *mut ngx_log_t) {
     let now = unix_now_ms();
     for (service, slot) in published.config.services.iter().zip(published.slots.iter()) {
         let Some(ramp) = &service.ramp else { continue };

@@ -16,7 +16,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_string;
 
-use crate::phases::{existing, routed_decision, service_only, RequestDecision};
+use crate::http::decision::{existing, routed_decision, service_only, RequestDecision};
 
 #[derive(Clone, Copy)]
 #[repr(usize)]

@@ -19,11 +19,33 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
+use core::ffi::c_char;
+use ngx::core::NGX_CONF_OK;
+use ngx::ffi::{ngx_command_t, ngx_conf_t};
 
-use crate::directives::Module;
-use crate::publish::{catch_up_later, current, finish, Published};
-use crate::publisher;
-use crate::request::bytes;
+use crate::conf::{LocConf, Module};
+use crate::state::cycle::CycleZone;
+use crate::state::live::{catch_up_later, current, LiveConfig};
+use crate::state::watch::finish;
+use crate::state::compile_thread;
+use crate::http::request::bytes;
+
+pub extern "C" fn set_migration_status(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::guard::conf(cf, "migration_status", || set_migration_status_body(cf, cmd, conf))
+}
+
+fn set_migration_status_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx passes this module's location configuration and a valid cf.
+    let loc = unsafe { &mut *(conf as *mut LocConf) };
+    if loc.status {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    loc.status = true;
+    // SAFETY: cf is valid inside a location block.
+    let clcf = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }).expect("http core location conf");
+    clcf.handler = Some(status_handler);
+    NGX_CONF_OK
+}
 
 const JSON: ngx_str_t = ngx_string!("application/json");
 /// The content type Prometheus asks for the text format.
@@ -53,11 +75,11 @@ unsafe fn status_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     let main = Module::main_conf(&*r).expect("http main conf");
     // SAFETY: the connection's log is live with the request.
     let log = unsafe { (*r.connection).log };
-    let Some(publication) = main.publication.as_ref() else {
+    let Some(cycle_zone) = CycleZone::of(&main.cycle_zone) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    if let Some(ms) = crate::hooks::hold_zone_lock_ms() {
-        let _held = publication.zone.lock();
+    if let Some(ms) = crate::test_hooks::hold_zone_lock_ms() {
+        let _held = cycle_zone.zone.lock();
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
         ngx::ngx_log_error!(
@@ -70,13 +92,13 @@ unsafe fn status_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     // What this worker routes by; a newer generation is compiled by the
-    // publication thread, never here (this is the event loop).
-    if publisher::busy() {
-        if let Some(done) = publisher::take() {
-            finish(main, publication, done, log);
+    // compile thread, never here (this is the event loop).
+    if compile_thread::busy() {
+        if let Some(done) = compile_thread::take() {
+            finish(main, cycle_zone, done, log);
         }
     }
-    catch_up_later(&publication.zone);
+    catch_up_later(&cycle_zone.zone);
     let Some(published) = current() else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
@@ -92,7 +114,7 @@ unsafe fn status_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     let stream = StatusStream {
         tag: TAG,
-        file: migration_engine::FileState { refused: publication.zone.file_refused() },
+        file: migration_engine::FileState { refused: cycle_zone.zone.file_refused() },
         unmatched: published.zone.unmatched(),
         published,
         pieces: Pieces::default(),
@@ -165,7 +187,7 @@ struct StatusStream {
     tag: u64,
     /// The configuration described, as it was when the request came (its
     /// strings); counters are read through the configuration routed by now.
-    published: Arc<Published>,
+    published: Arc<LiveConfig>,
     file: migration_engine::FileState,
     unmatched: u64,
     pieces: Pieces,
@@ -204,7 +226,7 @@ impl StatusStream {
         // Counters through the configuration routed by now (the zone's slots of
         // an older one may have been reclaimed since this request came): looked
         // up once a piece, the event loop cannot swap it within one.
-        let now = crate::publish::current();
+        let now = crate::state::live::current();
         let service = |i: usize| {
             let index = only.unwrap_or(i);
             let service = published.config.services.get(index)?;
@@ -217,7 +239,7 @@ impl StatusStream {
             Some(
                 ServiceReport::new(service, slot.counts(), slot.fallback())
                     .with_responses(slot.responses.snapshot())
-                    .with_ramp(crate::ramp::report(service, slot)),
+                    .with_ramp(crate::state::ramp_timer::report(service, slot)),
             )
         };
         if self.prometheus {
@@ -230,7 +252,7 @@ impl StatusStream {
 
 /// The status request's stream, from its pool's cleanups.
 fn stream_of(r: &ngx_http_request_t) -> Option<*mut StatusStream> {
-    crate::request::pool_cleanup::<StatusStream>(r, drop_status_stream, |s| s.tag == TAG)
+    crate::http::request::pool_cleanup::<StatusStream>(r, drop_status_stream, |s| s.tag == TAG)
 }
 
 unsafe extern "C" fn status_write(r: *mut ngx_http_request_t) {

@@ -1,4 +1,4 @@
-//! `watch=` without stalling a request: every worker owns a publication thread
+//! `watch=` without stalling a request: every worker owns a compile thread
 //! that reads, hashes, validates and compiles configurations, at the lowest CPU
 //! priority, while the event loop goes on serving. The event loop only `stat`s
 //! the file, hands a job over, and on a later tick takes the finished result:
@@ -11,7 +11,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 
@@ -19,10 +18,11 @@ use migration_engine::source::FileStamp;
 use migration_engine::variables::VariableNames;
 use migration_engine::CompiledConfig;
 
-use crate::directives::PinnedService;
-use crate::zone::{required_zone_size, RecordCopy};
+use crate::conf::PinnedService;
+use crate::state::admission::{Admission, Admitted, Refusal};
+use crate::state::zone::RecordCopy;
 
-/// Work for the publication thread.
+/// Work for the compile thread.
 pub enum Job {
     /// Compile the zone's committed record, which another process published.
     CatchUp(RecordCopy),
@@ -62,29 +62,16 @@ pub enum Done {
         stamp: Option<FileStamp>,
         published: bool,
     },
-    Unreadable {
-        message: String,
-        stamp: Option<FileStamp>,
-    },
-    /// The text alone cannot fit the zone.
-    TooBig {
-        hash: u64,
-        bytes: usize,
-        stamp: Option<FileStamp>,
-    },
-    Invalid {
-        hash: u64,
-        message: String,
+    Refused {
+        refusal: Refusal,
         stamp: Option<FileStamp>,
     },
     Ready(Box<Ready>),
 }
 
+/// A changed file, admitted: the event loop commits it if it still may.
 pub struct Ready {
-    pub config: CompiledConfig,
-    pub warnings: Vec<String>,
-    pub text: String,
-    pub hash: u64,
+    pub admitted: Admitted,
     pub stamp: Option<FileStamp>,
     pub serial: u64,
 }
@@ -95,7 +82,7 @@ struct Thread {
 }
 
 thread_local! {
-    /// The event loop's handle on its publication thread (started on first use:
+    /// The event loop's handle on its compile thread (started on first use:
     /// a thread never survives nginx's fork, so not in the master).
     static THREAD: RefCell<Option<Thread>> = const { RefCell::new(None) };
     /// A job was handed over and its result not taken yet.
@@ -125,7 +112,7 @@ pub fn submit(job: Job) -> bool {
     })
 }
 
-/// Frees `config` on the publication thread when it runs (a worker), here
+/// Frees `config` on the compile thread when it runs (a worker), here
 /// otherwise (the master, or no thread).
 pub fn discard(config: Arc<CompiledConfig>) {
     let config = THREAD.with(|t| match t.borrow().as_ref() {
@@ -208,7 +195,7 @@ fn start() -> Option<Thread> {
                     let message = panic_message(&panic);
                     // Refused once, like any bad change (a hash of 0 means "none").
                     let hash = migration_engine::content_hash(message.as_bytes());
-                    Done::Invalid { hash, message, stamp: None }
+                    Done::Refused { refusal: Refusal::Invalid { hash, message }, stamp: None }
                 });
                 if outbox.send(done).is_err() {
                     break;
@@ -245,44 +232,26 @@ fn run(job: Job) -> Done {
 
 fn run_check(c: Check) -> Done {
     let stamp = c.stamp;
-    let bytes = match migration_engine::source::read_bounded(Path::new(&c.path), c.max_size) {
-        Ok((bytes, _)) => bytes,
-        Err(e) => {
-            let message = e.message.strip_prefix("cannot read the file: ").unwrap_or(&e.message).to_owned();
-            return Done::Unreadable { message, stamp };
-        }
+    let admission = Admission {
+        max_size: c.max_size,
+        zone_size: c.zone_size,
+        pinned: &c.pinned,
+        variables: c.variables.as_deref(),
+        reach: c.reach.as_deref(),
     };
-    let hash = migration_engine::content_hash(&bytes);
+    let (bytes, hash) = match admission.read(&c.path) {
+        Ok(read) => read,
+        Err(refusal) => return Done::Refused { refusal, stamp },
+    };
     if c.current_hash == Some(hash) || c.refused_hash == hash {
         return Done::Unchanged { stamp, published: c.current_hash == Some(hash) };
     }
-    // The zone holds the text twice: a large file that cannot fit whatever its
-    // services is refused before it is parsed.
-    if bytes.len() > crate::zone::PARSE_BEFORE_REFUSING
-        && required_zone_size(c.path.len(), bytes.len(), &[]) > c.zone_size
-    {
-        return Done::TooBig { hash, bytes: bytes.len(), stamp };
+    let admitted = admission.admit_read(&c.path, bytes, hash, || {
+        crate::test_hooks::watch_delay_once(&c.path);
+        crate::test_hooks::panic_in("publication");
+    });
+    match admitted {
+        Ok(admitted) => Done::Ready(Box::new(Ready { admitted, stamp, serial: c.serial })),
+        Err(refusal) => Done::Refused { refusal, stamp },
     }
-    crate::hooks::watch_delay_once(&c.path);
-    crate::hooks::panic_in("publication");
-    let compiled = migration_engine::source_from_bytes(&c.path, bytes)
-        .and_then(|text| Ok((migration_engine::load_str_checked(&c.path, &text)?, text)));
-    let ((config, warnings), text) = match compiled {
-        Ok(compiled) => compiled,
-        Err(e) => return Done::Invalid { hash, message: e.to_string(), stamp },
-    };
-    if let Err(message) = crate::directives::check_pinned_services(&c.pinned, &c.path, &config) {
-        return Done::Invalid { hash, message: format!("{}: {message}", c.path), stamp };
-    }
-    if let Some(names) = &c.variables {
-        if let Err(message) = migration_engine::variables::check_user_variables(names, &c.path, &text, &config) {
-            return Done::Invalid { hash, message, stamp };
-        }
-    }
-    let mut warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-    if let Some(reach) = &c.reach {
-        warnings.extend(migration_engine::reach::unreachable_warnings(&config, reach));
-        warnings.extend(migration_engine::reach::resolver_warnings(&config, reach));
-    }
-    Done::Ready(Box::new(Ready { config, warnings, text, hash, stamp, serial: c.serial }))
 }

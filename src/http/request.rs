@@ -11,7 +11,7 @@ use ngx::ffi::{
 };
 use ngx::http::HttpModuleServerConf;
 
-use crate::directives::Module;
+use crate::conf::Module;
 
 pub struct NgxRequestView<'r> {
     /// A raw pointer, not a reference: reading a variable (`user_key: var:NAME`)

@@ -1,0 +1,10 @@
+//! The request path: the decision a request keeps (`decision`), the phase
+//! handlers that make and count it and feed back its outcome (`phases`), the
+//! engine's view of an nginx request (`request`), the `$migration_*` variables
+//! and the status handler. Reads `state/` and `conf/`.
+
+pub mod decision;
+pub mod phases;
+pub mod request;
+pub mod status;
+pub mod variables;

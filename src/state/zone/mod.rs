@@ -1,0 +1,391 @@
+//! The shared zone of SPEC "Reload and updates" and "Status": the published
+//! configuration and the per-service counters, in an nginx shared-memory zone
+//! (`migration_config ... zone=NAME:SIZE`).
+//!
+//! Only plain bytes, atomics and pointers into the zone itself live there, never a
+//! Rust heap pointer: every process maps the zone at the same address (it is
+//! mapped by the master before the workers fork), but each has its own heap. The
+//! layout is `#[repr(C)]` and marked by [`MAGIC`], so a reload that keeps the zone
+//! never reads it with a different layout.
+//!
+//! Publishing follows nginx's cycle: a reload *prepares* the new record in
+//! `init_zone` (where a shortage can still fail the reload cleanly) and *commits* it
+//! in `init_module`, once the new cycle can no longer fail. `watch=` prepares and
+//! commits in one go, from a worker. The request path never takes the lock: it
+//! increments counters with atomics, through slot pointers resolved at publication.
+
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
+use core::slice;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use ahash::AHashMap;
+use migration_engine::ramp::RampCells;
+use migration_engine::responses::ResponseCells;
+use migration_engine::{BreakerCells, Counts, FallbackReport, Rule};
+use ngx::ffi::{
+    ngx_log_t, ngx_pid_t, ngx_shm_zone_t, ngx_shmtx_force_unlock, ngx_shmtx_lock, ngx_shmtx_trylock,
+    ngx_shmtx_unlock, ngx_slab_calloc_locked, ngx_slab_free_locked, ngx_slab_pool_t,
+    NGX_LOG_WARN,
+};
+use ngx::ngx_log_error;
+
+mod locked;
+mod size;
+
+pub use locked::Locked;
+pub use size::{human_size, required_zone_size, PARSE_BEFORE_REFUSING};
+
+/// Marks a zone laid out by this version of the module ("migzone" + its layout).
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x06");
+
+/// Processes (workers of the current and of draining older cycles) that can say
+/// which generation they may still touch. Beyond it, slots are not reclaimed.
+const PROCESSES: usize = 256;
+
+/// A process's claim: "I may still use the slots of `generation` and later".
+#[repr(C)]
+struct ProcessEntry {
+    /// 0: a free entry.
+    pid: AtomicU64,
+    generation: AtomicU64,
+}
+
+/// Every field is an atomic, so that no process ever holds a reference to memory
+/// another process writes without one. The lock serialises the logical updates of
+/// `record`, `pending`, `slots`, `epoch` and `serial`; the others are read and
+/// written without it.
+#[repr(C)]
+struct ZoneHeader {
+    magic: AtomicU64,
+    /// The committed record's generation; read without the lock to notice a change.
+    generation: AtomicU64,
+    /// Moves only when the master commits a cycle's configuration (start, reload):
+    /// a worker of an older cycle never publishes its own, older, file.
+    epoch: AtomicU64,
+    /// Moves at every prepare and commit: a publication is committed only if
+    /// nothing was prepared or committed since its worker started reading the file.
+    serial: AtomicU64,
+    /// Content hash of the last file `watch=` refused, so that it is logged once.
+    rejected_hash: AtomicU64,
+    /// Requests whose Host matched no service.
+    unmatched: AtomicU64,
+    record: AtomicPtr<Record>,
+    /// Prepared by a reload's `init_zone`, not yet committed.
+    pending: AtomicPtr<Record>,
+    /// Singly linked list of the service slots, unlinked and freed when no
+    /// process can still use them (see [`Locked::reclaim`]).
+    slots: AtomicPtr<ServiceSlot>,
+    /// The generation the master committed for the running cycle: a worker it
+    /// forks (a respawn after a crash) starts with it.
+    cycle_generation: AtomicU64,
+    /// Set when a process found the table full: nothing is reclaimed then.
+    processes_overflowed: AtomicU64,
+    processes: [ProcessEntry; PROCESSES],
+    /// The file's state (status `file`): since when a change is refused (Unix
+    /// seconds; 0: the file is fine), and the refusal's message, cut to
+    /// `FILE_ERROR_BYTES`. Written and read under the lock.
+    file_refused_since: AtomicU64,
+    file_error_len: AtomicU64,
+    file_error: [AtomicU64; FILE_ERROR_BYTES / 8],
+}
+
+/// Room for a refusal's message in the zone.
+const FILE_ERROR_BYTES: usize = 1024;
+
+/// One published configuration, followed in the same allocation by
+/// `[*mut ServiceSlot; slot_count]`, the source path and the YAML text.
+#[repr(C)]
+pub struct Record {
+    generation: u64,
+    loaded_at: u64,
+    content_hash: u64,
+    slot_count: usize,
+    path_len: usize,
+    text_len: usize,
+}
+
+impl Record {
+    fn size(slot_count: usize, path_len: usize, text_len: usize) -> usize {
+        size_of::<Record>() + slot_count * size_of::<*mut ServiceSlot>() + path_len + text_len
+    }
+}
+
+/// A service's counters and fallback state, found by the service's name, so they
+/// carry over from one configuration to the next. Followed by the name's bytes.
+/// A slot is freed only once no record uses it and no process can still hold a
+/// generation that did.
+#[repr(C)]
+pub struct ServiceSlot {
+    next: AtomicPtr<ServiceSlot>,
+    /// The first generation whose record used it (0: none yet).
+    first_used: AtomicU64,
+    /// The last generation whose record uses it; `u64::MAX` while a prepared,
+    /// uncommitted record does.
+    last_used: AtomicU64,
+    counts: [[AtomicU64; Rule::COUNT]; 2],
+    /// The service's fallback breaker (SPEC "fallback"); zeroed is closed.
+    pub breaker: BreakerCells,
+    /// Responses per target: status classes and the upstream time histogram.
+    pub responses: ResponseCells,
+    /// Where the service's ramp stands; zeroed is no ramp.
+    pub ramp: RampCells,
+    name_len: usize,
+}
+
+impl ServiceSlot {
+    fn name(&self) -> &[u8] {
+        // SAFETY: a slot is allocated with its name's bytes right after it.
+        unsafe { slice::from_raw_parts((self as *const ServiceSlot).add(1) as *const u8, self.name_len) }
+    }
+
+    #[inline]
+    pub fn count(&self, target: migration_engine::Target, rule: Rule) {
+        self.counts[target.index()][rule.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut out = [[0; Rule::COUNT]; 2];
+        for (row, cells) in out.iter_mut().zip(&self.counts) {
+            for (n, cell) in row.iter_mut().zip(cells) {
+                *n = cell.load(Ordering::Relaxed);
+            }
+        }
+        out
+    }
+
+    pub fn fallback(&self) -> FallbackReport {
+        FallbackReport {
+            state: self.breaker.state(),
+            consecutive_failures: self.breaker.consecutive_failures(),
+            trips: self.breaker.trips(),
+        }
+    }
+}
+
+/// A slot pointer a process may keep: the slot lives in the shared zone and never
+/// moves; it is reclaimed only when no process in the zone's process table can
+/// still route by a generation that uses it.
+#[derive(Clone, Copy)]
+pub struct SlotRef(NonNull<ServiceSlot>);
+
+// SAFETY: a slot is only ever accessed through atomics (and its immutable name).
+unsafe impl Send for SlotRef {}
+// SAFETY: as above.
+unsafe impl Sync for SlotRef {}
+
+impl core::ops::Deref for SlotRef {
+    type Target = ServiceSlot;
+    fn deref(&self) -> &ServiceSlot {
+        // SAFETY: see the type's documentation.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// This process's handle on the zone.
+#[derive(Clone, Copy)]
+pub struct Zone {
+    pool: NonNull<ngx_slab_pool_t>,
+    header: NonNull<ZoneHeader>,
+}
+
+// SAFETY: the header's shared fields are atomics; the others are only touched
+// under the zone's lock, which serialises processes (and threads).
+unsafe impl Send for Zone {}
+// SAFETY: as above.
+unsafe impl Sync for Zone {}
+
+/// A copy of the committed record, taken under the lock.
+pub struct RecordCopy {
+    pub generation: u64,
+    pub loaded_at: u64,
+    pub content_hash: u64,
+    pub source: String,
+    pub text: String,
+    pub slots: Vec<SlotRef>,
+}
+
+/// The record would not fit: what the zone would need, in bytes.
+pub struct Shortfall {
+    pub needed: usize,
+}
+
+impl Zone {
+    /// Takes hold of the zone nginx mapped for us: lays out a fresh one, or checks
+    /// that a zone kept over a reload was laid out by this same layout.
+    ///
+    /// # Safety
+    /// `shm_zone` is the zone being initialised, in its `init` callback.
+    pub unsafe fn attach(shm_zone: &ngx_shm_zone_t, fresh: bool) -> Result<Zone, String> {
+        let pool = NonNull::new(shm_zone.shm.addr as *mut ngx_slab_pool_t).ok_or("the zone is not mapped")?;
+        if !fresh {
+            // SAFETY: a kept zone's slab pool holds our header in `data` since it was fresh.
+            let header = unsafe { pool.as_ref().data } as *mut ZoneHeader;
+            return match NonNull::new(header) {
+                // SAFETY: the header was written when the zone was fresh.
+                Some(header) if unsafe { header.as_ref() }.magic.load(Ordering::Acquire) == MAGIC => {
+                    Ok(Zone { pool, header })
+                }
+                _ => {
+                    Err("was laid out by another version of the module; change its size or name, or restart nginx"
+                        .into())
+                }
+            };
+        }
+        let zone = Zone { pool, header: NonNull::dangling() };
+        let guard = zone.lock();
+        // SAFETY: under the lock; calloc returns zeroed memory, a valid ZoneHeader
+        // (null pointers, zero atomics) once the magic is set.
+        let header = unsafe { ngx_slab_calloc_locked(pool.as_ptr(), size_of::<ZoneHeader>()) } as *mut ZoneHeader;
+        drop(guard);
+        let header = NonNull::new(header).ok_or("is too small to hold even its header")?;
+        // SAFETY: fresh zone, no other process has it yet; the header was just allocated.
+        unsafe {
+            header.as_ref().magic.store(MAGIC, Ordering::Release);
+            (*pool.as_ptr()).data = header.as_ptr() as *mut _;
+            // A full zone is reported by us, with the size it needs, not as a [crit].
+            (*pool.as_ptr()).set_log_nomem(0);
+        }
+        Ok(Zone { pool, header })
+    }
+
+    fn header(&self) -> &ZoneHeader {
+        // SAFETY: the header lives as long as the zone; its shared fields are atomics.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// The committed generation (0 before the first commit).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.header().generation.load(Ordering::Acquire)
+    }
+
+    /// The zone's size in bytes, as nginx mapped it.
+    pub fn size(&self) -> usize {
+        // SAFETY: the slab pool header records the end of the mapped zone.
+        unsafe { (*self.pool.as_ptr()).end as usize - self.pool.as_ptr() as usize }
+    }
+
+    /// Says that this process may still use the slots of `generation` and later
+    /// (its entry of the process table, from [`Locked::register`]).
+    pub fn announce(&self, entry: usize, generation: u64) {
+        if let Some(e) = self.header().processes.get(entry) {
+            e.generation.store(generation, Ordering::Release);
+        }
+    }
+
+    /// Gives the process's entry back, at its exit.
+    pub fn unregister(&self, entry: usize) {
+        if let Some(e) = self.header().processes.get(entry) {
+            e.pid.store(0, Ordering::Release);
+        }
+    }
+
+    /// The epoch of the master's last commit.
+    pub fn epoch(&self) -> u64 {
+        self.header().epoch.load(Ordering::Acquire)
+    }
+
+    /// Moves at every prepare and commit.
+    pub fn serial(&self) -> u64 {
+        self.header().serial.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub fn count_unmatched(&self) {
+        self.header().unmatched.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unmatched(&self) -> u64 {
+        self.header().unmatched.load(Ordering::Relaxed)
+    }
+
+    /// The file's state: the refusal's message and since when (Unix seconds), or
+    /// None while the file is fine.
+    pub fn file_refused(&self) -> Option<(String, u64)> {
+        let _locked = self.lock();
+        let header = self.header();
+        let since = header.file_refused_since.load(Ordering::Acquire);
+        if since == 0 {
+            return None;
+        }
+        let len = (header.file_error_len.load(Ordering::Acquire) as usize).min(FILE_ERROR_BYTES);
+        let bytes: Vec<u8> = header.file_error.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
+        Some((String::from_utf8_lossy(&bytes[..len]).into_owned(), since))
+    }
+
+    /// Records `hash` as the last refused change; true when it was not already
+    /// (so the caller logs it, once for all workers).
+    pub fn refuse(&self, hash: u64) -> bool {
+        self.header().rejected_hash.swap(hash, Ordering::AcqRel) != hash
+    }
+
+    /// The content hash of the last refused change.
+    pub fn refused_hash(&self) -> u64 {
+        self.header().rejected_hash.load(Ordering::Acquire)
+    }
+
+    /// Takes the zone's lock: the slab pool's own mutex. nginx's master releases
+    /// it for a worker that died holding it only when it reaps that worker, from
+    /// its SIGCHLD handling, which runs only while the master waits in
+    /// sigsuspend: a master that waited for this lock itself would never reap
+    /// the dead holder.
+    pub fn lock(&self) -> Locked<'_> {
+        // SAFETY: the pool's mutex was created by ngx_init_zone_pool.
+        unsafe { ngx_shmtx_lock(&mut (*self.pool.as_ptr()).mutex) };
+        Locked { zone: self }
+    }
+
+    /// Takes the zone's lock in the master (a reload), which must never wait for
+    /// it for good: a worker that died holding it is not reaped (and its lock not
+    /// released) while the master waits here. So the master tries, and when the
+    /// holder is dead (gone, or a zombie nobody reaped yet) it releases the lock
+    /// itself, as nginx's reaping would; after `MASTER_LOCK_WAIT_MS` of a live
+    /// holder it gives up, and the reload is refused instead of hanging.
+    pub fn lock_in_master(&self, log: *mut ngx_log_t) -> Result<Locked<'_>, String> {
+        // SAFETY: the pool's mutex was created by ngx_init_zone_pool.
+        let mutex = unsafe { &mut (*self.pool.as_ptr()).mutex };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(MASTER_LOCK_WAIT_MS);
+        loop {
+            // SAFETY: as above.
+            if unsafe { ngx_shmtx_trylock(mutex) } != 0 {
+                return Ok(Locked { zone: self });
+            }
+            // SAFETY: `lock` points at the mutex's word in the zone: the holder's pid.
+            let holder = unsafe { core::ptr::read_volatile(mutex.lock) } as ngx_pid_t;
+            if holder > 0 && process_is_gone(holder) {
+                // SAFETY: the lock word names a process that no longer runs.
+                if unsafe { ngx_shmtx_force_unlock(mutex, holder) } != 0 {
+                    ngx_log_error!(
+                        NGX_LOG_WARN,
+                        log,
+                        "migration: process {} died holding the zone's lock; the master released it",
+                        holder
+                    );
+                }
+                continue;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("the zone's lock is held by process {holder} for over {MASTER_LOCK_WAIT_MS} ms"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// How long the master waits for a live holder of the zone's lock.
+const MASTER_LOCK_WAIT_MS: u64 = 5_000;
+
+/// Whether `pid` no longer runs: no such process, or a zombie (dead, not reaped:
+/// the master cannot reap while it waits for the lock).
+fn process_is_gone(pid: ngx_pid_t) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => {
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            let missing = unsafe { libc::kill(pid, 0) } != 0;
+            missing && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        }
+    }
+}

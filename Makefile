@@ -2,7 +2,7 @@
 #
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
-#   make test    build, then cargo test + prove -r t/ + the README's examples + a short reload-under-load run
+#   make test    build, then cargo test + prove -r t/ + the examples of README.md and docs/ + a short reload-under-load run
 #                + the addon build and t/ on nginx configured as the official image's + hadolint and the
 #                Kubernetes manifests + (as root) make deb, t/ on Debian's nginx with the package
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh, bench/counters.sh,
@@ -90,7 +90,7 @@ test-official:
 	TEST_NGINX_SERVROOT=$(CURDIR)/target/servroot-official \
 	TEST_NGINX_TEST_HOOKS_MODULE=none prove -r t/
 
-# Every nginx.conf and YAML example of the README, as printed there.
+# Every nginx.conf and YAML example of README.md, docs/*.md, t/README.md and bench/README.md, as printed there.
 test-readme:
 	/usr/bin/python3 scripts/check-readme.py
 

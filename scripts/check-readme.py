@@ -22,7 +22,8 @@ A fenced ```nginx or ```yaml block may be preceded by a marker comment:
   module, `migration_config` of the YAML named by yaml=, a resolver). The check
   changes only what cannot be the same here: `listen` becomes a free loopback port
   (on=N picks the Nth listen, default 1), the `migration_config` path the YAML
-  named by yaml=, `load_module modules/` the built module, `resolver` a stub DNS
+  named by yaml=, `load_module modules/` the built module, an `error_log` path
+  logs/error.log (its level stays), `resolver` a stub DNS
   server on loopback that answers every name with an address of its own in
   127.0.0.0/8 (where nothing listens, so a proxied request fails fast with 502).
   Then `nginx -t`, a start, and each request: OUTCOME is a status code, or the
@@ -152,6 +153,7 @@ def run_block(n, body, marker, yamls, dns):
         text = text.replace("load_module modules/ngx_http_migration_module.so", f"load_module {MODULE}")
         text = re.sub(r"migration_config \S+?(;| )", lambda m: f"migration_config {yaml_path}{m.group(1)}", text)
         text = re.sub(r"resolver [^ ;]+", f"resolver 127.0.0.1:{dns.port}", text)
+        text = re.sub(r"error_log [^ ;]+", "error_log logs/error.log", text)
         ports = []
 
         def listen(m):

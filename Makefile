@@ -1,4 +1,4 @@
-# ngx_http_migration_module — build, demo, test, bench (SPEC "Files and build outputs").
+# ngx_http_migration_module — build, demo, test, bench (docs/install.md, "Build outputs").
 #
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
@@ -43,7 +43,7 @@ demo: build
 demo-stop:
 	@if [ -f "$(PREFIX)/logs/nginx.pid" ]; then kill -QUIT $$(cat "$(PREFIX)/logs/nginx.pid") && echo "demo stopped"; fi
 
-# Each step prints how long it took (CI time is budgeted; README "Tests").
+# Each step prints how long it took (CI time is budgeted; t/README.md).
 test: build
 	@for t in test-unit test-fuzz-build test-e2e test-hostile test-readme test-stress test-addon test-official test-deploy test-deb; do \
 		start=$$(date +%s); $(MAKE) --no-print-directory $$t || exit 1; \

@@ -1,8 +1,8 @@
-# ngx_http_migration_module — build, demo, test, bench (SPEC "Files and build outputs").
+# ngx_http_migration_module — build, demo, test, bench (docs/install.md, "Build outputs").
 #
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
-#   make test    build, then cargo test + prove -r t/ + the README's examples + a short reload-under-load run
+#   make test    build, then cargo test + prove -r t/ + the examples of README.md and docs/ + a short reload-under-load run
 #                + the addon build and t/ on nginx configured as the official image's + hadolint and the
 #                Kubernetes manifests + (as root) make deb, t/ on Debian's nginx with the package
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh, bench/counters.sh,
@@ -43,7 +43,7 @@ demo: build
 demo-stop:
 	@if [ -f "$(PREFIX)/logs/nginx.pid" ]; then kill -QUIT $$(cat "$(PREFIX)/logs/nginx.pid") && echo "demo stopped"; fi
 
-# Each step prints how long it took (CI time is budgeted; README "Tests").
+# Each step prints how long it took (CI time is budgeted; t/README.md).
 test: build
 	@for t in test-unit test-fuzz-build test-e2e test-hostile test-readme test-stress test-addon test-official test-deploy test-deb; do \
 		start=$$(date +%s); $(MAKE) --no-print-directory $$t || exit 1; \
@@ -90,7 +90,7 @@ test-official:
 	TEST_NGINX_SERVROOT=$(CURDIR)/target/servroot-official \
 	TEST_NGINX_TEST_HOOKS_MODULE=none prove -r t/
 
-# Every nginx.conf and YAML example of the README, as printed there.
+# Every nginx.conf and YAML example of README.md, docs/*.md, t/README.md and bench/README.md, as printed there.
 test-readme:
 	/usr/bin/python3 scripts/check-readme.py
 

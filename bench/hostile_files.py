@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hostile configuration files (SPEC "Bad input": nothing in a bad YAML file can
+"""Hostile configuration files (docs/yaml.md, "Errors": nothing in a bad YAML file can
 crash the master): each one is put where `migration_config` reads, then
 
 * `nginx -t` must refuse it (or, for a valid but huge one, pass) within 1 s,

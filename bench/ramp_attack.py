@@ -2,7 +2,7 @@
 """A ramp under attack: nginx with the module (2 workers) runs a gated ramp while
 users send traffic, and attackers try to steer the gate. Each scenario runs
 twice, once without attackers and once with them, and the ramp's outcome must be
-the same (README "Ramp": the gate judges only what the percentage split
+the same (docs/ramp.md: the gate judges only what the percentage split
 decided; a request the client abandoned is neither an error nor a latency
 sample).
 

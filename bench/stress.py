@@ -2,14 +2,14 @@
 """Reload under load: nginx with the module (2 workers) serves a steady load on
 loopback while the YAML file changes and nginx reloads again and again (and,
 with --watch, while `watch=` publishes changes between reloads). At the end it
-asserts what SPEC "Reload and updates" promises:
+asserts what docs/module.md (migration_config: reloads and watch=) promises:
 
 * no request failed: every response is a 200 from the backend the module chose,
   and the backend agrees with $migration_target;
 * the error log has no [alert], [crit] or [emerg] and no "exited on signal";
 * the status counters add up to exactly the requests the load sent.
 
-With --hostile, a share of the requests carry hostile input (SPEC "Bad input"):
+With --hostile, a share of the requests carry hostile input (docs/yaml.md, "Errors"):
 long and repeated headers, empty values, bytes that are not UTF-8 in headers,
 cookies and arguments, malformed cookies, a spoofed X-Real-IP; each must still get
 a 200 with a defined decision. --seconds runs for a fixed time instead of a fixed

@@ -73,7 +73,13 @@ echo "load_module modules/ngx_http_migration_module.so;" >"$pkg/usr/share/nginx/
 chmod 644 "$pkg/usr/share/nginx/modules-available/mod-http-migration.conf"
 doc=$pkg/usr/share/doc/$package
 gzip -9n <"$root/README.md" >"$doc/README.md.gz"
-install -m 644 "$root/nginx/migration.yaml" "$root/nginx/configmap.yaml" "$doc/examples/"
+# The reference README.md links to: docs/*.md, beside it.
+install -d "$doc/docs"
+for page in "$root"/docs/*.md; do
+    gzip -9n <"$page" >"$doc/docs/$(basename "$page").gz"
+done
+# The example YAML is a neutral one (example.internal placeholders), not the demo's.
+install -m 644 "$root/deploy/debian/migration.yaml" "$root/nginx/configmap.yaml" "$doc/examples/"
 install -m 644 "$root/deploy/debian/nginx-site.conf" "$doc/examples/nginx-site.conf"
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 date=$(date -R -d "@${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || date +%s)}")

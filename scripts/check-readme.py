@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Every nginx.conf and YAML example of README.md works as printed (make test).
+"""Every nginx.conf and YAML example of the documentation works as printed (make test).
+
+The documentation is README.md, every docs/*.md page, t/README.md and
+bench/README.md: each file's examples are run the same way, and an id= YAML of
+one file can be named by a yaml= of any other (the complete nginx.conf of
+docs/install.md runs with the YAML of docs/yaml.md).
 
 A fenced ```nginx or ```yaml block may be preceded by a marker comment:
 
@@ -17,14 +22,15 @@ A fenced ```nginx or ```yaml block may be preceded by a marker comment:
   module, `migration_config` of the YAML named by yaml=, a resolver). The check
   changes only what cannot be the same here: `listen` becomes a free loopback port
   (on=N picks the Nth listen, default 1), the `migration_config` path the YAML
-  named by yaml=, `load_module modules/` the built module, `resolver` a stub DNS
+  named by yaml=, `load_module modules/` the built module, an `error_log` path
+  logs/error.log (its level stays), `resolver` a stub DNS
   server on loopback that answers every name with an address of its own in
   127.0.0.0/8 (where nothing listens, so a proxied request fails fast with 502).
   Then `nginx -t`, a start, and each request: OUTCOME is a status code, or the
   backends nginx tried, in order, as `new`, `old` or `new, old` (read from the
   error log's `upstream: "..."`, mapped back to the YAML's new_backend/old_backend).
-* `target/nginx/sbin/nginx -p target/nginx/` (Build outputs) has a configuration
-  right after `make build`.
+* `target/nginx/sbin/nginx -p target/nginx/` (docs/install.md, "Build outputs") has a
+  configuration right after `make build`.
 """
 
 import os
@@ -147,6 +153,7 @@ def run_block(n, body, marker, yamls, dns):
         text = text.replace("load_module modules/ngx_http_migration_module.so", f"load_module {MODULE}")
         text = re.sub(r"migration_config \S+?(;| )", lambda m: f"migration_config {yaml_path}{m.group(1)}", text)
         text = re.sub(r"resolver [^ ;]+", f"resolver 127.0.0.1:{dns.port}", text)
+        text = re.sub(r"error_log [^ ;]+", "error_log logs/error.log", text)
         ports = []
 
         def listen(m):
@@ -215,56 +222,73 @@ def run_block(n, body, marker, yamls, dns):
         shutil.rmtree(prefix, ignore_errors=True)
 
 
+def documents():
+    """The files whose examples are checked, README.md first, by their path from the root."""
+    names = ["README.md"]
+    docs = os.path.join(ROOT, "docs")
+    if os.path.isdir(docs):
+        names += sorted("docs/" + f for f in os.listdir(docs) if f.endswith(".md"))
+    names += [f for f in ("t/README.md", "bench/README.md") if os.path.exists(os.path.join(ROOT, f))]
+    return [(name, open(os.path.join(ROOT, name)).read()) for name in names]
+
+
 def main():
-    readme = open(os.path.join(ROOT, "README.md")).read()
     dns = StubDNS()
     dns.start()
     yamls, runs, fragments, loaded = {}, [], [], 0
-    blocks = list(BLOCK.finditer(readme))
-    for m in blocks:
-        marker = (m.group("marker") or "").strip()
-        n = readme[:m.start("body")].count("\n") + 1
-        m_id = re.match(r"id=(\S+)", marker)
-        if m_id:
-            yamls[m_id.group(1)] = m.group("body") + "\n"
-    for m in blocks:
-        lang, body = m.group("lang"), m.group("body") + "\n"
-        marker = (m.group("marker") or "").strip()
-        n = readme[:m.start("body")].count("\n") + 1
-        if marker.startswith("fragment"):
-            fragments.append(f"README.md:{n} ({lang}): {marker}")
-            continue
-        if lang == "yaml":
-            prefix = tempfile.mkdtemp(prefix="readme-check.")
-            try:
-                os.makedirs(os.path.join(prefix, "logs"))
-                with open(os.path.join(prefix, "m.yaml"), "w") as fh:
-                    fh.write(body)
-                conf = os.path.join(prefix, "nginx.conf")
-                with open(conf, "w") as fh:
-                    fh.write(minimal_conf(prefix, os.path.join(prefix, "m.yaml"), "", None, dns))
-                rc, out = nginx_t(prefix, conf)
-                out += open(os.path.join(prefix, "logs", "error.log")).read()
-                if rc != 0 or "migration: loaded" not in out:
-                    fail(f"README.md:{n}: this YAML does not load:\n{out}")
-                else:
-                    loaded += 1
-                    print(f"ok: README.md:{n}: YAML loads with nginx -t")
-            finally:
-                shutil.rmtree(prefix, ignore_errors=True)
-            continue
-        if not marker.startswith("run"):
-            fail(f"README.md:{n}: an nginx block without a check marker (fragment or run)")
-            continue
-        runs.append(n)
-        run_block(f"README.md:{n}", body, marker, yamls, dns)
+    files = [(name, text, list(BLOCK.finditer(text))) for name, text in documents()]
+    for name, text, blocks in files:
+        for m in blocks:
+            marker = (m.group("marker") or "").strip()
+            m_id = re.match(r"id=(\S+)", marker)
+            if m_id:
+                if m_id.group(1) in yamls:
+                    fail(f"{name}: id={m_id.group(1)} is defined twice")
+                yamls[m_id.group(1)] = m.group("body") + "\n"
+    for name, text, blocks in files:
+        for m in blocks:
+            lang, body = m.group("lang"), m.group("body") + "\n"
+            marker = (m.group("marker") or "").strip()
+            n = text[:m.start("body")].count("\n") + 1
+            where = f"{name}:{n}"
+            if marker.startswith("fragment"):
+                fragments.append(f"{where} ({lang}): {marker}")
+                continue
+            if lang == "yaml":
+                prefix = tempfile.mkdtemp(prefix="readme-check.")
+                try:
+                    os.makedirs(os.path.join(prefix, "logs"))
+                    with open(os.path.join(prefix, "m.yaml"), "w") as fh:
+                        fh.write(body)
+                    conf = os.path.join(prefix, "nginx.conf")
+                    with open(conf, "w") as fh:
+                        fh.write(minimal_conf(prefix, os.path.join(prefix, "m.yaml"), "", None, dns))
+                    rc, out = nginx_t(prefix, conf)
+                    out += open(os.path.join(prefix, "logs", "error.log")).read()
+                    if rc != 0 or "migration: loaded" not in out:
+                        fail(f"{where}: this YAML does not load:\n{out}")
+                    else:
+                        loaded += 1
+                        print(f"ok: {where}: YAML loads with nginx -t")
+                finally:
+                    shutil.rmtree(prefix, ignore_errors=True)
+                continue
+            if not marker.startswith("run"):
+                fail(f"{where}: an nginx block without a check marker (fragment or run)")
+                continue
+            m_yaml = re.search(r"\byaml=(\S+)", marker.splitlines()[0])
+            if not m_yaml or m_yaml.group(1) not in yamls:
+                fail(f"{where}: run names no YAML of an id= block (yaml=NAME)")
+                continue
+            runs.append(where)
+            run_block(where, body, marker, yamls, dns)
     rc, out = nginx_t(os.path.join(ROOT, "target", "nginx"), "conf/nginx.conf")
     if rc != 0:
         fail(f"target/nginx/sbin/nginx -p target/nginx/ has no working configuration after make build:\n{out}")
     else:
         print("ok: target/nginx/sbin/nginx -p target/nginx/ -t after make build")
-    print(f"README examples: {len(runs)} nginx configurations run, {loaded} YAML documents loaded, "
-          f"{len(fragments)} fragments not run alone:")
+    print(f"documentation examples ({', '.join(name for name, _, _ in files)}): {len(runs)} nginx configurations "
+          f"run, {loaded} YAML documents loaded, {len(fragments)} fragments not run alone:")
     for f in fragments:
         print(f"  {f}")
     print(f"check-readme: {len(failures)} failure(s)")

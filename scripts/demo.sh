@@ -33,8 +33,17 @@ fi
 "$nginx" -p "$prefix/"
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
 
+# Prints the command as it can be pasted into a shell: an argument with a space
+# or a shell metacharacter (-H 'X-User-ID: alice') in single quotes.
 show() {
-    printf '\n$ %s\n' "$*"
+    local shown="" arg
+    for arg in "$@"; do
+        case $arg in
+            *[[:space:]\'\"\\\$\;\&\|\<\>\(\)\*\?\[\]\#\~\`]*) arg="'${arg//\'/\'\\\'\'}'" ;;
+        esac
+        shown+="${shown:+ }$arg"
+    done
+    printf '\n$ %s\n' "$shown"
     "$@" -s -D - | grep -iE '^(x-migration:)|cluster answered' | sed 's/\r$//'
 }
 echo "nginx with ngx_http_migration_module is running on 127.0.0.1:$port (stop: make demo-stop)"

@@ -1,5 +1,5 @@
 # Loading the YAML: what loads, and how `nginx -t` refuses a bad file, with the
-# file, line, column and field path of the problem (SPEC "The YAML").
+# file, line, column and field path of the problem (docs/yaml.md).
 use lib 't/lib';
 use Test::MigrationNginx;
 

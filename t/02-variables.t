@@ -1,4 +1,4 @@
-# The $migration_* variables (SPEC "Variables"): their values, and that they all
+# The $migration_* variables (docs/module.md, "Embedded variables"): their values, and that they all
 # come from one decision per request.
 use lib 't/lib';
 use Test::MigrationNginx;

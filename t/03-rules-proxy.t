@@ -1,4 +1,4 @@
-# Every rule kind of SPEC "Decision order", end to end: the decision is made by
+# Every rule kind of docs/decision.md, end to end: the decision is made by
 # the module and carried out by a real
 #     proxy_pass $migration_scheme://$migration_backend;
 # to two fake clusters served by the same test nginx, which answer

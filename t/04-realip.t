@@ -1,5 +1,5 @@
 # The client address the module uses is $remote_addr, so nginx's realip module
-# is honoured (SPEC "Decision order", steps 3, 5 and 7): ip rules, from: on
+# is honoured (docs/decision.md, steps 3, 5 and 7): ip rules, from: on
 # header rules and strategy ip all see the address realip restored, but only
 # when the request comes from a trusted proxy (set_real_ip_from).
 #
@@ -40,7 +40,7 @@ sub murmur2 {
     return $h;
 }
 
-# SPEC: new iff murmur2(salt . key) < percentage_bp * 0xFFFFFFFF / 10000
+# docs/decision.md: new iff murmur2(salt . key) < percentage_bp * 0xFFFFFFFF / 10000
 sub expected_side {
     my ($salt, $key, $bp) = @_;
     return murmur2($salt . $key) < int($bp * 0xFFFFFFFF / 10000) ? 'new' : 'old';

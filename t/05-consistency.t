@@ -1,4 +1,4 @@
-# One decision per request (SPEC "Variables"): every variable agrees, in every
+# One decision per request (docs/module.md, "Embedded variables"): every variable agrees, in every
 # phase, across internal redirects (index, try_files, error_page). Each test uses
 # a 50 % weighted split, so a second coin toss would disagree about half the time
 # and 200 requests would catch it.

@@ -1,4 +1,4 @@
-# strategy: user is nginx's own split_clients (SPEC "Decision order", the hash):
+# strategy: user is nginx's own split_clients (docs/decision.md, the hash):
 # with an empty salt a user is on new iff
 #     split_clients "$http_x_user_id" $v { P% new; * old; }
 # says new, and with hash_salt S iff split_clients "S$http_x_user_id" does.
@@ -295,7 +295,7 @@ for my $case (main::bound_cases()) {
     # The side the position says, computed from the bound alone: below it is new.
     my $expected = $position eq 'below' ? 'new' : 'old';
     if ($bp == 10000) {
-        # 100 % is everyone (README): the one hash split_clients leaves out goes new too.
+        # 100 % is everyone (docs/decision.md): the one hash split_clients leaves out goes new too.
         is("$target $rule", 'new user_hash', "100 %: hash $hash ($position) goes new");
         is($split, $position eq 'at' ? 'old' : 'new', "100 %: split_clients leaves out only the last hash value, $hash: " . ($position eq 'at' ? 'old' : 'new'));
         next;

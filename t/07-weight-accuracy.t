@@ -1,4 +1,4 @@
-# strategy: weight is a per-request random draw (SPEC "Decision order", step 7):
+# strategy: weight is a per-request random draw (docs/decision.md, step 7):
 # over many requests the share sent to new is the configured percentage, within
 # binomial bounds; 0 % never and 100 % always sends new; and with several
 # workers each one draws on its own.

@@ -1,4 +1,4 @@
-# `nginx -s reload` (SPEC "Reload and updates"): a good file is published to the
+# `nginx -s reload` (docs/module.md, migration_config): a good file is published to the
 # new workers, a bad one fails the reload and the old workers keep routing, and
 # the zone (its generation and counters) outlives the reload. Two workers, and
 # `reuseport` so that new connections spread over both.

@@ -1,4 +1,4 @@
-# `migration_config PATH watch=INTERVAL` (SPEC "Reload and updates"): a changed
+# `migration_config PATH watch=INTERVAL` (docs/module.md, migration_config): a changed
 # file is validated and published to every worker within one interval, with no
 # reload; a bad change is logged once and the last good configuration stays.
 # Two workers, and `reuseport` so that new connections spread over both.

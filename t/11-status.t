@@ -1,4 +1,4 @@
-# `migration_status` (SPEC "Status"): the JSON document, the Prometheus text
+# `migration_status` (docs/status.md): the JSON document, the Prometheus text
 # format (checked by the Prometheus project's own Python parser), and how the
 # handler answers what it does not serve.
 use lib 't/lib';
@@ -75,7 +75,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: the JSON document has the SPEC's fields, and counts every rule
+=== TEST 1: the JSON document has the fields of docs/status.md, and counts every rule
 --- request
 GET /migration/status
 --- response_headers

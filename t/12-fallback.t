@@ -1,4 +1,4 @@
-# fallback: (SPEC "fallback", decision step 4): when the new cluster fails,
+# fallback: (docs/fallback.md, decision step 4): when the new cluster fails,
 # `failures` consecutive failures open the service's breaker and new-bound
 # requests go to old; after `cooldown` one trial request goes to new, and its
 # outcome closes or re-opens the breaker. Two workers share the breaker.

@@ -1,4 +1,4 @@
-# Hostile client input (SPEC "Bad input"): whatever a client sends, no worker
+# Hostile client input (docs/yaml.md, "Errors"): whatever a client sends, no worker
 # crashes, the module never answers 500, and every request gets the decision the
 # decision order defines, with a 200. Where nginx itself refuses a request
 # (a header over large_client_header_buffers, a NUL byte, a bad Host), the

@@ -1,4 +1,4 @@
-# The module reads requests the way nginx does (SPEC "Decision order"): a user id
+# The module reads requests the way nginx does (docs/decision.md): a user id
 # from `cookie:NAME` is exactly what `$cookie_NAME` gives, cookie quirks
 # included; `pattern` matches bytes as nginx's PCRE does; an IPv6 literal Host
 # finds its service.

@@ -1,5 +1,5 @@
-# What may publish a configuration, and what may not (SPEC "Reload and
-# updates"): `watch=` refuses whatever `nginx -t` would refuse; workers of an
+# What may publish a configuration, and what may not (docs/module.md,
+# migration_config): `watch=` refuses whatever `nginx -t` would refuse; workers of an
 # older cycle never publish their (old) file after a reload; the cache manager
 # and loader never watch; and a bad YAML on disk never blocks `nginx -s quit`,
 # `stop` or `reopen`.

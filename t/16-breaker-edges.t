@@ -1,4 +1,4 @@
-# The fallback breaker at its edges (SPEC "fallback", decision step 4): a new
+# The fallback breaker at its edges (docs/fallback.md, decision step 4): a new
 # cluster whose name does not resolve fails like a refused connection, with or
 # without the error_page retry on old; subrequests (SSI, auth_request) never
 # speak for the new cluster, only the main request does.

@@ -3,7 +3,7 @@
 # decides before realip has set the client address, so ip rules, `from:` and
 # strategy ip would see the proxy's address. The module never lets that pass
 # silently: `nginx -t` warns about such locations, and a request decided that
-# way is logged. The cure (README, "Operating a migration"): realip at the
+# way is logged. The cure (docs/operating.md): realip at the
 # server or http level.
 use lib 't/lib';
 use Test::MigrationNginx;

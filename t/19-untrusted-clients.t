@@ -1,5 +1,5 @@
-# Nothing a client sends steers what the operator did not allow (SPEC "Bad
-# input"): header-rule traffic cannot trip the breaker; a Host sent to the wrong
+# Nothing a client sends steers what the operator did not allow (docs/yaml.md,
+# "Errors"): header-rule traffic cannot trip the breaker; a Host sent to the wrong
 # server block never reaches another block's service; a user id can come from a
 # variable the proxy verified (user_key: var:NAME) instead of a header anyone
 # can set.
@@ -284,7 +284,7 @@ is($h2->('admin.internal'), 'HTTP/2.0||none|', ':authority admin.internal on the
 
 
 
-=== TEST 7: the README's guard reads $migration_service in the rewrite phase without deciding: an authenticated listed user is routed by user_list after auth_request_set
+=== TEST 7: the 421 guard of docs/module.md reads $migration_service in the rewrite phase without deciding: an authenticated listed user is routed by user_list after auth_request_set
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml;
     server {

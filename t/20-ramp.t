@@ -1,5 +1,5 @@
-# A percentage that moves itself (SPEC "Ramp") and the responses it is judged
-# on (SPEC "Responses per target"): steps of a second or two, two workers, fake
+# A percentage that moves itself (docs/ramp.md) and the responses it is judged
+# on (docs/status.md, "Responses per target"): steps of a second or two, two workers, fake
 # old and new clusters in the same nginx whose health a file switches
 # (html/new-down: new answers 503; html/old-down: old does).
 use lib 't/lib';
@@ -495,12 +495,12 @@ cmp_ok($api->{latency_p50_ms}{new}, '>', 25, 'new is the slow side (30 ms per re
 my $requests = $query->('sum(migration_requests_total{service="api"})');
 is($requests, 72, 'Prometheus counts every request');
 is($query->('migration_ramp_percentage{service="api"}'), 20, 'and reads the ramp');
-# The README's dashboard queries (rate() needs two scrapes in its window: a second's worth).
+# The dashboard queries of docs/status.md (rate() needs two scrapes in its window: a second's worth).
 Time::HiRes::sleep(1);
 for my $promql ('sum by (service) (rate(migration_requests_total{target="new"}[5m])) / sum by (service) (rate(migration_requests_total[5m]))',
                 'sum by (service, target) (rate(migration_responses_total{class=~"5xx|failed"}[5m])) / sum by (service, target) (rate(migration_responses_total[5m]))',
                 'histogram_quantile(0.99, sum by (service, target, le) (rate(migration_upstream_response_seconds_bucket[5m])))') {
-    ok(defined $query->($promql), "the README's dashboard query answers: $promql");
+    ok(defined $query->($promql), "the dashboard query of docs/status.md answers: $promql");
 }
 main::stop_children();
 

@@ -1,4 +1,4 @@
-# The real topology (README "The real topology: TLS, SNI and keepalive"): old is
+# The real topology (docs/operating.md, "The real topology"): old is
 # an in-cluster HTTP service, new is another cluster's gateway reached over TLS
 # that routes by SNI and Host. The recipe under test:
 #

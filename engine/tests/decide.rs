@@ -1,4 +1,4 @@
-//! The decision order (SPEC "Decision order") exercised through the public API only:
+//! The decision order (docs/decision.md) exercised through the public API only:
 //! YAML in, `decide()` out.
 
 use std::cell::Cell;

@@ -603,7 +603,7 @@ fn the_lint_has_a_budget_for_patterns() {
     assert_eq!(w.len(), 1, "{w:?}");
 }
 
-/// `max_size=`'s default is 16m (README), and a file's stamp keeps its times to
+/// `max_size=`'s default is 16m (docs/module.md), and a file's stamp keeps its times to
 /// the nanosecond, so that a write within the same second is still a change.
 #[test]
 fn the_default_max_size_and_file_stamps_to_the_nanosecond() {

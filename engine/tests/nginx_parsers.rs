@@ -293,7 +293,7 @@ fn show(b: &[u8]) -> String {
 
 #[test]
 fn the_transcriptions_agree_with_nginx_on_known_cases() {
-    // Cases whose answers nginx gave (t/14-nginx-parity.t, README).
+    // Cases whose answers nginx gave (t/14-nginx-parity.t, docs/yaml.md).
     assert_eq!(nginx_cookie(b"uid; uid=alice", b"uid"), None);
     assert_eq!(nginx_cookie(b"uid;uid=alice;uid=bob", b"uid"), Some(&b"bob"[..]));
     assert_eq!(nginx_cookie(b"a=1; UID = x ;b", b"uid"), Some(&b"x "[..]));

@@ -1,6 +1,6 @@
 //! `config`: arbitrary bytes as a configuration file.
 //!
-//! Nothing in a bad YAML file may crash the master (SPEC "Bad input"), and every
+//! Nothing in a bad YAML file may crash the master (docs/yaml.md, "Errors"), and every
 //! error names the file and, when located, a 1-based line and column. A file that
 //! loads is then used: its compiled tables are evaluated on a few fixed requests
 //! and its status is rendered as JSON and Prometheus text.

@@ -2,8 +2,8 @@
 //! cookies, arguments, client address and its text, all arbitrary bytes) and
 //! fallback breakers put in arbitrary states by arbitrary `record`/`gate`/
 //! `begin_trial` calls at an arbitrary clock. Nothing a client sends may crash a
-//! worker (SPEC "Bad input"), and every decision keeps the invariants of SPEC
-//! "Decision order".
+//! worker (docs/yaml.md, "Errors"), and every decision keeps the invariants of
+//! docs/decision.md.
 
 #![no_main]
 

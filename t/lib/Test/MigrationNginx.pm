@@ -17,7 +17,7 @@ package Test::MigrationNginx;
 #   --- response_body
 #   ok
 #
-# See t/README-harness.md (or the POD at the end of this file) for the
+# See t/README.md, "The harness" (or the POD at the end of this file) for the
 # full list of sections, environment variables and helper functions.
 
 use strict;
@@ -1406,6 +1406,6 @@ Test::MigrationNginx - Test::Nginx::Socket-like harness for the migration module
 
 =head1 SEE ALSO
 
-t/README-harness.md
+t/README.md ("The harness")
 
 =cut

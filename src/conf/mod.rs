@@ -1,4 +1,4 @@
-//! The directives of SPEC "Directives": `migration_config`, `migration`,
+//! The directives of docs/module.md: `migration_config`, `migration`,
 //! `migration_service`, `migration_status`; the main and location configurations
 //! they fill.
 

@@ -3,7 +3,7 @@
 use ngx::ffi::{ngx_conf_t, ngx_pagesize, ngx_parse_size, ngx_parse_time, ngx_str_t};
 use ngx::ngx_string;
 
-/// `zone=` when not given (SPEC "Directives").
+/// `zone=` when not given (docs/module.md).
 pub const DEFAULT_ZONE: (ngx_str_t, usize) = (ngx_string!("migration"), 1024 * 1024);
 
 /// The directive's arguments after its name.

@@ -133,7 +133,7 @@ fn service_choice<'a>(r: &ngx_http_request_t, config: &'a CompiledConfig) -> Ser
 /// `$migration_service`, `$migration_config_version` and `$migration_old_*` need.
 /// The target is decided later, in the access phase after the other access
 /// handlers, so that a `user_key: var:NAME` set by `auth_request_set` is there
-/// (README "Decision order").
+/// (docs/decision.md).
 pub fn service_only(r: &mut ngx_http_request_t) -> Option<(Arc<LiveConfig>, u32)> {
     let published = crate::state::live::current()?;
     let index = match service_choice(r, &published.config) {

@@ -113,7 +113,7 @@ fn warn_if_decided_before_access(r: &ngx_http_request_t, d: &RequestDecision) {
 }
 
 /// Log phase: how a request routed to new ended, for its service's fallback
-/// breaker (SPEC "fallback"). Every request passes here, aborted ones included,
+/// breaker (docs/fallback.md). Every request passes here, aborted ones included,
 /// so a trial always hands its permit back.
 // The `counted` flag doubles as "routed": it is set exactly when the decision was
 // used in a location with `migration on`.
@@ -185,7 +185,7 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
 
 /// How the request's first upstream (the one its location proxied to) ended. A
 /// later upstream, after an internal redirect (the `error_page` retry on old of
-/// the README's recipe), is not its doing: nginx starts it with an empty state,
+/// the recipe of docs/fallback.md), is not its doing: nginx starts it with an empty state,
 /// which ends the first group.
 enum FirstUpstream {
     /// The request had no upstream (e.g. `return`).
@@ -256,7 +256,7 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
 /// nginx's status for a request the client closed before it was answered.
 const CLIENT_CLOSED_REQUEST: usize = 499;
 
-/// The response's class for the status (SPEC "Responses per target"):
+/// The response's class for the status (docs/status.md, "Responses per target"):
 /// `aborted` when the client left before the upstream answered (nginx's 499: no
 /// error of the cluster, no latency sample — a client that hangs up on purpose
 /// must not move a gate), `failed` when no upstream response came (the

@@ -1,4 +1,4 @@
-//! The `migration_status` handler (SPEC "Status"): the published configuration
+//! The `migration_status` handler (docs/status.md): the published configuration
 //! and the zone's counters, as JSON or, with `?format=prometheus`, in the
 //! Prometheus text format. Rendering is the engine's (`report.rs`); this file only
 //! gathers the snapshot and writes the response.

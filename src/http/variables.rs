@@ -1,4 +1,4 @@
-//! The `$migration_*` variables (README "Variables"): every one is read from the
+//! The `$migration_*` variables (docs/module.md, "Embedded variables"): every one is read from the
 //! request's single decision, so they always agree with each other. Those that
 //! depend on the service alone (`$migration_service`, `$migration_config_version`,
 //! `$migration_old_*`) are read from the Host before the decision is made, so
@@ -171,7 +171,7 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
     let Some(variable) = Variable::from_data(data) else {
         return Status::NGX_ERROR.into();
     };
-    // The service alone is known from the Host: reading these (the README's guard
+    // The service alone is known from the Host: reading these (the guard of docs/module.md
     // `if ($migration_service = "")`, in the rewrite phase) does not decide the
     // target, which waits for the access phase and what auth_request_set sets.
     if variable.needs_service_only() && existing(r).is_none() {

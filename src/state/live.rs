@@ -50,7 +50,7 @@ impl Breakers for LiveConfig {
 
 impl LiveConfig {
     /// Tells each service's ramp cells what this publication holds: an unchanged
-    /// ramp keeps its position, a changed one starts again (README "Ramp"); the
+    /// ramp keeps its position, a changed one starts again (docs/ramp.md); the
     /// step in force is logged. Called by the process that committed it, under
     /// the zone's lock.
     pub fn publish_ramps(&self, log: *mut ngx_log_t) {

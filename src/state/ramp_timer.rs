@@ -1,4 +1,4 @@
-//! The ramps on the event loop (README "Ramp"): every worker's timer asks each
+//! The ramps on the event loop (docs/ramp.md): every worker's timer asks each
 //! ramped service's cells in the zone whether the clock moves it on; the worker
 //! that makes a transition logs it, once. A publication logs the step it puts
 //! (or keeps) in force. The state machine itself is the engine's

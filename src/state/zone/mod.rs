@@ -1,4 +1,4 @@
-//! The shared zone of SPEC "Reload and updates" and "Status": the published
+//! The shared zone of docs/module.md (migration_config) and docs/status.md: the published
 //! configuration and the per-service counters, in an nginx shared-memory zone
 //! (`migration_config ... zone=NAME:SIZE`).
 //!
@@ -124,7 +124,7 @@ pub struct ServiceSlot {
     /// uncommitted record does.
     last_used: AtomicU64,
     counts: [[AtomicU64; Rule::COUNT]; 2],
-    /// The service's fallback breaker (SPEC "fallback"); zeroed is closed.
+    /// The service's fallback breaker (docs/fallback.md); zeroed is closed.
     pub breaker: BreakerCells,
     /// Responses per target: status classes and the upstream time histogram.
     pub responses: ResponseCells,

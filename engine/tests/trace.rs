@@ -145,7 +145,7 @@ prop_compose! {
         args in 0..ARGS.len(),
         client in proptest::option::of(prop_oneof![
             (0..CLIENTS.len()).prop_map(|i| CLIENTS[i].parse::<IpAddr>().unwrap()),
-            any::<[u8; 4]>().prop_map(|o| IpAddr::from(o)),
+            any::<[u8; 4]>().prop_map(IpAddr::from),
         ]),
     ) -> OwnedRequest {
         let host = match port { Some(p) => format!("{}:{p}", HOSTS[host]), None => HOSTS[host].to_owned() };

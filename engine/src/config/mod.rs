@@ -3,12 +3,12 @@
 //! line, column and field path.
 //!
 //! Validation happens while the YAML is read: scalars validate themselves
-//! (`values.rs`), and each mapping with cross-field rules is read through
+//! (`values/`), and each mapping with cross-field rules is read through
 //! [`Validate`], so that serde_yaml locates every error at the node it concerns.
 //!
 //! The document and its services are read here; the canary's rules in
 //! `canary.rs`, the document embedded in a ConfigMap manifest in `configmap.rs`,
-//! a ramp in `ramp.rs`, and scalars in `values`.
+//! and a ramp in `ramp.rs`.
 
 mod canary;
 mod configmap;

@@ -1,6 +1,6 @@
 //! The `migration_status` handler (docs/status.md): the published configuration
 //! and the zone's counters, as JSON or, with `?format=prometheus`, in the
-//! Prometheus text format. Rendering is the engine's (`report.rs`); this file only
+//! Prometheus text format. Rendering is the engine's (`report/`); this file only
 //! gathers the snapshot and writes the response.
 
 use core::ffi::c_void;

@@ -3,9 +3,15 @@
 //! line, column and field path.
 //!
 //! Validation happens while the YAML is read: scalars validate themselves
-//! (`values.rs`), and each mapping with cross-field rules is read through
+//! (`values/`), and each mapping with cross-field rules is read through
 //! [`Validate`], so that serde_yaml locates every error at the node it concerns.
+//!
+//! The document and its services are read here; the canary's rules in
+//! `canary.rs`, the document embedded in a ConfigMap manifest in `configmap.rs`,
+//! and a ramp in `ramp.rs`.
 
+mod canary;
+mod configmap;
 mod error;
 pub mod ramp;
 pub(crate) mod syntax;
@@ -18,8 +24,12 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+pub use canary::{Canary, HeaderMatch, HeaderRule, IpRule, UserRule};
+pub use configmap::locate_in_file;
 pub use error::{escape_controls, ConfigError};
 pub use values::*;
+
+use configmap::unwrap_configmap;
 
 /// A validated configuration file.
 #[derive(Clone, Debug)]
@@ -117,48 +127,6 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Canary {
-    #[serde(default)]
-    pub header_rules: Vec<HeaderRule>,
-    #[serde(default)]
-    pub ip_rules: Vec<IpRule>,
-    #[serde(default)]
-    pub user_rules: Vec<UserRule>,
-}
-
-#[derive(Clone, Debug)]
-pub struct HeaderRule {
-    /// `header:`, `cookie:` or `arg:` (SPEC "Rule sources beyond headers").
-    pub source: RuleSource,
-    pub matcher: HeaderMatch,
-    pub target: Target,
-    /// `from:`: honour the rule only for clients in these networks.
-    pub from: Option<Vec<Cidr>>,
-}
-
-#[derive(Clone, Debug)]
-pub enum HeaderMatch {
-    Value(String),
-    Values(Vec<String>),
-    Pattern(Pattern),
-    /// `present: true` matches any value; `present: false` matches an absent header.
-    Present(bool),
-}
-
-#[derive(Clone, Debug)]
-pub struct IpRule {
-    pub cidrs: Vec<Cidr>,
-    pub target: Target,
-}
-
-#[derive(Clone, Debug)]
-pub struct UserRule {
-    pub users: Vec<NonEmpty>,
-    pub target: Target,
-}
-
 /// A mapping read as `Raw` (strict serde derive) and then checked as a whole.
 /// Errors raised here are located at the mapping itself.
 trait Validate: Sized {
@@ -199,103 +167,6 @@ macro_rules! validated_mapping {
     };
 }
 pub(crate) use validated_mapping;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHeaderRule {
-    header: Option<HeaderName>,
-    cookie: Option<CookieName>,
-    arg: Option<ArgName>,
-    value: Option<String>,
-    values: Option<Vec<String>>,
-    pattern: Option<Pattern>,
-    present: Option<bool>,
-    target: Target,
-    from: Option<Vec<Cidr>>,
-}
-
-impl Validate for HeaderRule {
-    type Raw = RawHeaderRule;
-    fn validate(r: RawHeaderRule) -> Result<Self, String> {
-        // Exactly one source; a second one is reported at its own key.
-        let given = [
-            r.header.map(|h| RuleSource::Header(h.0)),
-            r.cookie.map(|c| RuleSource::Cookie(c.0)),
-            r.arg.map(|a| RuleSource::Arg(a.0)),
-        ];
-        let mut given = given.into_iter().flatten();
-        let Some(source) = given.next() else {
-            return Err("a header rule needs one of header, cookie or arg (what it reads)".into());
-        };
-        if let Some(second) = given.next() {
-            return Err(field_error(
-                second.kind(),
-                format!("a header rule reads one of header, cookie or arg; this one already reads {source}"),
-            ));
-        }
-        let matcher = match (r.value, r.values, r.pattern, r.present) {
-            (Some(v), None, None, None) => HeaderMatch::Value(v),
-            (None, Some(vs), None, None) => {
-                if vs.is_empty() {
-                    return Err(field_error("values", "must list at least one value"));
-                }
-                HeaderMatch::Values(vs)
-            }
-            (None, None, Some(p), None) => HeaderMatch::Pattern(p),
-            (None, None, None, Some(p)) => HeaderMatch::Present(p),
-            (None, None, None, None) => {
-                return Err("a header rule needs one of value, values, pattern or present".into())
-            }
-            _ => return Err("a header rule takes only one of value, values, pattern or present".into()),
-        };
-        if matches!(&r.from, Some(f) if f.is_empty()) {
-            return Err(field_error("from", "must list at least one network (leave it out to allow every client)"));
-        }
-        Ok(HeaderRule { source, matcher, target: r.target, from: r.from })
-    }
-}
-validated_mapping!(HeaderRule);
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIpRule {
-    cidr: Option<Cidr>,
-    cidrs: Option<Vec<Cidr>>,
-    target: Target,
-}
-
-impl Validate for IpRule {
-    type Raw = RawIpRule;
-    fn validate(r: RawIpRule) -> Result<Self, String> {
-        let cidrs = match (r.cidr, r.cidrs) {
-            (Some(c), None) => vec![c],
-            (None, Some(cs)) if !cs.is_empty() => cs,
-            (None, Some(_)) => return Err(field_error("cidrs", "must list at least one network")),
-            (None, None) => return Err("an ip rule needs cidr or cidrs".into()),
-            (Some(_), Some(_)) => return Err("an ip rule takes cidr or cidrs, not both".into()),
-        };
-        Ok(IpRule { cidrs, target: r.target })
-    }
-}
-validated_mapping!(IpRule);
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUserRule {
-    users: Vec<NonEmpty>,
-    target: Target,
-}
-
-impl Validate for UserRule {
-    type Raw = RawUserRule;
-    fn validate(r: RawUserRule) -> Result<Self, String> {
-        if r.users.is_empty() {
-            return Err(field_error("users", "must list at least one user id"));
-        }
-        Ok(UserRule { users: r.users, target: r.target })
-    }
-}
-validated_mapping!(UserRule);
 
 /// `fallback:` (SPEC "fallback"): send new-bound traffic to old while the new
 /// cluster fails.
@@ -568,21 +439,6 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     Ok(Config { version, services: raw.services.0 })
 }
 
-/// The line and column of the field at `path` (`services[0].canary.ip_rules[1]`,
-/// as errors and warnings name fields) in a file's text, a ConfigMap manifest
-/// included (positions are the manifest's when the document is a literal block).
-/// For the located warnings of `nginx-migration check --format json`.
-pub fn locate_in_file(text: &str, path: &str) -> Option<(usize, usize)> {
-    let outline = syntax::outline(text).ok()?;
-    if !outline.configmap {
-        return syntax::locate(text, path);
-    }
-    let embedded = unwrap_configmap("", text).ok()?;
-    let (line, column) = syntax::locate(&embedded.text, path)?;
-    let (line_offset, indent) = embedded.offset?;
-    Some((line + line_offset, column + indent))
-}
-
 /// The first pass over a document (or the document embedded in a ConfigMap, whose
 /// positions `offset` maps back to the manifest's).
 fn first_pass(label: &str, text: &str, offset: Option<(usize, usize)>) -> Result<syntax::Outline, ConfigError> {
@@ -605,93 +461,6 @@ fn first_pass(label: &str, text: &str, offset: Option<(usize, usize)>) -> Result
         };
         ConfigError::new(label, location, "", message)
     })
-}
-
-struct Embedded {
-    /// How errors name the embedded document.
-    label: String,
-    text: String,
-    /// (lines before its first line, its indentation) in the manifest, when the
-    /// document is a literal block whose lines map one to one onto the file's.
-    offset: Option<(usize, usize)>,
-}
-
-/// A ConfigMap manifest's `data."migration.yaml"`, or its only `*.yaml` key (SPEC
-/// "The YAML": a `*.yml` key is not one of them). The first pass has checked the
-/// manifest (no aliases, bounded depth), so reading it whole costs what its size
-/// says.
-fn unwrap_configmap(file: &str, text: &str) -> Result<Embedded, ConfigError> {
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
-    let data = value.get("data").and_then(|d| d.as_mapping()).ok_or_else(|| {
-        ConfigError::new(file, None, "data", "a ConfigMap needs a `data` mapping holding migration.yaml")
-    })?;
-    let key = if data.contains_key("migration.yaml") {
-        "migration.yaml".to_owned()
-    } else {
-        let yaml_keys: Vec<&str> = data.keys().filter_map(|k| k.as_str()).filter(|k| k.ends_with(".yaml")).collect();
-        match yaml_keys.as_slice() {
-            [only] => (*only).to_owned(),
-            [] => {
-                let yml = data.keys().filter_map(|k| k.as_str()).any(|k| k.ends_with(".yml"));
-                let hint = if yml { " (a *.yml key is not read: name it migration.yaml)" } else { "" };
-                return Err(ConfigError::new(
-                    file,
-                    None,
-                    "data",
-                    format!("the ConfigMap has no migration.yaml key{hint}"),
-                ));
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    file,
-                    None,
-                    "data",
-                    format!(
-                        "the ConfigMap has several *.yaml keys ({}) and none is migration.yaml",
-                        yaml_keys.join(", ")
-                    ),
-                ))
-            }
-        }
-    };
-    // `key` came from `as_str`, which sees through tags: `! a.yaml:` is a tagged
-    // key that indexing by the plain string would not find (and would panic).
-    let body = data
-        .get(key.as_str())
-        .or_else(|| data.iter().find(|(k, _)| k.as_str() == Some(key.as_str())).map(|(_, v)| v))
-        .and_then(serde_yaml::Value::as_str)
-        .ok_or_else(|| {
-            ConfigError::new(file, None, &format!("data.{key}"), "must be a string holding the YAML document")
-        })?;
-    let offset = literal_block_offset(text, &key);
-    let label = if offset.is_some() { file.to_owned() } else { format!("{file} (data.{key})") };
-    Ok(Embedded { label, text: body.to_owned(), offset })
-}
-
-/// Finds `KEY: |` in the manifest and returns (its line number, the block's
-/// indentation), so embedded positions can be reported as positions in the file.
-fn literal_block_offset(text: &str, key: &str) -> Option<(usize, usize)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut found = None;
-    for (i, line) in lines.iter().enumerate() {
-        let trimmed = line.trim_start();
-        let rest = [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")]
-            .iter()
-            .find_map(|k| trimmed.strip_prefix(k.as_str()))
-            .map(str::trim);
-        if let Some(rest) = rest {
-            if !(rest == "|" || rest == "|-" || rest == "|+") || found.is_some() {
-                return None;
-            }
-            found = Some(i);
-        }
-    }
-    let key_line = found?;
-    let indent = lines[key_line + 1..]
-        .iter()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start_matches(' ').len())?;
-    Some((key_line + 1, indent))
 }
 
 /// FNV-1a, 64-bit: the content hash that stands in for a missing `version`, and

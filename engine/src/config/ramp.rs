@@ -8,7 +8,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::values::Percentage;
+use super::values::{duration_ms, Percentage};
 use super::{field_error, Validate};
 
 /// A validated ramp.
@@ -120,26 +120,15 @@ impl Validate for Ramp {
 }
 super::validated_mapping!(Ramp);
 
-/// A time: `500ms`, `30s`, `10m`, `2h`, `1d` (a bare number is seconds), kept in
-/// milliseconds.
+/// A time: `500ms`, `30s`, `10m`, `2h`, `1d` (a bare number is seconds; see
+/// [`duration_ms`]), kept in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Duration(pub u64);
 
 impl Duration {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("must be a time such as 500ms, 30s, 10m, 2h or 1d, got {s:?}");
-        let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (number, unit) = s.split_at(digits);
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        let ms = match unit {
-            "ms" => Some(n),
-            "" | "s" => n.checked_mul(1000),
-            "m" => n.checked_mul(60_000),
-            "h" => n.checked_mul(3_600_000),
-            "d" => n.checked_mul(86_400_000),
-            _ => return Err(bad()),
-        };
-        ms.map(Duration).ok_or_else(bad)
+        let ms = duration_ms(s).and_then(|ms| u64::try_from(ms).ok());
+        ms.map(Duration).ok_or_else(|| format!("must be a time such as 500ms, 30s, 10m, 2h or 1d, got {s:?}"))
     }
 }
 

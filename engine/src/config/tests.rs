@@ -611,3 +611,40 @@ fn ramps_load_and_their_errors_are_located() {
             .unwrap();
     assert_eq!(same.services[0].migration.percentage, Percentage(500));
 }
+
+/// The duration fields (`ramp.every`, `ramp.gate.max_p99`, `fallback.cooldown`)
+/// read times with one parser: each accepts and refuses the same texts, `d`
+/// included, and only their ranges (100ms to 30d, none, 100ms to 24h) differ.
+#[test]
+fn duration_fields_read_the_same_times() {
+    let every = |t: &str| parse("m.yaml", &with(&format!("    migration:\n      ramp: {{steps: [5], every: {t}}}\n")));
+    let max_p99 = |t: &str| {
+        parse(
+            "m.yaml",
+            &with(&format!("    migration:\n      ramp: {{steps: [5], every: 1m, gate: {{max_p99: {t}}}}}\n")),
+        )
+    };
+    let cooldown = |t: &str| parse("m.yaml", &with(&format!("    fallback: {{cooldown: {t}}}\n")));
+    for (t, ms) in
+        [("100ms", 100), ("30", 30_000), ("\"45s\"", 45_000), ("2m", 120_000), ("1h", 3_600_000), ("1d", 86_400_000)]
+    {
+        let ramp = every(t).unwrap().services[0].migration.ramp.clone().unwrap();
+        assert_eq!(ramp.every_ms, ms, "every: {t}");
+        let gate = max_p99(t).unwrap().services[0].migration.ramp.clone().unwrap().gate.unwrap();
+        assert_eq!(gate.max_p99_ms, Some(ms), "max_p99: {t}");
+        assert_eq!(cooldown(t).unwrap().services[0].fallback.as_ref().unwrap().cooldown_ms, ms, "cooldown: {t}");
+    }
+    for t in ["soon", "1.5s", "1w", "1D", "-1s", "10 m", "1ms2"] {
+        let ramp_units = format!("must be a time such as 500ms, 30s, 10m, 2h or 1d, got {t:?}");
+        assert_eq!(every(t).unwrap_err().message, ramp_units);
+        assert_eq!(max_p99(t).unwrap_err().message, ramp_units);
+        assert_eq!(cooldown(t).unwrap_err().message, format!("must be a time such as 30s, 500ms or 2m, got {t:?}"));
+    }
+    // Each field keeps its range.
+    assert_eq!(every("31d").unwrap_err().message, "must be from 100ms to 30d");
+    assert_eq!(cooldown("2d").unwrap_err().message, "must be from 100ms to 24h, got \"2d\"");
+    assert_eq!(
+        max_p99("31d").unwrap().services[0].migration.ramp.clone().unwrap().gate.unwrap().max_p99_ms,
+        Some(31 * 86_400_000)
+    );
+}

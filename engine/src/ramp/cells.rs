@@ -1,151 +1,13 @@
-//! The ramp's position (SPEC "Ramp: a percentage that moves itself"): which step
-//! a service is on, since when, and what the decision uses as its percentage, as
-//! a state machine over atomics (the nginx layer keeps the cells in its shared
-//! zone, so every worker and every reload agrees; tests keep them on the heap).
-//! Time is an argument (Unix milliseconds), so it is tested without clocks.
-//!
-//! ```text
-//!   scheduled ──start──▶ ramping ──last step begins──▶ done
-//!                           │ a step's gate fails
-//!                           ├──on_failure: hold──────▶ held         (that step's percentage)
-//!                           └──on_failure: rollback──▶ rolled_back  (0 %)
-//! ```
-//!
-//! Every worker calls [`RampCells::tick`]; a transition is one compare-and-swap
-//! of the position word, which holds everything a transition changes (state,
-//! the step's percentage, the step's start), so one worker makes it (and logs
-//! it) and no worker ever reads a half-made one: a second worker can never
-//! advance again from the previous step's start.
-//!
-//! Three guards keep processes that disagree from moving the ramp:
-//! - a worker moves it only while the ramp it was compiled from is the one in
-//!   the zone (the zone's fingerprint): a worker still on an older
-//!   configuration (after a reload, before its signal; after a `watch=`
-//!   publication, before its own compile) never advances a newer ramp;
-//! - `enabled: false` freezes it in the zone, whatever a lagging worker
-//!   believes, and frozen time does not count toward `every` (without `start`);
-//! - a held or rolled-back ramp stays so until the service's migration block or
-//!   its backends change (the outcome fingerprint), not on any edit of the file.
+//! A ramp's cells in the shared zone, and the state machine that moves them:
+//! the position word, one compare-and-swap per transition.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::ramp::{Gate, OnFailure, Ramp};
+use super::position::Position;
+use super::{judge, GateReport, Publication, RampEvent, RampState};
+use crate::config::ramp::{OnFailure, Ramp};
 use crate::config::Target;
-use crate::hash::Threshold;
 use crate::responses::{ResponseCells, ResponseCounts};
-
-/// Where a ramp stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RampState {
-    /// Before `start`: 0 %.
-    Scheduled,
-    Ramping,
-    /// The last step is in force.
-    Done,
-    /// A gate failed with `on_failure: hold`: the step's percentage stays.
-    Held,
-    /// A gate failed with `on_failure: rollback`: 0 % until the migration changes.
-    RolledBack,
-}
-
-impl RampState {
-    pub const ALL: [RampState; 5] =
-        [RampState::Scheduled, RampState::Ramping, RampState::Done, RampState::Held, RampState::RolledBack];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RampState::Scheduled => "scheduled",
-            RampState::Ramping => "ramping",
-            RampState::Done => "done",
-            RampState::Held => "held",
-            RampState::RolledBack => "rolled_back",
-        }
-    }
-
-    fn code(self) -> u64 {
-        self as u64 + 1
-    }
-
-    fn from_code(code: u64) -> Option<RampState> {
-        RampState::ALL.get((code as usize).checked_sub(1)?).copied()
-    }
-}
-
-/// The gate limits, in the order of [`GateReport::failed`]'s bits.
-pub const LIMITS: [&str; 4] = ["max_error_rate", "max_error_rate_vs_old", "max_p99", "max_p99_vs_old"];
-
-/// The numbers a gate was judged on, and its verdict.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct GateReport {
-    /// `pass`, `fail`, or `waiting` (too few responses yet).
-    pub verdict: &'static str,
-    /// What failed, in words (empty unless the verdict is `fail`).
-    pub reason: String,
-    /// Which limits failed: bit i for `LIMITS[i]`.
-    pub failed: u8,
-    pub new_requests: u64,
-    pub old_requests: u64,
-    pub new_error_rate: f64,
-    pub old_error_rate: f64,
-    pub new_p99_ms: Option<f64>,
-    pub old_p99_ms: Option<f64>,
-}
-
-/// One limit a gate failed: its name, the configured value and the measured
-/// one (error rates as fractions, p99 in milliseconds, the p99 ratio as a ratio).
-#[derive(Clone, Debug, PartialEq)]
-pub struct FailedLimit {
-    pub limit: &'static str,
-    pub value: f64,
-    pub measured: f64,
-}
-
-impl GateReport {
-    /// The limits this report failed, with their values from `gate` and the
-    /// measured ones from the report's numbers.
-    pub fn failed_limits(&self, gate: &Gate) -> Vec<FailedLimit> {
-        let measured = |i: usize| match i {
-            0 => self.new_error_rate,
-            1 => self.new_error_rate - self.old_error_rate,
-            2 => self.new_p99_ms.unwrap_or(0.0),
-            _ => match (self.new_p99_ms, self.old_p99_ms) {
-                (Some(new), Some(old)) if old > 0.0 => new / old,
-                _ => 0.0,
-            },
-        };
-        let value = |i: usize| match i {
-            0 => gate.max_error_rate,
-            1 => gate.max_error_rate_vs_old,
-            2 => gate.max_p99_ms.map(|ms| ms as f64),
-            _ => gate.max_p99_vs_old,
-        };
-        (0..LIMITS.len())
-            .filter(|&i| self.failed & (1 << i) != 0)
-            .filter_map(|i| Some(FailedLimit { limit: LIMITS[i], value: value(i)?, measured: measured(i) }))
-            .collect()
-    }
-}
-
-/// A transition, for its one log line.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RampEvent {
-    /// A step began (the first at `start`, or after the previous one's gate).
-    Advanced { step: usize, percentage_bp: u32, done: bool },
-    /// A gate failed; the ramp holds or rolls back.
-    Failed { step: usize, action: OnFailure, gate: GateReport },
-}
-
-/// What a publication did to a service's ramp, for its log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Publication {
-    /// The service has no ramp.
-    None,
-    /// A new or changed ramp (or a stopped one whose migration changed) starts
-    /// again: the step now in force began with this publication.
-    Started,
-    /// The ramp in the zone is this one: its position stays.
-    Kept,
-}
 
 /// A ramp's cells. All zeros: no ramp.
 #[repr(C)]
@@ -166,54 +28,6 @@ pub struct RampCells {
     /// The last gate's numbers, for the status.
     gate_verdict: AtomicU64,
     gate_numbers: [AtomicU64; 7],
-}
-
-/// The position word: `restarts:5 | started_ms:42 | step_bp:14 | state:3`.
-/// 42 bits of Unix milliseconds reach the year 2109; a step's percentage is at
-/// most 10,000 basis points; the restart count (every publication that starts
-/// the ramp again moves it) makes a word read before a restart differ from any
-/// word after it, so that a tick that read it cannot swap it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Position {
-    restarts: u64,
-    started_ms: u64,
-    step_bp: u32,
-    state: RampState,
-}
-
-const STATE_BITS: u32 = 3;
-const BP_BITS: u32 = 14;
-const STARTED_BITS: u32 = 42;
-const RESTART_BITS: u32 = 64 - STARTED_BITS - BP_BITS - STATE_BITS;
-
-fn mask(bits: u32) -> u64 {
-    (1u64 << bits) - 1
-}
-
-impl Position {
-    fn pack(self) -> u64 {
-        (self.restarts & mask(RESTART_BITS)) << (STARTED_BITS + BP_BITS + STATE_BITS)
-            | (self.started_ms & mask(STARTED_BITS)) << (BP_BITS + STATE_BITS)
-            | (u64::from(self.step_bp) & mask(BP_BITS)) << STATE_BITS
-            | self.state.code()
-    }
-
-    fn unpack(word: u64) -> Option<Position> {
-        Some(Position {
-            state: RampState::from_code(word & mask(STATE_BITS))?,
-            step_bp: ((word >> STATE_BITS) & mask(BP_BITS)) as u32,
-            started_ms: (word >> (BP_BITS + STATE_BITS)) & mask(STARTED_BITS),
-            restarts: word >> (STARTED_BITS + BP_BITS + STATE_BITS),
-        })
-    }
-
-    /// What the decision uses: 0 before `start` and after a rollback.
-    fn in_force(self) -> u32 {
-        match self.state {
-            RampState::Scheduled | RampState::RolledBack => 0,
-            _ => self.step_bp,
-        }
-    }
 }
 
 const VERDICTS: [&str; 4] = ["", "pass", "fail", "waiting"];
@@ -473,94 +287,12 @@ impl RampCells {
     }
 }
 
-/// What identifies a service's ramp and percentage: a publication that keeps it
-/// keeps the ramp's position.
-pub fn fingerprint(ramp: &Ramp, percentage_bp: u32) -> u64 {
-    crate::config::fnv1a64(format!("{ramp:?}/{percentage_bp}").as_bytes()) | 1
-}
-
-/// What identifies a service's migration block (percentage, ramp, strategy, user
-/// key, salt, enabled) and its backends and hosts: a held or rolled-back ramp
-/// stays so until it changes (a comment, another service's edit or a reload of
-/// the same file keep the outcome).
-pub fn outcome_fingerprint(migration: &crate::config::Migration, endpoints: [&str; 4]) -> u64 {
-    crate::config::fnv1a64(format!("{migration:?}/{endpoints:?}").as_bytes()) | 1
-}
-
-/// A step's gate, on that step's window of responses.
-pub fn judge(gate: &crate::config::ramp::Gate, window: &ResponseCounts) -> GateReport {
-    let p99_ms = |t| window.quantile(t, 0.99).map(|s| s * 1000.0);
-    let mut report = GateReport {
-        verdict: "pass",
-        reason: String::new(),
-        failed: 0,
-        new_requests: window.total(Target::New),
-        old_requests: window.total(Target::Old),
-        new_error_rate: window.error_rate(Target::New),
-        old_error_rate: window.error_rate(Target::Old),
-        new_p99_ms: p99_ms(Target::New),
-        old_p99_ms: p99_ms(Target::Old),
-    };
-    if report.new_requests < gate.min_requests.max(1) && gate.min_requests > 0 {
-        report.verdict = "waiting";
-        return report;
-    }
-    let mut failed = Vec::new();
-    if let Some(max) = gate.max_error_rate {
-        if report.new_error_rate > max {
-            report.failed |= 1;
-            failed.push(format!("error rate {} above max_error_rate {}", percent(report.new_error_rate), percent(max)));
-        }
-    }
-    if let Some(max) = gate.max_error_rate_vs_old {
-        let excess = report.new_error_rate - report.old_error_rate;
-        if excess > max {
-            report.failed |= 1 << 1;
-            failed.push(format!(
-                "error rate {} vs old's {}: {} points above, more than max_error_rate_vs_old {}",
-                percent(report.new_error_rate),
-                percent(report.old_error_rate),
-                percent(excess),
-                percent(max)
-            ));
-        }
-    }
-    if let (Some(max), Some(p99)) = (gate.max_p99_ms, report.new_p99_ms) {
-        if p99 > max as f64 {
-            report.failed |= 1 << 2;
-            failed.push(format!("p99 {p99:.1} ms above max_p99 {max} ms"));
-        }
-    }
-    if let (Some(max), Some(new), Some(old)) = (gate.max_p99_vs_old, report.new_p99_ms, report.old_p99_ms) {
-        if old > 0.0 && new / old > max {
-            report.failed |= 1 << 3;
-            failed.push(format!(
-                "p99 {new:.1} ms vs old's {old:.1} ms: {:.2}x, more than max_p99_vs_old {max}",
-                new / old
-            ));
-        }
-    }
-    if !failed.is_empty() {
-        report.verdict = "fail";
-        report.reason = failed.join("; ");
-    }
-    report
-}
-
-fn percent(share: f64) -> String {
-    format!("{:.2}%", share * 100.0)
-}
-
-/// The threshold of a percentage in force, for the decision.
-#[inline]
-pub fn threshold(bp: u32) -> Threshold {
-    Threshold::from_basis_points(bp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ramp::Gate;
+    use crate::ramp::tests::counts;
+    use crate::ramp::{fingerprint, FailedLimit};
 
     fn ramp(steps: &[u32], every_ms: u64, gate: Option<Gate>, on_failure: OnFailure, start_ms: Option<i64>) -> Ramp {
         Ramp { steps: steps.to_vec(), every_ms, start_ms, gate, on_failure }
@@ -569,15 +301,6 @@ mod tests {
     /// The fingerprint a ramp is published with in these tests.
     fn fp(r: &Ramp) -> u64 {
         fingerprint(r, r.steps[0])
-    }
-
-    fn counts(new_ok: u64, new_err: u64, old_ok: u64, old_err: u64) -> ResponseCounts {
-        let mut c = ResponseCounts::default();
-        c.classes[1][1] = new_ok;
-        c.classes[1][4] = new_err;
-        c.classes[0][1] = old_ok;
-        c.classes[0][4] = old_err;
-        c
     }
 
     #[test]
@@ -642,60 +365,6 @@ mod tests {
     }
 
     #[test]
-    fn errors_compared_with_old_and_p99s() {
-        let gate = Gate { max_error_rate_vs_old: Some(0.005), ..Gate::default() };
-        let same = counts(90, 10, 90, 10);
-        assert_eq!(judge(&gate, &same).verdict, "pass", "both sides failing alike");
-        assert_eq!(judge(&gate, &counts(80, 20, 90, 10)).verdict, "fail");
-        let mut slow = ResponseCounts::default();
-        slow.buckets[1][8] = 100; // new: (1, 2.5] s
-        slow.buckets[0][3] = 100; // old: (25, 50] ms
-        let p99 = Gate { max_p99_ms: Some(800), ..Gate::default() };
-        assert_eq!(judge(&p99, &slow).verdict, "fail");
-        let ratio = Gate { max_p99_vs_old: Some(1.5), ..Gate::default() };
-        let report = judge(&ratio, &slow);
-        assert_eq!(report.verdict, "fail");
-        assert!(report.reason.contains("more than max_p99_vs_old 1.5"), "{}", report.reason);
-    }
-
-    #[test]
-    fn gates_at_their_edges() {
-        // No min_requests: even an empty window is judged (and passes).
-        assert_eq!(judge(&Gate::default(), &ResponseCounts::default()).verdict, "pass");
-        // Exactly min_requests new responses: judged, not waiting.
-        let gate = Gate { min_requests: 100, ..Gate::default() };
-        assert_eq!(judge(&gate, &counts(99, 0, 0, 0)).verdict, "waiting");
-        assert_eq!(judge(&gate, &counts(100, 0, 0, 0)).verdict, "pass");
-        // An error rate equal to its maximum passes; above fails.
-        let rate = Gate { max_error_rate: Some(0.25), ..Gate::default() };
-        assert_eq!(judge(&rate, &counts(75, 25, 0, 0)).verdict, "pass");
-        assert_eq!(judge(&rate, &counts(74, 26, 0, 0)).verdict, "fail");
-        let vs_old = Gate { max_error_rate_vs_old: Some(0.25), ..Gate::default() };
-        assert_eq!(judge(&vs_old, &counts(50, 50, 75, 25)).verdict, "pass", "exactly 25 points above old");
-        // p99 against old's: 1.2x passes a 1.5 limit.
-        let mut close = ResponseCounts::default();
-        close.buckets[1][2] = 100; // new: (10, 25] ms
-        close.buckets[0][2] = 50; // old: (10, 25] ms, and
-        close.buckets[0][3] = 50; // (25, 50] ms
-        let ratio = Gate { max_p99_vs_old: Some(1.5), ..Gate::default() };
-        let report = judge(&ratio, &close);
-        let (new, old) = (report.new_p99_ms.unwrap(), report.old_p99_ms.unwrap());
-        assert!((new - 24.85).abs() < 1e-9 && (old - 49.5).abs() < 1e-9, "{new} {old}");
-        assert_eq!(report.verdict, "pass", "new below old");
-        // A ratio exactly at its limit passes (the limit set to the very ratio).
-        let at_limit = Gate { max_p99_vs_old: Some(new / old), ..Gate::default() };
-        assert_eq!(judge(&at_limit, &close).verdict, "pass");
-        // A p99 exactly at max_p99 passes: 195 responses in (0, 5 ms] and 5 in
-        // (5, 10 ms] put the 99th percentile at 8 ms exactly.
-        let mut eight = ResponseCounts::default();
-        eight.buckets[1][0] = 195;
-        eight.buckets[1][1] = 5;
-        assert_eq!(judge(&Gate::default(), &eight).new_p99_ms, Some(8.0));
-        assert_eq!(judge(&Gate { max_p99_ms: Some(8), ..Gate::default() }, &eight).verdict, "pass");
-        assert_eq!(judge(&Gate { max_p99_ms: Some(7), ..Gate::default() }, &eight).verdict, "fail");
-    }
-
-    #[test]
     fn the_last_gate_is_kept_with_its_numbers() {
         let cells = RampCells::default();
         assert_eq!(cells.last_gate(), None, "none judged yet");
@@ -732,24 +401,6 @@ mod tests {
         assert_eq!((a.step(&r), b.step(&r)), (1, 1));
         assert_eq!(a.percentage_in_force(), b.percentage_in_force());
         assert_eq!(a.step_started_ms(), b.step_started_ms());
-    }
-
-    #[test]
-    fn the_position_word_round_trips() {
-        for (restarts, started_ms, step_bp, state) in [
-            (0, 0, 0, RampState::Scheduled),
-            (1, 1_796_000_000_123, 100, RampState::Ramping),
-            (31, (1 << 42) - 1, 10_000, RampState::RolledBack),
-            (7, 4_102_444_800_000, 16_383, RampState::Held),
-            (5, 1, 1, RampState::Done),
-        ] {
-            let p = Position { restarts, started_ms, step_bp, state };
-            assert_eq!(Position::unpack(p.pack()), Some(p));
-        }
-        // The restart count keeps its low bits; zero is no ramp.
-        let p = Position { restarts: 33, started_ms: 9, step_bp: 5, state: RampState::Ramping };
-        assert_eq!(Position::unpack(p.pack()).map(|p| p.restarts), Some(1));
-        assert_eq!(Position::unpack(0), None);
     }
 
     #[test]

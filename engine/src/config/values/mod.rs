@@ -8,6 +8,10 @@ use ipnet::IpNet;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+mod duration;
+
+pub use duration::*;
+
 /// Implements `Deserialize` through `visit_str` for a type with
 /// `fn parse(&str) -> Result<Self, String>`.
 macro_rules! string_value {
@@ -620,53 +624,6 @@ impl<'de> Deserialize<'de> for HttpStatus {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<HttpStatus, E> {
                 Err(E::custom(format!("must be an HTTP status from 100 to 599, got {v}")))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// `fallback.cooldown`: an nginx-style time (`30s`, `500ms`, `2m`, `1h`; a bare
-/// number is seconds), from 100ms to 24h, kept in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cooldown(pub u64);
-
-impl Cooldown {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("must be a time such as 30s, 500ms or 2m, got {s:?}");
-        let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (number, unit) = s.split_at(digits);
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        let ms = match unit {
-            "ms" => Some(n),
-            "" | "s" => n.checked_mul(1000),
-            "m" => n.checked_mul(60_000),
-            "h" => n.checked_mul(3_600_000),
-            _ => return Err(bad()),
-        };
-        match ms {
-            Some(ms @ 100..=86_400_000) => Ok(Cooldown(ms)),
-            _ => Err(format!("must be from 100ms to 24h, got {s:?}")),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Cooldown {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Cooldown;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a time such as 30s, 500ms or 2m")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Cooldown, E> {
-                Cooldown::parse(v).map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cooldown, E> {
-                Cooldown::parse(&v.to_string()).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cooldown, E> {
-                Err(E::custom(format!("must be from 100ms to 24h, got {v}")))
             }
         }
         d.deserialize_any(V)

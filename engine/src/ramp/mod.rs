@@ -1,0 +1,133 @@
+//! The ramp's position (SPEC "Ramp: a percentage that moves itself"): which step
+//! a service is on, since when, and what the decision uses as its percentage, as
+//! a state machine over atomics (the nginx layer keeps the cells in its shared
+//! zone, so every worker and every reload agrees; tests keep them on the heap).
+//! Time is an argument (Unix milliseconds), so it is tested without clocks.
+//!
+//! ```text
+//!   scheduled ──start──▶ ramping ──last step begins──▶ done
+//!                           │ a step's gate fails
+//!                           ├──on_failure: hold──────▶ held         (that step's percentage)
+//!                           └──on_failure: rollback──▶ rolled_back  (0 %)
+//! ```
+//!
+//! Every worker calls [`RampCells::tick`]; a transition is one compare-and-swap
+//! of the position word, which holds everything a transition changes (state,
+//! the step's percentage, the step's start), so one worker makes it (and logs
+//! it) and no worker ever reads a half-made one: a second worker can never
+//! advance again from the previous step's start.
+//!
+//! Three guards keep processes that disagree from moving the ramp:
+//! - a worker moves it only while the ramp it was compiled from is the one in
+//!   the zone (the zone's fingerprint): a worker still on an older
+//!   configuration (after a reload, before its signal; after a `watch=`
+//!   publication, before its own compile) never advances a newer ramp;
+//! - `enabled: false` freezes it in the zone, whatever a lagging worker
+//!   believes, and frozen time does not count toward `every` (without `start`);
+//! - a held or rolled-back ramp stays so until the service's migration block or
+//!   its backends change (the outcome fingerprint), not on any edit of the file.
+//!
+//! The cells are in `cells.rs`, their position word in `position.rs`; a step's
+//! gate, judged on the step's window of responses, in `gate.rs`.
+
+mod cells;
+mod gate;
+mod position;
+
+use crate::config::ramp::{OnFailure, Ramp};
+use crate::hash::Threshold;
+
+pub use cells::RampCells;
+pub use gate::{judge, FailedLimit, GateReport, LIMITS};
+
+/// Where a ramp stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RampState {
+    /// Before `start`: 0 %.
+    Scheduled,
+    Ramping,
+    /// The last step is in force.
+    Done,
+    /// A gate failed with `on_failure: hold`: the step's percentage stays.
+    Held,
+    /// A gate failed with `on_failure: rollback`: 0 % until the migration changes.
+    RolledBack,
+}
+
+impl RampState {
+    pub const ALL: [RampState; 5] =
+        [RampState::Scheduled, RampState::Ramping, RampState::Done, RampState::Held, RampState::RolledBack];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RampState::Scheduled => "scheduled",
+            RampState::Ramping => "ramping",
+            RampState::Done => "done",
+            RampState::Held => "held",
+            RampState::RolledBack => "rolled_back",
+        }
+    }
+
+    fn code(self) -> u64 {
+        self as u64 + 1
+    }
+
+    fn from_code(code: u64) -> Option<RampState> {
+        RampState::ALL.get((code as usize).checked_sub(1)?).copied()
+    }
+}
+
+/// A transition, for its one log line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RampEvent {
+    /// A step began (the first at `start`, or after the previous one's gate).
+    Advanced { step: usize, percentage_bp: u32, done: bool },
+    /// A gate failed; the ramp holds or rolls back.
+    Failed { step: usize, action: OnFailure, gate: GateReport },
+}
+
+/// What a publication did to a service's ramp, for its log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publication {
+    /// The service has no ramp.
+    None,
+    /// A new or changed ramp (or a stopped one whose migration changed) starts
+    /// again: the step now in force began with this publication.
+    Started,
+    /// The ramp in the zone is this one: its position stays.
+    Kept,
+}
+
+/// What identifies a service's ramp and percentage: a publication that keeps it
+/// keeps the ramp's position.
+pub fn fingerprint(ramp: &Ramp, percentage_bp: u32) -> u64 {
+    crate::config::fnv1a64(format!("{ramp:?}/{percentage_bp}").as_bytes()) | 1
+}
+
+/// What identifies a service's migration block (percentage, ramp, strategy, user
+/// key, salt, enabled) and its backends and hosts: a held or rolled-back ramp
+/// stays so until it changes (a comment, another service's edit or a reload of
+/// the same file keep the outcome).
+pub fn outcome_fingerprint(migration: &crate::config::Migration, endpoints: [&str; 4]) -> u64 {
+    crate::config::fnv1a64(format!("{migration:?}/{endpoints:?}").as_bytes()) | 1
+}
+
+/// The threshold of a percentage in force, for the decision.
+#[inline]
+pub fn threshold(bp: u32) -> Threshold {
+    Threshold::from_basis_points(bp)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::responses::ResponseCounts;
+
+    pub(super) fn counts(new_ok: u64, new_err: u64, old_ok: u64, old_err: u64) -> ResponseCounts {
+        let mut c = ResponseCounts::default();
+        c.classes[1][1] = new_ok;
+        c.classes[1][4] = new_err;
+        c.classes[0][1] = old_ok;
+        c.classes[0][4] = old_err;
+        c
+    }
+}

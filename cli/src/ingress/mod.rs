@@ -52,14 +52,13 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use migration_engine::config::escape_controls;
-use serde_json::json;
 
 use crate::{Failed, Format};
 use build::{build, ordered};
 use model::{At, Report};
 use plan::plan;
 use read::read;
-use render::render;
+use render::{print_report, render};
 
 const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
@@ -108,47 +107,7 @@ pub fn run(files: &[PathBuf], partial: bool, format: Format) -> Result<(), Faile
     if report.errors.is_empty() || partial {
         print!("{yaml}");
     }
-    match format {
-        Format::Json => {
-            let doc = json!({"mapped": report.mapped, "approximate": report.approximate, "unmapped": report.unmapped, "errors": report.errors});
-            eprintln!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
-        }
-        Format::Text => {
-            let line = |v: &serde_json::Value, key: &str| {
-                let annotation = v["annotation"].as_str().unwrap_or("");
-                let prefix = if annotation.starts_with("spec") { "" } else { PREFIX };
-                format!(
-                    "{}: {prefix}{annotation}: {}",
-                    v["ingress"].as_str().unwrap_or(""),
-                    v[key].as_str().unwrap_or("")
-                )
-            };
-            for v in &report.mapped {
-                eprintln!("mapped       {}", line(v, "how"));
-            }
-            for v in &report.approximate {
-                eprintln!("approximate  {}", line(v, "how"));
-            }
-            for v in &report.unmapped {
-                eprintln!("not mapped   {}", line(v, "why"));
-            }
-            for e in &report.errors {
-                eprintln!("nginx-migration: {e}");
-            }
-            if !report.errors.is_empty() {
-                let what = if partial {
-                    "the YAML above leaves these Ingresses out"
-                } else {
-                    "nothing printed; --partial prints the rest"
-                };
-                eprintln!(
-                    "nginx-migration: {} bad Ingress{}: {what}",
-                    report.errors.len(),
-                    if report.errors.len() == 1 { "" } else { "es" }
-                );
-            }
-        }
-    }
+    print_report(&report, partial, format);
     if report.errors.is_empty() {
         Ok(())
     } else {

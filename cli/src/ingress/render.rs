@@ -1,11 +1,14 @@
-//! The output: the migration.yaml.
+//! The output: the migration.yaml on stdout, the report on stderr.
 
 use std::path::PathBuf;
 
 use migration_engine::config::escape_controls;
+use serde_json::json;
 use serde_yaml::{Mapping, Value};
 
-use super::model::Service;
+use super::model::{Report, Service};
+use super::PREFIX;
+use crate::Format;
 
 /// The migration.yaml, written by a serializer: no text of an Ingress can end a
 /// line or open a key.
@@ -44,4 +47,49 @@ pub(super) fn render(services: &[Service], files: &[PathBuf]) -> String {
         names.join(", "),
         serde_yaml::to_string(&doc).expect("a YAML document")
     )
+}
+
+/// The report on stderr: lines for people, or one JSON document.
+pub(super) fn print_report(report: &Report, partial: bool, format: Format) {
+    match format {
+        Format::Json => {
+            let doc = json!({"mapped": report.mapped, "approximate": report.approximate, "unmapped": report.unmapped, "errors": report.errors});
+            eprintln!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+        }
+        Format::Text => {
+            let line = |v: &serde_json::Value, key: &str| {
+                let annotation = v["annotation"].as_str().unwrap_or("");
+                let prefix = if annotation.starts_with("spec") { "" } else { PREFIX };
+                format!(
+                    "{}: {prefix}{annotation}: {}",
+                    v["ingress"].as_str().unwrap_or(""),
+                    v[key].as_str().unwrap_or("")
+                )
+            };
+            for v in &report.mapped {
+                eprintln!("mapped       {}", line(v, "how"));
+            }
+            for v in &report.approximate {
+                eprintln!("approximate  {}", line(v, "how"));
+            }
+            for v in &report.unmapped {
+                eprintln!("not mapped   {}", line(v, "why"));
+            }
+            for e in &report.errors {
+                eprintln!("nginx-migration: {e}");
+            }
+            if !report.errors.is_empty() {
+                let what = if partial {
+                    "the YAML above leaves these Ingresses out"
+                } else {
+                    "nothing printed; --partial prints the rest"
+                };
+                eprintln!(
+                    "nginx-migration: {} bad Ingress{}: {what}",
+                    report.errors.len(),
+                    if report.errors.len() == 1 { "" } else { "es" }
+                );
+            }
+        }
+    }
 }

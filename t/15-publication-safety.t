@@ -5,6 +5,7 @@
 # `stop` or `reopen`.
 use lib 't/lib';
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(write_file status);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET ();
@@ -60,16 +61,6 @@ sub worker_of {
     my ($master) = @_;
     return (grep { parent_of($_) == $master } map { m{/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*')[0];
 }
-
-sub write_file {
-    my ($path, $text) = @_;
-    open my $fh, '>', "$path.tmp" or die $!;
-    print $fh $text;
-    close $fh;
-    rename "$path.tmp", $path or die $!;
-}
-
-sub status { JSON::PP::decode_json(http_request('GET', '/status')->{body}) }
 
 # { "answer" => count } over $n requests on new connections.
 sub answers {

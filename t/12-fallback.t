@@ -4,7 +4,7 @@
 # outcome closes or re-opens the breaker. Two workers share the breaker.
 use lib 't/lib';
 use Test::MigrationNginx;
-use Test::MigrationHelpers qw(fallback);
+use Test::MigrationHelpers qw(fallback touch);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET;
@@ -36,8 +36,6 @@ sub get {
 }
 
 our $Silent;
-
-sub new_down { my ($down) = @_; my $f = html_dir() . '/new-down'; if ($down) { open my $fh, '>', $f or die $!; close $fh } else { unlink $f } }
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -76,7 +74,7 @@ __DATA__
 [warn]
 --- check_eval
 is(main::get(), '200 new', 'new serves while healthy');
-main::new_down(1);
+main::touch('new-down', 1);
 is(main::get(), '502 new is down', "failure 1 reaches the client");
 is(main::get(), '502 new is down', "failure 2");
 is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two failures counted, still closed');
@@ -95,7 +93,7 @@ is(main::get(), '200 old', 'and the breaker is open again');
 is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 2 }, 're-opened: a second trip');
 like(error_log_text(), qr/\[warn\].*fallback half-open after 1500ms: one trial request goes to new/, 'half-open logged');
 like(error_log_text(), qr/\[warn\].*fallback re-opened: the trial request to new failed \(502\); requests go to old for 1500ms/, 're-open logged');
-main::new_down(0);
+main::touch('new-down', 0);
 is(main::get(), '200 old', 'new recovered, but the cooldown is not over');
 Time::HiRes::sleep(1.6);
 is(main::get(), '200 new', 'the trial succeeds');
@@ -130,7 +128,7 @@ like($text, qr/^migration_fallback_trips_total\{service="api"\} 1$/m, 'and one t
 --- user_files eval
 [[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_2', statuses => '500') ]]
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 is(main::get(), '502 new is down', "a 502 is not in statuses: [500]") for 1 .. 5;
 is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'nothing counted');
 
@@ -138,11 +136,11 @@ is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 0, trip
 
 === TEST 4: a success in between resets the count
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 is(main::get(), '502 new is down', "failure $_") for 1 .. 2;
-main::new_down(0);
+main::touch('new-down', 0);
 is(main::get(), '200 new', 'a success');
-main::new_down(1);
+main::touch('new-down', 1);
 is(main::get(), '502 new is down', "failure $_ after the success") for 1 .. 2;
 is(main::fallback()->{state}, 'closed', 'two after a success do not open it');
 is(main::get(), '502 new is down', 'the third does');
@@ -168,7 +166,7 @@ is(main::fallback()->{state}, 'open', 'open');
 --- error_log
 [warn]
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 for my $i (1 .. 3) {
     my $r = http_request('GET', '/', [Host => 'api.example']);
     is("$r->{status} $r->{body}", '200 old', "failure $i is answered by old");
@@ -190,7 +188,7 @@ is(main::fallback()->{state}, 'open', 'the breaker counted the failures of new, 
     }
     location = /status { migration_status; }
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 my %pids;
 for my $i (1 .. 11) {
     my $r = http_request('GET', '/', [Host => 'api.example']);
@@ -217,7 +215,7 @@ is(main::fallback()->{state}, 'open', 'opens the breaker for both');
     }
     location = /status { migration_status; }
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 for (1 .. 5) {
     my $r = http_request('GET', '/other', [Host => 'api.example']);
     is("$r->{status} $r->{headers}{'x-would-go'}", '502 new', 'a 502 outside migration on');

@@ -5,7 +5,7 @@
 # `stop` or `reopen`.
 use lib 't/lib';
 use Test::MigrationNginx;
-use Test::MigrationHelpers qw(write_file status);
+use Test::MigrationHelpers qw(write_file status nginx_run);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET ();
@@ -89,13 +89,6 @@ sub edit_conf {
 # arguments; returns (exit code, stderr+stdout). -e as the harness gives it: what
 # nginx says while reading its configuration goes to the block's error.log whatever
 # error log the binary was built with (Debian's, the official image's).
-sub nginx_run {
-    my (@args) = @_;
-    my $cmd = join ' ', map { "'$_'" } nginx_binary(), '-p', servroot() . '/', '-e', 'logs/error.log', '-c', 'conf/nginx.conf', @args;
-    my $text = `$cmd 2>&1`;
-    return ($? >> 8, $text);
-}
-
 run_tests();
 
 __DATA__

@@ -4,7 +4,7 @@
 # (html/new-down: new answers 503; html/old-down: old does).
 use lib 't/lib';
 use Test::MigrationNginx;
-use Test::MigrationHelpers qw(murmur2 write_file status);
+use Test::MigrationHelpers qw(murmur2 write_file touch status);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET ();
@@ -19,8 +19,6 @@ sub expected_side {
 }
 
 sub api { (grep { $_->{name} eq 'api' } @{ status()->{services} })[0] }
-
-sub touch { my $f = html_dir() . "/$_[0]"; if ($_[1]) { open my $fh, '>', $f or die $!; close $fh } else { unlink $f } }
 
 # Sends one request per user over keep-alive; returns [[user, target, percentage, rule, status]...].
 sub sample {

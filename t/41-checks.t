@@ -6,6 +6,7 @@
 #    may then be refused, which `nginx -s reload` does not show).
 use lib 't/lib';
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(nginx_run);
 use Cwd ();
 use File::Spec ();
 use File::Temp ();
@@ -48,14 +49,6 @@ add_block_preprocessor(sub {
 
 run_tests();
 
-# `nginx -t` of the block's configuration, as an operator runs it; its output.
-sub nginx_t {
-    my $cmd = join ' ', map { "'$_'" } nginx_binary(), '-p', servroot() . '/', '-e', 'logs/error.log',
-        '-c', 'conf/nginx.conf', '-t';
-    my $out = `$cmd 2>&1`;
-    return ($? >> 8, $out);
-}
-
 __DATA__
 
 === TEST 1: watch= with a file the worker user cannot read (a 0700 directory): nginx -t warns at once
@@ -75,7 +68,7 @@ close $fh;
 --- error_log eval
 qr{\[warn\] .*migration: watch= cannot work: the worker processes run as "nobody" and cannot read .*/private/m\.yaml: Permission denied}
 --- check_eval
-my ($rc, $out) = nginx_t();
+my ($rc, $out) = nginx_run('-t');
 is($rc, 0, 'nginx -t still passes (a warning)');
 like($out, qr{nginx: \[warn\] migration: watch= cannot work: the worker processes run as "nobody" and cannot read \S+/private/m\.yaml: Permission denied}, 'nginx -t prints the warning');
 
@@ -98,7 +91,7 @@ chmod 0644, $file or die "chmod $file: $!";
 --- no_error_log
 watch= cannot work
 --- check_eval
-my ($rc, $out) = nginx_t();
+my ($rc, $out) = nginx_run('-t');
 is($rc, 0, 'nginx -t passes');
 unlike($out, qr/watch= cannot work/, 'no warning from nginx -t');
 
@@ -133,7 +126,7 @@ watch= cannot work
 --- error_log eval
 qr{\[warn\] .*migration: zone "small" \(64k\) is \d+% taken by \S+/m\.yaml alone; a reload that keeps the zone also needs room}
 --- check_eval
-my ($rc, $out) = nginx_t();
+my ($rc, $out) = nginx_run('-t');
 is($rc, 0, 'nginx -t passes');
 like($out, qr{nginx: \[warn\] migration: zone "small" \(64k\) is \d+% taken .* consider zone=small:\d+k}, 'nginx -t prints the warning and a size');
 

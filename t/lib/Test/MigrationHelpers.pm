@@ -17,7 +17,7 @@ use warnings;
 use Exporter 'import';
 use JSON::PP ();
 
-our @EXPORT_OK = qw(mul32 murmur2 write_file status fallback);
+our @EXPORT_OK = qw(mul32 murmur2 write_file touch status fallback nginx_run);
 
 # nginx's ngx_murmur_hash2, in 32-bit arithmetic: the oracle for splits
 # (split_clients, user_hash, ip_hash).
@@ -60,11 +60,30 @@ sub write_file {
     rename "$path.tmp", $path or die $!;
 }
 
+# touch($name, $on): creates html/$name (empty) when $on, removes it
+# otherwise: a flag a block's `if (-f ...)` reads (a backend that fails).
+sub touch {
+    my ($name, $on) = @_;
+    my $f = Test::MigrationNginx::html_dir() . "/$name";
+    if ($on) { open my $fh, '>', $f or die $!; close $fh } else { unlink $f }
+}
+
 # The test server's /status (a `location = /status { migration_status; }`),
 # decoded.
 sub status { JSON::PP::decode_json(Test::MigrationNginx::http_request('GET', '/status')->{body}) }
 
 # The first service's fallback breaker, as /status shows it.
 sub fallback { status()->{services}[0]{fallback} }
+
+# nginx_run(@args): runs the binary under test on the block's configuration
+# as an operator would (`nginx_run('-t')`, `nginx_run('-s', 'reload')`);
+# returns its exit code and what it printed (stdout and stderr).
+sub nginx_run {
+    my (@args) = @_;
+    my $cmd = join ' ', map { "'$_'" } Test::MigrationNginx::nginx_binary(), '-p', Test::MigrationNginx::servroot() . '/',
+        '-e', 'logs/error.log', '-c', 'conf/nginx.conf', @args;
+    my $text = `$cmd 2>&1`;
+    return ($? >> 8, $text);
+}
 
 1;

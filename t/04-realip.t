@@ -6,39 +6,10 @@
 # Our test client is always 127.0.0.1.
 use lib 't/lib';
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(murmur2);
 
 plan tests => blocks() * 2;
 run_tests();
-
-# nginx's ngx_murmur_hash2, in 32-bit arithmetic.
-sub mul32 {
-    my ($a, $b) = @_;
-    return (($a * ($b & 0xffff)) + ((($a * ($b >> 16)) & 0xffff) << 16)) & 0xffffffff;
-}
-
-sub murmur2 {
-    my @d = unpack 'C*', shift;
-    my $len = @d;
-    my $h = $len & 0xffffffff;
-    my $i = 0;
-    while ($len - $i >= 4) {
-        my $k = $d[$i] | ($d[$i + 1] << 8) | ($d[$i + 2] << 16) | ($d[$i + 3] << 24);
-        $k = mul32($k, 0x5bd1e995);
-        $k ^= $k >> 24;
-        $k = mul32($k, 0x5bd1e995);
-        $h = mul32($h, 0x5bd1e995);
-        $h ^= $k;
-        $i += 4;
-    }
-    my $rest = $len - $i;
-    if ($rest >= 3) { $h ^= $d[$i + 2] << 16 }
-    if ($rest >= 2) { $h ^= $d[$i + 1] << 8 }
-    if ($rest >= 1) { $h ^= $d[$i]; $h = mul32($h, 0x5bd1e995) }
-    $h ^= $h >> 13;
-    $h = mul32($h, 0x5bd1e995);
-    $h ^= $h >> 15;
-    return $h;
-}
 
 # docs/decision.md: new iff murmur2(salt . key) < percentage_bp * 0xFFFFFFFF / 10000
 sub expected_side {

@@ -4,7 +4,7 @@
 # `reuseport` so that new connections spread over both.
 use lib 't/lib';
 use Test::MigrationNginx;
-use JSON::PP ();
+use Test::MigrationHelpers qw(status);
 
 # The api service at a given percentage, plus optional extra YAML lines.
 sub yaml_for {
@@ -24,11 +24,6 @@ sub write_yaml {
     open my $fh, '>', html_dir() . '/m.yaml' or die $!;
     print $fh yaml_for(@_);
     close $fh;
-}
-
-sub status {
-    my $res = http_request('GET', '/status');
-    return JSON::PP::decode_json($res->{body});
 }
 
 # Sends $n requests on new connections; returns { "target rule" => count } and the pids seen.

@@ -4,7 +4,7 @@
 # Two workers, and `reuseport` so that new connections spread over both.
 use lib 't/lib';
 use Test::MigrationNginx;
-use JSON::PP ();
+use Test::MigrationHelpers qw(write_file status);
 use Time::HiRes ();
 
 sub yaml_for {
@@ -12,18 +12,6 @@ sub yaml_for {
     return "version: \"$version\"\nservices:\n  - name: api\n    old_host: api.example\n    old_backend: old:80\n"
          . "    new_host: api.example\n    new_backend: new:80\n    migration: {percentage: $pct}\n";
 }
-
-sub write_file {
-    my ($path, $text) = @_;
-    # Written next to the file and renamed over it, as editors and kubectl do:
-    # a reader never sees half a file.
-    open my $fh, '>', "$path.tmp" or die $!;
-    print $fh $text;
-    close $fh;
-    rename "$path.tmp", $path or die $!;
-}
-
-sub status { JSON::PP::decode_json(http_request('GET', '/status')->{body}) }
 
 # Polls until $n requests on new connections all answer $want from both workers;
 # returns the seconds it took, or undef after $limit seconds.

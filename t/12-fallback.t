@@ -4,6 +4,7 @@
 # outcome closes or re-opens the breaker. Two workers share the breaker.
 use lib 't/lib';
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(fallback touch);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET;
@@ -34,14 +35,7 @@ sub get {
     return join ' ', $res->{status} // 'none', ($res->{body} // '') =~ s/\s+$//r;
 }
 
-sub fallback_status {
-    my $doc = JSON::PP::decode_json(http_request('GET', '/status')->{body});
-    return $doc->{services}[0]{fallback};
-}
-
 our $Silent;
-
-sub new_down { my ($down) = @_; my $f = html_dir() . '/new-down'; if ($down) { open my $fh, '>', $f or die $!; close $fh } else { unlink $f } }
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -80,12 +74,12 @@ __DATA__
 [warn]
 --- check_eval
 is(main::get(), '200 new', 'new serves while healthy');
-main::new_down(1);
+main::touch('new-down', 1);
 is(main::get(), '502 new is down', "failure 1 reaches the client");
 is(main::get(), '502 new is down', "failure 2");
-is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two failures counted, still closed');
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two failures counted, still closed');
 is(main::get(), '502 new is down', "failure 3");
-is_deeply(main::fallback_status(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
+is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
 like(error_log_text(), qr/\[warn\].*migration: service "api": fallback opened after 3 consecutive failures of the new cluster \(last: 502\); requests go to old for 1500ms/, 'the opening is logged at warn');
 my %seen;
 $seen{ main::get() }++ for 1 .. 20;
@@ -96,10 +90,10 @@ is(main::get('X-Canary' => 'on'), '502 new is down', 'a header rule still reache
 Time::HiRes::sleep(1.6);
 is(main::get(), '502 new is down', 'after the cooldown one trial goes to new; it fails');
 is(main::get(), '200 old', 'and the breaker is open again');
-is_deeply(main::fallback_status(), { state => 'open', consecutive_failures => 3, trips => 2 }, 're-opened: a second trip');
+is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 2 }, 're-opened: a second trip');
 like(error_log_text(), qr/\[warn\].*fallback half-open after 1500ms: one trial request goes to new/, 'half-open logged');
 like(error_log_text(), qr/\[warn\].*fallback re-opened: the trial request to new failed \(502\); requests go to old for 1500ms/, 're-open logged');
-main::new_down(0);
+main::touch('new-down', 0);
 is(main::get(), '200 old', 'new recovered, but the cooldown is not over');
 Time::HiRes::sleep(1.6);
 is(main::get(), '200 new', 'the trial succeeds');
@@ -107,7 +101,7 @@ like(error_log_text(), qr/\[warn\].*fallback closed: the trial request to new su
 my %after;
 $after{ main::get() }++ for 1 .. 20;
 is_deeply(\%after, { '200 new' => 20 }, 'closed: new serves again');
-is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 0, trips => 2 }, 'status: closed');
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 0, trips => 2 }, 'status: closed');
 my $doc = JSON::PP::decode_json(http_request('GET', '/status')->{body});
 is($doc->{services}[0]{rules}{fallback}, 23, 'the fallback rule counted every diverted request (20 + 1 + 2)');
 
@@ -122,7 +116,7 @@ connect() failed (111: Connection refused)
 --- check_eval
 like(main::get(), qr/^502 /, "connection refused $_") for 1 .. 3;
 is(main::get(), '200 old', 'then old');
-is(main::fallback_status()->{state}, 'open', 'open');
+is(main::fallback()->{state}, 'open', 'open');
 like(error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 502\)/, 'logged');
 my $text = http_request('GET', '/status?format=prometheus')->{body};
 like($text, qr/^migration_fallback_state\{service="api"\} 1$/m, 'Prometheus shows the state as 1');
@@ -134,23 +128,23 @@ like($text, qr/^migration_fallback_trips_total\{service="api"\} 1$/m, 'and one t
 --- user_files eval
 [[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_2', statuses => '500') ]]
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 is(main::get(), '502 new is down', "a 502 is not in statuses: [500]") for 1 .. 5;
-is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'nothing counted');
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'nothing counted');
 
 
 
 === TEST 4: a success in between resets the count
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 is(main::get(), '502 new is down', "failure $_") for 1 .. 2;
-main::new_down(0);
+main::touch('new-down', 0);
 is(main::get(), '200 new', 'a success');
-main::new_down(1);
+main::touch('new-down', 1);
 is(main::get(), '502 new is down', "failure $_ after the success") for 1 .. 2;
-is(main::fallback_status()->{state}, 'closed', 'two after a success do not open it');
+is(main::fallback()->{state}, 'closed', 'two after a success do not open it');
 is(main::get(), '502 new is down', 'the third does');
-is(main::fallback_status()->{state}, 'open', 'open');
+is(main::fallback()->{state}, 'open', 'open');
 
 
 
@@ -172,13 +166,13 @@ is(main::fallback_status()->{state}, 'open', 'open');
 --- error_log
 [warn]
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 for my $i (1 .. 3) {
     my $r = http_request('GET', '/', [Host => 'api.example']);
     is("$r->{status} $r->{body}", '200 old', "failure $i is answered by old");
     like($r->{headers}{'x-retried-on'} // '', qr/^127\.0\.0\.1:\d+$/, 'by the recipe');
 }
-is(main::fallback_status()->{state}, 'open', 'the breaker counted the failures of new, not the retries');
+is(main::fallback()->{state}, 'open', 'the breaker counted the failures of new, not the retries');
 
 
 
@@ -194,16 +188,16 @@ is(main::fallback_status()->{state}, 'open', 'the breaker counted the failures o
     }
     location = /status { migration_status; }
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 my %pids;
 for my $i (1 .. 11) {
     my $r = http_request('GET', '/', [Host => 'api.example']);
     $pids{ $r->{headers}{'x-pid'} }++;
 }
 is(scalar keys %pids, 2, 'the 11 failures were served by both workers');
-is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 11, trips => 0 }, 'and counted together');
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 11, trips => 0 }, 'and counted together');
 is(main::get(), '502 new is down', 'the 12th failure');
-is(main::fallback_status()->{state}, 'open', 'opens the breaker for both');
+is(main::fallback()->{state}, 'open', 'opens the breaker for both');
 
 
 
@@ -221,12 +215,12 @@ is(main::fallback_status()->{state}, 'open', 'opens the breaker for both');
     }
     location = /status { migration_status; }
 --- check_eval
-main::new_down(1);
+main::touch('new-down', 1);
 for (1 .. 5) {
     my $r = http_request('GET', '/other', [Host => 'api.example']);
     is("$r->{status} $r->{headers}{'x-would-go'}", '502 new', 'a 502 outside migration on');
 }
-is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'the breaker did not count them');
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'the breaker did not count them');
 
 
 
@@ -237,10 +231,10 @@ is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 
 connect() failed (111: Connection refused)
 --- check_eval
 like(main::get(), qr/^502 /, "connection refused $_") for 1 .. 2;
-is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two counted, although 502 is not in statuses: [500]');
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two counted, although 502 is not in statuses: [500]');
 like(main::get(), qr/^502 /, 'connection refused 3');
 is(main::get(), '200 old', 'then old');
-is_deeply(main::fallback_status(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
+is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
 like(error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 502\)/, 'logged');
 
 
@@ -264,8 +258,8 @@ $main::Silent = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => ran
 upstream timed out
 --- check_eval
 like(main::get(), qr/^504 /, "timeout $_") for 1 .. 2;
-is_deeply(main::fallback_status(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two counted, although 504 is not in statuses: [500]');
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 2, trips => 0 }, 'two counted, although 504 is not in statuses: [500]');
 like(main::get(), qr/^504 /, 'timeout 3');
 is(main::get(), '200 old', 'then old');
-is_deeply(main::fallback_status(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
+is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
 like(error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 504\)/, 'logged, with the timeout status');

@@ -5,6 +5,7 @@
 # `stop` or `reopen`.
 use lib 't/lib';
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(write_file status nginx_run);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET ();
@@ -61,16 +62,6 @@ sub worker_of {
     return (grep { parent_of($_) == $master } map { m{/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*')[0];
 }
 
-sub write_file {
-    my ($path, $text) = @_;
-    open my $fh, '>', "$path.tmp" or die $!;
-    print $fh $text;
-    close $fh;
-    rename "$path.tmp", $path or die $!;
-}
-
-sub status { JSON::PP::decode_json(http_request('GET', '/status')->{body}) }
-
 # { "answer" => count } over $n requests on new connections.
 sub answers {
     my ($n, $path) = @_;
@@ -98,13 +89,6 @@ sub edit_conf {
 # arguments; returns (exit code, stderr+stdout). -e as the harness gives it: what
 # nginx says while reading its configuration goes to the block's error.log whatever
 # error log the binary was built with (Debian's, the official image's).
-sub nginx_run {
-    my (@args) = @_;
-    my $cmd = join ' ', map { "'$_'" } nginx_binary(), '-p', servroot() . '/', '-e', 'logs/error.log', '-c', 'conf/nginx.conf', @args;
-    my $text = `$cmd 2>&1`;
-    return ($? >> 8, $text);
-}
-
 run_tests();
 
 __DATA__

@@ -4,7 +4,7 @@
 # speak for the new cluster, only the main request does.
 use lib 't/lib';
 use Test::MigrationNginx;
-use JSON::PP ();
+use Test::MigrationHelpers qw(fallback);
 
 sub yaml_for {
     my (%o) = @_;
@@ -28,8 +28,6 @@ sub get {
     my $body = ($res->{status} // 0) < 300 ? ($res->{body} // '') =~ s/\s+$//r : '';
     return join ' ', grep { length } $res->{status} // 'none', $res->{headers}{'x-rule'} // '-', $body;
 }
-
-sub fallback { JSON::PP::decode_json(http_request('GET', '/status')->{body})->{services}[0]{fallback} }
 
 add_block_preprocessor(sub {
     my $block = shift;

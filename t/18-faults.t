@@ -12,6 +12,7 @@ BEGIN {
     $main::no_hooks = !-f $hooks;
 }
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(write_file);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET ();
@@ -22,14 +23,6 @@ sub yaml_for {
     my (%o) = @_;
     return "version: \"$o{version}\"\nservices:\n  - name: api\n    old_host: api.example\n    old_backend: old:80\n"
          . "    new_host: api.example\n    new_backend: new:80\n    migration: {percentage: $o{percentage}}\n";
-}
-
-sub write_file {
-    my ($path, $text) = @_;
-    open my $fh, '>', "$path.tmp" or die $!;
-    print $fh $text;
-    close $fh;
-    rename "$path.tmp", $path or die $!;
 }
 
 # Every "changed; published generation N (version V" of the log, in order.

@@ -5,6 +5,7 @@
 # can set.
 use lib 't/lib';
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(fallback);
 use IO::Socket::INET ();
 use JSON::PP ();
 
@@ -23,8 +24,6 @@ sub raw {
 }
 
 sub get { raw($_[0], "GET / HTTP/1.1\r\nHost: $_[1]\r\nConnection: close\r\n\r\n") }
-
-sub fallback { JSON::PP::decode_json(http_request('GET', '/status')->{body})->{services}[0]{fallback} }
 
 run_tests();
 

@@ -4,40 +4,11 @@
 # (html/new-down: new answers 503; html/old-down: old does).
 use lib 't/lib';
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(murmur2 write_file touch status);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET ();
 use POSIX ();
-
-# nginx's ngx_murmur_hash2, in 32-bit arithmetic: the split's oracle.
-sub mul32 {
-    my ($a, $b) = @_;
-    return (($a * ($b & 0xffff)) + ((($a * ($b >> 16)) & 0xffff) << 16)) & 0xffffffff;
-}
-
-sub murmur2 {
-    my @d = unpack 'C*', shift;
-    my $len = @d;
-    my $h = $len & 0xffffffff;
-    my $i = 0;
-    while ($len - $i >= 4) {
-        my $k = $d[$i] | ($d[$i + 1] << 8) | ($d[$i + 2] << 16) | ($d[$i + 3] << 24);
-        $k = mul32($k, 0x5bd1e995);
-        $k ^= $k >> 24;
-        $k = mul32($k, 0x5bd1e995);
-        $h = mul32($h, 0x5bd1e995);
-        $h ^= $k;
-        $i += 4;
-    }
-    my $rest = $len - $i;
-    if ($rest >= 3) { $h ^= $d[$i + 2] << 16 }
-    if ($rest >= 2) { $h ^= $d[$i + 1] << 8 }
-    if ($rest >= 1) { $h ^= $d[$i]; $h = mul32($h, 0x5bd1e995) }
-    $h ^= $h >> 13;
-    $h = mul32($h, 0x5bd1e995);
-    $h ^= $h >> 15;
-    return $h;
-}
 
 # new iff murmur2(user) < percentage_bp * 0xFFFFFFFF / 10000 (100 %: everyone).
 sub expected_side {
@@ -47,18 +18,7 @@ sub expected_side {
     return murmur2($user) < int($bp * 0xFFFFFFFF / 10000) ? 'new' : 'old';
 }
 
-sub status { JSON::PP::decode_json(http_request('GET', '/status')->{body}) }
 sub api { (grep { $_->{name} eq 'api' } @{ status()->{services} })[0] }
-
-sub touch { my $f = html_dir() . "/$_[0]"; if ($_[1]) { open my $fh, '>', $f or die $!; close $fh } else { unlink $f } }
-
-sub write_file {
-    my ($path, $text) = @_;
-    open my $fh, '>', "$path.tmp" or die $!;
-    print $fh $text;
-    close $fh;
-    rename "$path.tmp", $path or die $!;
-}
 
 # Sends one request per user over keep-alive; returns [[user, target, percentage, rule, status]...].
 sub sample {

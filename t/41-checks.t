@@ -6,16 +6,48 @@
 #    may then be refused, which `nginx -s reload` does not show).
 use lib 't/lib';
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(nginx_run);
+use Cwd ();
+use File::Spec ();
+use File::Temp ();
+
+# TEST 2 needs a file the worker user ("nobody") can read. One under the
+# servroot is not, whatever its own mode, when the clone sits below a
+# directory only its owner may enter (root's home, a `mktemp -d`): it is made
+# in a 0755 directory of its own in the system temp dir instead, removed at
+# exit. Where even that is out of the worker's reach (a TMPDIR only root may
+# enter), a block whose http_config names $TEST_NGINX_WORKER_DIR is skipped,
+# with the reason.
+my $WorkerDir = File::Temp::tempdir('migration-t41-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+chmod 0755, $WorkerDir or die "chmod $WorkerDir: $!";
+$ENV{TEST_NGINX_WORKER_DIR} = $WorkerDir;
+
+# Why a user who is neither owner nor in the group (nobody) cannot reach
+# $dir: the first directory on its path that others may not search; or undef.
+sub unreachable_by_others {
+    my ($dir) = @_;
+    my $path = Cwd::abs_path($dir);
+    my @parts = File::Spec->splitdir($path);
+    for my $n (1 .. $#parts) {
+        my $d = File::Spec->catdir(@parts[0 .. $n]) || '/';
+        my @st = stat $d or return "cannot stat $d: $!";
+        return sprintf('%s is mode %04o: others cannot enter it', $d, $st[2] & 07777) unless $st[2] & 01;
+    }
+    return undef;
+}
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    return unless join('', @{ $block->{http_config} || [] }) =~ /TEST_NGINX_WORKER_DIR/;
+    if (my $why = unreachable_by_others($WorkerDir)) {
+        my $reason = "the worker user cannot reach the system temp dir ($why)";
+        # Never silent: prove shows a diag without -v, as for `requires`.
+        Test::More::diag('skipped ' . $block->name . ": $reason");
+        $block->{skip} = [$reason];
+    }
+});
 
 run_tests();
-
-# `nginx -t` of the block's configuration, as an operator runs it; its output.
-sub nginx_t {
-    my $cmd = join ' ', map { "'$_'" } nginx_binary(), '-p', servroot() . '/', '-e', 'logs/error.log',
-        '-c', 'conf/nginx.conf', '-t';
-    my $out = `$cmd 2>&1`;
-    return ($? >> 8, $out);
-}
 
 __DATA__
 
@@ -36,7 +68,7 @@ close $fh;
 --- error_log eval
 qr{\[warn\] .*migration: watch= cannot work: the worker processes run as "nobody" and cannot read .*/private/m\.yaml: Permission denied}
 --- check_eval
-my ($rc, $out) = nginx_t();
+my ($rc, $out) = nginx_run('-t');
 is($rc, 0, 'nginx -t still passes (a warning)');
 like($out, qr{nginx: \[warn\] migration: watch= cannot work: the worker processes run as "nobody" and cannot read \S+/private/m\.yaml: Permission denied}, 'nginx -t prints the warning');
 
@@ -47,19 +79,19 @@ like($out, qr{nginx: \[warn\] migration: watch= cannot work: the worker processe
 --- main_config
 user nobody nogroup;
 --- http_config
-    migration_config $TEST_NGINX_SERVROOT/private/m.yaml watch=1s;
+    migration_config $TEST_NGINX_WORKER_DIR/m.yaml watch=1s;
 --- init
-mkdir servroot() . '/private', 0755 or die "mkdir: $!";
-chmod 0755, servroot() . '/private';
-open my $fh, '>', servroot() . '/private/m.yaml' or die $!;
+my $file = "$ENV{TEST_NGINX_WORKER_DIR}/m.yaml";
+open my $fh, '>', $file or die $!;
 print $fh "services: []\n";
 close $fh;
+chmod 0644, $file or die "chmod $file: $!";
 --- config
     location / { return 200 "ok\n"; }
 --- no_error_log
 watch= cannot work
 --- check_eval
-my ($rc, $out) = nginx_t();
+my ($rc, $out) = nginx_run('-t');
 is($rc, 0, 'nginx -t passes');
 unlike($out, qr/watch= cannot work/, 'no warning from nginx -t');
 
@@ -94,7 +126,7 @@ watch= cannot work
 --- error_log eval
 qr{\[warn\] .*migration: zone "small" \(64k\) is \d+% taken by \S+/m\.yaml alone; a reload that keeps the zone also needs room}
 --- check_eval
-my ($rc, $out) = nginx_t();
+my ($rc, $out) = nginx_run('-t');
 is($rc, 0, 'nginx -t passes');
 like($out, qr{nginx: \[warn\] migration: zone "small" \(64k\) is \d+% taken .* consider zone=small:\d+k}, 'nginx -t prints the warning and a size');
 

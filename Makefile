@@ -44,8 +44,19 @@ demo: build
 demo-stop:
 	@if [ -f "$(PREFIX)/logs/nginx.pid" ]; then kill -QUIT $$(cat "$(PREFIX)/logs/nginx.pid") && echo "demo stopped"; fi
 
+# The lint gate, first in make test: formatting and clippy over every crate (the
+# fuzz targets' and the nginx one too, against the vendored nginx; --release
+# shares its build with make build). [workspace.lints] in Cargo.toml adds
+# unsafe_op_in_unsafe_fn, undocumented_unsafe_blocks and missing_safety_doc.
+check: deps
+	@command -v rustfmt >/dev/null && $(CARGO) clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
+	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path engine/fuzz/Cargo.toml -- --check
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+	CARGO_TARGET_DIR=$(CURDIR)/target/fuzz-check $(CARGO) clippy --locked --manifest-path engine/fuzz/Cargo.toml --bins -- -D warnings
+
 # Each step prints how long it took (CI time is budgeted; t/README.md).
-test: build
+test: check build
 	@for t in test-unit test-fuzz-build test-e2e test-hostile test-readme test-stress test-addon test-official test-deploy test-deb; do \
 		start=$$(date +%s); $(MAKE) --no-print-directory $$t || exit 1; \
 		echo "== $$t: $$(( $$(date +%s) - start )) s"; done

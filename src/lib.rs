@@ -75,7 +75,6 @@ pub static mut COMMANDS: [ngx_command_t; 5] = [
     ngx_command_t::empty(),
 ];
 
-
 static NGX_HTTP_MIGRATION_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(http::variables::add_variables),
     postconfiguration: Some(http::phases::register_handlers),

@@ -1,4 +1,4 @@
-//! The fallback breaker of SPEC "fallback": one per service, shared by every
+//! The fallback breaker of docs/fallback.md: one per service, shared by every
 //! worker, as a small state machine over atomics (the nginx layer keeps the
 //! cells in its shared zone; tests keep them on the heap).
 //!

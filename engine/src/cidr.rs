@@ -4,7 +4,7 @@
 //! CIDR blocks form a laminar family (two blocks are either disjoint or nested), so
 //! the address space splits into at most `2n + 1` ranges, each with a fixed answer:
 //! the lowest rule index among the blocks covering it. The table keeps the range
-//! starts sorted; a lookup is `partition_point` over them (SPEC "Decision order",
+//! starts sorted; a lookup is `partition_point` over them (docs/decision.md,
 //! step 5; `from:` of step 3).
 
 use std::net::IpAddr;

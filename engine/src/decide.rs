@@ -1,4 +1,4 @@
-//! The decision order of SPEC "Decision order", as one function of
+//! The decision order of docs/decision.md, as one function of
 //! (compiled configuration, request view, random source).
 
 use crate::breaker::{BreakerCells, Gate, Transition};
@@ -161,7 +161,7 @@ pub fn decide_with<R: RequestView>(
     decide_traced(config, choice, request, draw, breakers, &mut NoTrace)
 }
 
-/// The decision order itself (SPEC "Decision order"): every other entry point
+/// The decision order itself (docs/decision.md): every other entry point
 /// calls this one function. `tracer` is told each step tried and why it decided
 /// or not (`nginx-migration explain`); with [`NoTrace`] every report compiles
 /// away (its `ENABLED` is a constant false), so the nginx path pays nothing.

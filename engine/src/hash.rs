@@ -1,6 +1,6 @@
 //! nginx's MurmurHash2 and the `split_clients` cohort threshold.
 //!
-//! SPEC "Decision order": a key is in the new cohort when
+//! docs/decision.md: a key is in the new cohort when
 //! `hash < percentage_bp * 0xFFFFFFFF / 10000`, hashing `hash_salt + key` with
 //! `ngx_murmur_hash2`. Keeping the arithmetic identical to
 //! `ngx_http_split_clients_module.c` is what makes every replica, and nginx's own

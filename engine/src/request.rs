@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 /// A borrowed view of one request. Every value is just bytes: nothing here may
-/// fail, whatever the client sent (SPEC "Bad input").
+/// fail, whatever the client sent (docs/yaml.md, errors).
 pub trait RequestView {
     /// The Host, as sent (a port and a trailing dot are ignored; any case).
     fn host(&self) -> &[u8];

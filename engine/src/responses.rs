@@ -1,4 +1,4 @@
-//! Responses per target (SPEC "Responses per target (health side by side)"):
+//! Responses per target (docs/status.md, "Responses per target"):
 //! for every routed request, the status class of the response and the upstream
 //! response time in a histogram with Prometheus's default buckets, per service
 //! and target. Atomics, so the nginx layer keeps them in its shared zone (exact

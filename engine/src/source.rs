@@ -1,5 +1,5 @@
-//! Reading the configuration file, bounded whatever sits at its path (SPEC "Bad
-//! input": nothing in or at a bad file can take nginx down).
+//! Reading the configuration file, bounded whatever sits at its path (docs/yaml.md,
+//! errors: nothing in or at a bad file can take nginx down).
 //!
 //! nginx's master reads the file as root on start and reload, and with `watch=`
 //! every worker reads it every interval. So the read never blocks (a FIFO at the

@@ -32,7 +32,11 @@ fn set_migration_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut 
     NGX_CONF_OK
 }
 
-pub extern "C" fn set_migration_service(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_migration_service(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     crate::guard::conf(cf, "migration_service", || set_migration_service_body(cf, cmd, conf))
 }
 

@@ -19,10 +19,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use migration_engine::{decide_with, CompiledConfig, Decision, ServiceChoice, Transition};
-use ngx::ffi::{
-    ngx_http_request_t,
-    ngx_pool_cleanup_add, NGX_LOG_WARN,
-};
+use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, NGX_LOG_WARN};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 

@@ -15,11 +15,11 @@ use migration_engine::{Outcome, Rule, Target};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t, NGX_LOG_WARN,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t,
+    NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_log_error;
-
 
 use crate::conf::Module;
 use crate::http::decision::{existing, log_transition, routed_decision, RequestDecision, IN_ACCESS};
@@ -68,7 +68,8 @@ fn warn_if_decided_before_realip(r: &ngx_http_request_t, d: &RequestDecision) {
         return;
     }
     // SAFETY: the connection is live; its addr_text is realip's client address now.
-    let client = String::from_utf8_lossy(crate::http::request::bytes(unsafe { &(*r.connection).addr_text })).into_owned();
+    let client =
+        String::from_utf8_lossy(crate::http::request::bytes(unsafe { &(*r.connection).addr_text })).into_owned();
     ngx_log_error!(
         NGX_LOG_WARN,
         log,
@@ -381,4 +382,3 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
     }
     Status::NGX_OK.into()
 }
-

@@ -7,9 +7,11 @@ use core::ffi::c_void;
 use core::ptr;
 use std::sync::Arc;
 
+use core::ffi::c_char;
 use migration_engine::report::Pieces;
 use migration_engine::{arg_in_query, ServiceReport, StatusReport};
 use ngx::core::Status;
+use ngx::core::NGX_CONF_OK;
 use ngx::ffi::{
     ngx_add_timer, ngx_buf_t, ngx_chain_t, ngx_create_temp_buf, ngx_del_timer, ngx_handle_write_event,
     ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
@@ -17,18 +19,16 @@ use ngx::ffi::{
     ngx_str_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
     NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_REQUEST_TIME_OUT,
 };
+use ngx::ffi::{ngx_command_t, ngx_conf_t};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
-use core::ffi::c_char;
-use ngx::core::NGX_CONF_OK;
-use ngx::ffi::{ngx_command_t, ngx_conf_t};
 
 use crate::conf::{LocConf, Module};
+use crate::http::request::bytes;
+use crate::state::compile_thread;
 use crate::state::cycle::CycleZone;
 use crate::state::live::{catch_up_later, current, LiveConfig};
 use crate::state::watch::finish;
-use crate::state::compile_thread;
-use crate::http::request::bytes;
 
 pub extern "C" fn set_migration_status(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     crate::guard::conf(cf, "migration_status", || set_migration_status_body(cf, cmd, conf))

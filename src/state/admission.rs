@@ -85,8 +85,7 @@ impl Admission<'_> {
         before_parse();
         let invalid = |message: String| Refusal::Invalid { hash, message };
         let text = migration_engine::source_from_bytes(path, bytes).map_err(|e| invalid(e.to_string()))?;
-        let (config, warnings) =
-            migration_engine::load_str_checked(path, &text).map_err(|e| invalid(e.to_string()))?;
+        let (config, warnings) = migration_engine::load_str_checked(path, &text).map_err(|e| invalid(e.to_string()))?;
         check_pinned_services(self.pinned, path, &config).map_err(|message| invalid(format!("{path}: {message}")))?;
         if let Some(names) = self.variables {
             migration_engine::variables::check_user_variables(names, path, &text, &config).map_err(invalid)?;

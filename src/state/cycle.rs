@@ -125,7 +125,8 @@ unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ng
         Ok((record, slots)) => {
             let prepared_serial = locked.set_pending(record);
             drop(locked);
-            main.cycle_zone = Some(Box::new(CycleZone { zone, slots, loaded_at, prepared_serial, epoch: 0, published: None }));
+            main.cycle_zone =
+                Some(Box::new(CycleZone { zone, slots, loaded_at, prepared_serial, epoch: 0, published: None }));
             Status::NGX_OK.into()
         }
         Err(shortfall) => {

@@ -9,7 +9,10 @@ use migration_engine::config::ramp::{OnFailure, Ramp};
 use migration_engine::config::values::PercentageText;
 use migration_engine::ramp::{Publication, RampEvent, RampState};
 use migration_engine::{CompiledService, RampReport};
-use ngx::ffi::{ngx_add_timer, ngx_cycle, ngx_event_t, ngx_exiting, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use ngx::ffi::{
+    ngx_add_timer, ngx_cycle, ngx_event_t, ngx_exiting, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_NOTICE,
+    NGX_LOG_WARN,
+};
 use ngx::ngx_log_error;
 
 use crate::state::live::{current, unix_now_ms, LiveConfig};
@@ -35,7 +38,6 @@ pub unsafe extern "C" fn ramp_tick(ev: *mut ngx_event_t) {
     // SAFETY: `ev` is our timer event, not armed while its handler runs.
     unsafe { ngx_add_timer(ev, RAMP_TICK_MS as _) };
 }
-
 
 /// When the step after the current one is due, in words.
 fn next_due(ramp: &Ramp, slot: &ServiceSlot, done: bool) -> String {

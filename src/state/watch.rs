@@ -6,15 +6,18 @@
 use std::sync::{Arc, Mutex};
 
 use migration_engine::source::FileStamp;
-use ngx::ffi::{ngx_add_timer, ngx_cycle, ngx_event_t, ngx_exiting, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ALERT, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use ngx::ffi::{
+    ngx_add_timer, ngx_cycle, ngx_event_t, ngx_exiting, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ALERT, NGX_LOG_ERR,
+    NGX_LOG_NOTICE, NGX_LOG_WARN,
+};
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
 
 use crate::conf::{MainConf, Module};
+use crate::state::admission::Refusal;
 use crate::state::compile_thread;
 use crate::state::cycle::{save_last_good, CycleZone};
 use crate::state::live::{adopt, announce_held, catch_up_later, current, service_names, unix_now, LiveConfig};
-use crate::state::admission::Refusal;
 use crate::state::zone::{human_size, required_zone_size, Zone};
 
 /// The stamp of the file as this process last dealt with it (published it,

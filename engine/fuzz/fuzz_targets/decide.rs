@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use migration_engine::{
-    decide, decide_traced, decide_with, load_str, BreakerCells, BreakerState, Breakers, CompiledConfig, Decision, Outcome,
-    NoBreakers, OwnedRequest, Rule, ServiceChoice, Target, Trace, Transition,
+    decide, decide_traced, decide_with, load_str, BreakerCells, BreakerState, Breakers, CompiledConfig, Decision,
+    NoBreakers, Outcome, OwnedRequest, Rule, ServiceChoice, Target, Trace, Transition,
 };
 
 /// Every kind of rule: wildcard hosts, header rules of every kind (value, few and

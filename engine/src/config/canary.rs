@@ -18,7 +18,7 @@ pub struct Canary {
 
 #[derive(Clone, Debug)]
 pub struct HeaderRule {
-    /// `header:`, `cookie:` or `arg:` (SPEC "Rule sources beyond headers").
+    /// `header:`, `cookie:` or `arg:` (docs/yaml.md, header rules).
     pub source: RuleSource,
     pub matcher: HeaderMatch,
     pub target: Target,

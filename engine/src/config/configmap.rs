@@ -1,4 +1,4 @@
-//! A ConfigMap manifest (SPEC "The YAML"): the document it embeds, and where that
+//! A ConfigMap manifest (docs/yaml.md): the document it embeds, and where that
 //! document's lines are in the manifest.
 
 use super::{syntax, ConfigError};
@@ -27,8 +27,8 @@ pub(super) struct Embedded {
     pub(super) offset: Option<(usize, usize)>,
 }
 
-/// A ConfigMap manifest's `data."migration.yaml"`, or its only `*.yaml` key (SPEC
-/// "The YAML": a `*.yml` key is not one of them). The first pass has checked the
+/// A ConfigMap manifest's `data."migration.yaml"`, or its only `*.yaml` key
+/// (docs/yaml.md: a `*.yml` key is not one of them). The first pass has checked the
 /// manifest (no aliases, bounded depth), so reading it whole costs what its size
 /// says.
 pub(super) fn unwrap_configmap(file: &str, text: &str) -> Result<Embedded, ConfigError> {

@@ -1,4 +1,4 @@
-//! Located configuration errors (SPEC "The YAML"):
+//! Located configuration errors (docs/yaml.md):
 //! `migration.yaml:14:21: services[0].migration.percentage: must be between 0 and 100, got 120`.
 //!
 //! A message never carries much of the file: nginx's master reads the file as

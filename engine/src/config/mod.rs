@@ -1,4 +1,4 @@
-//! The YAML model (SPEC "The YAML"): reading a plain document or a whole ConfigMap
+//! The YAML model (docs/yaml.md): reading a plain document or a whole ConfigMap
 //! manifest, validating it strictly, and reporting every problem with its file,
 //! line, column and field path.
 //!
@@ -168,7 +168,7 @@ macro_rules! validated_mapping {
 }
 pub(crate) use validated_mapping;
 
-/// `fallback:` (SPEC "fallback"): send new-bound traffic to old while the new
+/// `fallback:` (docs/fallback.md): send new-bound traffic to old while the new
 /// cluster fails.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fallback {

@@ -1,4 +1,4 @@
-//! `migration.ramp` (SPEC "Ramp: a percentage that moves itself"): the steps, how
+//! `migration.ramp` (docs/ramp.md): the steps, how
 //! long each lasts, an optional wall-clock start, and the gate each step must
 //! pass before the next one. Every value validates itself while it is read, so
 //! a bad one is reported at its own line, column and field path.

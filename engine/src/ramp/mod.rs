@@ -1,4 +1,4 @@
-//! The ramp's position (SPEC "Ramp: a percentage that moves itself"): which step
+//! The ramp's position (docs/ramp.md): which step
 //! a service is on, since when, and what the decision uses as its percentage, as
 //! a state machine over atomics (the nginx layer keeps the cells in its shared
 //! zone, so every worker and every reload agrees; tests keep them on the heap).

@@ -1,4 +1,4 @@
-//! The JSON status document (SPEC "Status"), on one line, in pieces.
+//! The JSON status document (docs/status.md), on one line, in pieces.
 
 use std::fmt::Write;
 

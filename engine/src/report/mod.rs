@@ -1,4 +1,4 @@
-//! The status document of SPEC "Status": JSON, and the Prometheus text exposition
+//! The status document of docs/status.md: JSON, and the Prometheus text exposition
 //! format (version 0.0.4), rendered from a plain snapshot of the shared counters.
 //! No nginx and no I/O here, so both formats are unit-tested byte for byte.
 //!
@@ -66,7 +66,7 @@ pub struct ServiceReport<'a> {
     pub configured_percentage_bp: u32,
     pub counts: Counts,
     pub fallback: FallbackReport,
-    /// Responses per target (SPEC "Responses per target").
+    /// Responses per target (docs/status.md, "Responses per target").
     pub responses: ResponseCounts,
     /// Where the service's ramp stands, when it has one.
     pub ramp: Option<RampReport>,
@@ -152,7 +152,7 @@ pub struct FileState {
 }
 
 impl StatusReport<'_> {
-    /// The JSON document of SPEC "Status", on one line (the pieces of
+    /// The JSON document of docs/status.md, on one line (the pieces of
     /// [`Pieces::next_json`], joined).
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(256 + 384 * self.services.len());

@@ -24,9 +24,8 @@ use migration_engine::ramp::RampCells;
 use migration_engine::responses::ResponseCells;
 use migration_engine::{BreakerCells, Counts, FallbackReport, Rule};
 use ngx::ffi::{
-    ngx_log_t, ngx_pid_t, ngx_shm_zone_t, ngx_shmtx_force_unlock, ngx_shmtx_lock, ngx_shmtx_trylock,
-    ngx_shmtx_unlock, ngx_slab_calloc_locked, ngx_slab_free_locked, ngx_slab_pool_t,
-    NGX_LOG_WARN,
+    ngx_log_t, ngx_pid_t, ngx_shm_zone_t, ngx_shmtx_force_unlock, ngx_shmtx_lock, ngx_shmtx_trylock, ngx_shmtx_unlock,
+    ngx_slab_calloc_locked, ngx_slab_free_locked, ngx_slab_pool_t, NGX_LOG_WARN,
 };
 use ngx::ngx_log_error;
 

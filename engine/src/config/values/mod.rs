@@ -368,7 +368,7 @@ impl HeaderName {
 }
 string_value!(HeaderName, "a header name");
 
-/// What a header rule reads (SPEC "Rule sources beyond headers"): a request
+/// What a header rule reads (docs/yaml.md, header rules): a request
 /// header, a cookie as `$cookie_NAME` reads it, or a query argument as
 /// `$arg_NAME` reads it. Names are kept lowercase: all three match
 /// case-insensitively in nginx.

@@ -1,6 +1,6 @@
 //! Static checks for rules that can never decide, printed by `nginx -t` as
 //! warnings (the file is still valid). Rules are tried in order and the first
-//! match wins (SPEC "Decision order"), so a rule is dead when an earlier rule
+//! match wins (docs/decision.md), so a rule is dead when an earlier rule
 //! already matches every request it would:
 //!
 //! * a header rule on the same source (the same header, cookie or argument;

@@ -498,12 +498,12 @@ my $rss = sub {
     open my $st, '<', "/proc/" . nginx_pid() . "/status" or return 0;
     local $/; my ($kb) = <$st> =~ /^VmRSS:\s+(\d+) kB/m; return $kb * 1024;
 };
-my $res = http_request('GET', '/migration/status?format=prometheus');
-is($res->{status}, 200, 'a whole scrape');
-like($res->{headers}{'transfer-encoding'} // '', qr/chunked/, 'sent in pieces (chunked)');
-my $lines = () = $res->{body} =~ /^migration_enabled\{/mg;
+my $scrape = http_request('GET', '/migration/status?format=prometheus');
+is($scrape->{status}, 200, 'a whole scrape');
+like($scrape->{headers}{'transfer-encoding'} // '', qr/chunked/, 'sent in pieces (chunked)');
+my $lines = () = $scrape->{body} =~ /^migration_enabled\{/mg;
 is($lines, 10000, 'every service\'s series');
-like($res->{body}, qr/migration_config_file_refused\{source="[^"]+"\} 0\n\z/, 'to the last family');
+like($scrape->{body}, qr/migration_config_file_refused\{source="[^"]+"\} 0\n\z/, 'to the last family');
 my $json = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
 is(scalar @{ $json->{services} }, 10000, 'the JSON document is whole too');
 my $before = $rss->();
@@ -534,8 +534,8 @@ GET /limited?service=s1
 "name":"s1"
 --- check_eval
 my $t0 = Time::HiRes::time();
-my $res = http_request('GET', '/limited');
+my $limited = http_request('GET', '/limited');
 my $took = Time::HiRes::time() - $t0;
-is($res->{status}, 200, 'the whole document');
-is(scalar @{ JSON::PP::decode_json($res->{body})->{services} }, 600, 'every service');
-cmp_ok($took, '<', 10, sprintf('%d KB at 1 MB/s took %.1f s (a piece per send_timeout would take over a minute)', length($res->{body}) / 1024, $took));
+is($limited->{status}, 200, 'the whole document');
+is(scalar @{ JSON::PP::decode_json($limited->{body})->{services} }, 600, 'every service');
+cmp_ok($took, '<', 10, sprintf('%d KB at 1 MB/s took %.1f s (a piece per send_timeout would take over a minute)', length($limited->{body}) / 1024, $took));

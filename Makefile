@@ -126,6 +126,7 @@ test-deb:
 
 bench: build
 	$(CARGO) bench --locked -p migration-engine --bench decide
+	$(CARGO) bench --locked -p migration-engine --bench contention
 	bench/replay.sh "$(PREFIX)/bin/nginx-migration"
 	bench/wrk.sh
 	bench/counters.sh

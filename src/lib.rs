@@ -18,9 +18,7 @@
 //! Beside them: `guard` (no panic crosses into nginx), `random` (the weighted
 //! draw) and `test_hooks` (fault injection, test builds only).
 
-use core::ptr::{addr_of, addr_of_mut};
-
-use core::ptr;
+use core::ptr::{self, addr_of, addr_of_mut};
 
 use ngx::ffi::{
     ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE12,

@@ -31,7 +31,7 @@ fn findings(path: &std::path::Path) -> Vec<Finding> {
             path: e.path.clone(),
             severity: "error",
             message: e.message.clone(),
-            // directives.rs: ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", e)
+            // src/state/load.rs: ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", e)
             nginx: format!("[emerg] {e}"),
         }],
         Ok((text, warnings)) => warnings
@@ -42,7 +42,7 @@ fn findings(path: &std::path::Path) -> Vec<Finding> {
                 path: w.path.clone(),
                 severity: "warning",
                 message: w.message.clone(),
-                // directives.rs: ngx_conf_log_error!(NGX_LOG_WARN, cf, "migration: {}: {}", source, warning)
+                // src/state/load.rs: ngx_conf_log_error!(NGX_LOG_WARN, cf, "migration: {}: {}", source, warning)
                 nginx: format!("[warn] migration: {file}: {w}"),
             })
             .collect(),

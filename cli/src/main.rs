@@ -5,6 +5,8 @@
 //!
 //! Exit status: 0 good, 1 the input is bad or a check failed, 2 usage error.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -2,7 +2,7 @@
 //! `migration_service auto` a server block routes only the Hosts it names in
 //! `server_name`; a service whose hosts no such block names, that no location
 //! names with `migration_service NAME`, and with no `auto any_server` anywhere,
-//! gets `rule none` on every request (the README's guard answers 421) while
+//! gets `rule none` on every request (the 421 guard of docs/module.md answers it) while
 //! `check` says the file is fine. The nginx layer collects a [`Reach`] from its
 //! configuration; `nginx -t`, start, reload and every `watch=` publication warn
 //! about each such service.

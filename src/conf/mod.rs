@@ -1,6 +1,8 @@
-//! The directives of docs/module.md: `migration_config`, `migration`,
-//! `migration_service`, `migration_status`; the main and location configurations
-//! they fill.
+//! The module's configurations (main, server, location) and their create and
+//! merge handlers; the `migration` and `migration_service` directives are in
+//! `directives.rs` (docs/module.md). `migration_config` is read by
+//! `state::load`, which admits the file; `migration_status` lives with its
+//! handler in `http::status`.
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -85,7 +87,7 @@ pub fn check_pinned_services(pinned: &[PinnedService], source: &str, config: &Co
 
 /// `migration_service: no service named "api" in /etc/nginx/m.yaml`, and for a
 /// `watch=` change, where nginx.conf names it.
-pub fn unknown_service(name: &str, source: &str, at: Option<&str>) -> String {
+fn unknown_service(name: &str, source: &str, at: Option<&str>) -> String {
     let at = at.map_or(String::new(), |at| format!(" (migration_service in {at})"));
     format!("migration_service: no service named \"{name}\" in {source}{at}")
 }

@@ -3,7 +3,7 @@
 //! still holds every defined variable's name (`variables_keys`: `set`, `map`,
 //! `geo`, `auth_request_set`, the modules' own) and the prefixed families
 //! (`http_`, `cookie_`, `arg_`, ...). `nginx -t`, start and reload check the file
-//! against them; the publication thread checks each `watch=` change against the
+//! against them; the compile thread checks each `watch=` change against the
 //! same copy.
 
 use migration_engine::variables::VariableNames;

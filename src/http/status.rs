@@ -3,23 +3,20 @@
 //! Prometheus text format. Rendering is the engine's (`report/`); this file only
 //! gathers the snapshot and writes the response.
 
-use core::ffi::c_void;
+use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::sync::Arc;
 
-use core::ffi::c_char;
 use migration_engine::report::Pieces;
 use migration_engine::{arg_in_query, ServiceReport, StatusReport};
-use ngx::core::Status;
-use ngx::core::NGX_CONF_OK;
+use ngx::core::{Status, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_add_timer, ngx_buf_t, ngx_chain_t, ngx_create_temp_buf, ngx_del_timer, ngx_handle_write_event,
-    ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_int_t, ngx_pcalloc, ngx_pool_cleanup_add, ngx_post_event, ngx_posted_next_events,
-    ngx_str_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
-    NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_REQUEST_TIME_OUT,
+    ngx_add_timer, ngx_buf_t, ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_del_timer,
+    ngx_handle_write_event, ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_output_filter,
+    ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_pcalloc, ngx_pool_cleanup_add, ngx_post_event,
+    ngx_posted_next_events, ngx_str_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_REQUEST_TIME_OUT,
 };
-use ngx::ffi::{ngx_command_t, ngx_conf_t};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 

@@ -63,16 +63,16 @@ pub fn save_last_good(path: &str, version: &str, text: &str, log: *mut ngx_log_t
 pub struct CycleZone {
     pub zone: Zone,
     /// The reload's prepared record: its slots and load time, until committed.
-    pub slots: Vec<SlotRef>,
-    pub loaded_at: u64,
+    slots: Vec<SlotRef>,
+    loaded_at: u64,
     /// The zone's serial right after the prepare: the commit compares with it.
-    pub prepared_serial: u64,
+    prepared_serial: u64,
     /// The zone's epoch after this cycle's commit: a `watch=` publication of this
     /// cycle's workers commits only while it is still the zone's.
     pub epoch: u64,
     /// After `init_module`: what the workers start with (None when a newer
     /// `watch=` publication of the same file was kept: they read it from the zone).
-    pub published: Option<Arc<LiveConfig>>,
+    published: Option<Arc<LiveConfig>>,
 }
 
 impl CycleZone {
@@ -81,7 +81,7 @@ impl CycleZone {
         slot.as_ref()?.downcast_ref()
     }
 
-    pub fn of_mut(slot: &mut Option<Box<dyn Any>>) -> Option<&mut CycleZone> {
+    fn of_mut(slot: &mut Option<Box<dyn Any>>) -> Option<&mut CycleZone> {
         slot.as_mut()?.downcast_mut()
     }
 }

@@ -96,7 +96,7 @@ pub fn current() -> Option<Arc<LiveConfig>> {
 }
 
 /// Makes `new` what this process routes by; returns what it replaces.
-pub fn replace_current(new: Arc<LiveConfig>) -> Option<Arc<LiveConfig>> {
+fn replace_current(new: Arc<LiveConfig>) -> Option<Arc<LiveConfig>> {
     let old = CURRENT.swap(Arc::into_raw(new) as *mut LiveConfig, Ordering::AcqRel);
     // SAFETY: a non-null value of CURRENT came from Arc::into_raw; its reference
     // passes to the caller.
@@ -113,7 +113,7 @@ pub fn service_names(config: &CompiledConfig) -> Vec<&str> {
 }
 
 /// This process's entry in the zone's process table (usize::MAX: none).
-pub static PROCESS_ENTRY: AtomicUsize = AtomicUsize::new(usize::MAX);
+pub(super) static PROCESS_ENTRY: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Generations this process replaced while requests still held them. A request
 /// holds them for their strings only (it reaches the zone through the current

@@ -286,3 +286,31 @@ is(http_request('GET', '/', [Host => 'api.example'])->{body},
    'routed old: the decided side and the old side agree');
 is(http_request('GET', '/', [Host => 'other.example', 'X-Side' => 'new'])->{body},
    " host= backend= scheme= old_host= old_backend= old_scheme=\n", 'no service: all empty');
+
+
+
+=== TEST 12: $migration_old_* read before anything decides (the service from the Host alone) name the old side too
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    hosts: [api.example]
+    old_host: api.old.example
+    old_backend: "https://old.internal:8443"
+    new_host: api.new.example
+    new_backend: new.internal:80
+    migration: {percentage: 100}
+--- config
+    location / {
+        # No target-dependent variable before these: they are read with the
+        # service found from the Host alone, and nothing is decided.
+        return 200 "old_host=$migration_old_host old_backend=$migration_old_backend old_scheme=$migration_old_scheme service=$migration_service\n";
+    }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+old_host=api.old.example old_backend=old.internal:8443 old_scheme=https service=api

@@ -211,3 +211,74 @@ migration_status needs migration_config in the http block
 --- must_die
 --- error_log
 invalid number of arguments in "migration_status" directive
+
+
+
+=== TEST 15: four workers each count into a cell of their own; the status sums them exactly
+--- master_on
+--- workers: 4
+--- error_log_level: notice
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- config
+    location / { migration on; return 200 "$migration_target $pid\n"; }
+    location = /status { migration_status; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body_like: ^new \d+\n$
+--- no_error_log
+counter cell
+--- check_eval
+use Test::MigrationHelpers qw(status);
+# 400 requests, a connection each, spread by the kernel over the workers.
+my %pids;
+for (1 .. 400) {
+    my $body = http_request('GET', '/', [Host => 'api.example'])->{body};
+    $pids{$1}++ if $body =~ /^new (\d+)$/;
+}
+cmp_ok(scalar keys %pids, '>=', 2, 'more than one worker answered (' . join(', ', map {"$_: $pids{$_}"} sort keys %pids) . ')');
+my $api = status()->{services}[0];
+is($api->{requests}{new}, 401, 'every request counted once, whichever worker counted it');
+is($api->{responses}{new}{'2xx'}, 401, 'every response counted once');
+
+
+
+=== TEST 16: a zone without room for a cell per worker gives them fewer, says so at notice, and still counts exactly
+--- master_on
+--- workers: 4
+--- error_log_level: notice
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=tight:64k;
+--- user_files eval
+[[ 'm.yaml', "version: z1\nservices:\n" . CORE::join('', map { <<"S" } 1 .. 8) ]]
+  - name: svc$_
+    hosts: [svc$_.example]
+    old_host: svc$_.example
+    old_backend: old:80
+    new_host: svc$_.example
+    new_backend: new:80
+    migration: {percentage: 100}
+S
+--- config
+    location / { migration on; return 200 "$migration_target $pid\n"; }
+    location = /status { migration_status; }
+--- request
+GET /
+--- more_headers
+Host: svc1.example
+--- response_body_like: ^new \d+\n$
+--- error_log eval
+qr/\[notice\] .*migration: zone "tight" \(64k\) has room for [123] counter cell\(s\) per service, not one for each of the 4 workers: workers share cells \(the counts stay exact, busy workers contend for them\); zone=tight:\d+k would give each its own/
+--- check_eval
+use Test::MigrationHelpers qw(status);
+my %pids;
+for (1 .. 200) {
+    my $body = http_request('GET', '/', [Host => 'svc1.example'])->{body};
+    $pids{$1}++ if $body =~ /^new (\d+)$/;
+}
+cmp_ok(scalar keys %pids, '>=', 2, 'more than one worker answered');
+my ($svc1) = grep { $_->{name} eq 'svc1' } @{ status()->{services} };
+is($svc1->{requests}{new}, 201, 'every request counted once');
+is($svc1->{responses}{new}{'2xx'}, 201, 'every response counted once');

@@ -96,6 +96,19 @@ pub struct ResponseCounts {
 }
 
 impl ResponseCounts {
+    /// Adds `other`'s counts (the cells of several processes, summed).
+    pub fn add(&mut self, other: &ResponseCounts) {
+        for t in 0..2 {
+            for (n, o) in self.classes[t].iter_mut().zip(&other.classes[t]) {
+                *n += o;
+            }
+            for (n, o) in self.buckets[t].iter_mut().zip(&other.buckets[t]) {
+                *n += o;
+            }
+            self.sum_us[t] += other.sum_us[t];
+        }
+    }
+
     /// What was counted since `earlier` (counters only grow; a reset reads as 0).
     pub fn since(&self, earlier: &ResponseCounts) -> ResponseCounts {
         let mut out = *self;

@@ -156,7 +156,7 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // a ramp's gate judges only what the percentage split decided.
     if d.counted.get() {
         let (class, upstream_us) = response_of(r, &first);
-        slot.responses.record(target, class, upstream_us);
+        slot.record_response(target, class, upstream_us);
         // Header, CIDR and user-list traffic is the client's or the operator's
         // choice, never the ramp's evidence.
         if d.decision.rule.is_split() && live.config.services[live_index].ramp.is_some() {

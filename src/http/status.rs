@@ -235,7 +235,7 @@ impl StatusStream {
             };
             Some(
                 ServiceReport::new(service, slot.counts(), slot.fallback())
-                    .with_responses(slot.responses.snapshot())
+                    .with_responses(slot.responses())
                     .with_ramp(crate::state::ramp_timer::report(service, slot)),
             )
         };

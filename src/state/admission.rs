@@ -78,7 +78,7 @@ impl Admission<'_> {
         // The zone holds the text twice: a large file that cannot fit whatever its
         // services is refused before it is parsed (a small one is parsed first, so
         // that the refusal can say exactly what it needs).
-        let at_least = required_zone_size(path.len(), bytes.len(), &[]);
+        let at_least = required_zone_size(path.len(), bytes.len(), &[], 1);
         if bytes.len() > PARSE_BEFORE_REFUSING && at_least > self.zone_size {
             return Err(Refusal::TooBig { hash, bytes: bytes.len(), at_least });
         }

@@ -22,7 +22,7 @@ use crate::conf::{MainConf, Module};
 use crate::state::live::{adopt, catch_up_now, current, service_names, unix_now, LiveConfig, PROCESS_ENTRY};
 use crate::state::ramp_timer::{ramp_tick, RAMP_TICK_MS};
 use crate::state::watch::watch_tick;
-use crate::state::zone::{human_size, SlotRef, Zone};
+use crate::state::zone::{human_size, required_zone_size, use_cell, SlotRef, Zone, MAX_CELLS};
 
 /// Keeps a copy of the configuration just published at `path` (`migration_config
 /// ... last_good=PATH`): written beside it and renamed over it, so a reader never
@@ -100,9 +100,10 @@ unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ng
     let (shm_zone, main) = unsafe { (&*shm_zone, &mut *((*shm_zone).data as *mut MainConf)) };
     let log = shm_zone.shm.log;
     let name = String::from_utf8_lossy(shm_zone.shm.name.as_bytes()).into_owned();
+    let cells = if data.is_null() { counter_cells(shm_zone, main, log, &name) } else { 1 };
     // SAFETY: `data` is null for a new zone and the previous cycle's data for a
     // kept one; we are in the zone's init.
-    let zone = match unsafe { Zone::attach(shm_zone, data.is_null()) } {
+    let zone = match unsafe { Zone::attach(shm_zone, data.is_null(), cells) } {
         Ok(zone) => zone,
         Err(why) => {
             ngx_log_error!(NGX_LOG_EMERG, log, "migration: zone \"{}\" {}", name, why);
@@ -144,6 +145,37 @@ unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ng
             Status::NGX_ERROR.into()
         }
     }
+}
+
+/// How many counter cells a new zone gives each service: one per worker (up to
+/// MAX_CELLS), so that workers never increment the same cache lines, as long as
+/// this configuration then takes at most half the zone (a reload that keeps the
+/// zone needs room for two). Fewer where that does not fit, down to one shared
+/// by all, said at notice: the counts are exact either way.
+fn counter_cells(shm_zone: &ngx_shm_zone_t, main: &MainConf, log: *mut ngx_log_t, name: &str) -> usize {
+    let workers = crate::state::cycle_warnings::worker_processes().min(MAX_CELLS);
+    let Some(config) = &main.config else {
+        return 1;
+    };
+    let names = service_names(config);
+    let fits =
+        |cells: usize| required_zone_size(main.source.len(), main.text.len(), &names, cells) <= shm_zone.shm.size / 2;
+    let cells = (1..=workers).rev().find(|&cells| fits(cells)).unwrap_or(1);
+    if cells < workers {
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            log,
+            "migration: zone \"{}\" ({}) has room for {} counter cell(s) per service, not one for each of the {} workers: \
+             workers share cells (the counts stay exact, busy workers contend for them); zone={}:{} would give each its own",
+            name,
+            human_size(shm_zone.shm.size),
+            cells,
+            workers,
+            name,
+            human_size(required_zone_size(main.source.len(), main.text.len(), &names, workers) * 2)
+        );
+    }
+    cells
 }
 
 /// `init_module`, in the master, once the new cycle can no longer fail: commits
@@ -276,6 +308,10 @@ unsafe fn init_process_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // so that the slots it can reach are not reclaimed under it.
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u64;
+    // SAFETY: ngx_worker is set by the master before it forks the worker (0 in a
+    // single-process nginx) and never changes in it.
+    let worker = unsafe { ngx::ffi::ngx_worker } as usize;
+    use_cell(worker % zone.cells().max(1));
     let start = cycle_zone.published.as_ref().map_or(zone.generation(), |p| p.generation);
     if let Some(entry) = zone.lock().register(pid, start) {
         PROCESS_ENTRY.store(entry, Ordering::Release);

@@ -28,6 +28,19 @@ pub fn note_cycle(cycle: *mut ngx_cycle_t) {
     CYCLE.store(cycle, Ordering::Relaxed);
 }
 
+/// The cycle's `worker_processes` (`auto` already resolved), for the zone's
+/// init; 1 when unknown.
+pub fn worker_processes() -> usize {
+    let cycle = CYCLE.load(Ordering::Relaxed);
+    if cycle.is_null() {
+        return 1;
+    }
+    // SAFETY: as in `warn`: the cycle being initialised, whose core configuration
+    // was completed by the core module's init_conf before any zone is initialised.
+    let ccf = unsafe { &*(*(*cycle).conf_ctx.add(ngx_core_module.index) as *const ngx_core_conf_t) };
+    usize::try_from(ccf.worker_processes).unwrap_or(1).max(1)
+}
+
 /// The zone's `init`: warns, then hands over to publication.
 pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx calls init with this cycle's zone entry, whose data is this
@@ -46,7 +59,7 @@ fn warn(shm_zone: &ngx_shm_zone_t, main: &MainConf) {
     let log = unsafe { (*ngx_cycle).log };
     if let Some(config) = &main.config {
         let names = crate::state::live::service_names(config);
-        let needed = crate::state::zone::required_zone_size(main.source.len(), main.text.len(), &names);
+        let needed = crate::state::zone::required_zone_size(main.source.len(), main.text.len(), &names, 1);
         // Over three quarters: a running configuration of about the same size may
         // no longer fit beside this one during a reload.
         if needed > shm_zone.shm.size / 4 * 3 {

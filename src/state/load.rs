@@ -137,7 +137,9 @@ fn set_migration_config_body(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf
         ngx_conf_log_error!(NGX_LOG_WARN, cf, "migration: {}: {}", source, warning);
     }
     let names = service_names(&config);
-    let needed = required_zone_size(source.len(), text.len(), &names);
+    // The least the zone works with: one counter cell per service (its init gives
+    // every worker a cell of its own where those fit).
+    let needed = required_zone_size(source.len(), text.len(), &names, 1);
     if needed > zone_size {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,

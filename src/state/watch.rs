@@ -174,7 +174,7 @@ fn commit_change(
         let message = format!(
             "{} changed but does not fit the zone: it needs {}",
             main.source,
-            human_size(required_zone_size(main.source.len(), admitted.text.len(), &names))
+            human_size(required_zone_size(main.source.len(), admitted.text.len(), &names, zone.cells()))
         );
         locked.set_file_refused(Some((&message, unix_now())));
         drop(locked);

@@ -74,12 +74,15 @@ impl Locked<'_> {
                 out.push(slot);
                 continue;
             }
-            let p = self.calloc(size_of::<ServiceSlot>() + name.len()) as *mut ServiceSlot;
+            let cells = self.zone.cells().max(1);
+            let p = self.calloc(ServiceSlot::size(cells, name.len())) as *mut ServiceSlot;
             let slot = NonNull::new(p)?;
             // SAFETY: a zeroed ServiceSlot (zero atomics, null next) with room for
-            // the name right after it; linked under the lock.
+            // its zeroed counter cells and the name after them; linked under the lock.
             unsafe {
-                ptr::copy_nonoverlapping(name.as_ptr(), p.add(1) as *mut u8, name.len());
+                let name_at = (p as *mut u8).add(ServiceSlot::name_offset(cells));
+                ptr::copy_nonoverlapping(name.as_ptr(), name_at, name.len());
+                (*p).cells = cells;
                 (*p).name_len = name.len();
                 // Reclaimable until a record that uses it is prepared.
                 (*p).last_used = AtomicU64::new(0);
@@ -101,7 +104,8 @@ impl Locked<'_> {
         loaded_at: u64,
         services: &[&str],
     ) -> Result<(NonNull<Record>, Vec<SlotRef>), Shortfall> {
-        let shortfall = || Shortfall { needed: required_zone_size(source.len(), text.len(), services) };
+        let cells = self.zone.cells();
+        let shortfall = || Shortfall { needed: required_zone_size(source.len(), text.len(), services, cells) };
         let size = Record::size(services.len(), source.len(), text.len());
         let mut attempt = || -> Option<(Vec<SlotRef>, NonNull<Record>)> {
             let slots = self.slots_for(services)?;

@@ -17,11 +17,11 @@
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::slice;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use ahash::AHashMap;
 use migration_engine::ramp::RampCells;
-use migration_engine::responses::ResponseCells;
+use migration_engine::responses::{ResponseCells, ResponseCounts};
 use migration_engine::{BreakerCells, Counts, FallbackReport, Rule};
 use ngx::ffi::{
     ngx_log_t, ngx_pid_t, ngx_shm_zone_t, ngx_shmtx_force_unlock, ngx_shmtx_lock, ngx_shmtx_trylock, ngx_shmtx_unlock,
@@ -36,7 +36,14 @@ pub use locked::Locked;
 pub use size::{human_size, required_zone_size, PARSE_BEFORE_REFUSING};
 
 /// Marks a zone laid out by this version of the module ("migzone" + its layout).
-const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x06");
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x07");
+
+/// The most counter cells a service slot has (one per worker, up to this many;
+/// workers beyond it share).
+pub const MAX_CELLS: usize = 64;
+
+/// What two workers' counter cells never share.
+const CACHE_LINE: usize = 64;
 
 /// Processes (workers of the current and of draining older cycles) that can say
 /// which generation they may still touch. Beyond it, slots are not reclaimed.
@@ -80,6 +87,8 @@ struct ZoneHeader {
     cycle_generation: AtomicU64,
     /// Set when a process found the table full: nothing is reclaimed then.
     processes_overflowed: AtomicU64,
+    /// Counter cells per service slot, fixed when the zone is laid out.
+    cells: AtomicU64,
     processes: [ProcessEntry; PROCESSES],
     /// The file's state (status `file`): since when a change is refused (Unix
     /// seconds; 0: the file is fine), and the refusal's message, cut to
@@ -110,10 +119,30 @@ impl Record {
     }
 }
 
+/// One process's share of a service's counters: the decisions (requests per
+/// target and rule) and the responses per target. Each worker increments its
+/// own cell, on cache lines of its own, so that workers on different cores do not
+/// pass the same lines back and forth on every request; the status sums the
+/// cells, so the totals are exact.
+#[repr(C)]
+pub struct CounterCell {
+    counts: [[AtomicU64; Rule::COUNT]; 2],
+    responses: ResponseCells,
+}
+
+/// This process's cell index: its worker number modulo the zone's cells (0 in
+/// the master and a single-process nginx).
+static CELL: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets which counter cell this process increments (at its start).
+pub fn use_cell(index: usize) {
+    CELL.store(index, Ordering::Relaxed);
+}
+
 /// A service's counters and fallback state, found by the service's name, so they
-/// carry over from one configuration to the next. Followed by the name's bytes.
-/// A slot is freed only once no record uses it and no process can still hold a
-/// generation that did.
+/// carry over from one configuration to the next. Followed by its counter cells
+/// (`cells` of them, one per worker) and the name's bytes. A slot is freed only
+/// once no record uses it and no process can still hold a generation that did.
 #[repr(C)]
 pub struct ServiceSlot {
     next: AtomicPtr<ServiceSlot>,
@@ -122,33 +151,97 @@ pub struct ServiceSlot {
     /// The last generation whose record uses it; `u64::MAX` while a prepared,
     /// uncommitted record does.
     last_used: AtomicU64,
-    counts: [[AtomicU64; Rule::COUNT]; 2],
     /// The service's fallback breaker (docs/fallback.md); zeroed is closed.
     pub breaker: BreakerCells,
-    /// Responses per target: status classes and the upstream time histogram.
-    pub responses: ResponseCells,
     /// Where the service's ramp stands; zeroed is no ramp.
     pub ramp: RampCells,
+    /// How many [`CounterCell`]s follow (at least 1).
+    cells: usize,
     name_len: usize,
 }
 
 impl ServiceSlot {
+    /// Where a slot's counter cells start and how far apart they are: right
+    /// after the slot when there is one (no other process shares its lines, and
+    /// the slot stays in the slab size class it always had), each on cache lines
+    /// of its own when there are several (the slab allocates a slot aligned to its
+    /// size class, at least 128 bytes).
+    fn cell_layout(cells: usize) -> (usize, usize) {
+        if cells <= 1 {
+            (size_of::<ServiceSlot>(), size_of::<CounterCell>())
+        } else {
+            (
+                size_of::<ServiceSlot>().next_multiple_of(CACHE_LINE),
+                size_of::<CounterCell>().next_multiple_of(CACHE_LINE),
+            )
+        }
+    }
+
+    /// The bytes a slot with `cells` counter cells and a name of `name_len` takes.
+    pub fn size(cells: usize, name_len: usize) -> usize {
+        let (first, stride) = Self::cell_layout(cells);
+        first + cells.max(1) * stride + name_len
+    }
+
+    /// Counter cell `index` (< `self.cells`).
+    fn cell(&self, index: usize) -> &CounterCell {
+        let (first, stride) = Self::cell_layout(self.cells);
+        // SAFETY: a slot is allocated (ServiceSlot::size) with `cells` zeroed
+        // counter cells at this layout, all atomics (valid zeroed), 8-aligned.
+        unsafe { &*((self as *const ServiceSlot as *const u8).add(first + index * stride) as *const CounterCell) }
+    }
+
+    /// Where the slot's name starts, from its start.
+    pub(super) fn name_offset(cells: usize) -> usize {
+        let (first, stride) = Self::cell_layout(cells);
+        first + cells.max(1) * stride
+    }
+
     fn name(&self) -> &[u8] {
-        // SAFETY: a slot is allocated with its name's bytes right after it.
-        unsafe { slice::from_raw_parts((self as *const ServiceSlot).add(1) as *const u8, self.name_len) }
+        // SAFETY: the name's bytes follow the counter cells (ServiceSlot::size).
+        unsafe {
+            slice::from_raw_parts(
+                (self as *const ServiceSlot as *const u8).add(Self::name_offset(self.cells)),
+                self.name_len,
+            )
+        }
+    }
+
+    /// This process's counter cell.
+    #[inline]
+    fn own_cell(&self) -> &CounterCell {
+        self.cell(CELL.load(Ordering::Relaxed) % self.cells.max(1))
     }
 
     #[inline]
     pub fn count(&self, target: migration_engine::Target, rule: Rule) {
-        self.counts[target.index()][rule.index()].fetch_add(1, Ordering::Relaxed);
+        self.own_cell().counts[target.index()][rule.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one response (docs/status.md, "Responses per target").
+    #[inline]
+    pub fn record_response(&self, target: migration_engine::Target, class: usize, upstream_us: Option<u64>) {
+        self.own_cell().responses.record(target, class, upstream_us);
+    }
+
+    /// The decisions counted by every process.
     pub fn counts(&self) -> Counts {
         let mut out = [[0; Rule::COUNT]; 2];
-        for (row, cells) in out.iter_mut().zip(&self.counts) {
-            for (n, cell) in row.iter_mut().zip(cells) {
-                *n = cell.load(Ordering::Relaxed);
+        for cell in (0..self.cells.max(1)).map(|i| self.cell(i)) {
+            for (row, cells) in out.iter_mut().zip(&cell.counts) {
+                for (n, c) in row.iter_mut().zip(cells) {
+                    *n += c.load(Ordering::Relaxed);
+                }
             }
+        }
+        out
+    }
+
+    /// The responses counted by every process.
+    pub fn responses(&self) -> ResponseCounts {
+        let mut out = ResponseCounts::default();
+        for cell in (0..self.cells.max(1)).map(|i| self.cell(i)) {
+            out.add(&cell.responses.snapshot());
         }
         out
     }
@@ -215,7 +308,8 @@ impl Zone {
     ///
     /// # Safety
     /// `shm_zone` is the zone being initialised, in its `init` callback.
-    pub unsafe fn attach(shm_zone: &ngx_shm_zone_t, fresh: bool) -> Result<Zone, String> {
+    /// A fresh zone gets `cells` counter cells per service slot.
+    pub unsafe fn attach(shm_zone: &ngx_shm_zone_t, fresh: bool, cells: usize) -> Result<Zone, String> {
         let pool = NonNull::new(shm_zone.shm.addr as *mut ngx_slab_pool_t).ok_or("the zone is not mapped")?;
         if !fresh {
             // SAFETY: a kept zone's slab pool holds our header in `data` since it was fresh.
@@ -240,6 +334,7 @@ impl Zone {
         let header = NonNull::new(header).ok_or("is too small to hold even its header")?;
         // SAFETY: fresh zone, no other process has it yet; the header was just allocated.
         unsafe {
+            header.as_ref().cells.store(cells.clamp(1, MAX_CELLS) as u64, Ordering::Relaxed);
             header.as_ref().magic.store(MAGIC, Ordering::Release);
             (*pool.as_ptr()).data = header.as_ptr() as *mut _;
             // A full zone is reported by us, with the size it needs, not as a [crit].
@@ -251,6 +346,11 @@ impl Zone {
     fn header(&self) -> &ZoneHeader {
         // SAFETY: the header lives as long as the zone; its shared fields are atomics.
         unsafe { self.header.as_ref() }
+    }
+
+    /// Counter cells per service slot.
+    pub fn cells(&self) -> usize {
+        self.header().cells.load(Ordering::Relaxed) as usize
     }
 
     /// The committed generation (0 before the first commit).

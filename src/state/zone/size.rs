@@ -15,7 +15,7 @@ pub const PARSE_BEFORE_REFUSING: usize = 1 << 20;
 /// the header, a slot per service, and the record twice over (while a new one is
 /// written, the old one still serves). Computed the way `ngx_slab_init` and
 /// `ngx_slab_alloc` lay out memory, so `nginx -t` can say how much to ask for.
-pub fn required_zone_size(path_len: usize, text_len: usize, services: &[&str]) -> usize {
+pub fn required_zone_size(path_len: usize, text_len: usize, services: &[&str], cells: usize) -> usize {
     // SAFETY: ngx_pagesize is set by ngx_os_init before any configuration is read.
     let page = unsafe { ngx_pagesize };
     let max_small = page / 2;
@@ -32,7 +32,7 @@ pub fn required_zone_size(path_len: usize, text_len: usize, services: &[&str]) -
     };
     add(size_of::<ZoneHeader>());
     for name in services {
-        add(size_of::<ServiceSlot>() + name.len());
+        add(ServiceSlot::size(cells, name.len()));
     }
     let record = Record::size(services.len(), path_len, text_len);
     add(record);

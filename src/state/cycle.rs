@@ -311,7 +311,7 @@ unsafe fn init_process_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: ngx_worker is set by the master before it forks the worker (0 in a
     // single-process nginx) and never changes in it.
     let worker = unsafe { ngx::ffi::ngx_worker };
-    use_cell(worker % zone.cells().max(1));
+    use_cell(worker, zone.cells());
     let start = cycle_zone.published.as_ref().map_or(zone.generation(), |p| p.generation);
     if let Some(entry) = zone.lock().register(pid, start) {
         PROCESS_ENTRY.store(entry, Ordering::Release);

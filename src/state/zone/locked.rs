@@ -80,9 +80,10 @@ impl Locked<'_> {
             // SAFETY: a zeroed ServiceSlot (zero atomics, null next) with room for
             // its zeroed counter cells and the name after them; linked under the lock.
             unsafe {
-                let name_at = (p as *mut u8).add(ServiceSlot::name_offset(cells));
-                ptr::copy_nonoverlapping(name.as_ptr(), name_at, name.len());
+                let cells_end = ServiceSlot::name_offset(cells);
+                ptr::copy_nonoverlapping(name.as_ptr(), (p as *mut u8).add(cells_end), name.len());
                 (*p).cells = cells;
+                (*p).cells_end = cells_end;
                 (*p).name_len = name.len();
                 // Reclaimable until a record that uses it is prepared.
                 (*p).last_used = AtomicU64::new(0);

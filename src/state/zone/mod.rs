@@ -130,13 +130,18 @@ pub struct CounterCell {
     responses: ResponseCells,
 }
 
-/// This process's cell index: its worker number modulo the zone's cells (0 in
-/// the master and a single-process nginx).
-static CELL: AtomicUsize = AtomicUsize::new(0);
+/// Where this process's counter cell lies in every slot, from the slot's start:
+/// its worker number modulo the zone's cells picks the cell (the first in the
+/// master and a single-process nginx). Every slot of a zone has the zone's
+/// number of cells, so one offset serves them all, computed once, not per request.
+static OWN_CELL_OFFSET: AtomicUsize = AtomicUsize::new(size_of::<ServiceSlot>());
 
-/// Sets which counter cell this process increments (at its start).
-pub fn use_cell(index: usize) {
-    CELL.store(index, Ordering::Relaxed);
+/// Sets which counter cell this process increments (at its start), for a zone
+/// of `cells` cells per slot.
+pub fn use_cell(worker: usize, cells: usize) {
+    let cells = cells.max(1);
+    let (first, stride) = ServiceSlot::cell_layout(cells);
+    OWN_CELL_OFFSET.store(first + (worker % cells) * stride, Ordering::Relaxed);
 }
 
 /// A service's counters and fallback state, found by the service's name, so they
@@ -155,8 +160,10 @@ pub struct ServiceSlot {
     pub breaker: BreakerCells,
     /// Where the service's ramp stands; zeroed is no ramp.
     pub ramp: RampCells,
-    /// How many [`CounterCell`]s follow (at least 1).
+    /// How many [`CounterCell`]s follow (at least 1), and where they end, from the
+    /// slot's start (where the name begins).
     cells: usize,
+    cells_end: usize,
     name_len: usize,
 }
 
@@ -199,18 +206,21 @@ impl ServiceSlot {
 
     fn name(&self) -> &[u8] {
         // SAFETY: the name's bytes follow the counter cells (ServiceSlot::size).
-        unsafe {
-            slice::from_raw_parts(
-                (self as *const ServiceSlot as *const u8).add(Self::name_offset(self.cells)),
-                self.name_len,
-            )
-        }
+        unsafe { slice::from_raw_parts((self as *const ServiceSlot as *const u8).add(self.cells_end), self.name_len) }
     }
 
     /// This process's counter cell.
     #[inline]
     fn own_cell(&self) -> &CounterCell {
-        self.cell(CELL.load(Ordering::Relaxed) % self.cells.max(1))
+        let offset = OWN_CELL_OFFSET.load(Ordering::Relaxed);
+        // A slot of another layout than the one the offset was made for cannot
+        // exist in one zone; were it to, the first cell is still this slot's.
+        if offset + size_of::<CounterCell>() > self.cells_end {
+            return self.cell(0);
+        }
+        // SAFETY: within this slot's counter cells (checked just above), at a
+        // cell's start: the offset was computed with the same layout.
+        unsafe { &*((self as *const ServiceSlot as *const u8).add(offset) as *const CounterCell) }
     }
 
     #[inline]

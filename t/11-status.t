@@ -486,7 +486,7 @@ is(http_request('GET', '/migration/status?service=nope')->{status}, 404, 'an unk
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=big:64m;
 --- user_files eval
-[[ 'm.yaml', "version: \"big\"\nservices:\n" . join('', map { "  - {name: s$_, old_host: s$_.example, old_backend: \"old:80\", new_host: s$_.example, new_backend: \"new:80\", migration: {percentage: 10}}\n" } 1 .. 10000) ]]
+[[ 'm.yaml', "version: \"big\"\nservices:\n" . CORE::join('', map { "  - {name: s$_, old_host: s$_.example, old_backend: \"old:80\", new_host: s$_.example, new_backend: \"new:80\", migration: {percentage: 10}}\n" } 1 .. 10000) ]]
 --- timeout: 60
 --- request
 GET /migration/status?service=s1
@@ -524,7 +524,7 @@ close $_ for @idle;
 
 === TEST 15: under limit_rate the status keeps the write filter's pace (the rate's own timer), not send_timeout per piece
 --- user_files eval
-[[ 'm.yaml', "services:\n" . join('', map { "  - {name: s$_, old_host: s$_.example, old_backend: \"old:80\", new_host: s$_.example, new_backend: \"new:80\"}\n" } 1 .. 600) ]]
+[[ 'm.yaml', "services:\n" . CORE::join('', map { "  - {name: s$_, old_host: s$_.example, old_backend: \"old:80\", new_host: s$_.example, new_backend: \"new:80\"}\n" } 1 .. 600) ]]
 --- config
     location = /limited { limit_rate 1m; send_timeout 20s; migration_status; }
 --- timeout: 40

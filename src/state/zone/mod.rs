@@ -134,7 +134,8 @@ pub struct CounterCell {
 /// its worker number modulo the zone's cells picks the cell (the first in the
 /// master and a single-process nginx). Every slot of a zone has the zone's
 /// number of cells, so one offset serves them all, computed once, not per request.
-static OWN_CELL_OFFSET: AtomicUsize = AtomicUsize::new(size_of::<ServiceSlot>());
+/// Until a process sets it (a process that never does, counts into the first cell).
+static OWN_CELL_OFFSET: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Sets which counter cell this process increments (at its start), for a zone
 /// of `cells` cells per slot.
@@ -213,9 +214,9 @@ impl ServiceSlot {
     #[inline]
     fn own_cell(&self) -> &CounterCell {
         let offset = OWN_CELL_OFFSET.load(Ordering::Relaxed);
-        // A slot of another layout than the one the offset was made for cannot
-        // exist in one zone; were it to, the first cell is still this slot's.
-        if offset + size_of::<CounterCell>() > self.cells_end {
+        // Unset (a process that never started as a worker), or a slot of another
+        // layout than the offset's (none exists in one zone): the first cell.
+        if offset > self.cells_end.saturating_sub(size_of::<CounterCell>()) {
             return self.cell(0);
         }
         // SAFETY: within this slot's counter cells (checked just above), at a

@@ -204,6 +204,70 @@ mod tests {
     }
 
     #[test]
+    fn a_host_and_a_server_name_overlap_exactly_when_one_request_can_match_both() {
+        let cases: [(&[u8], bool, ServerNamePattern, bool); 24] = [
+            (b"api.example.com", false, Exact(b"api.example.com".to_vec()), true),
+            (b"api.example.com", false, Exact(b"api.example.org".to_vec()), false),
+            // A wildcard host `.shop.example.com` (from `*.shop.example.com`).
+            (b".shop.example.com", true, Exact(b"eu.shop.example.com".to_vec()), true),
+            (b".shop.example.com", true, Exact(b"shop.example.com".to_vec()), false),
+            (b".shop.example.com", true, Exact(b".shop.example.com".to_vec()), false),
+            (b"api.example.com", false, AnySubdomain(b".example.com".to_vec()), true),
+            (b".example.com", false, AnySubdomain(b".example.com".to_vec()), false),
+            (b"example.com", false, AnySubdomain(b".example.com".to_vec()), false),
+            (b".a.example.com", true, AnySubdomain(b".example.com".to_vec()), true),
+            (b".example.com", true, AnySubdomain(b".a.example.com".to_vec()), true),
+            (b".example.org", true, AnySubdomain(b".example.com".to_vec()), false),
+            (b"example.com", false, NameAndSubdomains(b"example.com".to_vec()), true),
+            (b"api.example.com", false, NameAndSubdomains(b"example.com".to_vec()), true),
+            (b"apiexample.com", false, NameAndSubdomains(b"example.com".to_vec()), false),
+            (b"example.org", false, NameAndSubdomains(b"example.com".to_vec()), false),
+            (b"xample.com", false, NameAndSubdomains(b"example.com".to_vec()), false),
+            (b".shop.example.com", true, NameAndSubdomains(b"example.com".to_vec()), true),
+            (b".com", true, NameAndSubdomains(b"example.com".to_vec()), true),
+            (b".example.org", true, NameAndSubdomains(b"example.com".to_vec()), false),
+            (b"www.example.com", false, AnyTail(b"www.".to_vec()), true),
+            (b"api.example.com", false, AnyTail(b"www.".to_vec()), false),
+            (b".example.com", true, AnyTail(b"www.".to_vec()), true),
+            (b"api.example.com", false, Any, true),
+            (b".example.com", true, Any, true),
+        ];
+        for (host, wildcard, name, want) in cases {
+            assert_eq!(
+                overlap(host, wildcard, &name),
+                want,
+                "{} (wildcard {wildcard}) vs {name:?}",
+                String::from_utf8_lossy(host)
+            );
+        }
+    }
+
+    /// A file of `n` services, each with its own host and host-name backends.
+    fn services(n: usize) -> CompiledConfig {
+        let mut yaml = String::from("services:\n");
+        for i in 0..n {
+            yaml.push_str(&format!(
+                "  - {{name: s{i}, hosts: [s{i}.example], old_host: a, old_backend: \"old{i}.example:80\", new_host: a, new_backend: \"10.0.0.1:80\"}}\n"
+            ));
+        }
+        crate::load_str("m.yaml", &yaml).unwrap()
+    }
+
+    #[test]
+    fn ten_warnings_are_written_out_and_the_rest_counted() {
+        let nothing = Reach::default();
+        assert_eq!(unreachable_warnings(&services(10), &nothing).len(), 10, "ten: each its own line, no count");
+        let lines = unreachable_warnings(&services(12), &nothing);
+        assert_eq!(lines.len(), 11);
+        assert_eq!(lines[10], "2 more services are routed by no location");
+        let reach = Reach { location_without_resolver: Some("/".into()), ..Reach::default() };
+        assert_eq!(resolver_warnings(&services(10), &reach).len(), 10, "ten host-name backends, no count");
+        let lines = resolver_warnings(&services(12), &reach);
+        assert_eq!(lines.len(), 11);
+        assert_eq!(lines[10], "2 more backends are host names without a resolver");
+    }
+
+    #[test]
     fn warnings_name_each_service_then_count_the_rest() {
         let config = crate::load_str("m.yaml", YAML).unwrap();
         let lines = unreachable_warnings(&config, &servers(vec![Exact(b"api.example.com".to_vec())]));

@@ -130,4 +130,41 @@ mod tests {
         c.classes[0][4] = old_err;
         c
     }
+
+    /// Fingerprints are odd (0 is "none" in the zone) and tell apart what they
+    /// identify: another percentage, migration block or backend.
+    #[test]
+    fn fingerprints_are_odd_and_differ_with_what_they_identify() {
+        let config = crate::config::parse(
+            "m.yaml",
+            "services:\n  - {name: a, old_host: a, old_backend: \"o:1\", new_host: a, new_backend: \"n:1\", migration: {percentage: 5, ramp: {steps: [5, 50, 100], every: 10m}}}\n  - {name: b, old_host: b, old_backend: \"o:1\", new_host: b, new_backend: \"n:1\", migration: {percentage: 7, strategy: user}}\n",
+        )
+        .unwrap();
+        let (a, b) = (&config.services[0], &config.services[1]);
+        let ramp = a.migration.ramp.as_ref().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for bp in [500, 5000, 10000, 1, 2, 3] {
+            let f = super::fingerprint(ramp, bp);
+            assert_eq!(f & 1, 1, "odd: {f:#x}");
+            assert!(seen.insert(f), "the percentage {bp} has a fingerprint of its own");
+        }
+        let endpoints = ["a", "o:1", "a", "n:1"];
+        let mut seen = std::collections::HashSet::new();
+        for (migration, endpoints) in [
+            (&a.migration, endpoints),
+            (&b.migration, endpoints),
+            (&a.migration, ["a", "o:2", "a", "n:1"]),
+            (&a.migration, ["a", "o:1", "a", "n:2"]),
+            (&b.migration, ["b", "o:1", "b", "n:1"]),
+        ] {
+            let f = super::outcome_fingerprint(migration, endpoints);
+            assert_eq!(f & 1, 1, "odd: {f:#x}");
+            assert!(seen.insert(f), "{endpoints:?} has a fingerprint of its own");
+        }
+        assert_eq!(
+            super::outcome_fingerprint(&a.migration, endpoints),
+            super::outcome_fingerprint(&a.migration, endpoints),
+            "the same block, the same fingerprint"
+        );
+    }
 }

@@ -57,7 +57,10 @@ impl Locked<'_> {
     }
 
     /// The slots of `names`, in order, creating those the zone has not seen yet.
-    fn slots_for(&mut self, names: &[&str]) -> Option<Vec<SlotRef>> {
+    /// New slots get `cells` counter cells, or one where those do not fit (a
+    /// slot with one cell is always valid: the status sums each slot's own
+    /// cells, and a process whose cell a slot lacks counts into its first).
+    fn slots_for(&mut self, names: &[&str], cells: usize) -> Option<Vec<SlotRef>> {
         let mut known: AHashMap<&[u8], SlotRef> = AHashMap::new();
         let mut p = self.header().slots.load(Ordering::Acquire);
         while let Some(slot) = NonNull::new(p) {
@@ -74,8 +77,12 @@ impl Locked<'_> {
                 out.push(slot);
                 continue;
             }
-            let cells = self.zone.cells().max(1);
-            let p = self.calloc(ServiceSlot::size(cells, name.len())) as *mut ServiceSlot;
+            let mut cells = cells.max(1);
+            let mut p = self.calloc(ServiceSlot::size(cells, name.len())) as *mut ServiceSlot;
+            if p.is_null() && cells > 1 {
+                cells = 1;
+                p = self.calloc(ServiceSlot::size(cells, name.len())) as *mut ServiceSlot;
+            }
             let slot = NonNull::new(p)?;
             // SAFETY: a zeroed ServiceSlot (zero atomics, null next) with room for
             // its zeroed counter cells and the name after them; linked under the lock.
@@ -105,11 +112,12 @@ impl Locked<'_> {
         loaded_at: u64,
         services: &[&str],
     ) -> Result<(NonNull<Record>, Vec<SlotRef>), Shortfall> {
-        let cells = self.zone.cells();
-        let shortfall = || Shortfall { needed: required_zone_size(source.len(), text.len(), services, cells) };
+        // What it needs at the least: one counter cell per new slot.
+        let shortfall = || Shortfall { needed: required_zone_size(source.len(), text.len(), services, 1) };
         let size = Record::size(services.len(), source.len(), text.len());
+        let cells = self.zone.cells();
         let mut attempt = || -> Option<(Vec<SlotRef>, NonNull<Record>)> {
-            let slots = self.slots_for(services)?;
+            let slots = self.slots_for(services, cells)?;
             let record = NonNull::new(self.calloc(size) as *mut Record)?;
             Some((slots, record))
         };
@@ -118,8 +126,10 @@ impl Locked<'_> {
             Some(done) => done,
             None => {
                 self.reclaim();
+                // Tight: new slots take one cell each, so that what fitted before
+                // there were cells per worker still fits.
                 let mut attempt = || -> Option<(Vec<SlotRef>, NonNull<Record>)> {
-                    let slots = self.slots_for(services)?;
+                    let slots = self.slots_for(services, 1)?;
                     let record = NonNull::new(self.calloc(size) as *mut Record)?;
                     Some((slots, record))
                 };

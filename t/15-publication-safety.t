@@ -357,3 +357,54 @@ my $answer = '';
 while (my $line = <$held>) { $answer .= $line; last if $answer =~ /got it/ }
 like($answer, qr/^HTTP\/1\.1 200.*got it/s, 'the held request is answered once its body comes');
 close $held;
+
+
+
+=== TEST 9: an old worker still finishing a request after a reload holds its generation: a change that needs that room waits (said at notice), and is published, unchanged on disk, once the worker exits
+--- workers: 1
+--- master_on
+--- timeout: 60
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=lag:128k watch=100ms;
+--- user_files eval
+[[ 'm.yaml', main::renamed(0) ]]
+--- config
+    location / { migration on; return 200 "$migration_service $migration_target $migration_config_version\n"; }
+    location /upload { migration on; proxy_pass http://127.0.0.1:$server_port/sink; }
+    location = /sink { return 200 "got it\n"; }
+    location = /status { migration_status; }
+--- check_eval
+my $held = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die $!;
+print $held "POST /upload HTTP/1.1\r\nHost: s0-r0.example\r\nContent-Length: 100\r\n\r\n";
+Time::HiRes::sleep(0.2);
+ok(reload_nginx(), 'reload while the request is held: its worker stays, on its generation');
+my $waits = qr/it is published once the processes still on generation (\d+) catch up or exit/;
+my $waiting;
+for my $round (1 .. 60) {
+    main::write_file(html_dir() . '/m.yaml', main::renamed($round));
+    my $deadline = Time::HiRes::time() + 3;
+    my $version = '';
+    until ($version eq "r$round" || error_log_text() =~ $waits || Time::HiRes::time() > $deadline) {
+        Time::HiRes::sleep(0.05);
+        $version = eval { main::status()->{version} } // '';
+    }
+    if (error_log_text() =~ $waits) { $waiting = $round; last }
+    last if $version ne "r$round";
+}
+ok($waiting, "round $waiting waits for room the old worker holds");
+unlike(error_log_text(), qr/does not fit|no room left|too small/, 'a wait is not a refusal');
+Time::HiRes::sleep(0.5);
+is(main::status()->{version}, 'r' . ($waiting - 1), 'meanwhile the last published generation routes');
+is(main::status()->{file}{state}, 'ok', 'and the file is not marked refused');
+# The held request finishes: its worker exits, and with it its hold.
+print $held 'x' x 100;
+my $answer = '';
+while (my $line = <$held>) { $answer .= $line; last if $answer =~ /got it/ }
+like($answer, qr/^HTTP\/1\.1 200.*got it/s, 'the held request is answered by the old worker');
+close $held;
+my ($version, $deadline) = ('', Time::HiRes::time() + 5);
+until ($version eq "r$waiting" || Time::HiRes::time() > $deadline) {
+    Time::HiRes::sleep(0.05);
+    $version = eval { main::status()->{version} } // '';
+}
+is($version, "r$waiting", 'the waiting change is published once the old worker has exited, with no new write');

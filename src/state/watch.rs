@@ -34,6 +34,18 @@ fn remember_stamp(stamp: Option<FileStamp>) {
     *LAST_STAMP.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
 }
 
+thread_local! {
+    /// A changed file that compiled but did not fit the zone while processes
+    /// still on older generations hold room it would reuse. Each tick tries it
+    /// again (no new read, no new compile) while the file keeps its stamp: it is
+    /// published as soon as those processes catch up or exit, and refused (once,
+    /// at `error`) if it still does not fit when none lags.
+    static WAITING_FOR_ROOM: std::cell::RefCell<Option<compile_thread::Ready>> =
+        const { std::cell::RefCell::new(None) };
+    /// The content hash last said to wait for room: said once, not every tick.
+    static WAIT_NOTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// How often a tick looks for the compile thread's result while it works.
 const POLL_MS: u64 = 5;
 
@@ -81,6 +93,16 @@ fn watch_step(main: &MainConf, cycle_zone: &CycleZone, log: *mut ngx_log_t) -> b
     }
     // `stat` first: when nothing of the file changed, it is not read at all.
     let stamp = FileStamp::at(std::path::Path::new(&main.source)).ok();
+    if let Some(ready) = WAITING_FOR_ROOM.with_borrow_mut(Option::take) {
+        if stamp.is_some() && stamp == ready.stamp {
+            let current = current();
+            let (generation, version) =
+                current.as_ref().map_or((0, String::new()), |c| (c.generation, c.config.version.clone()));
+            commit_change(main, cycle_zone, ready, (generation, version), log);
+            return false;
+        }
+        // Changed again since: the new content is read below, and decides.
+    }
     if stamp.is_some() && stamp == last_stamp() {
         return false;
     }
@@ -161,16 +183,36 @@ fn commit_change(
     (generation, version): (u64, String),
     log: *mut ngx_log_t,
 ) {
-    let compile_thread::Ready { admitted, stamp, serial } = ready;
     let zone = &cycle_zone.zone;
-    let names = service_names(&admitted.config);
+    let names = service_names(&ready.admitted.config);
     let loaded_at = unix_now();
     let mut locked = zone.lock();
-    if !locked.may_publish(cycle_zone.epoch, serial) || locked.committed_hash() == Some(admitted.hash) {
+    if !locked.may_publish(cycle_zone.epoch, ready.serial) || locked.committed_hash() == Some(ready.admitted.hash) {
         return;
     }
-    let prepared = locked.prepare(&main.source, &admitted.text, admitted.hash, loaded_at, &names);
+    let prepared = locked.prepare(&main.source, &ready.admitted.text, ready.admitted.hash, loaded_at, &names);
     let Ok((record, slots)) = prepared else {
+        let admitted = &ready.admitted;
+        remember_stamp(ready.stamp);
+        let oldest_held = locked.oldest_held_generation();
+        if oldest_held < zone.generation() {
+            // Not refused: a process that has not caught up yet (busy, or an old
+            // worker finishing its requests after a reload) holds the slots the
+            // new content would reuse. Said once per content.
+            drop(locked);
+            if WAIT_NOTED.replace(admitted.hash) != admitted.hash {
+                ngx_log_error!(
+                    NGX_LOG_NOTICE,
+                    log,
+                    "migration: {} changed; it is published once the processes still on generation {} \
+                     catch up or exit (the zone has no room for it beside theirs)",
+                    main.source,
+                    oldest_held
+                );
+            }
+            WAITING_FOR_ROOM.set(Some(ready));
+            return;
+        }
         let message = format!(
             "{} changed but does not fit the zone: it needs {}",
             main.source,
@@ -178,7 +220,6 @@ fn commit_change(
         );
         locked.set_file_refused(Some((&message, unix_now())));
         drop(locked);
-        remember_stamp(stamp);
         if zone.refuse(admitted.hash) {
             ngx_log_error!(
                 NGX_LOG_ERR,
@@ -191,6 +232,7 @@ fn commit_change(
         }
         return;
     };
+    let compile_thread::Ready { admitted, stamp, .. } = ready;
     let generation = locked.commit(record);
     locked.set_file_refused(None);
     let published = Arc::new(LiveConfig {

@@ -223,13 +223,7 @@ impl Locked<'_> {
             return 0;
         }
         let cycle = self.header().cycle_generation.load(Ordering::Acquire);
-        self.forget_dead_processes();
-        let mut oldest_held = u64::MAX;
-        for entry in &self.header().processes {
-            if entry.pid.load(Ordering::Acquire) != 0 {
-                oldest_held = oldest_held.min(entry.generation.load(Ordering::Acquire));
-            }
-        }
+        let oldest_held = self.oldest_held_generation();
         let mut freed = 0;
         let zone = self.zone;
         let mut link: &AtomicPtr<ServiceSlot> = &zone.header().slots;
@@ -249,6 +243,20 @@ impl Locked<'_> {
             link = unsafe { &(*slot.as_ptr()).next };
         }
         freed
+    }
+
+    /// The oldest generation a running process still holds (u64::MAX when none
+    /// is registered): slots of later generations cannot be reclaimed before it
+    /// moves on or exits.
+    pub fn oldest_held_generation(&mut self) -> u64 {
+        self.forget_dead_processes();
+        let mut oldest_held = u64::MAX;
+        for entry in &self.header().processes {
+            if entry.pid.load(Ordering::Acquire) != 0 {
+                oldest_held = oldest_held.min(entry.generation.load(Ordering::Acquire));
+            }
+        }
+        oldest_held
     }
 
     /// Frees the entries of processes that no longer run. `exit_process` gives an

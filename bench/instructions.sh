@@ -7,6 +7,10 @@
 # between 4,000 and 2,000 keep-alive requests, over 2,000, so start-up cancels.
 # Requests carry 9 headers as a browser sends them; HEADERS=2 sends only Host
 # and X-User-ID (the figure the request-path goal is stated in).
+#
+# `bench/instructions.sh sticky` measures what `sticky` costs a request that
+# carries its cookie: the same service with `user_key: cookie:mig_uid`, without
+# and with `sticky: {}`, requests carrying `Cookie: ...; mig_uid=user-42`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 nginx=${TEST_NGINX_BINARY:-$root/target/nginx/sbin/nginx}
@@ -15,6 +19,7 @@ work=$(mktemp -d)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$work"/{conf,logs}
+write_conf() {  # nginx.conf routing by the YAML $1
 cat >"$work/conf/nginx.conf" <<CONF
 daemon off;
 master_process off;
@@ -23,7 +28,7 @@ load_module $module;
 events { worker_connections 64; }
 http {
     access_log off;
-    migration_config $root/bench/instructions.yaml;
+    migration_config $1;
     # The same decision with nginx's own modules.
     geo \$chain_cidr { default 0; 10.0.0.0/8 1; }
     map \$http_x_migration_target \$chain_header { new 1; default 0; }
@@ -38,10 +43,11 @@ http {
     }
 }
 CONF
+}
 requests() {
-    python3 - "$port" "$1" "$2" "${HEADERS:-9}" <<'PY'
+    python3 - "$port" "$1" "$2" "${HEADERS:-9}" "${COOKIE:-session=abc; theme=dark}" <<'PY'
 import http.client, sys, time
-port, path, n, few = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "2"
+port, path, n, few, cookie = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "2", sys.argv[5]
 for _ in range(600):
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60); c.connect(); break
@@ -49,9 +55,11 @@ for _ in range(600):
         time.sleep(0.1)
 headers = {"Host": "api-name01.teamname.dev.example", "User-Agent": "bench/1.0", "Accept": "*/*",
            "Accept-Language": "en", "Accept-Encoding": "gzip", "X-User-ID": "user-42",
-           "X-Request-ID": "0123456789abcdef", "Cookie": "session=abc; theme=dark", "Referer": "http://example/"}
+           "X-Request-ID": "0123456789abcdef", "Cookie": cookie, "Referer": "http://example/"}
 if few:
     headers = {"Host": headers["Host"], "X-User-ID": headers["X-User-ID"]}
+    if "mig_uid" in cookie:  # the sticky comparison: the id is the cookie
+        headers["Cookie"] = cookie
 for _ in range(n):
     # skip_host/skip_accept_encoding: http.client would add its own two.
     c.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
@@ -72,6 +80,17 @@ per_request() {
     a=$(total "$1" 2000); b=$(total "$1" 4000)
     echo $(( (b - a) / 2000 ))
 }
+if [ "${1:-}" = sticky ]; then
+    sed 's/^      percentage: 20$/      percentage: 20\n      user_key: cookie:mig_uid/' "$root/bench/instructions.yaml" >"$work/cookie.yaml"
+    sed 's/^      user_key: cookie:mig_uid$/&\n      sticky: {}/' "$work/cookie.yaml" >"$work/sticky.yaml"
+    grep -q 'sticky: {}' "$work/sticky.yaml" || { echo "instructions.sh: the sticky YAML was not made" >&2; exit 1; }
+    export COOKIE="session=abc; theme=dark; mig_uid=user-42"
+    write_conf "$work/cookie.yaml"; without=$(per_request /module)
+    write_conf "$work/sticky.yaml"; with=$(per_request /module)
+    echo "instructions per request carrying the cookie (callgrind, ${HEADERS:-9} request headers): user_key cookie without sticky: $without; with sticky: $with (+$((with - without)))"
+    exit 0
+fi
+write_conf "$root/bench/instructions.yaml"
 plain=$(per_request /plain)
 chain=$(per_request /chain)
 module=$(per_request /module)

@@ -31,3 +31,24 @@ pub fn draw() -> u32 {
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
     })
 }
+
+/// A new sticky id: 128 bits from the kernel's random source (`getrandom`,
+/// which does not block once the kernel's pool is initialised, long before nginx
+/// serves). None if the kernel gives none: the request is then decided as one
+/// without an id, and no cookie is sent.
+pub fn sticky_id() -> Option<migration_engine::StickyId> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: getrandom writes at most the given length into the buffer's rest.
+        let got = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0) };
+        if got > 0 {
+            filled += got as usize;
+        } else if got < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            return None;
+        }
+    }
+    Some(migration_engine::StickyId::from_random(bytes))
+}

@@ -122,12 +122,7 @@ fn cohort(bp: u32) -> u64 {
 }
 
 fn key_text(key: &UserKey) -> String {
-    match key {
-        UserKey::Header(n) => format!("header:{n}"),
-        UserKey::Cookie(n) => format!("cookie:{n}"),
-        UserKey::Arg(n) => format!("arg:{n}"),
-        UserKey::Var(n) => format!("var:{n}"),
-    }
+    key.spec()
 }
 
 /// The share of users (or, for weight, of requests) that the percentage split

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use migration_engine::{
-    args_of_query, decide_traced, parse_header_line, BreakerCells, Breakers, CompiledConfig, HeaderLine, Outcome,
-    OwnedRequest, Rule, ServiceChoice, Trace,
+    args_of_query, cookie_to_mint, decide_traced, parse_header_line, BreakerCells, Breakers, CompiledConfig, Decision,
+    HeaderLine, Outcome, OwnedRequest, Rule, ServiceChoice, StickyId, Trace, WithUserCookie,
 };
 use serde_json::json;
 
@@ -167,6 +167,37 @@ pub fn random_u32() -> u32 {
     h.finish() as u32
 }
 
+/// 16 random bytes, for the id explain mints as the module would (the module
+/// reads the kernel's; any uniform bytes show the same).
+fn random_id() -> StickyId {
+    let mut bytes = [0u8; 16];
+    for chunk in bytes.chunks_mut(4) {
+        chunk.copy_from_slice(&random_u32().to_le_bytes());
+    }
+    StickyId::from_random(bytes)
+}
+
+/// What `sticky` does to the request: nothing (its service has none), an id
+/// read from the cookie, or a new id given to it.
+struct Sticky {
+    cookie: String,
+    /// The id minted for this request, and its `Set-Cookie` value over plain
+    /// HTTP and over TLS.
+    minted: Option<(StickyId, String, String)>,
+}
+
+/// The chance that a request given a new id goes to new, over the id: the
+/// percentage in force when the id's hash decides (the hash of a random id is
+/// uniform), else 0 or 1 (a step before the split decided).
+fn minted_new_probability(decision: &Decision) -> Option<f64> {
+    let target = decision.target?;
+    Some(match (decision.rule, target) {
+        (Rule::UserHash, _) => f64::from(decision.percentage_bp) / 10_000.0,
+        (_, migration_engine::Target::New) => 1.0,
+        (_, migration_engine::Target::Old) => 0.0,
+    })
+}
+
 pub fn load(path: &std::path::Path) -> Result<CompiledConfig, Failed> {
     let file = path.display().to_string();
     migration_engine::read_source(path, migration_engine::source::DEFAULT_MAX_SIZE)
@@ -273,8 +304,22 @@ pub fn run(args: Args) -> Result<(), Failed> {
     let breakers = InForce { breakers, everywhere, by_service };
     let choice = args.service.as_deref().map_or(ServiceChoice::Auto, ServiceChoice::Named);
     let mut trace = Trace::default();
-    let decision = decide_traced(&config, choice, &request, &mut random_u32, &breakers, &mut trace);
+    // A request to a service with `sticky` that carries no id is given one and
+    // decided as if it had carried it, as the module decides it.
+    let mint = cookie_to_mint(&config, choice, &request).map(|cookie| (cookie, random_id()));
+    let decision = match &mint {
+        Some((cookie, id)) => {
+            let with = WithUserCookie { request: &request, name: cookie.name.as_bytes(), value: id.as_bytes() };
+            decide_traced(&config, choice, &with, &mut random_u32, &breakers, &mut trace)
+        }
+        None => decide_traced(&config, choice, &request, &mut random_u32, &breakers, &mut trace),
+    };
     let service = decision.service.map(|i| &config.services[i as usize]);
+    let sticky = service.and_then(|s| s.sticky()).map(|cookie| Sticky {
+        cookie: cookie.name.to_string(),
+        minted: mint.as_ref().map(|(c, id)| (*id, c.header_value(id, false), c.header_value(id, true))),
+    });
+    let new_probability = mint.as_ref().and_then(|_| minted_new_probability(&decision));
     let endpoint = service.zip(decision.target).map(|(s, t)| s.endpoint(t));
     // The percentage the split used, and where it came from.
     let in_force = decision.service.map(|i| {
@@ -299,6 +344,17 @@ pub fn run(args: Args) -> Result<(), Failed> {
                 "scheme": endpoint.map(|e| e.scheme),
                 "percentage": in_force.as_ref().map(|(bp, _, _)| f64::from(*bp) / 100.0),
                 "ramp_state": in_force.as_ref().and_then(|(_, ramp, _)| *ramp),
+                "sticky": sticky.as_ref().map(|s| {
+                    let minted = s.minted.as_ref();
+                    json!({
+                        "cookie": s.cookie,
+                        "minted": minted.is_some(),
+                        "id": minted.map(|(id, _, _)| id.as_str()),
+                        "set_cookie": minted.map(|(_, http, _)| http),
+                        "set_cookie_tls": minted.map(|(_, _, tls)| tls),
+                        "new_probability": new_probability,
+                    })
+                }),
                 "steps": steps,
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("JSON of strings"));
@@ -314,8 +370,38 @@ pub fn run(args: Args) -> Result<(), Failed> {
             if let Some((bp, _, from)) = &in_force {
                 println!("percent  {} % in force ({from})", migration_engine::trace::percentage_text(*bp));
             }
+            if let Some(s) = &sticky {
+                // A cookie name is an HTTP token: nothing to escape.
+                let cookie = &s.cookie;
+                match &s.minted {
+                    None => println!("sticky   the request carries an id in cookie {cookie:?}: none is given"),
+                    Some((id, http, tls)) => {
+                        println!(
+                            "sticky   no id in cookie {cookie:?}: the client is given a new one, {:?}, and the request \
+                             is decided with it",
+                            id.as_str()
+                        );
+                        let over_tls = if http == tls { "" } else { " (over TLS: with Secure)" };
+                        println!("         Set-Cookie: {http}{over_tls}");
+                    }
+                }
+            }
             if decision.rule == Rule::Weight {
                 println!("(a weight decision is drawn at random for every request: another run may differ)");
+            }
+            match new_probability {
+                Some(_) if decision.rule == Rule::UserHash => println!(
+                    "(a new id is random, and so is its hash: it lands on new with probability {} %; this run's \
+                     id -> {}, another run may differ)",
+                    migration_engine::trace::percentage_text(decision.percentage_bp),
+                    decision.target.map_or("-", |t| t.as_str())
+                ),
+                Some(_) => println!(
+                    "(rule {} decided before the split: {} whatever the new id; the client still gets it)",
+                    decision.rule.as_str(),
+                    decision.target.map_or("-", |t| t.as_str())
+                ),
+                None => {}
             }
             println!();
             println!("steps, in decision order:");

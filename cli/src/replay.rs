@@ -8,6 +8,12 @@
 //! (a collision among a billion users has odds below 3 %). For each user the
 //! chance that it reached a side at least once is `1 - Π(1 - p)` over its
 //! requests: exact (0 or 1) when no weight decided them.
+//!
+//! A line for a service with `sticky` whose request carries no id is a client
+//! that would have been given one (a random id): each such line is one new
+//! user, counted in `minted` and, as an expected value, on each side. It is
+//! decided as if it carried an id; when the id's hash decides, its share of new
+//! is the percentage (the hash of a random id is uniform), as for weight.
 
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, IsTerminal, Read};
@@ -16,7 +22,9 @@ use std::path::{Path, PathBuf};
 use ahash::AHashMap;
 use indicatif::{ProgressBar, ProgressStyle};
 use migration_engine::config::Strategy;
-use migration_engine::{decide, CompiledConfig, Decision, Rule, ServiceChoice, Target};
+use migration_engine::{
+    cookie_to_mint, decide, CompiledConfig, Decision, RequestView, Rule, ServiceChoice, Target, WithUserCookie,
+};
 use serde_json::{json, Map, Value};
 
 use crate::logformat::{Field, LogFormat};
@@ -79,6 +87,13 @@ struct ServiceStats {
     users: AHashMap<u64, User>,
     moved: [f64; 2],
     requests_without_user: u64,
+    /// Requests that would be given an id (`sticky`): each one a new user.
+    minted: u64,
+    /// Those users: expected on old and new, expected moved old→new and new→old.
+    minted_users: [f64; 2],
+    minted_moved: [f64; 2],
+    /// Those users by the rule that decided their request.
+    minted_by_rule: [u64; Rule::COUNT],
 }
 
 #[derive(Default)]
@@ -98,6 +113,34 @@ fn new_share(config: &CompiledConfig, d: &Decision) -> Option<f64> {
         return Some(f64::from(s.percentage_bp) / 10_000.0);
     }
     Some(if target == Target::New { 1.0 } else { 0.0 })
+}
+
+/// The id a request given one is decided with: any id decides the steps before
+/// the split as the random one would, and its hash is not used (see
+/// [`decide_counted`]).
+const PLACEHOLDER_ID: &[u8] = b"AAAAAAAAAAAAAAAAAAAAAA";
+
+/// A request decided for counting: its decision, its chance of new, and
+/// whether it would be given an id (`sticky`). Such a request is decided as if
+/// it carried one; when the id's hash decides, its chance of new is the
+/// percentage in force (the hash of a random id is uniform).
+fn decide_counted<R: RequestView>(
+    config: &CompiledConfig,
+    choice: ServiceChoice<'_>,
+    request: &R,
+) -> (Decision, Option<f64>, bool) {
+    // The draw is never used: weight decisions count as expected values.
+    let Some(cookie) = cookie_to_mint(config, choice, request) else {
+        let d = decide(config, choice, request, &mut || 0);
+        return (d, new_share(config, &d), false);
+    };
+    let with = WithUserCookie { request, name: cookie.name.as_bytes(), value: PLACEHOLDER_ID };
+    let d = decide(config, choice, &with, &mut || 0);
+    let p = match d.rule {
+        Rule::UserHash => d.target.map(|_| f64::from(d.percentage_bp) / 10_000.0),
+        _ => new_share(config, &d),
+    };
+    (d, p, true)
 }
 
 fn user_hash(bytes: &[u8]) -> u64 {
@@ -145,10 +188,9 @@ impl Replayer<'_> {
             });
         }
         let request = self.format.view(line, &self.fields, &self.scratch);
-        // The draw is never used: weight decisions count as expected values.
         let (choice, other_choice) = self.service.unwrap_or((ServiceChoice::Auto, ServiceChoice::Auto));
-        let d = decide(self.config, choice, &request, &mut || 0);
-        let (Some(index), Some(p)) = (d.service, new_share(self.config, &d)) else {
+        let (d, p, minted) = decide_counted(self.config, choice, &request);
+        let (Some(index), Some(p)) = (d.service, p) else {
             self.totals.unmatched += 1;
             return;
         };
@@ -159,14 +201,24 @@ impl Replayer<'_> {
         stats.rules[d.rule.index()] += 1;
         let (mut up, mut down) = (0.0, 0.0);
         if let Some(other) = self.against {
-            let e = decide(other, other_choice, &request, &mut || 0);
-            if let Some(q) = new_share(other, &e) {
+            if let (_, Some(q), _) = decide_counted(other, other_choice, &request) {
                 // One coin per request for both files: what the change itself moves.
                 up = (q - p).max(0.0);
                 down = (p - q).max(0.0);
                 stats.moved[0] += up;
                 stats.moved[1] += down;
             }
+        }
+        if minted {
+            // A new user, not one of the ids seen: one request, so its chances
+            // are the request's.
+            stats.minted += 1;
+            stats.minted_users[0] += 1.0 - p;
+            stats.minted_users[1] += p;
+            stats.minted_moved[0] += up;
+            stats.minted_moved[1] += down;
+            stats.minted_by_rule[d.rule.index()] += 1;
+            return;
         }
         let user = match service.strategy {
             Strategy::Ip => Some(request_addr(&request)),
@@ -186,7 +238,6 @@ impl Replayer<'_> {
 }
 
 fn request_addr<'a>(r: &'a crate::logformat::LineRequest<'a>) -> &'a [u8] {
-    use migration_engine::RequestView;
     r.client_addr_text()
 }
 
@@ -313,6 +364,20 @@ fn progress_bar(args: &Args) -> ProgressBar {
     bar
 }
 
+/// Whether the log format records cookie `name`: `$cookie_NAME` or `$http_cookie`.
+fn records_cookie(format: &str, name: &str) -> bool {
+    let format = if format == "combined" { crate::logformat::COMBINED } else { format };
+    let wanted = format!("cookie_{}", name.to_ascii_lowercase());
+    format.split('$').skip(1).any(|rest| {
+        let var = match rest.strip_prefix('{') {
+            Some(braced) => braced.split('}').next().unwrap_or_default(),
+            None => rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or_default(),
+        };
+        let var = var.to_ascii_lowercase();
+        var == "http_cookie" || var == wanted
+    })
+}
+
 /// `--service NAME` as the service at its index of `config` (read from `file`).
 fn service_named(config: &CompiledConfig, file: &Path, name: &str) -> Result<ServiceChoice<'static>, Failed> {
     match config.services.iter().position(|s| s.name == name) {
@@ -341,6 +406,18 @@ pub fn run(args: Args) -> Result<(), Failed> {
     }
     let config = crate::explain::load(&args.file)?;
     let against = args.against.as_deref().map(crate::explain::load).transpose()?;
+    let mut warned: Vec<(&str, &str)> = Vec::new();
+    for s in config.services.iter().chain(against.iter().flat_map(|a| &a.services)) {
+        let Some(cookie) = s.sticky().filter(|c| !records_cookie(&args.log_format, &c.name)) else { continue };
+        if !warned.contains(&(s.name.as_str(), &*cookie.name)) {
+            warned.push((s.name.as_str(), &cookie.name));
+            eprintln!(
+                "nginx-migration: warning: service {} has sticky, but the log format records neither $cookie_{} nor \
+                 $http_cookie: every line for it counts as a client without an id, given one",
+                s.name, cookie.name
+            );
+        }
+    }
     let service = match &args.service {
         Some(name) => Some((
             service_named(&config, &args.file, name)?,
@@ -438,13 +515,15 @@ fn number(x: f64) -> Value {
     }
 }
 
+/// Users on each side: the ids seen, and the users given an id.
 fn users(stats: &ServiceStats) -> [f64; 2] {
-    stats.users.values().fold([0.0, 0.0], |[old, new], u| [old + 1.0 - u.not_old, new + 1.0 - u.not_new])
+    let [old, new] = stats.minted_users;
+    stats.users.values().fold([old, new], |[old, new], u| [old + 1.0 - u.not_old, new + 1.0 - u.not_new])
 }
 
 /// Distinct users whose requests `rule` decided (a user may count under several rules).
 fn users_by_rule(stats: &ServiceStats) -> [u64; Rule::COUNT] {
-    let mut counts = [0; Rule::COUNT];
+    let mut counts = stats.minted_by_rule;
     for u in stats.users.values() {
         for (i, count) in counts.iter_mut().enumerate() {
             *count += u64::from(u.rules >> i & 1);
@@ -454,7 +533,8 @@ fn users_by_rule(stats: &ServiceStats) -> [u64; Rule::COUNT] {
 }
 
 fn moved_users(stats: &ServiceStats) -> [f64; 2] {
-    stats.users.values().fold([0.0, 0.0], |[up, down], u| [up + 1.0 - u.no_up, down + 1.0 - u.no_down])
+    let [up, down] = stats.minted_moved;
+    stats.users.values().fold([up, down], |[up, down], u| [up + 1.0 - u.no_up, down + 1.0 - u.no_down])
 }
 
 fn print_json(config: &CompiledConfig, totals: &Totals, against: bool) {
@@ -478,6 +558,9 @@ fn print_json(config: &CompiledConfig, totals: &Totals, against: bool) {
             "rules": rules,
             "users_by_rule": users_by_rule,
         });
+        if s.sticky().is_some() {
+            entry["users"]["minted"] = json!(stats.minted);
+        }
         if against {
             let [mu, md] = moved_users(stats);
             entry["moved"] = json!({
@@ -536,12 +619,16 @@ fn print_text(config: &CompiledConfig, totals: &Totals, against: bool, elapsed: 
             share(stats.requests[1])
         );
         let [uo, un] = users(stats);
+        let without = if s.sticky().is_some() {
+            format!("{} requests would be given an id (sticky), each one more user", grouped(stats.minted as f64))
+        } else {
+            format!("{} requests without a user id", grouped(stats.requests_without_user as f64))
+        };
         println!(
-            "  users     old {}  new {}  ({} distinct; {} requests without a user id)",
+            "  users     old {}  new {}  ({} distinct; {without})",
             grouped(uo),
             grouped(un),
             grouped(stats.users.len() as f64),
-            grouped(stats.requests_without_user as f64)
         );
         let by_rule = users_by_rule(stats);
         let rules: Vec<String> = Rule::ALL
@@ -555,6 +642,12 @@ fn print_text(config: &CompiledConfig, totals: &Totals, against: bool, elapsed: 
         println!("  rules     {}", if rules.is_empty() { "-".to_owned() } else { rules.join(", ") });
         if stats.rules[Rule::Weight.index()] > 0 {
             println!("            (weight decisions counted as expected values)");
+        }
+        if stats.minted_by_rule[Rule::UserHash.index()] > 0 {
+            println!(
+                "            (requests given an id counted as expected values: a new id goes new with the \
+                 percentage's probability)"
+            );
         }
         if against {
             let [mu, md] = moved_users(stats);

@@ -20,6 +20,9 @@ pub struct CompiledConfig {
     /// The exact hosts again, when they are few enough that comparing beats hashing.
     few_exact_hosts: Option<Vec<(Box<[u8]>, u32)>>,
     by_name: AHashMap<Box<str>, u32>,
+    /// Some service has `sticky`: without one, a request never looks for an id
+    /// to mint.
+    pub any_sticky: bool,
 }
 
 /// Where one side of a migration sends a request.
@@ -56,6 +59,8 @@ pub struct CompiledService {
     pub(crate) ip_networks: Vec<Box<[ipnet::IpNet]>>,
     pub(crate) ip_targets: Vec<Target>,
     pub(crate) users: AHashMap<Box<[u8]>, Target>,
+    /// `migration.sticky`, when the service has it.
+    pub(crate) sticky: Option<crate::sticky::StickyCookie>,
     /// `fallback:`, when the service has one.
     pub fallback: Option<FallbackPolicy>,
     /// `migration.ramp`, and what identifies it with the percentage (a
@@ -268,6 +273,7 @@ impl CompiledConfig {
         let few_exact_hosts =
             (exact_hosts.len() <= FEW_HOSTS).then(|| exact_hosts.iter().map(|(name, &i)| (name.clone(), i)).collect());
         CompiledConfig {
+            any_sticky: services.iter().any(|s| s.sticky.is_some()),
             version: config.version,
             services,
             exact_hosts,
@@ -433,8 +439,10 @@ fn compile_service(s: config::Service) -> CompiledService {
         &s.migration,
         [&s.old_host.0, &format!("{:?}", s.old_backend), &s.new_host.0, &format!("{:?}", s.new_backend)],
     );
+    let sticky = s.migration.sticky.as_ref().and_then(|st| crate::sticky::StickyCookie::new(st, &s.migration.user_key));
     CompiledService {
         fallback,
+        sticky,
         ramp: s.migration.ramp.clone(),
         ramp_fingerprint,
         outcome_fingerprint,

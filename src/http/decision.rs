@@ -18,7 +18,9 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use migration_engine::{decide_with, CompiledConfig, Decision, ServiceChoice, Transition};
+use migration_engine::{
+    decide_with, sticky_cookie_for, CompiledConfig, Decision, MintingView, ServiceChoice, StickyId, Transition,
+};
 use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, NGX_LOG_WARN};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
@@ -50,6 +52,11 @@ pub struct RequestDecision {
     /// Made by a variable read before any access handler of ours ran for the
     /// request (not found again after an internal redirect).
     pub(crate) before_access: bool,
+    /// The id `sticky` minted for this request (it carried none): the decision
+    /// hashed it, and the response hands it out (`http::sticky`).
+    pub minted: Option<StickyId>,
+    /// The response's `Set-Cookie` for `minted` was added: never twice.
+    pub(crate) cookie_sent: Cell<bool>,
 }
 
 /// Set while our access handler runs: a decision made then is not early.
@@ -157,10 +164,23 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
     };
     let config = &published.config;
     let choice = service_choice(r, config);
-    let decision = {
+    let (decision, minted) = {
         // SAFETY: `r` is a live request for the duration of this call.
         let view = unsafe { NgxRequestView::new(r) };
-        decide_with(config, choice, &view, &mut crate::random::draw, &*published)
+        match sticky_cookie_for(config, choice, &view) {
+            // An id is minted only if the request carries none, when the decision
+            // reads it: decided as the same client coming back with it will be.
+            Some(cookie) => {
+                let view = MintingView::new(&view, cookie, crate::random::sticky_id);
+                let decision = decide_with(config, choice, &view, &mut crate::random::draw, &*published);
+                let minted = view.finish();
+                if minted.is_some() {
+                    crate::http::sticky::MINTED_ANY.store(true, Ordering::Relaxed);
+                }
+                (decision, minted)
+            }
+            None => (decide_with(config, choice, &view, &mut crate::random::draw, &*published), None),
+        }
     };
     if let (Some(transition), Some(index)) = (decision.transition, decision.service) {
         log_transition(r, &published, index, transition);
@@ -184,6 +204,8 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
                 counted: Cell::new(false),
                 client_sockaddr,
                 before_access,
+                minted,
+                cookie_sent: Cell::new(false),
             },
         );
         (*cln).handler = Some(drop_request_decision);

@@ -7,4 +7,5 @@ pub mod decision;
 pub mod phases;
 pub mod request;
 pub mod status;
+pub mod sticky;
 pub mod variables;

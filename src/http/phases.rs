@@ -380,5 +380,7 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
             all.rotate_right(1);
         }
     }
+    // SAFETY: postconfiguration, while nginx builds the header filter chain.
+    unsafe { crate::http::sticky::register() };
     Status::NGX_OK.into()
 }

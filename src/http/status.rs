@@ -236,6 +236,7 @@ impl StatusStream {
             Some(
                 ServiceReport::new(service, slot.counts(), slot.fallback())
                     .with_responses(slot.responses())
+                    .with_sticky_minted(slot.sticky_minted())
                     .with_ramp(crate::state::ramp_timer::report(service, slot)),
             )
         };

@@ -32,9 +32,10 @@ enum Variable {
     OldHost,
     OldScheme,
     Percentage,
+    UserId,
 }
 
-const VARIABLES: [(ngx_str_t, Variable); 11] = [
+const VARIABLES: [(ngx_str_t, Variable); 12] = [
     (ngx_string!("migration_target"), Variable::Target),
     (ngx_string!("migration_backend"), Variable::Backend),
     (ngx_string!("migration_host"), Variable::Host),
@@ -46,6 +47,7 @@ const VARIABLES: [(ngx_str_t, Variable); 11] = [
     (ngx_string!("migration_old_host"), Variable::OldHost),
     (ngx_string!("migration_old_scheme"), Variable::OldScheme),
     (ngx_string!("migration_percentage"), Variable::Percentage),
+    (ngx_string!("migration_user_id"), Variable::UserId),
 ];
 
 impl Variable {
@@ -88,6 +90,7 @@ impl Variable {
             8 => Variable::OldHost,
             9 => Variable::OldScheme,
             10 => Variable::Percentage,
+            11 => Variable::UserId,
             _ => return None,
         })
     }
@@ -111,8 +114,8 @@ impl Variable {
             Variable::OldBackend => service.map_or("", |s| s.old.backend.as_str()),
             Variable::OldHost => service.map_or("", |s| s.old.host.as_str()),
             Variable::OldScheme => service.map_or("", |s| s.old.scheme),
-            // Formatted into the request's pool by the getter.
-            Variable::Percentage => "",
+            // Formatted into the request's pool, or read from the request, by the getter.
+            Variable::Percentage | Variable::UserId => "",
         };
         text.as_bytes()
     }
@@ -187,6 +190,9 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
         }
         // No service: nothing to wait for; decided (rule none) and counted below.
     }
+    // The user id is read from the request again, while its decision (kept in
+    // the request's pool) is borrowed.
+    let raw: *mut ngx_http_request_t = r;
     match routed_decision(r) {
         Ok(Some(d)) if matches!(variable, Variable::Percentage) && d.decision.service.is_some() => {
             // The percentage in force for the request's service (its ramp's, or the
@@ -196,6 +202,23 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
                 Some(value) => set_value(v, value),
                 None => return Status::NGX_ERROR.into(),
             }
+        }
+        Ok(Some(d)) if matches!(variable, Variable::UserId) => {
+            let value: &[u8] = match (&d.minted, d.decision.service) {
+                (Some(id), _) => id.as_bytes(),
+                (None, Some(index)) => {
+                    // SAFETY: `raw` is the live request of this call; the view only reads
+                    // its headers, arguments and variables, never the decision.
+                    let view = unsafe { crate::http::request::NgxRequestView::new(&mut *raw) };
+                    let id = d.published.config.services[index as usize].user_id_of(&view).unwrap_or_default();
+                    // The id lies in the request (a header, a cookie, an argument or
+                    // another variable's value), which outlives this value.
+                    // SAFETY: as said; only its lifetime is widened to the request's.
+                    unsafe { core::slice::from_raw_parts(id.as_ptr(), id.len()) }
+                }
+                (None, None) => b"",
+            };
+            set_value(v, value);
         }
         Ok(Some(d)) => {
             let value = variable.value(d);

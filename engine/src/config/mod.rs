@@ -14,6 +14,7 @@ mod canary;
 mod configmap;
 mod error;
 pub mod ramp;
+pub mod sticky;
 pub(crate) mod syntax;
 pub mod values;
 
@@ -64,6 +65,8 @@ pub struct Migration {
     pub user_key: UserKey,
     pub hash_salt: String,
     pub ramp: Option<ramp::Ramp>,
+    /// `sticky`: the cookie minted for a client that carries no user id.
+    pub sticky: Option<sticky::Sticky>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +82,7 @@ struct RawMigration {
     #[serde(default)]
     hash_salt: String,
     ramp: Option<ramp::Ramp>,
+    sticky: Option<sticky::Sticky>,
 }
 
 impl Validate for Migration {
@@ -98,6 +102,35 @@ impl Validate for Migration {
             (Some(ramp), _) => Percentage(ramp.steps[0]),
             (None, p) => p.unwrap_or_default(),
         };
+        if r.sticky.is_some() {
+            // The minted id goes back as the cookie user_key reads, and only the
+            // user hash gives a client the same side for the same id.
+            match &r.user_key {
+                UserKey::Cookie(name) => {
+                    if let Some(c) = name.chars().find(|c| !is_token_char(*c)) {
+                        return Err(field_error(
+                            "user_key",
+                            format!("sticky sends cookie {name:?} back in Set-Cookie, and {c:?} cannot appear in a cookie's name"),
+                        ));
+                    }
+                }
+                other => {
+                    return Err(field_error(
+                        "sticky",
+                        format!(
+                            "needs user_key: cookie:NAME (the minted id goes back as that cookie), got user_key: {}",
+                            other.spec()
+                        ),
+                    ))
+                }
+            }
+            if r.strategy != Strategy::User {
+                return Err(field_error(
+                    "sticky",
+                    "needs strategy: user (only the user hash keeps an id on one side; weight and ip ignore it)",
+                ));
+            }
+        }
         Ok(Migration {
             enabled: r.enabled,
             strategy: r.strategy,
@@ -105,6 +138,7 @@ impl Validate for Migration {
             user_key: r.user_key,
             hash_salt: r.hash_salt,
             ramp: r.ramp,
+            sticky: r.sticky,
         })
     }
 }
@@ -119,8 +153,14 @@ impl Default for Migration {
             user_key: UserKey::default(),
             hash_salt: String::new(),
             ramp: None,
+            sticky: None,
         }
     }
+}
+
+/// A character of an HTTP token (RFC 9110), what a cookie's name is made of.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
 fn yes() -> bool {

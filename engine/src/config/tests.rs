@@ -93,7 +93,7 @@ fn missing_services_key_is_refused() {
 #[test]
 fn unknown_key_is_refused() {
     assert_err(&with("    migraton: {}\n"), "m.yaml:7:5: services[0]: unknown field `migraton`, expected one of `name`, `hosts`, `old_host`, `old_backend`, `new_host`, `new_backend`, `migration`, `canary`, `fallback`");
-    assert_err(&with("    migration:\n      percent: 5\n"), "m.yaml:8:7: services[0].migration: unknown field `percent`, expected one of `enabled`, `strategy`, `percentage`, `user_key`, `hash_salt`, `ramp`");
+    assert_err(&with("    migration:\n      percent: 5\n"), "m.yaml:8:7: services[0].migration: unknown field `percent`, expected one of `enabled`, `strategy`, `percentage`, `user_key`, `hash_salt`, `ramp`, `sticky`");
 }
 
 #[test]
@@ -646,5 +646,107 @@ fn duration_fields_read_the_same_times() {
     assert_eq!(
         max_p99("31d").unwrap().services[0].migration.ramp.clone().unwrap().gate.unwrap().max_p99_ms,
         Some(31 * 86_400_000)
+    );
+}
+
+const STICKY: &str = "    migration:\n      strategy: user\n      user_key: cookie:mig_uid\n";
+
+#[test]
+fn sticky_defaults_and_values() {
+    use sticky::{SameSite, Secure, Sticky};
+    let sticky =
+        |extra: &str| parse("m.yaml", &with(&format!("{STICKY}{extra}"))).unwrap().services[0].migration.sticky.clone();
+    assert_eq!(sticky(""), None);
+    assert_eq!(
+        sticky("      sticky: {}\n"),
+        Some(Sticky {
+            max_age_s: 30 * 86_400,
+            path: "/".into(),
+            domain: None,
+            secure: Secure::Auto,
+            same_site: SameSite::Lax,
+            http_only: true
+        })
+    );
+    assert_eq!(
+        sticky("      sticky: {max_age: 0, path: /shop, domain: .Example.COM, secure: true, same_site: None, http_only: false}\n"),
+        Some(Sticky {
+            max_age_s: 0,
+            path: "/shop".into(),
+            domain: Some("example.com".into()),
+            secure: Secure::Always,
+            same_site: SameSite::None,
+            http_only: false
+        })
+    );
+    for (text, seconds) in [("12h", 43_200), ("400d", 34_560_000), ("90", 90), ("\"1m\"", 60)] {
+        assert_eq!(sticky(&format!("      sticky: {{max_age: {text}}}\n")).unwrap().max_age_s, seconds, "{text}");
+    }
+    assert_eq!(sticky("      sticky: {secure: auto}\n").unwrap().secure, Secure::Auto);
+    assert_eq!(sticky("      sticky: {secure: false}\n").unwrap().secure, Secure::Never);
+}
+
+#[test]
+fn sticky_mistakes_are_located() {
+    let sticky = |migration: &str, extra: &str| with(&format!("{migration}      sticky: {{{extra}}}\n"));
+    assert_err(
+        &sticky("    migration:\n      strategy: user\n", ""),
+        "m.yaml:9:15: services[0].migration.sticky: needs user_key: cookie:NAME (the minted id goes back as that cookie), got user_key: header:x-user-id",
+    );
+    assert_err(
+        &sticky("    migration:\n      user_key: cookie:u\n", ""),
+        "m.yaml:9:15: services[0].migration.sticky: needs strategy: user (only the user hash keeps an id on one side; weight and ip ignore it)",
+    );
+    assert_err(
+        &sticky("    migration:\n      strategy: user\n      user_key: cookie:a(b\n", ""),
+        "m.yaml:9:17: services[0].migration.user_key: sticky sends cookie \"a(b\" back in Set-Cookie, and '(' cannot appear in a cookie's name",
+    );
+    assert_err(
+        &sticky(STICKY, "same_site: none"),
+        "m.yaml:10:27: services[0].migration.sticky.same_site: none needs secure: true (browsers refuse a SameSite=None cookie without Secure)",
+    );
+    assert_err(
+        &sticky(STICKY, "same_site: none, secure: auto"),
+        "m.yaml:10:27: services[0].migration.sticky.same_site: none needs secure: true (browsers refuse a SameSite=None cookie without Secure)",
+    );
+    assert_err(
+        &sticky(STICKY, "max_age: 500ms"),
+        "m.yaml:10:25: services[0].migration.sticky.max_age: must be whole seconds (a cookie's Max-Age is), got \"500ms\"",
+    );
+    assert_err(
+        &sticky(STICKY, "max_age: 401d"),
+        "m.yaml:10:25: services[0].migration.sticky.max_age: must be at most 400d (browsers cap a cookie's lifetime there), got \"401d\"",
+    );
+    assert_err(
+        &sticky(STICKY, "max_age: soon"),
+        "m.yaml:10:25: services[0].migration.sticky.max_age: must be a time such as 30d, 12h or 0, got \"soon\"",
+    );
+    assert_err(
+        &sticky(STICKY, "path: shop"),
+        "m.yaml:10:22: services[0].migration.sticky.path: must start with '/', got \"shop\"",
+    );
+    assert_err(
+        &sticky(STICKY, "path: \"/a;b\""),
+        "m.yaml:10:22: services[0].migration.sticky.path: \"/a;b\": ';' cannot appear in a cookie's path",
+    );
+    assert_err(
+        &sticky(STICKY, "domain: \"a b\""),
+        "m.yaml:10:24: services[0].migration.sticky.domain: \"a b\" has ' '; a cookie's domain is a host name such as example.com",
+    );
+    assert_err(
+        &sticky(STICKY, "secure: maybe"),
+        "m.yaml:10:24: services[0].migration.sticky.secure: must be auto, true or false, got \"maybe\"",
+    );
+    assert_err(
+        &sticky(STICKY, "same_site: loose"),
+        "m.yaml:10:27: services[0].migration.sticky.same_site: must be lax, strict or none, got \"loose\"",
+    );
+    assert_err(
+        &sticky(STICKY, "http_only: yes"),
+        "m.yaml:10:27: services[0].migration.sticky.http_only: wrong type: string \"yes\", expected a boolean",
+    );
+    assert_err(
+        &sticky(STICKY, "maxage: 1d"),
+        "m.yaml:10:16: services[0].migration.sticky: unknown field `maxage`, expected one of `max_age`, `path`, `domain`, `secure`, `same_site`, `http_only`",
     );
 }

@@ -74,6 +74,9 @@ fn json_service(s: &ServiceReport<'_>, out: &mut String) {
         }
         out.push('}');
     }
+    if let Some(minted) = s.sticky_minted {
+        let _ = write!(out, ",\"sticky_minted\":{minted}");
+    }
     if let Some(ramp) = &s.ramp {
         let _ = write!(
             out,

@@ -70,6 +70,8 @@ pub struct ServiceReport<'a> {
     pub responses: ResponseCounts,
     /// Where the service's ramp stands, when it has one.
     pub ramp: Option<RampReport>,
+    /// Ids handed out by `sticky` (a `Set-Cookie` sent), when the service has it.
+    pub sticky_minted: Option<u64>,
 }
 
 /// A ramp, as the status shows it.
@@ -102,7 +104,16 @@ impl<'a> ServiceReport<'a> {
             fallback,
             responses: ResponseCounts::default(),
             ramp: None,
+            sticky_minted: service.sticky().map(|_| 0),
         }
+    }
+
+    /// The ids `sticky` handed out (kept only for a service that has `sticky`).
+    pub fn with_sticky_minted(mut self, minted: u64) -> Self {
+        if self.sticky_minted.is_some() {
+            self.sticky_minted = Some(minted);
+        }
+        self
     }
 
     pub fn with_responses(mut self, responses: ResponseCounts) -> Self {

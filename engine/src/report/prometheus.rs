@@ -83,7 +83,7 @@ struct Family {
 }
 
 /// The families, in the order they are exposed.
-const FAMILIES: [Family; 15] = [
+const FAMILIES: [Family; 16] = [
     Family {
         name: "migration_requests_total",
         kind: "counter",
@@ -202,6 +202,18 @@ const FAMILIES: [Family; 15] = [
                 out.push_str("migration_upstream_response_seconds_count{service=");
                 label_value(out, s.name);
                 let _ = writeln!(out, ",target=\"{}\"}} {cumulative}", target.as_str());
+            }
+        }),
+    },
+    Family {
+        name: "migration_sticky_minted_total",
+        kind: "counter",
+        help: "Ids handed out by sticky to clients that carried none (a Set-Cookie sent).",
+        series: Series::PerService(|s, out| {
+            if let Some(minted) = s.sticky_minted {
+                out.push_str("migration_sticky_minted_total{service=");
+                label_value(out, s.name);
+                let _ = writeln!(out, "}} {minted}");
             }
         }),
     },

@@ -36,7 +36,7 @@ pub use locked::Locked;
 pub use size::{human_size, required_zone_size, PARSE_BEFORE_REFUSING};
 
 /// Marks a zone laid out by this version of the module ("migzone" + its layout).
-const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x07");
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x08");
 
 /// The most counter cells a service slot has (one per worker, up to this many;
 /// workers beyond it share).
@@ -128,6 +128,8 @@ impl Record {
 pub struct CounterCell {
     counts: [[AtomicU64; Rule::COUNT]; 2],
     responses: ResponseCells,
+    /// Ids `sticky` handed out.
+    sticky_minted: AtomicU64,
 }
 
 /// Where this process's counter cell lies in every slot, from the slot's start:
@@ -233,6 +235,17 @@ impl ServiceSlot {
     #[inline]
     pub fn record_response(&self, target: migration_engine::Target, class: usize, upstream_us: Option<u64>) {
         self.own_cell().responses.record(target, class, upstream_us);
+    }
+
+    /// Counts an id `sticky` handed out.
+    #[inline]
+    pub fn count_minted(&self) {
+        self.own_cell().sticky_minted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The ids `sticky` handed out, in every process.
+    pub fn sticky_minted(&self) -> u64 {
+        (0..self.cells.max(1)).map(|i| self.cell(i).sticky_minted.load(Ordering::Relaxed)).sum()
     }
 
     /// The decisions counted by every process.

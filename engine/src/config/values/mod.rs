@@ -344,6 +344,18 @@ impl UserKey {
 }
 string_value!(UserKey, "header:NAME, cookie:NAME, arg:NAME or var:NAME");
 
+impl UserKey {
+    /// As written in the YAML (`header:` names lowercase).
+    pub fn spec(&self) -> String {
+        match self {
+            UserKey::Header(n) => format!("header:{n}"),
+            UserKey::Cookie(n) => format!("cookie:{n}"),
+            UserKey::Arg(n) => format!("arg:{n}"),
+            UserKey::Var(n) => format!("var:{n}"),
+        }
+    }
+}
+
 impl Default for UserKey {
     fn default() -> Self {
         UserKey::Header("x-user-id".into())

@@ -68,6 +68,17 @@ sub published {
     return $seen eq $version;
 }
 
+# curl over HTTP/2 (prior knowledge) to the port: one Set-Cookie, with the id the decision used.
+sub check_http2 {
+    my ($port) = @_;
+    my $out = `curl -s -D - --max-time 10 --http2-prior-knowledge --resolve api.example:$port:127.0.0.1 http://api.example:$port/ 2>&1`;
+    Test::More::like($out, qr{^HTTP/2 200}m, 'HTTP/2');
+    my @cookies = $out =~ /^set-cookie: (.*?)\r?$/mig;
+    Test::More::is(scalar @cookies, 1, 'one Set-Cookie over HTTP/2');
+    my ($id) = $out =~ /^\S+ user_hash ($ID)$/m;
+    Test::More::like($cookies[0] // '', qr/^mig_uid=\Q$id\E;/, 'with the id the decision used');
+}
+
 add_block_preprocessor(sub {
     my $block = shift;
     $block->set_value(user_files => ">>> m.yaml\n" . main::yaml()) unless defined $block->{user_files};
@@ -176,7 +187,9 @@ is_deeply($cookies, ["mig_uid=$id; Path=/shop; Domain=example.com; Secure; SameS
 
 
 
-=== TEST 5: secure: auto marks the cookie Secure over TLS only; HTTP/2 gets one Set-Cookie too
+=== TEST 5: secure: auto marks the cookie Secure over TLS only
+--- requires
+configure --with-http_ssl_module
 --- init
 my $dir = servroot() . '/conf';
 my $out = `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=api.example -keyout $dir/api.key -out $dir/api.crt 2>&1`;
@@ -190,6 +203,27 @@ die "openssl: $out\n" if $?;
         ssl_certificate_key $TEST_NGINX_SERVROOT/conf/api.key;
         location / { migration on; return 200 "$migration_target $migration_rule $migration_user_id\n"; }
     }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- check_eval
+my $tls_port = rand_port(1);
+my $out = `curl -sk -D - --max-time 10 --resolve api.example:$tls_port:127.0.0.1 https://api.example:$tls_port/ 2>&1`;
+my @cookies = $out =~ /^set-cookie: (.*?)\r?$/mig;
+is(scalar @cookies, 1, 'one Set-Cookie over TLS');
+like($cookies[0] // '', qr/^mig_uid=$main::ID; Max-Age=2592000; Path=\/; Secure; HttpOnly; SameSite=Lax$/, 'Secure over TLS (auto)');
+my (undef, undef, undef, $plain) = main::visit();
+unlike($plain->[0], qr/Secure/, 'not over plain HTTP');
+
+
+
+=== TEST 6: HTTP/2 gets one Set-Cookie too (nginx >= 1.25.1: `http2 on`)
+--- requires
+nginx >= 1.25.1
+configure --with-http_v2_module
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
         http2 on;
@@ -201,24 +235,31 @@ GET /
 --- more_headers
 Host: api.example
 --- check_eval
-my $tls_port = rand_port(1);
-my $out = `curl -sk -D - --max-time 10 --resolve api.example:$tls_port:127.0.0.1 https://api.example:$tls_port/ 2>&1`;
-my @cookies = $out =~ /^set-cookie: (.*?)\r?$/mig;
-is(scalar @cookies, 1, 'one Set-Cookie over TLS');
-like($cookies[0], qr/^mig_uid=$main::ID; Max-Age=2592000; Path=\/; Secure; HttpOnly; SameSite=Lax$/, 'Secure over TLS (auto)');
-my (undef, undef, undef, $plain) = main::visit();
-unlike($plain->[0], qr/Secure/, 'not over plain HTTP');
-my $h2_port = rand_port(2);
-$out = `curl -s -D - --max-time 10 --http2-prior-knowledge --resolve api.example:$h2_port:127.0.0.1 http://api.example:$h2_port/ 2>&1`;
-like($out, qr{^HTTP/2 200}m, 'HTTP/2');
-@cookies = $out =~ /^set-cookie: (.*?)\r?$/mig;
-is(scalar @cookies, 1, 'one Set-Cookie over HTTP/2');
-my ($id) = $out =~ /^\S+ user_hash ($main::ID)$/m;
-like($cookies[0] // '', qr/^mig_uid=\Q$id\E;/, 'with the id the decision used');
+main::check_http2(rand_port(2));
 
 
 
-=== TEST 6: 1,000 fresh clients at 30 % land within 4 points of 30 %, each stays on its side; a raise moves clients only old -> new; a rollback sends all back; the same ones return when it resumes
+=== TEST 7: HTTP/2 gets one Set-Cookie too (nginx < 1.25.1: `listen ... http2`)
+--- requires
+nginx < 1.25.1
+configure --with-http_v2_module
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 http2;
+        server_name ~.;
+        location / { migration on; return 200 "$migration_target $migration_rule $migration_user_id\n"; }
+    }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- check_eval
+main::check_http2(rand_port(2));
+
+
+
+=== TEST 8: 1,000 fresh clients at 30 % land within 4 points of 30 %, each stays on its side; a raise moves clients only old -> new; a rollback sends all back; the same ones return when it resumes
 --- timeout: 120
 --- request
 GET /
@@ -272,7 +313,7 @@ is($same, 1000, 'the same clients return to new');
 
 
 
-=== TEST 7: the status counts the ids handed out per service (sticky_minted), and Prometheus as migration_sticky_minted_total
+=== TEST 9: the status counts the ids handed out per service (sticky_minted), and Prometheus as migration_sticky_minted_total
 --- request
 GET /
 --- more_headers
@@ -288,7 +329,7 @@ like($prom, qr/^migration_sticky_minted_total\{service="api"\} \d+$/m, 'per serv
 
 
 
-=== TEST 8: without sticky, nothing is minted: no Set-Cookie, and $migration_user_id is the id the request carried
+=== TEST 10: without sticky, nothing is minted: no Set-Cookie, and $migration_user_id is the id the request carried
 --- user_files
 >>> m.yaml
 services:
@@ -312,7 +353,7 @@ ok(!exists status()->{services}[0]{sticky_minted}, 'no sticky_minted key for a s
 
 
 
-=== TEST 9: a sticky that cannot work fails nginx -t with the located error
+=== TEST 11: a sticky that cannot work fails nginx -t with the located error
 --- user_files
 >>> m.yaml
 services:

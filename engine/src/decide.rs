@@ -296,7 +296,9 @@ fn decide_by_rules<'r, R: RequestView, T: Tracer>(
     let user = match &s.user_key {
         _ if !s.needs_user_id() => None,
         UserKey::Header(_) => header_user.0.filter(|v| !v.is_empty()),
-        key => user_id(key, request),
+        // A sticky service's client without an id gets one: decided as the
+        // same client coming back with it will be.
+        key => user_id(key, request).or_else(|| s.sticky.as_ref().and_then(|_| request.sticky_id())),
     };
     let listed = user.and_then(|u| s.users.get(u)).copied();
     if T::ENABLED && s.needs_user_id() {

@@ -36,7 +36,7 @@ pub use report::{BreakerState, Counts, FallbackReport, FileState, RampReport, Se
 pub use request::{
     arg_in_query, args_of_query, cookie_in_header, parse_header_line, HeaderLine, OwnedRequest, RequestView,
 };
-pub use sticky::{cookie_to_mint, sticky_cookie_for, MintingView, StickyCookie, StickyId, WithUserCookie};
+pub use sticky::{cookie_to_mint, StickyCookie, StickyId, WithUserCookie};
 pub use trace::{NoTrace, Step, Trace, TracedStep, Tracer};
 
 /// Parses, validates and compiles a configuration held in memory.

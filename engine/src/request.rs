@@ -32,6 +32,13 @@ pub trait RequestView {
     fn variable(&self, _lowercase_name: &[u8]) -> Option<&[u8]> {
         None
     }
+    /// An id `sticky` mints for a request that carries none, asked by the
+    /// decision when it reads the user id and finds none (the same id if asked
+    /// again). None where nothing mints: `explain`, `replay`, tests.
+    #[inline]
+    fn sticky_id(&self) -> Option<&[u8]> {
+        None
+    }
     /// The client address (after realip), if the connection has one.
     fn client_ip(&self) -> Option<IpAddr>;
     /// The client address as `$remote_addr` prints it.

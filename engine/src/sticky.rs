@@ -1,9 +1,14 @@
 //! Sticky ids (docs/yaml.md, `migration.sticky`): a request to a service with
 //! `sticky` that carries no id through its cookie `user_key` gets one, 128 random
 //! bits written in 22 base64url characters, and is decided exactly as if it had
-//! carried it ([`WithUserCookie`]): its next requests, which carry the cookie,
-//! hash the same id and land on the same side, on every replica. The caller
-//! (nginx, or `explain`) supplies the random bytes and sends the cookie.
+//! carried it: its next requests, which carry the cookie, hash the same id and
+//! land on the same side, on every replica.
+//!
+//! The decision asks the request for an id ([`RequestView::sticky_id`]) only
+//! when it reads the user id and finds none, so a request that carries its
+//! cookie parses it once, as without `sticky`. The caller (nginx) supplies the
+//! random bytes and sends the cookie; `explain` and `replay` decide a request as
+//! if it carried a given id with [`WithUserCookie`].
 
 use std::net::IpAddr;
 
@@ -153,104 +158,6 @@ pub fn cookie_to_mint<'c, R: RequestView>(
     service.sticky().filter(|_| service.needs_sticky_id(request))
 }
 
-/// The service's sticky cookie, for a request of a configuration that has
-/// `sticky` (as `choice` finds the service); None at the cost of one test
-/// otherwise. Whether the request carries an id is not looked at: see
-/// [`MintingView`].
-pub fn sticky_cookie_for<'c, R: RequestView>(
-    config: &'c CompiledConfig,
-    choice: ServiceChoice<'_>,
-    request: &R,
-) -> Option<&'c StickyCookie> {
-    if !config.any_sticky {
-        return None;
-    }
-    let index = match choice {
-        ServiceChoice::Auto => config.service_for_host(request.host())?,
-        ServiceChoice::Named(name) => config.service_index(name)?,
-        ServiceChoice::Index(index) => index,
-    };
-    config.services.get(index as usize)?.sticky()
-}
-
-/// A request whose sticky cookie, when the decision reads it and finds no id,
-/// reads as a freshly minted one (`mint` runs at most once): the request is
-/// decided as the same client coming back with it, and its cookie is parsed
-/// once, by the decision, as without `sticky`. A decision that never reads the
-/// cookie (a header rule decided first) leaves the minting to
-/// [`MintingView::finish`].
-pub struct MintingView<'a, R, F> {
-    request: &'a R,
-    name: &'a [u8],
-    mint: F,
-    read: core::cell::Cell<bool>,
-    minted: std::cell::OnceCell<Option<StickyId>>,
-}
-
-impl<'a, R: RequestView, F: Fn() -> Option<StickyId>> MintingView<'a, R, F> {
-    pub fn new(request: &'a R, cookie: &'a StickyCookie, mint: F) -> Self {
-        MintingView {
-            request,
-            name: cookie.name.as_bytes(),
-            mint,
-            read: core::cell::Cell::new(false),
-            minted: std::cell::OnceCell::new(),
-        }
-    }
-
-    /// The id minted for the request, after its decision: the one the decision
-    /// used, or, when the decision never read the cookie, one minted now if the
-    /// request carries none (the client gets an id whatever decided).
-    pub fn finish(self) -> Option<StickyId> {
-        if self.read.get() {
-            return self.minted.into_inner().flatten();
-        }
-        match self.request.cookie(self.name) {
-            Some(value) if !value.is_empty() => None,
-            _ => (self.mint)(),
-        }
-    }
-}
-
-impl<R: RequestView, F: Fn() -> Option<StickyId>> RequestView for MintingView<'_, R, F> {
-    fn host(&self) -> &[u8] {
-        self.request.host()
-    }
-    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.request.headers()
-    }
-    #[inline]
-    fn for_each_header<'a>(&'a self, visit: impl FnMut(&'a [u8], &'a [u8])) {
-        self.request.for_each_header(visit)
-    }
-    fn header(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
-        self.request.header(lowercase_name)
-    }
-    fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
-        let carried = self.request.cookie(name);
-        if !name.eq_ignore_ascii_case(self.name) {
-            return carried;
-        }
-        self.read.set(true);
-        match carried {
-            Some(value) if !value.is_empty() => Some(value),
-            _ => self.minted.get_or_init(|| (self.mint)()).as_ref().map(StickyId::as_bytes),
-        }
-    }
-    fn arg(&self, name: &[u8]) -> Option<&[u8]> {
-        self.request.arg(name)
-    }
-    fn variable(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
-        self.request.variable(lowercase_name)
-    }
-    fn client_ip(&self) -> Option<IpAddr> {
-        self.request.client_ip()
-    }
-    fn client_addr_text(&self) -> &[u8] {
-        self.request.client_addr_text()
-    }
-}
-
 /// A request seen as if it carried cookie `name` with value `value` (a minted
 /// id): the decision of a client that gets an id is the decision of the same
 /// client coming back with it.
@@ -361,44 +268,65 @@ mod tests {
         assert_eq!((d.target, d.rule), (Some(Target::New), Rule::Header));
     }
 
+    /// A request whose view mints `id` when the decision asks for one.
+    struct Minting<'a> {
+        request: &'a OwnedRequest,
+        id: StickyId,
+        asked: core::cell::Cell<u32>,
+    }
+
+    impl RequestView for Minting<'_> {
+        fn host(&self) -> &[u8] {
+            self.request.host()
+        }
+        fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+            self.request.headers()
+        }
+        fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
+            self.request.cookie(name)
+        }
+        fn arg(&self, name: &[u8]) -> Option<&[u8]> {
+            self.request.arg(name)
+        }
+        fn sticky_id(&self) -> Option<&[u8]> {
+            self.asked.set(self.asked.get() + 1);
+            Some(self.id.as_bytes())
+        }
+        fn client_ip(&self) -> Option<IpAddr> {
+            self.request.client_ip()
+        }
+        fn client_addr_text(&self) -> &[u8] {
+            self.request.client_addr_text()
+        }
+    }
+
     #[test]
-    fn minting_on_read_decides_as_minting_first_and_mints_once() {
+    fn an_id_minted_when_the_decision_asks_decides_as_carrying_it() {
         let config = config(STICKY, BETA);
         for n in 0..=63u8 {
             let fresh = OwnedRequest::new("shop.example");
-            let cookie = sticky_cookie_for(&config, ServiceChoice::Auto, &fresh).unwrap();
-            let calls = core::cell::Cell::new(0);
-            let view = MintingView::new(&fresh, cookie, || {
-                calls.set(calls.get() + 1);
-                Some(id(n))
-            });
+            let view = Minting { request: &fresh, id: id(n), asked: Default::default() };
             let lazy = decide(&config, ServiceChoice::Auto, &view, &mut || 0);
-            assert_eq!(view.finish(), Some(id(n)));
-            assert_eq!(calls.get(), 1, "minted once");
+            assert_eq!(view.asked.get(), 1, "asked once");
             let minted = id(n);
             let eager = WithUserCookie { request: &fresh, name: b"mig_uid", value: minted.as_bytes() };
             assert_eq!(lazy, decide(&config, ServiceChoice::Auto, &eager, &mut || 0));
         }
-        // A header rule decides without reading the cookie: minted at the end.
-        let beta = OwnedRequest::new("shop.example").header("X-Beta", "on");
-        let cookie = sticky_cookie_for(&config, ServiceChoice::Auto, &beta).unwrap();
-        let view = MintingView::new(&beta, cookie, || Some(id(9)));
-        assert_eq!(decide(&config, ServiceChoice::Auto, &view, &mut || 0).rule, Rule::Header);
-        assert_eq!(view.finish(), Some(id(9)));
-        // Carried: never minted, whatever decided.
+        // A header rule decides without reading the id; an id carried is never replaced.
         for request in [
+            OwnedRequest::new("shop.example").header("X-Beta", "on"),
             OwnedRequest::new("shop.example").header("Cookie", "mig_uid=alice"),
-            OwnedRequest::new("shop.example").header("Cookie", "mig_uid=alice").header("X-Beta", "on"),
         ] {
-            let view = MintingView::new(&request, cookie, || unreachable!("an id is carried"));
+            let view = Minting { request: &request, id: id(1), asked: Default::default() };
             decide(&config, ServiceChoice::Auto, &view, &mut || 0);
-            assert_eq!(view.finish(), None);
+            assert_eq!(view.asked.get(), 0);
         }
-        // No random bytes: decided as a request without an id, nothing to hand out.
+        // Without sticky nothing is asked.
+        let plain = self::config("", "");
         let fresh = OwnedRequest::new("shop.example");
-        let view = MintingView::new(&fresh, cookie, || None);
-        assert_eq!(decide(&config, ServiceChoice::Auto, &view, &mut || 0).rule, Rule::Weight);
-        assert_eq!(view.finish(), None);
+        let view = Minting { request: &fresh, id: id(1), asked: Default::default() };
+        assert_eq!(decide(&plain, ServiceChoice::Auto, &view, &mut || 0).rule, Rule::Weight);
+        assert_eq!(view.asked.get(), 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use migration_engine::{
-    decide_with, sticky_cookie_for, CompiledConfig, Decision, MintingView, ServiceChoice, StickyId, Transition,
+    cookie_to_mint, decide_with, CompiledConfig, Decision, Rule, ServiceChoice, StickyId, Transition,
 };
 use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, NGX_LOG_WARN};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
@@ -166,21 +166,9 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
     let choice = service_choice(r, config);
     let (decision, minted) = {
         // SAFETY: `r` is a live request for the duration of this call.
-        let view = unsafe { NgxRequestView::new(r) };
-        match sticky_cookie_for(config, choice, &view) {
-            // An id is minted only if the request carries none, when the decision
-            // reads it: decided as the same client coming back with it will be.
-            Some(cookie) => {
-                let view = MintingView::new(&view, cookie, crate::random::sticky_id);
-                let decision = decide_with(config, choice, &view, &mut crate::random::draw, &*published);
-                let minted = view.finish();
-                if minted.is_some() {
-                    crate::http::sticky::MINTED_ANY.store(true, Ordering::Relaxed);
-                }
-                (decision, minted)
-            }
-            None => (decide_with(config, choice, &view, &mut crate::random::draw, &*published), None),
-        }
+        let view = unsafe { NgxRequestView::minting(r) };
+        let decision = decide_with(config, choice, &view, &mut crate::random::draw, &*published);
+        (decision, config.any_sticky.then(|| minted_for(config, choice, &view, &decision)).flatten())
     };
     if let (Some(transition), Some(index)) = (decision.transition, decision.service) {
         log_transition(r, &published, index, transition);
@@ -213,6 +201,29 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
         request.set_module_ctx(data as *mut c_void, Module::module());
         Ok(Some(&*data))
     }
+}
+
+/// The id `sticky` hands the request: the one minted when its decision asked
+/// (it read the user id and found none), or, when a step before the split
+/// decided without reading it, one minted now if the request carries none (the
+/// client gets its id whatever decided).
+fn minted_for(
+    config: &CompiledConfig,
+    choice: ServiceChoice<'_>,
+    view: &NgxRequestView<'_>,
+    decision: &Decision,
+) -> Option<StickyId> {
+    let minted = match view.minted() {
+        Some(id) => Some(id),
+        // The split or a user list read an id the request carried; a weight
+        // decision of a sticky service means the kernel gave no random bytes.
+        None if matches!(decision.rule, Rule::UserHash | Rule::UserList | Rule::Weight) => None,
+        None => cookie_to_mint(config, choice, view).and_then(|_| crate::random::sticky_id()),
+    };
+    if minted.is_some() {
+        crate::http::sticky::MINTED_ANY.store(true, Ordering::Relaxed);
+    }
+    minted
 }
 
 /// The request's decision, as [`decision_for`], counted in the status if this

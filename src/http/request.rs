@@ -4,7 +4,7 @@ use core::slice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use core::marker::PhantomData;
-use migration_engine::{arg_in_query, cookie_in_header, RequestView};
+use migration_engine::{arg_in_query, cookie_in_header, RequestView, StickyId};
 
 use ngx::ffi::{
     ngx_hash_key, ngx_http_get_variable, ngx_http_request_t, ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6,
@@ -18,13 +18,33 @@ pub struct NgxRequestView<'r> {
     /// lets nginx write the request's variable cache.
     r: *mut ngx_http_request_t,
     _request: PhantomData<&'r mut ngx_http_request_t>,
+    /// Whether the decision may have `sticky` mint an id for the request.
+    mints: bool,
+    /// The id minted, once the decision asked (None inside: the kernel gave no
+    /// random bytes).
+    minted: core::cell::OnceCell<Option<StickyId>>,
 }
 
 impl<'r> NgxRequestView<'r> {
     /// # Safety
     /// `r` must be a live request whose connection is live, for the view's lifetime.
     pub unsafe fn new(r: &'r mut ngx_http_request_t) -> Self {
-        NgxRequestView { r, _request: PhantomData }
+        NgxRequestView { r, _request: PhantomData, mints: false, minted: core::cell::OnceCell::new() }
+    }
+
+    /// A view for the request's decision: a `sticky` service's request that
+    /// carries no id gets one, from the kernel's random source, when the
+    /// decision asks.
+    ///
+    /// # Safety
+    /// As [`NgxRequestView::new`].
+    pub unsafe fn minting(r: &'r mut ngx_http_request_t) -> Self {
+        NgxRequestView { r, _request: PhantomData, mints: true, minted: core::cell::OnceCell::new() }
+    }
+
+    /// The id minted for the request, if the decision asked for one.
+    pub fn minted(&self) -> Option<StickyId> {
+        self.minted.get().copied().flatten()
     }
 
     fn request(&self) -> &ngx_http_request_t {
@@ -127,6 +147,13 @@ impl<'r> NgxRequestView<'r> {
 }
 
 impl RequestView for NgxRequestView<'_> {
+    fn sticky_id(&self) -> Option<&[u8]> {
+        if !self.mints {
+            return None;
+        }
+        self.minted.get_or_init(crate::random::sticky_id).as_ref().map(StickyId::as_bytes)
+    }
+
     fn host(&self) -> &[u8] {
         // headers_in.server: the Host header (or the absolute URI's host), already
         // validated by nginx, lowercased and without its port.

@@ -325,3 +325,20 @@ is(http_request(GET => '/t')->{body}, "old\n", 'old configuration still serving'
 ok(signal_nginx(0), 'signal_nginx(0): master alive');
 --- expect_alerts
 \[emerg\] .*unknown directive "bogus_directive_x"
+
+
+
+=== TEST 20: the ports of a block are all different: a port the kernel gives again is not handed out twice
+--- http_config
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "one"; } }
+--- config
+    location = /t { return 200 "main"; }
+--- request
+GET /t
+--- response_body chomp
+main
+--- check_eval
+my %given = (server_port() => 1, rand_port(1) => 1);
+is(scalar keys %given, 2, 'the main port and RAND_PORT_1 differ');
+$given{ Test::MigrationNginx::free_port() }++ for 1 .. 300;
+is(scalar keys %given, 302, 'three hundred more, none given twice');

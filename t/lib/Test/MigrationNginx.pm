@@ -166,17 +166,23 @@ sub _tail {
     return join("\n", @lines);
 }
 
+# A loopback port nothing listens on now, and not yet handed out in this block:
+# the kernel may give a port just closed again, and two server blocks on one
+# port would answer for each other (the second's names reach the first).
 sub free_port {
-    my $sock = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1',
-        LocalPort => 0,
-        Proto     => 'tcp',
-        Listen    => 1,
-        ReuseAddr => 0,
-    ) or die "cannot bind a free port: $!\n";
-    my $port = $sock->sockport;
-    close $sock;
-    return $port;
+    for (1 .. 100) {
+        my $sock = IO::Socket::INET->new(
+            LocalAddr => '127.0.0.1',
+            LocalPort => 0,
+            Proto     => 'tcp',
+            Listen    => 1,
+            ReuseAddr => 0,
+        ) or die "cannot bind a free port: $!\n";
+        my $port = $sock->sockport;
+        close $sock;
+        return $port unless $State{ports_given}{$port}++;
+    }
+    die "cannot find a loopback port not already given to this block\n";
 }
 
 # --------------------------------------------------------------------------

@@ -111,7 +111,8 @@ pub fn unreachable_warnings(config: &CompiledConfig, reach: &Reach) -> Vec<Strin
 }
 
 /// Whether nginx resolves `address` (a backend without its scheme: `host:port`,
-/// `[v6]:port`, or an upstream name) at request time: a host name that is not an
+/// `[v6]:port`, or an upstream name; a bare IPv6 address is refused by
+/// `Backend::parse`) at request time: a host name that is not an
 /// `upstream {}` block (nginx matches a block only for an address without port).
 fn needs_resolver(address: &str, upstreams: &HashSet<String>) -> bool {
     let (host, has_port) = match address.rsplit_once(':') {

@@ -162,6 +162,12 @@ impl Backend {
         {
             return Err(format!("{s:?} has {c:?}; expected host:port, scheme://host:port or an upstream name"));
         }
+        if !address.starts_with('[') && address.matches(':').count() > 1 {
+            return Err(format!(
+                "{s:?}: an IPv6 address is written in brackets, as [2001:db8::1]:8080 (nginx would read a bare one's \
+                 last colon as the port's)"
+            ));
+        }
         let port = match address.rsplit_once(':') {
             // An IPv6 literal's colons are inside brackets.
             Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
@@ -550,6 +556,10 @@ mod tests {
         assert_eq!(Backend::parse("http://a:443").unwrap().scheme, "http");
         assert_eq!(Backend::parse("my_upstream").unwrap().scheme, "http");
         assert_eq!(Backend::parse("[::1]:443").unwrap().scheme, "https");
+        for bare in ["2001:db8::1", "::1", "2001:db8::a:80", "https://2001:db8::1:443"] {
+            let e = Backend::parse(bare).unwrap_err();
+            assert!(e.contains("an IPv6 address is written in brackets"), "{bare}: {e}");
+        }
         assert!(Backend::parse("ftp://a:1").is_err());
         assert!(Backend::parse("a:99999").is_err());
         assert!(Backend::parse("a:1/path").is_err());

@@ -93,6 +93,12 @@ impl StickyCookie {
         })
     }
 
+    /// Whether the cookie is `Secure` only for a request that came over TLS
+    /// (`secure: auto`): the caller then says which the request did.
+    pub fn secure_follows_tls(&self) -> bool {
+        self.secure == Secure::Auto
+    }
+
     /// The `Set-Cookie` value that hands `id` to a client; `tls` is whether the
     /// request came over TLS (what `secure: auto` follows).
     pub fn header_value(&self, id: &StickyId, tls: bool) -> String {

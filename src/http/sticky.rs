@@ -73,11 +73,14 @@ unsafe fn add_cookie(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(cookie) = decision.published.config.services.get(index as usize).and_then(|s| s.sticky()) else {
         return 0;
     };
-    #[cfg(ngx_feature = "http_ssl")]
-    // SAFETY: the request's connection is live with it.
-    let tls = unsafe { !(*r.connection).ssl.is_null() };
-    #[cfg(not(ngx_feature = "http_ssl"))]
-    let tls = false;
+    // `$https`, as nginx sets it: the same in every build of nginx (the
+    // connection's `ssl` field exists only where bindgen saw NGX_SSL), and read
+    // only for `secure: auto`.
+    let tls = cookie.secure_follows_tls() && {
+        // SAFETY: `r` is live for this call; the view only reads a variable.
+        let view = unsafe { crate::http::request::NgxRequestView::new(&mut *r) };
+        migration_engine::RequestView::variable(&view, b"https") == Some(&b"on"[..])
+    };
     let value = cookie.header_value(&id, tls);
     // SAFETY: headers_out.headers is the response's header list, in the request
     // pool; the value is copied into that pool, which outlives the response.

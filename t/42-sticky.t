@@ -369,3 +369,28 @@ services:
 --- must_die
 --- error_log eval
 qr/m\.yaml:10:15: services\[0\]\.migration\.sticky: needs user_key: cookie:NAME \(the minted id goes back as that cookie\), got user_key: header:x-user-id/
+
+
+
+=== TEST 12: a decision made once the response header is going out mints nothing (no cookie could follow): an access_log format, add_header
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    log_format ids "uid=[$migration_user_id] rule=$migration_rule";
+--- config
+    location = /late { access_log logs/ids.log ids; return 200 "static\n"; }
+    location = /header { add_header X-Uid "[$migration_user_id]" always; return 200 "header\n"; }
+    location = /status { migration_status; }
+--- request
+GET /late
+--- more_headers
+Host: api.example
+--- check_eval
+my $late = http_request('GET', '/late', [Host => 'api.example']);
+is(scalar main::set_cookies($late), 0, 'decided in the log phase: no Set-Cookie');
+my $header = http_request('GET', '/header', [Host => 'api.example']);
+is(scalar main::set_cookies($header), 0, 'decided by add_header, after the cookie filter: no Set-Cookie');
+is($header->{headers}{'x-uid'}, '[]', 'and no id in $migration_user_id');
+open my $log, '<', servroot() . '/logs/ids.log' or die $!;
+my @lines = <$log>;
+is(scalar(grep { /^uid=\[\] rule=weight$/ } @lines), scalar(@lines), "no id in the access log either (@{[scalar @lines]} lines)");
+is(status()->{services}[0]{sticky_minted}, 0, 'none counted');

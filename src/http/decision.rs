@@ -165,10 +165,20 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
     let config = &published.config;
     let choice = service_choice(r, config);
     let (decision, minted) = {
+        let header_out = r.header_sent() != 0 || crate::http::sticky::past_filter(r);
         // SAFETY: `r` is a live request for the duration of this call.
-        let view = unsafe { NgxRequestView::minting(r) };
+        let view = unsafe {
+            if header_out {
+                NgxRequestView::new(r)
+            } else {
+                NgxRequestView::minting(r)
+            }
+        };
         let decision = decide_with(config, choice, &view, &mut crate::random::draw, &*published);
-        (decision, config.any_sticky.then(|| minted_for(config, choice, &view, &decision)).flatten())
+        // Once the response header is out no cookie can follow: a decision made
+        // then (an access_log format) mints nothing.
+        let mints = config.any_sticky && !header_out;
+        (decision, mints.then(|| minted_for(config, choice, &view, &decision)).flatten())
     };
     if let (Some(transition), Some(index)) = (decision.transition, decision.service) {
         log_transition(r, &published, index, transition);

@@ -317,6 +317,11 @@ pub unsafe extern "C" fn register_handlers(cf: *mut ngx_conf_t) -> ngx_int_t {
 }
 
 unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // First, before anything that can fail: the chain is a global the filter
+    // modules have just rebuilt, and a reload that fails after this point keeps
+    // it for the workers the master respawns.
+    // SAFETY: postconfiguration, while nginx builds the header filter chain.
+    unsafe { crate::http::sticky::register() };
     // SAFETY: postconfiguration runs with a valid cf inside the http block.
     let cmcf = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }).expect("http core main conf");
     // `user_key: var:NAME` must name a variable nginx.conf defines: now, while
@@ -380,7 +385,5 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
             all.rotate_right(1);
         }
     }
-    // SAFETY: postconfiguration, while nginx builds the header filter chain.
-    unsafe { crate::http::sticky::register() };
     Status::NGX_OK.into()
 }

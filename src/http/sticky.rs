@@ -8,7 +8,7 @@
 //! is loaded after the filter modules), so the header is in `headers_out` before
 //! the HTTP/1 or HTTP/2 header filter writes it out.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ngx::ffi::{
     ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_header_filter, ngx_int_t, ngx_list_push,
@@ -37,6 +37,16 @@ pub unsafe fn register() {
     }
 }
 
+/// The request whose header the filters after ours are writing now (0: none):
+/// a decision made meanwhile (`add_header` reading a variable) comes too late
+/// for a cookie. A worker's event loop is one thread.
+static PAST_STICKY_FILTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `r`'s header went past this filter already and is being written.
+pub(crate) fn past_filter(r: &ngx_http_request_t) -> bool {
+    PAST_STICKY_FILTER.load(Ordering::Relaxed) == r as *const _ as usize
+}
+
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     if MINTED_ANY.load(Ordering::Relaxed) {
         // SAFETY: nginx calls header filters with a live request.
@@ -45,14 +55,17 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
             return rc;
         }
     }
+    let outer = PAST_STICKY_FILTER.swap(r as usize, Ordering::Relaxed);
     // SAFETY: set by `register` before any request; nginx's own header filter
     // ends the chain, so there is always a next one.
-    unsafe {
+    let rc = unsafe {
         match NEXT_HEADER_FILTER {
             Some(next) => next(r),
             None => NGX_ERROR as ngx_int_t,
         }
-    }
+    };
+    PAST_STICKY_FILTER.store(outer, Ordering::Relaxed);
+    rc
 }
 
 /// Adds the minted id's `Set-Cookie` to the main request's response, once.

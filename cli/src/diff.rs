@@ -225,6 +225,7 @@ fn field_changes(a: &Service, b: &Service) -> Vec<String> {
     check("migration.percentage", percentage_text(a.migration.percentage.0), percentage_text(b.migration.percentage.0));
     check("migration.user_key", key_text(&a.migration.user_key), key_text(&b.migration.user_key));
     check("migration.hash_salt", format!("{:?}", a.migration.hash_salt), format!("{:?}", b.migration.hash_salt));
+    check("migration.sticky", sticky_text(a.migration.sticky.as_ref()), sticky_text(b.migration.sticky.as_ref()));
     match (&a.migration.ramp, &b.migration.ramp) {
         (Some(x), Some(y)) => {
             check("migration.ramp.steps", steps_text(x), steps_text(y));
@@ -246,6 +247,20 @@ fn field_changes(a: &Service, b: &Service) -> Vec<String> {
     }
     check("fallback", fallback_text(a.fallback.as_ref()), fallback_text(b.fallback.as_ref()));
     out
+}
+
+/// `sticky` as the cookie's attributes (what a client without an id is sent).
+fn sticky_text(s: Option<&migration_engine::config::sticky::Sticky>) -> String {
+    let Some(s) = s else { return "none".to_owned() };
+    format!(
+        "max_age {}s, path {}, domain {}, secure {:?}, same_site {}, http_only {}",
+        s.max_age_s,
+        s.path,
+        s.domain.as_deref().unwrap_or("none"),
+        s.secure,
+        s.same_site.as_str(),
+        s.http_only
+    )
 }
 
 fn steps_text(r: &Ramp) -> String {

@@ -254,3 +254,22 @@ fn replay_warns_when_the_log_cannot_say_who_carried_the_cookie() {
         assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{with}");
     }
 }
+
+#[test]
+fn diff_reports_a_changed_sticky() {
+    let a = tmp("diff-a.yaml", config(30, true).as_bytes());
+    let without = config(30, true).replace("      sticky: {}\n", "");
+    let b = tmp("diff-b.yaml", without.as_bytes());
+    let out = bin().arg("diff").arg(&a).arg(&b).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "migration.sticky: max_age 2592000s, path /, domain none, secure Auto, same_site Lax, http_only true -> none"
+        ),
+        "{text}"
+    );
+    let c = tmp("diff-c.yaml", config(30, true).replace("sticky: {}", "sticky: {domain: example.com}").as_bytes());
+    let out = bin().arg("diff").arg(&a).arg(&c).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("domain none, ") && text.contains("domain example.com, "), "{text}");
+}

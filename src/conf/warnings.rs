@@ -40,13 +40,14 @@ pub fn warn_if_auto_without_names(cf: *mut ngx_conf_t, conf: &LocConf) {
 
 /// The `$migration_*` variables whose value needs the target: reading one
 /// decides the request.
-const TARGET_VARIABLES: [&[u8]; 6] = [
+const TARGET_VARIABLES: [&[u8]; 7] = [
     b"migration_target",
     b"migration_backend",
     b"migration_host",
     b"migration_scheme",
     b"migration_rule",
     b"migration_percentage",
+    b"migration_user_id",
 ];
 
 /// `nginx -t` (and start, reload) warns about a location whose rewrite-phase

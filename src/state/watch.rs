@@ -188,6 +188,11 @@ fn commit_change(
     let loaded_at = unix_now();
     let mut locked = zone.lock();
     if !locked.may_publish(cycle_zone.epoch, ready.serial) || locked.committed_hash() == Some(ready.admitted.hash) {
+        // Another publication (or a reload's prepare, even one that failed) came
+        // first: the next tick reads the file again, even a change that was
+        // waiting for room with its stamp remembered.
+        drop(locked);
+        remember_stamp(None);
         return;
     }
     let prepared = locked.prepare(&main.source, &ready.admitted.text, ready.admitted.hash, loaded_at, &names);

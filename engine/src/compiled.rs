@@ -23,6 +23,9 @@ pub struct CompiledConfig {
     /// Some service has `sticky`: without one, a request never looks for an id
     /// to mint.
     pub any_sticky: bool,
+    /// Some service has `drain`: without one, no request is kept in the list of
+    /// long-lived requests until its response says it is upgraded.
+    pub any_drain: bool,
 }
 
 /// Where one side of a migration sends a request.
@@ -61,6 +64,8 @@ pub struct CompiledService {
     pub(crate) users: AHashMap<Box<[u8]>, Target>,
     /// `migration.sticky`, when the service has it.
     pub(crate) sticky: Option<crate::sticky::StickyCookie>,
+    /// `migration.drain`, when the service has it.
+    pub drain: Option<crate::config::drain::Drain>,
     /// `fallback:`, when the service has one.
     pub fallback: Option<FallbackPolicy>,
     /// `migration.ramp`, and what identifies it with the percentage (a
@@ -274,6 +279,7 @@ impl CompiledConfig {
             (exact_hosts.len() <= FEW_HOSTS).then(|| exact_hosts.iter().map(|(name, &i)| (name.clone(), i)).collect());
         CompiledConfig {
             any_sticky: services.iter().any(|s| s.sticky.is_some()),
+            any_drain: services.iter().any(|s| s.drain.is_some()),
             version: config.version,
             services,
             exact_hosts,
@@ -443,6 +449,7 @@ fn compile_service(s: config::Service) -> CompiledService {
     CompiledService {
         fallback,
         sticky,
+        drain: s.migration.drain,
         ramp: s.migration.ramp.clone(),
         ramp_fingerprint,
         outcome_fingerprint,

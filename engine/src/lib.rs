@@ -16,6 +16,7 @@ pub mod cidr;
 pub mod compiled;
 pub mod config;
 pub mod decide;
+pub mod drain;
 pub mod hash;
 pub mod lint;
 pub mod ramp;
@@ -32,7 +33,9 @@ pub use breaker::{BreakerCells, Gate, Outcome, Transition};
 pub use compiled::{CompiledConfig, CompiledService, Endpoint, FallbackPolicy};
 pub use config::{ConfigError, Target};
 pub use decide::{decide, decide_traced, decide_with, Breakers, Decision, NoBreakers, Rule, ServiceChoice};
-pub use report::{BreakerState, Counts, FallbackReport, FileState, RampReport, ServiceReport, StatusReport};
+pub use report::{
+    BreakerState, ConnectionsReport, Counts, FallbackReport, FileState, RampReport, ServiceReport, StatusReport,
+};
 pub use request::{
     arg_in_query, args_of_query, cookie_in_header, parse_header_line, HeaderLine, OwnedRequest, RequestView,
 };

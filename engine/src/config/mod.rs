@@ -12,6 +12,7 @@
 
 mod canary;
 mod configmap;
+pub mod drain;
 mod error;
 pub mod ramp;
 pub mod sticky;
@@ -67,6 +68,8 @@ pub struct Migration {
     pub ramp: Option<ramp::Ramp>,
     /// `sticky`: the cookie minted for a client that carries no user id.
     pub sticky: Option<sticky::Sticky>,
+    /// `drain`: long-lived requests follow the split.
+    pub drain: Option<drain::Drain>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +86,7 @@ struct RawMigration {
     hash_salt: String,
     ramp: Option<ramp::Ramp>,
     sticky: Option<sticky::Sticky>,
+    drain: Option<drain::Drain>,
 }
 
 impl Validate for Migration {
@@ -139,6 +143,7 @@ impl Validate for Migration {
             hash_salt: r.hash_salt,
             ramp: r.ramp,
             sticky: r.sticky,
+            drain: r.drain,
         })
     }
 }
@@ -154,6 +159,7 @@ impl Default for Migration {
             hash_salt: String::new(),
             ramp: None,
             sticky: None,
+            drain: None,
         }
     }
 }

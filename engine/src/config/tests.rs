@@ -93,7 +93,7 @@ fn missing_services_key_is_refused() {
 #[test]
 fn unknown_key_is_refused() {
     assert_err(&with("    migraton: {}\n"), "m.yaml:7:5: services[0]: unknown field `migraton`, expected one of `name`, `hosts`, `old_host`, `old_backend`, `new_host`, `new_backend`, `migration`, `canary`, `fallback`");
-    assert_err(&with("    migration:\n      percent: 5\n"), "m.yaml:8:7: services[0].migration: unknown field `percent`, expected one of `enabled`, `strategy`, `percentage`, `user_key`, `hash_salt`, `ramp`, `sticky`");
+    assert_err(&with("    migration:\n      percent: 5\n"), "m.yaml:8:7: services[0].migration: unknown field `percent`, expected one of `enabled`, `strategy`, `percentage`, `user_key`, `hash_salt`, `ramp`, `sticky`, `drain`");
 }
 
 #[test]
@@ -748,5 +748,35 @@ fn sticky_mistakes_are_located() {
     assert_err(
         &sticky(STICKY, "maxage: 1d"),
         "m.yaml:10:16: services[0].migration.sticky: unknown field `maxage`, expected one of `max_age`, `path`, `domain`, `secure`, `same_site`, `http_only`",
+    );
+}
+
+#[test]
+fn drain_loads_and_its_errors_are_located() {
+    let config = parse("m.yaml", &with("    migration:\n      drain: {rate: 20/s, after: 2s}\n")).unwrap();
+    let drain = config.services[0].migration.drain.expect("drain");
+    assert_eq!((drain.interval_us, drain.after_ms), (50_000, 2_000));
+    let config = parse("m.yaml", &with("    migration:\n      drain: {rate: 30/m}\n")).unwrap();
+    let drain = config.services[0].migration.drain.expect("drain");
+    assert_eq!((drain.interval_us, drain.after_ms), (2_000_000, 5_000), "after defaults to 5s");
+    assert_err(
+        &with("    migration:\n      drain: {after: 2s}\n"),
+        "m.yaml:8:14: services[0].migration.drain: missing field `rate` (how many misplaced connections to close per second, e.g. 20/s)",
+    );
+    assert_err(
+        &with("    migration:\n      drain:\n        rate: 20/h\n"),
+        "m.yaml:9:15: services[0].migration.drain.rate: must be a rate such as 20/s or 30/m, got \"20/h\"",
+    );
+    assert_err(
+        &with("    migration:\n      drain:\n        rate: 20000/s\n"),
+        "m.yaml:9:15: services[0].migration.drain.rate: must be from 1/m to 10000/s, got \"20000/s\"",
+    );
+    assert_err(
+        &with("    migration:\n      drain:\n        rate: 1/s\n        after: 50ms\n"),
+        "m.yaml:10:16: services[0].migration.drain.after: must be from 100ms to 24h, got \"50ms\"",
+    );
+    assert_err(
+        &with("    migration:\n      drain:\n        rate: 1/s\n        burst: 5\n"),
+        "m.yaml:10:9: services[0].migration.drain: unknown field `burst`, expected `rate` or `after`",
     );
 }

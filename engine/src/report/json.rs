@@ -77,6 +77,15 @@ fn json_service(s: &ServiceReport<'_>, out: &mut String) {
     if let Some(minted) = s.sticky_minted {
         let _ = write!(out, ",\"sticky_minted\":{minted}");
     }
+    let c = &s.connections;
+    let _ = write!(
+        out,
+        ",\"connections\":{{\"old\":{},\"new\":{},\"misplaced\":{},\"drained\":{}}}",
+        c.old,
+        c.new,
+        c.misplaced,
+        c.drained[0] + c.drained[1]
+    );
     if let Some(ramp) = &s.ramp {
         let _ = write!(
             out,
@@ -234,12 +243,14 @@ mod tests {
                 r#""rules":{"header":3,"cidr":0,"user_list":0,"user_hash":5,"ip_hash":0,"weight":0,"disabled":0,"fallback":0},"#,
                 r#""fallback":{"state":"closed","consecutive_failures":0,"trips":0},"#,
                 r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0,"aborted":0},"new":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0,"aborted":0}},"#,
-                r#""latency_p50_ms":{"old":null,"new":null},"latency_p99_ms":{"old":null,"new":null}},"#,
+                r#""latency_p50_ms":{"old":null,"new":null},"latency_p99_ms":{"old":null,"new":null},"#,
+                r#""connections":{"old":3,"new":2,"misplaced":1,"drained":9}},"#,
                 r#"{"name":"shop","enabled":false,"strategy":"weight","percentage":0,"configured_percentage":20.5,"requests":{"old":4,"new":0},"#,
                 r#""rules":{"header":0,"cidr":0,"user_list":0,"user_hash":0,"ip_hash":0,"weight":0,"disabled":4,"fallback":0},"#,
                 r#""fallback":{"state":"half_open","consecutive_failures":5,"trips":2},"#,
                 r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0,"aborted":0},"new":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":0,"aborted":0}},"#,
-                r#""latency_p50_ms":{"old":null,"new":null},"latency_p99_ms":{"old":null,"new":null}}]}"#,
+                r#""latency_p50_ms":{"old":null,"new":null},"latency_p99_ms":{"old":null,"new":null},"#,
+                r#""connections":{"old":0,"new":0,"misplaced":0,"drained":0}}]}"#,
                 "\n"
             )
         );

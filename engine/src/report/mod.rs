@@ -72,6 +72,18 @@ pub struct ServiceReport<'a> {
     pub ramp: Option<RampReport>,
     /// Ids handed out by `sticky` (a `Set-Cookie` sent), when the service has it.
     pub sticky_minted: Option<u64>,
+    /// Long-lived requests (docs/drain.md).
+    pub connections: ConnectionsReport,
+}
+
+/// A service's long-lived requests: open now per target, how many of them are
+/// misplaced now, and how many misplaced ones were closed (per target they were on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionsReport {
+    pub old: u64,
+    pub new: u64,
+    pub misplaced: u64,
+    pub drained: [u64; 2],
 }
 
 /// A ramp, as the status shows it.
@@ -105,7 +117,13 @@ impl<'a> ServiceReport<'a> {
             responses: ResponseCounts::default(),
             ramp: None,
             sticky_minted: service.sticky().map(|_| 0),
+            connections: ConnectionsReport::default(),
         }
+    }
+
+    pub fn with_connections(mut self, connections: ConnectionsReport) -> Self {
+        self.connections = connections;
+        self
     }
 
     /// The ids `sticky` handed out (kept only for a service that has `sticky`).
@@ -231,7 +249,8 @@ mod tests {
                         (Target::Old, Rule::UserHash, 5),
                     ]),
                     FallbackReport::default(),
-                ),
+                )
+                .with_connections(ConnectionsReport { old: 3, new: 2, misplaced: 1, drained: [4, 5] }),
                 ServiceReport::new(
                     &config.services[1],
                     counts(&[(Target::Old, Rule::Disabled, 4)]),
@@ -286,6 +305,7 @@ mod tests {
         assert!(json.contains(concat!(
             r#""responses":{"old":{"1xx":0,"2xx":0,"3xx":0,"4xx":0,"5xx":0,"failed":2,"aborted":0},"new":{"1xx":0,"2xx":18,"3xx":0,"4xx":1,"5xx":1,"failed":0,"aborted":3}},"#,
             r#""latency_p50_ms":{"old":null,"new":5},"latency_p99_ms":{"old":null,"new":9.9},"#,
+            r#""connections":{"old":3,"new":2,"misplaced":1,"drained":9},"#,
             r#""ramp":{"state":"ramping","step":2,"steps":4,"percentage":10,"frozen":false,"next_step_at":"2026-11-26T01:31:00Z","#,
             r#""last_gate":{"verdict":"pass","failed":[{"limit":"max_p99","value":800,"measured":912.5}],"new_requests":20,"old_requests":2,"new_error_rate":0.05,"old_error_rate":1,"new_p99_ms":9.9,"old_p99_ms":null}}}"#
         )), "{json}");

@@ -83,7 +83,7 @@ struct Family {
 }
 
 /// The families, in the order they are exposed.
-const FAMILIES: [Family; 16] = [
+const FAMILIES: [Family; 19] = [
     Family {
         name: "migration_requests_total",
         kind: "counter",
@@ -214,6 +214,40 @@ const FAMILIES: [Family; 16] = [
                 out.push_str("migration_sticky_minted_total{service=");
                 label_value(out, s.name);
                 let _ = writeln!(out, "}} {minted}");
+            }
+        }),
+    },
+    Family {
+        name: "migration_connections",
+        kind: "gauge",
+        help: "Long-lived requests (WebSockets, streams) open now, per target.",
+        series: Series::PerService(|s, out| {
+            for (target, n) in [(Target::Old, s.connections.old), (Target::New, s.connections.new)] {
+                out.push_str("migration_connections{service=");
+                label_value(out, s.name);
+                let _ = writeln!(out, ",target=\"{}\"}} {n}", target.as_str());
+            }
+        }),
+    },
+    Family {
+        name: "migration_connections_misplaced",
+        kind: "gauge",
+        help: "Long-lived requests open now on the side the service no longer sends them to.",
+        series: Series::PerService(|s, out| {
+            out.push_str("migration_connections_misplaced{service=");
+            label_value(out, s.name);
+            let _ = writeln!(out, "}} {}", s.connections.misplaced);
+        }),
+    },
+    Family {
+        name: "migration_connections_drained_total",
+        kind: "counter",
+        help: "Misplaced long-lived requests closed by drain, per target they were on.",
+        series: Series::PerService(|s, out| {
+            for target in [Target::Old, Target::New] {
+                out.push_str("migration_connections_drained_total{service=");
+                label_value(out, s.name);
+                let _ = writeln!(out, ",target=\"{}\"}} {}", target.as_str(), s.connections.drained[target.index()]);
             }
         }),
     },
@@ -406,6 +440,16 @@ mod tests {
         }
         expected.extend(
             [
+                "migration_connections{service=\"api\",target=\"old\"} 3",
+                "migration_connections{service=\"api\",target=\"new\"} 2",
+                "migration_connections{service=\"shop\",target=\"old\"} 0",
+                "migration_connections{service=\"shop\",target=\"new\"} 0",
+                "migration_connections_misplaced{service=\"api\"} 1",
+                "migration_connections_misplaced{service=\"shop\"} 0",
+                "migration_connections_drained_total{service=\"api\",target=\"old\"} 4",
+                "migration_connections_drained_total{service=\"api\",target=\"new\"} 5",
+                "migration_connections_drained_total{service=\"shop\",target=\"old\"} 0",
+                "migration_connections_drained_total{service=\"shop\",target=\"new\"} 0",
                 "migration_config_generation 7",
                 "migration_config_loaded_timestamp_seconds 1795656600",
                 "migration_config_info{version=\"v\\\"1\\\\\",source=\"/etc/nginx/m\\\"igration.yaml\"} 1",

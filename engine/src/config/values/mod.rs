@@ -210,6 +210,14 @@ impl Target {
         }
     }
 
+    /// The other side.
+    pub fn other(self) -> Self {
+        match self {
+            Target::Old => Target::New,
+            Target::New => Target::Old,
+        }
+    }
+
     /// 0 for old, 1 for new, for counter tables.
     #[inline]
     pub fn index(self) -> usize {

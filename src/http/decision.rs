@@ -57,6 +57,12 @@ pub struct RequestDecision {
     pub minted: Option<StickyId>,
     /// The response's `Set-Cookie` for `minted` was added: never twice.
     pub(crate) cookie_sent: Cell<bool>,
+    /// The number the weight split drew for the request, if it drew one: a
+    /// long-lived request decided again keeps it (`http::drain`).
+    pub(crate) drawn: Cell<Option<u32>>,
+    /// Where the request is in its worker's list of long-lived requests
+    /// (`http::drain`), or [`crate::http::drain::UNTRACKED`].
+    pub(crate) tracked: Cell<u32>,
 }
 
 /// Set while our access handler runs: a decision made then is not early.
@@ -95,7 +101,10 @@ impl RequestDecision {
 unsafe extern "C" fn drop_request_decision(data: *mut c_void) {
     // SAFETY: `data` is the RequestDecision written by `decision_for`, dropped once
     // when the request pool is destroyed.
-    crate::guard::quiet("a request's cleanup", || unsafe { ptr::drop_in_place(data as *mut RequestDecision) });
+    crate::guard::quiet("a request's cleanup", || unsafe {
+        crate::http::drain::untrack(&*(data as *const RequestDecision));
+        ptr::drop_in_place(data as *mut RequestDecision)
+    });
 }
 
 /// The decision already made for this request, if any: from the module context,
@@ -164,6 +173,12 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
     };
     let config = &published.config;
     let choice = service_choice(r, config);
+    let mut drawn = None;
+    let mut draw = || {
+        let number = crate::random::draw();
+        drawn = Some(number);
+        number
+    };
     let (decision, minted) = {
         let header_out = r.header_sent() != 0 || crate::http::sticky::past_filter(r);
         // SAFETY: `r` is a live request for the duration of this call.
@@ -174,7 +189,7 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
                 NgxRequestView::minting(r)
             }
         };
-        let decision = decide_with(config, choice, &view, &mut crate::random::draw, &*published);
+        let decision = decide_with(config, choice, &view, &mut draw, &*published);
         // Once the response header is out no cookie can follow: a decision made
         // then (an access_log format) mints nothing.
         let mints = config.any_sticky && !header_out;
@@ -204,6 +219,8 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
                 before_access,
                 minted,
                 cookie_sent: Cell::new(false),
+                drawn: Cell::new(drawn),
+                tracked: Cell::new(crate::http::drain::UNTRACKED),
             },
         );
         (*cln).handler = Some(drop_request_decision);
@@ -240,13 +257,18 @@ fn minted_for(
 /// location has `migration on` and it was not counted yet.
 pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
     let routing = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
-    let d = decision_for(r)?;
-    if let Some(d) = d {
-        if routing && !d.counted.replace(true) && !cfg!(feature = "uncounted") {
-            d.count();
+    let Some(d) = decision_for(r)?.map(|d| d as *const RequestDecision) else {
+        return Ok(None);
+    };
+    // SAFETY: the decision lives in the request pool, which outlives `r`'s borrow.
+    let d = unsafe { &*d };
+    if routing && !d.counted.replace(true) && !cfg!(feature = "uncounted") {
+        d.count();
+        if d.published.config.any_drain {
+            crate::http::drain::track(r, d);
         }
     }
-    Ok(d)
+    Ok(Some(d))
 }
 
 /// Every breaker transition is logged at `warn`, once, by the process that made it.

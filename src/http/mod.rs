@@ -4,6 +4,7 @@
 //! and the status handler. Reads `state/` and `conf/`.
 
 pub mod decision;
+pub mod drain;
 pub mod phases;
 pub mod request;
 pub mod status;

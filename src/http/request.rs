@@ -42,6 +42,18 @@ impl<'r> NgxRequestView<'r> {
         NgxRequestView { r, _request: PhantomData, mints: true, minted: core::cell::OnceCell::new() }
     }
 
+    /// A view that decides the request again as it was decided: the id minted
+    /// for it then (it carried none) is the id it has.
+    ///
+    /// # Safety
+    /// As [`NgxRequestView::new`].
+    pub unsafe fn replaying(r: &'r mut ngx_http_request_t, minted: Option<StickyId>) -> Self {
+        let view =
+            NgxRequestView { r, _request: PhantomData, mints: minted.is_some(), minted: core::cell::OnceCell::new() };
+        let _ = view.minted.set(minted);
+        view
+    }
+
     /// The id minted for the request, if the decision asked for one.
     pub fn minted(&self) -> Option<StickyId> {
         self.minted.get().copied().flatten()

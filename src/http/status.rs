@@ -237,6 +237,7 @@ impl StatusStream {
                 ServiceReport::new(service, slot.counts(), slot.fallback())
                     .with_responses(slot.responses())
                     .with_sticky_minted(slot.sticky_minted())
+                    .with_connections(slot.connections())
                     .with_ramp(crate::state::ramp_timer::report(service, slot)),
             )
         };

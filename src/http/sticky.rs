@@ -4,6 +4,9 @@
 //! made (`return`, a proxied response that sets its own cookies, an
 //! `error_page`, HTTP/2), never twice.
 //!
+//! The same filter sees each upgraded connection (101) go out: a long-lived
+//! request (`http::drain`).
+//!
 //! A header filter, as nginx's userid filter: the first in the chain (our module
 //! is loaded after the filter modules), so the header is in `headers_out` before
 //! the HTTP/1 or HTTP/2 header filter writes it out.
@@ -48,6 +51,11 @@ pub(crate) fn past_filter(r: &ngx_http_request_t) -> bool {
 }
 
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls header filters with a live request.
+    if unsafe { (*r).headers_out.status } == 101 {
+        // SAFETY: as above.
+        crate::guard::quiet("an upgraded connection", || unsafe { crate::http::drain::upgraded_request(&mut *r) });
+    }
     if MINTED_ANY.load(Ordering::Relaxed) {
         // SAFETY: nginx calls header filters with a live request.
         let rc = crate::guard::request(r, "the sticky cookie", || unsafe { add_cookie(r) });

@@ -84,14 +84,22 @@ impl Locked<'_> {
                 p = self.calloc(ServiceSlot::size(cells, name.len())) as *mut ServiceSlot;
             }
             let slot = NonNull::new(p)?;
+            let long_lived = self.calloc(size_of::<LongLivedCells>()) as *mut LongLivedCells;
+            if long_lived.is_null() {
+                self.free(p as *mut u8);
+                return None;
+            }
             // SAFETY: a zeroed ServiceSlot (zero atomics, null next) with room for
             // its zeroed counter cells and the name after them; linked under the lock.
             unsafe {
                 let cells_end = ServiceSlot::name_offset(cells);
                 ptr::copy_nonoverlapping(name.as_ptr(), (p as *mut u8).add(cells_end), name.len());
-                (*p).cells = cells;
-                (*p).cells_end = cells_end;
-                (*p).name_len = name.len();
+                // All small: at most MAX_CELLS cells, a name of a YAML file of at most max_size.
+                (*p).cells = cells as u32;
+                (*p).cells_end = cells_end as u32;
+                (*p).name_len = name.len() as u32;
+                // Zeroed atomics are valid LongLivedCells.
+                (*p).long_lived = AtomicPtr::new(long_lived);
                 // Reclaimable until a record that uses it is prepared.
                 (*p).last_used = AtomicU64::new(0);
                 (*p).next = AtomicPtr::new(self.header().slots.load(Ordering::Acquire));
@@ -235,6 +243,7 @@ impl Locked<'_> {
             let held_by_cycle = first <= cycle && cycle <= last;
             if last < oldest_held && !held_by_cycle {
                 link.store(slot_ref.next.load(Ordering::Acquire), Ordering::Release);
+                self.free(slot_ref.long_lived.load(Ordering::Acquire) as *mut u8);
                 self.free(slot.as_ptr() as *mut u8);
                 freed += 1;
                 continue;

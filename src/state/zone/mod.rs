@@ -36,7 +36,7 @@ pub use locked::Locked;
 pub use size::{human_size, required_zone_size, PARSE_BEFORE_REFUSING};
 
 /// Marks a zone laid out by this version of the module ("migzone" + its layout).
-const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x08");
+const MAGIC: u64 = u64::from_be_bytes(*b"migzone\x09");
 
 /// The most counter cells a service slot has (one per worker, up to this many;
 /// workers beyond it share).
@@ -132,6 +132,58 @@ pub struct CounterCell {
     sticky_minted: AtomicU64,
 }
 
+/// A service's long-lived requests (docs/drain.md), in an allocation of their
+/// own beside the slot: the slot with one counter cell stays in the 1 KB slab
+/// size class it had before they existed (48 more bytes would have doubled it),
+/// and requests become long-lived or end seldom enough that every process
+/// shares these cells.
+#[repr(C)]
+#[derive(Default)]
+pub struct LongLivedCells {
+    /// When the next misplaced long-lived request may be closed (`drain.rate`).
+    pub pace: migration_engine::drain::DrainPace,
+    /// Long-lived requests open now, per target.
+    connections: [AtomicU64; 2],
+    /// How many of them are misplaced now.
+    misplaced: AtomicU64,
+    /// Misplaced long-lived requests closed, per target they were on.
+    drained: [AtomicU64; 2],
+}
+
+impl LongLivedCells {
+    /// A long-lived request on `target` began (`delta` 1) or ended (`u64::MAX`,
+    /// that is -1: the gauges wrap).
+    pub fn add_connection(&self, target: migration_engine::Target, delta: u64) {
+        self.connections[target.index()].fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A long-lived request became misplaced (1) or stopped being so (-1).
+    pub fn add_misplaced(&self, delta: u64) {
+        self.misplaced.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A misplaced long-lived request on `target` was closed.
+    pub fn count_drained(&self, target: migration_engine::Target) {
+        self.drained[target.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// As the status shows them.
+    pub fn report(&self) -> migration_engine::ConnectionsReport {
+        // A process that died (a crash) took its requests with it and could not
+        // take them back: never show a negative gauge.
+        let gauge = |v: &AtomicU64| match v.load(Ordering::Relaxed) {
+            v if v > u64::MAX / 2 => 0,
+            v => v,
+        };
+        migration_engine::ConnectionsReport {
+            old: gauge(&self.connections[0]),
+            new: gauge(&self.connections[1]),
+            misplaced: gauge(&self.misplaced),
+            drained: [self.drained[0].load(Ordering::Relaxed), self.drained[1].load(Ordering::Relaxed)],
+        }
+    }
+}
+
 /// Where this process's counter cell lies in every slot, from the slot's start:
 /// its worker number modulo the zone's cells picks the cell (the first in the
 /// master and a single-process nginx). Every slot of a zone has the zone's
@@ -163,11 +215,14 @@ pub struct ServiceSlot {
     pub breaker: BreakerCells,
     /// Where the service's ramp stands; zeroed is no ramp.
     pub ramp: RampCells,
+    /// The service's long-lived requests (allocated with the slot, freed with it).
+    pub(super) long_lived: AtomicPtr<LongLivedCells>,
     /// How many [`CounterCell`]s follow (at least 1), and where they end, from the
-    /// slot's start (where the name begins).
-    cells: usize,
-    cells_end: usize,
-    name_len: usize,
+    /// slot's start (where the name begins). u32s: the slot with one cell stays
+    /// under 1 KB with the pointer above.
+    cells: u32,
+    cells_end: u32,
+    name_len: u32,
 }
 
 impl ServiceSlot {
@@ -195,7 +250,7 @@ impl ServiceSlot {
 
     /// Counter cell `index` (< `self.cells`).
     fn cell(&self, index: usize) -> &CounterCell {
-        let (first, stride) = Self::cell_layout(self.cells);
+        let (first, stride) = Self::cell_layout(self.cells as usize);
         // SAFETY: a slot is allocated (ServiceSlot::size) with `cells` zeroed
         // counter cells at this layout, all atomics (valid zeroed), 8-aligned.
         unsafe { &*((self as *const ServiceSlot as *const u8).add(first + index * stride) as *const CounterCell) }
@@ -209,7 +264,12 @@ impl ServiceSlot {
 
     fn name(&self) -> &[u8] {
         // SAFETY: the name's bytes follow the counter cells (ServiceSlot::size).
-        unsafe { slice::from_raw_parts((self as *const ServiceSlot as *const u8).add(self.cells_end), self.name_len) }
+        unsafe {
+            slice::from_raw_parts(
+                (self as *const ServiceSlot as *const u8).add(self.cells_end as usize),
+                self.name_len as usize,
+            )
+        }
     }
 
     /// This process's counter cell.
@@ -218,7 +278,7 @@ impl ServiceSlot {
         let offset = OWN_CELL_OFFSET.load(Ordering::Relaxed);
         // Unset (a process that never started as a worker), or a slot of another
         // layout than the offset's (none exists in one zone): the first cell.
-        if offset > self.cells_end.saturating_sub(size_of::<CounterCell>()) {
+        if offset > (self.cells_end as usize).saturating_sub(size_of::<CounterCell>()) {
             return self.cell(0);
         }
         // SAFETY: within this slot's counter cells (checked just above), at a
@@ -243,15 +303,28 @@ impl ServiceSlot {
         self.own_cell().sticky_minted.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The service's long-lived requests (None: a slot of a zone laid out
+    /// without them cannot exist; kept an Option so that nothing dereferences null).
+    pub fn long_lived(&self) -> Option<&LongLivedCells> {
+        // SAFETY: set once when the slot is made, to an allocation freed only with
+        // the slot, which outlives this borrow.
+        unsafe { self.long_lived.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The long-lived requests of every process.
+    pub fn connections(&self) -> migration_engine::ConnectionsReport {
+        self.long_lived().map(LongLivedCells::report).unwrap_or_default()
+    }
+
     /// The ids `sticky` handed out, in every process.
     pub fn sticky_minted(&self) -> u64 {
-        (0..self.cells.max(1)).map(|i| self.cell(i).sticky_minted.load(Ordering::Relaxed)).sum()
+        (0..(self.cells as usize).max(1)).map(|i| self.cell(i).sticky_minted.load(Ordering::Relaxed)).sum()
     }
 
     /// The decisions counted by every process.
     pub fn counts(&self) -> Counts {
         let mut out = [[0; Rule::COUNT]; 2];
-        for cell in (0..self.cells.max(1)).map(|i| self.cell(i)) {
+        for cell in (0..(self.cells as usize).max(1)).map(|i| self.cell(i)) {
             for (row, cells) in out.iter_mut().zip(&cell.counts) {
                 for (n, c) in row.iter_mut().zip(cells) {
                     *n += c.load(Ordering::Relaxed);
@@ -264,7 +337,7 @@ impl ServiceSlot {
     /// The responses counted by every process.
     pub fn responses(&self) -> ResponseCounts {
         let mut out = ResponseCounts::default();
-        for cell in (0..self.cells.max(1)).map(|i| self.cell(i)) {
+        for cell in (0..(self.cells as usize).max(1)).map(|i| self.cell(i)) {
             out.add(&cell.responses.snapshot());
         }
         out

@@ -4,7 +4,7 @@
 use ahash::AHashMap;
 use ngx::ffi::{ngx_pagesize, ngx_slab_page_t, ngx_slab_pool_t, ngx_slab_stat_t};
 
-use super::{Record, ServiceSlot, ZoneHeader};
+use super::{LongLivedCells, Record, ServiceSlot, ZoneHeader};
 
 /// A file larger than this that cannot fit the zone is refused from its size
 /// alone, unparsed; a smaller one is parsed, so that the refusal says exactly
@@ -12,7 +12,7 @@ use super::{Record, ServiceSlot, ZoneHeader};
 pub const PARSE_BEFORE_REFUSING: usize = 1 << 20;
 
 /// The smallest zone that holds a configuration: the slab pool's own bookkeeping,
-/// the header, a slot per service, and the record twice over (while a new one is
+/// the header, a slot per service (and its long-lived cells), and the record twice over (while a new one is
 /// written, the old one still serves). Computed the way `ngx_slab_init` and
 /// `ngx_slab_alloc` lay out memory, so `nginx -t` can say how much to ask for.
 pub fn required_zone_size(path_len: usize, text_len: usize, services: &[&str], cells: usize) -> usize {
@@ -33,6 +33,7 @@ pub fn required_zone_size(path_len: usize, text_len: usize, services: &[&str], c
     add(size_of::<ZoneHeader>());
     for name in services {
         add(ServiceSlot::size(cells, name.len()));
+        add(size_of::<LongLivedCells>());
     }
     let record = Record::size(services.len(), path_len, text_len);
     add(record);

@@ -1,0 +1,293 @@
+# Long-lived requests follow the split (docs/drain.md, migration.drain): real
+# WebSocket and server-sent-event clients through proxy_pass to two real
+# backends (t/lib/Test/LongLived.pm). When the percentage moves, exactly the
+# misplaced requests are closed, oldest first, at the configured rate; the
+# others stay open; the clients that reconnect land on the side they belong to.
+# Without drain they are counted and never closed.
+use lib 't/lib';
+use Test::MigrationNginx;
+use Test::MigrationHelpers qw(murmur2 write_file status);
+use Test::LongLived;
+use Time::HiRes ();
+
+our @BACKENDS;
+
+# The service: user ids from ?user=, old and new on the block's ports 1 and 2.
+sub yaml {
+    my (%o) = @_;
+    my $percentage = $o{percentage} // 0;
+    my $drain = exists $o{drain} ? $o{drain} : '{rate: 20/s}';
+    my $drain_line = defined $drain ? "      drain: $drain\n" : '';
+    my $text = <<"YAML";
+version: "$percentage"
+services:
+  - name: ws
+    old_host: ws.example
+    old_backend: 127.0.0.1:\$TEST_NGINX_RAND_PORT_1
+    new_host: ws.example
+    new_backend: 127.0.0.1:\$TEST_NGINX_RAND_PORT_2
+    migration:
+      enabled: true
+      strategy: user
+      percentage: $percentage
+      user_key: arg:user
+$drain_line
+YAML
+    $text =~ s{\$(TEST_NGINX_RAND_PORT_(\d))}{Test::MigrationNginx::rand_port($2)}ge if $o{expand};
+    return $text;
+}
+
+# Rewrites the file watch= follows and waits until the status shows it.
+sub publish {
+    my (%o) = @_;
+    write_file(Test::MigrationNginx::html_dir() . '/m.yaml', yaml(%o, expand => 1));
+    my $want = $o{percentage} // 0;
+    my $deadline = Time::HiRes::time() + 5;
+    my $seen = '';
+    until ($seen eq $want || Time::HiRes::time() > $deadline) {
+        Time::HiRes::sleep(0.05);
+        $seen = eval { status()->{version} } // '';
+    }
+    Test::More::is($seen, "$want", "published $want %");
+}
+
+# Whether user $id belongs on new at $percentage (nginx's split_clients rule).
+sub cohort {
+    my ($id, $percentage) = @_;
+    return murmur2($id) < int($percentage * 100 * 0xFFFFFFFF / 10000) ? 'new' : 'old';
+}
+
+sub start_backends {
+    @BACKENDS = (start_backend(port => Test::MigrationNginx::rand_port(1), name => 'old'),
+        start_backend(port => Test::MigrationNginx::rand_port(2), name => 'new'));
+}
+
+sub stop_backends { stop_backend($_) for splice @BACKENDS }
+
+# $n WebSockets, user u0 .. u<n-1> (each one's side is murmur2's).
+sub open_ws {
+    my ($n, $from) = @_;
+    $from //= 0;
+    my @conns = map { ws_connect(Test::MigrationNginx::server_port(), "/ws?user=u$_", host => 'ws.example') } $from .. $from + $n - 1;
+    $conns[$_]{user} = 'u' . ($from + $_) for 0 .. $#conns;
+    return \@conns;
+}
+
+# Watches until $want connections closed (or $seconds passed), then $quiet
+# seconds more to see that no other one closes. Returns how many closed.
+sub closes {
+    my ($conns, $want, $seconds, $quiet) = @_;
+    my $closed = 0;
+    my $deadline = Time::HiRes::time() + $seconds;
+    while ($closed < $want && Time::HiRes::time() < $deadline) {
+        $closed += watch_closes($conns, 0.1);
+    }
+    $closed += watch_closes($conns, $quiet);
+    return $closed;
+}
+
+sub connections { status()->{services}[0]{connections} }
+
+# Polls the status until the service's connections are $want (a worker counts
+# a request when it reads its 101 or its after passes).
+sub connections_are {
+    my ($want, $name) = @_;
+    my $deadline = Time::HiRes::time() + 3;
+    my $got = connections();
+    until (JSON::PP->new->canonical->encode($got) eq JSON::PP->new->canonical->encode($want) || Time::HiRes::time() > $deadline) {
+        Time::HiRes::sleep(0.05);
+        $got = connections();
+    }
+    Test::More::is_deeply($got, $want, $name);
+}
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->set_value(user_files => ">>> m.yaml\n" . main::yaml()) unless defined $block->{user_files};
+    $block->set_value(http_config => "    migration_config \$TEST_NGINX_HTML_DIR/m.yaml watch=100ms;\n")
+        unless defined $block->{http_config};
+    $block->set_value(init => 'main::start_backends()') unless defined $block->{init};
+    $block->set_value(config => <<'CONF') unless defined $block->{config};
+    location /ws {
+        migration on;
+        proxy_pass http://$migration_backend;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        proxy_read_timeout 1h;
+    }
+    location /sse {
+        migration on;
+        proxy_pass http://$migration_backend;
+        proxy_buffering off;
+        proxy_read_timeout 1h;
+    }
+    location = /status { migration_status; }
+CONF
+});
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: 40 WebSockets at 0 %, raised to 50 %: exactly the misplaced ones close, oldest first, at 20/s; their reconnects land on new; a rollback moves them back the same way
+--- timeout: 60
+--- request
+GET /status
+--- check_eval
+my $port = server_port();
+my $conns = main::open_ws(40);
+is(scalar(grep { ($_->{status} // 0) == 101 && ($_->{first_message} // '') eq 'old' } @$conns), 40, '40 WebSockets upgraded, all on old');
+main::connections_are({old => 40, new => 0, misplaced => 0, drained => 0}, 'counted: 40 on old');
+
+my @moving = grep { main::cohort($_->{user}, 50) eq 'new' } @$conns;
+my $k = @moving;
+ok($k >= 12 && $k <= 28, "$k of the 40 belong on new at 50 %");
+my $raised = Time::HiRes::time();
+main::publish(percentage => 50);
+my $closed = main::closes($conns, $k, 10, 1);
+is($closed, $k, "$k closed");
+is(join(' ', sort map { $_->{user} } grep { $_->{closed_at} } @$conns), join(' ', sort map { $_->{user} } @moving),
+    'exactly the ones that belong on new');
+my @at = sort { $a <=> $b } map { $_->{closed_at} } grep { $_->{closed_at} } @$conns;
+my $spread = $at[-1] - $at[0];
+my $paced = ($k - 1) / 20;
+ok($spread >= $paced - 0.15 && $spread <= $paced + 1, sprintf('spread over %.2f s ((k-1)/rate = %.2f s)', $spread, $paced));
+ok($at[0] - $raised < 1.5, sprintf('the first one %.2f s after the edit', $at[0] - $raised));
+main::connections_are({old => 40 - $k, new => 0, misplaced => 0, drained => $k}, 'the rest stay counted on old; drained counts them');
+
+my $metrics = http_request('GET', '/status?format=prometheus')->{body};
+like($metrics, qr/^migration_connections_drained_total\{service="ws",target="old"\} $k$/m, 'Prometheus: drained from old');
+like($metrics, qr/^migration_connections\{service="ws",target="old"\} ${\ (40 - $k)}$/m, 'Prometheus: open on old');
+like($metrics, qr/^migration_connections_misplaced\{service="ws"\} 0$/m, 'Prometheus: none misplaced');
+
+my $back = [map { my $c = ws_connect($port, "/ws?user=$_->{user}", host => 'ws.example'); $c->{user} = $_->{user}; $c } @moving];
+is(scalar(grep { ($_->{first_message} // '') eq 'new' } @$back), $k, 'every reconnect lands on new');
+main::connections_are({old => 40 - $k, new => $k, misplaced => 0, drained => $k}, "$k on new now");
+
+main::publish(percentage => 0);
+my @open = grep { !$_->{closed_at} } @$conns;
+$closed = main::closes([@$back, @open], $k, 10, 1);
+is($closed, $k, "rollback: $k closed");
+is(scalar(grep { $_->{closed_at} } @$back), $k, 'all of them on new');
+is(scalar(grep { $_->{closed_at} } @open), 0, 'none of those on old');
+main::connections_are({old => 40 - $k, new => 0, misplaced => 0, drained => 2 * $k}, 'drained counts both ways');
+like(http_request('GET', '/status?format=prometheus')->{body}, qr/^migration_connections_drained_total\{service="ws",target="new"\} $k$/m, 'Prometheus: drained from new');
+my $again = ws_connect($port, "/ws?user=$moving[0]{user}", host => 'ws.example');
+is($again->{first_message}, 'old', 'a reconnect lands on old again');
+close_all([@$conns, @$back, $again]);
+main::connections_are({old => 0, new => 0, misplaced => 0, drained => 2 * $k}, 'closed by the clients: no longer counted');
+main::stop_backends();
+--- response_body_like: "connections":\{"old":0,"new":0,"misplaced":0,"drained":0\}
+
+
+
+=== TEST 2: server-sent events become long-lived after `after`; a raise to 100 % closes them, a plain request is never counted
+--- user_files eval
+">>> m.yaml\n" . main::yaml(drain => '{rate: 50/s, after: 300ms}')
+--- timeout: 30
+--- request
+GET /status
+--- check_eval
+my $port = server_port();
+my @sse = map { my $c = sse_connect($port, "/sse?user=s$_", host => 'ws.example'); $c->{user} = "s$_"; $c } 1 .. 10;
+is(scalar(grep { ($_->{status} // 0) == 200 } @sse), 10, '10 event streams open');
+ok(Test::LongLived::read_until($sse[0], qr/data: old/, 3), 'streaming from old');
+main::connections_are({old => 10, new => 0, misplaced => 0, drained => 0}, 'long-lived after 300 ms: 10 on old');
+is(http_request('GET', '/ws?user=plain', [Host => 'ws.example'])->{body}, 'old', 'a plain request');
+main::connections_are({old => 10, new => 0, misplaced => 0, drained => 0}, 'is not counted');
+main::publish(percentage => 100);
+is(main::closes(\@sse, 10, 5, 0.3), 10, 'all 10 closed at 100 %');
+my $back = sse_connect($port, '/sse?user=s1', host => 'ws.example');
+ok(Test::LongLived::read_until($back, qr/data: new/, 3), 'the reconnect streams from new');
+close_all([$back]);
+main::stop_backends();
+--- response_body_like: "connections"
+
+
+
+=== TEST 3: without drain, long-lived requests are counted and misplaced, never closed; they leave the counts as they end
+--- user_files eval
+">>> m.yaml\n" . main::yaml(drain => undef)
+--- timeout: 30
+--- request
+GET /status
+--- check_eval
+my $conns = main::open_ws(20);
+main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, 'upgrades counted without drain');
+write_file(html_dir() . '/m.yaml', main::yaml(drain => undef, percentage => 100, expand => 1));
+main::connections_are({old => 20, new => 0, misplaced => 20, drained => 0}, 'all 20 misplaced at 100 %');
+is(watch_closes($conns, 1.5), 0, 'none closed');
+close_all($conns);
+main::connections_are({old => 0, new => 0, misplaced => 0, drained => 0}, 'the clients closed them: the gauges are back to 0');
+main::stop_backends();
+--- response_body_like: "connections"
+
+
+
+=== TEST 4: HTTP/2 (nghttp, two event streams on one connection): the misplaced stream is reset, the other one goes on, and so does the connection
+--- timeout: 40
+--- config
+    http2 on;
+    location /sse {
+        migration on;
+        proxy_pass http://$migration_backend;
+        proxy_buffering off;
+    }
+    location = /status { migration_status; }
+--- request
+GET /status
+--- check_eval
+my $port = server_port();
+my ($moving) = grep { main::cohort($_, 50) eq 'new' } map { "h$_" } 1 .. 50;
+my ($staying) = grep { main::cohort($_, 50) eq 'old' } map { "h$_" } 1 .. 50;
+my $out = servroot() . '/nghttp.out';
+my $pid = fork;
+if (!$pid) {
+    open STDOUT, '>', $out;
+    open STDERR, '>&', \*STDOUT;
+    { exec 'nghttp', '-v', '-H', ':authority: ws.example', "http://127.0.0.1:$port/sse?user=$moving", "http://127.0.0.1:$port/sse?user=$staying" }
+    POSIX::_exit(127);
+}
+main::publish(percentage => 50);
+# The streams become long-lived 5 s (the default after) after they began: then
+# the moved one is decided again, and reset.
+my $deadline = Time::HiRes::time() + 12;
+my $text = '';
+until ($text =~ /recv RST_STREAM frame <[^>]*stream_id=13>/ || Time::HiRes::time() > $deadline) {
+    Time::HiRes::sleep(0.2);
+    $text = do { local (@ARGV, $/) = ($out); <> } // '';
+}
+Time::HiRes::sleep(1.5);
+kill 'TERM', $pid;
+waitpid $pid, 0;
+$text = do { local (@ARGV, $/) = ($out); <> } // '';
+my ($reset_at) = $text =~ /\[\s*([\d.]+)\] recv RST_STREAM frame <[^>]*stream_id=13>/;
+ok(defined $reset_at, "the stream of $moving (13, on old, belongs on new) was reset") or diag($text);
+my @after = grep { $_ > ($reset_at // 1e9) } $text =~ /\[\s*([\d.]+)\] recv DATA frame <[^>]*stream_id=15>/g;
+ok(@after >= 3, scalar(@after) . " events of $staying (15, stays on old) came on the same connection after the reset");
+unlike($text, qr/GOAWAY/, 'the connection was never closed');
+is(status()->{services}[0]{connections}{drained}, 1, 'one drained');
+main::stop_backends();
+--- response_body_like: "connections"
+
+
+
+=== TEST 5: a reload keeps the WebSockets of the retired workers open and counted; their clients are not closed by the reload
+--- master_on
+--- workers: 2
+--- timeout: 30
+--- request
+GET /status
+--- check_eval
+my $conns = main::open_ws(10);
+main::connections_are({old => 10, new => 0, misplaced => 0, drained => 0}, '10 on old');
+reload_nginx();
+is(watch_closes($conns, 1.5), 0, 'none closed by the reload');
+main::connections_are({old => 10, new => 0, misplaced => 0, drained => 0}, 'still counted after it (the zone outlives the reload)');
+my $more = main::open_ws(10, 10);
+main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, 'new workers add theirs');
+close_all([@$conns, @$more]);
+main::connections_are({old => 0, new => 0, misplaced => 0, drained => 0}, 'and both take theirs back as they end');
+main::stop_backends();
+--- response_body_like: "connections"

@@ -226,6 +226,8 @@ main::stop_backends();
 
 
 === TEST 4: HTTP/2 (nghttp, two event streams on one connection): the misplaced stream is reset, the other one goes on, and so does the connection
+--- requires
+configure --with-http_v2_module
 --- timeout: 40
 --- config
     http2 on;

@@ -190,14 +190,36 @@ main::stop_backends();
 GET /status
 --- check_eval
 my $port = server_port();
+my $dir = servroot();
 my @sse = map { my $c = sse_connect($port, "/sse?user=s$_", host => 'ws.example'); $c->{user} = "s$_"; $c } 1 .. 10;
 is(scalar(grep { ($_->{status} // 0) == 200 } @sse), 10, '10 event streams open');
 ok(Test::LongLived::read_until($sse[0], qr/data: old/, 3), 'streaming from old');
-main::connections_are({old => 10, new => 0, misplaced => 0, drained => 0}, 'long-lived after 300 ms: 10 on old');
+# And two real clients: curl -N, as a shell script would follow a stream.
+my @curls = map {
+    my $i = $_;
+    my $pid = fork;
+    if (!$pid) {
+        open STDOUT, '>', "$dir/curl$i.out";
+        open STDERR, '>', "$dir/curl$i.err";
+        { exec 'curl', '-sS', '-N', '--max-time', '20', '-H', 'Host: ws.example', "http://127.0.0.1:$port/sse?user=c$i" }
+        POSIX::_exit(127);
+    }
+    $pid
+} 1 .. 2;
+main::connections_are({old => 12, new => 0, misplaced => 0, drained => 0}, 'long-lived after 300 ms: 12 on old');
 is(http_request('GET', '/ws?user=plain', [Host => 'ws.example'])->{body}, 'old', 'a plain request');
-main::connections_are({old => 10, new => 0, misplaced => 0, drained => 0}, 'is not counted');
+main::connections_are({old => 12, new => 0, misplaced => 0, drained => 0}, 'is not counted');
+my $raised = Time::HiRes::time();
 main::publish(percentage => 100);
 is(main::closes(\@sse, 10, 5, 0.3), 10, 'all 10 closed at 100 %');
+for my $i (1 .. 2) {
+    waitpid $curls[$i - 1], 0;
+    my $code = $? >> 8;
+    my $took = Time::HiRes::time() - $raised;
+    ok($code != 0 && $code != 28 && $took < 5, sprintf("curl -N $i: its stream ended by the drain (exit %d, %.1f s after the raise)", $code, $took));
+    like(do { local (@ARGV, $/) = ("$dir/curl$i.out"); <> } // '', qr/^data: old$/m, "curl -N $i: it had streamed from old");
+}
+main::connections_are({old => 0, new => 0, misplaced => 0, drained => 12}, 'all 12 drained');
 my $back = sse_connect($port, '/sse?user=s1', host => 'ws.example');
 ok(Test::LongLived::read_until($back, qr/data: new/, 3), 'the reconnect streams from new');
 close_all([$back]);

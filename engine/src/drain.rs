@@ -59,6 +59,11 @@ pub struct DrainPace {
     next_us: AtomicU64,
 }
 
+/// How far behind its grid the pace may catch up. A worker's timer fires about
+/// once a millisecond at best, so a rate above 1000/s needs several closes per
+/// firing; after a longer pause the grid starts again, with no burst.
+pub const CATCH_UP_US: u64 = 5_000;
+
 impl DrainPace {
     /// Takes the right to close one request now; else how long to wait.
     pub fn take(&self, now_us: u64, interval_us: u64) -> Result<(), u64> {
@@ -67,7 +72,8 @@ impl DrainPace {
             if next > now_us {
                 return Err(next - now_us);
             }
-            let after = if now_us - next < interval_us { next + interval_us } else { now_us + interval_us };
+            let keeps_grid = now_us - next < interval_us.max(CATCH_UP_US);
+            let after = if keeps_grid { next + interval_us } else { now_us + interval_us };
             match self.next_us.compare_exchange_weak(next, after, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return Ok(()),
                 Err(seen) => next = seen,
@@ -130,5 +136,18 @@ mod tests {
         // After a pause, no burst: one now, the next an interval later.
         assert_eq!(pace.take(9_000_000, 50_000), Ok(()));
         assert_eq!(pace.take(9_000_000, 50_000), Err(50_000));
+    }
+
+    #[test]
+    fn a_fast_rate_catches_up_within_a_timer_firing_but_never_bursts_after_a_pause() {
+        // 10000/s: 100 us apart; a timer that fires 1 ms late closes the ten due.
+        let pace = DrainPace::default();
+        assert_eq!(pace.take(1_000_000, 100), Ok(()));
+        let due = (0..20).filter(|_| pace.take(1_001_000, 100).is_ok()).count();
+        assert_eq!(due, 10, "the ten due by 1.001 s (1.0001 .. 1.001)");
+        assert_eq!(pace.take(1_001_000, 100), Err(100));
+        // Idle for a second: the grid starts again, one close, no catching up.
+        assert_eq!(pace.take(2_001_000, 100), Ok(()));
+        assert_eq!(pace.take(2_001_000, 100), Err(100));
     }
 }

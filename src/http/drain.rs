@@ -46,6 +46,9 @@ struct Entry {
     /// upgrade makes it so: its service has no `drain`).
     after_ms: u64,
     long_lived: bool,
+    /// It became long-lived by an upgrade since the last look: decided again at
+    /// the next, in case the sides moved between its decision and its 101.
+    fresh: bool,
     /// It is misplaced now (counted in the zone while long-lived).
     misplaced: bool,
 }
@@ -101,6 +104,7 @@ pub fn upgraded(r: &mut ngx_http_request_t, d: &RequestDecision) {
         match list.entries.get_mut(index as usize) {
             Some(Some(e)) if !e.long_lived => {
                 e.long_lived = true;
+                e.fresh = true;
                 true
             }
             _ => false,
@@ -114,7 +118,7 @@ pub fn upgraded(r: &mut ngx_http_request_t, d: &RequestDecision) {
 fn insert(r: &mut ngx_http_request_t, d: &RequestDecision, after_ms: u64, long_lived: bool) {
     // SAFETY: nginx's cached clock, updated by this process's event loop.
     let now = unsafe { ngx_current_msec } as u64;
-    let entry = Entry { r, decision: d, since_ms: now, after_ms, long_lived, misplaced: false };
+    let entry = Entry { r, decision: d, since_ms: now, after_ms, long_lived, fresh: long_lived, misplaced: false };
     let index = LIST.with(|list| {
         let mut list = list.borrow_mut();
         match list.free.pop() {
@@ -254,7 +258,8 @@ fn pass() -> Option<u64> {
             if ended(r) {
                 continue;
             }
-            if !e.long_lived || !(moved || promote) {
+            let fresh = core::mem::take(&mut e.fresh);
+            if !e.long_lived || !(moved || promote || fresh) {
                 if e.misplaced && drains(&live, d) {
                     victims.push((e.since_ms, index as u32, e.r, e.decision));
                 }

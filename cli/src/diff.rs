@@ -226,6 +226,7 @@ fn field_changes(a: &Service, b: &Service) -> Vec<String> {
     check("migration.user_key", key_text(&a.migration.user_key), key_text(&b.migration.user_key));
     check("migration.hash_salt", format!("{:?}", a.migration.hash_salt), format!("{:?}", b.migration.hash_salt));
     check("migration.sticky", sticky_text(a.migration.sticky.as_ref()), sticky_text(b.migration.sticky.as_ref()));
+    check("migration.drain", drain_text(a.migration.drain.as_ref()), drain_text(b.migration.drain.as_ref()));
     match (&a.migration.ramp, &b.migration.ramp) {
         (Some(x), Some(y)) => {
             check("migration.ramp.steps", steps_text(x), steps_text(y));
@@ -261,6 +262,12 @@ fn sticky_text(s: Option<&migration_engine::config::sticky::Sticky>) -> String {
         s.same_site.as_str(),
         s.http_only
     )
+}
+
+/// `drain` as the YAML writes it: what happens to long-lived connections on a change.
+fn drain_text(d: Option<&migration_engine::config::drain::Drain>) -> String {
+    let Some(d) = d else { return "none".to_owned() };
+    format!("rate {}, after {}", d.rate_text(), duration_text(d.after_ms))
 }
 
 fn steps_text(r: &Ramp) -> String {

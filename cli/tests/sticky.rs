@@ -273,3 +273,14 @@ fn diff_reports_a_changed_sticky() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("domain none, ") && text.contains("domain example.com, "), "{text}");
 }
+
+#[test]
+fn diff_reports_a_changed_drain() {
+    let a = tmp("diff-drain-a.yaml", config(30, true).as_bytes());
+    let with =
+        config(30, true).replace("      sticky: {}\n", "      sticky: {}\n      drain: {rate: 30/m, after: 1500ms}\n");
+    let b = tmp("diff-drain-b.yaml", with.as_bytes());
+    let out = bin().arg("diff").arg(&a).arg(&b).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("migration.drain: none -> rate 30/m, after 1500ms"), "{text}");
+}

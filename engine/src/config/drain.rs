@@ -17,8 +17,25 @@ use super::{validated_mapping, Validate};
 pub struct Drain {
     /// Microseconds between two closes, in one nginx instance (`rate`).
     pub interval_us: u64,
+    /// `rate` as written: so many per second, or per minute.
+    pub rate: (u32, RateUnit),
     /// A response still streaming this long after the decision is long-lived.
     pub after_ms: u64,
+}
+
+/// The unit of `drain.rate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateUnit {
+    PerSecond,
+    PerMinute,
+}
+
+impl Drain {
+    /// `rate` as the YAML writes it (`20/s`, `30/m`).
+    pub fn rate_text(&self) -> String {
+        let (n, unit) = self.rate;
+        format!("{n}/{}", if unit == RateUnit::PerSecond { "s" } else { "m" })
+    }
 }
 
 #[derive(Deserialize)]
@@ -36,29 +53,29 @@ impl Validate for Drain {
             // never a default that might close thousands of sockets at once.
             return Err("missing field `rate` (how many misplaced connections to close per second, e.g. 20/s)".into());
         };
-        Ok(Drain { interval_us: rate.0, after_ms: r.after.map_or(5_000, |a| a.0) })
+        Ok(Drain { interval_us: rate.0, rate: (rate.1, rate.2), after_ms: r.after.map_or(5_000, |a| a.0) })
     }
 }
 validated_mapping!(Drain);
 
 /// `drain.rate`: `N/s` or `N/m`, from 1/m to 10000/s; kept as the time between
 /// two closes.
-struct Rate(u64);
+struct Rate(u64, u32, RateUnit);
 
 impl Rate {
     fn parse(s: &str) -> Result<Self, String> {
         let bad = || format!("must be a rate such as 20/s or 30/m, got {s:?}");
         let (number, unit) = s.split_once('/').ok_or_else(bad)?;
         let n: u64 = number.trim().parse().map_err(|_| bad())?;
-        let per_us: u64 = match unit.trim() {
-            "s" => 1_000_000,
-            "m" => 60_000_000,
+        let (per_us, unit): (u64, _) = match unit.trim() {
+            "s" => (1_000_000, RateUnit::PerSecond),
+            "m" => (60_000_000, RateUnit::PerMinute),
             _ => return Err(bad()),
         };
         if n == 0 || (per_us == 1_000_000 && n > 10_000) || (per_us == 60_000_000 && n > 600_000) {
             return Err(format!("must be from 1/m to 10000/s, got {s:?}"));
         }
-        Ok(Rate(per_us / n))
+        Ok(Rate(per_us / n, n as u32, unit))
     }
 }
 

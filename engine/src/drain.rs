@@ -70,9 +70,26 @@ impl DrainPace {
         let mut next = self.next_us.load(Ordering::Relaxed);
         loop {
             if next > now_us {
-                return Err(next - now_us);
+                if next - now_us <= interval_us {
+                    return Err(next - now_us);
+                }
+                // Due later than the rate allows: the rate was raised since the
+                // last close (30/m to 20/s, say). The new rate holds from now.
+                match self.next_us.compare_exchange_weak(
+                    next,
+                    now_us + interval_us,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Err(interval_us),
+                    Err(seen) => {
+                        next = seen;
+                        continue;
+                    }
+                }
             }
-            let keeps_grid = now_us - next < interval_us.max(CATCH_UP_US);
+            // Never closed before (zero): the grid starts now.
+            let keeps_grid = next != 0 && now_us - next < interval_us.max(CATCH_UP_US);
             let after = if keeps_grid { next + interval_us } else { now_us + interval_us };
             match self.next_us.compare_exchange_weak(next, after, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return Ok(()),
@@ -136,6 +153,17 @@ mod tests {
         // After a pause, no burst: one now, the next an interval later.
         assert_eq!(pace.take(9_000_000, 50_000), Ok(()));
         assert_eq!(pace.take(9_000_000, 50_000), Err(50_000));
+    }
+
+    #[test]
+    fn a_raised_rate_holds_at_once() {
+        let pace = DrainPace::default();
+        assert_eq!(pace.take(1_000_000, 60_000_000), Ok(()), "1/m: the next in a minute");
+        assert_eq!(pace.take(2_000_000, 60_000_000), Err(59_000_000));
+        // Raised to 20/s: the next within 50 ms, not 59 s later.
+        assert_eq!(pace.take(2_000_000, 50_000), Err(50_000));
+        assert_eq!(pace.take(2_050_000, 50_000), Ok(()));
+        assert_eq!(pace.take(2_050_000, 50_000), Err(50_000));
     }
 
     #[test]

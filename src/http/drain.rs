@@ -18,6 +18,7 @@ use core::cell::RefCell;
 use core::hash::{Hash, Hasher};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Arc;
 
 use migration_engine::Target;
 use ngx::ffi::{
@@ -59,7 +60,36 @@ struct List {
     free: Vec<u32>,
     /// What decided the sides when they were last looked at (see `world`).
     world: u64,
+    /// A walk over the entries in progress, split into slices.
+    walk: Option<Walk>,
+    /// When the last walk began (nginx's milliseconds).
+    walked_ms: u64,
+    /// The misplaced long-lived requests of services with `drain`, oldest
+    /// first, as the last walk found them: what the timer closes between walks
+    /// (each checked again before it is closed).
+    pending: Vec<u32>,
 }
+
+/// One walk over the list: where the next slice starts, and what it found so far.
+struct Walk {
+    next: usize,
+    /// The sides moved since the previous walk: every long-lived request is
+    /// decided again.
+    moved: bool,
+    decided: usize,
+    newly_misplaced: usize,
+    slices: u32,
+    /// Event-loop time of its slices, in all and the longest.
+    spent_us: u128,
+    longest_us: u128,
+    /// (since_ms, index) of the misplaced requests of services with `drain`.
+    victims: Vec<(u64, u32)>,
+}
+
+/// At most this many requests are decided again in one slice of a walk (about
+/// 1 ms of the event loop; 0.3 us each, measured in bench/drain-scale.sh);
+/// the next slice follows a millisecond later.
+const SLICE: usize = 4096;
 
 thread_local! {
     // A worker's event loop is one thread; the compile thread never comes here.
@@ -226,72 +256,118 @@ fn world(live: &LiveConfig) -> u64 {
     h.finish()
 }
 
-/// One look: promotes the requests open past `after`, decides the long-lived
-/// ones again when what decides the sides moved, and closes the misplaced ones
-/// the pace allows. Returns when to look again (None: the list is empty).
+/// One firing of the worker's timer: a slice of a walk when one is due or
+/// under way (every [`TICK_MS`]), else the closes the pace allows now. Returns
+/// when to look again (None: the list is empty).
 fn pass() -> Option<u64> {
     let live = crate::state::live::current()?;
     // SAFETY: nginx's cached clock, updated by this process's event loop.
     let now = unsafe { ngx_current_msec } as u64;
-    let world = world(&live);
-    // Decided again here, counted after the list is let go.
-    let mut changes: Vec<(*const RequestDecision, Change)> = Vec::new();
-    let mut victims: Vec<(u64, u32, *mut ngx_http_request_t, *const RequestDecision)> = Vec::new();
+    let walking = LIST.with(|list| {
+        let list = list.borrow();
+        list.walk.is_some() || now.saturating_sub(list.walked_ms) >= TICK_MS || list.pending.is_empty()
+    });
+    if walking {
+        match walk_slice(&live, now) {
+            Slice::Empty => return None,
+            Slice::More => return Some(1),
+            Slice::Done => {}
+        }
+    }
+    let wait = close_pending(&live);
+    let to_walk = LIST.with(|list| (list.borrow().walked_ms + TICK_MS).saturating_sub(now));
+    Some(wait.min(to_walk).max(1))
+}
+
+enum Slice {
+    /// No request is listed.
+    Empty,
+    /// The walk goes on at the next firing.
+    More,
+    /// The walk is over; `pending` holds what it found.
+    Done,
+}
+
+/// One slice of a walk: promotes the requests open past `after`, decides the
+/// long-lived ones again when the sides moved (at most [`SLICE`] of them), and
+/// notes the misplaced ones of services with `drain`.
+fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
     let started = std::time::Instant::now();
-    let mut decided = 0usize;
-    let mut moved = false;
-    let (empty, held_bytes) = LIST.with(|list| {
+    // Read when a walk begins (every service's cells: not again for each slice).
+    let world = if LIST.with(|list| list.borrow().walk.is_none()) { world(live) } else { 0 };
+    // Counted in the zone after the list is let go.
+    let mut changes: Vec<(*const RequestDecision, Change)> = Vec::new();
+    let mut finished = None;
+    let empty = LIST.with(|list| {
         let mut list = list.borrow_mut();
-        moved = list.world != world;
-        list.world = world;
-        for (index, slot) in list.entries.iter_mut().enumerate() {
-            let Some(e) = slot else { continue };
+        let list = &mut *list;
+        if list.entries.len() == list.free.len() {
+            list.walk = None;
+            list.pending.clear();
+            return true;
+        }
+        let walk = list.walk.get_or_insert_with(|| {
+            list.walked_ms = now;
+            let moved = list.world != world;
+            list.world = world;
+            Walk {
+                next: 0,
+                moved,
+                decided: 0,
+                newly_misplaced: 0,
+                slices: 0,
+                spent_us: 0,
+                longest_us: 0,
+                victims: Vec::new(),
+            }
+        });
+        let mut decided_here = 0;
+        while walk.next < list.entries.len() && decided_here < SLICE {
+            let index = walk.next;
+            walk.next += 1;
+            let Some(e) = &mut list.entries[index] else { continue };
             // SAFETY: a listed request is live: its pool's cleanup takes it out.
             let d = unsafe { &*e.decision };
             // SAFETY: as above.
             let r = unsafe { &mut *e.r };
-            let promote = !e.long_lived && now.saturating_sub(e.since_ms) >= e.after_ms && !ended(r);
+            if ended(r) {
+                continue;
+            }
+            let promote = !e.long_lived && now.saturating_sub(e.since_ms) >= e.after_ms;
             if promote {
                 e.long_lived = true;
                 changes.push((d, Change::LongLived));
             }
-            if ended(r) {
-                continue;
-            }
             let fresh = core::mem::take(&mut e.fresh);
-            if !e.long_lived || !(moved || promote || fresh) {
-                if e.misplaced && drains(&live, d) {
-                    victims.push((e.since_ms, index as u32, e.r, e.decision));
+            if e.long_lived && (walk.moved || promote || fresh) {
+                decided_here += 1;
+                let misplaced = belongs(live, r, d).is_some_and(|t| Some(t) != d.decision.target);
+                if misplaced != e.misplaced {
+                    e.misplaced = misplaced;
+                    walk.newly_misplaced += usize::from(misplaced);
+                    changes.push((d, if misplaced { Change::Misplaced } else { Change::Placed }));
                 }
-                continue;
             }
-            decided += 1;
-            let misplaced = belongs(&live, r, d).is_some_and(|t| Some(t) != d.decision.target);
-            if misplaced != e.misplaced {
-                e.misplaced = misplaced;
-                changes.push((d, if misplaced { Change::Misplaced } else { Change::Placed }));
-            }
-            if misplaced && drains(&live, d) {
-                victims.push((e.since_ms, index as u32, e.r, e.decision));
+            if e.long_lived && e.misplaced && drains(live, d) {
+                walk.victims.push((e.since_ms, index as u32));
             }
         }
-        let held = list.entries.capacity() * core::mem::size_of::<Option<Entry>>() + list.free.capacity() * 4;
-        (list.entries.len() == list.free.len(), held)
+        walk.decided += decided_here;
+        walk.slices += 1;
+        let spent = started.elapsed().as_micros();
+        walk.spent_us += spent;
+        walk.longest_us = walk.longest_us.max(spent);
+        if walk.next >= list.entries.len() {
+            let mut walk = list.walk.take().expect("a walk under way");
+            walk.victims.sort_unstable();
+            list.pending = walk.victims.iter().map(|&(_, index)| index).collect();
+            let held = list.entries.capacity() * core::mem::size_of::<Option<Entry>>()
+                + list.free.capacity() * 4
+                + list.pending.capacity() * 4;
+            finished = Some((walk, held));
+        }
+        false
     });
-    if moved && decided > 0 {
-        let misplaced = changes.iter().filter(|(_, c)| matches!(c, Change::Misplaced)).count();
-        // SAFETY: ngx_cycle is the running cycle; its log lives as long as it.
-        let log = unsafe { (*ngx_cycle).log };
-        ngx_log_error!(
-            NGX_LOG_INFO,
-            log,
-            "migration: {} long-lived requests decided again in {} us ({} newly misplaced; list {} bytes)",
-            decided,
-            started.elapsed().as_micros(),
-            misplaced,
-            held_bytes
-        );
-    }
     for (d, change) in changes {
         // SAFETY: the requests are still listed: nothing ended them since.
         let d = unsafe { &*d };
@@ -308,10 +384,26 @@ fn pass() -> Option<u64> {
         }
     }
     if empty {
-        return None;
+        return Slice::Empty;
     }
-    victims.sort_unstable_by_key(|v| (v.0, v.1));
-    Some(close(&live, victims).min(TICK_MS))
+    let Some((walk, held_bytes)) = finished else { return Slice::More };
+    if walk.moved && walk.decided > 0 {
+        // SAFETY: ngx_cycle is the running cycle; its log lives as long as it.
+        let log = unsafe { (*ngx_cycle).log };
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            log,
+            "migration: {} long-lived requests decided again in {} us, {} slice(s), the longest {} us \
+             ({} newly misplaced; list {} bytes)",
+            walk.decided,
+            walk.spent_us,
+            walk.slices,
+            walk.longest_us,
+            walk.newly_misplaced,
+            held_bytes
+        );
+    }
+    Slice::Done
 }
 
 enum Change {
@@ -359,66 +451,90 @@ fn belongs(live: &LiveConfig, r: &mut ngx_http_request_t, d: &RequestDecision) -
     )
 }
 
-/// Closes the misplaced requests `victims` (oldest first) that the services'
+/// Closes the pending misplaced requests (oldest first) that the services'
 /// paces allow now; returns when the next one may go (ms; TICK_MS if none waits).
-fn close(live: &LiveConfig, victims: Vec<(u64, u32, *mut ngx_http_request_t, *const RequestDecision)>) -> u64 {
+fn close_pending(live: &LiveConfig) -> u64 {
     // SAFETY: nginx's cached clock, updated by this process's event loop.
     let now_us = unsafe { ngx_current_msec } as u64 * 1000;
     let mut wait_ms = TICK_MS;
-    let mut closed = 0usize;
-    for (_, index, r, d) in victims {
-        // Still listed: closing an earlier one ended nothing else, but be sure.
-        let listed = LIST.with(|list| {
-            list.borrow().entries.get(index as usize).is_some_and(|e| e.as_ref().is_some_and(|e| e.r == r))
+    // Services whose pace said "not yet" in this firing: their later requests wait too.
+    let mut held: Vec<usize> = Vec::new();
+    let mut position = 0;
+    loop {
+        // Each one looked up again: closing one ends requests (and may free
+        // entries) that the list then no longer holds.
+        let next = LIST.with(|list| {
+            let list = list.borrow();
+            loop {
+                let &index = list.pending.get(position)?;
+                position += 1;
+                let Some(Some(e)) = list.entries.get(index as usize) else { continue };
+                // SAFETY: a listed request is live: its pool's cleanup takes it out.
+                if !e.long_lived || !e.misplaced || ended(unsafe { &*e.r }) {
+                    continue;
+                }
+                return Some((e.r, e.decision));
+            }
         });
-        if !listed {
-            continue;
-        }
+        let Some((r, d)) = next else { break };
         // SAFETY: listed, so live.
         let d = unsafe { &*d };
         let Some((now, slot)) = d.live_slot() else { continue };
+        if held.contains(&slot) || !drains(live, d) {
+            continue;
+        }
         let Some(drain) = now.config.services[slot].drain else { continue };
         let Some(target) = d.decision.target else { continue };
         // SAFETY: listed, so live; its main request lives as long as it.
         let busy = unsafe { (*(*r).main).blocked() != 0 || (*(*r).main).count() >= 0xfffe };
         if busy {
-            // A thread or aio holds it: looked at again at the next tick.
+            // A thread or aio holds it: looked at again at the next firing.
             continue;
         }
         let Some(cells) = now.slots[slot].long_lived() else { continue };
         match cells.pace.take(now_us, drain.interval_us) {
             Ok(()) => {
                 cells.count_drained(target);
-                closed += 1;
-                // SAFETY: `r` is a live request of this worker, not inside any
-                // of its own handlers now (a timer runs between events). It is
-                // ended as nginx ends a request whose client is gone
-                // (terminate: its cleanups, the upstream's among them, then
-                // close), an HTTP/1 connection closed, an HTTP/2 stream reset.
-                // The reference taken first keeps the request alive through the
-                // upstream's cleanup, which finalizes it too (with NGX_DONE: a
-                // keepalive or a close that would free it under terminate); the
-                // terminate handler sets the count to 1 and closes it. Its
-                // pool's cleanup takes it out of the list.
-                unsafe {
-                    let c = (*r).connection;
-                    let main = (*r).main;
-                    ngx_log_error!(
-                        NGX_LOG_INFO,
-                        (*c).log,
-                        "migration: service \"{}\": closing a long-lived request on {} that belongs on {} now (drain)",
-                        now.config.services[slot].name,
-                        target.as_str(),
-                        target.other().as_str()
-                    );
-                    (*main).set_count((*main).count() + 1);
-                    ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t);
-                    ngx_http_run_posted_requests(c);
-                }
+                terminate(r, &now.config.services[slot].name, target);
             }
-            Err(wait_us) => wait_ms = wait_ms.min(wait_us.div_ceil(1000)),
+            Err(wait_us) => {
+                held.push(slot);
+                wait_ms = wait_ms.min(wait_us.div_ceil(1000));
+            }
         }
     }
-    let _ = (live, closed);
+    LIST.with(|list| {
+        let mut list = list.borrow_mut();
+        let list = &mut *list;
+        let entries = &list.entries;
+        list.pending.retain(|&i| entries.get(i as usize).is_some_and(|e| e.as_ref().is_some_and(|e| e.misplaced)));
+    });
     wait_ms
+}
+
+/// Ends a misplaced long-lived request as nginx ends one whose client is gone.
+fn terminate(r: *mut ngx_http_request_t, service: &str, target: Target) {
+    // SAFETY: `r` is a live request of this worker, not inside any of its own
+    // handlers now (a timer runs between events). It is ended as nginx ends a
+    // request whose client is gone (terminate: its cleanups, the upstream's
+    // among them, then close): an HTTP/1 connection closed, an HTTP/2 stream
+    // reset. The reference taken first keeps the request alive through the
+    // upstream's cleanup, which finalizes it too (with NGX_DONE: a keepalive or
+    // a close that would free it under terminate); the terminate handler sets
+    // the count to 1 and closes it. Its pool's cleanup takes it out of the list.
+    unsafe {
+        let c = (*r).connection;
+        let main = (*r).main;
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            (*c).log,
+            "migration: service \"{}\": closing a long-lived request on {} that belongs on {} now (drain)",
+            service,
+            target.as_str(),
+            target.other().as_str()
+        );
+        (*main).set_count((*main).count() + 1);
+        ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t);
+        ngx_http_run_posted_requests(c);
+    }
 }

@@ -85,8 +85,8 @@ test-stress:
 # reloads and watch= changes under a load with 30 % hostile requests; then a
 # gated ramp whose outcome forced and abandoned requests must not change.
 stress: build
-	/usr/bin/python3 bench/stress.py --reloads 50 --watch 200ms --pause 0.5
-	/usr/bin/python3 bench/stress.py --seconds 60 --watch 300ms --pause 0.7 --hostile 0.3
+	/usr/bin/python3 bench/stress.py --reloads 50 --watch 200ms --pause 0.5 --websockets 40
+	/usr/bin/python3 bench/stress.py --seconds 60 --watch 300ms --pause 0.7 --hostile 0.3 --websockets 40
 	/usr/bin/python3 bench/ramp_attack.py
 
 # The nginx addon files (config, config.make), as the Dockerfile's build stage uses them,

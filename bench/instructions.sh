@@ -11,6 +11,11 @@
 # `bench/instructions.sh sticky` measures what `sticky` costs a request that
 # carries its cookie: the same service with `user_key: cookie:mig_uid`, without
 # and with `sticky: {}`, requests carrying `Cookie: ...; mig_uid=user-42`.
+#
+# `bench/instructions.sh drain` measures what `drain` costs a short request: the
+# service without and with `drain: {rate: 20/s}` (each request is listed by its
+# worker and taken out as it ends; the worker's 100 ms timer runs while any is
+# listed, and its firings during the run count too).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 nginx=${TEST_NGINX_BINARY:-$root/target/nginx/sbin/nginx}
@@ -88,6 +93,14 @@ if [ "${1:-}" = sticky ]; then
     write_conf "$work/cookie.yaml"; without=$(per_request /module)
     write_conf "$work/sticky.yaml"; with=$(per_request /module)
     echo "instructions per request carrying the cookie (callgrind, ${HEADERS:-9} request headers): user_key cookie without sticky: $without; with sticky: $with (+$((with - without)))"
+    exit 0
+fi
+if [ "${1:-}" = drain ]; then
+    sed 's/^      percentage: 20$/&\n      drain: {rate: 20\/s}/' "$root/bench/instructions.yaml" >"$work/drain.yaml"
+    grep -q 'drain: {rate: 20/s}' "$work/drain.yaml" || { echo "instructions.sh: the drain YAML was not made" >&2; exit 1; }
+    write_conf "$root/bench/instructions.yaml"; without=$(per_request /module)
+    write_conf "$work/drain.yaml"; with=$(per_request /module)
+    echo "instructions per request (callgrind, ${HEADERS:-9} request headers): without drain: $without; with drain: $with (+$((with - without)))"
     exit 0
 fi
 write_conf "$root/bench/instructions.yaml"

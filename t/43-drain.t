@@ -9,6 +9,7 @@ use Test::MigrationNginx;
 use Test::MigrationHelpers qw(murmur2 write_file status);
 use Test::LongLived;
 use Time::HiRes ();
+use IO::Socket::INET;
 
 our @BACKENDS;
 
@@ -122,6 +123,10 @@ add_block_preprocessor(sub {
         proxy_buffering off;
         proxy_read_timeout 1h;
     }
+    location /slow {
+        migration on;
+        proxy_pass http://$migration_backend;
+    }
     location = /status { migration_status; }
 CONF
 });
@@ -155,6 +160,8 @@ my $paced = ($k - 1) / 20;
 ok($spread >= $paced - 0.15 && $spread <= $paced + 1, sprintf('spread over %.2f s ((k-1)/rate = %.2f s)', $spread, $paced));
 ok($at[0] - $raised < 1.5, sprintf('the first one %.2f s after the edit', $at[0] - $raised));
 main::connections_are({old => 40 - $k, new => 0, misplaced => 0, drained => $k}, 'the rest stay counted on old; drained counts them');
+my $responses = status()->{services}[0]{responses}{old};
+is("$responses->{aborted} $responses->{'1xx'} $responses->{failed}", "$k 0 0", 'the drained ones ended as aborted (the module ended them, not old): no 1xx, no failure');
 
 my $metrics = http_request('GET', '/status?format=prometheus')->{body};
 like($metrics, qr/^migration_connections_drained_total\{service="ws",target="old"\} $k$/m, 'Prometheus: drained from old');
@@ -210,7 +217,7 @@ main::connections_are({old => 12, new => 0, misplaced => 0, drained => 0}, 'long
 is(http_request('GET', '/ws?user=plain', [Host => 'ws.example'])->{body}, 'old', 'a plain request');
 main::connections_are({old => 12, new => 0, misplaced => 0, drained => 0}, 'is not counted');
 my $raised = Time::HiRes::time();
-main::publish(percentage => 100);
+main::publish(percentage => 100, drain => '{rate: 50/s, after: 300ms}');
 is(main::closes(\@sse, 10, 5, 0.3), 10, 'all 10 closed at 100 %');
 for my $i (1 .. 2) {
     waitpid $curls[$i - 1], 0;
@@ -223,6 +230,14 @@ main::connections_are({old => 0, new => 0, misplaced => 0, drained => 12}, 'all 
 my $back = sse_connect($port, '/sse?user=s1', host => 'ws.example');
 ok(Test::LongLived::read_until($back, qr/data: new/, 3), 'the reconnect streams from new');
 close_all([$back]);
+# A request whose upstream has not answered yet is no stream, however long it
+# waits: the edit back to 0 % during its 1.5 s leaves it alone.
+my $slow = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 5) or die "connect: $!";
+print $slow "GET /slow?user=s1 HTTP/1.0\r\nHost: ws.example\r\n\r\n";
+main::publish(percentage => 0, drain => '{rate: 50/s, after: 300ms}');
+my $answer = do { local $/; <$slow> } // '';
+like($answer, qr{^HTTP/1\.1 200 .*\r\n\r\nnew\z}s, 'a slow answer (1.5 s, past after) decided new is answered, not closed');
+is(status()->{services}[0]{connections}{drained}, 12, 'nothing more drained');
 main::stop_backends();
 --- response_body_like: "connections"
 

@@ -63,6 +63,9 @@ pub struct RequestDecision {
     /// Where the request is in its worker's list of long-lived requests
     /// (`http::drain`), or [`crate::http::drain::UNTRACKED`].
     pub(crate) tracked: Cell<u32>,
+    /// `drain` closed it (a misplaced long-lived request): its end is the
+    /// module's doing, not a cluster's (see the log phase).
+    pub(crate) drained: Cell<bool>,
 }
 
 /// Set while our access handler runs: a decision made then is not early.
@@ -221,6 +224,7 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
                 cookie_sent: Cell::new(false),
                 drawn: Cell::new(drawn),
                 tracked: Cell::new(crate::http::drain::UNTRACKED),
+                drained: Cell::new(false),
             },
         );
         (*cln).handler = Some(drop_request_decision);

@@ -1,6 +1,6 @@
 //! Long-lived requests follow the split (docs/drain.md). A routed request is
 //! long-lived when its response upgraded the connection (101: a WebSocket) or,
-//! for a service with `drain`, when it is still open `drain.after` after its
+//! for a service with `drain`, when its response is still streaming `drain.after` after its
 //! decision (server-sent events, gRPC streams, long polling). Each worker keeps
 //! its own in a list; its timer looks, every [`TICK_MS`], whether what decides
 //! their side moved (the configuration, a percentage in force, a breaker), and
@@ -22,8 +22,9 @@ use std::sync::Arc;
 
 use migration_engine::Target;
 use ngx::ffi::{
-    ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_event_t, ngx_exiting, ngx_http_finalize_request,
-    ngx_http_request_t, ngx_http_run_posted_requests, ngx_int_t, ngx_quit, ngx_terminate, NGX_ERROR, NGX_LOG_INFO,
+    ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_event_t, ngx_exiting, ngx_http_core_loc_conf_t,
+    ngx_http_core_module, ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests, ngx_int_t,
+    ngx_quit, ngx_terminate, NGX_ERROR, NGX_LOG_INFO,
 };
 use ngx::ngx_log_error;
 
@@ -52,6 +53,9 @@ struct Entry {
     fresh: bool,
     /// It is misplaced now (counted in the zone while long-lived).
     misplaced: bool,
+    /// Closed by the drain, and not gone yet (an HTTP/2 stream whose reset
+    /// waits for its queued frames): never closed, or counted, twice.
+    closing: bool,
 }
 
 #[derive(Default)]
@@ -100,7 +104,7 @@ thread_local! {
 static EVENT: AtomicPtr<ngx_event_t> = AtomicPtr::new(ptr::null_mut());
 
 /// Keeps a routed request of a service with `drain` (called once, when it is
-/// counted): it becomes long-lived if it is still open after `drain.after`.
+/// counted): it becomes long-lived if its response is still streaming after `drain.after`.
 pub fn track(r: &mut ngx_http_request_t, d: &RequestDecision) {
     let Some(service) = d.decision.service.and_then(|i| d.published.config.services.get(i as usize)) else {
         return;
@@ -148,7 +152,16 @@ pub fn upgraded(r: &mut ngx_http_request_t, d: &RequestDecision) {
 fn insert(r: &mut ngx_http_request_t, d: &RequestDecision, after_ms: u64, long_lived: bool) {
     // SAFETY: nginx's cached clock, updated by this process's event loop.
     let now = unsafe { ngx_current_msec } as u64;
-    let entry = Entry { r, decision: d, since_ms: now, after_ms, long_lived, fresh: long_lived, misplaced: false };
+    let entry = Entry {
+        r,
+        decision: d,
+        since_ms: now,
+        after_ms,
+        long_lived,
+        fresh: long_lived,
+        misplaced: false,
+        closing: false,
+    };
     let index = LIST.with(|list| {
         let mut list = list.borrow_mut();
         match list.free.pop() {
@@ -219,6 +232,9 @@ fn arm(delay_ms: u64) {
         unsafe {
             (*ev).handler = Some(tick);
             (*ev).log = (*ngx_cycle).log;
+            // nginx's debug log names a timer by its data's fd, as for its own
+            // shutdown event.
+            (*ev).data = ngx_cycle as *mut core::ffi::c_void;
             // A worker that shuts down does not wait for it.
             (*ev).set_cancelable(1);
         }
@@ -237,7 +253,8 @@ unsafe extern "C" fn tick(_ev: *mut ngx_event_t) {
     if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
         return;
     }
-    let mut next = None;
+    // A panic (logged by the guard) must not stop the timer for good.
+    let mut next = Some(TICK_MS);
     crate::guard::quiet("the drain timer", || next = pass());
     if let Some(delay) = next {
         arm(delay);
@@ -330,10 +347,12 @@ fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
             let d = unsafe { &*e.decision };
             // SAFETY: as above.
             let r = unsafe { &mut *e.r };
-            if ended(r) {
+            if e.closing || ended(r) {
                 continue;
             }
-            let promote = !e.long_lived && now.saturating_sub(e.since_ms) >= e.after_ms;
+            // Still streaming: its response began (a request still waiting for
+            // its upstream's answer is a slow one, not a stream).
+            let promote = !e.long_lived && r.header_sent() != 0 && now.saturating_sub(e.since_ms) >= e.after_ms;
             if promote {
                 e.long_lived = true;
                 changes.push((d, Change::LongLived));
@@ -470,13 +489,13 @@ fn close_pending(live: &LiveConfig) -> u64 {
                 position += 1;
                 let Some(Some(e)) = list.entries.get(index as usize) else { continue };
                 // SAFETY: a listed request is live: its pool's cleanup takes it out.
-                if !e.long_lived || !e.misplaced || ended(unsafe { &*e.r }) {
+                if !e.long_lived || !e.misplaced || e.closing || ended(unsafe { &*e.r }) {
                     continue;
                 }
-                return Some((e.r, e.decision));
+                return Some((index, e.r, e.decision));
             }
         });
-        let Some((r, d)) = next else { break };
+        let Some((index, r, d)) = next else { break };
         // SAFETY: listed, so live.
         let d = unsafe { &*d };
         let Some((now, slot)) = d.live_slot() else { continue };
@@ -487,14 +506,22 @@ fn close_pending(live: &LiveConfig) -> u64 {
         let Some(target) = d.decision.target else { continue };
         // SAFETY: listed, so live; its main request lives as long as it.
         let busy = unsafe { (*(*r).main).blocked() != 0 || (*(*r).main).count() >= 0xfffe };
-        if busy {
-            // A thread or aio holds it: looked at again at the next firing.
+        if busy || has_post_action(r) {
+            // A thread or aio holds it: looked at again at the next firing. A
+            // `post_action` would take the request over instead of ending it:
+            // such a location's requests are counted, never closed.
             continue;
         }
         let Some(cells) = now.slots[slot].long_lived() else { continue };
         match cells.pace.take(now_us, drain.interval_us) {
             Ok(()) => {
                 cells.count_drained(target);
+                d.drained.set(true);
+                LIST.with(|list| {
+                    if let Some(Some(e)) = list.borrow_mut().entries.get_mut(index as usize) {
+                        e.closing = true;
+                    }
+                });
                 terminate(r, &now.config.services[slot].name, target);
             }
             Err(wait_us) => {
@@ -510,6 +537,17 @@ fn close_pending(live: &LiveConfig) -> u64 {
         list.pending.retain(|&i| entries.get(i as usize).is_some_and(|e| e.as_ref().is_some_and(|e| e.misplaced)));
     });
     wait_ms
+}
+
+/// Whether the request's location has `post_action` (nginx runs it instead of
+/// ending a request finalized with an error).
+fn has_post_action(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: a live request's loc_conf holds the core module's location
+    // configuration at its ctx_index, as nginx's ngx_http_get_module_loc_conf reads it.
+    unsafe {
+        let clcf = *(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t;
+        !clcf.is_null() && (*clcf).post_action.len != 0
+    }
 }
 
 /// Ends a misplaced long-lived request as nginx ends one whose client is gone.

@@ -154,12 +154,16 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     let first = first_upstream(r);
     // Responses per target: every routed request (the same rule as the counters);
     // a ramp's gate judges only what the percentage split decided.
+    // A long-lived request that drain closed (http::drain) was ended by the
+    // module, not by either cluster: aborted, without a latency sample (its
+    // upstream time is its whole life) and no word to the breaker or the gate.
+    let drained = d.drained.get();
     if d.counted.get() {
-        let (class, upstream_us) = response_of(r, &first);
+        let (class, upstream_us) = if drained { (ABORTED, None) } else { response_of(r, &first) };
         slot.record_response(target, class, upstream_us);
         // Header, CIDR and user-list traffic is the client's or the operator's
         // choice, never the ramp's evidence.
-        if d.decision.rule.is_split() && live.config.services[live_index].ramp.is_some() {
+        if !drained && d.decision.rule.is_split() && live.config.services[live_index].ramp.is_some() {
             slot.ramp.record(target, class, upstream_us);
         }
     }
@@ -171,7 +175,7 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // is the client's choice: anyone can send `X-Migration-Target: new` to a
     // failing path, and it must not send every migrated user back to old. A
     // decision that only fed a log format hands back a trial permit it may hold.
-    let by_migration = d.counted.get() && d.decision.rule != Rule::Header;
+    let by_migration = d.counted.get() && d.decision.rule != Rule::Header && !drained;
     let outcome = if by_migration {
         upstream_outcome(r, &first, |status| policy.is_failure(status))
     } else {

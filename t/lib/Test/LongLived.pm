@@ -2,7 +2,8 @@ package Test::LongLived;
 
 # Helpers for tests of long-lived connections (WebSockets and server-sent
 # events) proxied through nginx: a forking toy backend that upgrades
-# WebSockets, streams SSE and answers plain GETs with its name, and clients
+# WebSockets, streams SSE (/sse...) and answers plain GETs with its name (after
+# 1.5 s for /slow...), and clients
 # that open many such connections and watch when each one gets closed.
 #
 #   use lib 't/lib';
@@ -215,6 +216,10 @@ sub _connection {
             return unless $n;    # EOF or error: close our side too
         }
     }
+
+    # A slow answer: its header only after 1.5 s (an upstream still working,
+    # not a stream).
+    Time::HiRes::sleep(1.5) if $path =~ m{^/slow};
 
     if ($path =~ m{^/sse}) {
         _write_all($c, "HTTP/1.1 200 OK\r\n"

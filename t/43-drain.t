@@ -102,6 +102,41 @@ sub connections_are {
     Test::More::is_deeply($got, $want, $name);
 }
 
+# TEST 4 and 5: two event streams over one HTTP/2 connection (nghttp) to $port.
+sub h2_streams {
+    my ($port) = @_;
+    my ($moving) = grep { main::cohort($_, 50) eq 'new' } map { "h$_" } 1 .. 50;
+    my ($staying) = grep { main::cohort($_, 50) eq 'old' } map { "h$_" } 1 .. 50;
+    my $out = Test::MigrationNginx::servroot() . '/nghttp.out';
+    my $pid = fork;
+    if (!$pid) {
+        open STDOUT, '>', $out;
+        open STDERR, '>&', \*STDOUT;
+        { exec 'nghttp', '-v', '-H', ':authority: ws.example', "http://127.0.0.1:$port/sse?user=$moving", "http://127.0.0.1:$port/sse?user=$staying" }
+        POSIX::_exit(127);
+    }
+    main::publish(percentage => 50);
+    # The streams become long-lived 5 s (the default after) after they began: then
+    # the moved one is decided again, and reset.
+    my $deadline = Time::HiRes::time() + 12;
+    my $text = '';
+    until ($text =~ /recv RST_STREAM frame <[^>]*stream_id=13>/ || Time::HiRes::time() > $deadline) {
+        Time::HiRes::sleep(0.2);
+        $text = do { local (@ARGV, $/) = ($out); <> } // '';
+    }
+    Time::HiRes::sleep(1.5);
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+    $text = do { local (@ARGV, $/) = ($out); <> } // '';
+    my ($reset_at) = $text =~ /\[\s*([\d.]+)\] recv RST_STREAM frame <[^>]*stream_id=13>/;
+    Test::More::ok(defined $reset_at, "the stream of $moving (13, on old, belongs on new) was reset") or Test::More::diag($text);
+    my @after = grep { $_ > ($reset_at // 1e9) } $text =~ /\[\s*([\d.]+)\] recv DATA frame <[^>]*stream_id=15>/g;
+    Test::More::ok(@after >= 3, scalar(@after) . " events of $staying (15, stays on old) came on the same connection after the reset");
+    Test::More::unlike($text, qr/GOAWAY/, 'the connection was never closed');
+    Test::More::is(status()->{services}[0]{connections}{drained}, 1, 'one drained');
+    main::stop_backends();
+}
+
 add_block_preprocessor(sub {
     my $block = shift;
     $block->set_value(user_files => ">>> m.yaml\n" . main::yaml()) unless defined $block->{user_files};
@@ -262,57 +297,56 @@ main::stop_backends();
 
 
 
-=== TEST 4: HTTP/2 (nghttp, two event streams on one connection): the misplaced stream is reset, the other one goes on, and so does the connection
+=== TEST 4: HTTP/2 (nghttp, two event streams on one connection): the misplaced stream is reset, the other one goes on, and so does the connection (nginx >= 1.25.1: `http2 on`)
 --- requires
+nginx >= 1.25.1
 configure --with-http_v2_module
 --- timeout: 40
---- config
-    http2 on;
-    location /sse {
-        migration on;
-        proxy_pass http://$migration_backend;
-        proxy_buffering off;
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3;
+        http2 on;
+        server_name ~.;
+        location /sse {
+            migration on;
+            proxy_pass http://$migration_backend;
+            proxy_buffering off;
+        }
     }
-    location = /status { migration_status; }
 --- request
 GET /status
 --- check_eval
-my $port = server_port();
-my ($moving) = grep { main::cohort($_, 50) eq 'new' } map { "h$_" } 1 .. 50;
-my ($staying) = grep { main::cohort($_, 50) eq 'old' } map { "h$_" } 1 .. 50;
-my $out = servroot() . '/nghttp.out';
-my $pid = fork;
-if (!$pid) {
-    open STDOUT, '>', $out;
-    open STDERR, '>&', \*STDOUT;
-    { exec 'nghttp', '-v', '-H', ':authority: ws.example', "http://127.0.0.1:$port/sse?user=$moving", "http://127.0.0.1:$port/sse?user=$staying" }
-    POSIX::_exit(127);
-}
-main::publish(percentage => 50);
-# The streams become long-lived 5 s (the default after) after they began: then
-# the moved one is decided again, and reset.
-my $deadline = Time::HiRes::time() + 12;
-my $text = '';
-until ($text =~ /recv RST_STREAM frame <[^>]*stream_id=13>/ || Time::HiRes::time() > $deadline) {
-    Time::HiRes::sleep(0.2);
-    $text = do { local (@ARGV, $/) = ($out); <> } // '';
-}
-Time::HiRes::sleep(1.5);
-kill 'TERM', $pid;
-waitpid $pid, 0;
-$text = do { local (@ARGV, $/) = ($out); <> } // '';
-my ($reset_at) = $text =~ /\[\s*([\d.]+)\] recv RST_STREAM frame <[^>]*stream_id=13>/;
-ok(defined $reset_at, "the stream of $moving (13, on old, belongs on new) was reset") or diag($text);
-my @after = grep { $_ > ($reset_at // 1e9) } $text =~ /\[\s*([\d.]+)\] recv DATA frame <[^>]*stream_id=15>/g;
-ok(@after >= 3, scalar(@after) . " events of $staying (15, stays on old) came on the same connection after the reset");
-unlike($text, qr/GOAWAY/, 'the connection was never closed');
-is(status()->{services}[0]{connections}{drained}, 1, 'one drained');
-main::stop_backends();
+main::h2_streams(rand_port(3));
 --- response_body_like: "connections"
 
 
 
-=== TEST 5: a reload keeps the WebSockets of the retired workers open and counted; their clients are not closed by the reload
+=== TEST 5: HTTP/2 (nghttp, two event streams on one connection): the misplaced stream is reset, the other one goes on, and so does the connection (nginx < 1.25.1: `listen ... http2`)
+--- requires
+nginx < 1.25.1
+configure --with-http_v2_module
+--- timeout: 40
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3 http2;
+        server_name ~.;
+        location /sse {
+            migration on;
+            proxy_pass http://$migration_backend;
+            proxy_buffering off;
+        }
+    }
+--- request
+GET /status
+--- check_eval
+main::h2_streams(rand_port(3));
+--- response_body_like: "connections"
+
+
+
+=== TEST 6: a reload keeps the WebSockets of the retired workers open and counted; their clients are not closed by the reload
 --- master_on
 --- workers: 2
 --- timeout: 30

@@ -4,12 +4,9 @@
 //! are closed, at most `rate` a second per nginx instance, so that their clients
 //! reconnect to the right side.
 
-use std::fmt;
-
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::values::duration_ms;
+use super::values::{duration_ms, text_or_number_value};
 use super::{validated_mapping, Validate};
 
 /// `migration.drain`, validated.
@@ -92,30 +89,8 @@ impl After {
     }
 }
 
-macro_rules! text_value {
-    ($ty:ident, $expecting:literal) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $ty;
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$ty, E> {
-                        $ty::parse(v).map_err(E::custom)
-                    }
-                    fn visit_u64<E: de::Error>(self, v: u64) -> Result<$ty, E> {
-                        $ty::parse(&v.to_string()).map_err(E::custom)
-                    }
-                }
-                d.deserialize_any(V)
-            }
-        }
-    };
-}
-text_value!(Rate, "a rate such as 20/s");
-text_value!(After, "a time such as 5s");
+text_or_number_value!(Rate, "a rate such as 20/s");
+text_or_number_value!(After, "a time such as 5s");
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::values::duration_ms;
+use super::values::{duration_ms, text_or_number_value};
 use super::{validated_mapping, Validate};
 
 /// The longest `max_age`: browsers cap a cookie's lifetime at 400 days (RFC
@@ -144,31 +144,9 @@ impl CookieDomain {
     }
 }
 
-macro_rules! str_value {
-    ($ty:ident, $expecting:literal) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $ty;
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$ty, E> {
-                        $ty::parse(v).map_err(E::custom)
-                    }
-                    fn visit_u64<E: de::Error>(self, v: u64) -> Result<$ty, E> {
-                        $ty::parse(&v.to_string()).map_err(E::custom)
-                    }
-                }
-                d.deserialize_any(V)
-            }
-        }
-    };
-}
-str_value!(MaxAge, "a time such as 30d, 12h or 0");
-str_value!(CookiePath, "a path such as /");
-str_value!(CookieDomain, "a domain such as example.com");
+text_or_number_value!(MaxAge, "a time such as 30d, 12h or 0");
+text_or_number_value!(CookiePath, "a path such as /");
+text_or_number_value!(CookieDomain, "a domain such as example.com");
 
 impl<'de> Deserialize<'de> for Secure {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -34,6 +34,33 @@ macro_rules! string_value {
     };
 }
 
+/// Implements `Deserialize` through `parse` for a type with
+/// `fn parse(&str) -> Result<Self, String>` whose YAML may be a string or a bare
+/// number (`max_age: 0`, `after: 5`): the number is parsed as its text.
+macro_rules! text_or_number_value {
+    ($ty:ident, $expecting:literal) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$ty, E> {
+                        $ty::parse(v).map_err(E::custom)
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<$ty, E> {
+                        $ty::parse(&v.to_string()).map_err(E::custom)
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+pub(crate) use text_or_number_value;
+
 /// `services[].name`: `[A-Za-z0-9._-]+`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceName(pub String);

@@ -499,14 +499,16 @@ fn close_pending(live: &LiveConfig) -> u64 {
         // SAFETY: listed, so live.
         let d = unsafe { &*d };
         let Some((now, slot)) = d.live_slot() else { continue };
-        if held.contains(&slot) || !drains(live, d) {
+        // As `drains`, on the slot already found: the configuration this pass
+        // read, and a service that has `drain` in it.
+        if held.contains(&slot) || !ptr::eq(&*now, live) {
             continue;
         }
         let Some(drain) = now.config.services[slot].drain else { continue };
         let Some(target) = d.decision.target else { continue };
         // SAFETY: listed, so live; its main request lives as long as it.
-        let busy = unsafe { (*(*r).main).blocked() != 0 || (*(*r).main).count() >= 0xfffe };
-        if busy || has_post_action(r) {
+        let busy = unsafe { (*(*r).main).blocked() != 0 || (*(*r).main).count() >= 0xfffe || has_post_action(r) };
+        if busy {
             // A thread or aio holds it: looked at again at the next firing. A
             // `post_action` would take the request over instead of ending it:
             // such a location's requests are counted, never closed.
@@ -522,7 +524,8 @@ fn close_pending(live: &LiveConfig) -> u64 {
                         e.closing = true;
                     }
                 });
-                terminate(r, &now.config.services[slot].name, target);
+                // SAFETY: listed, so live, and no handler of it runs now (a timer).
+                unsafe { terminate(r, &now.config.services[slot].name, target) };
             }
             Err(wait_us) => {
                 held.push(slot);
@@ -541,8 +544,11 @@ fn close_pending(live: &LiveConfig) -> u64 {
 
 /// Whether the request's location has `post_action` (nginx runs it instead of
 /// ending a request finalized with an error).
-fn has_post_action(r: *mut ngx_http_request_t) -> bool {
-    // SAFETY: a live request's loc_conf holds the core module's location
+///
+/// # Safety
+/// `r` is a live request.
+unsafe fn has_post_action(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: (caller) a live request's loc_conf holds the core module's location
     // configuration at its ctx_index, as nginx's ngx_http_get_module_loc_conf reads it.
     unsafe {
         let clcf = *(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t;
@@ -551,9 +557,12 @@ fn has_post_action(r: *mut ngx_http_request_t) -> bool {
 }
 
 /// Ends a misplaced long-lived request as nginx ends one whose client is gone.
-fn terminate(r: *mut ngx_http_request_t, service: &str, target: Target) {
-    // SAFETY: `r` is a live request of this worker, not inside any of its own
-    // handlers now (a timer runs between events). It is ended as nginx ends a
+///
+/// # Safety
+/// `r` is a live request of this worker, and none of its handlers is running
+/// (called from a timer, between events).
+unsafe fn terminate(r: *mut ngx_http_request_t, service: &str, target: Target) {
+    // SAFETY: (caller) `r` is live and not inside any of its own handlers. It is ended as nginx ends a
     // request whose client is gone (terminate: its cleanups, the upstream's
     // among them, then close): an HTTP/1 connection closed, an HTTP/2 stream
     // reset. The reference taken first keeps the request alive through the

@@ -304,30 +304,18 @@ WS_EPS = 0.25           # a change recorded up to this long after a close still 
 WS_DRAIN_LAG = 0.3      # a worker closes what was misplaced at its last look (every 100 ms)
 
 
-def murmur2(data):
-    """ngx_murmur_hash2 (src/core/ngx_murmurhash.c), seed 0."""
-    m, mask = 0x5BD1E995, 0xFFFFFFFF
-    h = len(data) & mask
-    i = 0
-    while len(data) - i >= 4:
-        k = data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
-        k = k * m & mask
-        k ^= k >> 24
-        k = k * m & mask
-        h = (h * m & mask) ^ k
-        i += 4
-    rest = len(data) - i
-    if rest >= 3:
-        h ^= data[i + 2] << 16
-    if rest >= 2:
-        h ^= data[i + 1] << 8
-    if rest >= 1:
-        h ^= data[i]
-        h = h * m & mask
-    h ^= h >> 13
-    h = h * m & mask
-    h ^= h >> 15
-    return h
+def _split_hash():
+    """nginx's MurmurHash2 as scripts/find-split-bound-keys.py transcribes it
+    (src/core/ngx_murmurhash.c, line by line): one copy for the project's Python."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "find-split-bound-keys.py")
+    spec = importlib.util.spec_from_file_location("find_split_bound_keys", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.murmur2
+
+
+murmur2 = _split_hash()
 
 
 def cohort(user, percentage):

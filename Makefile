@@ -62,7 +62,7 @@ test: check build
 		echo "== $$t: $$(( $$(date +%s) - start )) s"; done
 
 test-unit:
-	$(CARGO) test --release --locked -p migration-engine -p nginx-migration
+	$(CARGO) test --profile test-hooks --locked -p migration-engine -p nginx-migration
 
 # The fuzz targets still compile against the engine (running them: make fuzz).
 test-fuzz-build:

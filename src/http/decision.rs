@@ -21,13 +21,14 @@ use std::sync::Arc;
 use migration_engine::{
     cookie_to_mint, decide_with, CompiledConfig, Decision, Rule, ServiceChoice, StickyId, Transition,
 };
-use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, NGX_LOG_WARN};
+use ngx::ffi::{ngx_http_request_t, ngx_palloc, ngx_pool_cleanup_t, NGX_LOG_WARN};
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
 
 use crate::state::live::LiveConfig;
 
 use crate::conf::{Module, ServiceSetting};
+use crate::http::host_verdict;
 use crate::http::request::NgxRequestView;
 
 /// What a request keeps: the configuration it was decided with (so that the
@@ -68,6 +69,16 @@ pub struct RequestDecision {
     pub(crate) drained: Cell<bool>,
 }
 
+/// A request pool's cleanup entry and the decision it drops, allocated together.
+#[repr(C)]
+struct DecisionCleanup {
+    cleanup: ngx_pool_cleanup_t,
+    decision: RequestDecision,
+}
+
+// ngx_palloc aligns to NGX_ALIGNMENT, an unsigned long.
+const _: () = assert!(core::mem::align_of::<DecisionCleanup>() <= core::mem::align_of::<core::ffi::c_ulong>());
+
 /// Set while our access handler runs: a decision made then is not early.
 pub(crate) static IN_ACCESS: AtomicBool = AtomicBool::new(false);
 
@@ -88,13 +99,24 @@ impl RequestDecision {
         Some((now, index))
     }
 
+    /// `f` of what [`RequestDecision::live_slot`] finds, without taking a
+    /// reference when the request was decided with the configuration the
+    /// process routes by now (nearly always: a request's counting and its log
+    /// phase then cost no reference count).
+    pub fn with_live_slot<R>(&self, f: impl FnOnce(&LiveConfig, usize) -> R) -> Option<R> {
+        let index = self.decision.service? as usize;
+        if crate::state::live::is_current(&self.published) {
+            return Some(f(&self.published, index));
+        }
+        let (now, index) = self.live_slot()?;
+        Some(f(&now, index))
+    }
+
     /// Counts the decision in the zone (the status's `requests` and `rules`).
     pub(crate) fn count(&self) {
         match (self.decision.service, self.decision.target) {
             (Some(_), Some(target)) => {
-                if let Some((now, index)) = self.live_slot() {
-                    now.slots[index].count(target, self.decision.rule);
-                }
+                self.with_live_slot(|now, index| now.slots[index].count(target, self.decision.rule));
             }
             _ => self.published.zone.count_unmatched(),
         }
@@ -125,8 +147,9 @@ pub fn existing(r: &mut ngx_http_request_t) -> Option<*mut RequestDecision> {
 }
 
 /// How this location finds the request's service (`migration_service`).
-fn service_choice<'a>(r: &ngx_http_request_t, config: &'a CompiledConfig) -> ServiceChoice<'a> {
+fn service_choice<'a>(r: &ngx_http_request_t, live: &'a LiveConfig) -> ServiceChoice<'a> {
     let loc = Module::location_conf(r).expect("location conf");
+    let config = &live.config;
     match &loc.service {
         // The name lives as long as the location configuration, which outlives
         // every request; the engine only compares it.
@@ -135,11 +158,13 @@ fn service_choice<'a>(r: &ngx_http_request_t, config: &'a CompiledConfig) -> Ser
         // Only a Host this server block names: a request that reached it as the
         // default server for another name routes nowhere (rule none).
         ServiceSetting::Auto | ServiceSetting::Unset => {
-            // headers_in.server is nginx's validated Host: lowercase, no port.
-            match config.service_for_normalized_host(crate::http::request::bytes(&r.headers_in.server)) {
-                Some(index) if crate::http::request::served_by_name(r) => ServiceChoice::Index(index),
-                _ => ServiceChoice::Index(u32::MAX),
-            }
+            ServiceChoice::Index(host_verdict::service_index(r, live, || {
+                // headers_in.server is nginx's validated Host: lowercase, no port.
+                match config.service_for_normalized_host(crate::http::request::bytes(&r.headers_in.server)) {
+                    Some(index) if crate::http::request::served_by_name(r) => index,
+                    _ => u32::MAX,
+                }
+            }))
         }
     }
 }
@@ -152,7 +177,7 @@ fn service_choice<'a>(r: &ngx_http_request_t, config: &'a CompiledConfig) -> Ser
 /// (docs/decision.md).
 pub fn service_only(r: &mut ngx_http_request_t) -> Option<(Arc<LiveConfig>, u32)> {
     let published = crate::state::live::current()?;
-    let index = match service_choice(r, &published.config) {
+    let index = match service_choice(r, &published) {
         ServiceChoice::Index(index) => (index < published.config.services.len() as u32).then_some(index),
         ServiceChoice::Auto => {
             // SAFETY: `r` is a live request for the duration of this call.
@@ -175,7 +200,7 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
         return Ok(None);
     };
     let config = &published.config;
-    let choice = service_choice(r, config);
+    let choice = service_choice(r, &published);
     let mut drawn = None;
     let mut draw = || {
         let number = crate::random::draw();
@@ -201,14 +226,16 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
     if let (Some(transition), Some(index)) = (decision.transition, decision.service) {
         log_transition(r, &published, index, transition);
     }
-    // SAFETY: r->pool is the request pool; the cleanup's data area is sized for a
-    // RequestDecision and is initialised right below, before anything reads it.
+    // One allocation for the cleanup entry and the decision it drops
+    // (ngx_pool_cleanup_add makes two: about 40 instructions a request more).
+    // SAFETY: r->pool is the request pool; the entry is initialised whole below,
+    // before it is linked into the pool's cleanups or anything reads it.
     unsafe {
-        let cln = ngx_pool_cleanup_add(r.pool, core::mem::size_of::<RequestDecision>());
-        if cln.is_null() {
+        let entry = ngx_palloc(r.pool, core::mem::size_of::<DecisionCleanup>()) as *mut DecisionCleanup;
+        if entry.is_null() {
             return Err(());
         }
-        let data = (*cln).data as *mut RequestDecision;
+        let data = ptr::addr_of_mut!((*entry).decision);
         let client_sockaddr = (*r.connection).sockaddr as usize;
         let before_access = !IN_ACCESS.load(Ordering::Relaxed);
         ptr::write(
@@ -227,7 +254,15 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
                 drained: Cell::new(false),
             },
         );
-        (*cln).handler = Some(drop_request_decision);
+        ptr::write(
+            ptr::addr_of_mut!((*entry).cleanup),
+            ngx_pool_cleanup_t {
+                handler: Some(drop_request_decision),
+                data: data as *mut c_void,
+                next: (*r.pool).cleanup,
+            },
+        );
+        (*r.pool).cleanup = ptr::addr_of_mut!((*entry).cleanup);
         let request = Request::from_ngx_http_request(r);
         request.set_module_ctx(data as *mut c_void, Module::module());
         Ok(Some(&*data))

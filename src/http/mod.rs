@@ -5,6 +5,7 @@
 
 pub mod decision;
 pub mod drain;
+pub mod host_verdict;
 pub mod phases;
 pub mod request;
 pub mod status;

@@ -23,6 +23,7 @@ use ngx::ngx_log_error;
 
 use crate::conf::Module;
 use crate::http::decision::{existing, log_transition, routed_decision, RequestDecision, IN_ACCESS};
+use crate::state::live::LiveConfig;
 
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
@@ -146,9 +147,20 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         return Status::NGX_OK.into();
     };
     // The zone through the configuration the process routes by now (see RequestDecision).
-    let Some((live, live_index)) = d.live_slot() else {
-        return Status::NGX_OK.into();
-    };
+    d.with_live_slot(|live, live_index| record_outcome(r, d, index, target, live, live_index));
+    Status::NGX_OK.into()
+}
+
+/// What the log phase tells the zone of a routed request: its response (per
+/// target, and to a ramp's gate) and, for new, the fallback breaker.
+fn record_outcome(
+    r: &ngx_http_request_t,
+    d: &RequestDecision,
+    index: u32,
+    target: Target,
+    live: &LiveConfig,
+    live_index: usize,
+) {
     let slot = &live.slots[live_index];
     let published = &d.published;
     let first = first_upstream(r);
@@ -168,7 +180,7 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
     }
     let (Target::New, Some(policy)) = (target, published.config.services[index as usize].fallback.as_ref()) else {
-        return Status::NGX_OK.into();
+        return;
     };
     // Only a request the migration itself sent to new (decision steps 5 to 7, in
     // a location with `migration on`) speaks for the new cluster. A header rule
@@ -185,7 +197,6 @@ unsafe fn log_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     if let Some(transition) = slot.breaker.record(outcome, d.decision.trial, policy.failures, now) {
         log_transition(r, published, index, transition);
     }
-    Status::NGX_OK.into()
 }
 
 /// How the request's first upstream (the one its location proxied to) ended. A

@@ -95,6 +95,12 @@ pub fn current() -> Option<Arc<LiveConfig>> {
     }
 }
 
+/// Whether `live` is what this process routes by now.
+#[inline]
+pub fn is_current(live: &Arc<LiveConfig>) -> bool {
+    ptr::eq(CURRENT.load(Ordering::Acquire), Arc::as_ptr(live))
+}
+
 /// Makes `new` what this process routes by; returns what it replaces.
 fn replace_current(new: Arc<LiveConfig>) -> Option<Arc<LiveConfig>> {
     let old = CURRENT.swap(Arc::into_raw(new) as *mut LiveConfig, Ordering::AcqRel);

@@ -64,7 +64,7 @@ new_failures() {
 # killed mutant. Files the unmutated tree fails are left out.
 suites() {
     local engine=$1 failed=() f
-    if [ "$engine" = 1 ] && ! (cd "$scratch" && cargo test --release --locked -q -p migration-engine >/dev/null 2>&1); then
+    if [ "$engine" = 1 ] && ! (cd "$scratch" && cargo test --profile test-hooks --locked -q -p migration-engine >/dev/null 2>&1); then
         failed+=("cargo test")
     fi
     for f in $(new_failures "$(prove_failures -r t/)"); do
@@ -81,7 +81,7 @@ if [ "${MUTANTS_BASELINE:-1}" = 1 ]; then
         log "mutants: the unmutated tree fails these tests; only other failures count as killing a mutant:"
         printf '  %s\n' "$baseline_failures" >&2
     fi
-    if ! (cd "$scratch" && cargo test --release --locked -q -p migration-engine >/dev/null 2>&1); then
+    if ! (cd "$scratch" && cargo test --profile test-hooks --locked -q -p migration-engine >/dev/null 2>&1); then
         log "mutants: the engine's tests fail on the unmutated tree; fix that first"
         exit 2
     fi

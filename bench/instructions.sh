@@ -12,6 +12,9 @@
 # carries its cookie: the same service with `user_key: cookie:mig_uid`, without
 # and with `sticky: {}`, requests carrying `Cookie: ...; mig_uid=user-42`.
 #
+# `bench/instructions.sh profile` (with PROFILE_OUT=FILE) keeps one callgrind run
+# of /module for bench/profile-lines.sh.
+#
 # `bench/instructions.sh drain` measures what `drain` costs a short request: the
 # service without and with `drain: {rate: 20/s}` (each request is listed by its
 # worker and taken out as it ends; the worker's 100 ms timer runs while any is
@@ -85,6 +88,14 @@ per_request() {
     a=$(total "$1" 2000); b=$(total "$1" 4000)
     echo $(( (b - a) / 2000 ))
 }
+if [ "${1:-}" = profile ]; then  # for bench/profile-lines.sh: one run kept, instruction by instruction
+    write_conf "$root/bench/instructions.yaml"
+    valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file="$PROFILE_OUT" "$nginx" -p "$work/" >/dev/null 2>&1 &
+    pid=$!
+    requests /module "${PROFILE_REQUESTS:-20000}"
+    kill -QUIT "$pid"; wait "$pid" || true
+    exit 0
+fi
 if [ "${1:-}" = sticky ]; then
     sed 's/^      percentage: 20$/      percentage: 20\n      user_key: cookie:mig_uid/' "$root/bench/instructions.yaml" >"$work/cookie.yaml"
     sed 's/^      user_key: cookie:mig_uid$/&\n      sticky: {}/' "$work/cookie.yaml" >"$work/sticky.yaml"

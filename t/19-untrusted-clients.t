@@ -5,8 +5,9 @@
 # can set.
 use lib 't/lib';
 use Test::MigrationNginx;
-use Test::MigrationHelpers qw(fallback);
+use Test::MigrationHelpers qw(fallback write_file);
 use IO::Socket::INET ();
+use Time::HiRes ();
 use JSON::PP ();
 
 # Sends raw request bytes to 127.0.0.1:$port; returns the response body (after the headers).
@@ -503,3 +504,46 @@ Host: api.example
 /echo/old/weight
 --- check_eval
 unlike(error_log_text(), qr/was decided before the access phase/, 'decided in the first location\'s access phase: not early');
+
+
+
+=== TEST 13: a server block of one name keeps its last Host's service for that Host and that configuration only: another Host of the same length, or a watch= change that moves the Host to another service, is found again
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 default_server;
+        server_name api.example;
+        location / { migration on; return 200 "$migration_service|$migration_rule"; }
+    }
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: api-old:80
+    new_host: api.example
+    new_backend: api-new:80
+  - name: apx
+    old_host: apx.example
+    old_backend: apx-old:80
+    new_host: apx.example
+    new_backend: apx-new:80
+--- config
+    location = /t { return 200 "ok"; }
+--- request
+GET /t
+--- check_eval
+my $port = Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_1");
+is(main::get($port, 'api.example'), 'api|weight', 'api.example on the server block that names it: routed');
+is(main::get($port, 'apx.example'), '|none', 'apx.example (the same length) sent to it as the default server: no service');
+is(main::get($port, 'api.example'), 'api|weight', 'api.example again: routed');
+main::write_file(html_dir() . '/m.yaml', "services:\n"
+    . "  - {name: other, old_host: other.example, old_backend: o:80, new_host: other.example, new_backend: o:80}\n"
+    . "  - {name: moved, old_host: api.example, old_backend: m:80, new_host: api.example, new_backend: m:80}\n");
+my $deadline = Time::HiRes::time() + 5;
+my $answer = main::get($port, 'api.example');
+while ($answer ne 'moved|weight' && Time::HiRes::time() < $deadline) {
+    Time::HiRes::sleep(0.05);
+    $answer = main::get($port, 'api.example');
+}
+is($answer, 'moved|weight', 'after a watch= change that lists the Host\'s service second: the new service');

@@ -123,6 +123,8 @@ pub struct SrvConf {
     at: String,
     /// Its names were added to the main configuration's `reach`.
     reach_recorded: bool,
+    /// The service its last request's Host found (`migration_service auto`).
+    pub last_verdict: crate::http::host_verdict::LastVerdict,
 }
 
 // SAFETY: SrvConf is the type create_srv_conf allocates for this module.
@@ -218,6 +220,7 @@ unsafe fn merge_srv_conf_body(cf: *mut ngx_conf_t, _prev: *mut c_void, conf: *mu
     // configuration is read.
     let names: &[ngx_http_server_name_t] = unsafe { core.server_names.as_slice() };
     conf.names = names.iter().map(ServerName::new).collect();
+    conf.last_verdict = crate::http::host_verdict::LastVerdict::for_names(&conf.names);
     NGX_CONF_OK
 }
 

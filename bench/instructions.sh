@@ -12,6 +12,10 @@
 # carries its cookie: the same service with `user_key: cookie:mig_uid`, without
 # and with `sticky: {}`, requests carrying `Cookie: ...; mig_uid=user-42`.
 #
+# `bench/instructions.sh hosts` measures finding the service (`migration_service
+# auto`): two services, one Host or both in turn, named by one server block of
+# one name, two such blocks, one block naming both, or a wildcard.
+#
 # `bench/instructions.sh profile` (with PROFILE_OUT=FILE) keeps one callgrind run
 # of /module for bench/profile-lines.sh.
 #
@@ -42,20 +46,27 @@ http {
     map \$http_x_migration_target \$chain_header { new 1; default 0; }
     split_clients "\${http_x_user_id}" \$chain_split { 20% new; * old; }
     map "\$chain_header\$chain_cidr" \$chain_target { "10" new; "11" new; "01" new; default \$chain_split; }
+$(server_block "${SERVER_NAMES:-api-name01.teamname.dev.example}")
+$([ -z "${SECOND_SERVER:-}" ] || server_block "$SECOND_SERVER")
+}
+CONF
+}
+server_block() {  # a server block named $1, with the three locations
+cat <<CONF
     server {
         listen 127.0.0.1:$port;
-        server_name api-name01.teamname.dev.example;
+        server_name $1;
         location = /plain  { return 200 "old"; }
         location = /chain  { return 200 \$chain_target; }
         location = /module { migration on; return 200 \$migration_target; }
     }
-}
 CONF
 }
 requests() {
-    python3 - "$port" "$1" "$2" "${HEADERS:-9}" "${COOKIE:-session=abc; theme=dark}" <<'PY'
+    python3 - "$port" "$1" "$2" "${HEADERS:-9}" "${COOKIE:-session=abc; theme=dark}" "${HOSTS:-}" <<'PY'
 import http.client, sys, time
 port, path, n, few, cookie = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "2", sys.argv[5]
+hosts = sys.argv[6].split() or ["api-name01.teamname.dev.example"]  # taken in turn
 for _ in range(600):
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60); c.connect(); break
@@ -68,7 +79,8 @@ if few:
     headers = {"Host": headers["Host"], "X-User-ID": headers["X-User-ID"]}
     if "mig_uid" in cookie:  # the sticky comparison: the id is the cookie
         headers["Cookie"] = cookie
-for _ in range(n):
+for i in range(n):
+    headers["Host"] = hosts[i % len(hosts)]
     # skip_host/skip_accept_encoding: http.client would add its own two.
     c.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
     for name, value in headers.items():
@@ -104,6 +116,29 @@ if [ "${1:-}" = sticky ]; then
     write_conf "$work/cookie.yaml"; without=$(per_request /module)
     write_conf "$work/sticky.yaml"; with=$(per_request /module)
     echo "instructions per request carrying the cookie (callgrind, ${HEADERS:-9} request headers): user_key cookie without sticky: $without; with sticky: $with (+$((with - without)))"
+    exit 0
+fi
+if [ "${1:-}" = hosts ]; then
+    # Two services (the second a copy of the first under another name and Host);
+    # what finding the request's service costs with one Host and with requests
+    # alternating between the two, by how nginx.conf names them.
+    one=api-name01.teamname.dev.example two=api-name02.teamname.dev.example
+    { cat "$root/bench/instructions.yaml"
+      sed -n '/^  - name: api-name01$/,$p' "$root/bench/instructions.yaml" | sed 's/api-name01/api-name02/g'
+    } >"$work/two.yaml"
+    grep -q "old_host: $two" "$work/two.yaml" || { echo "instructions.sh: the two-service YAML was not made" >&2; exit 1; }
+    case_() {  # $1: what; the rest: NAME=VALUE for write_conf and requests
+        local what=$1; shift
+        (export "$@"; write_conf "$work/two.yaml"
+         local plain module; plain=$(per_request /plain); module=$(per_request /module)
+         printf '%s: plain %s, module %s (+%s)\n' "$what" "$plain" "$module" "$((module - plain))")
+    }
+    echo "instructions per request (callgrind, ${HEADERS:-9} request headers, two services):"
+    case_ "  one server block of one name, one Host" SERVER_NAMES=$one HOSTS=$one
+    case_ "  two server blocks of one name each, alternating" SERVER_NAMES=$one SECOND_SERVER=$two HOSTS="$one $two"
+    case_ "  one block naming both, one Host" SERVER_NAMES="$one $two" HOSTS=$one
+    case_ "  one block naming both, alternating" SERVER_NAMES="$one $two" HOSTS="$one $two"
+    case_ "  one block *.teamname.dev.example, alternating" SERVER_NAMES='*.teamname.dev.example' HOSTS="$one $two"
     exit 0
 fi
 if [ "${1:-}" = drain ]; then

@@ -151,12 +151,12 @@ pub fn decide<R: RequestView>(
 
 /// Decides `old` or `new` for one request, consulting the services' fallback
 /// breakers at step 4.
-pub fn decide_with<R: RequestView>(
+pub fn decide_with<R: RequestView, B: Breakers + ?Sized>(
     config: &CompiledConfig,
     choice: ServiceChoice<'_>,
     request: &R,
     draw: &mut dyn FnMut() -> u32,
-    breakers: &dyn Breakers,
+    breakers: &B,
 ) -> Decision {
     decide_traced(config, choice, request, draw, breakers, &mut NoTrace)
 }
@@ -165,12 +165,12 @@ pub fn decide_with<R: RequestView>(
 /// calls this one function. `tracer` is told each step tried and why it decided
 /// or not (`nginx-migration explain`); with [`NoTrace`] every report compiles
 /// away (its `ENABLED` is a constant false), so the nginx path pays nothing.
-pub fn decide_traced<R: RequestView, T: Tracer>(
+pub fn decide_traced<R: RequestView, B: Breakers + ?Sized, T: Tracer>(
     config: &CompiledConfig,
     choice: ServiceChoice<'_>,
     request: &R,
     draw: &mut dyn FnMut() -> u32,
-    breakers: &dyn Breakers,
+    breakers: &B,
     tracer: &mut T,
 ) -> Decision {
     let index = match choice {
@@ -204,12 +204,12 @@ struct Split {
 }
 
 /// Steps 2 to 7 for the matched service.
-fn decide_service<R: RequestView, T: Tracer>(
+fn decide_service<R: RequestView, B: Breakers + ?Sized, T: Tracer>(
     index: u32,
     s: &CompiledService,
     request: &R,
     draw: &mut dyn FnMut() -> u32,
-    breakers: &dyn Breakers,
+    breakers: &B,
     split: Split,
     tracer: &mut T,
 ) -> Decision {

@@ -507,12 +507,17 @@ unlike(error_log_text(), qr/was decided before the access phase/, 'decided in th
 
 
 
-=== TEST 13: a server block of one name keeps its last Host's service for that Host and that configuration only: another Host of the same length, or a watch= change that moves the Host to another service, is found again
+=== TEST 13: a server block of exact names finds each name's service once per configuration: another Host of the same length routes nowhere, each name keeps its own service, and a watch= change that moves a Host to another service is found again
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=200ms;
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 default_server;
         server_name api.example;
+        location / { migration on; return 200 "$migration_service|$migration_rule"; }
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+        server_name api.example apx.example;
         location / { migration on; return 200 "$migration_service|$migration_rule"; }
     }
 --- user_files
@@ -537,6 +542,9 @@ my $port = Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_1");
 is(main::get($port, 'api.example'), 'api|weight', 'api.example on the server block that names it: routed');
 is(main::get($port, 'apx.example'), '|none', 'apx.example (the same length) sent to it as the default server: no service');
 is(main::get($port, 'api.example'), 'api|weight', 'api.example again: routed');
+my $both = Test::MigrationNginx::_var("TEST_NGINX_RAND_PORT_2");
+is(join(' ', map { main::get($both, $_) } qw(api.example apx.example api.example apx.example)),
+   'api|weight apx|weight api|weight apx|weight', 'a block naming both: each Host its own service, in turn');
 main::write_file(html_dir() . '/m.yaml', "services:\n"
     . "  - {name: other, old_host: other.example, old_backend: o:80, new_host: other.example, new_backend: o:80}\n"
     . "  - {name: moved, old_host: api.example, old_backend: m:80, new_host: api.example, new_backend: m:80}\n");

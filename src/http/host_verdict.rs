@@ -1,16 +1,18 @@
-//! The last Host's service, kept per server block. `migration_service auto`
-//! finds a request's service from its Host, and checks that the request's
-//! server block names that Host (`served_by_name`): about 110 instructions a
-//! request (callgrind), for an answer that a server block of one name repeats
-//! request after request. Such a block's configuration keeps its last answer
-//! (every worker has its own copy of the configuration: nothing is shared),
-//! keyed by everything it depends on besides the server block: the
-//! configuration it was found in (its address and generation) and the Host's
-//! bytes. Another Host, or a newer configuration, finds the answer again and
-//! keeps that one instead.
+//! The service of each of a server block's names, found once per
+//! configuration. `migration_service auto` finds a request's service from its
+//! Host, and checks that the request's server block names that Host
+//! (`served_by_name`): 147 instructions a request (callgrind, 2026-12-06). When
+//! every name of the block is exact, a Host it does not name routes nowhere, and
+//! a Host it names has the service of that name, which only the configuration
+//! decides. Such a block keeps, per name, the service found the first time a
+//! request carried it, for the configuration the process routes by (its
+//! [`LiveConfig::instance`]); a newer configuration finds them again. A block
+//! with a wildcard or a regular expression among its names finds the service
+//! every time.
+//!
+//! Every worker has its own copy of the configuration: nothing is shared.
 
 use core::cell::UnsafeCell;
-use core::ptr;
 
 use ngx::ffi::ngx_http_request_t;
 use ngx::http::HttpModuleServerConf;
@@ -20,81 +22,72 @@ use crate::conf::Module;
 use crate::http::request::bytes;
 use crate::state::live::LiveConfig;
 
-/// Longer Hosts are found every time (nginx's names are up to 253 bytes, but
-/// real Hosts are rarely over 64).
-const HOST_MAX: usize = 64;
+/// Not found yet for the configuration of [`Found::instance`].
+const UNKNOWN: u32 = u32::MAX - 1;
 
-struct Verdict {
-    config: *const LiveConfig,
-    generation: u64,
-    host_len: usize,
-    host: [u8; HOST_MAX],
-    /// The service's index, or `u32::MAX` for none.
-    index: u32,
+/// What a block of exact names found, for the configuration `instance`: the
+/// service of each name (`u32::MAX`: none), in the block's order.
+#[derive(Default)]
+struct Found {
+    instance: u64,
+    services: Vec<u32>,
 }
 
-/// A server block's last answer (a field of its configuration, `SrvConf`).
+/// A server block's services per name (a field of its configuration, `SrvConf`).
 #[derive(Default)]
 pub struct LastVerdict {
-    /// Whether the block keeps its last answer: only a block of one exact name
-    /// (see [`LastVerdict::for_names`]).
+    /// Whether every name of the block is exact (see [`LastVerdict::for_names`]).
     keeps: bool,
-    last: UnsafeCell<Verdict>,
-}
-
-impl Default for Verdict {
-    fn default() -> Self {
-        Verdict { config: ptr::null(), generation: 0, host_len: usize::MAX, host: [0; HOST_MAX], index: u32::MAX }
-    }
+    found: UnsafeCell<Found>,
 }
 
 impl LastVerdict {
-    /// A block of one exact name serves nearly only that Host: its last answer
-    /// is the next request's. A block of several names, a wildcard or a regular
-    /// expression serves several Hosts whose requests interleave: its last
-    /// answer would often be for another Host, and each miss costs about 80
-    /// instructions more than finding the service without keeping anything (a
-    /// compare and a copy; callgrind, two Hosts alternating in one block). Such
-    /// a block finds the service every time.
+    /// For a block with these names. Nothing is kept for a block with a
+    /// wildcard or a regular expression among them, nor for a block without
+    /// names (which routes nothing under `migration_service auto`).
     pub fn for_names(names: &[ServerName]) -> LastVerdict {
-        LastVerdict { keeps: matches!(names, [ServerName::Exact(_)]), ..Default::default() }
+        let keeps = !names.is_empty() && names.iter().all(|name| matches!(name, ServerName::Exact(_)));
+        let services = if keeps { vec![UNKNOWN; names.len()] } else { Vec::new() };
+        LastVerdict { keeps, found: UnsafeCell::new(Found { instance: 0, services }) }
     }
 }
 
 /// The index of the service for the request's Host in `live` (`u32::MAX`:
-/// none), as `find` answers it; `find` runs only when the server block's last
-/// answer was for another Host or configuration.
+/// none), as `find` answers it; in a block of exact names, `find` runs once
+/// per name and configuration.
 pub fn service_index(r: &ngx_http_request_t, live: &LiveConfig, find: impl FnOnce() -> u32) -> u32 {
-    let Some(verdict) = Module::server_conf(r).map(|server| &server.last_verdict).filter(|v| v.keeps) else {
+    let Some(server) = Module::server_conf(r).filter(|server| server.last_verdict.keeps) else {
         return find();
     };
-    let cell = verdict.last.get();
-    // headers_in.server is nginx's validated Host: lowercase, no port.
+    // headers_in.server is nginx's validated Host: lowercase, no port. An exact
+    // name matches exactly that (`ServerName::matches`); a Host the block does
+    // not name is not served by its name, whatever the configuration says.
     let host = bytes(&r.headers_in.server);
-    let config = live as *const LiveConfig;
+    let Some(position) = server.names.iter().position(|name| matches!(name, ServerName::Exact(n) if **n == *host))
+    else {
+        return u32::MAX;
+    };
+    let cell = server.last_verdict.found.get();
     {
         // SAFETY: a worker's copy of the configuration is its own, and only its
         // event loop's thread decides requests (variable getters, phase handlers
         // and the drain timer run there; the compile thread never decides): no
         // other reference to the cell is alive here.
-        let last = unsafe { &*cell };
-        if last.host_len == host.len()
-            && last.generation == live.generation
-            && ptr::eq(last.config, config)
-            && last.host[..host.len()] == *host
-        {
-            return last.index;
+        let found = unsafe { &*cell };
+        match found.services.get(position) {
+            Some(&index) if index != UNKNOWN && found.instance == live.instance => return index,
+            _ => {}
         }
     }
     let index = find();
-    if host.len() <= HOST_MAX {
-        // SAFETY: as above; `find` has returned, no other reference is alive.
-        let last = unsafe { &mut *cell };
-        last.config = config;
-        last.generation = live.generation;
-        last.host_len = host.len();
-        last.host[..host.len()].copy_from_slice(host);
-        last.index = index;
+    // SAFETY: as above; `find` has returned, no other reference is alive.
+    let found = unsafe { &mut *cell };
+    if found.instance != live.instance {
+        found.instance = live.instance;
+        found.services.fill(UNKNOWN);
+    }
+    if let Some(kept) = found.services.get_mut(position) {
+        *kept = index;
     }
     index
 }

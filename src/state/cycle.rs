@@ -248,6 +248,7 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         );
     }
     let published = Arc::new(LiveConfig {
+        instance: crate::state::live::next_instance(),
         generation: commit.generation,
         loaded_at: cycle_zone.loaded_at,
         content_hash: main.content_hash,

@@ -7,7 +7,7 @@
 //! configuration it just published itself.
 
 use core::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,11 @@ use crate::state::zone::{SlotRef, Zone};
 
 /// One generation of the configuration, as a process routes by it.
 pub struct LiveConfig {
+    /// Unique in the process, never reused: which configuration a server
+    /// block's kept answer (`http::host_verdict`) was found in. Neither the
+    /// address (reused once freed) nor the generation (a new zone at a reload
+    /// counts from 1 again) would do.
+    pub instance: u64,
     pub generation: u64,
     pub loaded_at: u64,
     pub content_hash: u64,
@@ -93,6 +98,12 @@ pub fn current() -> Option<Arc<LiveConfig>> {
         Arc::increment_strong_count(p);
         Some(Arc::from_raw(p))
     }
+}
+
+/// A new [`LiveConfig::instance`].
+pub fn next_instance() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Whether `live` is what this process routes by now.
@@ -170,6 +181,7 @@ pub fn catch_up_now(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<LiveConfig>>
     match migration_engine::load_str(&record.source, &record.text) {
         Ok(config) => {
             let published = Arc::new(LiveConfig {
+                instance: crate::state::live::next_instance(),
                 generation: record.generation,
                 loaded_at: record.loaded_at,
                 content_hash: record.content_hash,

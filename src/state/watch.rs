@@ -136,6 +136,7 @@ pub fn finish(main: &MainConf, cycle_zone: &CycleZone, done: compile_thread::Don
         Done::CaughtUp { record, compiled } => match compiled {
             Ok(config) if current.as_ref().is_none_or(|c| c.generation < record.generation) => {
                 adopt(Arc::new(LiveConfig {
+                    instance: crate::state::live::next_instance(),
                     generation: record.generation,
                     loaded_at: record.loaded_at,
                     content_hash: record.content_hash,
@@ -241,6 +242,7 @@ fn commit_change(
     let generation = locked.commit(record);
     locked.set_file_refused(None);
     let published = Arc::new(LiveConfig {
+        instance: crate::state::live::next_instance(),
         generation,
         loaded_at,
         content_hash: admitted.hash,

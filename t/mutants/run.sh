@@ -6,7 +6,7 @@
 # the engine on its own (make mutants); it cannot judge src/, whose behaviour
 # only nginx shows.
 #
-#   t/mutants/run.sh                     every patch, about a minute and a half each
+#   t/mutants/run.sh                     every patch, about four minutes each
 #   t/mutants/run.sh t/mutants/03-*.patch
 #
 # Not part of `make test` (slow). A patch that no longer applies is reported as

@@ -90,11 +90,13 @@ pub(crate) fn pool_cleanup<T>(
 }
 
 pub(crate) fn bytes(s: &ngx_str_t) -> &[u8] {
-    if s.len == 0 || s.data.is_null() {
+    // One test, not two: an empty string with data is an empty slice too (a
+    // header pass calls this for every header).
+    if s.data.is_null() {
         return &[];
     }
-    // SAFETY: a non-empty ngx_str_t of a live request points at `len` readable bytes
-    // in the request's (or connection's) pool, which outlive the view.
+    // SAFETY: an ngx_str_t of a live request with data points at `len` readable
+    // bytes in the request's (or connection's) pool, which outlive the view.
     unsafe { slice::from_raw_parts(s.data, s.len) }
 }
 

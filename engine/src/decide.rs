@@ -376,11 +376,12 @@ fn header_pass<'r, R: RequestView, T: Tracer>(s: &CompiledService, request: &'r 
     };
     // One pass over the request headers; the first occurrence of a name wins.
     if s.headers.len() > 0 {
-        request.for_each_header(|name, value| {
-            if let Some(slot) = s.headers.find(name) {
+        request.for_each_header_in(
+            |name| s.headers.find(name),
+            |slot, value| {
                 values[slot].get_or_insert(value);
-            }
-        });
+            },
+        );
     }
     let user = s.headers.user_slot().and_then(|slot| values[slot]);
     // Cookies and arguments as `$cookie_NAME` / `$arg_NAME` read them (only for

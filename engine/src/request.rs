@@ -19,6 +19,22 @@ pub trait RequestView {
             visit(name, value);
         }
     }
+    /// Calls `visit` with the slot `slot_of` gives a header's name and the
+    /// header's value, for every header whose name has one, in order: the
+    /// decision's one pass. An implementation may read only those headers'
+    /// values (nginx's does: about 7 instructions a header fewer).
+    #[inline]
+    fn for_each_header_in<'a>(
+        &'a self,
+        mut slot_of: impl FnMut(&[u8]) -> Option<usize>,
+        mut visit: impl FnMut(usize, &'a [u8]),
+    ) {
+        self.for_each_header(|name, value| {
+            if let Some(slot) = slot_of(name) {
+                visit(slot, value);
+            }
+        });
+    }
     /// The first header with this lowercase name.
     fn header(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
         self.headers().find(|(n, _)| *n == lowercase_name).map(|(_, v)| v)

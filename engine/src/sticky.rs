@@ -184,6 +184,14 @@ impl<R: RequestView> RequestView for WithUserCookie<'_, R> {
     fn for_each_header<'a>(&'a self, visit: impl FnMut(&'a [u8], &'a [u8])) {
         self.request.for_each_header(visit)
     }
+    #[inline]
+    fn for_each_header_in<'a>(
+        &'a self,
+        slot_of: impl FnMut(&[u8]) -> Option<usize>,
+        visit: impl FnMut(usize, &'a [u8]),
+    ) {
+        self.request.for_each_header_in(slot_of, visit)
+    }
     fn header(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
         self.request.header(lowercase_name)
     }

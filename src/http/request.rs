@@ -130,6 +130,28 @@ impl<'a> Iterator for Headers<'a> {
 }
 
 impl<'r> NgxRequestView<'r> {
+    /// Every entry of the request's header list, in order, but those nginx
+    /// marked removed (hash 0) or that have no lowercase name.
+    #[inline]
+    fn each_header_elt<'a>(&'a self, mut f: impl FnMut(&'a ngx_table_elt_t)) {
+        let mut part = Some(&self.request().headers_in.headers.part);
+        while let Some(p) = part {
+            let elts: &[ngx_table_elt_t] = if p.nelts == 0 {
+                &[]
+            } else {
+                // SAFETY: a list part holds `nelts` initialised ngx_table_elt_t.
+                unsafe { slice::from_raw_parts(p.elts as *const _, p.nelts) }
+            };
+            for h in elts {
+                if h.hash != 0 && !h.lowcase_key.is_null() {
+                    f(h);
+                }
+            }
+            // SAFETY: `next` is null or the next part of the same list.
+            part = unsafe { p.next.as_ref() };
+        }
+    }
+
     /// The request's Cookie headers, in the order they came: nginx 1.23 and later
     /// chain them (`headers_in.cookie`).
     #[cfg(not(ngx_cookie_array))]
@@ -188,26 +210,27 @@ impl RequestView for NgxRequestView<'_> {
 
     #[inline]
     fn for_each_header<'a>(&'a self, mut visit: impl FnMut(&'a [u8], &'a [u8])) {
-        let mut part = Some(&self.request().headers_in.headers.part);
-        while let Some(p) = part {
-            let elts: &[ngx_table_elt_t] = if p.nelts == 0 {
-                &[]
-            } else {
-                // SAFETY: a list part holds `nelts` initialised ngx_table_elt_t.
-                unsafe { slice::from_raw_parts(p.elts as *const _, p.nelts) }
-            };
-            for h in elts {
-                // nginx marks a removed header with hash 0.
-                if h.hash == 0 || h.lowcase_key.is_null() {
-                    continue;
-                }
-                // SAFETY: lowcase_key holds key.len lowercase bytes for request headers.
-                let name = unsafe { slice::from_raw_parts(h.lowcase_key, h.key.len) };
-                visit(name, bytes(&h.value));
+        self.each_header_elt(|h| {
+            // SAFETY: lowcase_key holds key.len lowercase bytes for request headers.
+            let name = unsafe { slice::from_raw_parts(h.lowcase_key, h.key.len) };
+            visit(name, bytes(&h.value));
+        });
+    }
+
+    #[inline]
+    fn for_each_header_in<'a>(
+        &'a self,
+        mut slot_of: impl FnMut(&[u8]) -> Option<usize>,
+        mut visit: impl FnMut(usize, &'a [u8]),
+    ) {
+        self.each_header_elt(|h| {
+            // SAFETY: lowcase_key holds key.len lowercase bytes for request headers.
+            let name = unsafe { slice::from_raw_parts(h.lowcase_key, h.key.len) };
+            // Only a header the decision reads has its value looked at.
+            if let Some(slot) = slot_of(name) {
+                visit(slot, bytes(&h.value));
             }
-            // SAFETY: `next` is null or the next part of the same list.
-            part = unsafe { p.next.as_ref() };
-        }
+        });
     }
 
     fn cookie(&self, name: &[u8]) -> Option<&[u8]> {

@@ -88,11 +88,15 @@ for i in range(n):
     c.endheaders(); c.getresponse().read()
 PY
 }
-total() {  # instructions of nginx serving $2 requests to $1
-    valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$nginx" -p "$work/" >/dev/null 2>&1 &
+under_callgrind() {  # nginx serving $3 requests to $2 under callgrind, counts into $1; more valgrind options after
+    local out=$1 path=$2 n=$3; shift 3
+    valgrind --tool=callgrind "$@" --callgrind-out-file="$out" "$nginx" -p "$work/" >/dev/null 2>&1 &
     local pid=$!
-    requests "$1" "$2"
+    requests "$path" "$n"
     kill -QUIT "$pid"; wait "$pid" || true
+}
+total() {  # instructions of nginx serving $2 requests to $1
+    under_callgrind "$work/cg.out" "$1" "$2"
     awk '/^summary:/ {print $2}' "$work/cg.out"
 }
 per_request() {
@@ -102,10 +106,7 @@ per_request() {
 }
 if [ "${1:-}" = profile ]; then  # for bench/profile-lines.sh: one run kept, instruction by instruction
     write_conf "$root/bench/instructions.yaml"
-    valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file="$PROFILE_OUT" "$nginx" -p "$work/" >/dev/null 2>&1 &
-    pid=$!
-    requests /module "${PROFILE_REQUESTS:-20000}"
-    kill -QUIT "$pid"; wait "$pid" || true
+    under_callgrind "$PROFILE_OUT" /module "${PROFILE_REQUESTS:-20000}" --dump-instr=yes
     exit 0
 fi
 if [ "${1:-}" = sticky ]; then

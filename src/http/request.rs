@@ -131,7 +131,9 @@ impl<'a> Iterator for Headers<'a> {
 
 impl<'r> NgxRequestView<'r> {
     /// Every entry of the request's header list, in order, but those nginx
-    /// marked removed (hash 0) or that have no lowercase name.
+    /// marked removed (hash 0) or that have no lowercase name. Each caller
+    /// makes the name's slice itself: made here, it cost 8 instructions a
+    /// request more with 2 headers and 36 with 9 (callgrind).
     #[inline]
     fn each_header_elt<'a>(&'a self, mut f: impl FnMut(&'a ngx_table_elt_t)) {
         let mut part = Some(&self.request().headers_in.headers.part);

@@ -394,7 +394,7 @@ mod tests {
         let mut b = [0u8; 16];
         b[..6].copy_from_slice(b"foobar");
         assert_eq!(StickyId::from_random(b).as_str(), "Zm9vYmFyAAAAAAAAAAAAAA");
-        let b: [u8; 16] = core::array::from_fn(|i| (i as u8) * 17 + 3);
+        let b: [u8; 16] = core::array::from_fn(|i| (i as u8).wrapping_mul(17).wrapping_add(3));
         assert_eq!(StickyId::from_random(b).as_str(), "AxQlNkdYaXqLnK2-z-DxAg");
     }
 }

@@ -113,6 +113,7 @@ impl RequestDecision {
     }
 
     /// Counts the decision in the zone (the status's `requests` and `rules`).
+    #[inline(always)]
     pub(crate) fn count(&self) {
         match (self.decision.service, self.decision.target) {
             (Some(_), Some(target)) => {
@@ -147,6 +148,7 @@ pub fn existing(r: &mut ngx_http_request_t) -> Option<*mut RequestDecision> {
 }
 
 /// How this location finds the request's service (`migration_service`).
+#[inline(always)]
 fn service_choice<'a>(r: &ngx_http_request_t, live: &'a LiveConfig) -> ServiceChoice<'a> {
     let loc = Module::location_conf(r).expect("location conf");
     let config = &live.config;

@@ -14,6 +14,7 @@
 
 use core::cell::UnsafeCell;
 
+use migration_engine::compiled::same_bytes;
 use ngx::ffi::ngx_http_request_t;
 use ngx::http::HttpModuleServerConf;
 
@@ -65,7 +66,8 @@ pub fn service_index(r: &ngx_http_request_t, live: &LiveConfig, find: impl FnOnc
     // callgrind); a Host the block does not name is not served by its name,
     // whatever the configuration says.
     let host = bytes(&r.headers_in.server);
-    let Some(position) = server.names.iter().position(|name| matches!(name, ServerName::Exact(n) if **n == *host))
+    let Some(position) =
+        server.names.iter().position(|name| matches!(name, ServerName::Exact(n) if same_bytes(n, host)))
     else {
         return u32::MAX;
     };

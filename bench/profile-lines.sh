@@ -19,9 +19,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 module=${TEST_NGINX_LOAD_MODULES:-$root/target/nginx/modules/ngx_http_migration_module.so}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-# bench/instructions.sh's nginx.conf and client, with one callgrind run kept.
-PROFILE_OUT=$out/cg.out PROFILE_REQUESTS=20000 "$root/bench/instructions.sh" profile
-python3 - "$out/cg.out" "$want" "$module" "$sum" 20000 <<'PY'
+# bench/instructions.sh's nginx.conf and client, with one callgrind run kept
+# (PROFILE_IN=FILE reads a run `bench/instructions.sh profile` kept instead).
+cg=${PROFILE_IN:-$out/cg.out}
+[ -n "${PROFILE_IN:-}" ] || PROFILE_OUT=$cg PROFILE_REQUESTS=20000 "$root/bench/instructions.sh" profile
+python3 - "$cg" "$want" "$module" "$sum" 20000 <<'PY'
 import collections, re, subprocess, sys
 path, want, module, summed, requests = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "--sum", int(sys.argv[5])
 names = {"ob": {}, "fn": {}}

@@ -193,11 +193,19 @@ fn became_long_lived(d: &RequestDecision) {
 
 /// The request ends (its decision is dropped with its pool): out of the list and
 /// of the counts.
+#[inline(always)]
 pub fn untrack(d: &RequestDecision) {
     let index = d.tracked.replace(UNTRACKED);
-    if index == UNTRACKED {
-        return;
+    if index != UNTRACKED {
+        untrack_listed(d, index);
     }
+}
+
+/// Out of line: nearly every request was never listed, and the list's frame
+/// (about 2 KiB of stack) would be set up at each request's end for nothing.
+#[cold]
+#[inline(never)]
+fn untrack_listed(d: &RequestDecision, index: u32) {
     let Ok(Some(entry)) = LIST.try_with(|list| {
         let mut list = list.borrow_mut();
         let entry = list.entries.get_mut(index as usize).and_then(Option::take);

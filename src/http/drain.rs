@@ -201,9 +201,9 @@ pub fn untrack(d: &RequestDecision) {
     }
 }
 
-/// Out of line: nearly every request was never listed, and the list's frame
-/// (about 2 KiB of stack) would be set up at each request's end for nothing.
-#[cold]
+/// Out of line: a request is listed only under `drain`, and the end of every
+/// other request should not carry the list's code (callgrind: 4 instructions a
+/// request fewer without `drain`, 3 more with it).
 #[inline(never)]
 fn untrack_listed(d: &RequestDecision, index: u32) {
     let Ok(Some(entry)) = LIST.try_with(|list| {

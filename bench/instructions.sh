@@ -158,10 +158,11 @@ plain=$(per_request /plain)
 host=$(per_request /host)
 chain=$(per_request /chain)
 module=$(per_request /module)
-python3 - "$plain" "$chain" "$module" "${HEADERS:-9}" "$host" <<'PY'
+python3 - "${HEADERS:-9}" "$plain" "$chain" "$module" "$host" <<'PY'
 import sys
-plain, chain, module, host = map(int, sys.argv[1:4] + sys.argv[5:6])
-print(f"instructions per request (callgrind, {sys.argv[4]} request headers): plain return 200: {plain}; "
+headers = sys.argv[1]
+plain, chain, module, host = map(int, sys.argv[2:6])
+print(f"instructions per request (callgrind, {headers} request headers): plain return 200: {plain}; "
       f"geo+map+split_clients: {chain} ({chain / plain:.3f}x, +{chain - plain}); "
       f"module: {module} ({module / plain:.3f}x, +{module - plain}); "
       f"plain return 200 $host (a variable in the body, nginx's script engine): {host} (+{host - plain})")

@@ -2,7 +2,7 @@
 #
 #   make build   nginx (vendored source) + the module, installed as a runnable prefix in target/nginx/
 #   make demo    build, then start nginx on 127.0.0.1:8080 with nginx/nginx.conf + nginx/migration.yaml
-#   make check   the lint gate: rustfmt and clippy (warnings are errors) over the three crates
+#   make check   the lint gate: rustfmt and clippy (warnings are errors) over the three crates, and every planted bug applies
 #   make test    make check, build, then cargo test + prove -r t/ + the examples of README.md and docs/ + a short reload-under-load run
 #                + the addon build and t/ on nginx configured as the official image's + hadolint and the
 #                Kubernetes manifests + (as root) make deb, t/ on Debian's nginx with the package
@@ -54,6 +54,7 @@ check: deps
 	$(CARGO) fmt --manifest-path engine/fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 	CARGO_TARGET_DIR=$(CURDIR)/target/fuzz-check $(CARGO) clippy --locked --manifest-path engine/fuzz/Cargo.toml --bins -- -D warnings
+	t/mutants/run.sh --applies
 
 # Each step prints how long it took (CI time is budgeted; t/README.md).
 test: check build

@@ -10,9 +10,9 @@
 #   t/mutants/run.sh t/mutants/03-*.patch
 #   t/mutants/run.sh --applies           only whether every patch still applies (make check)
 #
-# Not part of `make test` (slow), but for `--applies`, which `make check` runs. A patch that no longer applies is reported as
-# stale: rewrite it against the current code. Exit status 1 when a mutant
-# survived or a patch is stale.
+# Not part of `make test` (slow), but for `--applies`, which `make check` runs.
+# A patch that no longer applies is reported as stale: rewrite it against the
+# current code. Exit status 1 when a mutant survived or a patch is stale.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 scratch=${MUTANTS_DIR:-$root/target/mutants-src}

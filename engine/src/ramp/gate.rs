@@ -181,4 +181,26 @@ mod tests {
         assert_eq!(judge(&Gate { max_p99_ms: Some(8), ..Gate::default() }, &eight).verdict, "pass");
         assert_eq!(judge(&Gate { max_p99_ms: Some(7), ..Gate::default() }, &eight).verdict, "fail");
     }
+
+    #[test]
+    fn a_p99_ratio_over_an_old_p99_of_zero_is_measured_as_zero() {
+        // The ramp timer lists the failed limits of the report it remembered,
+        // whose p99s were kept in whole microseconds: an old p99 read back as
+        // 0 gives a measured ratio of 0 in the log line, never infinity.
+        let gate = Gate { max_p99_vs_old: Some(1.5), ..Gate::default() };
+        let report = GateReport {
+            verdict: "fail",
+            reason: String::new(),
+            failed: 1 << 3,
+            new_requests: 100,
+            old_requests: 100,
+            new_error_rate: 0.0,
+            old_error_rate: 0.0,
+            new_p99_ms: Some(10.0),
+            old_p99_ms: Some(0.0),
+        };
+        let limits = report.failed_limits(&gate);
+        assert_eq!(limits.len(), 1);
+        assert_eq!((limits[0].limit, limits[0].value, limits[0].measured), (LIMITS[3], 1.5, 0.0));
+    }
 }

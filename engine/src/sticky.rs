@@ -282,6 +282,27 @@ mod tests {
         assert_eq!((d.target, d.rule), (Some(Target::New), Rule::Header));
     }
 
+    #[test]
+    fn where_nothing_mints_a_request_without_an_id_is_drawn() {
+        // explain, replay and the tests see a sticky service's request without
+        // an id as nginx would decide it if the kernel gave no random bytes: by
+        // the weight draw, never by the hash of some id made up for it.
+        let config = config(STICKY, "");
+        let fresh = OwnedRequest::new("shop.example");
+        assert_eq!(fresh.sticky_id(), None);
+        let d = decide(&config, ServiceChoice::Auto, &fresh, &mut || 0);
+        assert_eq!((d.target, d.rule), (Some(Target::New), Rule::Weight));
+    }
+
+    #[test]
+    fn a_request_seen_with_a_minted_cookie_keeps_its_headers() {
+        let beta = OwnedRequest::new("shop.example").header("X-Beta", "on");
+        let with = WithUserCookie { request: &beta, name: b"mig_uid", value: b"minted" };
+        assert_eq!(with.header(b"x-beta"), Some(&b"on"[..]));
+        assert_eq!(with.header(b"x-other"), None);
+        assert_eq!(with.cookie(b"MIG_UID"), Some(&b"minted"[..]));
+    }
+
     /// A request whose view mints `id` when the decision asks for one.
     struct Minting<'a> {
         request: &'a OwnedRequest,

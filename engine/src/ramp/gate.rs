@@ -183,6 +183,30 @@ mod tests {
     }
 
     #[test]
+    fn each_failed_limit_has_its_own_bit_and_is_named_with_its_numbers() {
+        // new: 20 % errors, p99 in (1, 2.5] s; old: 10 % errors, p99 in (25, 50] ms.
+        let mut both = counts(80, 20, 90, 10);
+        both.buckets[1][8] = 100;
+        both.buckets[0][3] = 100;
+        let cases = [
+            (Gate { max_error_rate: Some(0.1), ..Gate::default() }, 0, 0.1),
+            (Gate { max_error_rate_vs_old: Some(0.05), ..Gate::default() }, 1, 0.05),
+            (Gate { max_p99_ms: Some(800), ..Gate::default() }, 2, 800.0),
+            (Gate { max_p99_vs_old: Some(1.5), ..Gate::default() }, 3, 1.5),
+        ];
+        for (gate, bit, value) in cases {
+            let report = judge(&gate, &both);
+            assert_eq!((report.verdict, report.failed), ("fail", 1 << bit), "{}", LIMITS[bit]);
+            let limits = report.failed_limits(&gate);
+            assert_eq!(limits.len(), 1, "{}", LIMITS[bit]);
+            assert_eq!((limits[0].limit, limits[0].value), (LIMITS[bit], value));
+        }
+        let report = judge(&Gate { max_error_rate_vs_old: Some(0.05), ..Gate::default() }, &both);
+        let vs_old = report.failed_limits(&Gate { max_error_rate_vs_old: Some(0.05), ..Gate::default() });
+        assert!((vs_old[0].measured - 0.1).abs() < 1e-9, "20 % against 10 %: {}", vs_old[0].measured);
+    }
+
+    #[test]
     fn a_p99_ratio_over_an_old_p99_of_zero_is_measured_as_zero() {
         // The ramp timer lists the failed limits of the report it remembered,
         // whose p99s were kept in whole microseconds: an old p99 read back as

@@ -742,6 +742,10 @@ fn sticky_mistakes_are_located() {
         "m.yaml:10:27: services[0].migration.sticky.same_site: must be lax, strict or none, got \"loose\"",
     );
     assert_err(
+        &sticky(STICKY, "same_site: 1"),
+        "m.yaml:10:27: services[0].migration.sticky.same_site: wrong type: integer `1`, expected lax, strict or none",
+    );
+    assert_err(
         &sticky(STICKY, "http_only: yes"),
         "m.yaml:10:27: services[0].migration.sticky.http_only: wrong type: string \"yes\", expected a boolean",
     );

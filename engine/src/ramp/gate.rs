@@ -200,6 +200,9 @@ mod tests {
             let limits = report.failed_limits(&gate);
             assert_eq!(limits.len(), 1, "{}", LIMITS[bit]);
             assert_eq!((limits[0].limit, limits[0].value), (LIMITS[bit], value));
+            let (new_p99, old_p99) = (report.new_p99_ms.unwrap(), report.old_p99_ms.unwrap());
+            let measured = [0.2, 0.1, new_p99, new_p99 / old_p99][bit];
+            assert!((limits[0].measured - measured).abs() < 1e-9, "{}: {}", LIMITS[bit], limits[0].measured);
         }
         let report = judge(&Gate { max_error_rate_vs_old: Some(0.05), ..Gate::default() }, &both);
         let vs_old = report.failed_limits(&Gate { max_error_rate_vs_old: Some(0.05), ..Gate::default() });

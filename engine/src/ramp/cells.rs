@@ -599,6 +599,21 @@ mod tests {
     }
 
     #[test]
+    fn a_thaw_changes_the_word_even_in_the_millisecond_of_its_freeze() {
+        // The step's start does not move (nothing was frozen long): only the
+        // restart count tells a word read before the thaw from the word after.
+        let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
+        let cells = RampCells::default();
+        cells.publish(Some(&r), fp(&r), 1, true, 0);
+        cells.publish(Some(&r), fp(&r), 2, false, 500);
+        let before = cells.position.load(Ordering::Acquire);
+        cells.publish(Some(&r), fp(&r), 3, true, 500);
+        let after = cells.position.load(Ordering::Acquire);
+        assert_ne!(before, after);
+        assert_eq!(Position::unpack(after).unwrap().restarts, Position::unpack(before).unwrap().restarts + 1);
+    }
+
+    #[test]
     fn enabled_false_with_start_stops_transitions_and_the_wall_clock_rules_after() {
         let r = ramp(&[100, 1000, 2000], 1000, None, OnFailure::Rollback, Some(0));
         let cells = RampCells::default();

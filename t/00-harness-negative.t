@@ -59,19 +59,25 @@ for my $block ('TEST 1', 'TEST 13') {
 }
 
 # A wrapper that runs the real nginx, passes SIGQUIT on, and exits with status 3.
+# In Perl, not sh: perl's waitpid runs the signal handler and waits again when
+# a signal interrupts it, whenever the signal lands. A dash wrapper (trap, then
+# `wait` twice) was once not done 10 s after the harness's SIGQUIT, on a loaded
+# machine (CI, 2026-12-06), and failed the control check instead of the exit
+# status check.
 File::Path::make_path($servroot);
-my $wrapper = "$root/t/servroot-negative-exit3.sh";
+my $wrapper = "$root/t/servroot-negative-exit3.pl";
 open my $fh, '>', $wrapper or die "$wrapper: $!";
-print $fh <<"SH";
-#!/bin/sh
-child=
-trap 'kill -QUIT \$child' QUIT
-"$nginx" "\$@" &
-child=\$!
-wait \$child
-wait \$child
-exit 3
-SH
+print $fh <<"PL";
+#!$^X
+use strict;
+my (\$child, \$quit);
+\$SIG{QUIT} = sub { \$quit = 1; kill 'QUIT', \$child if \$child };
+\$child = fork() // die "fork: \$!";
+exec('$nginx', \@ARGV) or die "exec: \$!" if \$child == 0;
+kill 'QUIT', \$child if \$quit;
+waitpid(\$child, 0);
+exit 3;
+PL
 close $fh;
 chmod 0755, $wrapper;
 ($status, $r, $out) = run_fixture('t/negative/exit-status.tfix', TEST_NGINX_BINARY => $wrapper);

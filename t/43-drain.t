@@ -364,3 +364,51 @@ close_all([@$conns, @$more]);
 main::connections_are({old => 0, new => 0, misplaced => 0, drained => 0}, 'and both take theirs back as they end');
 main::stop_backends();
 --- response_body_like: "connections"
+
+
+
+=== TEST 7: a worker's list of long-lived requests gives its memory back as they end (a burst of 40, then 1, then none)
+--- error_log_level: info
+--- timeout: 30
+--- request
+GET /status
+--- check_eval
+# The walk's line reports what the worker's list holds: 40 bytes an entry,
+# 4 a free index. Before the list gave memory back, 40 WebSockets left
+# 64 entries (2,560 bytes) and 64 free indices for the worker's life.
+my $list_bytes = sub {
+    my ($since, $n) = @_;
+    my $deadline = Time::HiRes::time() + 5;
+    while (Time::HiRes::time() < $deadline) {
+        my @seen = substr(error_log_text(), $since) =~ /migration: $n long-lived requests decided again in \d+ us, \d+ slice\(s\), the longest \d+ us \(\d+ newly misplaced; list (\d+) bytes\)/g;
+        return $seen[-1] if @seen;
+        Time::HiRes::sleep(0.05);
+    }
+    return undef;
+};
+my $conns = main::open_ws(40);
+main::connections_are({old => 40, new => 0, misplaced => 0, drained => 0}, '40 on old');
+my $since = length error_log_text();
+main::publish(percentage => 0.01);
+my $burst = $list_bytes->($since, 40);
+ok(defined $burst && $burst >= 40 * 40, 'the walk over 40 reports their entries (' . ($burst // 'none') . ' bytes)');
+# u0 is the first listed: the 39 after it end, and the list's tail with them.
+close_all([@$conns[1 .. 39]]);
+main::connections_are({old => 1, new => 0, misplaced => 0, drained => 0}, 'one left');
+Time::HiRes::sleep(0.3);
+$since = length error_log_text();
+main::publish(percentage => 0.02);
+my $one = $list_bytes->($since, 1);
+ok(defined $one && $one <= 200, 'with one left, the list holds ' . ($one // 'none') . ' bytes (at most 200)');
+close_all([$conns->[0]]);
+main::connections_are({old => 0, new => 0, misplaced => 0, drained => 0}, 'none left');
+Time::HiRes::sleep(0.3);
+my $again = main::open_ws(1, 40);
+main::connections_are({old => 1, new => 0, misplaced => 0, drained => 0}, 'a new one');
+$since = length error_log_text();
+main::publish(percentage => 0.03);
+my $fresh = $list_bytes->($since, 1);
+ok(defined $fresh && $fresh <= 200, 'after the list emptied, one new request: ' . ($fresh // 'none') . ' bytes');
+close_all($again);
+main::stop_backends();
+--- response_body_like: "connections"

@@ -74,6 +74,34 @@ struct List {
     pending: Vec<u32>,
 }
 
+impl List {
+    /// Drops the free entries at the end of the list and gives back the memory
+    /// a burst left (a list sized for 10,000 requests would otherwise stay so
+    /// for the worker's life). Entries in the middle stay: requests hold their
+    /// indices. The free indices are ordered so that the lowest are reused
+    /// first, which lets the tail free up again.
+    fn trim(&mut self) {
+        let used = self.entries.iter().rposition(Option::is_some).map_or(0, |last| last + 1);
+        if used < self.entries.len() {
+            self.entries.truncate(used);
+            self.free.retain(|&index| (index as usize) < used);
+            self.free.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        if self.entries.capacity() > 2 * used + TRIM_SLACK {
+            self.entries.shrink_to_fit();
+        }
+        for v in [&mut self.free, &mut self.pending] {
+            if v.capacity() > 2 * v.len() + TRIM_SLACK {
+                v.shrink_to_fit();
+            }
+        }
+    }
+}
+
+/// Room a list keeps beyond twice what it holds, so that a steady load does not
+/// reallocate at every walk.
+const TRIM_SLACK: usize = 16;
+
 /// One walk over the list: where the next slice starts, and what it found so far.
 struct Walk {
     next: usize,
@@ -327,8 +355,9 @@ fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
         let mut list = list.borrow_mut();
         let list = &mut *list;
         if list.entries.len() == list.free.len() {
-            list.walk = None;
-            list.pending.clear();
+            // Nothing listed: a burst's memory goes back to the allocator (no
+            // request holds an index: each one's cleanup took its own out).
+            *list = List { world: list.world, walked_ms: list.walked_ms, ..List::default() };
             return true;
         }
         let walk = list.walk.get_or_insert_with(|| {
@@ -388,6 +417,7 @@ fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
             let mut walk = list.walk.take().expect("a walk under way");
             walk.victims.sort_unstable();
             list.pending = walk.victims.iter().map(|&(_, index)| index).collect();
+            list.trim();
             let held = list.entries.capacity() * core::mem::size_of::<Option<Entry>>()
                 + list.free.capacity() * 4
                 + list.pending.capacity() * 4;

@@ -162,6 +162,8 @@ mod tests {
         assert_eq!(pace.take(2_000_000, 60_000_000), Err(59_000_000));
         // Raised to 20/s: the next within 50 ms, not 59 s later.
         assert_eq!(pace.take(2_000_000, 50_000), Err(50_000));
+        // 50 ms from the raise, not from a moment before it.
+        assert_eq!(pace.take(2_010_000, 50_000), Err(40_000));
         assert_eq!(pace.take(2_050_000, 50_000), Ok(()));
         assert_eq!(pace.take(2_050_000, 50_000), Err(50_000));
     }

@@ -31,6 +31,7 @@ use ngx::ngx_log_error;
 use crate::http::decision::RequestDecision;
 use crate::http::request::NgxRequestView;
 use crate::state::live::LiveConfig;
+use crate::state::zone::{LongLivedCells, SlotIdentity};
 
 /// How often a worker with long-lived requests looks whether their side moved.
 const TICK_MS: u64 = 100;
@@ -53,6 +54,9 @@ struct Entry {
     fresh: bool,
     /// It is misplaced now (counted in the zone while long-lived).
     misplaced: bool,
+    /// The slot its long-lived +1 (and a misplaced +1) went to: its -1 goes
+    /// there too, or nowhere if that slot is gone (None: not counted).
+    counted_in: Option<SlotIdentity>,
     /// Closed by the drain, and not gone yet (an HTTP/2 stream whose reset
     /// waits for its queued frames): never closed, or counted, twice.
     closing: bool,
@@ -173,7 +177,7 @@ pub fn upgraded(r: &mut ngx_http_request_t, d: &RequestDecision) {
         }
     });
     if promoted {
-        became_long_lived(d);
+        set_counted_in(index, became_long_lived(d));
     }
 }
 
@@ -189,6 +193,7 @@ fn insert(r: &mut ngx_http_request_t, d: &RequestDecision, after_ms: u64, long_l
         fresh: long_lived,
         misplaced: false,
         closing: false,
+        counted_in: if long_lived { became_long_lived(d) } else { None },
     };
     let index = LIST.with(|list| {
         let mut list = list.borrow_mut();
@@ -204,18 +209,48 @@ fn insert(r: &mut ngx_http_request_t, d: &RequestDecision, after_ms: u64, long_l
         }
     });
     d.tracked.set(index);
-    if long_lived {
-        became_long_lived(d);
-    }
     arm(TICK_MS);
 }
 
-/// Counts a request that became long-lived, on the side it was sent to.
-fn became_long_lived(d: &RequestDecision) {
-    if let (Some((live, index)), Some(target)) = (d.live_slot(), d.decision.target) {
-        if let Some(cells) = live.slots[index].long_lived() {
-            cells.add_connection(target, 1);
+/// Counts a request that became long-lived, on the side it was sent to, in
+/// its service's slot; returns which slot that was.
+fn became_long_lived(d: &RequestDecision) -> Option<SlotIdentity> {
+    let (Some((live, index)), Some(target)) = (d.live_slot(), d.decision.target) else {
+        return None;
+    };
+    let slot = &live.slots[index];
+    slot.long_lived()?.add_connection(target, 1);
+    Some(slot.identity())
+}
+
+fn set_counted_in(index: u32, counted_in: Option<SlotIdentity>) {
+    LIST.with(|list| {
+        if let Some(Some(e)) = list.borrow_mut().entries.get_mut(index as usize) {
+            e.counted_in = counted_in;
         }
+    });
+}
+
+/// `f` of the cells of the slot a long-lived request was counted in: its
+/// service's slot in the configuration the process routes by, when that is
+/// still the same slot (nearly always); else, under the zone's lock, that slot
+/// if it still exists (the service was removed or renamed while the request
+/// was open: its slot stays in the zone, and comes back with the name), or
+/// nothing (the slot was freed, and its counts with it).
+fn with_counted_cells(d: &RequestDecision, counted_in: SlotIdentity, f: impl FnOnce(&LongLivedCells)) {
+    if let Some((live, index)) = d.live_slot() {
+        let slot = &live.slots[index];
+        if slot.identity() == counted_in {
+            if let Some(cells) = slot.long_lived() {
+                f(cells);
+            }
+            return;
+        }
+    }
+    let Some(live) = crate::state::live::current() else { return };
+    let locked = live.zone.lock();
+    if let Some(cells) = locked.long_lived_of(counted_in) {
+        f(cells);
     }
 }
 
@@ -244,16 +279,13 @@ fn untrack_listed(d: &RequestDecision, index: u32) {
     }) else {
         return;
     };
-    if !entry.long_lived {
-        return;
-    }
-    if let (Some((live, slot)), Some(target)) = (d.live_slot(), d.decision.target) {
-        if let Some(cells) = live.slots[slot].long_lived() {
+    if let (Some(counted_in), Some(target)) = (entry.counted_in, d.decision.target) {
+        with_counted_cells(d, counted_in, |cells| {
             cells.add_connection(target, u64::MAX);
             if entry.misplaced {
                 cells.add_misplaced(u64::MAX);
             }
-        }
+        });
     }
 }
 
@@ -349,7 +381,7 @@ fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
     // Read when a walk begins (every service's cells: not again for each slice).
     let world = if LIST.with(|list| list.borrow().walk.is_none()) { world(live) } else { 0 };
     // Counted in the zone after the list is let go.
-    let mut changes: Vec<(*const RequestDecision, Change)> = Vec::new();
+    let mut changes: Vec<(u32, *const RequestDecision, Change)> = Vec::new();
     let mut finished = None;
     let empty = LIST.with(|list| {
         let mut list = list.borrow_mut();
@@ -392,7 +424,7 @@ fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
             let promote = !e.long_lived && r.header_sent() != 0 && now.saturating_sub(e.since_ms) >= e.after_ms;
             if promote {
                 e.long_lived = true;
-                changes.push((d, Change::LongLived));
+                changes.push((index as u32, d, Change::LongLived));
             }
             let fresh = core::mem::take(&mut e.fresh);
             if e.long_lived && (walk.moved || promote || fresh) {
@@ -401,7 +433,7 @@ fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
                 if misplaced != e.misplaced {
                     e.misplaced = misplaced;
                     walk.newly_misplaced += usize::from(misplaced);
-                    changes.push((d, if misplaced { Change::Misplaced } else { Change::Placed }));
+                    changes.push((index as u32, d, if misplaced { Change::Misplaced } else { Change::Placed }));
                 }
             }
             if e.long_lived && e.misplaced && drains(live, d) {
@@ -425,19 +457,22 @@ fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
         }
         false
     });
-    for (d, change) in changes {
+    // In order: a request made long-lived in this slice has its slot before
+    // its misplaced count goes there.
+    for (index, d, change) in changes {
         // SAFETY: the requests are still listed: nothing ended them since.
         let d = unsafe { &*d };
-        let Some((live, slot)) = d.live_slot() else { continue };
-        let Some(cells) = live.slots[slot].long_lived() else { continue };
-        match change {
+        let delta = match change {
             Change::LongLived => {
-                if let Some(target) = d.decision.target {
-                    cells.add_connection(target, 1);
-                }
+                set_counted_in(index, became_long_lived(d));
+                continue;
             }
-            Change::Misplaced => cells.add_misplaced(1),
-            Change::Placed => cells.add_misplaced(u64::MAX),
+            Change::Misplaced => 1,
+            Change::Placed => u64::MAX,
+        };
+        let counted_in = LIST.with(|list| list.borrow().entries.get(index as usize)?.as_ref()?.counted_in);
+        if let Some(counted_in) = counted_in {
+            with_counted_cells(d, counted_in, |cells| cells.add_misplaced(delta));
         }
     }
     if empty {

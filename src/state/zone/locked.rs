@@ -49,6 +49,24 @@ impl Locked<'_> {
         unsafe { ngx_slab_calloc_locked(self.zone.pool.as_ptr(), size) as *mut u8 }
     }
 
+    /// The long-lived requests' cells of the slot `id` names, if that slot is
+    /// still in the zone: a slot that the configuration this process routes by
+    /// no longer has may have been freed since it was named (and its memory
+    /// given to another slot). The cells are borrowed for as long as the lock.
+    pub fn long_lived_of(&self, id: SlotIdentity) -> Option<&LongLivedCells> {
+        let mut p = self.header().slots.load(Ordering::Acquire);
+        while let Some(slot) = NonNull::new(p) {
+            // SAFETY: a slot on the list is live while the lock is held
+            // (reclaiming one unlinks it under the lock).
+            let slot = unsafe { slot.as_ref() };
+            if slot.identity() == id {
+                return slot.long_lived();
+            }
+            p = slot.next.load(Ordering::Acquire);
+        }
+        None
+    }
+
     fn free(&mut self, p: *mut u8) {
         if !p.is_null() {
             // SAFETY: under the lock; `p` came from calloc on this pool.

@@ -184,6 +184,17 @@ impl LongLivedCells {
     }
 }
 
+/// Which slot a long-lived request was counted in (`http::drain`): the slot's
+/// address and the generation that first used it. A service removed and added
+/// back, or renamed and renamed back, while the request was open may have a
+/// slot other than the one its +1 went to; a slot freed and made again at the
+/// same address was first used by a later generation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SlotIdentity {
+    address: core::num::NonZeroUsize,
+    first_used: u64,
+}
+
 /// Where this process's counter cell lies in every slot, from the slot's start:
 /// its worker number modulo the zone's cells picks the cell (the first in the
 /// master and a single-process nginx). Every slot of a zone has the zone's
@@ -301,6 +312,15 @@ impl ServiceSlot {
     #[inline]
     pub fn count_minted(&self) {
         self.own_cell().sticky_minted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Which slot this is, for [`Locked::long_lived_of`].
+    pub fn identity(&self) -> SlotIdentity {
+        SlotIdentity {
+            address: core::num::NonZeroUsize::new(self as *const ServiceSlot as usize)
+                .expect("a reference is not null"),
+            first_used: self.first_used.load(Ordering::Acquire),
+        }
     }
 
     /// The service's long-lived requests (None: a slot of a zone laid out

@@ -195,6 +195,21 @@ mod tests {
     }
 
     #[test]
+    fn the_cells_of_several_workers_add_up_field_by_field() {
+        let (a, b) = (ResponseCells::default(), ResponseCells::default());
+        a.record(Target::New, 1, Some(5_000));
+        a.record(Target::Old, 4, Some(700));
+        b.record(Target::New, 1, Some(20_000_000));
+        b.record(Target::New, FAILED, None);
+        let mut sum = ResponseCounts::default();
+        sum.add(&a.snapshot());
+        sum.add(&b.snapshot());
+        assert_eq!(sum.sum_us, [700, 20_005_000], "the latency sums add up");
+        assert_eq!((sum.classes[1][1], sum.classes[1][FAILED], sum.classes[0][4]), (2, 1, 1));
+        assert_eq!((sum.buckets[1][0], sum.buckets[1][BUCKETS - 1]), (1, 1));
+    }
+
+    #[test]
     fn aborted_requests_are_neither_responses_nor_errors() {
         let cells = ResponseCells::default();
         cells.record(Target::New, 1, Some(5_000));

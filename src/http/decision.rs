@@ -303,9 +303,14 @@ pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDeci
     };
     // SAFETY: the decision lives in the request pool, which outlives `r`'s borrow.
     let d = unsafe { &*d };
-    if routing && !d.counted.replace(true) && !cfg!(feature = "uncounted") {
-        d.count();
-        if d.published.config.any_drain {
+    if routing && !cfg!(feature = "uncounted") {
+        if !d.counted.replace(true) {
+            d.count();
+        }
+        // Listed by the main request, in its own routed location, even when a
+        // subrequest used the decision first (an `auth_request` to a location
+        // with `migration on`): that one counted it, and is not what streams.
+        if d.published.config.any_drain && d.tracked.get() == crate::http::drain::UNTRACKED {
             crate::http::drain::track(r, d);
         }
     }

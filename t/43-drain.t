@@ -443,3 +443,40 @@ close_all($again);
 main::connections_are({old => 0, new => 0, misplaced => 0, drained => 0}, 'and leave as they end');
 main::stop_backends();
 --- response_body_like: "connections"
+
+
+
+=== TEST 9: a stream whose decision an auth_request subrequest made first (to a location with migration on) is listed all the same: long-lived after `after`, and drained
+--- user_files eval
+">>> m.yaml\n" . main::yaml(drain => '{rate: 50/s, after: 300ms}')
+--- config
+    location /sse-authed {
+        auth_request /auth-by-side;
+        migration on;
+        proxy_pass http://$migration_backend;
+        proxy_buffering off;
+        proxy_read_timeout 1h;
+    }
+    # An auth check routed to the user's side, as the stream it guards.
+    location = /auth-by-side {
+        internal;
+        migration on;
+        set $side $migration_target;
+        return 204;
+    }
+    location = /status { migration_status; }
+--- timeout: 30
+--- request
+GET /status
+--- check_eval
+my $port = server_port();
+my @sse = map { my $c = sse_connect($port, "/sse-authed?user=a$_", host => 'ws.example'); $c->{user} = "a$_"; $c } 1 .. 3;
+is(scalar(grep { ($_->{status} // 0) == 200 } @sse), 3, '3 event streams open through auth_request');
+ok(Test::LongLived::read_until($sse[0], qr/data: old/, 3), 'streaming from old');
+main::connections_are({old => 3, new => 0, misplaced => 0, drained => 0}, 'long-lived after 300 ms: 3 on old');
+is(status()->{services}[0]{requests}{old}, 3, 'each counted once, by the subrequest that decided it');
+main::publish(percentage => 100, drain => '{rate: 50/s, after: 300ms}');
+is(main::closes(\@sse, 3, 5, 0.3), 3, 'all 3 closed at 100 %');
+main::connections_are({old => 0, new => 0, misplaced => 0, drained => 3}, 'all 3 drained');
+main::stop_backends();
+--- response_body_like: "connections"

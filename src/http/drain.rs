@@ -219,8 +219,9 @@ fn became_long_lived(d: &RequestDecision) -> Option<SlotIdentity> {
         return None;
     };
     let slot = &live.slots[index];
+    let identity = slot.identity()?;
     slot.long_lived()?.add_connection(target, 1);
-    Some(slot.identity())
+    Some(identity)
 }
 
 fn set_counted_in(index: u32, counted_in: Option<SlotIdentity>) {
@@ -240,16 +241,17 @@ fn set_counted_in(index: u32, counted_in: Option<SlotIdentity>) {
 fn with_counted_cells(d: &RequestDecision, counted_in: SlotIdentity, f: impl FnOnce(&LongLivedCells)) {
     if let Some((live, index)) = d.live_slot() {
         let slot = &live.slots[index];
-        if slot.identity() == counted_in {
+        if slot.identity() == Some(counted_in) {
             if let Some(cells) = slot.long_lived() {
                 f(cells);
             }
             return;
         }
     }
-    let Some(live) = crate::state::live::current() else { return };
+    let (Some(live), Some(index)) = (crate::state::live::current(), d.decision.service) else { return };
+    let Some(service) = d.published.config.services.get(index as usize) else { return };
     let locked = live.zone.lock();
-    if let Some(cells) = locked.long_lived_of(counted_in) {
+    if let Some(cells) = locked.long_lived_of(&service.name, counted_in) {
         f(cells);
     }
 }

@@ -49,17 +49,17 @@ impl Locked<'_> {
         unsafe { ngx_slab_calloc_locked(self.zone.pool.as_ptr(), size) as *mut u8 }
     }
 
-    /// The long-lived requests' cells of the slot `id` names, if that slot is
-    /// still in the zone: a slot that the configuration this process routes by
-    /// no longer has may have been freed since it was named (and its memory
-    /// given to another slot). The cells are borrowed for as long as the lock.
-    pub fn long_lived_of(&self, id: SlotIdentity) -> Option<&LongLivedCells> {
+    /// The long-lived requests' cells of the slot of service `name` that `id`
+    /// names, if that slot is still in the zone: the configuration this process
+    /// routes by may no longer have the service, and its slot may have been freed
+    /// since. The cells are borrowed for as long as the lock.
+    pub fn long_lived_of(&self, name: &str, id: SlotIdentity) -> Option<&LongLivedCells> {
         let mut p = self.header().slots.load(Ordering::Acquire);
         while let Some(slot) = NonNull::new(p) {
             // SAFETY: a slot on the list is live while the lock is held
             // (reclaiming one unlinks it under the lock).
             let slot = unsafe { slot.as_ref() };
-            if slot.identity() == id {
+            if slot.identity() == Some(id) && slot.name() == name.as_bytes() {
                 return slot.long_lived();
             }
             p = slot.next.load(Ordering::Acquire);

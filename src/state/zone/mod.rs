@@ -184,16 +184,15 @@ impl LongLivedCells {
     }
 }
 
-/// Which slot a long-lived request was counted in (`http::drain`): the slot's
-/// address and the generation that first used it. A service removed and added
-/// back, or renamed and renamed back, while the request was open may have a
-/// slot other than the one its +1 went to; a slot freed and made again at the
-/// same address was first used by a later generation.
+/// Which slot of its service a long-lived request was counted in
+/// (`http::drain`): the generation that first used the slot. A service's slot
+/// stays in the zone while its name comes and goes (a service removed and
+/// added back, or renamed and renamed back); one freed and made again under
+/// the same name was first used by a later generation. Nonzero: a slot is
+/// first used when the first record that has it is committed, before any
+/// process routes by it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct SlotIdentity {
-    address: core::num::NonZeroUsize,
-    first_used: u64,
-}
+pub struct SlotIdentity(core::num::NonZeroU64);
 
 /// Where this process's counter cell lies in every slot, from the slot's start:
 /// its worker number modulo the zone's cells picks the cell (the first in the
@@ -314,13 +313,10 @@ impl ServiceSlot {
         self.own_cell().sticky_minted.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Which slot this is, for [`Locked::long_lived_of`].
-    pub fn identity(&self) -> SlotIdentity {
-        SlotIdentity {
-            address: core::num::NonZeroUsize::new(self as *const ServiceSlot as usize)
-                .expect("a reference is not null"),
-            first_used: self.first_used.load(Ordering::Acquire),
-        }
+    /// Which slot of its name this is, for [`Locked::long_lived_of`] (None
+    /// before its first record is committed).
+    pub fn identity(&self) -> Option<SlotIdentity> {
+        core::num::NonZeroU64::new(self.first_used.load(Ordering::Acquire)).map(SlotIdentity)
     }
 
     /// The service's long-lived requests (None: a slot of a zone laid out

@@ -137,6 +137,45 @@ sub h2_streams {
     main::stop_backends();
 }
 
+# TEST 10: two event streams over one HTTP/2 connection to $port, each quiet
+# after its first event: the misplaced one's reset must reach the client
+# although nothing else is written on the connection.
+sub h2_quiet_streams {
+    my ($port) = @_;
+    my ($moving) = grep { main::cohort($_, 50) eq 'new' } map { "h$_" } 1 .. 50;
+    my ($staying) = grep { main::cohort($_, 50) eq 'old' } map { "h$_" } 1 .. 50;
+    my $out = Test::MigrationNginx::servroot() . '/nghttp.out';
+    my $pid = fork;
+    if (!$pid) {
+        open STDOUT, '>', $out;
+        open STDERR, '>&', \*STDOUT;
+        { exec 'nghttp', '-v', '-H', ':authority: ws.example', "http://127.0.0.1:$port/sse-quiet?user=$moving", "http://127.0.0.1:$port/sse-quiet?user=$staying" }
+        POSIX::_exit(127);
+    }
+    my $read = sub { do { local (@ARGV, $/) = ($out); <> } // '' };
+    main::publish(percentage => 50);
+    # Long-lived 5 s (the default after) after they began, then drained.
+    my $deadline = Time::HiRes::time() + 12;
+    Time::HiRes::sleep(0.1) until status()->{services}[0]{connections}{drained} == 1 || Time::HiRes::time() > $deadline;
+    my $drained_at = Time::HiRes::time();
+    Test::More::is(status()->{services}[0]{connections}{drained}, 1, "the stream of $moving (13) was drained");
+    my $text = $read->();
+    until ($text =~ /recv RST_STREAM frame <[^>]*stream_id=13>/ || Time::HiRes::time() > $drained_at + 3) {
+        Time::HiRes::sleep(0.05);
+        $text = $read->();
+    }
+    my $took = Time::HiRes::time() - $drained_at;
+    Test::More::like($text, qr/recv RST_STREAM frame <[^>]*stream_id=13>/,
+        sprintf('its RST_STREAM reached the client (%.2f s after the drain) while the other stream was quiet', $took))
+        or Test::More::diag($text);
+    Test::More::ok($took < 1, sprintf('at once: %.2f s', $took));
+    Test::More::like($text, qr/recv DATA frame <[^>]*stream_id=15>/, "the stream of $staying (15) had its one event");
+    Test::More::unlike($text, qr/GOAWAY/, 'the connection was never closed');
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+    main::stop_backends();
+}
+
 add_block_preprocessor(sub {
     my $block = shift;
     $block->set_value(user_files => ">>> m.yaml\n" . main::yaml()) unless defined $block->{user_files};
@@ -479,4 +518,53 @@ main::publish(percentage => 100, drain => '{rate: 50/s, after: 300ms}');
 is(main::closes(\@sse, 3, 5, 0.3), 3, 'all 3 closed at 100 %');
 main::connections_are({old => 0, new => 0, misplaced => 0, drained => 3}, 'all 3 drained');
 main::stop_backends();
+--- response_body_like: "connections"
+
+
+
+=== TEST 10: HTTP/2, two quiet event streams on one connection: the misplaced stream's reset reaches the client at once, with nothing else to write on the connection
+--- requires
+nginx >= 1.25.1
+configure --with-http_v2_module
+--- timeout: 40
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3;
+        http2 on;
+        server_name ~.;
+        location /sse {
+            migration on;
+            proxy_pass http://$migration_backend;
+            proxy_buffering off;
+        }
+    }
+--- request
+GET /status
+--- check_eval
+main::h2_quiet_streams(rand_port(3));
+--- response_body_like: "connections"
+
+
+
+=== TEST 11: HTTP/2, two quiet event streams on one connection: the misplaced stream's reset reaches the client at once (nginx < 1.25.1: `listen ... http2`)
+--- requires
+nginx < 1.25.1
+configure --with-http_v2_module
+--- timeout: 40
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3 http2;
+        server_name ~.;
+        location /sse {
+            migration on;
+            proxy_pass http://$migration_backend;
+            proxy_buffering off;
+        }
+    }
+--- request
+GET /status
+--- check_eval
+main::h2_quiet_streams(rand_port(3));
 --- response_body_like: "connections"

@@ -655,8 +655,52 @@ unsafe fn terminate(r: *mut ngx_http_request_t, service: &str, target: Target) {
             target.as_str(),
             target.other().as_str()
         );
+        #[cfg(ngx_feature = "http_v2")]
+        let h2 = http2_connection(r);
         (*main).set_count((*main).count() + 1);
         ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t);
         ngx_http_run_posted_requests(c);
+        #[cfg(ngx_feature = "http_v2")]
+        flush_http2(h2);
+    }
+}
+
+/// The client connection an HTTP/2 stream runs on (null for HTTP/1).
+///
+/// # Safety
+/// `r` is a live request.
+#[cfg(ngx_feature = "http_v2")]
+unsafe fn http2_connection(r: *mut ngx_http_request_t) -> *mut ngx::ffi::ngx_connection_t {
+    // SAFETY: (caller) `r` is live; an HTTP/2 request's stream and the stream's
+    // HTTP/2 connection live at least as long as it.
+    unsafe {
+        let stream = (*r).stream;
+        if stream.is_null() || (*stream).connection.is_null() {
+            return ptr::null_mut();
+        }
+        (*(*stream).connection).connection
+    }
+}
+
+/// Sends what a reset stream left queued on its HTTP/2 connection now. nginx
+/// queues the stream's RST_STREAM and sends the connection's queue at its next
+/// write; while other streams of the connection are open and quiet (an idle
+/// event stream), that can be minutes, and the client would not know that its
+/// stream ended. Posting the connection's write event sends the queue at the
+/// end of this turn of the event loop, as nginx's own write handler does.
+///
+/// # Safety
+/// `c` is null or a connection of this worker that was live before the
+/// request was ended (connections are never freed, only reused, and none is
+/// accepted while the drain's timer runs).
+#[cfg(ngx_feature = "http_v2")]
+unsafe fn flush_http2(c: *mut ngx::ffi::ngx_connection_t) {
+    // SAFETY: (caller) `c` points into the cycle's connections; a closed one has
+    // fd -1 and no events to post.
+    unsafe {
+        if c.is_null() || (*c).fd == -1 || (*c).destroyed() != 0 || (*c).error() != 0 || (*c).write.is_null() {
+            return;
+        }
+        ngx::ffi::ngx_post_event((*c).write, ptr::addr_of_mut!(ngx::ffi::ngx_posted_events));
     }
 }

@@ -2,7 +2,8 @@ package Test::LongLived;
 
 # Helpers for tests of long-lived connections (WebSockets and server-sent
 # events) proxied through nginx: a forking toy backend that upgrades
-# WebSockets, streams SSE (/sse...) and answers plain GETs with its name (after
+# WebSockets, streams SSE (/sse..., one event every 200 ms; /sse-quiet..., one
+# event and then silence) and answers plain GETs with its name (after
 # 1.5 s for /slow...), and clients
 # that open many such connections and watch when each one gets closed.
 #
@@ -221,6 +222,9 @@ sub _connection {
     # not a stream).
     Time::HiRes::sleep(1.5) if $path =~ m{^/slow};
 
+    # /sse-quiet...: one event, then nothing until the peer closes (an idle
+    # stream); /sse...: an event every 200 ms.
+    my $every = $path =~ m{^/sse-quiet} ? 3600 : 0.2;
     if ($path =~ m{^/sse}) {
         _write_all($c, "HTTP/1.1 200 OK\r\n"
             . "Content-Type: text/event-stream\r\n"
@@ -230,8 +234,8 @@ sub _connection {
         while (1) {
             _write_all($c, "data: $name\n\n") or return;
             return if getppid() != $server;
-            # Wait 200 ms, but notice a peer that closed meanwhile.
-            my $until = Time::HiRes::time() + 0.2;
+            # Wait, but notice a peer that closed meanwhile.
+            my $until = Time::HiRes::time() + $every;
             while ((my $left = $until - Time::HiRes::time()) > 0) {
                 next unless $sel->can_read($left);
                 my $n = sysread $c, my $junk, 65536;

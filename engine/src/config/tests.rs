@@ -684,6 +684,9 @@ fn sticky_defaults_and_values() {
     }
     assert_eq!(sticky("      sticky: {secure: auto}\n").unwrap().secure, Secure::Auto);
     assert_eq!(sticky("      sticky: {secure: false}\n").unwrap().secure, Secure::Never);
+    // Quoted, as a ConfigMap templated by a tool often writes them.
+    assert_eq!(sticky("      sticky: {secure: \"false\"}\n").unwrap().secure, Secure::Never);
+    assert_eq!(sticky("      sticky: {secure: \"true\"}\n").unwrap().secure, Secure::Always);
 }
 
 #[test]
@@ -733,6 +736,14 @@ fn sticky_mistakes_are_located() {
         &sticky(STICKY, "domain: \"a b\""),
         "m.yaml:10:24: services[0].migration.sticky.domain: \"a b\" has ' '; a cookie's domain is a host name such as example.com",
     );
+    for domain in ["example..com", "example.com.", "..example.com"] {
+        assert_err(
+            &sticky(STICKY, &format!("domain: \"{domain}\"")),
+            &format!(
+                "m.yaml:10:24: services[0].migration.sticky.domain: \"{domain}\" is not a host name such as example.com"
+            ),
+        );
+    }
     assert_err(
         &sticky(STICKY, "secure: maybe"),
         "m.yaml:10:24: services[0].migration.sticky.secure: must be auto, true or false, got \"maybe\"",
@@ -763,6 +774,15 @@ fn drain_loads_and_its_errors_are_located() {
     let config = parse("m.yaml", &with("    migration:\n      drain: {rate: 30/m}\n")).unwrap();
     let drain = config.services[0].migration.drain.expect("drain");
     assert_eq!((drain.interval_us, drain.after_ms), (2_000_000, 5_000), "after defaults to 5s");
+    assert_eq!(drain.rate_text(), "30/m", "as the YAML writes it (the CLI's diff shows it)");
+    // The fastest rate either way: 10000/s is 600000/m.
+    let config = parse("m.yaml", &with("    migration:\n      drain: {rate: 600000/m}\n")).unwrap();
+    let drain = config.services[0].migration.drain.expect("drain");
+    assert_eq!((drain.interval_us, drain.rate_text()), (100, "600000/m".to_string()));
+    assert_err(
+        &with("    migration:\n      drain:\n        rate: 600001/m\n"),
+        "m.yaml:9:15: services[0].migration.drain.rate: must be from 1/m to 10000/s, got \"600001/m\"",
+    );
     assert_err(
         &with("    migration:\n      drain: {after: 2s}\n"),
         "m.yaml:8:14: services[0].migration.drain: missing field `rate` (how many misplaced connections to close per second, e.g. 20/s)",

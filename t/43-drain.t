@@ -568,3 +568,30 @@ GET /status
 --- check_eval
 main::h2_quiet_streams(rand_port(3));
 --- response_body_like: "connections"
+
+
+
+=== TEST 12: WebSocket clients that send right behind their handshake (nginx then reads their later bytes over the request's header buffer) are decided again from what they carried: none that stays on its side is closed
+--- timeout: 30
+--- request
+GET /status
+--- check_eval
+# Users that belong on old at 0 % and at 50 % alike.
+my @stay = grep { main::cohort($_, 50) eq 'old' } map { "p$_" } 1 .. 60;
+@stay = @stay[0 .. 19];
+my @conns = map {
+    my $c = ws_connect(server_port(), "/ws-slow?user=$_", host => 'ws.example', preread => "\x81\x05hello", then => 'z' x 120);
+    $c->{user} = $_;
+    $c
+} @stay;
+# Each sends a frame with its handshake and more bytes before its 101: nginx
+# relays the frame and reads the rest into the buffer that held the request
+# line and headers (where the request's arguments and headers point).
+is(scalar(grep { ($_->{status} // 0) == 101 } @conns), 20, '20 WebSockets upgraded, each with bytes behind its handshake');
+main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, '20 on old');
+main::publish(percentage => 50);
+is(watch_closes(\@conns, 2), 0, 'none closed: each still belongs on old');
+main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, 'none misplaced, none drained');
+close_all(\@conns);
+main::stop_backends();
+--- response_body_like: "connections"

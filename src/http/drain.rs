@@ -20,7 +20,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 
-use migration_engine::Target;
+use migration_engine::{OwnedRequest, RequestView, StickyId, Target};
 use ngx::ffi::{
     ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_event_t, ngx_exiting, ngx_http_core_loc_conf_t,
     ngx_http_core_module, ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests, ngx_int_t,
@@ -60,6 +60,72 @@ struct Entry {
     /// Closed by the drain, and not gone yet (an HTTP/2 stream whose reset
     /// waits for its queued frames): never closed, or counted, twice.
     closing: bool,
+    /// What an upgraded request carried, copied at its 101 (see [`Carried`]).
+    carried: Option<Box<Carried>>,
+}
+
+/// What an upgraded request carried, as its decision reads it, copied when its
+/// response upgrades the connection. From then on nginx may read the client's
+/// next bytes into the buffer that held the request line and headers (when the
+/// client sent bytes right behind its handshake, before the 101), where the
+/// request's arguments and headers point: deciding it again from the request
+/// would read those bytes (t/43 TEST 12: half of 20 clients that stayed on their
+/// side were closed). The request's headers, arguments, Host and client
+/// address, and the value of `user_key: var:NAME` as its configuration names
+/// it; about what the headers take.
+struct Carried {
+    request: OwnedRequest,
+    /// The id `sticky` minted for it (it carried none).
+    minted: Option<StickyId>,
+}
+
+impl RequestView for Carried {
+    fn host(&self) -> &[u8] {
+        self.request.host()
+    }
+    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.request.headers()
+    }
+    fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
+        self.request.cookie(name)
+    }
+    fn arg(&self, name: &[u8]) -> Option<&[u8]> {
+        self.request.arg(name)
+    }
+    fn variable(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
+        RequestView::variable(&self.request, lowercase_name)
+    }
+    fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.request.client_ip()
+    }
+    fn client_addr_text(&self) -> &[u8] {
+        self.request.client_addr_text()
+    }
+    fn sticky_id(&self) -> Option<&[u8]> {
+        self.minted.as_ref().map(StickyId::as_bytes)
+    }
+}
+
+/// Copies what `r` carried (see [`Carried`]), while its header buffer is intact.
+fn carried(r: &mut ngx_http_request_t, d: &RequestDecision) -> Box<Carried> {
+    let args = crate::http::request::bytes(&r.args).to_vec();
+    // SAFETY: `r` is live for this call (the header filter of its response).
+    let view = unsafe { NgxRequestView::new(r) };
+    let mut request = OwnedRequest {
+        host: view.host().to_vec(),
+        headers: view.headers().map(|(name, value)| (name.to_vec(), value.to_vec())).collect(),
+        args,
+        client: view.client_ip(),
+        client_text: view.client_addr_text().to_vec(),
+        variables: Vec::new(),
+    };
+    let service = d.decision.service.and_then(|i| d.published.config.services.get(i as usize));
+    if let Some(name) = service.and_then(|s| s.user_variable()) {
+        if let Some(value) = view.variable(name.as_bytes()) {
+            request.variables.push((name.as_bytes().to_vec(), value.to_vec()));
+        }
+    }
+    Box::new(Carried { request, minted: d.minted })
 }
 
 #[derive(Default)]
@@ -145,7 +211,7 @@ pub fn track(r: &mut ngx_http_request_t, d: &RequestDecision) {
     if !ptr::eq(r, r.main) || d.tracked.get() != UNTRACKED {
         return;
     }
-    insert(r, d, drain.after_ms, false);
+    insert(r, d, drain.after_ms, false, None);
 }
 
 /// The response of `r` upgrades its connection (101, from the header filter).
@@ -160,28 +226,35 @@ pub fn upgraded(r: &mut ngx_http_request_t, d: &RequestDecision) {
     if !ptr::eq(r, r.main) || !d.counted.get() || d.decision.target.is_none() {
         return;
     }
+    let carried = carried(r, d);
     let index = d.tracked.get();
     if index == UNTRACKED {
-        insert(r, d, u64::MAX, true);
+        insert(r, d, u64::MAX, true, Some(carried));
         return;
     }
     let promoted = LIST.with(|list| {
         let mut list = list.borrow_mut();
-        match list.entries.get_mut(index as usize) {
-            Some(Some(e)) if !e.long_lived => {
-                e.long_lived = true;
-                e.fresh = true;
-                true
-            }
-            _ => false,
+        let Some(Some(e)) = list.entries.get_mut(index as usize) else { return false };
+        e.carried = Some(carried);
+        if e.long_lived {
+            return false;
         }
+        e.long_lived = true;
+        e.fresh = true;
+        true
     });
     if promoted {
         set_counted_in(index, became_long_lived(d));
     }
 }
 
-fn insert(r: &mut ngx_http_request_t, d: &RequestDecision, after_ms: u64, long_lived: bool) {
+fn insert(
+    r: &mut ngx_http_request_t,
+    d: &RequestDecision,
+    after_ms: u64,
+    long_lived: bool,
+    carried: Option<Box<Carried>>,
+) {
     // SAFETY: nginx's cached clock, updated by this process's event loop.
     let now = unsafe { ngx_current_msec } as u64;
     let entry = Entry {
@@ -194,6 +267,7 @@ fn insert(r: &mut ngx_http_request_t, d: &RequestDecision, after_ms: u64, long_l
         misplaced: false,
         closing: false,
         counted_in: if long_lived { became_long_lived(d) } else { None },
+        carried,
     };
     let index = LIST.with(|list| {
         let mut list = list.borrow_mut();
@@ -431,7 +505,7 @@ fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
             let fresh = core::mem::take(&mut e.fresh);
             if e.long_lived && (walk.moved || promote || fresh) {
                 decided_here += 1;
-                let misplaced = belongs(live, r, d).is_some_and(|t| Some(t) != d.decision.target);
+                let misplaced = belongs(live, r, d, e.carried.as_deref()).is_some_and(|t| Some(t) != d.decision.target);
                 if misplaced != e.misplaced {
                     e.misplaced = misplaced;
                     walk.newly_misplaced += usize::from(misplaced);
@@ -519,11 +593,15 @@ fn drains(live: &LiveConfig, d: &RequestDecision) -> bool {
     d.live_slot().is_some_and(|(now, i)| ptr::eq(&*now, live) && live.config.services[i].drain.is_some())
 }
 
-/// Where the request belongs now (None: its service is gone).
-fn belongs(live: &LiveConfig, r: &mut ngx_http_request_t, d: &RequestDecision) -> Option<Target> {
+/// Where the request belongs now (None: its service is gone), from what it
+/// carried: copied at its upgrade, else read from the request.
+fn belongs(
+    live: &LiveConfig,
+    r: &mut ngx_http_request_t,
+    d: &RequestDecision,
+    carried: Option<&Carried>,
+) -> Option<Target> {
     let (_, index) = d.live_slot()?;
-    // SAFETY: `r` is live (listed) for this call.
-    let view = unsafe { NgxRequestView::replaying(r, d.minted) };
     let mut draw = || match d.drawn.get() {
         Some(number) => number,
         // Decided without a draw (a header rule, a user list): drawn now, once,
@@ -535,14 +613,17 @@ fn belongs(live: &LiveConfig, r: &mut ngx_http_request_t, d: &RequestDecision) -
         }
     };
     let slot = &live.slots[index];
-    migration_engine::drain::belongs(
-        &live.config,
-        index as u32,
-        &view,
-        &mut draw,
-        slot.ramp.percentage_in_force(),
-        slot.breaker.state(),
-    )
+    let (percentage, breaker) = (slot.ramp.percentage_in_force(), slot.breaker.state());
+    match carried {
+        Some(carried) => {
+            migration_engine::drain::belongs(&live.config, index as u32, carried, &mut draw, percentage, breaker)
+        }
+        None => {
+            // SAFETY: `r` is live (listed) for this call.
+            let view = unsafe { NgxRequestView::replaying(r, d.minted) };
+            migration_engine::drain::belongs(&live.config, index as u32, &view, &mut draw, percentage, breaker)
+        }
+    }
 }
 
 /// Closes the pending misplaced requests (oldest first) that the services'

@@ -201,6 +201,8 @@ sub _connection {
     }
 
     if (($h{upgrade} // '') =~ /^websocket$/i && defined $h{'sec-websocket-key'}) {
+        # /ws-slow...: the 101 after 0.5 s (a client's bytes arrive before it).
+        Time::HiRes::sleep(0.5) if $path =~ m{^/ws-slow};
         my $accept = MIME::Base64::encode_base64(
             Digest::SHA::sha1($h{'sec-websocket-key'} . WS_GUID), '');
         _write_all($c, "HTTP/1.1 101 Switching Protocols\r\n"
@@ -315,7 +317,7 @@ sub _ws_unframe {
 # Connect, send $request, read the response header. Returns the connection
 # hash, or {error => ...}. Bytes read past the header stay in {rbuf}.
 sub _http_open {
-    my ($port, $request, $timeout) = @_;
+    my ($port, $request, $timeout, $then) = @_;
     my $opened = Time::HiRes::time();
     my $sock = IO::Socket::INET->new(
         PeerAddr => '127.0.0.1',
@@ -326,6 +328,10 @@ sub _http_open {
     binmode $sock;
     _write_all($sock, $request)
         or return { error => "send to 127.0.0.1:$port: $!" };
+    if (defined $then) {
+        Time::HiRes::sleep(0.1);
+        _write_all($sock, $then) or return { error => "send to 127.0.0.1:$port: $!" };
+    }
 
     my $buf      = '';
     my $sel      = IO::Select->new($sock);
@@ -380,8 +386,11 @@ sub _extra_headers {
 }
 
 # ws_connect($port, $path, host => ..., headers => [[name, value], ...],
-# timeout => 5): the WebSocket handshake; first_message is the payload of
-# the first frame when it arrives within 1 s.
+# timeout => 5, preread => BYTES, then => BYTES): the WebSocket handshake;
+# first_message is the payload of the first frame when it arrives within 1 s.
+# `preread` bytes follow the handshake in the same write, as a client that does
+# not wait for the 101 sends its first frame; `then` bytes follow 0.1 s later,
+# before the 101 (see /ws-slow... on the backend).
 sub ws_connect {
     my ($port, $path, %opt) = @_;
     my $timeout = $opt{timeout} // 5;
@@ -394,8 +403,9 @@ sub ws_connect {
         . "Sec-WebSocket-Version: 13\r\n"
         . "Sec-WebSocket-Key: $key\r\n"
         . _extra_headers(\%opt)
-        . "\r\n";
-    my $conn = _http_open($port, $req, $timeout);
+        . "\r\n"
+        . ($opt{preread} // '');
+    my $conn = _http_open($port, $req, $timeout, $opt{then});
     return $conn if $conn->{error};
     $conn->{ws_key} = $key;
     return $conn unless $conn->{status} == 101;

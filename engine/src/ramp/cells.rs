@@ -650,6 +650,12 @@ mod tests {
         cells.record(Target::New, 1, Some(1_000));
         cells.record(Target::New, 1, Some(1_000));
         cells.record(Target::Old, 4, Some(1_000));
+        let before = cells.window();
+        assert_eq!(
+            (before.total(Target::New), before.total(Target::Old)),
+            (2, 1),
+            "step 0's window, as its gate reads it"
+        );
         assert!(matches!(cells.tick(&r, fp(&r), 1000), Some(RampEvent::Advanced { step: 1, .. })));
         assert_eq!(cells.window(), ResponseCounts::default(), "a step begins with an empty window");
         // Step 1: only failures. Step 0's successes do not dilute them.

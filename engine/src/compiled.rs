@@ -191,7 +191,7 @@ impl HeaderSlots {
         self.user.map(|slot| slot as usize)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, lowercase_name: &[u8]) -> Option<usize> {
         let len = lowercase_name.len();
         if len < 64 && self.lengths & (1u64 << len) == 0 {
@@ -238,7 +238,7 @@ fn slot_in(names: &mut Vec<Box<[u8]>>, name: &str) -> u32 {
 }
 
 impl Matcher {
-    #[inline]
+    #[inline(always)]
     pub fn matches(&self, value: Option<&[u8]>) -> bool {
         match (self, value) {
             (Matcher::Present(wanted), v) => v.is_some() == *wanted,

@@ -301,6 +301,19 @@ mod tests {
         assert_eq!(with.header(b"x-beta"), Some(&b"on"[..]));
         assert_eq!(with.header(b"x-other"), None);
         assert_eq!(with.cookie(b"MIG_UID"), Some(&b"minted"[..]));
+        // Its arguments too: a rule on `arg: NAME` reads them (explain, replay).
+        let beta = OwnedRequest::new("shop.example").args("beta=on&x=1");
+        let with = WithUserCookie { request: &beta, name: b"mig_uid", value: b"minted" };
+        assert_eq!((with.arg(b"beta"), with.arg(b"other")), (Some(&b"on"[..]), None));
+    }
+
+    #[test]
+    fn only_secure_auto_follows_the_request_s_tls() {
+        let follows = |secure: &str| {
+            let config = config(STICKY.replace("sticky: {}", &format!("sticky: {{secure: {secure}}}")).as_str(), "");
+            config.services[0].sticky().expect("sticky").secure_follows_tls()
+        };
+        assert_eq!((follows("auto"), follows("true"), follows("false")), (true, false, false));
     }
 
     /// A request whose view mints `id` when the decision asks for one.

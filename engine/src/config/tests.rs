@@ -687,6 +687,11 @@ fn sticky_defaults_and_values() {
     // Quoted, as a ConfigMap templated by a tool often writes them.
     assert_eq!(sticky("      sticky: {secure: \"false\"}\n").unwrap().secure, Secure::Never);
     assert_eq!(sticky("      sticky: {secure: \"true\"}\n").unwrap().secure, Secure::Always);
+    for (text, same_site) in
+        [("lax", SameSite::Lax), ("Strict", SameSite::Strict), ("none, secure: true", SameSite::None)]
+    {
+        assert_eq!(sticky(&format!("      sticky: {{same_site: {text}}}\n")).unwrap().same_site, same_site, "{text}");
+    }
 }
 
 #[test]

@@ -579,6 +579,10 @@ mod tests {
         let r = ramp(&[100, 1000, 2000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
         cells.publish(Some(&r), fp(&r), 1, true, 0);
+        // Published again enabled (another service's edit): no thaw, nothing moves.
+        let word = cells.position.load(Ordering::Acquire);
+        assert_eq!(cells.publish(Some(&r), fp(&r), 2, true, 300), Publication::Kept);
+        assert_eq!(cells.position.load(Ordering::Acquire), word, "a ramp that was not frozen keeps its word");
         // Frozen at 600 ms into step 0, for 8.8 s.
         assert_eq!(cells.publish(Some(&r), fp(&r), 2, false, 600), Publication::Kept);
         assert!(cells.frozen());

@@ -375,7 +375,13 @@ mod tests {
         assert!(!out.contains(r#""name":"api""#) && out.ends_with("}]}\n"), "{out}");
         let mut text = String::new();
         let mut pieces = Pieces::default();
-        while pieces.next_prometheus(&r, 2, only_shop, usize::MAX, &mut text) {}
+        let mut calls = 1;
+        while pieces.next_prometheus(&r, 2, only_shop, usize::MAX, &mut text) {
+            calls += 1;
+        }
+        // Unbounded, a piece is a family: the call that writes the last one says
+        // it is the last (a status writer would otherwise ask once more).
+        assert_eq!(calls, text.matches("# TYPE ").count(), "one call a family");
         assert!(text.contains("migration_enabled{service=\"shop\"} 0\n"));
         assert!(!text.contains("service=\"api\""));
     }

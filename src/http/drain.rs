@@ -736,32 +736,66 @@ unsafe fn terminate(r: *mut ngx_http_request_t, service: &str, target: Target) {
             target.as_str(),
             target.other().as_str()
         );
-        #[cfg(ngx_feature = "http_v2")]
         let h2 = http2_connection(r);
         (*main).set_count((*main).count() + 1);
         ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t);
         ngx_http_run_posted_requests(c);
-        #[cfg(ngx_feature = "http_v2")]
         flush_http2(h2);
     }
 }
 
-/// The client connection an HTTP/2 stream runs on (null for HTTP/1).
+/// The client connection an HTTP/2 stream runs on (null for HTTP/1, or when
+/// it cannot be told for sure).
+///
+/// The module is also built as an nginx addon against `--with-compat` alone
+/// (the image's Dockerfile), where bindgen sees no HTTP/2 structures, while
+/// `r->stream` is always there. So the two pointers are read by position:
+/// `ngx_http_v2_stream_t` begins with `request` then `connection` (its HTTP/2
+/// connection), and `ngx_http_v2_connection_t` with `connection`, in every
+/// nginx with HTTP/2 (1.9.5 to 1.29); where bindgen sees the structures the
+/// build checks those places (below). The result is used only if it is one of
+/// this worker's connections and has the stream's descriptor (a stream's fake
+/// connection is a copy of its client connection).
 ///
 /// # Safety
 /// `r` is a live request.
-#[cfg(ngx_feature = "http_v2")]
 unsafe fn http2_connection(r: *mut ngx_http_request_t) -> *mut ngx::ffi::ngx_connection_t {
-    // SAFETY: (caller) `r` is live; an HTTP/2 request's stream and the stream's
-    // HTTP/2 connection live at least as long as it.
+    use ngx::ffi::ngx_connection_t;
+    // SAFETY: (caller) `r` is live; a non-null `stream` is its live HTTP/2
+    // stream, whose first two fields are pointers, and whose connection is live
+    // with it and begins with a pointer; the result is checked against the
+    // cycle's connection table before anything reads it.
     unsafe {
-        let stream = (*r).stream;
-        if stream.is_null() || (*stream).connection.is_null() {
+        let stream = (*r).stream as *const *mut core::ffi::c_void;
+        if stream.is_null() {
             return ptr::null_mut();
         }
-        (*(*stream).connection).connection
+        let h2c = *stream.add(1) as *const *mut ngx_connection_t;
+        if h2c.is_null() {
+            return ptr::null_mut();
+        }
+        let c = *h2c;
+        let cycle = ngx_cycle;
+        let first = (*cycle).connections;
+        let size = core::mem::size_of::<ngx_connection_t>();
+        let offset = (c as usize).wrapping_sub(first as usize);
+        if first.is_null() || offset >= (*cycle).connection_n * size || offset % size != 0 {
+            return ptr::null_mut();
+        }
+        if (*c).fd != (*(*r).connection).fd {
+            return ptr::null_mut();
+        }
+        c
     }
 }
+
+// Where bindgen sees the HTTP/2 structures, the places `http2_connection` reads.
+#[cfg(ngx_feature = "http_v2")]
+const _: () = {
+    assert!(core::mem::offset_of!(ngx::ffi::ngx_http_v2_stream_s, request) == 0);
+    assert!(core::mem::offset_of!(ngx::ffi::ngx_http_v2_stream_s, connection) == core::mem::size_of::<usize>());
+    assert!(core::mem::offset_of!(ngx::ffi::ngx_http_v2_connection_s, connection) == 0);
+};
 
 /// Sends what a reset stream left queued on its HTTP/2 connection now. nginx
 /// queues the stream's RST_STREAM and sends the connection's queue at its next
@@ -774,7 +808,6 @@ unsafe fn http2_connection(r: *mut ngx_http_request_t) -> *mut ngx::ffi::ngx_con
 /// `c` is null or a connection of this worker that was live before the
 /// request was ended (connections are never freed, only reused, and none is
 /// accepted while the drain's timer runs).
-#[cfg(ngx_feature = "http_v2")]
 unsafe fn flush_http2(c: *mut ngx::ffi::ngx_connection_t) {
     // SAFETY: (caller) `c` points into the cycle's connections; a closed one has
     // fd -1 and no events to post.

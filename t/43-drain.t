@@ -103,8 +103,11 @@ sub connections_are {
 }
 
 # TEST 4 and 5: two event streams over one HTTP/2 connection (nghttp) to $port.
-sub h2_streams {
-    my ($port) = @_;
+# One nghttp client, two event streams at $path on one HTTP/2 connection to
+# $port: stream 13 of a user that belongs on new at 50 %, stream 15 of one that
+# stays on old. Returns nghttp's pid, the users, and a reader of its output so far.
+sub nghttp_streams {
+    my ($port, $path) = @_;
     my ($moving) = grep { main::cohort($_, 50) eq 'new' } map { "h$_" } 1 .. 50;
     my ($staying) = grep { main::cohort($_, 50) eq 'old' } map { "h$_" } 1 .. 50;
     my $out = Test::MigrationNginx::servroot() . '/nghttp.out';
@@ -112,9 +115,15 @@ sub h2_streams {
     if (!$pid) {
         open STDOUT, '>', $out;
         open STDERR, '>&', \*STDOUT;
-        { exec 'nghttp', '-v', '-H', ':authority: ws.example', "http://127.0.0.1:$port/sse?user=$moving", "http://127.0.0.1:$port/sse?user=$staying" }
+        { exec 'nghttp', '-v', '-H', ':authority: ws.example', "http://127.0.0.1:$port$path?user=$moving", "http://127.0.0.1:$port$path?user=$staying" }
         POSIX::_exit(127);
     }
+    return ($pid, $moving, $staying, sub { do { local (@ARGV, $/) = ($out); <> } // '' });
+}
+
+sub h2_streams {
+    my ($port) = @_;
+    my ($pid, $moving, $staying, $read) = nghttp_streams($port, '/sse');
     main::publish(percentage => 50);
     # The streams become long-lived 5 s (the default after) after they began: then
     # the moved one is decided again, and reset.
@@ -122,12 +131,12 @@ sub h2_streams {
     my $text = '';
     until ($text =~ /recv RST_STREAM frame <[^>]*stream_id=13>/ || Time::HiRes::time() > $deadline) {
         Time::HiRes::sleep(0.2);
-        $text = do { local (@ARGV, $/) = ($out); <> } // '';
+        $text = $read->();
     }
     Time::HiRes::sleep(1.5);
     kill 'TERM', $pid;
     waitpid $pid, 0;
-    $text = do { local (@ARGV, $/) = ($out); <> } // '';
+    $text = $read->();
     my ($reset_at) = $text =~ /\[\s*([\d.]+)\] recv RST_STREAM frame <[^>]*stream_id=13>/;
     Test::More::ok(defined $reset_at, "the stream of $moving (13, on old, belongs on new) was reset") or Test::More::diag($text);
     my @after = grep { $_ > ($reset_at // 1e9) } $text =~ /\[\s*([\d.]+)\] recv DATA frame <[^>]*stream_id=15>/g;
@@ -142,17 +151,7 @@ sub h2_streams {
 # although nothing else is written on the connection.
 sub h2_quiet_streams {
     my ($port) = @_;
-    my ($moving) = grep { main::cohort($_, 50) eq 'new' } map { "h$_" } 1 .. 50;
-    my ($staying) = grep { main::cohort($_, 50) eq 'old' } map { "h$_" } 1 .. 50;
-    my $out = Test::MigrationNginx::servroot() . '/nghttp.out';
-    my $pid = fork;
-    if (!$pid) {
-        open STDOUT, '>', $out;
-        open STDERR, '>&', \*STDOUT;
-        { exec 'nghttp', '-v', '-H', ':authority: ws.example', "http://127.0.0.1:$port/sse-quiet?user=$moving", "http://127.0.0.1:$port/sse-quiet?user=$staying" }
-        POSIX::_exit(127);
-    }
-    my $read = sub { do { local (@ARGV, $/) = ($out); <> } // '' };
+    my ($pid, $moving, $staying, $read) = nghttp_streams($port, '/sse-quiet');
     main::publish(percentage => 50);
     # Long-lived 5 s (the default after) after they began, then drained.
     my $deadline = Time::HiRes::time() + 12;

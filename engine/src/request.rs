@@ -184,7 +184,8 @@ pub fn args_of_query(query: &[u8]) -> Result<&[u8], &'static str> {
     Ok(query.iter().position(|&c| c == b'#').map_or(query, |fragment| &query[..fragment]))
 }
 
-/// A request held in owned buffers: for tests, benchmarks and fuzzing.
+/// A request held in owned buffers: for tests, benchmarks and fuzzing, and
+/// for the module's copy of an upgraded request (its re-decisions read the copy).
 #[derive(Clone, Debug, Default)]
 pub struct OwnedRequest {
     pub host: Vec<u8>,
@@ -195,6 +196,9 @@ pub struct OwnedRequest {
     pub client_text: Vec<u8>,
     /// nginx variables, by lowercase name.
     pub variables: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The id `sticky` minted for the request, which its view hands the
+    /// decision (None: it mints none).
+    pub sticky_id: Option<Vec<u8>>,
 }
 
 impl OwnedRequest {
@@ -246,6 +250,9 @@ impl RequestView for OwnedRequest {
     }
     fn client_addr_text(&self) -> &[u8] {
         &self.client_text
+    }
+    fn sticky_id(&self) -> Option<&[u8]> {
+        self.sticky_id.as_deref()
     }
 }
 

@@ -20,7 +20,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 
-use migration_engine::{OwnedRequest, RequestView, StickyId, Target};
+use migration_engine::{OwnedRequest, RequestView, Target};
 use ngx::ffi::{
     ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_event_t, ngx_exiting, ngx_http_core_loc_conf_t,
     ngx_http_core_module, ngx_http_finalize_request, ngx_http_request_t, ngx_http_run_posted_requests, ngx_int_t,
@@ -60,8 +60,8 @@ struct Entry {
     /// Closed by the drain, and not gone yet (an HTTP/2 stream whose reset
     /// waits for its queued frames): never closed, or counted, twice.
     closing: bool,
-    /// What an upgraded request carried, copied at its 101 (see [`Carried`]).
-    carried: Option<Box<Carried>>,
+    /// What an upgraded request carried, copied at its 101 (see [`carried`]).
+    carried: Option<Box<OwnedRequest>>,
 }
 
 /// What an upgraded request carried, as its decision reads it, copied when its
@@ -71,43 +71,9 @@ struct Entry {
 /// request's arguments and headers point: deciding it again from the request
 /// would read those bytes (t/43 TEST 12: half of 20 clients that stayed on their
 /// side were closed). The request's headers, arguments, Host and client
-/// address, and the value of `user_key: var:NAME` as its configuration names
-/// it; about what the headers take.
-struct Carried {
-    request: OwnedRequest,
-    /// The id `sticky` minted for it (it carried none).
-    minted: Option<StickyId>,
-}
-
-impl RequestView for Carried {
-    fn host(&self) -> &[u8] {
-        self.request.host()
-    }
-    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.request.headers()
-    }
-    fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
-        self.request.cookie(name)
-    }
-    fn arg(&self, name: &[u8]) -> Option<&[u8]> {
-        self.request.arg(name)
-    }
-    fn variable(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
-        RequestView::variable(&self.request, lowercase_name)
-    }
-    fn client_ip(&self) -> Option<std::net::IpAddr> {
-        self.request.client_ip()
-    }
-    fn client_addr_text(&self) -> &[u8] {
-        self.request.client_addr_text()
-    }
-    fn sticky_id(&self) -> Option<&[u8]> {
-        self.minted.as_ref().map(StickyId::as_bytes)
-    }
-}
-
-/// Copies what `r` carried (see [`Carried`]), while its header buffer is intact.
-fn carried(r: &mut ngx_http_request_t, d: &RequestDecision) -> Box<Carried> {
+/// address, the value of `user_key: var:NAME` as its configuration names it,
+/// and the id `sticky` minted for it; about what the headers take.
+fn carried(r: &mut ngx_http_request_t, d: &RequestDecision) -> Box<OwnedRequest> {
     let args = crate::http::request::bytes(&r.args).to_vec();
     // SAFETY: `r` is live for this call (the header filter of its response).
     let view = unsafe { NgxRequestView::new(r) };
@@ -118,6 +84,7 @@ fn carried(r: &mut ngx_http_request_t, d: &RequestDecision) -> Box<Carried> {
         client: view.client_ip(),
         client_text: view.client_addr_text().to_vec(),
         variables: Vec::new(),
+        sticky_id: d.minted.map(|id| id.as_bytes().to_vec()),
     };
     let service = d.decision.service.and_then(|i| d.published.config.services.get(i as usize));
     if let Some(name) = service.and_then(|s| s.user_variable()) {
@@ -125,7 +92,7 @@ fn carried(r: &mut ngx_http_request_t, d: &RequestDecision) -> Box<Carried> {
             request.variables.push((name.as_bytes().to_vec(), value.to_vec()));
         }
     }
-    Box::new(Carried { request, minted: d.minted })
+    Box::new(request)
 }
 
 #[derive(Default)]
@@ -253,7 +220,7 @@ fn insert(
     d: &RequestDecision,
     after_ms: u64,
     long_lived: bool,
-    carried: Option<Box<Carried>>,
+    carried: Option<Box<OwnedRequest>>,
 ) {
     // SAFETY: nginx's cached clock, updated by this process's event loop.
     let now = unsafe { ngx_current_msec } as u64;
@@ -599,7 +566,7 @@ fn belongs(
     live: &LiveConfig,
     r: &mut ngx_http_request_t,
     d: &RequestDecision,
-    carried: Option<&Carried>,
+    carried: Option<&OwnedRequest>,
 ) -> Option<Target> {
     let (_, index) = d.live_slot()?;
     let mut draw = || match d.drawn.get() {

@@ -420,6 +420,8 @@ fn request(input: &Input) -> OwnedRequest {
         client_text,
         // No user_key: var:NAME in the fuzzed configuration.
         variables: Vec::new(),
+        // A request that carries its id, or none: nothing is minted.
+        sticky_id: None,
     }
 }
 

@@ -55,6 +55,7 @@ check: deps
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 	CARGO_TARGET_DIR=$(CURDIR)/target/fuzz-check $(CARGO) clippy --locked --manifest-path engine/fuzz/Cargo.toml --bins -- -D warnings
 	t/mutants/run.sh --applies
+	scripts/check-file-sizes.sh
 
 # Each step prints how long it took (CI time is budgeted; t/README.md).
 test: check build

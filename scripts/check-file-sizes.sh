@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# No source file of the module, the engine or the CLI is over 700 lines, tests
+# aside (a file's `#[cfg(test)]` module at its end, or a file named tests.rs):
+# past that a file holds more than one job, and is split by job (docs/architecture.md).
+# Run by `make check`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+limit=700
+status=0
+while IFS= read -r file; do
+    case $file in */tests.rs) continue ;; esac
+    lines=$(awk '/^#\[cfg\(test\)\]/ { exit } { n++ } END { print n + 0 }' "$file")
+    if [ "$lines" -gt "$limit" ]; then
+        echo "$file: $lines lines before its tests, over $limit: split it by job" >&2
+        status=1
+    fi
+done < <(find src engine/src cli/src -name '*.rs' | sort)
+[ $status -eq 0 ] && echo "file sizes: every source file is at most $limit lines, tests aside"
+exit $status

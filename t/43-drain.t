@@ -19,8 +19,10 @@ sub yaml {
     my $percentage = $o{percentage} // 0;
     my $drain = exists $o{drain} ? $o{drain} : '{rate: 20/s}';
     my $drain_line = defined $drain ? "      drain: $drain\n" : '';
+    my $version = $o{version} // $percentage;
+    my $user_key = $o{user_key} // 'arg:user';
     my $text = <<"YAML";
-version: "$percentage"
+version: "$version"
 services:
   - name: ws
     old_host: ws.example
@@ -31,7 +33,7 @@ services:
       enabled: true
       strategy: user
       percentage: $percentage
-      user_key: arg:user
+      user_key: $user_key
 $drain_line
 YAML
     $text =~ s{\$(TEST_NGINX_RAND_PORT_(\d))}{Test::MigrationNginx::rand_port($2)}ge if $o{expand};
@@ -42,14 +44,14 @@ YAML
 sub publish {
     my (%o) = @_;
     write_file(Test::MigrationNginx::html_dir() . '/m.yaml', yaml(%o, expand => 1));
-    my $want = $o{percentage} // 0;
+    my $want = $o{version} // $o{percentage} // 0;
     my $deadline = Time::HiRes::time() + 5;
     my $seen = '';
     until ($seen eq $want || Time::HiRes::time() > $deadline) {
         Time::HiRes::sleep(0.05);
         $seen = eval { status()->{version} } // '';
     }
-    Test::More::is($seen, "$want", "published $want %");
+    Test::More::is($seen, "$want", "published $want");
 }
 
 # Whether user $id belongs on new at $percentage (nginx's split_clients rule).
@@ -592,5 +594,37 @@ main::publish(percentage => 50);
 is(watch_closes(\@conns, 2), 0, 'none closed: each still belongs on old');
 main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, 'none misplaced, none drained');
 close_all(\@conns);
+main::stop_backends();
+--- response_body_like: "connections"
+
+
+
+=== TEST 13: a configuration published after the upgrade reads the user id from another variable: it is read from each WebSocket's request, and none that stays on its side is closed
+--- timeout: 30
+--- user_files eval
+">>> m.yaml\n" . main::yaml(percentage => 50, user_key => 'var:uid_a')
+--- config
+    location /ws {
+        set $uid_a $arg_user;
+        set $uid_b $arg_user;
+        migration on;
+        proxy_pass http://$migration_backend;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        proxy_read_timeout 1h;
+    }
+    location = /status { migration_status; }
+--- request
+GET /status
+--- check_eval
+my $conns = main::open_ws(20);
+is(scalar(grep { ($_->{status} // 0) == 101 } @$conns), 20, '20 WebSockets upgraded');
+my $new = grep { main::cohort($_->{user}, 50) eq 'new' } @$conns;
+main::connections_are({old => 20 - $new, new => $new, misplaced => 0, drained => 0}, "each on its user's side at 50 % ($new on new)");
+main::publish(percentage => 50, user_key => 'var:uid_b', version => 'uid_b');
+is(watch_closes($conns, 2), 0, 'none closed: each user id is the same through the other variable');
+main::connections_are({old => 20 - $new, new => $new, misplaced => 0, drained => 0}, 'none misplaced, none drained');
+close_all($conns);
 main::stop_backends();
 --- response_body_like: "connections"

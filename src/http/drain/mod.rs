@@ -474,7 +474,8 @@ fn walk_slice(live: &Arc<LiveConfig>, now: u64) -> Slice {
             let fresh = core::mem::take(&mut e.fresh);
             if e.long_lived && (walk.moved || promote || fresh) {
                 decided_here += 1;
-                let misplaced = belongs(live, r, d, e.carried.as_deref()).is_some_and(|t| Some(t) != d.decision.target);
+                let misplaced =
+                    belongs(live, r, d, e.carried.as_deref_mut()).is_some_and(|t| Some(t) != d.decision.target);
                 if misplaced != e.misplaced {
                     e.misplaced = misplaced;
                     walk.newly_misplaced += usize::from(misplaced);
@@ -549,6 +550,26 @@ enum Change {
     Placed,
 }
 
+/// The value of the `user_key: var:NAME` that the configuration names now,
+/// added to what an upgraded request carried when its copy lacks it: a
+/// configuration published after the upgrade named another variable (the copy
+/// holds only the one named when it was made). Read once from the request, as
+/// it is then, and kept (an absent one as empty, which the decision reads as
+/// absent): the variables a `user_key: var:` reads are set before the access
+/// phase ends (`set`, `auth_request_set`, `map`), not from the bytes nginx
+/// reads after the upgrade. Without it every such request would be drawn
+/// again, and about half of those on their side closed.
+fn carry_user_variable(live: &LiveConfig, index: usize, r: &mut ngx_http_request_t, carried: &mut OwnedRequest) {
+    let Some(name) = live.config.services.get(index).and_then(|s| s.user_variable()) else { return };
+    if carried.variables.iter().any(|(n, _)| n.as_slice() == name.as_bytes()) {
+        return;
+    }
+    // SAFETY: `r` is live (listed) for this call.
+    let view = unsafe { NgxRequestView::new(r) };
+    let value = view.variable(name.as_bytes()).map(<[u8]>::to_vec).unwrap_or_default();
+    carried.variables.push((name.as_bytes().to_vec(), value));
+}
+
 /// nginx is done with the request (finalized, lingering or kept alive): it
 /// is no long-lived request any more, whatever its pool still holds.
 fn ended(r: &ngx_http_request_t) -> bool {
@@ -568,9 +589,12 @@ fn belongs(
     live: &LiveConfig,
     r: &mut ngx_http_request_t,
     d: &RequestDecision,
-    carried: Option<&OwnedRequest>,
+    mut carried: Option<&mut OwnedRequest>,
 ) -> Option<Target> {
     let (_, index) = d.live_slot()?;
+    if let Some(carried) = carried.as_deref_mut() {
+        carry_user_variable(live, index, r, carried);
+    }
     let mut draw = || match d.drawn.get() {
         Some(number) => number,
         // Decided without a draw (a header rule, a user list): drawn now, once,
@@ -583,7 +607,7 @@ fn belongs(
     };
     let slot = &live.slots[index];
     let (percentage, breaker) = (slot.ramp.percentage_in_force(), slot.breaker.state());
-    match carried {
+    match carried.as_deref() {
         Some(carried) => {
             migration_engine::drain::belongs(&live.config, index as u32, carried, &mut draw, percentage, breaker)
         }

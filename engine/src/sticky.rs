@@ -292,6 +292,12 @@ mod tests {
         assert_eq!(fresh.sticky_id(), None);
         let d = decide(&config, ServiceChoice::Auto, &fresh, &mut || 0);
         assert_eq!((d.target, d.rule), (Some(Target::New), Rule::Weight));
+        // A view that keeps the trait's own `sticky_id` (a request seen with
+        // another cookie; the CLI's log lines) mints nothing either.
+        let other = WithUserCookie { request: &fresh, name: b"theme", value: b"dark" };
+        assert_eq!(other.sticky_id(), None);
+        let d = decide(&config, ServiceChoice::Auto, &other, &mut || 0);
+        assert_eq!((d.target, d.rule), (Some(Target::New), Rule::Weight));
     }
 
     #[test]

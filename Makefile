@@ -135,6 +135,8 @@ bench: build
 	bench/instructions.sh
 	bench/publication.sh
 	bench/status-scale.sh
+	python3 bench/gen_config.py 1000 > target/config-1000.yaml
+	$(CARGO) run --release --locked -p migration-engine --example config_memory -- target/config-1000.yaml
 	@$(MAKE) --no-print-directory build
 
 # cargo fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.

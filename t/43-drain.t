@@ -177,6 +177,89 @@ sub h2_quiet_streams {
     main::stop_backends();
 }
 
+# TEST 14: a raw HTTP/2 client (core Perl) that stops reading. Stream 1 is a
+# quiet event stream of a user who stays on old, stream 3 a flood of a user
+# who belongs on new at 50 %. While the client reads nothing, nginx's output
+# for stream 3 backs up (a frame half written: nginx defers the stream's close
+# until its queued frames are out, and queues its RST_STREAM only then). Once
+# the drain has closed stream 3 the client reads again: the reset must follow
+# the stream's last frame at once, although nothing else is written on the
+# connection (stream 1 is quiet, and the client sends nothing).
+sub h2_frame {
+    my ($type, $flags, $stream, $payload) = @_;
+    my $len = length $payload;
+    return pack('CnCCN', $len >> 16, $len & 0xffff, $type, $flags, $stream) . $payload;
+}
+
+sub hpack_literal {    # a literal header field without indexing, new name
+    my ($name, $value) = @_;
+    die 'short strings only' if length($name) > 126 || length($value) > 126;
+    return "\x00" . chr(length $name) . $name . chr(length $value) . $value;
+}
+
+sub h2_stalled_stream {
+    my ($port) = @_;
+    require Socket;
+    my ($moving) = grep { main::cohort($_, 50) eq 'new' } map { "f$_" } 1 .. 50;
+    my ($staying) = grep { main::cohort($_, 50) eq 'old' } map { "f$_" } 1 .. 50;
+    socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0) or die "socket: $!";
+    # A small receive buffer: the flood fills it, and nginx's, at once.
+    setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), pack('i', 4096)) or die "setsockopt: $!";
+    connect($s, Socket::pack_sockaddr_in($port, Socket::inet_aton('127.0.0.1'))) or die "connect: $!";
+    binmode $s;
+    my $send = sub { my ($bytes) = @_; while (length $bytes) { my $n = syswrite($s, $bytes) // die "write: $!"; substr($bytes, 0, $n) = '' } };
+    # Windows as large as HTTP/2 allows: no flow control, only TCP holds nginx back.
+    $send->("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" . h2_frame(4, 0, 0, pack('nN', 4, 0x7fffffff))
+        . h2_frame(8, 0, 0, pack('N', 0x7fffffff - 65535)));
+    my $request = sub {
+        my ($stream, $path) = @_;
+        $send->(h2_frame(1, 0x5, $stream, hpack_literal(':method', 'GET') . hpack_literal(':scheme', 'http')
+            . hpack_literal(':path', $path) . hpack_literal(':authority', 'ws.example')));
+    };
+    $request->(1, "/sse-quiet?user=$staying");
+    $request->(3, "/sse-flood?user=$moving");
+    my ($buf, %data, %rst, $goaway, $last_data_3) = ('');
+    # Reads frames until $done or $seconds pass.
+    my $read = sub {
+        my ($done, $seconds) = @_;
+        my $deadline = Time::HiRes::time() + $seconds;
+        until ($done->() || Time::HiRes::time() > $deadline) {
+            my $in = '';
+            vec($in, fileno($s), 1) = 1;
+            next unless select($in, undef, undef, 0.05);
+            my $n = sysread($s, $buf, 1 << 20, length $buf);
+            last unless $n;
+            while (length($buf) >= 9) {
+                my ($hi, $lo, $type, $flags, $stream) = unpack('CnCCN', $buf);
+                my $len = ($hi << 16) | $lo;
+                last if length($buf) < 9 + $len;
+                substr($buf, 0, 9 + $len) = '';
+                $stream &= 0x7fffffff;
+                if ($type == 0) { $data{$stream} += $len; $last_data_3 = Time::HiRes::time() if $stream == 3 }
+                elsif ($type == 3) { $rst{$stream} = Time::HiRes::time() }
+                elsif ($type == 7) { $goaway = 1 }
+                elsif ($type == 4 && !($flags & 1)) { $send->(h2_frame(4, 1, 0, '')) }
+            }
+        }
+    };
+    $read->(sub { ($data{1} // 0) > 0 && ($data{3} // 0) >= 65536 }, 5);
+    Test::More::ok(($data{3} // 0) >= 65536, "the flood of $moving (stream 3) came, and the event of $staying (stream 1)");
+    # The client stops reading: nginx's output backs up.
+    main::publish(percentage => 50);
+    # Long-lived 5 s (the default after) after it began, then drained.
+    my $deadline = Time::HiRes::time() + 15;
+    Time::HiRes::sleep(0.1) until status()->{services}[0]{connections}{drained} == 1 || Time::HiRes::time() > $deadline;
+    Test::More::is(status()->{services}[0]{connections}{drained}, 1, "the stream of $moving (3) was drained while its output was backed up");
+    # It reads again: what was queued, then the reset.
+    $read->(sub { $rst{3} }, 8);
+    Test::More::ok($rst{3}, "its RST_STREAM reached the client after its last frame ($data{3} bytes of data)");
+    my $took = defined $rst{3} ? $rst{3} - ($last_data_3 // $rst{3}) : 1e9;
+    Test::More::ok($took < 1, sprintf('at once: %.2f s after the last DATA frame', $took));
+    Test::More::ok(!$rst{1} && !$goaway, 'the quiet stream and the connection go on');
+    close $s;
+    main::stop_backends();
+}
+
 add_block_preprocessor(sub {
     my $block = shift;
     $block->set_value(user_files => ">>> m.yaml\n" . main::yaml()) unless defined $block->{user_files};
@@ -627,4 +710,53 @@ is(watch_closes($conns, 2), 0, 'none closed: each user id is the same through th
 main::connections_are({old => 20 - $new, new => $new, misplaced => 0, drained => 0}, 'none misplaced, none drained');
 close_all($conns);
 main::stop_backends();
+--- response_body_like: "connections"
+
+
+
+=== TEST 14: HTTP/2, a client that stops reading while a misplaced stream floods it: drained, the stream's reset follows its last queued frame at once, with nothing else to write on the connection
+--- requires
+nginx >= 1.25.1
+configure --with-http_v2_module
+--- timeout: 45
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3 sndbuf=16k;
+        http2 on;
+        server_name ~.;
+        location /sse {
+            migration on;
+            proxy_pass http://$migration_backend;
+            proxy_buffering off;
+        }
+    }
+--- request
+GET /status
+--- check_eval
+main::h2_stalled_stream(rand_port(3));
+--- response_body_like: "connections"
+
+
+
+=== TEST 15: HTTP/2, a client that stops reading while a misplaced stream floods it: the stream's reset follows its last queued frame at once (nginx < 1.25.1: `listen ... http2`)
+--- requires
+nginx < 1.25.1
+configure --with-http_v2_module
+--- timeout: 45
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3 http2 sndbuf=16k;
+        server_name ~.;
+        location /sse {
+            migration on;
+            proxy_pass http://$migration_backend;
+            proxy_buffering off;
+        }
+    }
+--- request
+GET /status
+--- check_eval
+main::h2_stalled_stream(rand_port(3));
 --- response_body_like: "connections"

@@ -177,6 +177,24 @@ unsafe fn http2_connection(r: *mut ngx_http_request_t) -> *mut ngx::ffi::ngx_con
     }
 }
 
+/// Sends the RST_STREAM of an HTTP/2 stream the drain closed, as its request
+/// ends. When the drain closed it while frames of it were still queued (a
+/// client that reads slowly), nginx deferred the close: it queues the reset
+/// only when the last of those frames is out, and then nothing writes on the
+/// connection until its next write (t/43 TEST 14: the reset never came while
+/// the connection's other stream was quiet). The request's end is that
+/// moment: its pool's cleanup calls this.
+///
+/// # Safety
+/// `r` is a request of this worker whose pool's cleanups are running, or a
+/// live one.
+pub(super) unsafe fn send_reset_now(r: *mut ngx_http_request_t) {
+    // SAFETY: (caller) the request, its stream and its fake connection are in
+    // its pool, whose memory is freed only after its cleanups ran;
+    // `http2_connection` checks what it finds against the cycle's connections.
+    unsafe { flush_http2(http2_connection(r)) }
+}
+
 // Where bindgen sees the HTTP/2 structures, the places `http2_connection` reads.
 #[cfg(ngx_feature = "http_v2")]
 const _: () = {
@@ -193,9 +211,10 @@ const _: () = {
 /// end of this turn of the event loop, as nginx's own write handler does.
 ///
 /// # Safety
-/// `c` is null or a connection of this worker that was live before the
-/// request was ended (connections are never freed, only reused, and none is
-/// accepted while the drain's timer runs).
+/// `c` is null, or what `http2_connection` found earlier in the same event
+/// handler (the drain's timer, or the cleanup of a request's pool): one of the
+/// cycle's connections, never freed, only reused, and none is accepted within
+/// another event's handler.
 unsafe fn flush_http2(c: *mut ngx::ffi::ngx_connection_t) {
     // SAFETY: (caller) `c` points into the cycle's connections; a closed one has
     // fd -1 and no events to post.

@@ -324,6 +324,11 @@ fn untrack_listed(d: &RequestDecision, index: u32) {
     }) else {
         return;
     };
+    if entry.closing {
+        // SAFETY: the request is ending (its pool's cleanups run before the
+        // pool's memory goes), so it and its stream are still readable.
+        unsafe { close::send_reset_now(entry.r) };
+    }
     if let (Some(counted_in), Some(target)) = (entry.counted_in, d.decision.target) {
         with_counted_cells(d, counted_in, |cells| {
             cells.add_connection(target, u64::MAX);

@@ -3,7 +3,7 @@ package Test::LongLived;
 # Helpers for tests of long-lived connections (WebSockets and server-sent
 # events) proxied through nginx: a forking toy backend that upgrades
 # WebSockets, streams SSE (/sse..., one event every 200 ms; /sse-quiet..., one
-# event and then silence) and answers plain GETs with its name (after
+# event and then silence; /sse-flood..., 16 KB events without a pause) and answers plain GETs with its name (after
 # 1.5 s for /slow...), and clients
 # that open many such connections and watch when each one gets closed.
 #
@@ -225,8 +225,11 @@ sub _connection {
     Time::HiRes::sleep(1.5) if $path =~ m{^/slow};
 
     # /sse-quiet...: one event, then nothing until the peer closes (an idle
-    # stream); /sse...: an event every 200 ms.
-    my $every = $path =~ m{^/sse-quiet} ? 3600 : 0.2;
+    # stream); /sse-flood...: 16 KB events as fast as they are taken (a
+    # client that stops reading fills every buffer on the way); /sse...: an
+    # event every 200 ms.
+    my $every = $path =~ m{^/sse-quiet} ? 3600 : $path =~ m{^/sse-flood} ? 0 : 0.2;
+    my $event = $path =~ m{^/sse-flood} ? 'x' x 16384 : $name;
     if ($path =~ m{^/sse}) {
         _write_all($c, "HTTP/1.1 200 OK\r\n"
             . "Content-Type: text/event-stream\r\n"
@@ -234,7 +237,7 @@ sub _connection {
             . "X-Backend: $name\r\n"
             . "Connection: close\r\n\r\n") or return;
         while (1) {
-            _write_all($c, "data: $name\n\n") or return;
+            _write_all($c, "data: $event\n\n") or return;
             return if getppid() != $server;
             # Wait, but notice a peer that closed meanwhile.
             my $until = Time::HiRes::time() + $every;

@@ -760,3 +760,38 @@ GET /status
 --- check_eval
 main::h2_stalled_stream(rand_port(3));
 --- response_body_like: "connections"
+
+
+
+=== TEST 16: clients that sent bytes behind their handshake, and a configuration published after the upgrade that reads the user id from an argument's variable: nginx may have read their later bytes over the arguments, so they are not decided from it, and none is closed
+--- timeout: 30
+--- user_files eval
+">>> m.yaml\n" . main::yaml(percentage => 50, user_key => 'var:uid_a')
+--- config
+    location /ws {
+        set $uid_a $arg_user;
+        migration on;
+        proxy_pass http://$migration_backend;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        proxy_read_timeout 1h;
+    }
+    location = /status { migration_status; }
+--- request
+GET /status
+--- check_eval
+my @conns = map {
+    my $c = ws_connect(server_port(), "/ws-slow?user=p$_", host => 'ws.example', preread => "\x81\x05hello", then => 'z' x 120);
+    $c->{user} = "p$_";
+    $c
+} 1 .. 20;
+is(scalar(grep { ($_->{status} // 0) == 101 } @conns), 20, '20 WebSockets upgraded, each with bytes behind its handshake');
+my $new = grep { main::cohort($_->{user}, 50) eq 'new' } @conns;
+main::connections_are({old => 20 - $new, new => $new, misplaced => 0, drained => 0}, "each on its user's side at 50 % ($new on new)");
+main::publish(percentage => 50, user_key => 'var:arg_user', version => 'arg_user');
+is(watch_closes(\@conns, 2), 0, 'none closed');
+main::connections_are({old => 20 - $new, new => $new, misplaced => 0, drained => 0}, 'none misplaced, none drained');
+close_all(\@conns);
+main::stop_backends();
+--- response_body_like: "connections"

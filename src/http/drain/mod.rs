@@ -63,7 +63,17 @@ struct Entry {
     /// waits for its queued frames): never closed, or counted, twice.
     closing: bool,
     /// What an upgraded request carried, copied at its 101 (see [`carried`]).
-    carried: Option<Box<OwnedRequest>>,
+    carried: Option<Box<Carried>>,
+}
+
+/// An upgraded request's copy, and whether the request's own header bytes are
+/// still what the client sent (see [`carried`]).
+struct Carried {
+    request: OwnedRequest,
+    /// No client bytes were behind the handshake: nginx never reads the
+    /// client's later bytes into the header buffer, so a variable read from
+    /// the request later ([`carry_user_variable`]) reads what the client sent.
+    header_bytes_intact: bool,
 }
 
 /// What an upgraded request carried, as its decision reads it, copied when its
@@ -73,9 +83,16 @@ struct Entry {
 /// request's arguments and headers point: deciding it again from the request
 /// would read those bytes (t/43 TEST 12: half of 20 clients that stayed on their
 /// side were closed). The request's headers, arguments, Host and client
-/// address, the value of `user_key: var:NAME` as its configuration names it,
-/// and the id `sticky` minted for it; about what the headers take.
-fn carried(r: &mut ngx_http_request_t, d: &RequestDecision) -> Box<OwnedRequest> {
+/// address, the value of `user_key: var:NAME` as its configuration names it
+/// (an absent one as empty, which the decision reads as absent), and the id
+/// `sticky` minted for it; about what the headers take.
+fn carried(r: &mut ngx_http_request_t, d: &RequestDecision) -> Box<Carried> {
+    // nginx relays bytes a client sent behind its handshake through the header
+    // buffer, and reads its next ones over the buffer's start
+    // (ngx_http_upstream_process_upgraded); bytes that come later go to a
+    // buffer of their own.
+    // SAFETY: a request's header_in is null or its live header buffer.
+    let header_bytes_intact = unsafe { r.header_in.as_ref() }.is_none_or(|b| b.last <= b.pos);
     let args = crate::http::request::bytes(&r.args).to_vec();
     // SAFETY: `r` is live for this call (the header filter of its response).
     let view = unsafe { NgxRequestView::new(r) };
@@ -90,11 +107,10 @@ fn carried(r: &mut ngx_http_request_t, d: &RequestDecision) -> Box<OwnedRequest>
     };
     let service = d.decision.service.and_then(|i| d.published.config.services.get(i as usize));
     if let Some(name) = service.and_then(|s| s.user_variable()) {
-        if let Some(value) = view.variable(name.as_bytes()) {
-            request.variables.push((name.as_bytes().to_vec(), value.to_vec()));
-        }
+        let value = view.variable(name.as_bytes()).map(<[u8]>::to_vec).unwrap_or_default();
+        request.variables.push((name.as_bytes().to_vec(), value));
     }
-    Box::new(request)
+    Box::new(Carried { request, header_bytes_intact })
 }
 
 #[derive(Default)]
@@ -222,7 +238,7 @@ fn insert(
     d: &RequestDecision,
     after_ms: u64,
     long_lived: bool,
-    carried: Option<Box<OwnedRequest>>,
+    carried: Option<Box<Carried>>,
 ) {
     // SAFETY: nginx's cached clock, updated by this process's event loop.
     let now = unsafe { ngx_current_msec } as u64;
@@ -555,24 +571,28 @@ enum Change {
     Placed,
 }
 
-/// The value of the `user_key: var:NAME` that the configuration names now,
-/// added to what an upgraded request carried when its copy lacks it: a
-/// configuration published after the upgrade named another variable (the copy
-/// holds only the one named when it was made). Read once from the request, as
-/// it is then, and kept (an absent one as empty, which the decision reads as
-/// absent): the variables a `user_key: var:` reads are set before the access
-/// phase ends (`set`, `auth_request_set`, `map`), not from the bytes nginx
-/// reads after the upgrade. Without it every such request would be drawn
-/// again, and about half of those on their side closed.
-fn carry_user_variable(live: &LiveConfig, index: usize, r: &mut ngx_http_request_t, carried: &mut OwnedRequest) {
-    let Some(name) = live.config.services.get(index).and_then(|s| s.user_variable()) else { return };
-    if carried.variables.iter().any(|(n, _)| n.as_slice() == name.as_bytes()) {
-        return;
+/// Whether what an upgraded request carried holds the `user_key: var:NAME`
+/// that the configuration names now; if not (a configuration published after
+/// the upgrade named another variable), it is read from the request once, as
+/// it is then, and kept (an absent one as empty). Without it every such
+/// request would be drawn again, and about half of those on their side closed.
+/// false when it cannot be read truthfully: the client sent bytes behind its
+/// handshake, and nginx may have read its later bytes over the request's
+/// headers and arguments, from which `$http_…`, `$arg_…`, `$cookie_…` and a
+/// `map` of them are read.
+fn carry_user_variable(live: &LiveConfig, index: usize, r: &mut ngx_http_request_t, carried: &mut Carried) -> bool {
+    let Some(name) = live.config.services.get(index).and_then(|s| s.user_variable()) else { return true };
+    if carried.request.variables.iter().any(|(n, _)| n.as_slice() == name.as_bytes()) {
+        return true;
+    }
+    if !carried.header_bytes_intact {
+        return false;
     }
     // SAFETY: `r` is live (listed) for this call.
     let view = unsafe { NgxRequestView::new(r) };
     let value = view.variable(name.as_bytes()).map(<[u8]>::to_vec).unwrap_or_default();
-    carried.variables.push((name.as_bytes().to_vec(), value));
+    carried.request.variables.push((name.as_bytes().to_vec(), value));
+    true
 }
 
 /// nginx is done with the request (finalized, lingering or kept alive): it
@@ -588,17 +608,21 @@ fn drains(live: &LiveConfig, d: &RequestDecision) -> bool {
     d.live_slot().is_some_and(|(now, i)| ptr::eq(&*now, live) && live.config.services[i].drain.is_some())
 }
 
-/// Where the request belongs now (None: its service is gone), from what it
-/// carried: copied at its upgrade, else read from the request.
+/// Where the request belongs now, from what it carried: copied at its
+/// upgrade, else read from the request. None when its service is gone, or
+/// when what decides it cannot be known any more (see [`carry_user_variable`]):
+/// it stays where it is.
 fn belongs(
     live: &LiveConfig,
     r: &mut ngx_http_request_t,
     d: &RequestDecision,
-    mut carried: Option<&mut OwnedRequest>,
+    mut carried: Option<&mut Carried>,
 ) -> Option<Target> {
     let (_, index) = d.live_slot()?;
     if let Some(carried) = carried.as_deref_mut() {
-        carry_user_variable(live, index, r, carried);
+        if !carry_user_variable(live, index, r, carried) {
+            return None;
+        }
     }
     let mut draw = || match d.drawn.get() {
         Some(number) => number,
@@ -613,9 +637,14 @@ fn belongs(
     let slot = &live.slots[index];
     let (percentage, breaker) = (slot.ramp.percentage_in_force(), slot.breaker.state());
     match carried.as_deref() {
-        Some(carried) => {
-            migration_engine::drain::belongs(&live.config, index as u32, carried, &mut draw, percentage, breaker)
-        }
+        Some(carried) => migration_engine::drain::belongs(
+            &live.config,
+            index as u32,
+            &carried.request,
+            &mut draw,
+            percentage,
+            breaker,
+        ),
         None => {
             // SAFETY: `r` is live (listed) for this call.
             let view = unsafe { NgxRequestView::replaying(r, d.minted) };

@@ -361,6 +361,26 @@ mod tests {
         }
     }
 
+    /// A piece ends as soon as it holds its budget: one byte short of it takes
+    /// the next service, the budget itself does not.
+    #[test]
+    fn a_json_piece_ends_once_it_holds_its_budget() {
+        let config = load_str("m.yaml", YAML).unwrap();
+        let r = report(&config);
+        let first_service_piece = |budget: usize| {
+            let mut pieces = Pieces::default();
+            let mut head = String::new();
+            assert!(pieces.next_json(&r, 2, |i| r.services.get(i).cloned(), budget, &mut head));
+            let mut piece = String::new();
+            pieces.next_json(&r, 2, |i| r.services.get(i).cloned(), budget, &mut piece);
+            piece
+        };
+        let one = first_service_piece(1);
+        assert!(one.starts_with(r#"{"name":"api","#) && !one.contains(r#""name":"shop""#), "{one}");
+        assert_eq!(first_service_piece(one.len()), one);
+        assert!(first_service_piece(one.len() + 1).contains(r#""name":"shop""#));
+    }
+
     /// A service the source no longer has (None) is left out, commas and all:
     /// `?service=NAME` is a source of one.
     #[test]

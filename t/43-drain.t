@@ -120,7 +120,14 @@ sub nghttp_streams {
         { exec 'nghttp', '-v', '-H', ':authority: ws.example', "http://127.0.0.1:$port$path?user=$moving", "http://127.0.0.1:$port$path?user=$staying" }
         POSIX::_exit(127);
     }
-    return ($pid, $moving, $staying, sub { do { local (@ARGV, $/) = ($out); <> } // '' });
+    my $read = sub { do { local (@ARGV, $/) = ($out); <> } // '' };
+    # Both streams decided at 0 % before the caller moves the percentage: a
+    # slow start (a loaded machine) would have them decided after it.
+    my $deadline = Time::HiRes::time() + 10;
+    Time::HiRes::sleep(0.05)
+        until $read->() =~ /recv DATA frame <[^>]*stream_id=13>/ && $read->() =~ /recv DATA frame <[^>]*stream_id=15>/
+        || Time::HiRes::time() > $deadline;
+    return ($pid, $moving, $staying, $read);
 }
 
 sub h2_streams {

@@ -4,6 +4,7 @@
 # exactly what `$cookie_NAME` / `$arg_NAME` give in the same nginx, quirks included.
 use lib 't/lib';
 use Test::MigrationNginx;
+use Test::MigrationHelpers qw(murmur2);
 
 # Cookie headers (each a list of Cookie header lines) and query strings, with the
 # cases nginx's parsers treat specially among them.
@@ -181,3 +182,50 @@ services:
 services[0].canary.header_rules[2]: never matches: services[0].canary.header_rules[1] already matches every request it would (same cookie, value "always")
 --- no_error_log
 services[0].canary.header_rules[1]: never
+
+
+
+=== TEST 6: an auth_request subrequest that reads the decision first decides from the main request: the user id and the arg rules read the main request's query
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 50, user_key: "arg:user"}
+    canary:
+      header_rules:
+        - {arg: beta, value: "1", target: new}
+>>> ok.txt
+ok
+--- config
+    location = /authed {
+        auth_request /auth-by-side;
+        migration on;
+        add_header X-Decision "$migration_rule $migration_target";
+        try_files /ok.txt =404;
+    }
+    # An auth check that wants the user's side: the subrequest decides first.
+    location = /auth-by-side {
+        internal;
+        migration on;
+        set $side $migration_target;
+        return 204;
+    }
+--- request
+GET /authed
+--- check_eval
+my $threshold = int(50 * 100 * 0xFFFFFFFF / 10000);
+for my $i (1 .. 30) {
+    my $res = http_request('GET', "/authed?user=u$i", [Host => 'api.example']);
+    my $want = 'user_hash ' . (murmur2("u$i") < $threshold ? 'new' : 'old');
+    is($res->{headers}{'x-decision'}, $want, "?user=u$i: $want");
+}
+my $res = http_request('GET', '/authed?user=u1&beta=1', [Host => 'api.example']);
+is($res->{headers}{'x-decision'}, 'header new', '?beta=1: the arg rule');
+--- response_body_like: ok
+

@@ -210,13 +210,25 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
         number
     };
     let (decision, minted) = {
-        let header_out = r.header_sent() != 0 || crate::http::sticky::past_filter(r);
-        // SAFETY: `r` is a live request for the duration of this call.
+        // A subrequest shares the main request's decision (the record lives in
+        // the pool they share): it is made from the main request, whose query
+        // an `auth_request` or SSI subrequest does not carry (`user_key: arg:`
+        // and `arg:` rules would read nothing), and whose response hands out a
+        // minted id.
+        let subject: &mut ngx_http_request_t = if ptr::eq(r, r.main) {
+            &mut *r
+        } else {
+            // SAFETY: a subrequest's main request is live while it runs, and is
+            // another request than `r`, which is not used while this lives.
+            unsafe { &mut *r.main }
+        };
+        let header_out = subject.header_sent() != 0 || crate::http::sticky::past_filter(subject);
+        // SAFETY: `subject` is a live request for the duration of this block.
         let view = unsafe {
             if header_out {
-                NgxRequestView::new(r)
+                NgxRequestView::new(subject)
             } else {
-                NgxRequestView::minting(r)
+                NgxRequestView::minting(subject)
             }
         };
         let decision = decide_with(config, choice, &view, &mut draw, &*published);

@@ -5,7 +5,7 @@
 # can set.
 use lib 't/lib';
 use Test::MigrationNginx;
-use Test::MigrationHelpers qw(fallback write_file);
+use Test::MigrationHelpers qw(fallback status write_file);
 use IO::Socket::INET ();
 use Time::HiRes ();
 use JSON::PP ();
@@ -555,3 +555,55 @@ while ($answer ne 'moved|weight' && Time::HiRes::time() < $deadline) {
     $answer = main::get($port, 'api.example');
 }
 is($answer, 'moved|weight', 'after a watch= change that lists the Host\'s service second: the new service');
+
+
+
+=== TEST 14: user_key var: naming one of the module's own variables fails nginx -t, located in the YAML
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration:
+      strategy: user
+      user_key: var:migration_target
+--- config
+    location / { migration on; return 200; }
+--- must_die
+--- error_log eval
+qr{\[emerg\] .*migration: .*/html/m\.yaml:9:17: services\[0\]\.migration\.user_key: "\$migration_target" is one of the module's own variables, which the decision sets}
+
+
+
+=== TEST 15: a user_key variable whose value reads the decision (a map of $migration_target) finds no value while the decision is made: one decision a request, counted once, no cycle
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    map $migration_target $side_user { default "user-$migration_target"; }
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 50, user_key: "var:side_user"}
+--- config
+    location = /status { migration_status; }
+    location / { migration on; return 200 "$migration_rule $migration_user_id\n"; }
+--- request
+GET /status
+--- check_eval
+my %seen;
+$seen{ http_request('GET', '/x', [Host => 'api.example'])->{body} }++ for 1 .. 10;
+is_deeply(\%seen, {"user_hash user-\n" => 10}, 'each decided once, by the id the map gives while nothing is decided');
+my $requests = status()->{services}[0]{requests};
+is($requests->{old} + $requests->{new}, 10, '10 requests, 10 counted');
+unlike(error_log_text(), qr/cycle while evaluating/, 'no cycle');
+--- response_body_like: "services"
+

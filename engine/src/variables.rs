@@ -36,7 +36,12 @@ impl VariableNames {
     }
 }
 
-/// The first `user_key: var:NAME` of `config` that `names` lacks, as a located
+/// The prefix of the module's own variables (`$migration_target`, ...).
+const OWN_PREFIX: &str = "migration_";
+
+/// The first `user_key: var:NAME` of `config` that `names` lacks, or that is one
+/// of the module's own variables (read while deciding, it would start another
+/// decision inside this one), as a located
 /// message (`m.yaml:9:17: services[0].migration.user_key: unknown variable ...`).
 pub fn check_user_variables(
     names: &VariableNames,
@@ -46,15 +51,23 @@ pub fn check_user_variables(
 ) -> Result<(), String> {
     for (i, service) in config.services.iter().enumerate() {
         let Some(name) = service.user_variable() else { continue };
-        if names.knows(name) {
+        let own = name.starts_with(OWN_PREFIX);
+        if names.knows(name) && !own {
             continue;
         }
         let path = format!("services[{i}].migration.user_key");
         let at = locate_in_file(text, &path).map_or(String::new(), |(line, column)| format!(":{line}:{column}"));
-        return Err(format!(
-            "{source}{at}: {path}: unknown variable \"${name}\": no module or directive of nginx.conf defines it \
-             (set, map, auth_request_set, ...), so every request would read no user id"
-        ));
+        return Err(if own {
+            format!(
+                "{source}{at}: {path}: \"${name}\" is one of the module's own variables, which the decision sets: \
+                 the user id cannot come from the decision it feeds"
+            )
+        } else {
+            format!(
+                "{source}{at}: {path}: unknown variable \"${name}\": no module or directive of nginx.conf defines it \
+                 (set, map, auth_request_set, ...), so every request would read no user id"
+            )
+        });
     }
     Ok(())
 }
@@ -88,5 +101,21 @@ mod tests {
         );
         let names = VariableNames::new([b"doesnotexist".to_vec()], []);
         assert_eq!(check_user_variables(&names, "m.yaml", text, &config), Ok(()));
+    }
+
+    #[test]
+    fn the_module_s_own_variables_are_refused_though_defined() {
+        let text = "services:\n  - name: api\n    old_host: a\n    old_backend: o:80\n    new_host: n\n    new_backend: n:80\n    migration:\n      strategy: user\n      user_key: var:migration_target\n";
+        let config = crate::load_str("m.yaml", text).unwrap();
+        let names = VariableNames::new([b"migration_target".to_vec(), b"migrations".to_vec()], []);
+        let message = check_user_variables(&names, "m.yaml", text, &config).unwrap_err();
+        assert!(
+            message.starts_with(
+                "m.yaml:9:17: services[0].migration.user_key: \"$migration_target\" is one of the module's own variables"
+            ),
+            "{message}"
+        );
+        let other = crate::load_str("m.yaml", &text.replace("migration_target", "migrations")).unwrap();
+        assert_eq!(check_user_variables(&names, "m.yaml", text, &other), Ok(()));
     }
 }

@@ -1,6 +1,7 @@
 //! A borrowed, zero-copy view of an nginx request for the decision engine.
 
 use core::slice;
+use core::sync::atomic::{AtomicBool, Ordering};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use core::marker::PhantomData;
@@ -184,6 +185,33 @@ impl<'r> NgxRequestView<'r> {
     }
 }
 
+/// Set while the module reads an nginx variable for a decision (`user_key:
+/// var:`). A variable whose value reads one of the module's target variables
+/// (a `map` of `$migration_target`; the name itself is refused with the
+/// configuration) would start another decision inside this one, and another
+/// inside that, about 100 deep until nginx's own cycle guard stopped it, each
+/// one counted: the module's getters give no value meanwhile
+/// (`http::variables`).
+pub(crate) static READING_USER_VARIABLE: AtomicBool = AtomicBool::new(false);
+
+/// Sets [`READING_USER_VARIABLE`] for its life, and clears it however the read
+/// ends (a panic is caught at the entry point, and must not leave it set).
+struct ReadingUserVariable {
+    outer: bool,
+}
+
+impl ReadingUserVariable {
+    fn enter() -> Self {
+        ReadingUserVariable { outer: READING_USER_VARIABLE.swap(true, Ordering::Relaxed) }
+    }
+}
+
+impl Drop for ReadingUserVariable {
+    fn drop(&mut self) {
+        READING_USER_VARIABLE.store(self.outer, Ordering::Relaxed);
+    }
+}
+
 impl RequestView for NgxRequestView<'_> {
     fn sticky_id(&self) -> Option<&[u8]> {
         if !self.mints {
@@ -244,6 +272,7 @@ impl RequestView for NgxRequestView<'_> {
     }
 
     fn variable(&self, lowercase_name: &[u8]) -> Option<&[u8]> {
+        let _reading = ReadingUserVariable::enter();
         let mut name = ngx_str_t { len: lowercase_name.len(), data: lowercase_name.as_ptr() as *mut u8 };
         // SAFETY: `r` is live and not otherwise borrowed during the call; nginx
         // only reads the name, and may cache the value in the request's pool.

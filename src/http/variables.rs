@@ -190,6 +190,12 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
         }
         // No service: nothing to wait for; decided (rule none) and counted below.
     }
+    // Read by the decision itself, through the variable of its user_key.
+    if crate::http::request::READING_USER_VARIABLE.load(Ordering::Relaxed) {
+        v.set_valid(0);
+        v.set_not_found(1);
+        return Status::NGX_OK.into();
+    }
     // The user id is read from the request again, while its decision (kept in
     // the request's pool) is borrowed.
     let raw: *mut ngx_http_request_t = r;

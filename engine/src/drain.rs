@@ -153,6 +153,10 @@ mod tests {
         // After a pause, no burst: one now, the next an interval later.
         assert_eq!(pace.take(9_000_000, 50_000), Ok(()));
         assert_eq!(pace.take(9_000_000, 50_000), Err(50_000));
+        // A whole interval late is a pause too (keeping the grid would allow
+        // a second close at once).
+        assert_eq!(pace.take(9_100_000, 50_000), Ok(()));
+        assert_eq!(pace.take(9_100_000, 50_000), Err(50_000));
     }
 
     #[test]

@@ -120,7 +120,8 @@ sub nghttp_streams {
         { exec 'nghttp', '-v', '-H', ':authority: ws.example', "http://127.0.0.1:$port$path?user=$moving", "http://127.0.0.1:$port$path?user=$staying" }
         POSIX::_exit(127);
     }
-    my $read = sub { do { local (@ARGV, $/) = ($out); <> } // '' };
+    # Empty until nghttp has made its output file.
+    my $read = sub { -e $out ? do { local (@ARGV, $/) = ($out); <> } // '' : '' };
     # Both streams decided at 0 % before the caller moves the percentage: a
     # slow start (a loaded machine) would have them decided after it.
     my $deadline = Time::HiRes::time() + 10;

@@ -595,13 +595,15 @@ services:
     migration: {strategy: user, percentage: 50, user_key: "var:side_user"}
 --- config
     location = /status { migration_status; }
-    location / { migration on; return 200 "$migration_rule $migration_user_id\n"; }
+    location / { migration on; return 200 "$migration_rule $migration_user_id $migration_target\n"; }
 --- request
 GET /status
 --- check_eval
 my %seen;
 $seen{ http_request('GET', '/x', [Host => 'api.example'])->{body} }++ for 1 .. 10;
-is_deeply(\%seen, {"user_hash user-\n" => 10}, 'each decided once, by the id the map gives while nothing is decided');
+my ($body) = keys %seen;
+is_deeply([values %seen], [10], 'each decided once, the same way: by the id the map gives while nothing is decided');
+like($body, qr/^user_hash user- (old|new)\n\z/, "and \$migration_target read afterwards is the decision's ($body)");
 my $requests = status()->{services}[0]{requests};
 is($requests->{old} + $requests->{new}, 10, '10 requests, 10 counted');
 unlike(error_log_text(), qr/cycle while evaluating/, 'no cycle');

@@ -8,7 +8,8 @@ use core::marker::PhantomData;
 use migration_engine::{arg_in_query, cookie_in_header, RequestView, StickyId};
 
 use ngx::ffi::{
-    ngx_hash_key, ngx_http_get_variable, ngx_http_request_t, ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6,
+    ngx_hash_key, ngx_http_get_variable, ngx_http_request_t, ngx_str_t, ngx_table_elt_t, ngx_variable_value_t,
+    sockaddr_in, sockaddr_in6,
 };
 use ngx::http::HttpModuleServerConf;
 
@@ -194,6 +195,20 @@ impl<'r> NgxRequestView<'r> {
 /// (`http::variables`).
 pub(crate) static READING_USER_VARIABLE: AtomicBool = AtomicBool::new(false);
 
+thread_local! {
+    /// The value slots of the module's variables that gave no value during the
+    /// read: nginx keeps a variable's value for the rest of the request, so
+    /// each is emptied again when the read ends, and a later read of
+    /// `$migration_target` finds the decision.
+    static HIDDEN: core::cell::RefCell<Vec<*mut ngx_variable_value_t>> =
+        const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// Notes a value slot that gave no value while [`READING_USER_VARIABLE`] was set.
+pub(crate) fn hidden_while_reading(v: *mut ngx_variable_value_t) {
+    HIDDEN.with(|hidden| hidden.borrow_mut().push(v));
+}
+
 /// Sets [`READING_USER_VARIABLE`] for its life, and clears it however the read
 /// ends (a panic is caught at the entry point, and must not leave it set).
 struct ReadingUserVariable {
@@ -209,6 +224,20 @@ impl ReadingUserVariable {
 impl Drop for ReadingUserVariable {
     fn drop(&mut self) {
         READING_USER_VARIABLE.store(self.outer, Ordering::Relaxed);
+        if self.outer {
+            return;
+        }
+        HIDDEN.with(|hidden| {
+            for v in hidden.borrow_mut().drain(..) {
+                // SAFETY: each is a value slot of the request whose variable was
+                // read (its `variables` array, in its pool), noted during this
+                // read, which that request outlives.
+                unsafe {
+                    (*v).set_valid(0);
+                    (*v).set_not_found(0);
+                }
+            }
+        });
     }
 }
 

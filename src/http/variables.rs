@@ -194,6 +194,7 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
     if crate::http::request::READING_USER_VARIABLE.load(Ordering::Relaxed) {
         v.set_valid(0);
         v.set_not_found(1);
+        crate::http::request::hidden_while_reading(v);
         return Status::NGX_OK.into();
     }
     // The user id is read from the request again, while its decision (kept in

@@ -276,6 +276,9 @@ add_block_preprocessor(sub {
     $block->set_value(init => 'main::start_backends()') unless defined $block->{init};
     $block->set_value(config => <<'CONF') unless defined $block->{config};
     location /ws {
+        # User ids as variables, for the services with `user_key: var:` (TESTs 13, 16).
+        set $uid_a $arg_user;
+        set $uid_b $arg_user;
         migration on;
         proxy_pass http://$migration_backend;
         proxy_http_version 1.1;
@@ -694,18 +697,6 @@ main::stop_backends();
 --- timeout: 30
 --- user_files eval
 ">>> m.yaml\n" . main::yaml(percentage => 50, user_key => 'var:uid_a')
---- config
-    location /ws {
-        set $uid_a $arg_user;
-        set $uid_b $arg_user;
-        migration on;
-        proxy_pass http://$migration_backend;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        proxy_read_timeout 1h;
-    }
-    location = /status { migration_status; }
 --- request
 GET /status
 --- check_eval
@@ -775,17 +766,6 @@ main::h2_stalled_stream(rand_port(3));
 --- timeout: 30
 --- user_files eval
 ">>> m.yaml\n" . main::yaml(percentage => 50, user_key => 'var:uid_a')
---- config
-    location /ws {
-        set $uid_a $arg_user;
-        migration on;
-        proxy_pass http://$migration_backend;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        proxy_read_timeout 1h;
-    }
-    location = /status { migration_status; }
 --- request
 GET /status
 --- check_eval

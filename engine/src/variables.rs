@@ -57,17 +57,18 @@ pub fn check_user_variables(
         }
         let path = format!("services[{i}].migration.user_key");
         let at = locate_in_file(text, &path).map_or(String::new(), |(line, column)| format!(":{line}:{column}"));
-        return Err(if own {
+        let why = if own {
             format!(
-                "{source}{at}: {path}: \"${name}\" is one of the module's own variables, which the decision sets: \
+                "\"${name}\" is one of the module's own variables, which the decision sets: \
                  the user id cannot come from the decision it feeds"
             )
         } else {
             format!(
-                "{source}{at}: {path}: unknown variable \"${name}\": no module or directive of nginx.conf defines it \
+                "unknown variable \"${name}\": no module or directive of nginx.conf defines it \
                  (set, map, auth_request_set, ...), so every request would read no user id"
             )
-        });
+        };
+        return Err(format!("{source}{at}: {path}: {why}"));
     }
     Ok(())
 }

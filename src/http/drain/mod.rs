@@ -107,10 +107,16 @@ fn carried(r: &mut ngx_http_request_t, d: &RequestDecision) -> Box<Carried> {
     };
     let service = d.decision.service.and_then(|i| d.published.config.services.get(i as usize));
     if let Some(name) = service.and_then(|s| s.user_variable()) {
-        let value = view.variable(name.as_bytes()).map(<[u8]>::to_vec).unwrap_or_default();
-        request.variables.push((name.as_bytes().to_vec(), value));
+        copy_variable(&view, name, &mut request);
     }
     Box::new(Carried { request, header_bytes_intact })
+}
+
+/// Copies the request's variable `name` into `into`; an absent one as empty,
+/// which the decision reads as absent (and which is not read again).
+fn copy_variable(view: &NgxRequestView<'_>, name: &str, into: &mut OwnedRequest) {
+    let value = view.variable(name.as_bytes()).map(<[u8]>::to_vec).unwrap_or_default();
+    into.variables.push((name.as_bytes().to_vec(), value));
 }
 
 #[derive(Default)]
@@ -582,7 +588,7 @@ enum Change {
 /// `map` of them are read.
 fn carry_user_variable(live: &LiveConfig, index: usize, r: &mut ngx_http_request_t, carried: &mut Carried) -> bool {
     let Some(name) = live.config.services.get(index).and_then(|s| s.user_variable()) else { return true };
-    if carried.request.variables.iter().any(|(n, _)| n.as_slice() == name.as_bytes()) {
+    if RequestView::variable(&carried.request, name.as_bytes()).is_some() {
         return true;
     }
     if !carried.header_bytes_intact {
@@ -590,8 +596,7 @@ fn carry_user_variable(live: &LiveConfig, index: usize, r: &mut ngx_http_request
     }
     // SAFETY: `r` is live (listed) for this call.
     let view = unsafe { NgxRequestView::new(r) };
-    let value = view.variable(name.as_bytes()).map(<[u8]>::to_vec).unwrap_or_default();
-    carried.request.variables.push((name.as_bytes().to_vec(), value));
+    copy_variable(&view, name, &mut carried.request);
     true
 }
 

@@ -314,3 +314,39 @@ GET /
 Host: api.example
 --- response_body
 old_host=api.old.example old_backend=old.internal:8443 old_scheme=https service=api
+
+
+
+=== TEST 13: a service-only read is not kept past an internal redirect: after it, the service variables follow the decision
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: one
+    old_host: one.old.example
+    old_backend: one-old:80
+    new_host: one.new.example
+    new_backend: one-new:80
+  - name: two
+    old_host: two.old.example
+    old_backend: two-old:80
+    new_host: two.new.example
+    new_backend: two-new:80
+--- config
+    location /a {
+        migration_service one;
+        # Read before any decision: the service of /a, from its configuration alone.
+        set $seen "$migration_service $migration_old_host";
+        rewrite ^ /b last;
+    }
+    location /b {
+        migration_service two;
+        # The target is decided here, for /b's service; the service variables
+        # read after it must name that service, not what /a read.
+        return 200 "$seen | $migration_target $migration_service $migration_old_host $migration_old_backend\n";
+    }
+--- request
+GET /a
+--- response_body
+one one.old.example | old two two.old.example two-old:80

@@ -129,21 +129,38 @@ impl Variable {
 static WHOLE_BITFIELD: AtomicBool = AtomicBool::new(false);
 
 const VALID: u32 = 1 << 28;
+const NO_CACHEABLE: u32 = 1 << 29;
 
+/// A value nginx keeps for the rest of the request (and its internal redirects).
 fn set_value(v: &mut ngx_variable_value_t, value: &[u8]) {
+    set_value_flags(v, value, false);
+}
+
+/// A value read from the service alone, before the decision: nginx keeps a
+/// value for the rest of the request, internal redirects included, and the
+/// decision may later be made in a location with another `migration_service`.
+/// Not cacheable, so that a read after the decision (nginx flushes such a value
+/// before each `return`, `set`, `if`, `map` or log format that reads it) names
+/// the decided service.
+fn set_value_until_decided(v: &mut ngx_variable_value_t, value: &[u8]) {
+    set_value_flags(v, value, true);
+}
+
+fn set_value_flags(v: &mut ngx_variable_value_t, value: &[u8], no_cacheable: bool) {
     let len = value.len() as u32;
     if len < VALID && WHOLE_BITFIELD.load(Ordering::Relaxed) {
-        v._bitfield_1 = __BindgenBitfieldUnit::new((len | VALID).to_ne_bytes());
+        let flags = if no_cacheable { VALID | NO_CACHEABLE } else { VALID };
+        v._bitfield_1 = __BindgenBitfieldUnit::new((len | flags).to_ne_bytes());
     } else {
-        set_value_by_setters(v, len);
+        set_value_by_setters(v, len, no_cacheable);
     }
     v.data = value.as_ptr() as *mut u8;
 }
 
-fn set_value_by_setters(v: &mut ngx_variable_value_t, len: u32) {
+fn set_value_by_setters(v: &mut ngx_variable_value_t, len: u32, no_cacheable: bool) {
     v.set_len(len);
     v.set_valid(1);
-    v.set_no_cacheable(0);
+    v.set_no_cacheable(no_cacheable.into());
     v.set_not_found(0);
     v.set_escape(0);
 }
@@ -151,14 +168,16 @@ fn set_value_by_setters(v: &mut ngx_variable_value_t, len: u32) {
 /// Compares the whole-word write with bindgen's setters for a few lengths, and
 /// enables it only if they agree bit for bit.
 fn check_bitfield_layout() {
-    let same = [0u32, 1, 7, 255, 65_535, VALID - 1].iter().all(|&len| {
+    let lengths = [0u32, 1, 7, 255, 65_535, VALID - 1];
+    let same = lengths.iter().flat_map(|&len| [(len, false), (len, true)]).all(|(len, no_cacheable)| {
         let mut by_setters = ngx_variable_value_t {
             _bitfield_align_1: [],
             _bitfield_1: __BindgenBitfieldUnit::new([0xff; 4]),
             data: ptr::null_mut(),
         };
-        set_value_by_setters(&mut by_setters, len);
-        by_setters._bitfield_1 == __BindgenBitfieldUnit::new((len | VALID).to_ne_bytes())
+        set_value_by_setters(&mut by_setters, len, no_cacheable);
+        let flags = if no_cacheable { VALID | NO_CACHEABLE } else { VALID };
+        by_setters._bitfield_1 == __BindgenBitfieldUnit::new((len | flags).to_ne_bytes())
     });
     WHOLE_BITFIELD.store(same, Ordering::Relaxed);
 }
@@ -182,7 +201,7 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
             let text = variable.service_value(&published.config, index);
             return match in_request_pool(r, text.as_bytes()) {
                 Some(value) => {
-                    set_value(v, value);
+                    set_value_until_decided(v, value);
                     Status::NGX_OK.into()
                 }
                 None => Status::NGX_ERROR.into(),

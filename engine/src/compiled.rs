@@ -512,7 +512,67 @@ fn compile_service(s: config::Service) -> CompiledService {
 
 #[cfg(test)]
 mod tests {
-    use super::same_bytes;
+    use super::{same_bytes, Matcher, FEW_HOSTS, FEW_VALUES, LINEAR_SLOTS};
+
+    /// One service `api` (on `hosts`) with `header_rules`.
+    fn compiled(hosts: &[String], header_rules: &[String]) -> super::CompiledConfig {
+        let hosts = hosts.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
+        let rules: String = header_rules.iter().map(|r| format!("        - {r}\n")).collect();
+        let yaml = format!(
+            "services:\n  - name: api\n    hosts: [{hosts}]\n    old_host: o.example\n    old_backend: o:80\n    \
+             new_host: n.example\n    new_backend: n:80\n    canary:\n      header_rules:\n{rules}"
+        );
+        crate::load_str("m.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    }
+
+    fn hosts(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("h{i}.example")).collect()
+    }
+
+    // The structures below are speed choices (bench/README.md): each lookup
+    // finds the same answer either way, so only these tests notice one lost.
+
+    #[test]
+    fn header_names_get_a_hash_index_only_above_the_linear_limit() {
+        for n in [1, LINEAR_SLOTS, LINEAR_SLOTS + 1] {
+            let rules: Vec<String> = (0..n).map(|i| format!("{{header: X-H{i}, value: v, target: new}}")).collect();
+            let config = compiled(&hosts(1), &rules);
+            let slots = &config.services[0].headers;
+            assert_eq!(slots.len(), n);
+            assert_eq!(slots.index.is_some(), n > LINEAR_SLOTS, "{n} header names");
+            for i in 0..n {
+                assert_eq!(slots.find(format!("x-h{i}").as_bytes()), Some(i), "{n} header names, x-h{i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_list_is_a_linear_list_up_to_few_values_and_a_set_above() {
+        for n in [2, FEW_VALUES, FEW_VALUES + 1] {
+            let values: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+            let rule = format!("{{header: X-H, values: [{}], target: new}}", values.join(", "));
+            let config = compiled(&hosts(1), &[rule]);
+            let matcher = &config.services[0].header_rules[0].matcher;
+            match matcher {
+                Matcher::Few(list) => assert!(n <= FEW_VALUES && list.len() == n, "{n} values: a list"),
+                Matcher::Many(set) => assert!(n > FEW_VALUES && set.len() == n, "{n} values: a set"),
+                _ => panic!("{n} values: neither a list nor a set"),
+            }
+            assert!(values.iter().all(|v| matcher.matches(Some(v.as_bytes()))), "{n} values");
+            assert!(!matcher.matches(Some(b"v")), "{n} values");
+        }
+    }
+
+    #[test]
+    fn exact_hosts_are_also_a_short_list_up_to_few_hosts() {
+        for n in [1, FEW_HOSTS, FEW_HOSTS + 1] {
+            let config = compiled(&hosts(n), &[]);
+            assert_eq!(config.few_exact_hosts.is_some(), n <= FEW_HOSTS, "{n} hosts");
+            for host in hosts(n) {
+                assert_eq!(config.service_for_normalized_host(host.as_bytes()), Some(0), "{n} hosts, {host}");
+            }
+        }
+    }
 
     #[test]
     fn same_bytes_agrees_with_slice_equality_at_every_length_and_position() {

@@ -783,3 +783,78 @@ main::connections_are({old => 20 - $new, new => $new, misplaced => 0, drained =>
 close_all(\@conns);
 main::stop_backends();
 --- response_body_like: "connections"
+
+
+
+=== TEST 17: a reload that raises the percentage: the retired workers' misplaced WebSockets are drained too, at the rate, and the others stay; the workers exit once their last one ends
+--- master_on
+--- workers: 2
+--- timeout: 40
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- request
+GET /status
+--- check_eval
+my $conns = main::open_ws(30);
+main::connections_are({old => 30, new => 0, misplaced => 0, drained => 0}, '30 on old');
+my @moving = grep { main::cohort($_->{user}, 50) eq 'new' } @$conns;
+my $k = @moving;
+ok($k >= 8 && $k <= 22, "$k of the 30 belong on new at 50 %");
+# No watch=: the file is published by the reload alone, which retires the
+# workers that hold the WebSockets.
+write_file(html_dir() . '/m.yaml', main::yaml(percentage => 50, expand => 1));
+my $reloaded = Time::HiRes::time();
+ok(reload_nginx(), 'reloaded');
+my $closed = main::closes($conns, $k, 10, 1);
+is($closed, $k, "$k closed");
+is(join(' ', sort map { $_->{user} } grep { $_->{closed_at} } @$conns), join(' ', sort map { $_->{user} } @moving),
+    'exactly the ones that belong on new');
+my @at = sort { $a <=> $b } map { $_->{closed_at} } grep { $_->{closed_at} } @$conns;
+ok($at[-1] - $at[0] >= ($k - 1) / 20 - 0.15, sprintf('paced: spread over %.2f s', $at[-1] - $at[0]));
+ok($at[0] - $reloaded < 2, sprintf('the first one %.2f s after the reload', $at[0] - $reloaded));
+main::connections_are({old => 30 - $k, new => 0, misplaced => 0, drained => $k}, 'the rest stay counted on old; drained counts them');
+my $exits_before = () = error_log_text() =~ /\bexit\b/g;
+close_all($conns);
+main::connections_are({old => 0, new => 0, misplaced => 0, drained => $k}, 'closed by their clients');
+# The retired workers then exit (their drain timer does not hold them).
+my $deadline = Time::HiRes::time() + 5;
+my $exited = 0;
+until ($exited >= 2 || Time::HiRes::time() > $deadline) {
+    Time::HiRes::sleep(0.1);
+    $exited = (() = error_log_text() =~ /\bexit\b/g) - $exits_before;
+}
+ok($exited >= 2, "the retired workers exited ($exited)");
+main::stop_backends();
+--- response_body_like: "connections"
+
+
+
+=== TEST 18: a reload whose file reads the user id from a variable only the new nginx.conf defines: the retired workers cannot read it, so they do not follow (said at warn), and none of their WebSockets is closed
+--- master_on
+--- workers: 2
+--- timeout: 40
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- request
+GET /status
+--- check_eval
+my $conns = main::open_ws(20);
+main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, '20 on old');
+my $k = grep { main::cohort($_->{user}, 50) eq 'new' } @$conns;
+# The new nginx.conf defines $uid_c; the retired workers' did not.
+my $conf = servroot() . '/conf/nginx.conf';
+my $text = do { local (@ARGV, $/) = $conf; <> };
+ok($text =~ s/set \$uid_b \$arg_user;/set \$uid_b \$arg_user; set \$uid_c \$arg_user;/, 'nginx.conf gains $uid_c');
+write_file($conf, $text);
+write_file(html_dir() . '/m.yaml', main::yaml(percentage => 50, user_key => 'var:uid_c', expand => 1));
+ok(reload_nginx(), 'reloaded');
+is(watch_closes($conns, 2), 0, "none closed (of the $k the new file would move)");
+main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, 'none misplaced, none drained');
+like(error_log_text(), qr/\[warn\].*a retired worker does not follow generation \d+: .*unknown variable "\$uid_c"/,
+    'the retired workers say why');
+my $moving = (grep { main::cohort($_->{user}, 50) eq 'new' } @$conns)[0];
+my $again = ws_connect(server_port(), "/ws?user=$moving->{user}", host => 'ws.example');
+is($again->{first_message}, 'new', 'a new WebSocket lands on its side by the new file');
+close_all([@$conns, $again]);
+main::stop_backends();
+--- response_body_like: "connections"

@@ -6,6 +6,8 @@
 use std::sync::{Arc, Mutex};
 
 use migration_engine::source::FileStamp;
+use migration_engine::variables::{check_user_variables, VariableNames};
+use migration_engine::CompiledConfig;
 use ngx::ffi::{
     ngx_add_timer, ngx_cycle, ngx_event_t, ngx_exiting, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ALERT, NGX_LOG_ERR,
     NGX_LOG_NOTICE, NGX_LOG_WARN,
@@ -18,7 +20,7 @@ use crate::state::admission::Refusal;
 use crate::state::compile_thread;
 use crate::state::cycle::{save_last_good, CycleZone};
 use crate::state::live::{adopt, announce_held, catch_up_later, current, service_names, unix_now, LiveConfig};
-use crate::state::zone::{human_size, required_zone_size, Zone};
+use crate::state::zone::{human_size, required_zone_size, RecordCopy, Zone};
 
 /// The stamp of the file as this process last dealt with it (published it,
 /// found it unchanged or refused it): an equal stamp means nothing to read.
@@ -133,32 +135,7 @@ pub fn finish(main: &MainConf, cycle_zone: &CycleZone, done: compile_thread::Don
     let (generation, version) =
         current.as_ref().map_or((0, String::new()), |c| (c.generation, c.config.version.clone()));
     match done {
-        Done::CaughtUp { record, compiled } => match compiled {
-            Ok(config) if current.as_ref().is_none_or(|c| c.generation < record.generation) => {
-                adopt(Arc::new(LiveConfig {
-                    instance: crate::state::live::next_instance(),
-                    generation: record.generation,
-                    loaded_at: record.loaded_at,
-                    content_hash: record.content_hash,
-                    source: record.source,
-                    config: Arc::new(config),
-                    slots: record.slots.into_boxed_slice(),
-                    zone: *zone,
-                }));
-            }
-            Ok(_) => {}
-            // A record was validated before it was published; this means the
-            // process that published it read the file differently.
-            Err(e) => {
-                ngx_log_error!(
-                    NGX_LOG_ALERT,
-                    log,
-                    "migration: generation {} does not compile here: {}",
-                    record.generation,
-                    e
-                );
-            }
-        },
+        Done::CaughtUp { record, compiled } => adopt_caught_up(zone, record, compiled, log),
         Done::Unchanged { stamp, published } => {
             remember_stamp(stamp);
             // The file is back to the published content: nothing is refused now.
@@ -172,6 +149,88 @@ pub fn finish(main: &MainConf, cycle_zone: &CycleZone, done: compile_thread::Don
             refuse(main, zone, refusal, (generation, &version), log);
         }
         Done::Ready(ready) => commit_change(main, cycle_zone, *ready, (generation, version), log),
+    }
+}
+
+/// Routes by a generation the compile thread compiled from the zone, unless
+/// this process already routes by it or a newer one.
+fn adopt_caught_up(zone: &Zone, record: RecordCopy, compiled: Result<CompiledConfig, String>, log: *mut ngx_log_t) {
+    match compiled {
+        Ok(config) if current().is_none_or(|c| c.generation < record.generation) => {
+            adopt(Arc::new(LiveConfig {
+                instance: crate::state::live::next_instance(),
+                generation: record.generation,
+                loaded_at: record.loaded_at,
+                content_hash: record.content_hash,
+                source: record.source,
+                config: Arc::new(config),
+                slots: record.slots.into_boxed_slice(),
+                zone: *zone,
+            }));
+        }
+        Ok(_) => {}
+        // A record was validated before it was published; this means the
+        // process that published it read the file differently.
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_ALERT,
+                log,
+                "migration: generation {} does not compile here: {}",
+                record.generation,
+                e
+            );
+        }
+    }
+}
+
+/// A retired worker (a reload replaced its cycle; it finishes what it holds)
+/// no longer watches the file, which its successors do, but its long-lived
+/// requests still follow the split: on each drain tick it takes what its
+/// compile thread compiled, and hands it the zone's newest record. A file
+/// check handed over before the reload is dropped: the new cycle's workers
+/// look at the file themselves. Nothing follows when the reload made a new
+/// zone (another size or name): the old one is never published to again.
+///
+/// A generation is not followed when it reads a user id from a variable this
+/// worker's nginx.conf does not define (the reload defined it): every request
+/// here would read none. Nor when it does not compile here (a reload that
+/// loaded a newer module). Either is tried once, not at every tick.
+pub fn follow_zone_while_retired(zone: &Zone, variables: Option<&VariableNames>, log: *mut ngx_log_t) {
+    thread_local! {
+        static NOT_FOLLOWED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    if compile_thread::busy() {
+        match compile_thread::take() {
+            Some(compile_thread::Done::CaughtUp { record, compiled }) => {
+                let unknown_variable = match (&compiled, variables) {
+                    (Ok(config), Some(names)) => {
+                        check_user_variables(names, &record.source, &record.text, config).err()
+                    }
+                    _ => None,
+                };
+                if compiled.is_err() || unknown_variable.is_some() {
+                    NOT_FOLLOWED.set(record.generation);
+                }
+                match unknown_variable {
+                    Some(why) => {
+                        ngx_log_error!(
+                            NGX_LOG_WARN,
+                            log,
+                            "migration: a retired worker does not follow generation {}: {}; its long-lived \
+                             requests stay where they are until they end",
+                            record.generation,
+                            why
+                        );
+                    }
+                    None => adopt_caught_up(zone, record, compiled, log),
+                }
+            }
+            Some(_) => {}
+            None => return,
+        }
+    }
+    if zone.generation() != NOT_FOLLOWED.get() {
+        catch_up_later(zone);
     }
 }
 

@@ -10,9 +10,11 @@
 //! worker of the instance together — an HTTP/1 connection is closed, an HTTP/2
 //! stream is reset — so that their clients reconnect and land on the right side.
 //!
-//! A worker that a reload retired stops following the configuration (its timers
-//! are cancelled): its long-lived requests stay counted until they end, and
-//! nginx closes them at `worker_shutdown_timeout`.
+//! A worker that a reload retired goes on: its timer (cancelable, so that it
+//! never keeps the worker from exiting) follows what the new workers publish
+//! (`state::watch::follow_zone_while_retired`), and its misplaced requests are
+//! closed as any worker's are, until the last of them ends or nginx closes
+//! them at `worker_shutdown_timeout`.
 
 use core::cell::RefCell;
 use core::hash::{Hash, Hasher};
@@ -25,8 +27,10 @@ use ngx::ffi::{
     ngx_add_timer, ngx_current_msec, ngx_cycle, ngx_event_t, ngx_exiting, ngx_http_request_t, ngx_quit, ngx_terminate,
     NGX_LOG_INFO,
 };
+use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
 
+use crate::conf::Module;
 use crate::http::decision::RequestDecision;
 use crate::http::request::NgxRequestView;
 use crate::state::live::LiveConfig;
@@ -390,12 +394,23 @@ fn arm(delay_ms: u64) {
 
 unsafe extern "C" fn tick(_ev: *mut ngx_event_t) {
     // SAFETY: nginx's process-state flags, only written by its signal handlers.
-    if unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 } {
+    let (terminating, retired) = unsafe { (ngx_terminate != 0, ngx_exiting != 0 || ngx_quit != 0) };
+    if terminating {
         return;
     }
     // A panic (logged by the guard) must not stop the timer for good.
     let mut next = Some(TICK_MS);
-    crate::guard::quiet("the drain timer", || next = pass());
+    crate::guard::quiet("the drain timer", || {
+        // A retired worker's requests follow what its successors publish. The
+        // timer is cancelable: it never keeps the worker from exiting.
+        if let (true, Some(live)) = (retired, crate::state::live::current()) {
+            // SAFETY: ngx_cycle is this process's cycle, which outlives its timers.
+            let cycle = unsafe { &*ngx_cycle };
+            let variables = Module::main_conf(cycle).and_then(|main| main.variables.as_deref());
+            crate::state::watch::follow_zone_while_retired(&live.zone, variables, cycle.log);
+        }
+        next = pass()
+    });
     if let Some(delay) = next {
         arm(delay);
     }

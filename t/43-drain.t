@@ -858,3 +858,33 @@ is($again->{first_message}, 'new', 'a new WebSocket lands on its side by the new
 close_all([@$conns, $again]);
 main::stop_backends();
 --- response_body_like: "connections"
+
+
+
+=== TEST 19: the same, with a ramp in the new file: its step (50 %) is in the zone's cells at once, but a retired worker that does not follow the file never judges its WebSockets by it
+--- master_on
+--- workers: 2
+--- timeout: 40
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- request
+GET /status
+--- check_eval
+my $conns = main::open_ws(20);
+main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, '20 on old');
+my $k = grep { main::cohort($_->{user}, 50) eq 'new' } @$conns;
+my $conf = servroot() . '/conf/nginx.conf';
+my $text = do { local (@ARGV, $/) = $conf; <> };
+# An id no client sends: by the old file's arg:user at the ramp's 50 %, $k would move.
+ok($text =~ s/set \$uid_b \$arg_user;/set \$uid_b \$arg_user; set \$uid_c \$http_x_uid;/, 'nginx.conf gains $uid_c');
+write_file($conf, $text);
+my $yaml = main::yaml(percentage => 50, user_key => q{var:uid_c}, expand => 1);
+ok($yaml =~ s/^(      user_key: var:uid_c\n)/$1      ramp: {steps: [50, 100], every: 1h}\n/m, 'with a ramp');
+write_file(html_dir() . '/m.yaml', $yaml);
+ok(reload_nginx(), 'reloaded');
+is(status()->{services}[0]{percentage}, 50, 'the ramp is on its first step');
+is(watch_closes($conns, 2), 0, "none closed (of the $k the old file would move at 50 %)");
+main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, 'none misplaced, none drained');
+close_all($conns);
+main::stop_backends();
+--- response_body_like: "connections"

@@ -194,10 +194,13 @@ fn adopt_caught_up(zone: &Zone, record: RecordCopy, compiled: Result<CompiledCon
 /// A generation is not followed when it reads a user id from a variable this
 /// worker's nginx.conf does not define (the reload defined it): every request
 /// here would read none. Nor when it does not compile here (a reload that
-/// loaded a newer module). Either is tried once, not at every tick.
+/// loaded a newer module), or its compile panics. Each is tried once, not at
+/// every tick; a newer generation is tried again.
 pub fn follow_zone_while_retired(zone: &Zone, variables: Option<&VariableNames>, log: *mut ngx_log_t) {
     thread_local! {
         static NOT_FOLLOWED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        /// The generation whose catch-up this function handed over (0: none).
+        static CATCHING_UP: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
     if compile_thread::busy() {
         match compile_thread::take() {
@@ -225,13 +228,28 @@ pub fn follow_zone_while_retired(zone: &Zone, variables: Option<&VariableNames>,
                     None => adopt_caught_up(zone, record, compiled, log),
                 }
             }
+            // A catch-up whose compile panicked comes back refused.
+            Some(_) if CATCHING_UP.get() != 0 => NOT_FOLLOWED.set(CATCHING_UP.get()),
+            // A file check handed over before the reload.
             Some(_) => {}
             None => return,
         }
+        CATCHING_UP.set(0);
     }
-    if zone.generation() != NOT_FOLLOWED.get() {
-        catch_up_later(zone);
+    let generation = zone.generation();
+    if generation != NOT_FOLLOWED.get() && catch_up_later(zone) {
+        CATCHING_UP.set(generation);
     }
+}
+
+/// Whether this process routes by the zone's newest generation. A worker that
+/// has not caught up with it (its `watch=` tick or its compile is still to
+/// come, a reload is retiring it, or as a retired worker it does not follow
+/// that generation) decides no long-lived request again: the zone's ramp
+/// cells already hold the newer generation's step, which its older rules must
+/// not be judged by.
+pub fn routes_by_newest(zone: &Zone) -> bool {
+    current().is_some_and(|c| c.generation == zone.generation())
 }
 
 /// Commits a changed file the thread compiled, unless a reload or another

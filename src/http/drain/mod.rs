@@ -403,11 +403,16 @@ unsafe extern "C" fn tick(_ev: *mut ngx_event_t) {
     crate::guard::quiet("the drain timer", || {
         // A retired worker's requests follow what its successors publish. The
         // timer is cancelable: it never keeps the worker from exiting.
-        if let (true, Some(live)) = (retired, crate::state::live::current()) {
-            // SAFETY: ngx_cycle is this process's cycle, which outlives its timers.
-            let cycle = unsafe { &*ngx_cycle };
-            let variables = Module::main_conf(cycle).and_then(|main| main.variables.as_deref());
-            crate::state::watch::follow_zone_while_retired(&live.zone, variables, cycle.log);
+        if let Some(live) = crate::state::live::current() {
+            if retired {
+                // SAFETY: ngx_cycle is this process's cycle, which outlives its timers.
+                let cycle = unsafe { &*ngx_cycle };
+                let variables = Module::main_conf(cycle).and_then(|main| main.variables.as_deref());
+                crate::state::watch::follow_zone_while_retired(&live.zone, variables, cycle.log);
+            }
+            if !crate::state::watch::routes_by_newest(&live.zone) {
+                return;
+            }
         }
         next = pass()
     });

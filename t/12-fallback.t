@@ -4,7 +4,7 @@
 # outcome closes or re-opens the breaker. Two workers share the breaker.
 use lib 't/lib';
 use Test::MigrationNginx;
-use Test::MigrationHelpers qw(fallback touch);
+use Test::MigrationHelpers qw(fallback status touch);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET;
@@ -263,3 +263,42 @@ like(main::get(), qr/^504 /, 'timeout 3');
 is(main::get(), '200 old', 'then old');
 is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'open after exactly 3');
 like(error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 504\)/, 'logged, with the timeout status');
+
+
+
+=== TEST 10: a client's own bad body, refused after nginx connected to new (`proxy_request_buffering off`), is not new's failure: no breaker step, and the response is counted as aborted
+--- workers: 1
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    # new reads the whole body before it answers (its request buffering is on).
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3; location / { proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1; } }
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- config
+    location / {
+        migration on;
+        proxy_http_version 1.1;
+        proxy_request_buffering off;
+        client_body_timeout 500ms;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- check_eval
+my $port = server_port();
+my @statuses;
+for my $how (qw(malformed malformed slow slow)) {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die "connect: $!";
+    print $s "POST / HTTP/1.1\r\nHost: api.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n";
+    # nginx has connected to new and sent it the first chunk; the rest never comes right.
+    Time::HiRes::sleep(0.3);
+    print $s "zz\r\n\r\n" if $how eq 'malformed';
+    local $/;
+    my $response = <$s> // '';
+    close $s;
+    push @statuses, ($response =~ m{^HTTP/1\.1 (\d+)})[0] // "none ($how)";
+}
+# A body timeout ends the request without a response (nginx's 408 is only logged).
+like("@statuses", qr/^400 400 /, 'the malformed bodies got 400');
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'no failure of new counted');
+my $new = status()->{services}[0]{responses}{new};
+is(join(' ', map { $_ // 0 } @$new{qw(aborted failed 4xx)}), '4 0 0', 'the four counted as aborted, not failed');

@@ -258,7 +258,7 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
             if status != 0 && is_failure(status) {
                 return Outcome::Failure(status);
             }
-            if client_left {
+            if client_left || (no_response(last) && refused_client_body(r)) {
                 return Outcome::Inconclusive;
             }
             if no_response(last) {
@@ -267,6 +267,16 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
             Outcome::Success
         }
     }
+}
+
+/// Whether nginx ended the request for its body (malformed: 400, too slow: 408,
+/// too large: 413). With `proxy_request_buffering off` (and always for
+/// `grpc_pass`) the body is read while it is sent, after the upstream was
+/// connected: its attempt then has no response either, but the client caused
+/// it, and it must not count as the upstream's failure (a client could trip
+/// the breaker or fail a gate with bad bodies).
+fn refused_client_body(r: &ngx_http_request_t) -> bool {
+    matches!(r.headers_out.status, 400 | 408 | 413)
 }
 
 /// nginx's status for a request the client closed before it was answered.
@@ -287,7 +297,7 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream) -> (usize, Option<
         FirstUpstream::None => (client_class(), None),
         FirstUpstream::NoState { .. } if client_left => (ABORTED, None),
         FirstUpstream::NoState { .. } => (FAILED, None),
-        FirstUpstream::Attempt(last) if no_response(last) && client_left => (ABORTED, None),
+        FirstUpstream::Attempt(last) if no_response(last) && (client_left || refused_client_body(r)) => (ABORTED, None),
         FirstUpstream::Attempt(last) => {
             let time = (last.response_time != ngx_msec_t::MAX).then(|| last.response_time as u64 * 1000);
             (if no_response(last) { FAILED } else { client_class() }, time)

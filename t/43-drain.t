@@ -888,3 +888,30 @@ main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, 'none
 close_all($conns);
 main::stop_backends();
 --- response_body_like: "connections"
+
+
+
+=== TEST 20: a long-lived request counts in its class but gives no latency sample (its upstream time is its whole life): WebSockets and a stream past `after` leave the histogram to the plain request
+--- user_files eval
+">>> m.yaml\n" . main::yaml(drain => '{rate: 20/s, after: 300ms}')
+--- timeout: 30
+--- request
+GET /status
+--- check_eval
+my $port = server_port();
+my $ws = main::open_ws(3);
+my $sse = sse_connect($port, '/sse?user=s1', host => 'ws.example');
+ok(Test::LongLived::read_until($sse, qr/data: old/, 3), 'a stream from old');
+main::connections_are({old => 4, new => 0, misplaced => 0, drained => 0}, '3 WebSockets and the stream, long-lived');
+Time::HiRes::sleep(1.2);
+close_all([@$ws, $sse]);
+main::connections_are({old => 0, new => 0, misplaced => 0, drained => 0}, 'ended by their clients');
+my $slow = http_request('GET', '/slow?user=p1', [Host => 'ws.example']);
+is($slow->{body}, 'old', 'a plain request (1.5 s)');
+my $old = status()->{services}[0]{responses}{old};
+is(join(' ', map { $_ // 0 } @$old{qw(1xx 2xx)}), '3 2', 'counted: 3 upgrades, the stream and the plain request');
+my $metrics = http_request('GET', '/status?format=prometheus')->{body};
+like($metrics, qr/^migration_upstream_response_seconds_count\{service="ws",target="old"\} 1$/m, 'one latency sample: the plain request');
+like($metrics, qr/^migration_upstream_response_seconds_bucket\{service="ws",target="old",le="1"\} 0$/m, 'none under 1 s (no upgrade handshake either)');
+main::stop_backends();
+--- response_body_like: "connections"

@@ -171,7 +171,13 @@ fn record_outcome(
     // upstream time is its whole life) and no word to the breaker or the gate.
     let drained = d.drained.get();
     if d.counted.get() {
-        let (class, upstream_us) = if drained { (ABORTED, None) } else { response_of(r, &first) };
+        let (class, mut upstream_us) = if drained { (ABORTED, None) } else { response_of(r, &first) };
+        // A long-lived request's upstream time is its whole life (a WebSocket's
+        // hours would fill `+Inf`, and fail a gate's p99 with nobody to blame):
+        // it counts in its class, without a latency sample.
+        if upstream_us.is_some() && (r.headers_out.status == 101 || crate::http::drain::is_long_lived(d)) {
+            upstream_us = None;
+        }
         slot.record_response(target, class, upstream_us);
         // Header, CIDR and user-list traffic is the client's or the operator's
         // choice, never the ramp's evidence.

@@ -325,6 +325,19 @@ fn with_counted_cells(d: &RequestDecision, counted_in: SlotIdentity, f: impl FnO
     }
 }
 
+/// Whether the request is long-lived now (upgraded, or open past its service's
+/// `drain.after`): its upstream time is its whole life, no response time.
+pub fn is_long_lived(d: &RequestDecision) -> bool {
+    let index = d.tracked.get();
+    index != UNTRACKED
+        && LIST
+            .try_with(|list| {
+                let list = list.borrow();
+                list.entries.get(index as usize).is_some_and(|e| e.as_ref().is_some_and(|e| e.long_lived))
+            })
+            .unwrap_or(false)
+}
+
 /// The request ends (its decision is dropped with its pool): out of the list and
 /// of the counts.
 #[inline(always)]

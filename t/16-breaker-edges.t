@@ -5,6 +5,13 @@
 use lib 't/lib';
 use Test::MigrationNginx;
 use Test::MigrationHelpers qw(fallback);
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes ();
+
+# Forked backends of a block, killed at its end (and at exit).
+our @Backends;
+END { kill 'KILL', @Backends if @Backends }
 
 sub yaml_for {
     my (%o) = @_;
@@ -153,3 +160,67 @@ my $f = main::fallback();
 is($f->{state}, 'closed', 'eight failing auth subrequests did not open the breaker');
 is($f->{consecutive_failures}, 0, 'and none was counted');
 like(error_log_text(), qr/auth request unexpected status: 503/, 'the subrequest did reach the failing new cluster');
+
+
+
+=== TEST 6: a trial slower than the cooldown has its permit taken over; the takeover closes the breaker, and the slow trial's late 503 does not re-open it: it is one failure of a closed breaker
+--- workers: 1
+--- timeout: 30
+--- init
+# new: 503 at once for /fail, 503 after 2.5 s for /slow, else 200 "new".
+my $port = rand_port(3);
+my $pid = fork();
+die "fork: $!" unless defined $pid;
+if ($pid == 0) {
+    $SIG{PIPE} = 'IGNORE';
+    $SIG{CHLD} = 'IGNORE';
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 16, ReuseAddr => 1) or POSIX::_exit(1);
+    while (my $c = $l->accept) {
+        if (fork() == 0) {
+            my $first = <$c> // '';
+            while (defined(my $line = <$c>)) { last if $line =~ /^\r?\n$/ }
+            Time::HiRes::sleep(2.5) if $first =~ m{ /slow };
+            print $c $first =~ m{ /(fail|slow) }
+                ? "HTTP/1.1 503 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                : "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nnew";
+            close $c;
+            POSIX::_exit(0);
+        }
+        close $c;
+    }
+    POSIX::_exit(0);
+}
+push @main::Backends, $pid;
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: 127.0.0.1:$TEST_NGINX_RAND_PORT_1
+    new_host: api.example
+    new_backend: 127.0.0.1:$TEST_NGINX_RAND_PORT_3
+    migration: {percentage: 100}
+    fallback: {failures: 2, cooldown: 1s}
+--- config
+    location / { migration on; add_header X-Rule $migration_rule always; proxy_pass http://$migration_backend; }
+    location = /status { migration_status; }
+--- error_log
+fallback opened after 2 consecutive failures of the new cluster (last: 503)
+--- check_eval
+is(main::get('/fail'), '503 weight', 'new fails') for 1 .. 2;
+is(main::fallback()->{state}, 'open', 'the breaker opens (failures: 2)');
+Time::HiRes::sleep(1.1);
+my $slow = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die "connect: $!";
+print $slow "GET /slow HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n";
+Time::HiRes::sleep(1.2);
+is(main::get('/'), '200 weight new', 'a cooldown later the slow trial is taken over by a request that reaches new');
+is(main::fallback()->{state}, 'closed', 'whose success closes the breaker');
+my $late = do { local $/; <$slow> } // '';
+close $slow;
+like($late, qr{^HTTP/1\.1 503}, 'the slow trial ends with 503');
+Time::HiRes::sleep(0.2);
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 1, trips => 1 },
+    'its late 503 is one failure of a closed breaker, not a re-opening');
+kill 'KILL', splice @main::Backends;

@@ -78,7 +78,7 @@ impl OpenBreakers {
                     s.fallback.as_ref().map(|policy| {
                         let cells = BreakerCells::default();
                         for _ in 0..policy.failures {
-                            cells.record(Outcome::Failure(502), false, policy.failures, 0);
+                            cells.record(Outcome::Failure(502), None, policy.failures, 0);
                         }
                         cells
                     })

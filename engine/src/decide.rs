@@ -1,7 +1,7 @@
 //! The decision order of docs/decision.md, as one function of
 //! (compiled configuration, request view, random source).
 
-use crate::breaker::{BreakerCells, Gate, Transition};
+use crate::breaker::{BreakerCells, Gate, Transition, TrialPermit};
 use crate::compiled::{CompiledConfig, CompiledService};
 use crate::config::{Strategy, Target, UserKey};
 use crate::hash::{murmur2_salted, Threshold};
@@ -74,9 +74,9 @@ pub struct Decision {
     /// `None` exactly when no service matched.
     pub target: Option<Target>,
     pub rule: Rule,
-    /// This request is the one trial of a half-open breaker: its outcome closes
-    /// or re-opens it.
-    pub trial: bool,
+    /// This request is the one trial of a half-open breaker, with its permit:
+    /// its outcome closes or re-opens it.
+    pub trial: Option<TrialPermit>,
     /// The breaker changed state while deciding (reported to this request only).
     pub transition: Option<Transition>,
     /// The service's percentage in force (basis points): the configured one, or
@@ -86,17 +86,10 @@ pub struct Decision {
 
 impl Decision {
     pub const NO_SERVICE: Decision =
-        Decision { service: None, target: None, rule: Rule::None, trial: false, transition: None, percentage_bp: 0 };
+        Decision { service: None, target: None, rule: Rule::None, trial: None, transition: None, percentage_bp: 0 };
 
     fn of(service: u32, target: Target, rule: Rule) -> Decision {
-        Decision {
-            service: Some(service),
-            target: Some(target),
-            rule,
-            trial: false,
-            transition: None,
-            percentage_bp: 0,
-        }
+        Decision { service: Some(service), target: Some(target), rule, trial: None, transition: None, percentage_bp: 0 }
     }
 }
 
@@ -246,20 +239,17 @@ fn decide_service<R: RequestView, B: Breakers + ?Sized, T: Tracer>(
             Decision::of(index, target, rule)
         }
         Gate::Divert => Decision::of(index, Target::Old, Rule::Fallback),
-        Gate::Probe => match decide_by_rules(s, request, user, split, draw, tracer) {
-            (Target::New, rule) if cells.begin_trial(now, policy.cooldown_ms) => {
-                if T::ENABLED {
-                    tracer.step(Step::Fallback { configured: true, gate: Some(gate), trial: Some(true) });
-                }
-                Decision { trial: true, ..Decision::of(index, Target::New, rule) }
+        Gate::Probe => {
+            let (target, rule) = decide_by_rules(s, request, user, split, draw, tracer);
+            let permit = if target == Target::New { cells.begin_trial(now, policy.cooldown_ms) } else { None };
+            if T::ENABLED {
+                tracer.step(Step::Fallback { configured: true, gate: Some(gate), trial: Some(permit.is_some()) });
             }
-            _ => {
-                if T::ENABLED {
-                    tracer.step(Step::Fallback { configured: true, gate: Some(gate), trial: Some(false) });
-                }
-                Decision::of(index, Target::Old, Rule::Fallback)
+            match permit {
+                Some(permit) => Decision { trial: Some(permit), ..Decision::of(index, Target::New, rule) },
+                None => Decision::of(index, Target::Old, Rule::Fallback),
             }
-        },
+        }
     };
     decision.transition = transition;
     decision

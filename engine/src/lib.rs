@@ -29,7 +29,7 @@ pub mod sticky;
 pub mod trace;
 pub mod variables;
 
-pub use breaker::{BreakerCells, Gate, Outcome, Transition};
+pub use breaker::{BreakerCells, Gate, Outcome, Transition, TrialPermit};
 pub use compiled::{CompiledConfig, CompiledService, Endpoint, FallbackPolicy};
 pub use config::{ConfigError, Target};
 pub use decide::{decide, decide_traced, decide_with, Breakers, Decision, NoBreakers, Rule, ServiceChoice};

@@ -926,7 +926,7 @@ impl migration_engine::Breakers for OneBreaker {
 
 fn tripped(now: u64) -> OneBreaker {
     let b = OneBreaker { cells: Default::default(), now: Cell::new(now) };
-    b.cells.record(migration_engine::Outcome::Failure(502), false, 1, now);
+    b.cells.record(migration_engine::Outcome::Failure(502), None, 1, now);
     b
 }
 
@@ -954,7 +954,7 @@ fn fallback_closed_decides_as_usual() {
     let b = OneBreaker { cells: Default::default(), now: Cell::new(0) };
     let d = decide_at(&config, &req(), &b);
     assert_decision(d, Target::New, Rule::Weight);
-    assert!(!d.trial && d.transition.is_none());
+    assert!(d.trial.is_none() && d.transition.is_none());
 }
 
 #[test]
@@ -974,10 +974,10 @@ fn after_the_cooldown_one_request_that_would_go_new_is_the_trial() {
     );
     let trial = decide_at(&config, &req(), &b);
     assert_decision(trial, Target::New, Rule::Weight);
-    assert!(trial.trial && trial.transition.is_none());
+    assert!(trial.trial.is_some() && trial.transition.is_none());
     let second = decide_at(&config, &req(), &b);
     assert_decision(second, Target::Old, Rule::Fallback);
-    assert!(!second.trial);
+    assert!(second.trial.is_none());
 }
 
 #[test]

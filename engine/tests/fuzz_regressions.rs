@@ -27,12 +27,12 @@ fn a_trial_at_the_end_of_the_clock() {
     )
     .unwrap();
     let breakers = At(BreakerCells::default(), u64::MAX);
-    breakers.0.record(Outcome::Failure(502), false, 1, 0);
+    breakers.0.record(Outcome::Failure(502), None, 1, 0);
     let request = OwnedRequest::new("api.example");
     let first = decide_with(&config, ServiceChoice::Auto, &request, &mut || 0, &breakers);
-    assert_eq!((first.target, first.rule, first.trial), (Some(Target::New), Rule::Weight, true));
+    assert_eq!((first.target, first.rule, first.trial.is_some()), (Some(Target::New), Rule::Weight, true));
     let second = decide_with(&config, ServiceChoice::Auto, &request, &mut || 0, &breakers);
-    assert_eq!((second.target, second.rule, second.trial), (Some(Target::Old), Rule::Fallback, false));
+    assert_eq!((second.target, second.rule, second.trial.is_some()), (Some(Target::Old), Rule::Fallback, false));
 }
 
 /// `cargo fuzz run config`: a ConfigMap whose `data` key carries a YAML tag

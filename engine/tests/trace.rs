@@ -124,7 +124,7 @@ fn breakers(config: &CompiledConfig, failures: &[u8], trial_taken: bool, now: u6
             let cells = BreakerCells::default();
             let limit = s.fallback.as_ref().map_or(5, |p| p.failures);
             for _ in 0..failures.get(i).copied().unwrap_or(0) {
-                cells.record(Outcome::Failure(502), false, limit, 0);
+                cells.record(Outcome::Failure(502), None, limit, 0);
             }
             if trial_taken {
                 let cooldown = s.fallback.as_ref().map_or(30_000, |p| p.cooldown_ms);
@@ -207,12 +207,12 @@ proptest! {
         prop_assert_eq!(steps[0].step.as_str(), "service");
         prop_assert_eq!(steps[0].matched, plain.service.is_some());
         let last = steps.last().unwrap();
-        prop_assert!(last.step.starts_with(deciding_step(plain.rule)) || plain.rule == Rule::Fallback || plain.trial,
+        prop_assert!(last.step.starts_with(deciding_step(plain.rule)) || plain.rule == Rule::Fallback || plain.trial.is_some(),
             "{:?} ends with {:?}", plain, last);
         if plain.rule == Rule::Fallback {
             prop_assert!(steps.iter().any(|s| s.step == "fallback" && s.matched), "{:?}", steps);
         }
-        if plain.service.is_some() && plain.rule != Rule::Fallback && !plain.trial {
+        if plain.service.is_some() && plain.rule != Rule::Fallback && plain.trial.is_none() {
             prop_assert!(last.matched, "{:?}", last);
             let decisive = steps[1..].iter().filter(|s| s.matched).count();
             prop_assert_eq!(decisive, 1, "{:?}", steps);

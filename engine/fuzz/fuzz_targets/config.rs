@@ -98,13 +98,13 @@ fn check(config: &CompiledConfig, d: &Decision, choice: ServiceChoice<'_>) {
     if matches!(d.rule, Rule::Disabled | Rule::Fallback) {
         assert_eq!(d.target, Some(Target::Old), "{d:?}");
     }
-    if d.trial {
+    if d.trial.is_some() {
         assert_eq!(d.target, Some(Target::New), "{d:?}");
     }
     if let Some(i) = d.service {
         let s = &config.services[i as usize];
         assert_eq!(s.enabled, d.rule != Rule::Disabled, "{d:?} for {}", s.name);
-        if d.rule == Rule::Fallback || d.trial {
+        if d.rule == Rule::Fallback || d.trial.is_some() {
             assert!(s.fallback.is_some(), "{d:?} for a service without fallback");
         }
     }
@@ -121,10 +121,10 @@ fn exercise(config: &CompiledConfig) {
     for (i, c) in cells.iter().enumerate() {
         match i % 3 {
             1 => {
-                c.record(Outcome::Failure(502), false, 1, 1_000);
+                c.record(Outcome::Failure(502), None, 1, 1_000);
             }
             2 => {
-                c.record(Outcome::Failure(503), false, 1, 0);
+                c.record(Outcome::Failure(503), None, 1, 0);
                 c.gate(86_400_001, 1);
             }
             _ => {}
@@ -141,7 +141,7 @@ fn exercise(config: &CompiledConfig) {
     for r in &requests {
         let auto = decide(config, ServiceChoice::Auto, r, &mut draw);
         check(config, &auto, ServiceChoice::Auto);
-        assert!(!auto.trial && auto.rule != Rule::Fallback, "no breakers, no fallback: {auto:?}");
+        assert!(auto.trial.is_none() && auto.rule != Rule::Fallback, "no breakers, no fallback: {auto:?}");
         let with = decide_with(config, ServiceChoice::Auto, r, &mut draw, &breakers);
         check(config, &with, ServiceChoice::Auto);
         assert_eq!(auto.service, with.service);

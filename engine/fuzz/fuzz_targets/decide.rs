@@ -432,7 +432,7 @@ fn check(config: &CompiledConfig, d: &Decision, named: Option<u32>) {
     if matches!(d.rule, Rule::Disabled | Rule::Fallback) {
         assert_eq!(d.target, Some(Target::Old), "{d:?}");
     }
-    if d.trial {
+    if d.trial.is_some() {
         assert_eq!(d.target, Some(Target::New), "{d:?}");
         assert_ne!(d.rule, Rule::Header, "{d:?}: header rules never take the trial");
     }
@@ -440,7 +440,7 @@ fn check(config: &CompiledConfig, d: &Decision, named: Option<u32>) {
     if let Some(i) = d.service {
         let s = &config.services[i as usize];
         assert_eq!(s.enabled, d.rule != Rule::Disabled, "{d:?}: service {}", s.name);
-        if d.rule == Rule::Fallback || d.trial || d.transition.is_some() {
+        if d.rule == Rule::Fallback || d.trial.is_some() || d.transition.is_some() {
             assert!(s.fallback.is_some(), "{d:?}: service {} has no fallback", s.name);
         }
     }
@@ -456,6 +456,9 @@ fuzz_target!(|input: Input| {
     let config = config();
     let n = config.services.len();
     let mut breakers = FuzzBreakers { cells: (0..n).map(|_| BreakerCells::default()).collect(), now: 0 };
+    // The last permit each service's breaker gave (a record with `trial` uses
+    // it, taken over or not).
+    let mut permits = vec![None; n];
 
     // Put the breakers in arbitrary states.
     for op in input.ops.iter().take(64) {
@@ -468,7 +471,8 @@ fuzz_target!(|input: Input| {
         match &op.kind {
             OpKind::Record { outcome: spec, trial } => {
                 let before = cells.state();
-                let t = cells.record(outcome(config, i, spec), *trial, failures, now);
+                let permit = if *trial { permits[i] } else { None };
+                let t = cells.record(outcome(config, i, spec), permit, failures, now);
                 match t {
                     Some(Transition::Opened { .. }) => assert_eq!(before, BreakerState::Closed),
                     Some(Transition::Closed) => assert_eq!(cells.state(), BreakerState::Closed),
@@ -481,7 +485,9 @@ fuzz_target!(|input: Input| {
                 let _ = cells.gate(now, cooldown);
             }
             OpKind::BeginTrial => {
-                let _ = cells.begin_trial(now, cooldown);
+                if let Some(permit) = cells.begin_trial(now, cooldown) {
+                    permits[i] = Some(permit);
+                }
             }
             OpKind::Request { draw, outcome: spec } => {
                 let d =
@@ -515,7 +521,7 @@ fuzz_target!(|input: Input| {
     let plain = decide(config, choice, &request, &mut draw);
     check(config, &plain, named);
     assert!(calls.get() <= 1, "the draw ran {} times", calls.get());
-    assert!(!plain.trial && plain.transition.is_none() && plain.rule != Rule::Fallback, "{plain:?}");
+    assert!(plain.trial.is_none() && plain.transition.is_none() && plain.rule != Rule::Fallback, "{plain:?}");
     if let (Choice::Raw(_), None) = (&input.choice, named) {
         assert_eq!(plain, Decision::NO_SERVICE);
     }
@@ -541,10 +547,10 @@ fuzz_target!(|input: Input| {
             assert_eq!(plain, with, "a service without fallback ignores its breaker");
         }
         let after = breakers.cells[i as usize].state();
-        if with.rule == Rule::Fallback || with.trial {
+        if with.rule == Rule::Fallback || with.trial.is_some() {
             assert_ne!(after, BreakerState::Closed, "{with:?}");
         }
-        if with.trial {
+        if with.trial.is_some() {
             assert_eq!(after, BreakerState::HalfOpen, "{with:?}");
             assert_eq!(with.rule, plain.rule, "the trial is decided by the usual rules: {with:?} vs {plain:?}");
             assert_eq!(plain.target, Some(Target::New));

@@ -16,7 +16,7 @@ use ngx::ffi::{ngx_current_msec, ngx_log_t, NGX_LOG_ALERT};
 use ngx::ngx_log_error;
 
 use crate::state::compile_thread;
-use crate::state::zone::{SlotRef, Zone};
+use crate::state::zone::{RecordCopy, SlotRef, Zone};
 
 /// One generation of the configuration, as a process routes by it.
 pub struct LiveConfig {
@@ -171,17 +171,23 @@ pub fn announce_held(zone: &Zone) {
 /// generation moved, compiling it here and now: only for `init_process`, before
 /// the worker serves (the event loop hands this to the compile thread).
 pub fn catch_up_now(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<LiveConfig>> {
-    let current = current();
-    if current.as_ref().is_some_and(|c| c.generation == zone.generation()) {
-        return current;
+    if current().is_some_and(|c| c.generation == zone.generation()) {
+        return current();
     }
-    let Some(record) = zone.lock().read() else {
-        return current;
-    };
-    match migration_engine::load_str(&record.source, &record.text) {
-        Ok(config) => {
-            let published = Arc::new(LiveConfig {
-                instance: crate::state::live::next_instance(),
+    if let Some(record) = zone.lock().read() {
+        let compiled = migration_engine::load_str(&record.source, &record.text).map_err(|e| e.to_string());
+        adopt_record(zone, record, compiled, log);
+    }
+    current()
+}
+
+/// Routes by the zone's `record`, compiled (here or on the compile thread),
+/// unless this process already routes by that generation or a newer one.
+pub fn adopt_record(zone: &Zone, record: RecordCopy, compiled: Result<CompiledConfig, String>, log: *mut ngx_log_t) {
+    match compiled {
+        Ok(config) if current().is_none_or(|c| c.generation < record.generation) => {
+            adopt(Arc::new(LiveConfig {
+                instance: next_instance(),
                 generation: record.generation,
                 loaded_at: record.loaded_at,
                 content_hash: record.content_hash,
@@ -189,13 +195,12 @@ pub fn catch_up_now(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<LiveConfig>>
                 config: Arc::new(config),
                 slots: record.slots.into_boxed_slice(),
                 zone: *zone,
-            });
-            adopt(published.clone());
-            Some(published)
+            }));
         }
+        Ok(_) => {}
+        // A record was validated before it was published; this means the
+        // process that published it read the file differently.
         Err(e) => {
-            // A record was validated before it was published; this means the
-            // process that published it read the file differently.
             ngx_log_error!(
                 NGX_LOG_ALERT,
                 log,
@@ -203,7 +208,6 @@ pub fn catch_up_now(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<LiveConfig>>
                 record.generation,
                 e
             );
-            current
         }
     }
 }

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use migration_engine::source::FileStamp;
 use migration_engine::variables::{check_user_variables, VariableNames};
-use migration_engine::CompiledConfig;
 use ngx::ffi::{
-    ngx_add_timer, ngx_cycle, ngx_event_t, ngx_exiting, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ALERT, NGX_LOG_ERR,
+    ngx_add_timer, ngx_cycle, ngx_event_t, ngx_exiting, ngx_log_t, ngx_quit, ngx_terminate, NGX_LOG_ERR,
     NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::HttpModuleMainConf;
@@ -19,8 +18,10 @@ use crate::conf::{MainConf, Module};
 use crate::state::admission::Refusal;
 use crate::state::compile_thread;
 use crate::state::cycle::{save_last_good, CycleZone};
-use crate::state::live::{adopt, announce_held, catch_up_later, current, service_names, unix_now, LiveConfig};
-use crate::state::zone::{human_size, required_zone_size, RecordCopy, Zone};
+use crate::state::live::{
+    adopt, adopt_record, announce_held, catch_up_later, current, service_names, unix_now, LiveConfig,
+};
+use crate::state::zone::{human_size, required_zone_size, Zone};
 
 /// The stamp of the file as this process last dealt with it (published it,
 /// found it unchanged or refused it): an equal stamp means nothing to read.
@@ -135,7 +136,7 @@ pub fn finish(main: &MainConf, cycle_zone: &CycleZone, done: compile_thread::Don
     let (generation, version) =
         current.as_ref().map_or((0, String::new()), |c| (c.generation, c.config.version.clone()));
     match done {
-        Done::CaughtUp { record, compiled } => adopt_caught_up(zone, record, compiled, log),
+        Done::CaughtUp { record, compiled } => adopt_record(zone, record, compiled, log),
         Done::Unchanged { stamp, published } => {
             remember_stamp(stamp);
             // The file is back to the published content: nothing is refused now.
@@ -149,37 +150,6 @@ pub fn finish(main: &MainConf, cycle_zone: &CycleZone, done: compile_thread::Don
             refuse(main, zone, refusal, (generation, &version), log);
         }
         Done::Ready(ready) => commit_change(main, cycle_zone, *ready, (generation, version), log),
-    }
-}
-
-/// Routes by a generation the compile thread compiled from the zone, unless
-/// this process already routes by it or a newer one.
-fn adopt_caught_up(zone: &Zone, record: RecordCopy, compiled: Result<CompiledConfig, String>, log: *mut ngx_log_t) {
-    match compiled {
-        Ok(config) if current().is_none_or(|c| c.generation < record.generation) => {
-            adopt(Arc::new(LiveConfig {
-                instance: crate::state::live::next_instance(),
-                generation: record.generation,
-                loaded_at: record.loaded_at,
-                content_hash: record.content_hash,
-                source: record.source,
-                config: Arc::new(config),
-                slots: record.slots.into_boxed_slice(),
-                zone: *zone,
-            }));
-        }
-        Ok(_) => {}
-        // A record was validated before it was published; this means the
-        // process that published it read the file differently.
-        Err(e) => {
-            ngx_log_error!(
-                NGX_LOG_ALERT,
-                log,
-                "migration: generation {} does not compile here: {}",
-                record.generation,
-                e
-            );
-        }
     }
 }
 
@@ -225,7 +195,7 @@ pub fn follow_zone_while_retired(zone: &Zone, variables: Option<&VariableNames>,
                             why
                         );
                     }
-                    None => adopt_caught_up(zone, record, compiled, log),
+                    None => adopt_record(zone, record, compiled, log),
                 }
             }
             // A catch-up whose compile panicked comes back refused.

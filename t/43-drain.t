@@ -54,6 +54,16 @@ sub publish {
     Test::More::is($seen, "$want", "published $want");
 }
 
+# Adds `set $uid_c VALUE;` to the running nginx.conf's /ws location (TESTs 18
+# and 19: a variable the workers a reload retires do not know).
+sub conf_defines_uid_c {
+    my ($value) = @_;
+    my $conf = Test::MigrationNginx::servroot() . '/conf/nginx.conf';
+    my $text = do { local (@ARGV, $/) = $conf; <> };
+    Test::More::ok($text =~ s/set \$uid_b \$arg_user;/set \$uid_b \$arg_user; set \$uid_c $value;/, 'nginx.conf gains $uid_c');
+    write_file($conf, $text);
+}
+
 # Whether user $id belongs on new at $percentage (nginx's split_clients rule).
 sub cohort {
     my ($id, $percentage) = @_;
@@ -842,10 +852,7 @@ my $conns = main::open_ws(20);
 main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, '20 on old');
 my $k = grep { main::cohort($_->{user}, 50) eq 'new' } @$conns;
 # The new nginx.conf defines $uid_c; the retired workers' did not.
-my $conf = servroot() . '/conf/nginx.conf';
-my $text = do { local (@ARGV, $/) = $conf; <> };
-ok($text =~ s/set \$uid_b \$arg_user;/set \$uid_b \$arg_user; set \$uid_c \$arg_user;/, 'nginx.conf gains $uid_c');
-write_file($conf, $text);
+main::conf_defines_uid_c('$arg_user');
 write_file(html_dir() . '/m.yaml', main::yaml(percentage => 50, user_key => 'var:uid_c', expand => 1));
 ok(reload_nginx(), 'reloaded');
 is(watch_closes($conns, 2), 0, "none closed (of the $k the new file would move)");
@@ -873,11 +880,8 @@ GET /status
 my $conns = main::open_ws(20);
 main::connections_are({old => 20, new => 0, misplaced => 0, drained => 0}, '20 on old');
 my $k = grep { main::cohort($_->{user}, 50) eq 'new' } @$conns;
-my $conf = servroot() . '/conf/nginx.conf';
-my $text = do { local (@ARGV, $/) = $conf; <> };
 # An id no client sends: by the old file's arg:user at the ramp's 50 %, $k would move.
-ok($text =~ s/set \$uid_b \$arg_user;/set \$uid_b \$arg_user; set \$uid_c \$http_x_uid;/, 'nginx.conf gains $uid_c');
-write_file($conf, $text);
+main::conf_defines_uid_c('$http_x_uid');
 my $yaml = main::yaml(percentage => 50, user_key => q{var:uid_c}, expand => 1);
 ok($yaml =~ s/^(      user_key: var:uid_c\n)/$1      ramp: {steps: [50, 100], every: 1h}\n/m, 'with a ramp');
 write_file(html_dir() . '/m.yaml', $yaml);

@@ -51,9 +51,10 @@ sub wait_until {
     return 0;
 }
 
-# A backend that answers "slow" after $delay seconds.
+# A backend that answers "slow" after $delay seconds, with $status (200 OK).
 sub slow_backend {
-    my ($port, $delay) = @_;
+    my ($port, $delay, $status) = @_;
+    $status //= '200 OK';
     my $pid = fork();
     die "fork: $!" unless defined $pid;
     if ($pid == 0) {
@@ -68,7 +69,7 @@ sub slow_backend {
                 my $req = '';
                 while (defined(my $line = <$c>)) { $req .= $line; last if $line =~ /^\r?\n$/ }
                 Time::HiRes::sleep($delay);
-                print $c "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow";
+                print $c "HTTP/1.1 $status\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow";
                 close $c;
                 POSIX::_exit(0);
             }
@@ -124,6 +125,8 @@ add_block_preprocessor(sub {
         # one that always answers.
         location /bad { return 503 "new fails here"; }
         location /ok { return 200 "new ok"; }
+        # A path of new whose answer a test's slow_backend gives.
+        location /slow { proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_3; }
     }
 BACKENDS
     $block->{config} //= [<<'CONF'];
@@ -605,3 +608,35 @@ ok(main::wait_until(2, sub { main::api()->{enabled} }), 'enabled again');
 Time::HiRes::sleep(1.2);
 is(main::api()->{ramp}{percentage}, 10, 'the step goes on: the frozen time did not count toward every');
 ok(main::wait_until(5, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'and ends when its time is up');
+
+
+
+=== TEST 18: a step's window takes only the requests decided under it: slow failures decided under step 1 that end in step 2 neither fail step 2's gate nor count for it
+--- init
+main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 2.5, '503 Service Unavailable');
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [50, 60, 100]\nevery: 2s\ngate:\n  min_requests: 3\n  max_error_rate: 50%\non_failure: rollback\n") ]]
+--- check_eval
+my @cohort = grep { main::expected_side($_, 50) eq 'new' } map { "u-$_" } 1 .. 100;
+my $fast = main::sample([@cohort[0 .. 3]]);
+is(scalar(grep { $_->[1] eq 'new' && $_->[4] == 200 } @$fast), 4, 'step 1: four successes of new');
+my $port = server_port();
+my @slow = map {
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port) or die $!;
+    print $c "GET /slow HTTP/1.1\r\nHost: api.example\r\nX-User-ID: $_\r\nConnection: close\r\n\r\n";
+    $c;
+} @cohort[4 .. 7];
+is(main::api()->{ramp}{step}, 1, 'four slow requests decided under step 1');
+my @status = map { my $c = $_; local $/; my $text = <$c> // ''; close $c; $text =~ m{^HTTP/1\.1 (\d+)} ? $1 : 0 } @slow;
+is("@status", '503 503 503 503', 'each failed, 2.5 s later');
+my $s = main::api();
+is_deeply([@{ $s->{ramp} }{qw(state step)}], ['ramping', 2], 'they ended under step 2');
+is($s->{responses}{new}{'5xx'}, 4, 'the responses per target count them');
+ok(main::wait_until(4, sub { (main::api()->{ramp}{last_gate}{verdict} // '') ne 'pass' }), 'step 2 judged at its end');
+$s = main::api();
+is_deeply([@{ $s->{ramp} }{qw(state step)}, @{ $s->{ramp}{last_gate} }{qw(verdict new_requests)}], ['ramping', 2, 'waiting', 0],
+    'step 2 had no response of its own: it waits, not rolled back');
+main::sample([grep { main::expected_side($_, 60) eq 'new' } map { "v-$_" } 1 .. 20]);
+ok(main::wait_until(3, sub { (main::api()->{ramp}{percentage} // 0) == 100 }), 'with responses decided under step 2, it advances');
+main::stop_children();
+

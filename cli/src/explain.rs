@@ -114,8 +114,9 @@ impl Breakers for InForce<'_> {
     fn now_ms(&self) -> u64 {
         self.breakers.now_ms()
     }
-    fn percentage_in_force(&self, index: u32) -> Option<u32> {
-        self.everywhere.or_else(|| self.by_service.get(index as usize)?.as_ref().map(|(bp, _)| *bp))
+    fn ramp_in_force(&self, index: u32) -> Option<migration_engine::ramp::RampInForce> {
+        let bp = self.everywhere.or_else(|| self.by_service.get(index as usize)?.as_ref().map(|(bp, _)| *bp))?;
+        Some(migration_engine::ramp::RampInForce::unstamped(bp))
     }
 }
 

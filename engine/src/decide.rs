@@ -5,6 +5,7 @@ use crate::breaker::{BreakerCells, Gate, Transition, TrialPermit};
 use crate::compiled::{CompiledConfig, CompiledService};
 use crate::config::{Strategy, Target, UserKey};
 use crate::hash::{murmur2_salted, Threshold};
+use crate::ramp::{RampInForce, RampStamp};
 use crate::request::RequestView;
 pub use crate::trace::{FromCheck, NoTrace, Step, Tracer};
 
@@ -82,14 +83,32 @@ pub struct Decision {
     /// The service's percentage in force (basis points): the configured one, or
     /// where its ramp stands. 0 when no service matched.
     pub percentage_bp: u32,
+    /// Where the service's ramp stood when the percentage was read: the step
+    /// whose window the response may join ([`crate::RampCells::record`]).
+    pub ramp: Option<RampStamp>,
 }
 
 impl Decision {
-    pub const NO_SERVICE: Decision =
-        Decision { service: None, target: None, rule: Rule::None, trial: None, transition: None, percentage_bp: 0 };
+    pub const NO_SERVICE: Decision = Decision {
+        service: None,
+        target: None,
+        rule: Rule::None,
+        trial: None,
+        transition: None,
+        percentage_bp: 0,
+        ramp: None,
+    };
 
     fn of(service: u32, target: Target, rule: Rule) -> Decision {
-        Decision { service: Some(service), target: Some(target), rule, trial: None, transition: None, percentage_bp: 0 }
+        Decision {
+            service: Some(service),
+            target: Some(target),
+            rule,
+            trial: None,
+            transition: None,
+            percentage_bp: 0,
+            ramp: None,
+        }
     }
 }
 
@@ -99,8 +118,8 @@ pub trait Breakers {
     fn breaker(&self, index: u32) -> Option<&BreakerCells>;
     /// Monotonic milliseconds, the clock of every process sharing the breakers.
     fn now_ms(&self) -> u64;
-    /// The percentage a service's ramp puts in force (basis points), if it has one.
-    fn percentage_in_force(&self, _index: u32) -> Option<u32> {
+    /// The percentage a service's ramp puts in force, if it has one.
+    fn ramp_in_force(&self, _index: u32) -> Option<RampInForce> {
         None
     }
 }
@@ -179,13 +198,17 @@ pub fn decide_traced<R: RequestView, B: Breakers + ?Sized, T: Tracer>(
         return Decision::NO_SERVICE;
     };
     let s = &config.services[index as usize];
-    let split = match breakers.percentage_in_force(index) {
-        Some(bp) if bp != s.percentage_bp => Split { bp, threshold: Threshold::from_basis_points(bp) },
+    let ramp = breakers.ramp_in_force(index);
+    let split = match ramp {
+        Some(RampInForce { bp, .. }) if bp != s.percentage_bp => {
+            Split { bp, threshold: Threshold::from_basis_points(bp) }
+        }
         _ => Split { bp: s.percentage_bp, threshold: s.threshold },
     };
     let mut decision = decide_service(index, s, request, draw, breakers, split, tracer);
     // `enabled: false` sends everything to old: 0 % is in force.
     decision.percentage_bp = if s.enabled { split.bp } else { 0 };
+    decision.ramp = ramp.and_then(|r| r.stamp);
     decision
 }
 

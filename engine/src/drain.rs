@@ -6,6 +6,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::decide::{decide_with, Breakers, Rule, ServiceChoice};
+use crate::ramp::RampInForce;
 use crate::request::RequestView;
 use crate::{BreakerCells, BreakerState, CompiledConfig, Target};
 
@@ -33,8 +34,9 @@ pub fn belongs<R: RequestView>(
         fn now_ms(&self) -> u64 {
             0
         }
-        fn percentage_in_force(&self, _: u32) -> Option<u32> {
-            self.0
+        fn ramp_in_force(&self, _: u32) -> Option<RampInForce> {
+            // Asking where a request belongs counts nothing in a ramp's window.
+            self.0.map(RampInForce::unstamped)
         }
     }
     let service = config.services.get(index as usize)?;

@@ -1029,7 +1029,7 @@ fn user_id_reads_through_user_key_as_the_decision_does() {
     }
 }
 
-/// Where a ramp has moved the percentage (`Breakers::percentage_in_force`), the
+/// Where a ramp has moved the percentage (`Breakers::ramp_in_force`), the
 /// split is by that percentage, not the file's.
 #[test]
 fn the_percentage_in_force_decides_the_split() {
@@ -1041,8 +1041,8 @@ fn the_percentage_in_force_decides_the_split() {
         fn now_ms(&self) -> u64 {
             0
         }
-        fn percentage_in_force(&self, _: u32) -> Option<u32> {
-            Some(self.0)
+        fn ramp_in_force(&self, _: u32) -> Option<migration_engine::ramp::RampInForce> {
+            Some(migration_engine::ramp::RampInForce::unstamped(self.0))
         }
     }
     let config = one("migration: {strategy: user, percentage: 20, user_key: \"header:X-User-ID\"}");
@@ -1052,13 +1052,47 @@ fn the_percentage_in_force_decides_the_split() {
             let id = format!("user-{i}");
             let r = req().header("X-User-ID", &id);
             let d = migration_engine::decide_with(&config, ServiceChoice::Auto, &r, &mut || 0, &InForce(bp));
-            assert_eq!(d.percentage_bp, bp);
+            assert_eq!((d.percentage_bp, d.ramp), (bp, None));
             let expected = if admits(bp, nginx_murmur2(id.as_bytes())) { Target::New } else { Target::Old };
             assert_eq!((d.target, d.rule), (Some(expected), Rule::UserHash), "{id} at {bp}");
             new += usize::from(expected == Target::New);
         }
         assert!(bp == 0 || new > 0, "some users on new at {bp}");
     }
+}
+
+/// A decision under a ramp carries the position it read the percentage from
+/// (the stamp its response joins a step's window by); one without a ramp none.
+#[test]
+fn a_decision_carries_the_ramp_position_it_was_decided_under() {
+    struct Cells(migration_engine::ramp::RampCells);
+    impl migration_engine::Breakers for Cells {
+        fn breaker(&self, _: u32) -> Option<&migration_engine::BreakerCells> {
+            None
+        }
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn ramp_in_force(&self, _: u32) -> Option<migration_engine::ramp::RampInForce> {
+            self.0.in_force()
+        }
+    }
+    let config = one("migration: {strategy: weight, ramp: {steps: [10, 50], every: 1s}}");
+    let ramp = config.services[0].ramp.as_ref().expect("a ramp");
+    let cells = Cells(migration_engine::ramp::RampCells::default());
+    let fingerprint = migration_engine::ramp::fingerprint(ramp, 1000);
+    let decide_now =
+        |cells: &Cells| migration_engine::decide_with(&config, ServiceChoice::Auto, &req(), &mut || 0, cells);
+    assert_eq!(decide_now(&cells).ramp, None, "cells with no ramp published give no stamp");
+    cells.0.publish(Some(ramp), fingerprint, 1, true, 0);
+    let first = decide_now(&cells);
+    assert_eq!((first.percentage_bp, first.rule), (1000, Rule::Weight));
+    assert!(first.ramp.is_some());
+    assert_eq!(first.ramp, cells.0.in_force().and_then(|f| f.stamp), "the position in the cells");
+    assert!(cells.0.tick(ramp, fingerprint, 1000).is_some(), "step 2 begins");
+    let second = decide_now(&cells);
+    assert_eq!(second.percentage_bp, 5000);
+    assert_ne!(second.ramp, first.ramp, "another step, another stamp");
 }
 
 /// A Host longer than a DNS name (255 bytes) is no service's, even where a

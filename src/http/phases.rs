@@ -181,8 +181,9 @@ fn record_outcome(
         slot.record_response(target, class, upstream_us);
         // Header, CIDR and user-list traffic is the client's or the operator's
         // choice, never the ramp's evidence.
-        if !drained && d.decision.rule.is_split() && live.config.services[live_index].ramp.is_some() {
-            slot.ramp.record(target, class, upstream_us);
+        // The stamp confines it to the window of the step it was decided under.
+        if let (false, true, Some(stamp)) = (drained, d.decision.rule.is_split(), d.decision.ramp) {
+            slot.ramp.record(stamp, target, class, upstream_us);
         }
     }
     let (Target::New, Some(policy)) = (target, published.config.services[index as usize].fallback.as_ref()) else {

@@ -48,8 +48,8 @@ impl Breakers for LiveConfig {
     }
 
     #[inline]
-    fn percentage_in_force(&self, index: u32) -> Option<u32> {
-        self.slots.get(index as usize).and_then(|slot| slot.ramp.percentage_in_force())
+    fn ramp_in_force(&self, index: u32) -> Option<migration_engine::ramp::RampInForce> {
+        self.slots.get(index as usize).and_then(|slot| slot.ramp.in_force())
     }
 }
 

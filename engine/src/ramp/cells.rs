@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::position::Position;
-use super::{judge, GateReport, Publication, RampEvent, RampState};
+use super::{judge, GateReport, Publication, RampEvent, RampInForce, RampStamp, RampState};
 use crate::config::ramp::{OnFailure, Ramp};
 use crate::config::Target;
 use crate::responses::{ResponseCells, ResponseCounts};
@@ -46,6 +46,17 @@ impl RampCells {
     #[inline]
     pub fn percentage_in_force(&self) -> Option<u32> {
         self.position().map(Position::in_force)
+    }
+
+    /// The percentage in force with the word it was read from, one load: what a
+    /// decision takes, so that its response can join the window of the step it
+    /// was decided under and no other ([`RampCells::record`]).
+    #[inline]
+    pub fn in_force(&self) -> Option<RampInForce> {
+        let word = self.position.load(Ordering::Acquire);
+        let bp = Position::unpack(word)?.in_force();
+        // A word that unpacks is never 0 (no state has code 0).
+        Some(RampInForce { bp, stamp: core::num::NonZeroU64::new(word).map(RampStamp) })
     }
 
     pub fn state(&self) -> Option<RampState> {
@@ -224,10 +235,21 @@ impl RampCells {
     }
 
     /// Counts one response the percentage split decided (decision step 7) in the
-    /// current step's window; header, CIDR and user-list traffic never comes here.
+    /// current step's window, if the ramp still stands where the decision read
+    /// it (`stamp`): a request decided under the step before, or under a ramp a
+    /// publication started again since, ends in no window. Header, CIDR and
+    /// user-list traffic never comes here. Returns whether it counted.
+    ///
+    /// A response whose stamp was read just before a transition's swap and that
+    /// is counted just after the swap emptied the window still lands in the new
+    /// step's window: at most one per worker at that instant.
     #[inline]
-    pub fn record(&self, target: Target, class: usize, upstream_us: Option<u64>) {
+    pub fn record(&self, stamp: RampStamp, target: Target, class: usize, upstream_us: Option<u64>) -> bool {
+        if self.position.load(Ordering::Acquire) != stamp.0.get() {
+            return false;
+        }
         self.window.record(target, class, upstream_us);
+        true
     }
 
     /// The current step's window, as its gate would judge it now.
@@ -645,15 +667,20 @@ mod tests {
         assert_eq!(cells.last_gate().unwrap().failed, 1, "kept in the zone");
     }
 
+    /// What a decision made now would carry.
+    fn stamp(cells: &RampCells) -> RampStamp {
+        cells.in_force().and_then(|f| f.stamp).expect("a ramp's cells give a stamp")
+    }
+
     #[test]
     fn each_step_is_judged_on_its_own_window_of_split_responses() {
         let gate = Gate { min_requests: 2, max_error_rate: Some(0.5), ..Gate::default() };
         let r = ramp(&[100, 1000, 2000], 1000, Some(gate), OnFailure::Rollback, None);
         let cells = RampCells::default();
         cells.publish(Some(&r), fp(&r), 1, true, 0);
-        cells.record(Target::New, 1, Some(1_000));
-        cells.record(Target::New, 1, Some(1_000));
-        cells.record(Target::Old, 4, Some(1_000));
+        cells.record(stamp(&cells), Target::New, 1, Some(1_000));
+        cells.record(stamp(&cells), Target::New, 1, Some(1_000));
+        cells.record(stamp(&cells), Target::Old, 4, Some(1_000));
         let before = cells.window();
         assert_eq!(
             (before.total(Target::New), before.total(Target::Old)),
@@ -663,12 +690,48 @@ mod tests {
         assert!(matches!(cells.tick(&r, fp(&r), 1000), Some(RampEvent::Advanced { step: 1, .. })));
         assert_eq!(cells.window(), ResponseCounts::default(), "a step begins with an empty window");
         // Step 1: only failures. Step 0's successes do not dilute them.
-        cells.record(Target::New, 4, None);
-        cells.record(Target::New, crate::responses::FAILED, None);
+        cells.record(stamp(&cells), Target::New, 4, None);
+        cells.record(stamp(&cells), Target::New, crate::responses::FAILED, None);
         assert!(matches!(cells.tick(&r, fp(&r), 2000), Some(RampEvent::Failed { step: 1, .. })));
         // A restart empties it too.
-        cells.record(Target::New, 1, None);
+        cells.record(stamp(&cells), Target::New, 1, None);
         cells.publish(Some(&r), fp(&r), 2, true, 3000);
         assert_eq!(cells.window(), ResponseCounts::default());
+    }
+
+    #[test]
+    fn a_response_counts_only_in_the_window_of_the_step_it_was_decided_under() {
+        let gate = Gate { min_requests: 2, max_error_rate: Some(0.5), ..Gate::default() };
+        let r = ramp(&[100, 1000, 2000], 1000, Some(gate), OnFailure::Rollback, None);
+        let cells = RampCells::default();
+        cells.publish(Some(&r), fp(&r), 1, true, 0);
+        let step_0 = stamp(&cells);
+        assert_eq!(cells.in_force().map(|f| f.bp), Some(100), "the stamp comes with the step's percentage");
+        assert!(cells.record(step_0, Target::New, 1, Some(1_000)));
+        assert!(cells.record(step_0, Target::New, 1, Some(1_000)));
+        // Three slow failures decided under step 0 end after step 1 began.
+        assert!(matches!(cells.tick(&r, fp(&r), 1000), Some(RampEvent::Advanced { step: 1, .. })));
+        for _ in 0..3 {
+            assert!(!cells.record(step_0, Target::New, crate::responses::FAILED, None), "not step 1's evidence");
+        }
+        assert_eq!(cells.window(), ResponseCounts::default());
+        assert_eq!(cells.tick(&r, fp(&r), 2000), None, "step 1 has no response of its own: it waits");
+        assert!(cells.record(stamp(&cells), Target::New, 1, None));
+        assert!(cells.record(stamp(&cells), Target::New, 1, None));
+        assert!(matches!(cells.tick(&r, fp(&r), 2000), Some(RampEvent::Advanced { step: 2, .. })));
+        // A publication that starts the ramp again voids the stamps read before it,
+        // even on the same step; one that keeps the ramp keeps them.
+        let kept = stamp(&cells);
+        assert_eq!(cells.publish(Some(&r), fp(&r), 2, true, 2500), Publication::Kept);
+        assert!(cells.record(kept, Target::New, 1, None), "a publication that keeps the ramp keeps its stamps");
+        let other = ramp(&[100, 1000, 2000], 2000, None, OnFailure::Rollback, None);
+        assert_eq!(cells.publish(Some(&other), fp(&other), 3, true, 3000), Publication::Started);
+        assert!(!cells.record(kept, Target::New, 1, None), "decided under the previous ramp");
+        assert!(cells.record(stamp(&cells), Target::New, 1, None));
+        // Without a ramp no stamp is given, and an old one counts nowhere.
+        let last = stamp(&cells);
+        cells.publish(None, 0, 0, true, 4000);
+        assert_eq!(cells.in_force(), None);
+        assert!(!cells.record(last, Target::New, 1, None));
     }
 }

@@ -38,6 +38,30 @@ use crate::config::ramp::{OnFailure, Ramp};
 use crate::hash::Threshold;
 
 pub use cells::RampCells;
+
+/// The percentage a ramp puts in force, as a decision reads it, with the
+/// position word it was read from when it comes from the cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RampInForce {
+    pub bp: u32,
+    pub stamp: Option<RampStamp>,
+}
+
+impl RampInForce {
+    /// A percentage with no position behind it (a request that drain decides
+    /// again, a test): its response joins no step's window.
+    pub fn unstamped(bp: u32) -> RampInForce {
+        RampInForce { bp, stamp: None }
+    }
+}
+
+/// Which step of which ramp a decision was made under: the ramp's position word
+/// when the decision read the percentage. The request's response joins the
+/// step's window only while the word is unchanged ([`RampCells::record`]): one
+/// decided under the step before, or under a ramp a publication started again
+/// since, is not this step's evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RampStamp(core::num::NonZeroU64);
 pub use gate::{judge, FailedLimit, GateReport, LIMITS};
 
 /// Where a ramp stands.

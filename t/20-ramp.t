@@ -51,7 +51,8 @@ sub wait_until {
     return 0;
 }
 
-# A backend that answers "slow" after $delay seconds, with $status (200 OK).
+# A backend that answers "slow" after $delay seconds, with $status (200 OK); a
+# path under /slow/stream is answered as a server-sent event stream.
 sub slow_backend {
     my ($port, $delay, $status) = @_;
     $status //= '200 OK';
@@ -68,8 +69,9 @@ sub slow_backend {
             if (fork() == 0) {
                 my $req = '';
                 while (defined(my $line = <$c>)) { $req .= $line; last if $line =~ /^\r?\n$/ }
+                my $type = $req =~ m{^GET /slow/stream} ? "Content-Type: text/event-stream; charset=utf-8\r\n" : '';
                 Time::HiRes::sleep($delay);
-                print $c "HTTP/1.1 $status\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow";
+                print $c "HTTP/1.1 $status\r\n${type}Content-Length: 4\r\nConnection: close\r\n\r\nslow";
                 close $c;
                 POSIX::_exit(0);
             }
@@ -638,5 +640,23 @@ is_deeply([@{ $s->{ramp} }{qw(state step)}, @{ $s->{ramp}{last_gate} }{qw(verdic
     'step 2 had no response of its own: it waits, not rolled back');
 main::sample([grep { main::expected_side($_, 60) eq 'new' } map { "v-$_" } 1 .. 20]);
 ok(main::wait_until(3, sub { (main::api()->{ramp}{percentage} // 0) == 100 }), 'with responses decided under step 2, it advances');
+main::stop_children();
+
+
+
+=== TEST 19: a server-sent event stream gives no latency sample (its upstream time is how long it stayed open), without drain; a plain response as slow does
+--- init
+main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 0.6);
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [100]\nevery: 1h\n") ]]
+--- check_eval
+my $r = http_requests_keepalive([map { ['GET', $_, [Host => 'api.example', 'X-User-ID' => 'u-1']] } '/slow/stream', '/slow']);
+is_deeply([map { $_->{status} } @$r], [200, 200], 'both answered by new');
+like($r->[0]{headers}{'content-type'}, qr{^text/event-stream}, 'the first as an event stream');
+my $s = main::api();
+is($s->{responses}{new}{'2xx'}, 2, 'both count in their class');
+cmp_ok($s->{latency_p99_ms}{new}, '>=', 500, 'the plain one is a latency sample');
+my $metrics = http_request('GET', '/status?format=prometheus')->{body};
+like($metrics, qr/^migration_upstream_response_seconds_count\{service="api",target="new"\} 1$/m, 'one latency sample: the plain response');
 main::stop_children();
 

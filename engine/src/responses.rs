@@ -32,6 +32,17 @@ pub fn class_of(status: u16) -> Option<usize> {
     (100..600).contains(&status).then(|| usize::from(status / 100 - 1))
 }
 
+/// Whether a response's `Content-Type` is a server-sent event stream
+/// (`text/event-stream`, any case, parameters allowed): its upstream time is
+/// how long the stream stayed open, not how fast the cluster answered, so it
+/// gives no latency sample, as an upgraded connection gives none.
+pub fn is_event_stream(content_type: &[u8]) -> bool {
+    const TYPE: &[u8] = b"text/event-stream";
+    content_type.len() >= TYPE.len()
+        && content_type[..TYPE.len()].eq_ignore_ascii_case(TYPE)
+        && matches!(content_type.get(TYPE.len()), None | Some(b';' | b' ' | b'\t'))
+}
+
 /// A service's response counters, both targets. Zeroed is empty.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -174,6 +185,18 @@ impl ResponseCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_stream_is_told_by_its_content_type() {
+        for yes in
+            ["text/event-stream", "Text/Event-Stream", "text/event-stream; charset=utf-8", "text/event-stream ;x=1"]
+        {
+            assert!(is_event_stream(yes.as_bytes()), "{yes}");
+        }
+        for no in ["", "text/event", "text/event-streams", "text/html", "application/json", "text/event-stream-x"] {
+            assert!(!is_event_stream(no.as_bytes()), "{no}");
+        }
+    }
 
     #[test]
     fn classes_and_buckets() {

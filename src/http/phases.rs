@@ -10,7 +10,7 @@ use core::slice;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use migration_engine::responses::{class_of, ABORTED, FAILED};
+use migration_engine::responses::{class_of, is_event_stream, ABORTED, FAILED};
 use migration_engine::{Outcome, Rule, Target};
 use ngx::core::Status;
 use ngx::ffi::{
@@ -174,8 +174,13 @@ fn record_outcome(
         let (class, mut upstream_us) = if drained { (ABORTED, None) } else { response_of(r, &first) };
         // A long-lived request's upstream time is its whole life (a WebSocket's
         // hours would fill `+Inf`, and fail a gate's p99 with nobody to blame):
-        // it counts in its class, without a latency sample.
-        if upstream_us.is_some() && (r.headers_out.status == 101 || crate::http::drain::is_long_lived(d)) {
+        // it counts in its class, without a latency sample. Upgraded, an event
+        // stream, or one `drain` found open past its `after`.
+        if upstream_us.is_some()
+            && (r.headers_out.status == 101
+                || is_event_stream(crate::http::request::bytes(&r.headers_out.content_type))
+                || crate::http::drain::is_long_lived(d))
+        {
             upstream_us = None;
         }
         slot.record_response(target, class, upstream_us);

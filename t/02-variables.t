@@ -350,3 +350,34 @@ services:
 GET /a
 --- response_body
 one one.old.example | old two two.old.example two-old:80
+
+
+
+=== TEST 14: $migration_user_id read first by an auth_request subrequest is the id the decision read, the main request's (the subrequest carries no query); nginx keeps that value for the whole request
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {strategy: user, percentage: 50, user_key: "arg:user"}
+>>> ok.txt
+ok
+--- config
+    location = /authed {
+        auth_request /auth;
+        migration on;
+        add_header X-Decision "$migration_rule $migration_target [$migration_user_id]";
+        try_files /ok.txt =404;
+    }
+    location = /auth { internal; migration on; set $who $migration_user_id; return 204; }
+--- request
+GET /authed?user=u1
+--- more_headers
+Host: api.example
+--- response_headers_like
+X-Decision: ^user_hash (new|old) \[u1\]$

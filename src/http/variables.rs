@@ -233,9 +233,15 @@ unsafe fn get_variable_body(r: *mut ngx_http_request_t, v: *mut ngx_variable_val
             let value: &[u8] = match (&d.minted, d.decision.service) {
                 (Some(id), _) => id.as_bytes(),
                 (None, Some(index)) => {
-                    // SAFETY: `raw` is the live request of this call; the view only reads
-                    // its headers, arguments and variables, never the decision.
-                    let view = unsafe { crate::http::request::NgxRequestView::new(&mut *raw) };
+                    // The id of the request the decision was made from: a
+                    // subrequest's is its main request's (an `auth_request`
+                    // carries no query, an SSI include its own), and nginx keeps
+                    // the value for the main request and its subrequests alike.
+                    // SAFETY: `raw` is the live request of this call, and its main
+                    // request is live while it runs; the view only reads the
+                    // main request's headers, arguments and variables, never the
+                    // decision.
+                    let view = unsafe { crate::http::request::NgxRequestView::new(&mut *(*raw).main) };
                     let id = d.published.config.services[index as usize].user_id_of(&view).unwrap_or_default();
                     // The id lies in the request (a header, a cookie, an argument or
                     // another variable's value), which outlives this value.

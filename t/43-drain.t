@@ -21,6 +21,8 @@ sub yaml {
     my $drain_line = defined $drain ? "      drain: $drain\n" : '';
     my $version = $o{version} // $percentage;
     my $user_key = $o{user_key} // 'arg:user';
+    # A cookie rule: every decision parses the request's cookies for it.
+    my $canary = $o{canary} ? "    canary:\n      header_rules:\n        - {cookie: canary, value: always, target: new}\n" : '';
     my $text = <<"YAML";
 version: "$version"
 services:
@@ -34,7 +36,7 @@ services:
       strategy: user
       percentage: $percentage
       user_key: $user_key
-$drain_line
+$drain_line$canary
 YAML
     $text =~ s{\$(TEST_NGINX_RAND_PORT_(\d))}{Test::MigrationNginx::rand_port($2)}ge if $o{expand};
     return $text;
@@ -919,3 +921,41 @@ like($metrics, qr/^migration_upstream_response_seconds_count\{service="ws",targe
 like($metrics, qr/^migration_upstream_response_seconds_bucket\{service="ws",target="old",le="1"\} 0$/m, 'none under 1 s (no upgrade handshake either)');
 main::stop_backends();
 --- response_body_like: "connections"
+
+
+
+=== TEST 21: a walk over WebSockets that carried 48 KB of cookies each (a cookie rule and a cookie key read them at every decision) ends a slice after about a millisecond, not only after 4,096 decisions
+--- error_log_level: info
+--- timeout: 60
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml watch=100ms;
+    large_client_header_buffers 8 16k;
+--- user_files eval
+">>> m.yaml\n" . main::yaml(user_key => 'cookie:mig_uid', canary => 1)
+--- request
+GET /status
+--- check_eval
+my $port = server_port();
+my $filler = join '; ', map { "c$_=" . ('x' x 1000) } 1 .. 7;
+my @conns = map {
+    my $c = ws_connect($port, "/ws", host => 'ws.example',
+        headers => [(map { ['Cookie', "$filler; p$_=1"] } 1 .. 6), ['Cookie', "mig_uid=u$_"]]);
+    $c->{user} = "u$_";
+    $c;
+} 0 .. 149;
+is(scalar(grep { ($_->{status} // 0) == 101 && ($_->{first_message} // '') eq 'old' } @conns), 150, '150 WebSockets with 48 KB of cookies each, all on old');
+main::connections_are({old => 150, new => 0, misplaced => 0, drained => 0}, 'counted');
+my $since = length error_log_text();
+main::publish(percentage => 50, user_key => 'cookie:mig_uid', canary => 1);
+my ($spent, $slices, $longest);
+my $deadline = Time::HiRes::time() + 5;
+until (defined $slices || Time::HiRes::time() > $deadline) {
+    Time::HiRes::sleep(0.05);
+    ($spent, $slices, $longest) = substr(error_log_text(), $since) =~ /migration: 150 long-lived requests decided again in (\d+) us, (\d+) slice\(s\), the longest (\d+) us/;
+}
+ok(defined $slices, "the walk's line: 150 decided again in " . ($spent // '?') . " us");
+cmp_ok($slices // 0, '>=', 2, "in several slices (" . ($slices // '?') . ", the longest " . ($longest // '?') . " us), not in one");
+close_all(\@conns);
+main::stop_backends();
+--- response_body_like: "connections"
+

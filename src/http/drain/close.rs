@@ -11,7 +11,8 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
-use super::{ended, LIST, TICK_MS};
+use super::walk::ended;
+use super::{LIST, TICK_MS};
 use crate::state::live::LiveConfig;
 
 /// Closes the pending misplaced requests (oldest first) that the services'

@@ -38,6 +38,7 @@ use crate::config::ramp::{OnFailure, Ramp};
 use crate::hash::Threshold;
 
 pub use cells::RampCells;
+pub use gate::{judge, FailedLimit, GateReport, LIMITS};
 
 /// The percentage a ramp puts in force, as a decision reads it, with the
 /// position word it was read from when it comes from the cells.
@@ -62,7 +63,6 @@ impl RampInForce {
 /// since, is not this step's evidence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RampStamp(core::num::NonZeroU64);
-pub use gate::{judge, FailedLimit, GateReport, LIMITS};
 
 /// Where a ramp stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,6 +32,13 @@ pub struct RampCells {
 
 const VERDICTS: [&str; 4] = ["", "pass", "fail", "waiting"];
 
+/// When step `step` of a ramp with `start` begins (Unix ms), 0 for a step that
+/// began before 1970 (a `start` may be any date from the year 0).
+fn step_start(start_ms: i64, step: usize, every_ms: u64) -> u64 {
+    let offset = (step as i64).saturating_mul(i64::try_from(every_ms).unwrap_or(i64::MAX));
+    start_ms.saturating_add(offset).max(0) as u64
+}
+
 /// The index of the step whose percentage is `bp` (steps increase strictly).
 fn step_of(ramp: &Ramp, bp: u32) -> Option<usize> {
     ramp.steps.binary_search(&bp).ok()
@@ -93,7 +100,10 @@ impl RampCells {
     ) -> Publication {
         let Some(ramp) = ramp else {
             self.fingerprint.store(0, Ordering::Release);
-            self.position.store(0, Ordering::Release);
+            // No ramp, but the restart count stays: a ramp published again later
+            // must not give back a word that a request decided before still holds.
+            let restarts = Position::restarts_of(self.position.load(Ordering::Acquire));
+            self.position.store(Position::no_ramp(restarts), Ordering::Release);
             self.frozen_since.store(0, Ordering::Release);
             return Publication::None;
         };
@@ -105,7 +115,7 @@ impl RampCells {
             self.freeze_or_thaw(ramp, enabled, now_ms);
             return Publication::Kept;
         }
-        let restarts = old.map_or(0, |p| p.restarts) + 1;
+        let restarts = Position::restarts_of(self.position.load(Ordering::Acquire)) + 1;
         self.fingerprint.store(fingerprint, Ordering::Release);
         self.outcome.store(outcome, Ordering::Release);
         self.window.store(&ResponseCounts::default());
@@ -124,7 +134,7 @@ impl RampCells {
                 let step = (((now_ms as i64 - start) as u64 / ramp.every_ms).min(last as u64)) as usize;
                 Position {
                     restarts,
-                    started_ms: start as u64 + step as u64 * ramp.every_ms,
+                    started_ms: step_start(start, step, ramp.every_ms),
                     step_bp: ramp.steps[step],
                     state: if step == last { RampState::Done } else { RampState::Ramping },
                 }
@@ -192,7 +202,7 @@ impl RampCells {
             None if now_ms >= pos.started_ms.saturating_add(ramp.every_ms) => (step + 1).min(last),
             None => step,
         };
-        let begins = |due: usize| ramp.start_ms.map_or(now_ms, |s| s as u64 + due as u64 * ramp.every_ms);
+        let begins = |due: usize| ramp.start_ms.map_or(now_ms, |s| step_start(s, due, ramp.every_ms));
         if pos.state == RampState::Scheduled {
             // The wall-clock start has come: its step begins, with no gate to judge.
             return self.advance(word, pos, due, ramp, begins(due));
@@ -733,5 +743,37 @@ mod tests {
         cells.publish(None, 0, 0, true, 4000);
         assert_eq!(cells.in_force(), None);
         assert!(!cells.record(last, Target::New, 1, None));
+    }
+
+    #[test]
+    fn a_stamp_read_before_the_ramp_was_removed_counts_in_no_window_when_it_comes_back() {
+        // With `start`, the same step begins at the same time whenever it is
+        // published: only the restart count tells the two publications apart.
+        let r = ramp(&[100, 1000], 10_000, None, OnFailure::Rollback, Some(0));
+        let cells = RampCells::default();
+        assert_eq!(cells.publish(Some(&r), fp(&r), 1, true, 1_000), Publication::Started);
+        let before = stamp(&cells);
+        assert_eq!(cells.publish(None, 0, 0, true, 2_000), Publication::None);
+        assert_eq!(cells.in_force(), None, "no ramp");
+        assert_eq!(cells.publish(Some(&r), fp(&r), 1, true, 3_000), Publication::Started);
+        assert_eq!(cells.step_started_ms(), 0, "the same step, begun at the same time");
+        assert_ne!(Some(before), cells.in_force().and_then(|f| f.stamp));
+        assert!(!cells.record(before, Target::New, 1, None), "decided under the ramp before its removal");
+    }
+
+    #[test]
+    fn a_start_before_1970_begins_its_steps_at_0_without_overflow() {
+        // A start of 1969-12-31T23:59:59.999Z, one step a millisecond.
+        let r = ramp(&[983, 10_000], 1, None, OnFailure::Rollback, Some(-1));
+        let cells = RampCells::default();
+        assert_eq!(cells.publish(Some(&r), fp(&r), 1, true, 0), Publication::Started);
+        assert_eq!((cells.state(), cells.step(&r), cells.step_started_ms()), (Some(RampState::Done), 1, 0));
+        let far = ramp(&[983, 5_000, 10_000], 1_000, None, OnFailure::Rollback, Some(-62_167_219_200_000));
+        let cells = RampCells::default();
+        cells.publish(Some(&far), fp(&far), 1, true, 1_000);
+        assert_eq!((cells.state(), cells.step_started_ms()), (Some(RampState::Done), 0));
+        assert_eq!(step_start(-1, 1, 1), 0);
+        assert_eq!(step_start(1_000, 2, 500), 2_000);
+        assert_eq!(step_start(0, 2, u64::MAX), i64::MAX as u64, "saturates");
     }
 }

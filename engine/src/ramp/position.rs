@@ -6,8 +6,11 @@ use super::RampState;
 /// The position word: `restarts:5 | started_ms:42 | step_bp:14 | state:3`.
 /// 42 bits of Unix milliseconds reach the year 2109; a step's percentage is at
 /// most 10,000 basis points; the restart count (every publication that starts
-/// the ramp again moves it) makes a word read before a restart differ from any
-/// word after it, so that a tick that read it cannot swap it.
+/// the ramp again moves it, and a publication without the ramp keeps it) makes
+/// a word read before a restart differ from any word after it, so that a tick
+/// that read it cannot swap it and a response decided under it joins no later
+/// window. The count has 5 bits: a word can come back after 32 restarts, and
+/// only with the same step start, which only a ramp with `start` gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Position {
     pub(super) restarts: u64,
@@ -40,6 +43,17 @@ impl Position {
             started_ms: (word >> (BP_BITS + STATE_BITS)) & mask(STARTED_BITS),
             restarts: word >> (STARTED_BITS + BP_BITS + STATE_BITS),
         })
+    }
+
+    /// The restart count a word holds, a position's or [`Position::no_ramp`]'s.
+    pub(super) fn restarts_of(word: u64) -> u64 {
+        word >> (STARTED_BITS + BP_BITS + STATE_BITS)
+    }
+
+    /// The word of cells without a ramp that keeps the restart count (state
+    /// code 0: it unpacks to no position).
+    pub(super) fn no_ramp(restarts: u64) -> u64 {
+        (restarts & mask(RESTART_BITS)) << (STARTED_BITS + BP_BITS + STATE_BITS)
     }
 
     /// What the decision uses: 0 before `start` and after a rollback.

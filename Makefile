@@ -9,7 +9,7 @@
 #   make bench   criterion benchmarks of the decision engine, then bench/wrk.sh, bench/counters.sh,
 #                bench/instructions.sh (callgrind per request), bench/publication.sh (latency while publishing)
 #                and bench/status-scale.sh (a 10,000-service status under scrapers)
-#   make fuzz    both cargo-fuzz targets of the engine, 10 minutes each (FUZZ_SECONDS)
+#   make fuzz    the three cargo-fuzz targets of the engine, 10 minutes each (FUZZ_SECONDS)
 #   make stress  the full reload-under-load runs (50 reloads with watch= publications; 60 s with hostile requests),
 #                then a gated ramp under attack (forced and abandoned requests must not change its outcome)
 #   make deb     target/deb/libnginx-mod-http-migration_<version>_<arch>.deb for the distribution's nginx (apt)
@@ -145,6 +145,7 @@ fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd engine/fuzz && CARGO_TARGET_DIR=$(CURDIR)/target/fuzz RUSTC_BOOTSTRAP=1 cargo fuzz run config -- -max_total_time=$(FUZZ_SECONDS) -dict=config.dict
 	cd engine/fuzz && CARGO_TARGET_DIR=$(CURDIR)/target/fuzz RUSTC_BOOTSTRAP=1 cargo fuzz run decide -- -max_total_time=$(FUZZ_SECONDS)
+	cd engine/fuzz && CARGO_TARGET_DIR=$(CURDIR)/target/fuzz RUSTC_BOOTSTRAP=1 cargo fuzz run ramp -- -max_total_time=$(FUZZ_SECONDS)
 
 # Mutation testing, by hand (slow). The engine: cargo-mutants with the engine's
 # suites; every missed mutant is killed by a test or listed with its reason in

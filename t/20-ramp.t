@@ -614,10 +614,11 @@ ok(main::wait_until(5, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'a
 
 
 === TEST 18: a step's window takes only the requests decided under it: slow failures decided under step 1 that end in step 2 neither fail step 2's gate nor count for it
+--- timeout: 40
 --- init
-main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 2.5, '503 Service Unavailable');
+main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 4.5, '503 Service Unavailable');
 --- user_files eval
-[[ 'm.yaml', main::ramp_yaml("steps: [50, 60, 100]\nevery: 2s\ngate:\n  min_requests: 3\n  max_error_rate: 50%\non_failure: rollback\n") ]]
+[[ 'm.yaml', main::ramp_yaml("steps: [50, 60, 100]\nevery: 4s\ngate:\n  min_requests: 3\n  max_error_rate: 50%\non_failure: rollback\n") ]]
 --- check_eval
 my @cohort = grep { main::expected_side($_, 50) eq 'new' } map { "u-$_" } 1 .. 100;
 my $fast = main::sample([@cohort[0 .. 3]]);
@@ -630,11 +631,11 @@ my @slow = map {
 } @cohort[4 .. 7];
 is(main::api()->{ramp}{step}, 1, 'four slow requests decided under step 1');
 my @status = map { my $c = $_; local $/; my $text = <$c> // ''; close $c; $text =~ m{^HTTP/1\.1 (\d+)} ? $1 : 0 } @slow;
-is("@status", '503 503 503 503', 'each failed, 2.5 s later');
+is("@status", '503 503 503 503', 'each failed, 4.5 s later');
 my $s = main::api();
 is_deeply([@{ $s->{ramp} }{qw(state step)}], ['ramping', 2], 'they ended under step 2');
 is($s->{responses}{new}{'5xx'}, 4, 'the responses per target count them');
-ok(main::wait_until(4, sub { (main::api()->{ramp}{last_gate}{verdict} // '') ne 'pass' }), 'step 2 judged at its end');
+ok(main::wait_until(6, sub { (main::api()->{ramp}{last_gate}{verdict} // '') ne 'pass' }), 'step 2 judged at its end');
 $s = main::api();
 is_deeply([@{ $s->{ramp} }{qw(state step)}, @{ $s->{ramp}{last_gate} }{qw(verdict new_requests)}], ['ramping', 2, 'waiting', 0],
     'step 2 had no response of its own: it waits, not rolled back');

@@ -942,19 +942,19 @@ my @conns = map {
         headers => [(map { ['Cookie', "$filler; p$_=1"] } 1 .. 6), ['Cookie', "mig_uid=u$_"]]);
     $c->{user} = "u$_";
     $c;
-} 0 .. 149;
-is(scalar(grep { ($_->{status} // 0) == 101 && ($_->{first_message} // '') eq 'old' } @conns), 150, '150 WebSockets with 48 KB of cookies each, all on old');
-main::connections_are({old => 150, new => 0, misplaced => 0, drained => 0}, 'counted');
+} 0 .. 299;
+is(scalar(grep { ($_->{status} // 0) == 101 && ($_->{first_message} // '') eq 'old' } @conns), 300, '300 WebSockets with 48 KB of cookies each, all on old');
+main::connections_are({old => 300, new => 0, misplaced => 0, drained => 0}, 'counted');
 my $since = length error_log_text();
 main::publish(percentage => 50, user_key => 'cookie:mig_uid', canary => 1);
 my ($spent, $slices, $longest);
 my $deadline = Time::HiRes::time() + 5;
 until (defined $slices || Time::HiRes::time() > $deadline) {
     Time::HiRes::sleep(0.05);
-    ($spent, $slices, $longest) = substr(error_log_text(), $since) =~ /migration: 150 long-lived requests decided again in (\d+) us, (\d+) slice\(s\), the longest (\d+) us/;
+    ($spent, $slices, $longest) = substr(error_log_text(), $since) =~ /migration: 300 long-lived requests decided again in (\d+) us, (\d+) slice\(s\), the longest (\d+) us/;
 }
-ok(defined $slices, "the walk's line: 150 decided again in " . ($spent // '?') . " us");
-cmp_ok($slices // 0, '>=', 2, "in several slices (" . ($slices // '?') . ", the longest " . ($longest // '?') . " us), not in one");
+ok(defined $slices, "the walk's line: 300 decided again in " . ($spent // '?') . " us");
+cmp_ok($slices // 0, '>=', 3, "in several slices (" . ($slices // '?') . ", the longest " . ($longest // '?') . " us), not in one");
 close_all(\@conns);
 main::stop_backends();
 --- response_body_like: "connections"

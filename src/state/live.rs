@@ -49,7 +49,8 @@ impl Breakers for LiveConfig {
 
     #[inline]
     fn ramp_in_force(&self, index: u32) -> Option<migration_engine::ramp::RampInForce> {
-        self.slots.get(index as usize).and_then(|slot| slot.ramp.in_force())
+        let fingerprint = self.config.services.get(index as usize)?.ramp_fingerprint;
+        self.slots.get(index as usize).and_then(|slot| slot.ramp.in_force_for(fingerprint))
     }
 }
 

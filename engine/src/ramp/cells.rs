@@ -66,6 +66,23 @@ impl RampCells {
         Some(RampInForce { bp, stamp: core::num::NonZeroU64::new(word).map(RampStamp) })
     }
 
+    /// What a process compiled with the ramp of `fingerprint` decides with: the
+    /// percentage in force whatever the ramp (every process routes by the
+    /// zone's), but a stamp only if the ramp in the zone is its own. A worker
+    /// still on an older configuration (before its reload signal, or its
+    /// compile of a `watch=` publication) then never gives evidence to a ramp
+    /// it does not have, as it never moves one ([`RampCells::tick`]).
+    #[inline]
+    pub fn in_force_for(&self, fingerprint: u64) -> Option<RampInForce> {
+        // The word first, as `tick` reads them: a publication stores the
+        // fingerprint before the word, so a word read before a restart comes
+        // with a fingerprint that may be the new one, whose stamp then fails
+        // `record`'s compare.
+        let found = self.in_force()?;
+        let ours = self.fingerprint.load(Ordering::Acquire) == fingerprint;
+        Some(if ours { found } else { RampInForce { stamp: None, ..found } })
+    }
+
     pub fn state(&self) -> Option<RampState> {
         self.position().map(|p| p.state)
     }
@@ -118,7 +135,6 @@ impl RampCells {
         let restarts = Position::restarts_of(self.position.load(Ordering::Acquire)) + 1;
         self.fingerprint.store(fingerprint, Ordering::Release);
         self.outcome.store(outcome, Ordering::Release);
-        self.window.store(&ResponseCounts::default());
         self.gate_verdict.store(0, Ordering::Release);
         self.frozen_since.store(if enabled { 0 } else { now_ms.max(1) }, Ordering::Release);
         let last = ramp.steps.len() - 1;
@@ -147,6 +163,11 @@ impl RampCells {
             },
         };
         self.position.store(position.pack(), Ordering::Release);
+        // Emptied after the word moved, as a transition does: a response
+        // decided under the word before can no longer pass `record`'s compare
+        // into the new window (one that passed it just before is counted in
+        // the window it was decided for, then emptied with it).
+        self.window.store(&ResponseCounts::default());
         Publication::Started
     }
 
@@ -775,5 +796,20 @@ mod tests {
         assert_eq!(step_start(-1, 1, 1), 0);
         assert_eq!(step_start(1_000, 2, 500), 2_000);
         assert_eq!(step_start(0, 2, u64::MAX), i64::MAX as u64, "saturates");
+    }
+
+    #[test]
+    fn a_process_on_another_ramp_decides_with_the_zone_s_percentage_but_gives_no_stamp() {
+        let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
+        let cells = RampCells::default();
+        cells.publish(Some(&r), fp(&r), 1, true, 0);
+        let ours = cells.in_force_for(fp(&r)).expect("a ramp");
+        assert_eq!((ours.bp, ours.stamp), (100, cells.in_force().and_then(|f| f.stamp)));
+        for other in [0, fp(&r) ^ 2] {
+            let theirs = cells.in_force_for(other).expect("a ramp");
+            assert_eq!((theirs.bp, theirs.stamp), (100, None), "fingerprint {other}");
+        }
+        cells.publish(None, 0, 0, true, 1);
+        assert_eq!(cells.in_force_for(0), None, "no ramp: nothing in force");
     }
 }

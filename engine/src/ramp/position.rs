@@ -23,6 +23,8 @@ const STATE_BITS: u32 = 3;
 const BP_BITS: u32 = 14;
 const STARTED_BITS: u32 = 42;
 const RESTART_BITS: u32 = 64 - STARTED_BITS - BP_BITS - STATE_BITS;
+/// Where the restart count begins: the one field a word without a ramp keeps.
+const RESTART_SHIFT: u32 = STARTED_BITS + BP_BITS + STATE_BITS;
 
 fn mask(bits: u32) -> u64 {
     (1u64 << bits) - 1
@@ -30,7 +32,7 @@ fn mask(bits: u32) -> u64 {
 
 impl Position {
     pub(super) fn pack(self) -> u64 {
-        (self.restarts & mask(RESTART_BITS)) << (STARTED_BITS + BP_BITS + STATE_BITS)
+        Self::no_ramp(self.restarts)
             | (self.started_ms & mask(STARTED_BITS)) << (BP_BITS + STATE_BITS)
             | (u64::from(self.step_bp) & mask(BP_BITS)) << STATE_BITS
             | self.state.code()
@@ -41,19 +43,20 @@ impl Position {
             state: RampState::from_code(word & mask(STATE_BITS))?,
             step_bp: ((word >> STATE_BITS) & mask(BP_BITS)) as u32,
             started_ms: (word >> (BP_BITS + STATE_BITS)) & mask(STARTED_BITS),
-            restarts: word >> (STARTED_BITS + BP_BITS + STATE_BITS),
+            restarts: Self::restarts_of(word),
         })
     }
 
     /// The restart count a word holds, a position's or [`Position::no_ramp`]'s.
     pub(super) fn restarts_of(word: u64) -> u64 {
-        word >> (STARTED_BITS + BP_BITS + STATE_BITS)
+        word >> RESTART_SHIFT
     }
 
     /// The word of cells without a ramp that keeps the restart count (state
-    /// code 0: it unpacks to no position).
+    /// code 0: it unpacks to no position); a position's word adds its other
+    /// fields to it.
     pub(super) fn no_ramp(restarts: u64) -> u64 {
-        (restarts & mask(RESTART_BITS)) << (STARTED_BITS + BP_BITS + STATE_BITS)
+        (restarts & mask(RESTART_BITS)) << RESTART_SHIFT
     }
 
     /// What the decision uses: 0 before `start` and after a rollback.

@@ -544,3 +544,42 @@ my $took = Time::HiRes::time() - $t0;
 is($limited->{status}, 200, 'the whole document');
 is(scalar @{ JSON::PP::decode_json($limited->{body})->{services} }, 600, 'every service');
 cmp_ok($took, '<', 10, sprintf('%d KB at 1 MB/s took %.1f s (a piece per send_timeout would take over a minute)', length($limited->{body}) / 1024, $took));
+
+
+
+=== TEST 16: a request answered without being routed (nginx refused its header, deny, a header timeout) is not counted, though the access log reads its target
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    log_format m '$status $migration_service $migration_target $migration_rule';
+    access_log logs/m.log m;
+    client_header_timeout 1s;
+--- config
+    migration on;
+    migration_service api;
+    location / { return 200 "$migration_target $migration_rule\n"; }
+    location /private { deny all; }
+    location = /migration/status { migration off; migration_status; }
+--- request
+GET /
+--- more_headers
+X-User-ID: alice
+--- response_body
+new user_list
+--- check_eval
+sub raw {
+    my ($bytes) = @_;
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die $!;
+    print $c $bytes;
+    local $/;
+    return <$c> // '';
+}
+like(raw("GET / HTTP/1.1\r\nHost: a.example\r\nX-User-ID: u1\r\nHost: b.example\r\n\r\n"), qr{^HTTP/1\.1 400 }, 'a duplicate Host: 400');
+like(raw("GET / HTTP/1.1\r\nHost: a.example\r\nX-User-ID: u2\r\nContent-Length: x\r\n\r\n"), qr{^HTTP/1\.1 400 }, 'a bad Content-Length: 400');
+is(raw("GET / HTTP/1.1\r\nHost: a.example\r\nX-User-ID: u3\r\n"), '', 'a header never finished: closed after client_header_timeout (408)');
+is(http_request('GET', '/private', ['X-User-ID' => "u$_"])->{status}, 403, 'deny: 403') for 4 .. 9;
+my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
+my ($api) = grep { $_->{name} eq 'api' } @{ $doc->{services} };
+is_deeply($api->{requests}, {old => 0, new => 1}, 'only the routed request counts');
+is_deeply([map { $api->{responses}{$_}{'4xx'} // 0 } qw(old new)], [0, 0], 'no 4xx is a response of either side');
+my @logged = do { open my $fh, '<', servroot() . '/logs/m.log' or die $!; grep { !/^200 / } <$fh> };
+is(scalar(grep { /^(400|408|403) api (old|new) user_hash$/ } @logged), 9, 'the access log still names the target each would have had') or diag(@logged);

@@ -10,12 +10,13 @@
 //! A request is counted in the status once, the first time its decision is used
 //! in a location with `migration on` (the access phase, or a variable read there):
 //! those are the routed requests. A variable read elsewhere (an `access_log`
-//! format at http level, a health-check server) decides but does not count.
+//! format at http level, a health-check server), or only in the log phase,
+//! decides but does not count.
 
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use migration_engine::{
@@ -81,6 +82,16 @@ const _: () = assert!(core::mem::align_of::<DecisionCleanup>() <= core::mem::ali
 
 /// Set while our access handler runs: a decision made then is not early.
 pub(crate) static IN_ACCESS: AtomicBool = AtomicBool::new(false);
+
+/// The request whose log phase runs now (0: none), set by the first log-phase
+/// handler and cleared by the last (`http::phases`). A decision first used
+/// then steered nothing: the request was answered without being routed (nginx
+/// refused it while reading its header, an access check or `auth_request`
+/// denied it, a server-level `return` answered it), and only an `access_log`
+/// format asks what its target would have been. Counted, such requests would
+/// be responses of a side that never saw them: a client could fill a ramp
+/// step's window with its own 400s and 401s, diluting new's error rate.
+pub(crate) static LOGGING: AtomicUsize = AtomicUsize::new(0);
 
 const TAG: u64 = u64::from_be_bytes(*b"migrdcsn");
 
@@ -314,9 +325,11 @@ fn minted_for(
 }
 
 /// The request's decision, as [`decision_for`], counted in the status if this
-/// location has `migration on` and it was not counted yet.
+/// location has `migration on`, it was not counted yet and the request is not
+/// in its log phase (see [`LOGGING`]).
 pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
-    let routing = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
+    let routing = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true))
+        && LOGGING.load(Ordering::Relaxed) != ptr::addr_of!(*r) as usize;
     let Some(d) = decision_for(r)?.map(|d| d as *const RequestDecision) else {
         return Ok(None);
     };

@@ -22,7 +22,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpC
 use ngx::ngx_log_error;
 
 use crate::conf::Module;
-use crate::http::decision::{existing, log_transition, routed_decision, RequestDecision, IN_ACCESS};
+use crate::http::decision::{existing, log_transition, routed_decision, RequestDecision, IN_ACCESS, LOGGING};
 use crate::state::live::LiveConfig;
 
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -114,12 +114,21 @@ fn warn_if_decided_before_access(r: &ngx_http_request_t, d: &RequestDecision) {
     );
 }
 
+/// The first handler of the log phase: from here on, a decision first used for
+/// the request is not counted as routed (see `http::decision::LOGGING`).
+unsafe extern "C" fn log_phase_begins(r: *mut ngx_http_request_t) -> ngx_int_t {
+    LOGGING.store(r as usize, Ordering::Relaxed);
+    Status::NGX_OK.into()
+}
+
 /// Log phase: how a request routed to new ended, for its service's fallback
 /// breaker (docs/fallback.md). Every request passes here, aborted ones included,
 /// so a trial always hands its permit back.
 // The `counted` flag doubles as "routed": it is set exactly when the decision was
 // used in a location with `migration on`.
 unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // The last handler of the phase (see `log_phase_begins`).
+    LOGGING.store(0, Ordering::Relaxed);
     // SAFETY: nginx calls phase handlers with a live request.
     let rc = crate::guard::request(r, "the log phase", || unsafe { log_handler_body(r) });
     // The response is gone by now: nothing to answer with a 500.
@@ -400,9 +409,17 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
         }
     }
     main.reach_done = Some(reach);
-    for (phase, handler) in [
-        (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, access_handler as unsafe extern "C" fn(_) -> _),
-        (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_handler),
+    // nginx runs the access phase's handlers from the last registered to the
+    // first, and the log phase's from the first to the last. Moved to the
+    // front of its array, our access handler decides after every other access
+    // check (allow/deny, auth_basic, auth_request), so that `user_key:
+    // var:NAME` can read what auth_request_set set; and `log_phase_begins`
+    // runs before access_log's handler (the log module registers its handler
+    // before any dynamic module), and `log_handler` comes after it.
+    for (phase, handler, to_front) in [
+        (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, access_handler as unsafe extern "C" fn(_) -> _, true),
+        (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_phase_begins, true),
+        (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_handler, false),
     ] {
         let handlers = &mut cmcf.phases[phase as usize].handlers;
         // SAFETY: the phase's handler array is an ngx_array_t of ngx_http_handler_pt.
@@ -412,11 +429,7 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
         }
         // SAFETY: `h` is a fresh slot in the array.
         unsafe { *h = Some(handler) };
-        if phase == ngx_http_phases_NGX_HTTP_ACCESS_PHASE {
-            // nginx runs a phase's handlers from the last registered to the first:
-            // moved to the front, the decision comes after every other access
-            // check (allow/deny, auth_basic, auth_request), so that `user_key:
-            // var:NAME` can read what auth_request_set set.
+        if to_front {
             // SAFETY: the array holds `nelts` handlers, ours the last of them.
             let all = unsafe { slice::from_raw_parts_mut(handlers.elts as *mut ngx_http_handler_pt, handlers.nelts) };
             all.rotate_right(1);

@@ -148,7 +148,7 @@ is(main::fallback()->{state}, 'open', 'open');
 
 
 
-=== TEST 5: the per-request recipe: a failed request to new is retried on old with $migration_old_*, and still counts for the breaker
+=== TEST 5: the per-request recipe: a failed request to new is retried on old with $migration_old_*, and still counts for the breaker and in new's responses
 --- config
     location / {
         migration on;
@@ -173,6 +173,9 @@ for my $i (1 .. 3) {
     like($r->{headers}{'x-retried-on'} // '', qr/^127\.0\.0\.1:\d+$/, 'by the recipe');
 }
 is(main::fallback()->{state}, 'open', 'the breaker counted the failures of new, not the retries');
+my $responses = main::status()->{services}[0]{responses};
+is_deeply([@{ $responses->{new} }{qw(2xx 5xx)}], [0, 3], "new's responses are its 502s, not the 200s old answered the retries with");
+is_deeply($responses->{old}, { map { $_ => 0 } qw(1xx 2xx 3xx 4xx 5xx failed aborted) }, 'and old answered no request routed to it');
 
 
 
@@ -302,3 +305,27 @@ like("@statuses", qr/^400 400 /, 'the malformed bodies got 400');
 is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 0, trips => 0 }, 'no failure of new counted');
 my $new = status()->{services}[0]{responses}{new};
 is(join(' ', map { $_ // 0 } @$new{qw(aborted failed 4xx)}), '4 0 0', 'the four counted as aborted, not failed');
+
+
+
+=== TEST 11: new fails fast and the retry on old streams events: new's latency sample is kept (the stream is old's), and the class is new's 502
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3; location / { default_type text/event-stream; return 200 "data: old\n\n"; } }
+--- config
+    location / {
+        migration on;
+        proxy_set_header Host $migration_host;
+        proxy_intercept_errors on;
+        error_page 502 = @old;
+        proxy_pass http://$migration_backend;
+    }
+    location @old { proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_3; }
+    location = /status { migration_status; }
+--- check_eval
+main::touch('new-down', 1);
+my $r = http_request('GET', '/', [Host => 'api.example']);
+is("$r->{status} $r->{body}", "200 data: old\n\n", 'answered by the retry, an event stream');
+like($r->{headers}{'content-type'}, qr{^text/event-stream}, 'of type text/event-stream');
+is(main::status()->{services}[0]{responses}{new}{'5xx'}, 1, "new's 502");
+like(http_request('GET', '/status?format=prometheus')->{body}, qr/^migration_upstream_response_seconds_count\{service="api",target="new"\} 1$/m, "new's fast failure is a latency sample");

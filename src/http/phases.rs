@@ -184,10 +184,15 @@ fn record_outcome(
         // A long-lived request's upstream time is its whole life (a WebSocket's
         // hours would fill `+Inf`, and fail a gate's p99 with nobody to blame):
         // it counts in its class, without a latency sample. Upgraded, an event
-        // stream, or one `drain` found open past its `after`.
+        // stream, or one `drain` found open past its `after`. The response the
+        // client got tells only when it is the first upstream's: after an
+        // error_page retry it is another upstream's, and the sample (the first
+        // one's) stays.
+        let final_is_first = !matches!(first, FirstUpstream::Attempt { later: true, .. });
         if upstream_us.is_some()
-            && (r.headers_out.status == 101
-                || is_event_stream(crate::http::request::bytes(&r.headers_out.content_type))
+            && ((final_is_first
+                && (r.headers_out.status == 101
+                    || is_event_stream(crate::http::request::bytes(&r.headers_out.content_type))))
                 || crate::http::drain::is_long_lived(d))
         {
             upstream_us = None;
@@ -231,8 +236,9 @@ enum FirstUpstream {
     /// resolver defined" and "could not be resolved" with 502 first); `later`
     /// when an error_page took over from it.
     NoState { later: bool },
-    /// Its last attempt.
-    Attempt(ngx_http_upstream_state_t),
+    /// Its last attempt; `later` when another upstream followed it (an
+    /// error_page took over), so that the response the client got is not its.
+    Attempt { last: ngx_http_upstream_state_t, later: bool },
 }
 
 fn first_upstream(r: &ngx_http_request_t) -> FirstUpstream {
@@ -246,7 +252,7 @@ fn first_upstream(r: &ngx_http_request_t) -> FirstUpstream {
     };
     let first_group = states.iter().position(|s| s.peer.is_null()).unwrap_or(states.len());
     match states[..first_group].last() {
-        Some(last) => FirstUpstream::Attempt(*last),
+        Some(last) => FirstUpstream::Attempt { last: *last, later: first_group < states.len() },
         None => FirstUpstream::NoState { later: first_group < states.len() },
     }
 }
@@ -274,7 +280,7 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
                 _ => Outcome::Inconclusive,
             }
         }
-        FirstUpstream::Attempt(last) => {
+        FirstUpstream::Attempt { last, .. } => {
             let status = u16::try_from(last.status).unwrap_or(0);
             if status != 0 && is_failure(status) {
                 return Outcome::Failure(status);
@@ -318,10 +324,18 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream) -> (usize, Option<
         FirstUpstream::None => (client_class(), None),
         FirstUpstream::NoState { .. } if client_left => (ABORTED, None),
         FirstUpstream::NoState { .. } => (FAILED, None),
-        FirstUpstream::Attempt(last) if no_response(last) && (client_left || refused_client_body(r)) => (ABORTED, None),
-        FirstUpstream::Attempt(last) => {
+        FirstUpstream::Attempt { last, .. } if no_response(last) && (client_left || refused_client_body(r)) => {
+            (ABORTED, None)
+        }
+        FirstUpstream::Attempt { last, .. } => {
             let time = (last.response_time != ngx_msec_t::MAX).then(|| last.response_time as u64 * 1000);
-            (if no_response(last) { FAILED } else { client_class() }, time)
+            // The upstream's own status, not the one the client got: with
+            // `proxy_intercept_errors` and an `error_page` (the retry on old of
+            // docs/fallback.md, or a static error page), new's 502 is answered
+            // with another response, and counted as that one new looked
+            // healthy to the status and to a ramp's gate while it failed.
+            let class = u16::try_from(last.status).ok().and_then(class_of);
+            (if no_response(last) { FAILED } else { class.unwrap_or_else(client_class) }, time)
         }
     }
 }

@@ -661,3 +661,58 @@ my $metrics = http_request('GET', '/status?format=prometheus')->{body};
 like($metrics, qr/^migration_upstream_response_seconds_count\{service="api",target="new"\} 1$/m, 'one latency sample: the plain response');
 main::stop_children();
 
+
+
+
+=== TEST 20: responses nginx makes without asking a cluster are no evidence: a flood into limit_req (its 503s) does not fail a healthy step
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    limit_req_zone $server_name zone=flood:1m rate=1r/m;
+--- config
+    location / {
+        migration on;
+        # Read in the rewrite phase: decided (and counted) before limit_req refuses.
+        set $side $migration_target;
+        limit_req zone=flood nodelay;
+        limit_req_status 503;
+        add_header X-Decision "$migration_target $migration_percentage $migration_rule" always;
+        proxy_pass http://$migration_backend;
+    }
+    location /healthy {
+        migration on;
+        add_header X-Decision "$migration_target $migration_percentage $migration_rule" always;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 2500ms\ngate:\n  min_requests: 20\n  max_error_rate: 5%\n") ]]
+--- check_eval
+my $flood = http_requests_keepalive([map { ['GET', '/', [Host => 'api.example', 'X-User-ID' => "flood-$_"]] } 1 .. 500]);
+cmp_ok(scalar(grep { $_->{status} == 503 } @$flood), '>=', 498, 'limit_req refused the flood with 503s');
+http_requests_keepalive([map { ['GET', '/healthy', [Host => 'api.example', 'X-User-ID' => "u-$_"]] } 1 .. 500]);
+ok(main::wait_until(5, sub { (main::api()->{ramp}{percentage} // 0) == 50 }), 'the healthy ramp advanced to 50 %');
+my $s = main::api();
+is($s->{ramp}{last_gate}{verdict}, 'pass', 'the gate passed');
+is($s->{ramp}{last_gate}{new_error_rate}, 0, 'none of the 503s limit_req made is in the gate');
+cmp_ok($s->{responses}{new}{'5xx'}, '>=', 20, 'responses still show them, as the client got them');
+
+
+
+=== TEST 21: nor do they rescue a failing step: new broken, answers nginx gives itself (`return`) for the split's requests are not new's successes
+--- config
+    location / {
+        migration on;
+        add_header X-Decision "$migration_target $migration_percentage $migration_rule" always;
+        proxy_pass http://$migration_backend;
+    }
+    location /hello { migration on; return 200 "$migration_target\n"; }
+    location = /status { migration_status; }
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [10, 50]\nevery: 3s\ngate:\n  min_requests: 20\n  max_error_rate: 5%\n") ]]
+--- check_eval
+main::touch('new-down', 1);
+main::sample([map { "u-$_" } 1 .. 500]);
+my $hello = http_requests_keepalive([map { ['GET', '/hello', [Host => 'api.example', 'X-User-ID' => "h-$_"]] } 1 .. 3000]);
+cmp_ok(scalar(grep { $_->{body} eq "new\n" } @$hello), '>=', 200, 'hundreds of split decisions for new answered 200 by nginx itself');
+ok(main::wait_until(6, sub { (main::api()->{ramp}{state} // '') eq 'rolled_back' }), 'rolled back');
+is(main::api()->{ramp}{last_gate}{new_error_rate}, 1, 'the gate saw new failing every split request it was asked');

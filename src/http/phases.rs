@@ -199,9 +199,14 @@ fn record_outcome(
         }
         slot.record_response(target, class, upstream_us);
         // Header, CIDR and user-list traffic is the client's or the operator's
-        // choice, never the ramp's evidence.
+        // choice, never the ramp's evidence. Nor is a response nginx made
+        // without asking the cluster (`return`, limit_req's 503, a cache hit):
+        // a client flooding into limit_req would fail a healthy step with 503s
+        // of its own making, or pad a failing one with answers new never gave.
         // The stamp confines it to the window of the step it was decided under.
-        if let (false, true, Some(stamp)) = (drained, d.decision.rule.is_split(), d.decision.ramp) {
+        let asked_upstream = !matches!(first, FirstUpstream::None);
+        if let (false, true, true, Some(stamp)) = (drained, asked_upstream, d.decision.rule.is_split(), d.decision.ramp)
+        {
             slot.ramp.record(stamp, target, class, upstream_us);
         }
     }

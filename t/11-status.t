@@ -547,7 +547,7 @@ cmp_ok($took, '<', 10, sprintf('%d KB at 1 MB/s took %.1f s (a piece per send_ti
 
 
 
-=== TEST 16: a request answered without being routed (nginx refused its header, deny, a header timeout) is not counted, though the access log reads its target
+=== TEST 16: a request answered without being routed (nginx refused its header, deny, a header timeout, a body too large) is not counted, though the access log or add_header ... always reads its target
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml;
     log_format m '$status $migration_service $migration_target $migration_rule';
@@ -558,6 +558,8 @@ cmp_ok($took, '<', 10, sprintf('%d KB at 1 MB/s took %.1f s (a piece per send_ti
     migration_service api;
     location / { return 200 "$migration_target $migration_rule\n"; }
     location /private { deny all; }
+    location /private-h { deny all; add_header X-Migration "$migration_target $migration_rule" always; }
+    location /upload { client_max_body_size 10; add_header X-Migration "$migration_target $migration_rule" always; return 200; }
     location = /migration/status { migration off; migration_status; }
 --- request
 GET /
@@ -577,9 +579,15 @@ like(raw("GET / HTTP/1.1\r\nHost: a.example\r\nX-User-ID: u1\r\nHost: b.example\
 like(raw("GET / HTTP/1.1\r\nHost: a.example\r\nX-User-ID: u2\r\nContent-Length: x\r\n\r\n"), qr{^HTTP/1\.1 400 }, 'a bad Content-Length: 400');
 is(raw("GET / HTTP/1.1\r\nHost: a.example\r\nX-User-ID: u3\r\n"), '', 'a header never finished: closed after client_header_timeout (408)');
 is(http_request('GET', '/private', ['X-User-ID' => "u$_"])->{status}, 403, 'deny: 403') for 4 .. 9;
+for my $i (1 .. 3) {
+    my $denied = http_request('GET', '/private-h', ['X-User-ID' => "d$i"]);
+    is($denied->{status}, 403, 'deny, with add_header always: 403');
+    like($denied->{headers}{'x-migration'} // '', qr/^(old|new) user_hash$/, 'whose header names the target it would have had');
+    is(http_request('POST', '/upload', ['X-User-ID' => "b$i"], 'x' x 100)->{status}, 413, 'a body too large: 413');
+}
 my $doc = JSON::PP::decode_json(http_request('GET', '/migration/status')->{body});
 my ($api) = grep { $_->{name} eq 'api' } @{ $doc->{services} };
 is_deeply($api->{requests}, {old => 0, new => 1}, 'only the routed request counts');
 is_deeply([map { $api->{responses}{$_}{'4xx'} // 0 } qw(old new)], [0, 0], 'no 4xx is a response of either side');
 my @logged = do { open my $fh, '<', servroot() . '/logs/m.log' or die $!; grep { !/^200 / } <$fh> };
-is(scalar(grep { /^(400|408|403) api (old|new) user_hash$/ } @logged), 9, 'the access log still names the target each would have had') or diag(@logged);
+is(scalar(grep { /^(400|408|403|413) api (old|new) user_hash$/ } @logged), 15, 'the access log still names the target each would have had') or diag(@logged);

@@ -329,3 +329,26 @@ is("$r->{status} $r->{body}", "200 data: old\n\n", 'answered by the retry, an ev
 like($r->{headers}{'content-type'}, qr{^text/event-stream}, 'of type text/event-stream');
 is(main::status()->{services}[0]{responses}{new}{'5xx'}, 1, "new's 502");
 like(http_request('GET', '/status?format=prometheus')->{body}, qr/^migration_upstream_response_seconds_count\{service="api",target="new"\} 1$/m, "new's fast failure is a latency sample");
+
+
+
+=== TEST 12: under `satisfy any`, a check that passes skips the rest of the access phase, the module's handler included: the request is decided before its content, and new's failures still count
+--- error_log
+[warn]
+--- config
+    location / {
+        migration on;
+        satisfy any;
+        allow 127.0.0.1;
+        auth_basic "closed";
+        auth_basic_user_file /nonexistent;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- check_eval
+main::touch('new-down', 1);
+is(main::get(), '502 new is down', "failure $_") for 1 .. 3;
+my $s = main::status()->{services}[0];
+is($s->{requests}{new}, 3, 'the three requests were routed');
+is($s->{responses}{new}{'5xx'}, 3, "new's 502s");
+is($s->{fallback}{state}, 'open', 'and opened the breaker');

@@ -716,3 +716,44 @@ my $hello = http_requests_keepalive([map { ['GET', '/hello', [Host => 'api.examp
 cmp_ok(scalar(grep { $_->{body} eq "new\n" } @$hello), '>=', 200, 'hundreds of split decisions for new answered 200 by nginx itself');
 ok(main::wait_until(6, sub { (main::api()->{ramp}{state} // '') eq 'rolled_back' }), 'rolled back');
 is(main::api()->{ramp}{last_gate}{new_error_rate}, 1, 'the gate saw new failing every split request it was asked');
+
+
+
+=== TEST 22: with the error_page recipe, limit_req's 503s (decided before limit_req) go to @old: old's 200s are not new's successes, and a flood does not rescue a failing step
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    limit_req_zone $server_name zone=flood:1m rate=1r/m;
+--- config
+    location / {
+        migration on;
+        # Read in the rewrite phase: decided (and counted) before limit_req refuses.
+        set $side $migration_target;
+        limit_req zone=flood nodelay;
+        proxy_intercept_errors on;
+        error_page 502 503 504 = @old;
+        proxy_pass http://$migration_backend;
+    }
+    location /api {
+        migration on;
+        proxy_intercept_errors on;
+        error_page 502 503 504 = @old;
+        proxy_pass http://$migration_backend;
+    }
+    # With `migration on` here too (as at server level): a location reached
+    # through error_page is not where the request was routed.
+    location @old { migration on; proxy_pass http://$migration_old_backend; }
+    location = /status { migration_status; }
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [50, 100]\nevery: 4s\ngate:\n  min_requests: 20\n  max_error_rate: 10%\n") =~ s/strategy: user/strategy: weight/r ]]
+--- timeout: 60
+--- check_eval
+main::touch('new-down', 1);
+# Real traffic: new fails every request it gets.
+http_requests_keepalive([map { ['GET', '/api', [Host => 'api.example']] } 1 .. 100]);
+# An anonymous flood into limit_req: every request refused, each answered 200 by old through error_page.
+my $flood = http_requests_keepalive([map { ['GET', '/', [Host => 'api.example']] } 1 .. 2000]);
+cmp_ok(scalar(grep { $_->{status} == 200 && $_->{body} eq 'old' } @$flood), '>=', 1990, 'old answered the refused flood');
+ok(main::wait_until(8, sub { my $r = main::api()->{ramp}; ($r->{state} // '') eq 'rolled_back' || ($r->{percentage} // 0) == 100 }), 'the step ended');
+my $s = main::api();
+is($s->{ramp}{state}, 'rolled_back', 'new failed every request it was asked: rolled back');
+is($s->{ramp}{last_gate}{new_error_rate}, 1, 'the gate saw only the requests new was asked');

@@ -68,7 +68,18 @@ pub struct RequestDecision {
     /// `drain` closed it (a misplaced long-lived request): its end is the
     /// module's doing, not a cluster's (see the log phase).
     pub(crate) drained: Cell<bool>,
+    /// How many upstream states the request had when it reached the content
+    /// phase of a location with `migration on` (`http::phases`): its routed
+    /// upstream is the first to start after them. [`NOT_ROUTED`] until then,
+    /// and for good when it never got there (refused by limit_req, deny or
+    /// auth_request, or sent to an `error_page` location first): nothing it
+    /// asked of an upstream speaks for the side it was decided to.
+    pub(crate) routed_from: Cell<u32>,
 }
+
+/// [`RequestDecision::routed_from`] of a request that did not reach the content
+/// phase of a location with `migration on`.
+pub(crate) const NOT_ROUTED: u32 = u32::MAX;
 
 /// A request pool's cleanup entry and the decision it drops, allocated together.
 #[repr(C)]
@@ -80,7 +91,8 @@ struct DecisionCleanup {
 // ngx_palloc aligns to NGX_ALIGNMENT, an unsigned long.
 const _: () = assert!(core::mem::align_of::<DecisionCleanup>() <= core::mem::align_of::<core::ffi::c_ulong>());
 
-/// Set while our access handler runs: a decision made then is not early.
+/// Set while our access or precontent handler runs: a decision made then is
+/// not early.
 pub(crate) static IN_ACCESS: AtomicBool = AtomicBool::new(false);
 
 /// The request whose log phase runs now (0: none), set by the first log-phase
@@ -284,6 +296,7 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
                 drawn: Cell::new(drawn),
                 tracked: Cell::new(crate::http::drain::UNTRACKED),
                 drained: Cell::new(false),
+                routed_from: Cell::new(NOT_ROUTED),
             },
         );
         ptr::write(
@@ -325,11 +338,15 @@ fn minted_for(
 }
 
 /// The request's decision, as [`decision_for`], counted in the status if this
-/// location has `migration on`, it was not counted yet and the request is not
-/// in its log phase (see [`LOGGING`]).
+/// location has `migration on`, it was not counted yet and the request's
+/// response has not begun (its header filters, its log phase: see [`LOGGING`]).
 pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
+    // A decision first used once the response is under way (an `add_header`
+    // of a request nginx refused, its access log) steered nothing.
     let routing = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true))
-        && LOGGING.load(Ordering::Relaxed) != ptr::addr_of!(*r) as usize;
+        && LOGGING.load(Ordering::Relaxed) != ptr::addr_of!(*r) as usize
+        && r.header_sent() == 0
+        && !crate::http::sticky::past_filter(r);
     let Some(d) = decision_for(r)?.map(|d| d as *const RequestDecision) else {
         return Ok(None);
     };

@@ -15,14 +15,16 @@ use migration_engine::{Outcome, Rule, Target};
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t,
-    NGX_LOG_WARN,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t,
+    ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_log_error;
 
 use crate::conf::Module;
-use crate::http::decision::{existing, log_transition, routed_decision, RequestDecision, IN_ACCESS, LOGGING};
+use crate::http::decision::{
+    existing, log_transition, routed_decision, RequestDecision, IN_ACCESS, LOGGING, NOT_ROUTED,
+};
 use crate::state::live::LiveConfig;
 
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -45,6 +47,41 @@ unsafe fn access_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     IN_ACCESS.store(false, Ordering::Relaxed);
     if !decided {
         return Status::NGX_ERROR.into();
+    }
+    Status::NGX_DECLINED.into()
+}
+
+/// The precontent phase of a location with `migration on`: the request got past
+/// every check before its content (limit_req, deny, auth_request), and its
+/// routed upstream, if any, is the first to start from here on
+/// (`RequestDecision::routed_from`). A request sent here by an `error_page`
+/// (limit_req's 503 caught by the retry recipe's `error_page 503 = @old`) is
+/// not routed here: what @old answers is not the decided side's doing. The
+/// decision is made here if no access handler of ours ran (`satisfy any`
+/// skips the rest of the access phase once one check passes).
+unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    crate::guard::request(r, "the precontent phase", || unsafe { precontent_handler_body(r) })
+}
+
+unsafe fn precontent_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let r = unsafe { &mut *r };
+    let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
+    if !enabled || r.error_page() != 0 || !ptr::eq(r, r.main) {
+        return Status::NGX_DECLINED.into();
+    }
+    let states = {
+        // SAFETY: r->upstream_states is null or an ngx_array_t owned by the request pool.
+        unsafe { r.upstream_states.as_ref() }.map_or(0, |array| array.nelts as u32)
+    };
+    IN_ACCESS.store(true, Ordering::Relaxed);
+    let decided = routed_decision(r);
+    IN_ACCESS.store(false, Ordering::Relaxed);
+    match decided {
+        Ok(Some(d)) if d.counted.get() && d.routed_from.get() == NOT_ROUTED => d.routed_from.set(states),
+        Ok(_) => {}
+        Err(()) => return Status::NGX_ERROR.into(),
     }
     Status::NGX_DECLINED.into()
 }
@@ -172,7 +209,7 @@ fn record_outcome(
 ) {
     let slot = &live.slots[live_index];
     let published = &d.published;
-    let first = first_upstream(r);
+    let first = first_upstream(r, d.routed_from.get());
     // Responses per target: every routed request (the same rule as the counters);
     // a ramp's gate judges only what the percentage split decided.
     // A long-lived request that drain closed (http::drain) was ended by the
@@ -246,7 +283,11 @@ enum FirstUpstream {
     Attempt { last: ngx_http_upstream_state_t, later: bool },
 }
 
-fn first_upstream(r: &ngx_http_request_t) -> FirstUpstream {
+/// The first upstream group from state `from` on ([`NOT_ROUTED`]: none).
+fn first_upstream(r: &ngx_http_request_t, from: u32) -> FirstUpstream {
+    if from == NOT_ROUTED {
+        return FirstUpstream::None;
+    }
     // SAFETY: r->upstream_states is null or an ngx_array_t owned by the request pool.
     let states: &[ngx_http_upstream_state_t] = match unsafe { r.upstream_states.as_ref() } {
         // SAFETY: its `nelts` elements are ngx_http_upstream_state_t, live with the request.
@@ -255,6 +296,7 @@ fn first_upstream(r: &ngx_http_request_t) -> FirstUpstream {
         Some(_) => &[],
         None => return FirstUpstream::None,
     };
+    let states = states.get(from as usize..).unwrap_or_default();
     let first_group = states.iter().position(|s| s.peer.is_null()).unwrap_or(states.len());
     match states[..first_group].last() {
         Some(last) => FirstUpstream::Attempt { last: *last, later: first_group < states.len() },
@@ -428,15 +470,21 @@ unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
         }
     }
     main.reach_done = Some(reach);
-    // nginx runs the access phase's handlers from the last registered to the
-    // first, and the log phase's from the first to the last. Moved to the
-    // front of its array, our access handler decides after every other access
-    // check (allow/deny, auth_basic, auth_request), so that `user_key:
-    // var:NAME` can read what auth_request_set set; and `log_phase_begins`
-    // runs before access_log's handler (the log module registers its handler
-    // before any dynamic module), and `log_handler` comes after it.
+    // nginx runs a phase's handlers from the last registered to the first,
+    // but the log phase's from the first to the last. Moved to the front of
+    // its array, a handler of ours runs last in the access and precontent
+    // phases and first in the log phase:
+    // - the access handler decides after every other access check
+    //   (allow/deny, auth_basic, auth_request), so that `user_key: var:NAME`
+    //   can read what auth_request_set set;
+    // - the precontent handler runs after try_files, which may send the
+    //   request to another location first, and after mirror;
+    // - `log_phase_begins` runs before access_log's handler (the log module
+    //   registers its handler before any dynamic module), and `log_handler`,
+    //   left at the end, after it.
     for (phase, handler, to_front) in [
         (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, access_handler as unsafe extern "C" fn(_) -> _, true),
+        (ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, precontent_handler, true),
         (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_phase_begins, true),
         (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_handler, false),
     ] {

@@ -352,3 +352,40 @@ my $s = main::status()->{services}[0];
 is($s->{requests}{new}, 3, 'the three requests were routed');
 is($s->{responses}{new}{'5xx'}, 3, "new's 502s");
 is($s->{fallback}{state}, 'open', 'and opened the breaker');
+
+
+
+=== TEST 13: a client that trickles its body (`proxy_request_buffering off`) until new's own body timeout closes the connection is not new's failure: no breaker step, and the response is aborted
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    # new as an nginx-fronted app: it reads the whole body, within 1 s.
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3;
+        client_body_timeout 1s;
+        location / { proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1; }
+    }
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- config
+    location / {
+        migration on;
+        proxy_http_version 1.1;
+        proxy_request_buffering off;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- timeout: 20
+--- check_eval
+my @statuses;
+for (1 .. 3) {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die "connect: $!";
+    # 5 of 100 bytes, then nothing (nginx's own client_body_timeout is 60 s).
+    print $s "POST / HTTP/1.1\r\nHost: api.example\r\nContent-Length: 100\r\nConnection: close\r\n\r\nhello";
+    local $/;
+    push @statuses, ((<$s> // '') =~ m{^HTTP/1\.1 (\d+)})[0] // 'none';
+}
+is("@statuses", '502 502 502', "new closed each connection with the body unfinished: nginx answered 502");
+like(error_log_text(), qr/upstream prematurely closed/, 'as nginx logged');
+is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 0, trips => 0 }, "a client's unfinished body is not new's failure");
+my $new = main::status()->{services}[0]{responses}{new};
+is(join(' ', map { $new->{$_} } qw(failed 5xx aborted)), '0 0 3', 'nor a failed or 5xx response of new: aborted');

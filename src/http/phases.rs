@@ -329,10 +329,13 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
         }
         FirstUpstream::Attempt { last, .. } => {
             let status = u16::try_from(last.status).unwrap_or(0);
-            if status != 0 && is_failure(status) {
+            // Without a response the status is nginx's own (502 when new closed
+            // the connection): the client's body decides first.
+            let for_the_body = no_response(last) && refused_client_body(r);
+            if status != 0 && is_failure(status) && !for_the_body {
                 return Outcome::Failure(status);
             }
-            if client_left || (no_response(last) && refused_client_body(r)) {
+            if client_left || for_the_body {
                 return Outcome::Inconclusive;
             }
             if no_response(last) {
@@ -343,14 +346,17 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
     }
 }
 
-/// Whether nginx ended the request for its body (malformed: 400, too slow: 408,
-/// too large: 413). With `proxy_request_buffering off` (and always for
-/// `grpc_pass`) the body is read while it is sent, after the upstream was
-/// connected: its attempt then has no response either, but the client caused
-/// it, and it must not count as the upstream's failure (a client could trip
-/// the breaker or fail a gate with bad bodies).
+/// Whether the request ended for its body: nginx refused it (malformed: 400,
+/// too slow: 408, too large: 413), or it was still coming when the upstream
+/// gave up (`reading_body`: new's own body timeout or size limit closed the
+/// connection, and nginx answered 502). With `proxy_request_buffering off`
+/// (and always for `grpc_pass`) the body is read while it is sent, after the
+/// upstream was connected: its attempt then has no response either, but the
+/// client caused it, and it must not count as the upstream's failure (anyone
+/// could trip the breaker or fail a gate with slow or bad bodies). A cluster
+/// that fails in the middle of an upload is not told apart from that.
 fn refused_client_body(r: &ngx_http_request_t) -> bool {
-    matches!(r.headers_out.status, 400 | 408 | 413)
+    matches!(r.headers_out.status, 400 | 408 | 413) || r.reading_body() != 0
 }
 
 /// nginx's status for a request the client closed before it was answered.

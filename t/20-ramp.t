@@ -757,3 +757,46 @@ ok(main::wait_until(8, sub { my $r = main::api()->{ramp}; ($r->{state} // '') eq
 my $s = main::api();
 is($s->{ramp}{state}, 'rolled_back', 'new failed every request it was asked: rolled back');
 is($s->{ramp}{last_gate}{new_error_rate}, 1, 'the gate saw only the requests new was asked');
+
+
+
+=== TEST 23: with proxy_next_upstream (nginx's default: error, timeout) across new's servers, a latency sample is the time the client waited, every attempt of the group, not the last attempt's
+--- init
+main::slow_backend(Test::MigrationNginx::_var('TEST_NGINX_RAND_PORT_3'), 30);
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    # One of new's two servers hangs: it accepts and never answers in time.
+    upstream new_up {
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_3 max_fails=0;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2 max_fails=0;
+    }
+--- user_files
+>>> m.yaml
+services:
+  - name: api
+    old_host: api.example
+    old_backend: 127.0.0.1:$TEST_NGINX_RAND_PORT_1
+    new_host: api.example
+    new_backend: new_up
+    migration: {percentage: 100}
+--- workers: 1
+--- config
+    location / {
+        migration on;
+        proxy_read_timeout 1s;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- check_eval
+my $slow = 0;
+for (1 .. 4) {
+    my $t0 = Time::HiRes::time();
+    my $r = http_request('GET', '/', [Host => 'api.example']);
+    is("$r->{status} $r->{body}", '200 new', 'answered by the server that works');
+    $slow++ if Time::HiRes::time() - $t0 > 0.9;
+}
+is($slow, 2, 'half the clients waited out the hanging server first');
+my $s = main::api();
+is($s->{responses}{new}{'2xx'}, 4, 'four 2xx of new');
+cmp_ok($s->{latency_p99_ms}{new}, '>=', 900, "new's p99 shows the second those clients waited");
+main::stop_children();

@@ -279,8 +279,9 @@ enum FirstUpstream {
     /// when an error_page took over from it.
     NoState { later: bool },
     /// Its last attempt; `later` when another upstream followed it (an
-    /// error_page took over), so that the response the client got is not its.
-    Attempt { last: ngx_http_upstream_state_t, later: bool },
+    /// error_page took over), so that the response the client got is not its;
+    /// `waited_ms`, the response times of all its attempts added up.
+    Attempt { last: ngx_http_upstream_state_t, later: bool, waited_ms: u64 },
 }
 
 /// The first upstream group from state `from` on ([`NOT_ROUTED`]: none).
@@ -298,8 +299,20 @@ fn first_upstream(r: &ngx_http_request_t, from: u32) -> FirstUpstream {
     };
     let states = states.get(from as usize..).unwrap_or_default();
     let first_group = states.iter().position(|s| s.peer.is_null()).unwrap_or(states.len());
-    match states[..first_group].last() {
-        Some(last) => FirstUpstream::Attempt { last: *last, later: first_group < states.len() },
+    let group = &states[..first_group];
+    match group.last() {
+        Some(last) => FirstUpstream::Attempt {
+            last: *last,
+            later: first_group < states.len(),
+            // nginx times each attempt from its own start: with
+            // `proxy_next_upstream` a client that waited out one server's
+            // timeout and was then answered by the next waited for both.
+            waited_ms: group
+                .iter()
+                .filter(|s| s.response_time != ngx_msec_t::MAX)
+                .map(|s| s.response_time as u64)
+                .sum(),
+        },
         None => FirstUpstream::NoState { later: first_group < states.len() },
     }
 }
@@ -380,8 +393,8 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream) -> (usize, Option<
         FirstUpstream::Attempt { last, .. } if no_response(last) && (client_left || refused_client_body(r)) => {
             (ABORTED, None)
         }
-        FirstUpstream::Attempt { last, .. } => {
-            let time = (last.response_time != ngx_msec_t::MAX).then(|| last.response_time as u64 * 1000);
+        FirstUpstream::Attempt { last, waited_ms, .. } => {
+            let time = (last.response_time != ngx_msec_t::MAX).then(|| waited_ms * 1000);
             // The upstream's own status, not the one the client got: with
             // `proxy_intercept_errors` and an `error_page` (the retry on old of
             // docs/fallback.md, or a static error page), new's 502 is answered

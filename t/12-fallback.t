@@ -389,3 +389,62 @@ like(error_log_text(), qr/upstream prematurely closed/, 'as nginx logged');
 is_deeply(main::fallback(), { state => 'closed', consecutive_failures => 0, trips => 0 }, "a client's unfinished body is not new's failure");
 my $new = main::status()->{services}[0]{responses}{new};
 is(join(' ', map { $new->{$_} } qw(failed 5xx aborted)), '0 0 3', 'nor a failed or 5xx response of new: aborted');
+
+
+
+=== TEST 14: X-Accel-Redirect from a gateway location (without migration on) to an internal location with migration on: the upstream routed there is new's, after the gateway's
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml;
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3; location / { add_header X-Accel-Redirect /internal/x; return 200 ""; } }
+--- config
+    location /dl { proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_3; }
+    location /internal/ {
+        internal;
+        migration on;
+        proxy_set_header Host $migration_host;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- check_eval
+my $r = http_request('GET', '/dl', [Host => 'api.example']);
+is("$r->{status} $r->{body}", "200 new", 'new answered through X-Accel-Redirect');
+main::touch('new-down', 1);
+is(http_request('GET', '/dl', [Host => 'api.example'])->{status}, 502, "then new's 502") for 1 .. 2;
+my $s = main::status()->{services}[0];
+is($s->{requests}{new}, 3, 'routed');
+is_deeply([@{ $s->{responses}{new} }{qw(2xx failed 5xx)}], [1, 0, 2], "new's 200 and 502s, not the gateway's answers");
+is($s->{fallback}{consecutive_failures}, 2, "two failures of new");
+
+
+
+=== TEST 15: routed locations reached through try_files or error_page (`/` without migration on): new's 502s reach the breaker and give latency samples
+--- error_log
+[warn]
+--- config
+    location / {
+        try_files $uri =404;
+        error_page 404 = @app;
+    }
+    location /named {
+        migration on;
+        try_files $uri @plain;
+    }
+    location @app {
+        migration on;
+        proxy_set_header Host $migration_host;
+        proxy_pass http://$migration_backend;
+    }
+    location @plain {
+        proxy_set_header Host $migration_host;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- check_eval
+main::touch('new-down', 1);
+is(http_request('GET', '/x', [Host => 'api.example'])->{status}, 502, "error_page 404 = \@app: failure $_") for 1 .. 2;
+is(http_request('GET', '/named/x', [Host => 'api.example'])->{status}, 502, "try_files to a location without migration on: failure 3");
+my $s = main::status()->{services}[0];
+is($s->{requests}{new}, 3, 'the three were routed');
+is($s->{responses}{new}{'5xx'}, 3, "new's 502s");
+like(http_request('GET', '/status?format=prometheus')->{body}, qr/^migration_upstream_response_seconds_count\{service="api",target="new"\} 3$/m, 'three latency samples');
+is($s->{fallback}{state}, 'open', 'and the three opened the breaker');

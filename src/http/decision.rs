@@ -68,13 +68,15 @@ pub struct RequestDecision {
     /// `drain` closed it (a misplaced long-lived request): its end is the
     /// module's doing, not a cluster's (see the log phase).
     pub(crate) drained: Cell<bool>,
-    /// How many upstream states the request had when it reached the content
-    /// phase of a location with `migration on` (`http::phases`): its routed
-    /// upstream is the first to start after them. [`NOT_ROUTED`] until then,
-    /// and for good when it never got there (refused by limit_req, deny or
-    /// auth_request, or sent to an `error_page` location first): nothing it
-    /// asked of an upstream speaks for the side it was decided to.
+    /// Where, in the request's upstream states, the attempts of its routed
+    /// upstream begin: the first upstream to start once the counted request
+    /// reached the precontent phase (`http::phases`). [`NOT_ROUTED`] until
+    /// then, and for good when it never got there (refused by limit_req, deny
+    /// or auth_request, then perhaps sent to an `error_page` location): nothing
+    /// it asked of an upstream speaks for the side it was decided to.
     pub(crate) routed_from: Cell<u32>,
+    /// Counted in a location an `error_page` sent the request to.
+    pub(crate) counted_in_error_page: Cell<bool>,
 }
 
 /// [`RequestDecision::routed_from`] of a request that did not reach the content
@@ -297,6 +299,7 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
                 tracked: Cell::new(crate::http::drain::UNTRACKED),
                 drained: Cell::new(false),
                 routed_from: Cell::new(NOT_ROUTED),
+                counted_in_error_page: Cell::new(false),
             },
         );
         ptr::write(
@@ -355,6 +358,7 @@ pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDeci
     if routing && !cfg!(feature = "uncounted") {
         if !d.counted.replace(true) {
             d.count();
+            d.counted_in_error_page.set(r.error_page() != 0);
         }
         // Listed by the main request, in its own routed location, even when a
         // subrequest used the decision first (an `auth_request` to a location

@@ -51,14 +51,15 @@ unsafe fn access_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     Status::NGX_DECLINED.into()
 }
 
-/// The precontent phase of a location with `migration on`: the request got past
-/// every check before its content (limit_req, deny, auth_request), and its
-/// routed upstream, if any, is the first to start from here on
-/// (`RequestDecision::routed_from`). A request sent here by an `error_page`
-/// (limit_req's 503 caught by the retry recipe's `error_page 503 = @old`) is
-/// not routed here: what @old answers is not the decided side's doing. The
-/// decision is made here if no access handler of ours ran (`satisfy any`
-/// skips the rest of the access phase once one check passes).
+/// The precontent phase: a request counted as routed got past every check
+/// before its content (limit_req, deny, auth_request), and its routed upstream,
+/// if any, is the first to start from here on (`RequestDecision::routed_from`).
+/// A request that an `error_page` sent here after a refusal of the location it
+/// was counted in (limit_req's 503 caught by the retry recipe's `error_page 503
+/// = @old`) is not routed here: what @old answers is not the decided side's
+/// doing. In a location with `migration on` the decision is made here if no
+/// access handler of ours ran (`satisfy any` skips the rest of the access phase
+/// once one check passes).
 unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     crate::guard::request(r, "the precontent phase", || unsafe { precontent_handler_body(r) })
@@ -67,21 +68,40 @@ unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t
 unsafe fn precontent_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     let r = unsafe { &mut *r };
-    let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
-    if !enabled || r.error_page() != 0 || !ptr::eq(r, r.main) {
+    if !ptr::eq(r, r.main) {
         return Status::NGX_DECLINED.into();
     }
-    let states = {
+    // Where the next upstream's attempts will begin: nginx starts the first
+    // upstream of a request with an empty array, and each later one with a
+    // separator state of its own.
+    let from = {
         // SAFETY: r->upstream_states is null or an ngx_array_t owned by the request pool.
-        unsafe { r.upstream_states.as_ref() }.map_or(0, |array| array.nelts as u32)
+        unsafe { r.upstream_states.as_ref() }.map_or(0, |array| array.nelts as u32 + 1)
     };
-    IN_ACCESS.store(true, Ordering::Relaxed);
-    let decided = routed_decision(r);
-    IN_ACCESS.store(false, Ordering::Relaxed);
-    match decided {
-        Ok(Some(d)) if d.counted.get() && d.routed_from.get() == NOT_ROUTED => d.routed_from.set(states),
-        Ok(_) => {}
-        Err(()) => return Status::NGX_ERROR.into(),
+    let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
+    let d = if enabled {
+        IN_ACCESS.store(true, Ordering::Relaxed);
+        let decided = routed_decision(r);
+        IN_ACCESS.store(false, Ordering::Relaxed);
+        match decided {
+            Ok(d) => d.map(|d| d as *const RequestDecision),
+            Err(()) => return Status::NGX_ERROR.into(),
+        }
+    } else {
+        // Counted in a location with `migration on` that passed the request on
+        // (try_files to a named location, say): it is routed here.
+        existing(r).map(|d| d as *const RequestDecision)
+    };
+    // SAFETY: the decision lives in the request pool, as long as the request.
+    let Some(d) = d.map(|d| unsafe { &*d }) else {
+        return Status::NGX_DECLINED.into();
+    };
+    // Sent here by an error_page that caught a refusal of the location it was
+    // counted in (limit_req's 503): not routed here. Counted here, after the
+    // error_page (`error_page 404 = @app`), it is.
+    let refused_before = r.error_page() != 0 && !d.counted_in_error_page.get();
+    if d.counted.get() && d.routed_from.get() == NOT_ROUTED && !refused_before {
+        d.routed_from.set(from);
     }
     Status::NGX_DECLINED.into()
 }
@@ -297,7 +317,11 @@ fn first_upstream(r: &ngx_http_request_t, from: u32) -> FirstUpstream {
         Some(_) => &[],
         None => return FirstUpstream::None,
     };
-    let states = states.get(from as usize..).unwrap_or_default();
+    // A mark after an earlier upstream: nothing started since, or the routed
+    // upstream's attempts (none: it failed before connecting).
+    let Some(states) = states.get(from as usize..) else {
+        return FirstUpstream::None;
+    };
     let first_group = states.iter().position(|s| s.peer.is_null()).unwrap_or(states.len());
     let group = &states[..first_group];
     match group.last() {
@@ -344,7 +368,7 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
             let status = u16::try_from(last.status).unwrap_or(0);
             // Without a response the status is nginx's own (502 when new closed
             // the connection): the client's body decides first.
-            let for_the_body = no_response(last) && refused_client_body(r);
+            let for_the_body = no_response(last) && refused_client_body(r, last);
             if status != 0 && is_failure(status) && !for_the_body {
                 return Outcome::Failure(status);
             }
@@ -367,9 +391,11 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
 /// upstream was connected: its attempt then has no response either, but the
 /// client caused it, and it must not count as the upstream's failure (anyone
 /// could trip the breaker or fail a gate with slow or bad bodies). A cluster
-/// that fails in the middle of an upload is not told apart from that.
-fn refused_client_body(r: &ngx_http_request_t) -> bool {
-    matches!(r.headers_out.status, 400 | 408 | 413) || r.reading_body() != 0
+/// that fails in the middle of an upload once connected is not told apart
+/// from that; one that refused the connection is.
+fn refused_client_body(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state_t) -> bool {
+    matches!(r.headers_out.status, 400 | 408 | 413)
+        || (r.reading_body() != 0 && attempt.connect_time != ngx_msec_t::MAX)
 }
 
 /// nginx's status for a request the client closed before it was answered.
@@ -390,7 +416,7 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream) -> (usize, Option<
         FirstUpstream::None => (client_class(), None),
         FirstUpstream::NoState { .. } if client_left => (ABORTED, None),
         FirstUpstream::NoState { .. } => (FAILED, None),
-        FirstUpstream::Attempt { last, .. } if no_response(last) && (client_left || refused_client_body(r)) => {
+        FirstUpstream::Attempt { last, .. } if no_response(last) && (client_left || refused_client_body(r, last)) => {
             (ABORTED, None)
         }
         FirstUpstream::Attempt { last, waited_ms, .. } => {

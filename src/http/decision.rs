@@ -79,8 +79,8 @@ pub struct RequestDecision {
     pub(crate) counted_in_error_page: Cell<bool>,
 }
 
-/// [`RequestDecision::routed_from`] of a request that did not reach the content
-/// phase of a location with `migration on`.
+/// [`RequestDecision::routed_from`] of a request not counted as routed when it
+/// reached the precontent phase (or that never reached it).
 pub(crate) const NOT_ROUTED: u32 = u32::MAX;
 
 /// A request pool's cleanup entry and the decision it drops, allocated together.
@@ -254,7 +254,7 @@ pub fn decision_for(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecisio
             // another request than `r`, which is not used while this lives.
             unsafe { &mut *r.main }
         };
-        let header_out = subject.header_sent() != 0 || crate::http::sticky::past_filter(subject);
+        let header_out = response_begun(subject);
         // SAFETY: `subject` is a live request for the duration of this block.
         let view = unsafe {
             if header_out {
@@ -340,16 +340,35 @@ fn minted_for(
     minted
 }
 
+/// Whether the request's location has `migration on`.
+pub(crate) fn migration_on(r: &ngx_http_request_t) -> bool {
+    Module::location_conf(r).is_some_and(|loc| loc.enabled == Some(true))
+}
+
+/// Whether the request's response header went past the sticky filter (and is
+/// being written) or out: too late for a cookie, and for a decision to route.
+fn response_begun(r: &ngx_http_request_t) -> bool {
+    r.header_sent() != 0 || crate::http::sticky::past_filter(r)
+}
+
+/// The request's decision, as [`routed_decision`], made by a phase handler of
+/// ours that runs after every access check: not an early decision
+/// ([`IN_ACCESS`]).
+pub(crate) fn decided_after_access(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
+    IN_ACCESS.store(true, Ordering::Relaxed);
+    let decided = routed_decision(r);
+    IN_ACCESS.store(false, Ordering::Relaxed);
+    decided
+}
+
 /// The request's decision, as [`decision_for`], counted in the status if this
 /// location has `migration on`, it was not counted yet and the request's
 /// response has not begun (its header filters, its log phase: see [`LOGGING`]).
 pub fn routed_decision(r: &mut ngx_http_request_t) -> Result<Option<&RequestDecision>, ()> {
     // A decision first used once the response is under way (an `add_header`
     // of a request nginx refused, its access log) steered nothing.
-    let routing = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true))
-        && LOGGING.load(Ordering::Relaxed) != ptr::addr_of!(*r) as usize
-        && r.header_sent() == 0
-        && !crate::http::sticky::past_filter(r);
+    let routing =
+        migration_on(r) && LOGGING.load(Ordering::Relaxed) != ptr::addr_of!(*r) as usize && !response_begun(r);
     let Some(d) = decision_for(r)?.map(|d| d as *const RequestDecision) else {
         return Ok(None);
     };

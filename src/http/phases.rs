@@ -18,12 +18,12 @@ use ngx::ffi::{
     ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t,
     ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t, NGX_LOG_WARN,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_log_error;
 
 use crate::conf::Module;
 use crate::http::decision::{
-    existing, log_transition, routed_decision, RequestDecision, IN_ACCESS, LOGGING, NOT_ROUTED,
+    decided_after_access, existing, log_transition, migration_on, RequestDecision, LOGGING, NOT_ROUTED,
 };
 use crate::state::live::LiveConfig;
 
@@ -41,11 +41,7 @@ unsafe fn access_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         warn_if_decided_before_realip(r, early);
         warn_if_decided_before_access(r, early);
     }
-    let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
-    IN_ACCESS.store(true, Ordering::Relaxed);
-    let decided = !enabled || routed_decision(r).is_ok();
-    IN_ACCESS.store(false, Ordering::Relaxed);
-    if !decided {
+    if migration_on(r) && decided_after_access(r).is_err() {
         return Status::NGX_ERROR.into();
     }
     Status::NGX_DECLINED.into()
@@ -78,12 +74,8 @@ unsafe fn precontent_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         // SAFETY: r->upstream_states is null or an ngx_array_t owned by the request pool.
         unsafe { r.upstream_states.as_ref() }.map_or(0, |array| array.nelts as u32 + 1)
     };
-    let enabled = Module::location_conf(&*r).is_some_and(|loc| loc.enabled == Some(true));
-    let d = if enabled {
-        IN_ACCESS.store(true, Ordering::Relaxed);
-        let decided = routed_decision(r);
-        IN_ACCESS.store(false, Ordering::Relaxed);
-        match decided {
+    let d = if migration_on(r) {
+        match decided_after_access(r) {
             Ok(d) => d.map(|d| d as *const RequestDecision),
             Err(()) => return Status::NGX_ERROR.into(),
         }

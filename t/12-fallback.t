@@ -37,6 +37,48 @@ sub get {
 
 our $Silent;
 
+# One request on a connection of its own, read to its end whatever it is (a
+# body cut short included): "STATUS BYTES-OF-BODY".
+sub raw {
+    my ($method) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die "connect: $!";
+    print $s "$method / HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n";
+    local $/;
+    my ($status, $body) = ((<$s> // '') =~ m{^HTTP/1\.1 (\d+).*?\r\n\r\n(.*)\z}s);
+    return join ' ', $status // 'none', length($body // '');
+}
+
+# A request whose client reads the response's header and leaves.
+sub raw_leave {
+    my ($path) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die "connect: $!";
+    print $s "GET $path HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n";
+    my $head = '';
+    $head .= $_ while defined($_ = <$s>) && $_ ne "\r\n";
+    close $s;
+    return ($head =~ m{^HTTP/1\.1 (\d+)})[0] // 'none';
+}
+
+# A new cluster that answers whole but slowly: 4,000 bytes at 1,600 a second.
+sub slow_whole_new {
+    my ($port) = @_;
+    my $body = 'y' x 4000;
+    return "    server {\n        listen 127.0.0.1:$port;\n        location / { limit_rate 1600; return 200 \"$body\"; }\n    }\n";
+}
+
+# A new cluster whose responses break off: the header and the body's first
+# bytes at once, then a byte a second (`limit_rate`) of the 2,000 announced.
+sub stalling_new {
+    my ($port) = @_;
+    my $body = 'x' x 2000;
+    return <<"CONF";
+    server {
+        listen 127.0.0.1:$port;
+        location / { limit_rate_after 500; limit_rate 1; return 200 "$body"; }
+    }
+CONF
+}
+
 add_block_preprocessor(sub {
     my $block = shift;
     $block->{workers} //= ['2'];
@@ -448,3 +490,75 @@ is($s->{requests}{new}, 3, 'the three were routed');
 is($s->{responses}{new}{'5xx'}, 3, "new's 502s");
 like(http_request('GET', '/status?format=prometheus')->{body}, qr/^migration_upstream_response_seconds_count\{service="api",target="new"\} 3$/m, 'three latency samples');
 is($s->{fallback}{state}, 'open', 'and the three opened the breaker');
+
+
+
+=== TEST 16: new stalls in the middle of its body (`proxy_buffering on`): the response nginx cuts short after proxy_read_timeout is a failure of new, not a 2xx; a HEAD to the same new is a success
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::stalling_new('$TEST_NGINX_RAND_PORT_3')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3', statuses => '500') ]]
+--- config
+    location / {
+        migration on;
+        proxy_read_timeout 500ms;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- error_log
+upstream timed out
+--- check_eval
+is(main::raw('HEAD'), '200 0', 'a HEAD: the header, no body to wait for');
+for (1 .. 3) {
+    my ($status, $bytes) = split ' ', main::raw('GET');
+    is($status, 200, "stalled $_: a 200");
+    cmp_ok($bytes, '<', 2000, "stalled $_: cut short");
+}
+is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'three broken responses opened the breaker, although statuses lists only 500');
+like(error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 502\)/, "logged with nginx's 502");
+my $new = main::status()->{services}[0]{responses}{new};
+is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '1 3', "the HEAD is new's 2xx, the broken responses are failed");
+is(main::raw('GET'), '200 3', 'then old answers');
+
+
+
+=== TEST 17: new closes its connection in the middle of its body (`proxy_buffering off`, new an nginx whose own upstream stalls): a failure of new, as a whole response is a success, and a client that leaves mid-body is no failure
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::stalling_new('$TEST_NGINX_RAND_PORT_4') . <<'NEW'
+    # new: an nginx-fronted app whose app stalls; new's own proxy gives up
+    # after 300 ms and closes the connection mid-body.
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_3;
+        location / { proxy_read_timeout 300ms; proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_4; }
+        location = /whole { return 200 "new"; }
+        # Streamed as it comes: nginx writes to a client that left, and fails.
+        location = /slow { proxy_buffering off; proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_5; }
+    }
+NEW
+    # new's slow but whole answer: 4,000 bytes at 1,600 a second.
+    . main::slow_whole_new('$TEST_NGINX_RAND_PORT_5')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- config
+    location / {
+        migration on;
+        proxy_buffering off;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- error_log
+upstream prematurely closed connection
+--- check_eval
+my $whole = http_request('GET', '/whole', [Host => 'api.example']);
+is("$whole->{status} $whole->{body}", '200 new', 'a whole response: a success');
+is(main::raw_leave('/slow'), 200, 'a client that leaves after the header, while new sends its whole body slowly ...');
+Time::HiRes::sleep(1);
+is(main::fallback()->{consecutive_failures}, 0, '... is not a failure of new');
+for (1 .. 3) {
+    my ($status, $bytes) = split ' ', main::raw('GET');
+    is($status, 200, "broken $_: a 200");
+    cmp_ok($bytes, '<', 2000, "broken $_: cut short");
+}
+is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'three broken responses opened the breaker');
+my $new = main::status()->{services}[0]{responses}{new};
+is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '2 3', 'the two 2xx (the client that left got one), three failed');

@@ -800,3 +800,28 @@ my $s = main::api();
 is($s->{responses}{new}{'2xx'}, 4, 'four 2xx of new');
 cmp_ok($s->{latency_p99_ms}{new}, '>=', 900, "new's p99 shows the second those clients waited");
 main::stop_children();
+
+
+
+=== TEST 24: a response new breaks off in the middle of its body (a 200 cut short when new stalls past proxy_read_timeout) is an error to the gate: the step rolls back
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n"
+    . "    # new: the header and the first bytes of its body, then a byte a second.\n"
+    . "    server {\n        listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_3;\n"
+    . "        location / { limit_rate_after 500; limit_rate 1; return 200 \"" . ('x' x 2000) . "\"; }\n    }\n"
+--- config
+    location / {
+        migration on;
+        proxy_read_timeout 300ms;
+        add_header X-Decision "$migration_target $migration_percentage $migration_rule" always;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- user_files eval
+[[ 'm.yaml', main::ramp_yaml("steps: [50, 100]\nevery: 2s\ngate:\n  min_requests: 3\n  max_error_rate: 5%\n") =~ s/RAND_PORT_2/RAND_PORT_3/r ]]
+--- check_eval
+my $answers = http_requests_keepalive([map { ["GET", "/", [Host => "api.example", "X-User-ID" => "u-$_"]] } 1 .. 16], incomplete_ok => 1);
+my @new = grep { ($_->{headers}{"x-decision"} // "") =~ /^new / } @$answers;
+cmp_ok(scalar(grep { $_->{status} == 200 && $_->{error} } @new), '>=', 3, "new answered its share with a 200 status line, and broke off");
+ok(main::wait_until(8, sub { (main::api()->{ramp}{state} // '') eq 'rolled_back' }), 'rolled back');
+is(main::api()->{ramp}{last_gate}{new_error_rate}, 1, 'every broken response was an error of new');

@@ -228,22 +228,29 @@ fn record_outcome(
     // module, not by either cluster: aborted, without a latency sample (its
     // upstream time is its whole life) and no word to the breaker or the gate.
     let drained = d.drained.get();
+    // A long-lived request: upgraded, an event stream, or one `drain` found
+    // open past its `after`. The response the client got tells only when it is
+    // the first upstream's: after an error_page retry it is another upstream's.
+    let final_is_first = !matches!(first, FirstUpstream::Attempt { later: true, .. });
+    let long_lived = || {
+        (final_is_first
+            && (r.headers_out.status == 101
+                || is_event_stream(crate::http::request::bytes(&r.headers_out.content_type))))
+            || crate::http::drain::is_long_lived(d)
+    };
+    // A stream's end says nothing of its cluster: an idle one outlives
+    // `proxy_read_timeout` by design.
+    let broke_off = !drained
+        && matches!(&first, FirstUpstream::Attempt { last, later: false, .. } if !no_response(last))
+        && response_broke_off(r)
+        && !long_lived();
     if d.counted.get() {
-        let (class, mut upstream_us) = if drained { (ABORTED, None) } else { response_of(r, &first) };
+        let (class, mut upstream_us) = if drained { (ABORTED, None) } else { response_of(r, &first, broke_off) };
         // A long-lived request's upstream time is its whole life (a WebSocket's
         // hours would fill `+Inf`, and fail a gate's p99 with nobody to blame):
-        // it counts in its class, without a latency sample. Upgraded, an event
-        // stream, or one `drain` found open past its `after`. The response the
-        // client got tells only when it is the first upstream's: after an
-        // error_page retry it is another upstream's, and the sample (the first
-        // one's) stays.
-        let final_is_first = !matches!(first, FirstUpstream::Attempt { later: true, .. });
-        if upstream_us.is_some()
-            && ((final_is_first
-                && (r.headers_out.status == 101
-                    || is_event_stream(crate::http::request::bytes(&r.headers_out.content_type))))
-                || crate::http::drain::is_long_lived(d))
-        {
+        // it counts in its class, without a latency sample (the sample of an
+        // error_page retry's first upstream stays).
+        if upstream_us.is_some() && long_lived() {
             upstream_us = None;
         }
         slot.record_response(target, class, upstream_us);
@@ -269,7 +276,7 @@ fn record_outcome(
     // decision that only fed a log format hands back a trial permit it may hold.
     let by_migration = d.counted.get() && d.decision.rule != Rule::Header && !drained;
     let outcome = if by_migration {
-        upstream_outcome(r, &first, |status| policy.is_failure(status))
+        upstream_outcome(r, &first, broke_off, |status| policy.is_failure(status))
     } else {
         Outcome::Inconclusive
     };
@@ -342,7 +349,12 @@ fn no_response(attempt: &ngx_http_upstream_state_t) -> bool {
 /// The breaker's reading: the last attempt's status in `statuses`, a failed
 /// connection or a timeout is a failure; no upstream, or a client that left
 /// before the answer, tells nothing.
-fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: impl Fn(u16) -> bool) -> Outcome {
+fn upstream_outcome(
+    r: &ngx_http_request_t,
+    first: &FirstUpstream,
+    broke_off: bool,
+    is_failure: impl Fn(u16) -> bool,
+) -> Outcome {
     // SAFETY: the connection outlives its requests.
     let client_left = unsafe { (*r.connection).error() } != 0;
     match first {
@@ -370,6 +382,11 @@ fn upstream_outcome(r: &ngx_http_request_t, first: &FirstUpstream, is_failure: i
             if no_response(last) {
                 return Outcome::Failure(if status == 0 { 502 } else { status });
             }
+            // nginx ends a response that broke off with 502 (504 when new
+            // stalled and proxy_buffering is off), after its header went out.
+            if broke_off {
+                return Outcome::Failure(502);
+            }
             Outcome::Success
         }
     }
@@ -390,6 +407,44 @@ fn refused_client_body(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state
         || (r.reading_body() != 0 && attempt.connect_time != ngx_msec_t::MAX)
 }
 
+/// Whether the response of the request's last upstream began (its header went
+/// to the client) and then broke off: the upstream stalled past
+/// `proxy_read_timeout` or closed its connection before the end of the body it
+/// announced. nginx can only cut such a response short, and the client gets a
+/// `200` with half a body; its status line alone would make it a success.
+///
+/// The reading is nginx's own, the test that makes it end the response with a
+/// 502 rather than complete it: through the event pipe (`proxy_buffering on`),
+/// not done and either an error (a read error or timeout) or an early end of a
+/// body of known length (`Content-Length`, chunked); unbuffered, a body of
+/// known length not all read (a read timeout of a body without length is not
+/// told from its end). A response the client stopped reading (it left, or
+/// `send_timeout`) did not break off. Nor did one without a body to send (HEAD,
+/// a 304), which nginx ends before reading any (the pipe's flags stay clear,
+/// and an unbuffered body's length unknown).
+fn response_broke_off(r: &ngx_http_request_t) -> bool {
+    // SAFETY: r->upstream is null or the request's last upstream, allocated in
+    // its pool; the log phase runs before the pool is destroyed.
+    let Some(u) = (unsafe { r.upstream.as_ref() }) else {
+        return false;
+    };
+    // SAFETY: the connection outlives its requests.
+    let client = unsafe { &*r.connection };
+    if u.header_sent() == 0 || client.error() != 0 || client.timedout() != 0 {
+        return false;
+    }
+    if u.buffering() == 0 {
+        return u.length > 0;
+    }
+    // SAFETY: u->pipe is null or the event pipe of the upstream, in the pool.
+    let Some(pipe) = (unsafe { u.pipe.as_ref() }) else {
+        return false;
+    };
+    pipe.downstream_error() == 0
+        && pipe.upstream_done() == 0
+        && (pipe.upstream_error() != 0 || (pipe.upstream_eof() != 0 && pipe.length != -1))
+}
+
 /// nginx's status for a request the client closed before it was answered.
 const CLIENT_CLOSED_REQUEST: usize = 499;
 
@@ -399,7 +454,7 @@ const CLIENT_CLOSED_REQUEST: usize = 499;
 /// must not move a gate), `failed` when no upstream response came (the
 /// breaker's own test), else the class of the status the client got; and the
 /// upstream's response time, when it had one.
-fn response_of(r: &ngx_http_request_t, first: &FirstUpstream) -> (usize, Option<u64>) {
+fn response_of(r: &ngx_http_request_t, first: &FirstUpstream, broke_off: bool) -> (usize, Option<u64>) {
     let client_class = || class_of(u16::try_from(r.headers_out.status).unwrap_or(0)).unwrap_or(FAILED);
     // SAFETY: the connection outlives its requests.
     let client_left = unsafe { (*r.connection).error() } != 0 || r.headers_out.status == CLIENT_CLOSED_REQUEST;
@@ -419,7 +474,7 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream) -> (usize, Option<
             // with another response, and counted as that one new looked
             // healthy to the status and to a ramp's gate while it failed.
             let class = u16::try_from(last.status).ok().and_then(class_of);
-            (if no_response(last) { FAILED } else { class.unwrap_or_else(client_class) }, time)
+            (if no_response(last) || broke_off { FAILED } else { class.unwrap_or_else(client_class) }, time)
         }
     }
 }

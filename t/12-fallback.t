@@ -59,6 +59,49 @@ sub raw_leave {
     return ($head =~ m{^HTTP/1\.1 (\d+)})[0] // 'none';
 }
 
+# gRPC: new as a gRPC server (nginx answering with a `grpc-status` trailer the
+# client picks with X-Code, or with the status in the header on /only) on
+# port 3, and a front on port 4 that routes with `grpc_pass`, both HTTP/2 the
+# way this nginx spells it (`http2 on` from 1.25.1, `listen ... http2` before).
+sub grpc_servers {
+    my ($spelling) = @_;
+    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    return <<"CONF";
+    server {
+        listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_3$listen;$on
+        default_type application/grpc;
+        location / { add_trailer grpc-status \$http_x_code; return 200 "reply"; }
+        location /only { add_header grpc-status \$http_x_code; return 200 ""; }
+    }
+    server {
+        listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_4$listen;$on
+        server_name api.example;
+        location / { migration on; grpc_pass grpc://127.0.0.1:\$TEST_NGINX_RAND_PORT_3; }
+    }
+CONF
+}
+
+# A gRPC call through the front (HTTP/2 without TLS): its HTTP status. Without
+# a body: new's `return` answers before reading one, and then resets the
+# stream, which curl may report as an error (92) before the status.
+sub grpc_call {
+    my ($code, $path) = @_;
+    my $port = rand_port(4);
+    $path //= '/pkg.Service/Call';
+    return `curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --http2-prior-knowledge -H 'Content-Type: application/grpc' -H 'X-Code: $code' --resolve api.example:$port:127.0.0.1 http://api.example:$port$path 2>&1`;
+}
+
+sub grpc_checks {
+    is(main::grpc_call(0), 200, 'grpc-status 0 (OK)');
+    is(main::grpc_call(5), 200, 'grpc-status 5 (NOT_FOUND)');
+    is(main::grpc_call(14, '/only'), 200, 'grpc-status 14 (UNAVAILABLE) in the header of an answer without a body');
+    is(main::grpc_call(14), 200, "grpc-status 14 in the trailers, $_") for 1 .. 2;
+    my $s = main::status()->{services}[0];
+    is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx 4xx 5xx)), '1 1 3', "OK is new's 2xx, NOT_FOUND a 4xx, UNAVAILABLE a 5xx (503)");
+    is_deeply($s->{fallback}, { state => 'open', consecutive_failures => 3, trips => 1 }, 'three UNAVAILABLE opened the breaker (503 is in statuses)');
+    like(Test::MigrationNginx::error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 503\)/, 'logged as 503');
+}
+
 # A new cluster that answers whole but slowly: 4,000 bytes at 1,600 a second.
 sub slow_whole_new {
     my ($port) = @_;
@@ -562,3 +605,29 @@ for (1 .. 3) {
 is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'three broken responses opened the breaker');
 my $new = main::status()->{services}[0]{responses}{new};
 is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '2 3', 'the two 2xx (the client that left got one), three failed');
+
+
+
+=== TEST 18: gRPC errors (an HTTP 200 whose grpc-status says the error) count as the HTTP status the code stands for: UNAVAILABLE is new's 5xx and a breaker failure (nginx >= 1.25.1: `http2 on`)
+--- requires
+nginx >= 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::grpc_servers('http2 on')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- check_eval
+main::grpc_checks();
+
+
+
+=== TEST 19: gRPC errors count as the HTTP status the code stands for (nginx < 1.25.1: `listen ... http2`)
+--- requires
+nginx < 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::grpc_servers('listen http2')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- check_eval
+main::grpc_checks();

@@ -43,6 +43,41 @@ pub fn is_event_stream(content_type: &[u8]) -> bool {
         && matches!(content_type.get(TYPE.len()), None | Some(b';' | b' ' | b'\t'))
 }
 
+/// Whether a response's `Content-Type` is gRPC's (`application/grpc`, any
+/// case, or a subtype such as `application/grpc+proto`; parameters allowed).
+/// Not gRPC-Web (`application/grpc-web`), whose status travels in the body.
+pub fn is_grpc(content_type: &[u8]) -> bool {
+    const TYPE: &[u8] = b"application/grpc";
+    content_type.len() >= TYPE.len()
+        && content_type[..TYPE.len()].eq_ignore_ascii_case(TYPE)
+        && matches!(content_type.get(TYPE.len()), None | Some(b'+' | b';' | b' ' | b'\t'))
+}
+
+/// The HTTP status a gRPC response's `grpc-status` stands for. A gRPC error
+/// is an HTTP 200 with the error in its trailers: counted by its status line
+/// it would be a success. The mapping is Google's (google.rpc.Code, as
+/// grpc-gateway applies it): 14 UNAVAILABLE is a 503, 4 DEADLINE_EXCEEDED a
+/// 504, 13 INTERNAL a 500, 5 NOT_FOUND a 404, 1 CANCELLED a 499. A value that
+/// is not a code reads as 2 UNKNOWN, a 500, as gRPC clients read it.
+pub fn grpc_http_status(grpc_status: &[u8]) -> u16 {
+    let code = std::str::from_utf8(grpc_status).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    match code {
+        Some(0) => 200,
+        Some(1) => 499,
+        Some(3 | 9 | 11) => 400,
+        Some(4) => 504,
+        Some(5) => 404,
+        Some(6 | 10) => 409,
+        Some(7) => 403,
+        Some(8) => 429,
+        Some(12) => 501,
+        Some(14) => 503,
+        Some(16) => 401,
+        // 2 UNKNOWN, 13 INTERNAL, 15 DATA_LOSS, and what is not a code.
+        _ => 500,
+    }
+}
+
 /// A service's response counters, both targets. Zeroed is empty.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -196,6 +231,49 @@ mod tests {
         for no in ["", "text/event", "text/event-streams", "text/html", "application/json", "text/event-stream-x"] {
             assert!(!is_event_stream(no.as_bytes()), "{no}");
         }
+    }
+
+    #[test]
+    fn a_grpc_response_is_told_by_its_content_type_but_grpc_web_is_not() {
+        for yes in ["application/grpc", "Application/GRPC", "application/grpc+proto", "application/grpc; charset=x"] {
+            assert!(is_grpc(yes.as_bytes()), "{yes}");
+        }
+        for no in ["", "application/grp", "application/grpc-web", "application/grpc-web+proto", "application/json"] {
+            assert!(!is_grpc(no.as_bytes()), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_grpc_status_counts_as_the_http_status_it_stands_for() {
+        let cases: &[(&str, u16)] = &[
+            ("0", 200),
+            ("1", 499),
+            ("2", 500),
+            ("3", 400),
+            ("4", 504),
+            ("5", 404),
+            ("6", 409),
+            ("7", 403),
+            ("8", 429),
+            ("9", 400),
+            ("10", 409),
+            ("11", 400),
+            ("12", 501),
+            ("13", 500),
+            ("14", 503),
+            ("15", 500),
+            ("16", 401),
+            (" 14 ", 503),
+            ("17", 500),
+            ("", 500),
+            ("x", 500),
+            ("-1", 500),
+            ("99999999999999999999", 500),
+        ];
+        for &(value, status) in cases {
+            assert_eq!(grpc_http_status(value.as_bytes()), status, "grpc-status {value:?}");
+        }
+        assert_eq!(class_of(grpc_http_status(b"14")), Some(4), "UNAVAILABLE is a 5xx");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use core::slice;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use migration_engine::responses::{class_of, is_event_stream, ABORTED, FAILED};
+use migration_engine::responses::{class_of, grpc_http_status, is_event_stream, is_grpc, ABORTED, FAILED};
 use migration_engine::{Outcome, Rule, Target};
 use ngx::core::Status;
 use ngx::ffi::{
@@ -25,6 +25,7 @@ use crate::conf::Module;
 use crate::http::decision::{
     decided_after_access, existing, log_transition, migration_on, RequestDecision, LOGGING, NOT_ROUTED,
 };
+use crate::http::request::list_value;
 use crate::state::live::LiveConfig;
 
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -221,7 +222,18 @@ fn record_outcome(
 ) {
     let slot = &live.slots[live_index];
     let published = &d.published;
-    let first = first_upstream(r, d.routed_from.get());
+    let mut first = first_upstream(r, d.routed_from.get());
+    // A gRPC error is an HTTP 200 whose `grpc-status` says the error: the
+    // routed upstream's status is the one that code stands for, when the
+    // client got its answer (after an error_page retry, another upstream's
+    // trailers are all that is left).
+    if let FirstUpstream::Attempt { last, later: false, .. } = &mut first {
+        if last.status == 200 {
+            if let Some(status) = grpc_status(r) {
+                last.status = status.into();
+            }
+        }
+    }
     // Responses per target: every routed request (the same rule as the counters);
     // a ramp's gate judges only what the percentage split decided.
     // A long-lived request that drain closed (http::drain) was ended by the
@@ -443,6 +455,24 @@ fn response_broke_off(r: &ngx_http_request_t) -> bool {
     pipe.downstream_error() == 0
         && pipe.upstream_done() == 0
         && (pipe.upstream_error() != 0 || (pipe.upstream_eof() != 0 && pipe.length != -1))
+}
+
+/// The HTTP status the gRPC answer of the request's last upstream stands for:
+/// its `grpc-status`, from the trailers (or, for an answer without a body, the
+/// header), as the upstream sent them (`grpc_hide_header` aside). None when the
+/// answer is not gRPC (`Content-Type`), or has no status.
+fn grpc_status(r: &ngx_http_request_t) -> Option<u16> {
+    if !is_grpc(crate::http::request::bytes(&r.headers_out.content_type)) {
+        return None;
+    }
+    // SAFETY: r->upstream is null or the request's last upstream, allocated in
+    // its pool, with its lists of response headers and trailers (zeroed, empty,
+    // when never initialised).
+    let u = unsafe { r.upstream.as_ref() }?;
+    let headers = &u.headers_in;
+    let value =
+        list_value(&headers.trailers, b"grpc-status").or_else(|| list_value(&headers.headers, b"grpc-status"))?;
+    Some(grpc_http_status(value))
 }
 
 /// nginx's status for a request the client closed before it was answered.

@@ -27,6 +27,14 @@ pub struct NgxRequestView<'r> {
     minted: core::cell::OnceCell<Option<StickyId>>,
 }
 
+/// The value of the first entry of `list` named `name` (any case): a header or
+/// trailer of an upstream's response, as nginx keeps them.
+pub(crate) fn list_value<'a>(list: &'a ngx::ffi::ngx_list_t, name: &[u8]) -> Option<&'a [u8]> {
+    Headers { part: Some(&list.part), index: 0 }
+        .find(|h| bytes(&h.key).eq_ignore_ascii_case(name))
+        .map(|h| bytes(&h.value))
+}
+
 impl<'r> NgxRequestView<'r> {
     /// # Safety
     /// `r` must be a live request whose connection is live, for the view's lifetime.

@@ -19,7 +19,10 @@
 # one name, two such blocks, one block naming both, or a wildcard.
 #
 # `bench/instructions.sh profile` (with PROFILE_OUT=FILE) keeps one callgrind run
-# of /module for bench/profile-lines.sh.
+# of /module (PROFILE_PATH=/proxy-module: the proxied one) for bench/profile-lines.sh.
+#
+# `bench/instructions.sh proxied` measures what `migration on` costs a proxied
+# request: `proxy_pass` to this nginx's own /plain, without and with it.
 #
 # `bench/instructions.sh drain` measures what `drain` costs a short request: the
 # service without and with `drain: {rate: 20/s}` (each request is listed by its
@@ -62,6 +65,8 @@ cat <<CONF
         location = /host   { return 200 \$host; }
         location = /chain  { return 200 \$chain_target; }
         location = /module { migration on; return 200 \$migration_target; }
+        location = /proxy-plain  { proxy_pass http://127.0.0.1:$port/plain; }
+        location = /proxy-module { migration on; proxy_pass http://127.0.0.1:$port/plain; }
     }
 CONF
 }
@@ -109,7 +114,7 @@ per_request() {
 }
 if [ "${1:-}" = profile ]; then  # for bench/profile-lines.sh: one run kept, instruction by instruction
     write_conf "$root/bench/instructions.yaml"
-    under_callgrind "$PROFILE_OUT" /module "${PROFILE_REQUESTS:-20000}" --dump-instr=yes
+    under_callgrind "$PROFILE_OUT" "${PROFILE_PATH:-/module}" "${PROFILE_REQUESTS:-20000}" --dump-instr=yes
     exit 0
 fi
 if [ "${1:-}" = sticky ]; then
@@ -143,6 +148,20 @@ if [ "${1:-}" = hosts ]; then
     case_ "  one block naming both, one Host" SERVER_NAMES="$one $two" HOSTS=$one
     case_ "  one block naming both, alternating" SERVER_NAMES="$one $two" HOSTS="$one $two"
     case_ "  one block *.teamname.dev.example, alternating" SERVER_NAMES='*.teamname.dev.example' HOSTS="$one $two"
+    exit 0
+fi
+if [ "${1:-}" = proxied ]; then
+    # A proxied request (to /plain of the same nginx, which both figures
+    # include): what `migration on` adds to it, the log phase's reading of the
+    # routed upstream (its states, its end, a gRPC status) included.
+    write_conf "$root/bench/instructions.yaml"
+    plain=$(per_request /proxy-plain); module=$(per_request /proxy-module)
+    python3 - "${HEADERS:-9}" "$plain" "$module" <<'PY'
+import sys
+headers, plain, module = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+print(f"instructions per proxied request (callgrind, {headers} request headers, the backend's own included): "
+      f"proxy_pass: {plain}; migration on + proxy_pass: {module} ({module / plain:.3f}x, +{module - plain})")
+PY
     exit 0
 fi
 if [ "${1:-}" = drain ]; then

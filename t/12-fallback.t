@@ -8,6 +8,7 @@ use Test::MigrationHelpers qw(fallback status touch);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET;
+use POSIX ();
 
 sub yaml_for {
     my (%o) = @_;
@@ -85,21 +86,57 @@ CONF
 # a body: new's `return` answers before reading one, and then resets the
 # stream, which curl may report as an error (92) before the status.
 sub grpc_call {
-    my ($code, $path) = @_;
+    my ($code, $path, $deadline) = @_;
     my $port = rand_port(4);
     $path //= '/pkg.Service/Call';
-    return `curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --http2-prior-knowledge -H 'Content-Type: application/grpc' -H 'X-Code: $code' --resolve api.example:$port:127.0.0.1 http://api.example:$port$path 2>&1`;
+    my $timeout = $deadline ? "-H 'grpc-timeout: $deadline'" : '';
+    return `curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --http2-prior-knowledge -H 'Content-Type: application/grpc' -H 'X-Code: $code' $timeout --resolve api.example:$port:127.0.0.1 http://api.example:$port$path 2>&1`;
 }
 
 sub grpc_checks {
     is(main::grpc_call(0), 200, 'grpc-status 0 (OK)');
     is(main::grpc_call(5), 200, 'grpc-status 5 (NOT_FOUND)');
-    is(main::grpc_call(14, '/only'), 200, 'grpc-status 14 (UNAVAILABLE) in the header of an answer without a body');
-    is(main::grpc_call(14), 200, "grpc-status 14 in the trailers, $_") for 1 .. 2;
+    is(main::grpc_call(1), 200, 'grpc-status 1 (CANCELLED)');
+    is(main::grpc_call(4, undef, '1n'), 200, "grpc-status 4 (DEADLINE_EXCEEDED) once the call's own 1 ns deadline passed");
     my $s = main::status()->{services}[0];
-    is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx 4xx 5xx)), '1 1 3', "OK is new's 2xx, NOT_FOUND a 4xx, UNAVAILABLE a 5xx (503)");
-    is_deeply($s->{fallback}, { state => 'open', consecutive_failures => 3, trips => 1 }, 'three UNAVAILABLE opened the breaker (503 is in statuses)');
+    is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx 4xx 5xx aborted)), '1 1 0 2', "OK is new's 2xx, NOT_FOUND a 4xx; the client's deadline and CANCELLED are aborted");
+    is($s->{fallback}{consecutive_failures}, 0, 'no breaker failure so far');
+    is(main::grpc_call(4, undef, '10S'), 200, "grpc-status 4 well before the call's 10 s deadline: new's own");
+    is(main::grpc_call(14, '/only'), 200, 'grpc-status 14 (UNAVAILABLE) in the header of an answer without a body');
+    is(main::grpc_call(14), 200, 'grpc-status 14 in the trailers');
+    $s = main::status()->{services}[0];
+    is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx 4xx 5xx aborted)), '1 1 3 2', 'DEADLINE_EXCEEDED of its own (504) and UNAVAILABLE (503) are 5xx');
+    is_deeply($s->{fallback}, { state => 'open', consecutive_failures => 3, trips => 1 }, 'the three opened the breaker (503 and 504 are in statuses)');
     like(Test::MigrationNginx::error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 503\)/, 'logged as 503');
+}
+
+# A new cluster streaming NDJSON (chunked, no Content-Length): one line at
+# once, then, on a path with "idle", nothing for 3 s (a quiet stream), and on
+# one with "cut", a close without the last chunk (a crash). Stopped at exit.
+our @streamers;
+END { kill 'KILL', @streamers if @streamers }
+sub streaming_new {
+    my ($port) = @_;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
+        or die "listen: $!";
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $SIG{PIPE} = 'IGNORE';
+        $SIG{CHLD} = 'IGNORE';
+        while (my $c = $l->accept) {
+            next if fork();
+            my $req = '';
+            while (defined(my $line = <$c>)) { $req .= $line; last if $line =~ /^\r?\n$/ }
+            print $c "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+                . "9\r\n{\"n\": 1}\n\r\n";
+            Time::HiRes::sleep(3) if $req =~ /idle/;
+            close $c;
+            POSIX::_exit(0);
+        }
+        POSIX::_exit(0);
+    }
+    close $l;
+    push @streamers, $pid;
 }
 
 # A new cluster that answers whole but slowly: 4,000 bytes at 1,600 a second.
@@ -608,7 +645,7 @@ is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '2 3', 'the two 2xx (the c
 
 
 
-=== TEST 18: gRPC errors (an HTTP 200 whose grpc-status says the error) count as the HTTP status the code stands for: UNAVAILABLE is new's 5xx and a breaker failure (nginx >= 1.25.1: `http2 on`)
+=== TEST 18: gRPC errors (an HTTP 200 whose grpc-status says the error) count as the HTTP status the code stands for: UNAVAILABLE is new's 5xx and a breaker failure; DEADLINE_EXCEEDED after the call's own deadline is the client's (nginx >= 1.25.1: `http2 on`)
 --- requires
 nginx >= 1.25.1
 configure --with-http_v2_module
@@ -631,3 +668,39 @@ configure --with-http_v2_module
 [[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
 --- check_eval
 main::grpc_checks();
+
+
+
+=== TEST 20: a stream without a declared length (chunked NDJSON) that idles past proxy_read_timeout is not new's failure, buffered or not; one that new closes before its last chunk is, where nginx tells it (buffered)
+--- init
+main::streaming_new(rand_port(3));
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- config
+    location / {
+        migration on;
+        proxy_http_version 1.1;
+        proxy_read_timeout 300ms;
+        proxy_buffering off;
+        proxy_pass http://$migration_backend;
+    }
+    location /buffered/ {
+        migration on;
+        proxy_http_version 1.1;
+        proxy_read_timeout 300ms;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- error_log
+upstream timed out
+--- check_eval
+my $get = sub { my $r = http_request('GET', $_[0], [Host => 'api.example'], undef, incomplete_ok => 1); $r->{status} };
+is($get->("/idle/$_"), 200, "a quiet stream, unbuffered, $_") for 1 .. 3;
+is($get->("/buffered/idle/$_"), 200, "a quiet stream, buffered, $_") for 1 .. 3;
+my $s = main::status()->{services}[0];
+is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '6 0', 'six 2xx of new');
+is($s->{fallback}{consecutive_failures}, 0, 'no breaker failure');
+is($get->("/buffered/cut/$_"), 200, "a stream new closes before its last chunk, buffered, $_") for 1 .. 3;
+$s = main::status()->{services}[0];
+is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '6 3', 'three failed');
+is($s->{fallback}{state}, 'open', 'and the breaker open');

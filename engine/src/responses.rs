@@ -78,6 +78,26 @@ pub fn grpc_http_status(grpc_status: &[u8]) -> u16 {
     }
 }
 
+/// A gRPC call's deadline, from its `grpc-timeout` header (1 to 8 digits and
+/// a unit: `H`, `M`, `S`, `m`, `u`, `n`), in microseconds, rounded up. None
+/// for what is not one.
+pub fn grpc_timeout_us(value: &[u8]) -> Option<u64> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => n * 3_600_000_000,
+        b'M' => n * 60_000_000,
+        b'S' => n * 1_000_000,
+        b'm' => n * 1_000,
+        b'u' => n,
+        b'n' => n.div_ceil(1_000),
+        _ => return None,
+    })
+}
+
 /// A service's response counters, both targets. Zeroed is empty.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -274,6 +294,30 @@ mod tests {
             assert_eq!(grpc_http_status(value.as_bytes()), status, "grpc-status {value:?}");
         }
         assert_eq!(class_of(grpc_http_status(b"14")), Some(4), "UNAVAILABLE is a 5xx");
+    }
+
+    #[test]
+    fn a_grpc_timeout_is_read_in_microseconds() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("1H", Some(3_600_000_000)),
+            ("2M", Some(120_000_000)),
+            ("10S", Some(10_000_000)),
+            ("250m", Some(250_000)),
+            ("7u", Some(7)),
+            ("1n", Some(1)),
+            ("1500n", Some(2)),
+            ("99999999S", Some(99_999_999_000_000)),
+            ("123456789S", None),
+            ("S", None),
+            ("10", None),
+            ("10s", None),
+            ("-1S", None),
+            ("1 S", None),
+            ("", None),
+        ];
+        for &(value, us) in cases {
+            assert_eq!(grpc_timeout_us(value.as_bytes()), us, "grpc-timeout {value:?}");
+        }
     }
 
     #[test]

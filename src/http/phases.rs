@@ -10,7 +10,9 @@ use core::slice;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use migration_engine::responses::{class_of, grpc_http_status, is_event_stream, is_grpc, ABORTED, FAILED};
+use migration_engine::responses::{
+    class_of, grpc_http_status, grpc_timeout_us, is_event_stream, is_grpc, ABORTED, FAILED,
+};
 use migration_engine::{Outcome, Rule, Target};
 use ngx::core::Status;
 use ngx::ffi::{
@@ -227,9 +229,9 @@ fn record_outcome(
     // routed upstream's status is the one that code stands for, when the
     // client got its answer (after an error_page retry, another upstream's
     // trailers are all that is left).
-    if let FirstUpstream::Attempt { last, later: false, .. } = &mut first {
+    if let FirstUpstream::Attempt { last, later: false, waited_ms } = &mut first {
         if last.status == 200 {
-            if let Some(status) = grpc_status(r) {
+            if let Some(status) = grpc_status(r, *waited_ms) {
                 last.status = status.into();
             }
         }
@@ -380,6 +382,8 @@ fn upstream_outcome(
                 _ => Outcome::Inconclusive,
             }
         }
+        // A gRPC call the client cancelled, or whose own deadline passed.
+        FirstUpstream::Attempt { last, .. } if last.status == CLIENT_CLOSED_REQUEST => Outcome::Inconclusive,
         FirstUpstream::Attempt { last, .. } => {
             let status = u16::try_from(last.status).unwrap_or(0);
             // Without a response the status is nginx's own (502 when new closed
@@ -426,14 +430,17 @@ fn refused_client_body(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state
 /// `200` with half a body; its status line alone would make it a success.
 ///
 /// The reading is nginx's own, the test that makes it end the response with a
-/// 502 rather than complete it: through the event pipe (`proxy_buffering on`),
-/// not done and either an error (a read error or timeout) or an early end of a
-/// body of known length (`Content-Length`, chunked); unbuffered, a body of
-/// known length not all read (a read timeout of a body without length is not
-/// told from its end). A response the client stopped reading (it left, or
-/// `send_timeout`) did not break off. Nor did one without a body to send (HEAD,
-/// a 304), which nginx ends before reading any (the pipe's flags stay clear,
-/// and an unbuffered body's length unknown).
+/// 502 rather than complete it, narrowed to what cannot be a stream. A body of
+/// declared length (`Content-Length`) is a document: through the event pipe
+/// (`proxy_buffering on`), not done and a read error or timeout, or an early
+/// end; unbuffered, not all read. A body without one (chunked, gRPC, or ended
+/// by closing the connection) may be a stream (NDJSON, a watch, a gRPC server
+/// stream) that idles past the read timeout by design: only its early close is
+/// read, where nginx tells it apart from a timeout (through the pipe, a
+/// chunked body's last chunk missing). A response the client stopped reading
+/// (it left, or `send_timeout`) did not break off. Nor did one without a body
+/// to send (HEAD, a 304), which nginx ends before reading any (the pipe's
+/// flags stay clear, and an unbuffered body's length unknown).
 fn response_broke_off(r: &ngx_http_request_t) -> bool {
     // SAFETY: r->upstream is null or the request's last upstream, allocated in
     // its pool; the log phase runs before the pool is destroyed.
@@ -445,8 +452,9 @@ fn response_broke_off(r: &ngx_http_request_t) -> bool {
     if u.header_sent() == 0 || client.error() != 0 || client.timedout() != 0 {
         return false;
     }
+    let declared_length = u.headers_in.content_length_n >= 0;
     if u.buffering() == 0 {
-        return u.length > 0;
+        return declared_length && u.length > 0;
     }
     // SAFETY: u->pipe is null or the event pipe of the upstream, in the pool.
     let Some(pipe) = (unsafe { u.pipe.as_ref() }) else {
@@ -454,14 +462,20 @@ fn response_broke_off(r: &ngx_http_request_t) -> bool {
     };
     pipe.downstream_error() == 0
         && pipe.upstream_done() == 0
-        && (pipe.upstream_error() != 0 || (pipe.upstream_eof() != 0 && pipe.length != -1))
+        && ((declared_length && pipe.upstream_error() != 0) || (pipe.upstream_eof() != 0 && pipe.length != -1))
 }
 
 /// The HTTP status the gRPC answer of the request's last upstream stands for:
 /// its `grpc-status`, from the trailers (or, for an answer without a body, the
 /// header), as the upstream sent them (`grpc_hide_header` aside). None when the
 /// answer is not gRPC (`Content-Type`), or has no status.
-fn grpc_status(r: &ngx_http_request_t) -> Option<u16> {
+///
+/// DEADLINE_EXCEEDED once the call's own deadline (`grpc-timeout`, which nginx
+/// passes on) has passed, `waited_ms` after new was asked, is the client's
+/// doing, as a client that hangs up is: 499, like CANCELLED. Read as new's
+/// 504, any client could open the breaker or fail a ramp step with
+/// `grpc-timeout: 1n`.
+fn grpc_status(r: &ngx_http_request_t, waited_ms: u64) -> Option<u16> {
     if !is_grpc(crate::http::request::bytes(&r.headers_out.content_type)) {
         return None;
     }
@@ -472,8 +486,19 @@ fn grpc_status(r: &ngx_http_request_t) -> Option<u16> {
     let headers = &u.headers_in;
     let value =
         list_value(&headers.trailers, b"grpc-status").or_else(|| list_value(&headers.headers, b"grpc-status"))?;
-    Some(grpc_http_status(value))
+    match grpc_http_status(value) {
+        GATEWAY_TIMEOUT
+            if list_value(&r.headers_in.headers, b"grpc-timeout")
+                .and_then(grpc_timeout_us)
+                .is_some_and(|deadline_us| deadline_us <= (waited_ms + 1) * 1000) =>
+        {
+            Some(CLIENT_CLOSED_REQUEST as u16)
+        }
+        status => Some(status),
+    }
 }
+
+const GATEWAY_TIMEOUT: u16 = 504;
 
 /// nginx's status for a request the client closed before it was answered.
 const CLIENT_CLOSED_REQUEST: usize = 499;
@@ -496,6 +521,8 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream, broke_off: bool) -
         FirstUpstream::Attempt { last, .. } if no_response(last) && (client_left || refused_client_body(r, last)) => {
             (ABORTED, None)
         }
+        // A gRPC call the client cancelled, or whose own deadline passed.
+        FirstUpstream::Attempt { last, .. } if last.status == CLIENT_CLOSED_REQUEST => (ABORTED, None),
         FirstUpstream::Attempt { last, waited_ms, .. } => {
             let time = (last.response_time != ngx_msec_t::MAX).then(|| waited_ms * 1000);
             // The upstream's own status, not the one the client got: with

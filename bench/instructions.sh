@@ -56,6 +56,12 @@ $([ -z "${SECOND_SERVER:-}" ] || server_block "$SECOND_SERVER")
 }
 CONF
 }
+proxy_locations() {  # only for `proxied`: more locations cost every request a longer location lookup
+cat <<CONF
+        location = /proxy-plain  { proxy_pass http://127.0.0.1:$port/plain; }
+        location = /proxy-module { migration on; proxy_pass http://127.0.0.1:$port/plain; }
+CONF
+}
 server_block() {  # a server block named $1, with the three locations
 cat <<CONF
     server {
@@ -65,8 +71,7 @@ cat <<CONF
         location = /host   { return 200 \$host; }
         location = /chain  { return 200 \$chain_target; }
         location = /module { migration on; return 200 \$migration_target; }
-        location = /proxy-plain  { proxy_pass http://127.0.0.1:$port/plain; }
-        location = /proxy-module { migration on; proxy_pass http://127.0.0.1:$port/plain; }
+$([ -z "${PROXIED:-}" ] || proxy_locations)
     }
 CONF
 }
@@ -113,6 +118,7 @@ per_request() {
     echo $(( (b - a) / 2000 ))
 }
 if [ "${1:-}" = profile ]; then  # for bench/profile-lines.sh: one run kept, instruction by instruction
+    case ${PROFILE_PATH:-} in /proxy-*) export PROXIED=1 ;; esac
     write_conf "$root/bench/instructions.yaml"
     under_callgrind "$PROFILE_OUT" "${PROFILE_PATH:-/module}" "${PROFILE_REQUESTS:-20000}" --dump-instr=yes
     exit 0
@@ -154,7 +160,7 @@ if [ "${1:-}" = proxied ]; then
     # A proxied request (to /plain of the same nginx, which both figures
     # include): what `migration on` adds to it, the log phase's reading of the
     # routed upstream (its states, its end, a gRPC status) included.
-    write_conf "$root/bench/instructions.yaml"
+    PROXIED=1 write_conf "$root/bench/instructions.yaml"
     plain=$(per_request /proxy-plain); module=$(per_request /proxy-module)
     python3 - "${HEADERS:-9}" "$plain" "$module" <<'PY'
 import sys

@@ -86,10 +86,10 @@ CONF
 # a body: new's `return` answers before reading one, and then resets the
 # stream, which curl may report as an error (92) before the status.
 sub grpc_call {
-    my ($code, $path, $deadline) = @_;
+    my ($code, $path, @deadlines) = @_;
     my $port = rand_port(4);
     $path //= '/pkg.Service/Call';
-    my $timeout = $deadline ? "-H 'grpc-timeout: $deadline'" : '';
+    my $timeout = join ' ', map { "-H 'grpc-timeout: $_'" } @deadlines;
     return `curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --http2-prior-knowledge -H 'Content-Type: application/grpc' -H 'X-Code: $code' $timeout --resolve api.example:$port:127.0.0.1 http://api.example:$port$path 2>&1`;
 }
 
@@ -97,15 +97,18 @@ sub grpc_checks {
     is(main::grpc_call(0), 200, 'grpc-status 0 (OK)');
     is(main::grpc_call(5), 200, 'grpc-status 5 (NOT_FOUND)');
     is(main::grpc_call(1), 200, 'grpc-status 1 (CANCELLED)');
+    is(main::grpc_call(12), 200, 'grpc-status 12 (UNIMPLEMENTED)');
     is(main::grpc_call(4, undef, '1n'), 200, "grpc-status 4 (DEADLINE_EXCEEDED) once the call's own 1 ns deadline passed");
+    is(main::grpc_call(4, undef, '100S', '1n'), 200, 'grpc-status 4, two deadlines (new may read the second)');
+    is(main::grpc_call(4, undef, '-1S'), 200, 'grpc-status 4, a deadline the module does not read (new may)');
     my $s = main::status()->{services}[0];
-    is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx 4xx 5xx aborted)), '1 1 0 2', "OK is new's 2xx, NOT_FOUND a 4xx; the client's deadline and CANCELLED are aborted");
+    is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx 4xx 5xx aborted)), '1 3 0 3', "OK is new's 2xx, NOT_FOUND, CANCELLED and UNIMPLEMENTED 4xx; DEADLINE_EXCEEDED the client's deadline explains is aborted");
     is($s->{fallback}{consecutive_failures}, 0, 'no breaker failure so far');
     is(main::grpc_call(4, undef, '10S'), 200, "grpc-status 4 well before the call's 10 s deadline: new's own");
     is(main::grpc_call(14, '/only'), 200, 'grpc-status 14 (UNAVAILABLE) in the header of an answer without a body');
     is(main::grpc_call(14), 200, 'grpc-status 14 in the trailers');
     $s = main::status()->{services}[0];
-    is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx 4xx 5xx aborted)), '1 1 3 2', 'DEADLINE_EXCEEDED of its own (504) and UNAVAILABLE (503) are 5xx');
+    is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx 4xx 5xx aborted)), '1 3 3 3', 'DEADLINE_EXCEEDED of its own (504) and UNAVAILABLE (503) are 5xx');
     is_deeply($s->{fallback}, { state => 'open', consecutive_failures => 3, trips => 1 }, 'the three opened the breaker (503 and 504 are in statuses)');
     like(Test::MigrationNginx::error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 503\)/, 'logged as 503');
 }

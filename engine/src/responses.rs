@@ -57,8 +57,9 @@ pub fn is_grpc(content_type: &[u8]) -> bool {
 /// is an HTTP 200 with the error in its trailers: counted by its status line
 /// it would be a success. The mapping is Google's (google.rpc.Code, as
 /// grpc-gateway applies it): 14 UNAVAILABLE is a 503, 4 DEADLINE_EXCEEDED a
-/// 504, 13 INTERNAL a 500, 5 NOT_FOUND a 404, 1 CANCELLED a 499. A value that
-/// is not a code reads as 2 UNKNOWN, a 500, as gRPC clients read it.
+/// 504, 13 INTERNAL a 500, 5 NOT_FOUND a 404, 1 CANCELLED a 499; but 12
+/// UNIMPLEMENTED, a 501 there, is a 404 (a method that does not exist). A
+/// value that is not a code reads as 2 UNKNOWN, a 500, as gRPC clients read it.
 pub fn grpc_http_status(grpc_status: &[u8]) -> u16 {
     let code = std::str::from_utf8(grpc_status).ok().and_then(|s| s.trim().parse::<u32>().ok());
     match code {
@@ -70,7 +71,9 @@ pub fn grpc_http_status(grpc_status: &[u8]) -> u16 {
         Some(6 | 10) => 409,
         Some(7) => 403,
         Some(8) => 429,
-        Some(12) => 501,
+        // Google maps it to 501; but any client gets it by calling a method
+        // that does not exist, as it gets a 404 for a path.
+        Some(12) => 404,
         Some(14) => 503,
         Some(16) => 401,
         // 2 UNKNOWN, 13 INTERNAL, 15 DATA_LOSS, and what is not a code.
@@ -278,7 +281,7 @@ mod tests {
             ("9", 400),
             ("10", 409),
             ("11", 400),
-            ("12", 501),
+            ("12", 404),
             ("13", 500),
             ("14", 503),
             ("15", 500),

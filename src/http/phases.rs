@@ -27,7 +27,7 @@ use crate::conf::Module;
 use crate::http::decision::{
     decided_after_access, existing, log_transition, migration_on, RequestDecision, LOGGING, NOT_ROUTED,
 };
-use crate::http::request::list_value;
+use crate::http::request::{list_value, list_values};
 use crate::state::live::LiveConfig;
 
 unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -225,14 +225,17 @@ fn record_outcome(
     let slot = &live.slots[live_index];
     let published = &d.published;
     let mut first = first_upstream(r, d.routed_from.get());
+    let mut ending = Ending::Whole;
     // A gRPC error is an HTTP 200 whose `grpc-status` says the error: the
     // routed upstream's status is the one that code stands for, when the
     // client got its answer (after an error_page retry, another upstream's
     // trailers are all that is left).
     if let FirstUpstream::Attempt { last, later: false, waited_ms } = &mut first {
         if last.status == 200 {
-            if let Some(status) = grpc_status(r, *waited_ms) {
-                last.status = status.into();
+            match grpc_answer(r, *waited_ms) {
+                Some(GrpcAnswer::Status(status)) => last.status = status.into(),
+                Some(GrpcAnswer::ClientsDeadline) => ending = Ending::ClientsDeadline,
+                None => {}
             }
         }
     }
@@ -254,12 +257,16 @@ fn record_outcome(
     };
     // A stream's end says nothing of its cluster: an idle one outlives
     // `proxy_read_timeout` by design.
-    let broke_off = !drained
+    if ending == Ending::Whole
+        && !drained
         && matches!(&first, FirstUpstream::Attempt { last, later: false, .. } if !no_response(last))
         && response_broke_off(r)
-        && !long_lived();
+        && !long_lived()
+    {
+        ending = Ending::BrokeOff;
+    }
     if d.counted.get() {
-        let (class, mut upstream_us) = if drained { (ABORTED, None) } else { response_of(r, &first, broke_off) };
+        let (class, mut upstream_us) = if drained { (ABORTED, None) } else { response_of(r, &first, ending) };
         // A long-lived request's upstream time is its whole life (a WebSocket's
         // hours would fill `+Inf`, and fail a gate's p99 with nobody to blame):
         // it counts in its class, without a latency sample (the sample of an
@@ -290,7 +297,7 @@ fn record_outcome(
     // decision that only fed a log format hands back a trial permit it may hold.
     let by_migration = d.counted.get() && d.decision.rule != Rule::Header && !drained;
     let outcome = if by_migration {
-        upstream_outcome(r, &first, broke_off, |status| policy.is_failure(status))
+        upstream_outcome(r, &first, ending, |status| policy.is_failure(status))
     } else {
         Outcome::Inconclusive
     };
@@ -366,7 +373,7 @@ fn no_response(attempt: &ngx_http_upstream_state_t) -> bool {
 fn upstream_outcome(
     r: &ngx_http_request_t,
     first: &FirstUpstream,
-    broke_off: bool,
+    ending: Ending,
     is_failure: impl Fn(u16) -> bool,
 ) -> Outcome {
     // SAFETY: the connection outlives its requests.
@@ -382,8 +389,7 @@ fn upstream_outcome(
                 _ => Outcome::Inconclusive,
             }
         }
-        // A gRPC call the client cancelled, or whose own deadline passed.
-        FirstUpstream::Attempt { last, .. } if last.status == CLIENT_CLOSED_REQUEST => Outcome::Inconclusive,
+        FirstUpstream::Attempt { .. } if ending == Ending::ClientsDeadline => Outcome::Inconclusive,
         FirstUpstream::Attempt { last, .. } => {
             let status = u16::try_from(last.status).unwrap_or(0);
             // Without a response the status is nginx's own (502 when new closed
@@ -400,7 +406,7 @@ fn upstream_outcome(
             }
             // nginx ends a response that broke off with 502 (504 when new
             // stalled and proxy_buffering is off), after its header went out.
-            if broke_off {
+            if ending == Ending::BrokeOff {
                 return Outcome::Failure(502);
             }
             Outcome::Success
@@ -449,7 +455,9 @@ fn response_broke_off(r: &ngx_http_request_t) -> bool {
     };
     // SAFETY: the connection outlives its requests.
     let client = unsafe { &*r.connection };
-    if u.header_sent() == 0 || client.error() != 0 || client.timedout() != 0 {
+    // A body still coming when the response ended: nginx refused it (413, a
+    // bad chunk) after new's header went out, and cut new's response short.
+    if u.header_sent() == 0 || client.error() != 0 || client.timedout() != 0 || r.reading_body() != 0 {
         return false;
     }
     let declared_length = u.headers_in.content_length_n >= 0;
@@ -465,17 +473,38 @@ fn response_broke_off(r: &ngx_http_request_t) -> bool {
         && ((declared_length && pipe.upstream_error() != 0) || (pipe.upstream_eof() != 0 && pipe.length != -1))
 }
 
-/// The HTTP status the gRPC answer of the request's last upstream stands for:
-/// its `grpc-status`, from the trailers (or, for an answer without a body, the
-/// header), as the upstream sent them (`grpc_hide_header` aside). None when the
-/// answer is not gRPC (`Content-Type`), or has no status.
+/// How the routed upstream's answer ended, beyond its status.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Whole,
+    /// Its body broke off after its header went out (`response_broke_off`).
+    BrokeOff,
+    /// A gRPC DEADLINE_EXCEEDED that the call's own deadline explains (or may):
+    /// the client's doing, as a client that hangs up is (see `grpc_answer`).
+    ClientsDeadline,
+}
+
+/// What a gRPC answer says of its upstream, beyond its HTTP 200.
+enum GrpcAnswer {
+    /// The HTTP status its `grpc-status` stands for.
+    Status(u16),
+    /// DEADLINE_EXCEEDED, not shown to be new's own.
+    ClientsDeadline,
+}
+
+/// What the gRPC answer of the request's last upstream says: its
+/// `grpc-status`, from the trailers (or, for an answer without a body, the
+/// header), as the upstream sent them (`grpc_hide_header` aside). None when
+/// the answer is not gRPC (`Content-Type`), or has no status.
 ///
-/// DEADLINE_EXCEEDED once the call's own deadline (`grpc-timeout`, which nginx
-/// passes on) has passed, `waited_ms` after new was asked, is the client's
-/// doing, as a client that hangs up is: 499, like CANCELLED. Read as new's
-/// 504, any client could open the breaker or fail a ramp step with
-/// `grpc-timeout: 1n`.
-fn grpc_status(r: &ngx_http_request_t, waited_ms: u64) -> Option<u16> {
+/// DEADLINE_EXCEEDED is new's own 504 only when the call carried no deadline,
+/// or one `grpc-timeout` that new answered well before: in less than half of
+/// it, less 10 ms (`waited_ms` after nginx asked new; a server may shorten a
+/// deadline by a margin, and nginx's clock has its resolution). Otherwise the
+/// client's deadline explains it: read as new's 504, any client could open
+/// the breaker or fail a ramp step with `grpc-timeout: 1n`. So does a deadline
+/// the module cannot read the way new does (two headers, a sign, junk).
+fn grpc_answer(r: &ngx_http_request_t, waited_ms: u64) -> Option<GrpcAnswer> {
     if !is_grpc(crate::http::request::bytes(&r.headers_out.content_type)) {
         return None;
     }
@@ -486,16 +515,19 @@ fn grpc_status(r: &ngx_http_request_t, waited_ms: u64) -> Option<u16> {
     let headers = &u.headers_in;
     let value =
         list_value(&headers.trailers, b"grpc-status").or_else(|| list_value(&headers.headers, b"grpc-status"))?;
-    match grpc_http_status(value) {
-        GATEWAY_TIMEOUT
-            if list_value(&r.headers_in.headers, b"grpc-timeout")
-                .and_then(grpc_timeout_us)
-                .is_some_and(|deadline_us| deadline_us <= (waited_ms + 1) * 1000) =>
-        {
-            Some(CLIENT_CLOSED_REQUEST as u16)
-        }
-        status => Some(status),
+    let status = grpc_http_status(value);
+    if status != GATEWAY_TIMEOUT {
+        return Some(GrpcAnswer::Status(status));
     }
+    let mut deadlines = list_values(&r.headers_in.headers, b"grpc-timeout");
+    let news_own = match (deadlines.next(), deadlines.next()) {
+        (None, _) => true,
+        (Some(deadline), None) => {
+            grpc_timeout_us(deadline).is_some_and(|deadline_us| deadline_us > 2 * (waited_ms * 1000 + 10_000))
+        }
+        (Some(_), Some(_)) => false,
+    };
+    Some(if news_own { GrpcAnswer::Status(status) } else { GrpcAnswer::ClientsDeadline })
 }
 
 const GATEWAY_TIMEOUT: u16 = 504;
@@ -509,7 +541,7 @@ const CLIENT_CLOSED_REQUEST: usize = 499;
 /// must not move a gate), `failed` when no upstream response came (the
 /// breaker's own test), else the class of the status the client got; and the
 /// upstream's response time, when it had one.
-fn response_of(r: &ngx_http_request_t, first: &FirstUpstream, broke_off: bool) -> (usize, Option<u64>) {
+fn response_of(r: &ngx_http_request_t, first: &FirstUpstream, ending: Ending) -> (usize, Option<u64>) {
     let client_class = || class_of(u16::try_from(r.headers_out.status).unwrap_or(0)).unwrap_or(FAILED);
     // SAFETY: the connection outlives its requests.
     let client_left = unsafe { (*r.connection).error() } != 0 || r.headers_out.status == CLIENT_CLOSED_REQUEST;
@@ -521,8 +553,7 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream, broke_off: bool) -
         FirstUpstream::Attempt { last, .. } if no_response(last) && (client_left || refused_client_body(r, last)) => {
             (ABORTED, None)
         }
-        // A gRPC call the client cancelled, or whose own deadline passed.
-        FirstUpstream::Attempt { last, .. } if last.status == CLIENT_CLOSED_REQUEST => (ABORTED, None),
+        FirstUpstream::Attempt { .. } if ending == Ending::ClientsDeadline => (ABORTED, None),
         FirstUpstream::Attempt { last, waited_ms, .. } => {
             let time = (last.response_time != ngx_msec_t::MAX).then(|| waited_ms * 1000);
             // The upstream's own status, not the one the client got: with
@@ -531,7 +562,14 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream, broke_off: bool) -
             // with another response, and counted as that one new looked
             // healthy to the status and to a ramp's gate while it failed.
             let class = u16::try_from(last.status).ok().and_then(class_of);
-            (if no_response(last) || broke_off { FAILED } else { class.unwrap_or_else(client_class) }, time)
+            (
+                if no_response(last) || ending == Ending::BrokeOff {
+                    FAILED
+                } else {
+                    class.unwrap_or_else(client_class)
+                },
+                time,
+            )
         }
     }
 }

@@ -27,12 +27,17 @@ pub struct NgxRequestView<'r> {
     minted: core::cell::OnceCell<Option<StickyId>>,
 }
 
-/// The value of the first entry of `list` named `name` (any case): a header or
-/// trailer of an upstream's response, as nginx keeps them.
-pub(crate) fn list_value<'a>(list: &'a ngx::ffi::ngx_list_t, name: &[u8]) -> Option<&'a [u8]> {
+/// The values of the entries of `list` named `name` (any case), in order: a
+/// header or trailer as nginx keeps them.
+pub(crate) fn list_values<'a>(list: &'a ngx::ffi::ngx_list_t, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
     Headers { part: Some(&list.part), index: 0 }
-        .find(|h| bytes(&h.key).eq_ignore_ascii_case(name))
+        .filter(move |h| bytes(&h.key).eq_ignore_ascii_case(name))
         .map(|h| bytes(&h.value))
+}
+
+/// The value of the first entry of `list` named `name` (any case).
+pub(crate) fn list_value<'a>(list: &'a ngx::ffi::ngx_list_t, name: &'a [u8]) -> Option<&'a [u8]> {
+    list_values(list, name).next()
 }
 
 impl<'r> NgxRequestView<'r> {

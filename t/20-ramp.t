@@ -371,6 +371,9 @@ main::write_file("$prefix/conf/nginx.conf", "daemon on;\nmaster_process on;\nwor
     . "    migration_config " . html_dir() . "/m.yaml;\n    server { listen 127.0.0.1:$port; server_name api.example; location / { migration on; return 200 \"\$migration_target \$migration_percentage\"; } }\n}\n");
 system(nginx_binary(), '-p', "$prefix/", '-c', 'conf/nginx.conf', '-e', 'logs/error.log');
 is($?, 0, 'the replica starts two seconds later');
+# The daemon writes its pid file after `system` returns: read too soon, the
+# replica was never stopped and outlived the test run.
+for (1 .. 100) { last if -s "$prefix/logs/nginx.pid"; Time::HiRes::sleep(0.05) }
 if (open my $pidfile, '<', "$prefix/logs/nginx.pid") { my $pid = <$pidfile>; chomp $pid; push @main::stop_at_end, ['QUIT', $pid] }
 my @users = map { "r-$_" } 1 .. 500;
 for my $i (0 .. 3) {

@@ -4,7 +4,7 @@
 # outcome closes or re-opens the breaker. Two workers share the breaker.
 use lib 't/lib';
 use Test::MigrationNginx;
-use Test::MigrationHelpers qw(fallback status touch);
+use Test::MigrationHelpers qw(fallback status touch stalling_new);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET;
@@ -149,17 +149,14 @@ sub slow_whole_new {
     return "    server {\n        listen 127.0.0.1:$port;\n        location / { limit_rate 1600; return 200 \"$body\"; }\n    }\n";
 }
 
-# A new cluster whose responses break off: the header and the body's first
-# bytes at once, then a byte a second (`limit_rate`) of the 2,000 announced.
-sub stalling_new {
-    my ($port) = @_;
-    my $body = 'x' x 2000;
-    return <<"CONF";
-    server {
-        listen 127.0.0.1:$port;
-        location / { limit_rate_after 500; limit_rate 1; return 200 "$body"; }
+# Three GETs whose responses new breaks off: each a 200 cut short.
+sub three_cut_short {
+    my ($what) = @_;
+    for (1 .. 3) {
+        my ($status, $bytes) = split ' ', raw('GET');
+        Test::More::is($status, 200, "$what $_: a 200");
+        Test::More::cmp_ok($bytes, '<', 2000, "$what $_: cut short");
     }
-CONF
 }
 
 add_block_preprocessor(sub {
@@ -592,11 +589,7 @@ is($s->{fallback}{state}, 'open', 'and the three opened the breaker');
 upstream timed out
 --- check_eval
 is(main::raw('HEAD'), '200 0', 'a HEAD: the header, no body to wait for');
-for (1 .. 3) {
-    my ($status, $bytes) = split ' ', main::raw('GET');
-    is($status, 200, "stalled $_: a 200");
-    cmp_ok($bytes, '<', 2000, "stalled $_: cut short");
-}
+main::three_cut_short('stalled');
 is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'three broken responses opened the breaker, although statuses lists only 500');
 like(error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 502\)/, "logged with nginx's 502");
 my $new = main::status()->{services}[0]{responses}{new};
@@ -637,11 +630,7 @@ is("$whole->{status} $whole->{body}", '200 new', 'a whole response: a success');
 is(main::raw_leave('/slow'), 200, 'a client that leaves after the header, while new sends its whole body slowly ...');
 Time::HiRes::sleep(1);
 is(main::fallback()->{consecutive_failures}, 0, '... is not a failure of new');
-for (1 .. 3) {
-    my ($status, $bytes) = split ' ', main::raw('GET');
-    is($status, 200, "broken $_: a 200");
-    cmp_ok($bytes, '<', 2000, "broken $_: cut short");
-}
+main::three_cut_short('broken');
 is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'three broken responses opened the breaker');
 my $new = main::status()->{services}[0]{responses}{new};
 is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '2 3', 'the two 2xx (the client that left got one), three failed');

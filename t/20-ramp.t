@@ -4,7 +4,7 @@
 # (html/new-down: new answers 503; html/old-down: old does).
 use lib 't/lib';
 use Test::MigrationNginx;
-use Test::MigrationHelpers qw(murmur2 write_file touch status);
+use Test::MigrationHelpers qw(murmur2 write_file touch status stalling_new);
 use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET ();
@@ -808,10 +808,7 @@ main::stop_children();
 
 === TEST 24: a response new breaks off in the middle of its body (a 200 cut short when new stalls past proxy_read_timeout) is an error to the gate: the step rolls back
 --- http_config eval
-"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n"
-    . "    # new: the header and the first bytes of its body, then a byte a second.\n"
-    . "    server {\n        listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_3;\n"
-    . "        location / { limit_rate_after 500; limit_rate 1; return 200 \"" . ('x' x 2000) . "\"; }\n    }\n"
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::stalling_new('$TEST_NGINX_RAND_PORT_3')
 --- config
     location / {
         migration on;

@@ -17,7 +17,7 @@ use warnings;
 use Exporter 'import';
 use JSON::PP ();
 
-our @EXPORT_OK = qw(mul32 murmur2 write_file touch status fallback nginx_run);
+our @EXPORT_OK = qw(mul32 murmur2 write_file touch status fallback nginx_run stalling_new);
 
 # nginx's ngx_murmur_hash2, in 32-bit arithmetic: the oracle for splits
 # (split_clients, user_hash, ip_hash).
@@ -84,6 +84,21 @@ sub nginx_run {
         '-e', 'logs/error.log', '-c', 'conf/nginx.conf', @args;
     my $text = `$cmd 2>&1`;
     return ($? >> 8, $text);
+}
+
+
+# stalling_new($port): a server block for nginx.conf, a new cluster whose
+# responses break off: the header and the body's first bytes at once, then a
+# byte a second (`limit_rate`) of the 2,000 it announces.
+sub stalling_new {
+    my ($port) = @_;
+    my $body = 'x' x 2000;
+    return <<"CONF";
+    server {
+        listen 127.0.0.1:$port;
+        location / { limit_rate_after 500; limit_rate 1; return 200 "$body"; }
+    }
+CONF
 }
 
 1;

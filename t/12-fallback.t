@@ -9,6 +9,7 @@ use JSON::PP ();
 use Time::HiRes ();
 use IO::Socket::INET;
 use POSIX ();
+use Socket ();
 
 sub yaml_for {
     my (%o) = @_;
@@ -147,6 +148,119 @@ sub slow_whole_new {
     my ($port) = @_;
     my $body = 'y' x 4000;
     return "    server {\n        listen 127.0.0.1:$port;\n        location / { limit_rate 1600; return 200 \"$body\"; }\n    }\n";
+}
+
+# A new cluster that announces a body of 300,000 bytes, sends 150,000 at once
+# and closes its connection (a crash mid-download). Stopped at exit.
+sub crashing_new {
+    my ($port) = @_;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
+        or die "listen: $!";
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $SIG{PIPE} = 'IGNORE';
+        $SIG{CHLD} = 'IGNORE';
+        while (my $c = $l->accept) {
+            next if fork();
+            while (defined(my $line = <$c>)) { last if $line =~ /^\r?\n$/ }
+            print $c "HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" . ('z' x 150000);
+            Time::HiRes::sleep(0.2);
+            close $c;
+            POSIX::_exit(0);
+        }
+        POSIX::_exit(0);
+    }
+    close $l;
+    push @streamers, $pid;
+}
+
+# A GET over HTTP/2 without TLS (no HTTP/2 client library here: the frames
+# by hand) from a client with a small receive buffer that reads nothing for
+# $wait seconds (nginx's frames wait in its queue), then reads to the end,
+# opening the flow-control window as it reads, as a browser does; or, with
+# $cancel, cancels the stream (RST_STREAM CANCEL) once the header came.
+# Returns "STATUS DATA-BYTES RST_STREAM-CODE" ("none" for what did not come).
+sub h2_get {
+    my ($path, $wait, $cancel) = @_;
+    socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0) or die "socket: $!";
+    setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 4096) or die "setsockopt: $!";
+    connect($s, Socket::pack_sockaddr_in(rand_port(4), Socket::inet_aton('127.0.0.1'))) or die "connect: $!";
+    my $frame = sub { my ($type, $flags, $id, $payload) = @_;
+        substr(pack('N', length $payload), 1) . pack('CCN', $type, $flags, $id) . $payload };
+    # HPACK: GET, http, :path and :authority as literals with indexed names.
+    my $headers = "\x82\x86" . "\x04" . chr(length $path) . $path . "\x01" . chr(11) . 'api.example';
+    syswrite $s, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" . $frame->(4, 0, 0, '') . $frame->(1, 5, 1, $headers);
+    Time::HiRes::sleep($wait);
+    my ($status, $bytes, $rst, $buf) = ('none', 0, 'none', '');
+    my $read = sub { my ($n) = @_;
+        while (length $buf < $n) {
+            my $ready = ''; vec($ready, fileno($s), 1) = 1;
+            return undef unless select($ready, undef, undef, 5);
+            my $got = sysread($s, $buf, 65536, length $buf); return undef unless $got }
+        return substr($buf, 0, $n, '') };
+    while (defined(my $head = $read->(9))) {
+        my ($len_hi, $len_lo, $type, $flags, $id) = unpack('CnCCN', $head);
+        my $payload = $read->(($len_hi << 16) | $len_lo) // last;
+        if ($type == 1 && $id == 1) {
+            # :status 200 is HPACK's static entry 8; another, a literal.
+            $status = substr($payload, 0, 1) eq "\x88" ? 200 : $payload =~ /^\x48\x03(\d{3})/ ? $1 : 'other';
+            if ($cancel) { syswrite $s, $frame->(3, 0, 1, pack('N', 8)); last }
+        }
+        elsif ($type == 0 && $id == 1) {
+            $bytes += length $payload;
+            last if $flags & 1;
+            # Flow control: the window a browser opens as it reads.
+            my $more = pack('N', length $payload);
+            syswrite $s, $frame->(8, 0, 0, $more) . $frame->(8, 0, 1, $more) if length $payload;
+        }
+        elsif ($type == 3 && $id == 1) { $rst = unpack('N', $payload); last }
+        elsif ($type == 4 && !($flags & 1)) { syswrite $s, $frame->(4, 1, 0, '') }
+        elsif ($type == 7) { last }
+    }
+    close $s;
+    return "$status $bytes $rst";
+}
+
+# HTTP/2 breaks (TESTs 21 and 22): a front on port 4 speaking HTTP/2 the way
+# this nginx spells it (`http2 on` from 1.25.1; before, the listen's `http2`,
+# which then speaks nothing else), with a small send buffer.
+sub h2_break_front {
+    my ($spelling) = @_;
+    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    return <<"CONF";
+    server {
+        listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_4 sndbuf=8k$listen;$on
+        server_name api.example;
+        location / {
+            migration on;
+            proxy_pass http://\$migration_backend;
+        }
+        location = /unbuffered {
+            migration on;
+            proxy_buffering off;
+            proxy_pass http://\$migration_backend;
+        }
+        # new's slow but whole answer (routed to new: the service is at 100 %)
+        location = /slow {
+            migration on;
+            proxy_pass http://127.0.0.1:\$TEST_NGINX_RAND_PORT_5;
+        }
+    }
+CONF
+}
+
+sub h2_break_checks {
+    main::crashing_new(rand_port(3));
+    is(main::h2_get('/slow', 0, 'cancel'), '200 0 none', 'a client that cancels its stream after the header, while new sends its whole body slowly ...');
+    Time::HiRes::sleep(1);
+    is(main::fallback()->{consecutive_failures}, 0, '... is not a failure of new');
+    is(main::h2_get('/', 0.5), '200 150000 2', 'new crashes after 150,000 of 300,000 bytes (buffered): the client reads them, then a reset stream');
+    is(main::h2_get('/', 0.5), '200 150000 2', 'again');
+    is(main::fallback()->{consecutive_failures}, 2, 'two failures of new');
+    is(main::h2_get('/unbuffered', 0.5), '200 150000 2', 'the same unbuffered');
+    is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'three broken responses opened the breaker');
+    my $new = main::status()->{services}[0]{responses}{new};
+    is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '1 3', 'the cancelled stream is 2xx (its header was out), the broken ones failed');
 }
 
 # Three GETs whose responses new breaks off: each a 200 cut short.
@@ -696,3 +810,28 @@ is($get->("/buffered/cut/$_"), 200, "a stream new closes before its last chunk, 
 $s = main::status()->{services}[0];
 is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '6 3', 'three failed');
 is($s->{fallback}{state}, 'open', 'and the breaker open');
+
+
+=== TEST 21: HTTP/2: a download that new breaks off (a crash mid-body) while the client reads slowly, with flow control, is a failure of new, buffered or not; a client that cancels its stream mid-body is not (nginx >= 1.25.1: `http2 on`)
+--- requires
+nginx >= 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::slow_whole_new('$TEST_NGINX_RAND_PORT_5') . main::h2_break_front('http2 on')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- check_eval
+main::h2_break_checks();
+
+
+
+=== TEST 22: HTTP/2 breaks, as TEST 21 (nginx < 1.25.1: `listen ... http2`)
+--- requires
+nginx < 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::slow_whole_new('$TEST_NGINX_RAND_PORT_5') . main::h2_break_front('listen')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- check_eval
+main::h2_break_checks();

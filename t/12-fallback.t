@@ -263,6 +263,49 @@ sub h2_break_checks {
     is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '1 3', 'the cancelled stream is 2xx (its header was out), the broken ones failed');
 }
 
+# A new cluster that answers an upload at once, before its body (a 200
+# announcing 100,000 bytes, 1,000 of them), then reads what comes for 1 s and
+# closes. Stopped at exit.
+sub early_answer_new {
+    my ($port) = @_;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
+        or die "listen: $!";
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        $SIG{PIPE} = 'IGNORE';
+        $SIG{CHLD} = 'IGNORE';
+        while (my $c = $l->accept) {
+            next if fork();
+            while (defined(my $line = <$c>)) { last if $line =~ /^\r?\n$/ }
+            print $c "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" . ('a' x 1000);
+            my $end = Time::HiRes::time() + 1;
+            while (Time::HiRes::time() < $end) {
+                my $ready = ''; vec($ready, fileno($c), 1) = 1;
+                last if select($ready, undef, undef, 0.1) && !sysread($c, my $junk, 65536);
+            }
+            close $c;
+            POSIX::_exit(0);
+        }
+        POSIX::_exit(0);
+    }
+    close $l;
+    push @streamers, $pid;
+}
+
+# A chunked upload of 600 bytes, then, once new's header came, 600 more: past
+# a client_max_body_size of 1k after new answered. "STATUS BODY-BYTES".
+sub upload_too_large {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die "connect: $!";
+    my $chunk = sprintf("%x\r\n%s\r\n", 600, 'u' x 600);
+    print $s "POST /upload HTTP/1.1\r\nHost: api.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n$chunk";
+    my $head = '';
+    $head .= $_ while defined($_ = <$s>) && $_ ne "\r\n";
+    print $s $chunk;
+    local $/;
+    my $body = <$s> // '';
+    return join ' ', ($head =~ m{^HTTP/1\.1 (\d+)})[0] // 'none', length $body;
+}
+
 # Three GETs whose responses new breaks off: each a 200 cut short.
 sub three_cut_short {
     my ($what) = @_;
@@ -835,3 +878,33 @@ configure --with-http_v2_module
 [[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
 --- check_eval
 main::h2_break_checks();
+
+
+
+=== TEST 23: an upload nginx refuses after new answered (past client_max_body_size, `proxy_request_buffering off`) cuts new's response short: the client's doing, not a failure of new
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- config
+    location / {
+        migration on;
+        client_max_body_size 1k;
+        proxy_http_version 1.1;
+        proxy_request_buffering off;
+        proxy_buffering off;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- error_log
+client intended to send too large chunked body
+--- check_eval
+main::early_answer_new(rand_port(3));
+for (1 .. 3) {
+    my ($status, $bytes) = split ' ', main::upload_too_large();
+    is($status, 200, "upload $_: new's 200 went out");
+    cmp_ok($bytes, '<', 100000, "upload $_: cut short");
+}
+Time::HiRes::sleep(0.5);
+is(main::fallback()->{consecutive_failures}, 0, 'no failure of new');
+my $new = main::status()->{services}[0]{responses}{new};
+is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '3 0', "new's three 200s");
+

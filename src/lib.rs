@@ -75,7 +75,7 @@ pub static mut COMMANDS: [ngx_command_t; 5] = [
 
 static NGX_HTTP_MIGRATION_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(http::variables::add_variables),
-    postconfiguration: Some(http::phases::register_handlers),
+    postconfiguration: Some(http::postconfiguration::register_handlers),
     create_main_conf: Some(conf::create_main_conf),
     init_main_conf: None,
     create_srv_conf: Some(conf::create_srv_conf),

@@ -150,10 +150,14 @@ sub slow_whole_new {
     return "    server {\n        listen 127.0.0.1:$port;\n        location / { limit_rate 1600; return 200 \"$body\"; }\n    }\n";
 }
 
-# A new cluster that announces a body of 300,000 bytes, sends 150,000 at once
-# and closes its connection (a crash mid-download). Stopped at exit.
+# A new cluster that announces a body of 300,000 bytes (or, $grpc, a chunked
+# body of type application/grpc), sends 150,000 at once and closes its
+# connection (a crash mid-download). Stopped at exit.
 sub crashing_new {
-    my ($port) = @_;
+    my ($port, $grpc) = @_;
+    my $head = $grpc
+        ? "Content-Type: application/grpc\r\nTransfer-Encoding: chunked\r\n\r\n" . sprintf('%x', 150000) . "\r\n"
+        : "Content-Length: 300000\r\n\r\n";
     my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
         or die "listen: $!";
     my $pid = fork() // die "fork: $!";
@@ -163,7 +167,7 @@ sub crashing_new {
         while (my $c = $l->accept) {
             next if fork();
             while (defined(my $line = <$c>)) { last if $line =~ /^\r?\n$/ }
-            print $c "HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" . ('z' x 150000);
+            print $c "HTTP/1.1 200 OK\r\n$head" . ('z' x 150000);
             Time::HiRes::sleep(0.2);
             close $c;
             POSIX::_exit(0);
@@ -178,10 +182,11 @@ sub crashing_new {
 # by hand) from a client with a small receive buffer that reads nothing for
 # $wait seconds (nginx's frames wait in its queue), then reads to the end,
 # opening the flow-control window as it reads, as a browser does; or, with
-# $cancel, cancels the stream (RST_STREAM CANCEL) once the header came.
+# $cancel, cancels the stream (RST_STREAM CANCEL) once the header came. More
+# request headers: NAME => VALUE after $cancel.
 # Returns "STATUS DATA-BYTES RST_STREAM-CODE" ("none" for what did not come).
 sub h2_get {
-    my ($path, $wait, $cancel) = @_;
+    my ($path, $wait, $cancel, %more) = @_;
     socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0) or die "socket: $!";
     setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 4096) or die "setsockopt: $!";
     connect($s, Socket::pack_sockaddr_in(rand_port(4), Socket::inet_aton('127.0.0.1'))) or die "connect: $!";
@@ -189,6 +194,7 @@ sub h2_get {
         substr(pack('N', length $payload), 1) . pack('CCN', $type, $flags, $id) . $payload };
     # HPACK: GET, http, :path and :authority as literals with indexed names.
     my $headers = "\x82\x86" . "\x04" . chr(length $path) . $path . "\x01" . chr(11) . 'api.example';
+    $headers .= "\x00" . chr(length $_) . $_ . chr(length $more{$_}) . $more{$_} for sort keys %more;
     syswrite $s, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" . $frame->(4, 0, 0, '') . $frame->(1, 5, 1, $headers);
     Time::HiRes::sleep($wait);
     my ($status, $bytes, $rst, $buf) = ('none', 0, 'none', '');
@@ -304,6 +310,46 @@ sub upload_too_large {
     local $/;
     my $body = <$s> // '';
     return join ' ', ($head =~ m{^HTTP/1\.1 (\d+)})[0] // 'none', length $body;
+}
+
+# gRPC through a front that never buffers (`grpc_pass`, port 4) to a new
+# cluster (port 3) that resets the call's stream mid-body: its own upstream
+# (crashing_new, port 5) breaks off its chunked body: a gRPC body has no
+# declared length. HTTP/2 the way this nginx spells it.
+sub grpc_reset_servers {
+    my ($spelling) = @_;
+    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    return <<"CONF";
+    server {
+        listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_3$listen;$on
+        default_type application/grpc;
+        location / { proxy_pass http://127.0.0.1:\$TEST_NGINX_RAND_PORT_5; }
+    }
+    server {
+        listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_4$listen;$on
+        server_name api.example;
+        location / { migration on; grpc_pass grpc://127.0.0.1:\$TEST_NGINX_RAND_PORT_3; }
+    }
+CONF
+}
+
+sub grpc_reset_checks {
+    main::crashing_new(rand_port(5), 'grpc');
+    # The front relays what came before the reset: up to 150,000 bytes.
+    my $call = sub {
+        my ($what, @deadline) = @_;
+        my ($status, $bytes, $reset) = split ' ', main::h2_get('/pkg.Service/Stream', 0, undef, @deadline);
+        is("$status $reset", '200 2', "$what: new's header, then a reset stream (INTERNAL_ERROR)");
+        ok($bytes > 0 && $bytes <= 150000, "$what: part of the body ($bytes bytes)");
+    };
+    $call->('a call with a 1 ns deadline', 'grpc-timeout' => '1n');
+    is(main::fallback()->{consecutive_failures}, 0, 'its deadline may explain the reset (a server resets a call past it): no failure of new');
+    $call->('a call with a 100 s deadline', 'grpc-timeout' => '100S');
+    is(main::fallback()->{consecutive_failures}, 1, 'reset well before its deadline: a failure of new');
+    $call->("call $_ without a deadline") for 1 .. 2;
+    is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'three broken calls opened the breaker');
+    my $new = main::status()->{services}[0]{responses}{new};
+    is(join(' ', map { $new->{$_} // 0 } qw(2xx failed aborted)), '0 3 1', 'failed, and the call its deadline explains aborted');
 }
 
 # Three GETs whose responses new breaks off: each a 200 cut short.
@@ -820,7 +866,7 @@ main::grpc_checks();
 
 
 
-=== TEST 20: a stream without a declared length (chunked NDJSON) that idles past proxy_read_timeout is not new's failure, buffered or not; one that new closes before its last chunk is, where nginx tells it (buffered)
+=== TEST 20: a stream without a declared length (chunked NDJSON) that idles past proxy_read_timeout is not new's failure, buffered or not; one that new closes before its last chunk is, where nginx tells it (buffered; unbuffered, sooner than proxy_read_timeout)
 --- init
 main::streaming_new(rand_port(3));
 --- user_files eval
@@ -849,7 +895,10 @@ is($get->("/buffered/idle/$_"), 200, "a quiet stream, buffered, $_") for 1 .. 3;
 my $s = main::status()->{services}[0];
 is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '6 0', 'six 2xx of new');
 is($s->{fallback}{consecutive_failures}, 0, 'no breaker failure');
-is($get->("/buffered/cut/$_"), 200, "a stream new closes before its last chunk, buffered, $_") for 1 .. 3;
+is($get->('/cut/1'), 200, 'a stream new closes before its last chunk, unbuffered, sooner than proxy_read_timeout');
+$s = main::status()->{services}[0];
+is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '6 1', 'failed');
+is($get->("/buffered/cut/$_"), 200, "a stream new closes before its last chunk, buffered, $_") for 1 .. 2;
 $s = main::status()->{services}[0];
 is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '6 3', 'three failed');
 is($s->{fallback}{state}, 'open', 'and the breaker open');
@@ -907,4 +956,30 @@ Time::HiRes::sleep(0.5);
 is(main::fallback()->{consecutive_failures}, 0, 'no failure of new');
 my $new = main::status()->{services}[0]{responses}{new};
 is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '3 0', "new's three 200s");
+
+
+
+=== TEST 24: gRPC (never buffered, no declared length): a call whose stream new resets mid-body, sooner than grpc_read_timeout, is a failure of new, unless the call's own deadline may explain it (nginx >= 1.25.1: `http2 on`)
+--- requires
+nginx >= 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::grpc_reset_servers('http2 on')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- check_eval
+main::grpc_reset_checks();
+
+
+
+=== TEST 25: gRPC calls new resets mid-body, as TEST 24 (nginx < 1.25.1: `listen ... http2`)
+--- requires
+nginx < 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::grpc_reset_servers('listen')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- check_eval
+main::grpc_reset_checks();
 

@@ -1,14 +1,11 @@
 //! The module's phase handlers: the access phase decides (and counts) the
 //! requests of locations with `migration on`; the log phase feeds each routed
 //! request's outcome to its service's breaker, responses and ramp window.
-//! Registered by the postconfiguration, which also checks what needs the whole
-//! http block: the variables a `user_key: var:NAME` reads, what the locations
-//! can route.
+//! Registered by `http::postconfiguration`.
 
 use core::ptr;
 use core::slice;
 use core::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use migration_engine::responses::{
     class_of, grpc_http_status, grpc_timeout_us, is_event_stream, is_grpc, ABORTED, FAILED,
@@ -16,11 +13,9 @@ use migration_engine::responses::{
 use migration_engine::{Outcome, Rule, Target};
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t,
-    ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t, NGX_LOG_WARN,
+    ngx_http_request_t, ngx_http_upstream_state_t, ngx_http_upstream_t, ngx_int_t, ngx_msec_t, NGX_LOG_WARN,
 };
-use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::http::{HttpModule, Request};
 use ngx::ngx_log_error;
 
 use crate::conf::Module;
@@ -30,7 +25,7 @@ use crate::http::decision::{
 use crate::http::request::{list_value, list_values};
 use crate::state::live::LiveConfig;
 
-unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+pub(super) unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     crate::guard::request(r, "the access phase", || unsafe { access_handler_body(r) })
 }
@@ -59,7 +54,7 @@ unsafe fn access_handler_body(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// doing. In a location with `migration on` the decision is made here if no
 /// access handler of ours ran (`satisfy any` skips the rest of the access phase
 /// once one check passes).
-unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+pub(super) unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     crate::guard::request(r, "the precontent phase", || unsafe { precontent_handler_body(r) })
 }
@@ -168,7 +163,7 @@ fn warn_if_decided_before_access(r: &ngx_http_request_t, d: &RequestDecision) {
 
 /// The first handler of the log phase: from here on, a decision first used for
 /// the request is not counted as routed (see `http::decision::LOGGING`).
-unsafe extern "C" fn log_phase_begins(r: *mut ngx_http_request_t) -> ngx_int_t {
+pub(super) unsafe extern "C" fn log_phase_begins(r: *mut ngx_http_request_t) -> ngx_int_t {
     LOGGING.store(r as usize, Ordering::Relaxed);
     Status::NGX_OK.into()
 }
@@ -178,7 +173,7 @@ unsafe extern "C" fn log_phase_begins(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// so a trial always hands its permit back.
 // The `counted` flag doubles as "routed": it is set exactly when the decision was
 // used in a location with `migration on`.
-unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+pub(super) unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // The last handler of the phase (see `log_phase_begins`).
     LOGGING.store(0, Ordering::Relaxed);
     // SAFETY: nginx calls phase handlers with a live request.
@@ -257,13 +252,17 @@ fn record_outcome(
     };
     // A stream's end says nothing of its cluster: an idle one outlives
     // `proxy_read_timeout` by design.
-    if ending == Ending::Whole
-        && !drained
-        && matches!(&first, FirstUpstream::Attempt { last, later: false, .. } if !no_response(last))
-        && response_broke_off(r)
-        && !long_lived()
-    {
-        ending = Ending::BrokeOff;
+    if let FirstUpstream::Attempt { last, later: false, waited_ms } = &first {
+        if ending == Ending::Whole && !drained && !no_response(last) && response_broke_off(r, last) && !long_lived() {
+            // A gRPC server (or a proxy before it) resets a call's stream when
+            // the call's deadline passes: a deadline the client chose.
+            let grpc = is_grpc(crate::http::request::bytes(&r.headers_out.content_type));
+            ending = if grpc && clients_deadline_may_explain(r, *waited_ms) {
+                Ending::ClientsDeadline
+            } else {
+                Ending::BrokeOff
+            };
+        }
     }
     if d.counted.get() {
         let (class, mut upstream_us) = if drained { (ABORTED, None) } else { response_of(r, &first, ending) };
@@ -442,12 +441,15 @@ fn refused_client_body(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state
 /// end; unbuffered, not all read. A body without one (chunked, gRPC, or ended
 /// by closing the connection) may be a stream (NDJSON, a watch, a gRPC server
 /// stream) that idles past the read timeout by design: only its early close is
-/// read, where nginx tells it apart from a timeout (through the pipe, a
-/// chunked body's last chunk missing). A response the client stopped reading
+/// read, where nginx tells it apart from a timeout: through the pipe, a
+/// chunked body's last chunk missing; unbuffered (and gRPC), where nginx
+/// leaves both a close and a timeout as a body not all read, an end sooner
+/// than `proxy_read_timeout` after the attempt began, which no read timeout
+/// can have made. A response the client stopped reading
 /// (it left, or `send_timeout`) did not break off. Nor did one without a body
 /// to send (HEAD, a 304), which nginx ends before reading any (the pipe's
 /// flags stay clear, and an unbuffered body's length unknown).
-fn response_broke_off(r: &ngx_http_request_t) -> bool {
+fn response_broke_off(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state_t) -> bool {
     // SAFETY: r->upstream is null or the request's last upstream, allocated in
     // its pool; the log phase runs before the pool is destroyed.
     let Some(u) = (unsafe { r.upstream.as_ref() }) else {
@@ -462,7 +464,7 @@ fn response_broke_off(r: &ngx_http_request_t) -> bool {
     }
     let declared_length = u.headers_in.content_length_n >= 0;
     if u.buffering() == 0 {
-        return declared_length && u.length > 0;
+        return u.length > 0 && (declared_length || ended_before_a_read_timeout(u, attempt));
     }
     // SAFETY: u->pipe is null or the event pipe of the upstream, in the pool.
     let Some(pipe) = (unsafe { u.pipe.as_ref() }) else {
@@ -473,14 +475,26 @@ fn response_broke_off(r: &ngx_http_request_t) -> bool {
         && ((declared_length && pipe.upstream_error() != 0) || (pipe.upstream_eof() != 0 && pipe.length != -1))
 }
 
+/// Whether the attempt ended sooner than its read timeout after it began: a
+/// read timeout waits that long for data, so none can have ended it.
+fn ended_before_a_read_timeout(u: &ngx_http_upstream_t, attempt: &ngx_http_upstream_state_t) -> bool {
+    // SAFETY: u->conf is the location's upstream configuration, set before
+    // the upstream starts and alive as long as the configuration.
+    let Some(conf) = (unsafe { u.conf.as_ref() }) else {
+        return false;
+    };
+    attempt.response_time != ngx_msec_t::MAX && attempt.response_time < conf.read_timeout
+}
+
 /// How the routed upstream's answer ended, beyond its status.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ending {
     Whole,
     /// Its body broke off after its header went out (`response_broke_off`).
     BrokeOff,
-    /// A gRPC DEADLINE_EXCEEDED that the call's own deadline explains (or may):
-    /// the client's doing, as a client that hangs up is (see `grpc_answer`).
+    /// A gRPC call's DEADLINE_EXCEEDED, or its stream broken off, that the
+    /// call's own deadline explains (or may): the client's doing, as a client
+    /// that hangs up is (see `clients_deadline_may_explain`).
     ClientsDeadline,
 }
 
@@ -496,14 +510,8 @@ enum GrpcAnswer {
 /// `grpc-status`, from the trailers (or, for an answer without a body, the
 /// header), as the upstream sent them (`grpc_hide_header` aside). None when
 /// the answer is not gRPC (`Content-Type`), or has no status.
-///
-/// DEADLINE_EXCEEDED is new's own 504 only when the call carried no deadline,
-/// or one `grpc-timeout` that new answered well before: in less than half of
-/// it, less 10 ms (`waited_ms` after nginx asked new; a server may shorten a
-/// deadline by a margin, and nginx's clock has its resolution). Otherwise the
-/// client's deadline explains it: read as new's 504, any client could open
-/// the breaker or fail a ramp step with `grpc-timeout: 1n`. So does a deadline
-/// the module cannot read the way new does (two headers, a sign, junk).
+/// DEADLINE_EXCEEDED is new's own 504 only when the call's deadline cannot
+/// explain it (`clients_deadline_may_explain`).
 fn grpc_answer(r: &ngx_http_request_t, waited_ms: u64) -> Option<GrpcAnswer> {
     if !is_grpc(crate::http::request::bytes(&r.headers_out.content_type)) {
         return None;
@@ -519,15 +527,29 @@ fn grpc_answer(r: &ngx_http_request_t, waited_ms: u64) -> Option<GrpcAnswer> {
     if status != GATEWAY_TIMEOUT {
         return Some(GrpcAnswer::Status(status));
     }
+    Some(if clients_deadline_may_explain(r, waited_ms) {
+        GrpcAnswer::ClientsDeadline
+    } else {
+        GrpcAnswer::Status(status)
+    })
+}
+
+/// Whether the gRPC call's own deadline may explain how new ended it: unless
+/// the call carried no deadline, or one `grpc-timeout` that new answered well
+/// before, in less than half of it, less 10 ms (`waited_ms` after nginx asked
+/// new; a server may shorten a deadline by a margin, and nginx's clock has its
+/// resolution). Read as new's doing, any client could open the breaker or fail
+/// a ramp step with `grpc-timeout: 1n`. A deadline the module cannot read the
+/// way new does (two headers, a sign, junk) may explain it too.
+fn clients_deadline_may_explain(r: &ngx_http_request_t, waited_ms: u64) -> bool {
     let mut deadlines = list_values(&r.headers_in.headers, b"grpc-timeout");
-    let news_own = match (deadlines.next(), deadlines.next()) {
-        (None, _) => true,
+    match (deadlines.next(), deadlines.next()) {
+        (None, _) => false,
         (Some(deadline), None) => {
-            grpc_timeout_us(deadline).is_some_and(|deadline_us| deadline_us > 2 * (waited_ms * 1000 + 10_000))
+            grpc_timeout_us(deadline).is_none_or(|deadline_us| deadline_us <= 2 * (waited_ms * 1000 + 10_000))
         }
-        (Some(_), Some(_)) => false,
-    };
-    Some(if news_own { GrpcAnswer::Status(status) } else { GrpcAnswer::ClientsDeadline })
+        (Some(_), Some(_)) => true,
+    }
 }
 
 const GATEWAY_TIMEOUT: u16 = 504;
@@ -572,122 +594,4 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream, ending: Ending) ->
             )
         }
     }
-}
-
-/// The names of nginx.conf's `upstream {}` blocks (lowercase).
-///
-/// # Safety
-/// `cf` is the configuration of the http block, in postconfiguration.
-unsafe fn upstream_blocks(cf: *mut ngx_conf_t) -> std::collections::HashSet<String> {
-    // SAFETY: (caller) cf->ctx is the http block's context; the upstream module
-    // (always built in) keeps its main configuration at its ctx_index, with an
-    // array of ngx_http_upstream_srv_conf_t pointers.
-    unsafe {
-        let ctx = (*cf).ctx as *const ngx::ffi::ngx_http_conf_ctx_t;
-        let umcf = *(*ctx).main_conf.add(ngx::ffi::ngx_http_upstream_module.ctx_index)
-            as *const ngx::ffi::ngx_http_upstream_main_conf_t;
-        let Some(umcf) = umcf.as_ref() else { return Default::default() };
-        let upstreams: &[*mut ngx::ffi::ngx_http_upstream_srv_conf_t] = umcf.upstreams.as_slice();
-        upstreams
-            .iter()
-            .filter_map(|&u| u.as_ref())
-            .map(|u| {
-                let host = String::from_utf8_lossy(u.host.as_bytes()).to_ascii_lowercase();
-                // An upstream{} block is matched by its name; the implicit one a
-                // static `proxy_pass http://name:port` makes, by name and port.
-                if u.flags & ngx::ffi::NGX_HTTP_UPSTREAM_CREATE as ngx::ffi::ngx_uint_t != 0 || u.port == 0 {
-                    host
-                } else {
-                    format!("{host}:{}", u.port)
-                }
-            })
-            .collect()
-    }
-}
-
-pub unsafe extern "C" fn register_handlers(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: postconfiguration runs with a valid cf; its log is live.
-    crate::guard::init(unsafe { (*cf).log }, "postconfiguration", || unsafe { register_handlers_body(cf) })
-}
-
-unsafe fn register_handlers_body(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // First, before anything that can fail: the chain is a global the filter
-    // modules have just rebuilt, and a reload that fails after this point keeps
-    // it for the workers the master respawns.
-    // SAFETY: postconfiguration, while nginx builds the header filter chain.
-    unsafe { crate::http::sticky::register() };
-    // SAFETY: postconfiguration runs with a valid cf inside the http block.
-    let cmcf = NgxHttpCoreModule::main_conf_mut(unsafe { &*cf }).expect("http core main conf");
-    // `user_key: var:NAME` must name a variable nginx.conf defines: now, while
-    // nginx still holds their names (`nginx -t`, start, reload).
-    // SAFETY: postconfiguration: variables_keys is still allocated.
-    let variables = Arc::new(unsafe { crate::conf::variable_names::of_configuration(cmcf) });
-    // SAFETY: postconfiguration runs with a valid cf inside the http block.
-    let main = Module::main_conf_mut(unsafe { &*cf }).expect("http main conf");
-    if let Some(config) = &main.config {
-        if let Err(message) =
-            migration_engine::variables::check_user_variables(&variables, &main.source, &main.text, config)
-        {
-            // SAFETY: cf->log is live during postconfiguration.
-            ngx_log_error!(ngx::ffi::NGX_LOG_EMERG, unsafe { (*cf).log }, "migration: {}", message);
-            return Status::NGX_ERROR.into();
-        }
-    }
-    main.variables = Some(variables);
-    // Every location is merged by now: what they can route is known.
-    let mut reach = core::mem::take(&mut main.reach);
-    // SAFETY: postconfiguration, inside the http block.
-    reach.upstreams = unsafe { upstream_blocks(cf) };
-    // Backends matter to a resolver only where `proxy_pass` can use them: when
-    // no script reads $migration_backend (a `map` of $migration_target onto
-    // upstream{} blocks, say), the file's backends are never resolved.
-    // SAFETY: cmcf->variables is an array of ngx_http_variable_t.
-    let indexed: &[ngx::ffi::ngx_http_variable_t] = unsafe { cmcf.variables.as_slice() };
-    if !indexed.iter().any(|v| v.name.as_bytes() == b"migration_backend") {
-        reach.location_without_resolver = None;
-    }
-    let reach = Arc::new(reach);
-    if let Some(config) = &main.config {
-        let warnings = migration_engine::reach::unreachable_warnings(config, &reach)
-            .into_iter()
-            .chain(migration_engine::reach::resolver_warnings(config, &reach));
-        for warning in warnings {
-            // SAFETY: cf->log is live during postconfiguration.
-            ngx_log_error!(NGX_LOG_WARN, unsafe { (*cf).log }, "migration: {}: {}", main.source, warning);
-        }
-    }
-    main.reach_done = Some(reach);
-    // nginx runs a phase's handlers from the last registered to the first,
-    // but the log phase's from the first to the last. Moved to the front of
-    // its array, a handler of ours runs last in the access and precontent
-    // phases and first in the log phase:
-    // - the access handler decides after every other access check
-    //   (allow/deny, auth_basic, auth_request), so that `user_key: var:NAME`
-    //   can read what auth_request_set set;
-    // - the precontent handler runs after try_files, which may send the
-    //   request to another location first, and after mirror;
-    // - `log_phase_begins` runs before access_log's handler (the log module
-    //   registers its handler before any dynamic module), and `log_handler`,
-    //   left at the end, after it.
-    for (phase, handler, to_front) in [
-        (ngx_http_phases_NGX_HTTP_ACCESS_PHASE, access_handler as unsafe extern "C" fn(_) -> _, true),
-        (ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, precontent_handler, true),
-        (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_phase_begins, true),
-        (ngx_http_phases_NGX_HTTP_LOG_PHASE, log_handler, false),
-    ] {
-        let handlers = &mut cmcf.phases[phase as usize].handlers;
-        // SAFETY: the phase's handler array is an ngx_array_t of ngx_http_handler_pt.
-        let h = unsafe { ngx_array_push(handlers) as *mut ngx_http_handler_pt };
-        if h.is_null() {
-            return Status::NGX_ERROR.into();
-        }
-        // SAFETY: `h` is a fresh slot in the array.
-        unsafe { *h = Some(handler) };
-        if to_front {
-            // SAFETY: the array holds `nelts` handlers, ours the last of them.
-            let all = unsafe { slice::from_raw_parts_mut(handlers.elts as *mut ngx_http_handler_pt, handlers.nelts) };
-            all.rotate_right(1);
-        }
-    }
-    Status::NGX_OK.into()
 }

@@ -115,8 +115,10 @@ sub grpc_checks {
 }
 
 # A new cluster streaming NDJSON (chunked, no Content-Length): one line at
-# once, then, on a path with "idle", nothing for 3 s (a quiet stream), and on
-# one with "cut", a close without the last chunk (a crash). Stopped at exit.
+# once, then, on a path with "idle", nothing for 3 s (a quiet stream), on one
+# with "long", a line every 0.5 s for 10.5 s, and then (on every path) a close
+# without the last chunk (a crash; a reset on a path with "reset"). Stopped at
+# exit.
 our @streamers;
 END { kill 'KILL', @streamers if @streamers }
 sub streaming_new {
@@ -134,6 +136,11 @@ sub streaming_new {
             print $c "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
                 . "9\r\n{\"n\": 1}\n\r\n";
             Time::HiRes::sleep(3) if $req =~ /idle/;
+            if ($req =~ /long/) {  # lines every 0.5 s for 10.5 s, then the crash
+                for (1 .. 21) { Time::HiRes::sleep(0.5); print $c "9\r\n{\"n\": 2}\n\r\n" }
+            }
+            # A reset (RST) rather than a close: nginx reads an error.
+            setsockopt($c, Socket::SOL_SOCKET(), Socket::SO_LINGER(), pack('ii', 1, 0)) if $req =~ /reset/;
             close $c;
             POSIX::_exit(0);
         }
@@ -866,7 +873,7 @@ main::grpc_checks();
 
 
 
-=== TEST 20: a stream without a declared length (chunked NDJSON) that idles past proxy_read_timeout is not new's failure, buffered or not; one that new closes before its last chunk is, where nginx tells it (buffered; unbuffered, sooner than proxy_read_timeout)
+=== TEST 20: a stream without a declared length (chunked NDJSON) that idles past proxy_read_timeout is not new's failure, buffered or not; one that new closes before its last chunk is, where nginx tells it (buffered; unbuffered, sooner than proxy_read_timeout and 10 s; buffered, a reset sooner than proxy_read_timeout)
 --- init
 main::streaming_new(rand_port(3));
 --- user_files eval
@@ -885,22 +892,34 @@ main::streaming_new(rand_port(3));
         proxy_read_timeout 300ms;
         proxy_pass http://$migration_backend;
     }
+    # A read timeout raised for streams.
+    location /patient/ {
+        migration on;
+        proxy_http_version 1.1;
+        proxy_read_timeout 60s;
+        proxy_buffering off;
+        proxy_pass http://$migration_backend;
+    }
     location = /status { migration_status; }
 --- error_log
 upstream timed out
 --- check_eval
-my $get = sub { my $r = http_request('GET', $_[0], [Host => 'api.example'], undef, incomplete_ok => 1); $r->{status} };
+my $get = sub { my ($path, @opts) = @_; http_request('GET', $path, [Host => 'api.example'], undef, incomplete_ok => 1, @opts)->{status} };
 is($get->("/idle/$_"), 200, "a quiet stream, unbuffered, $_") for 1 .. 3;
 is($get->("/buffered/idle/$_"), 200, "a quiet stream, buffered, $_") for 1 .. 3;
 my $s = main::status()->{services}[0];
 is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '6 0', 'six 2xx of new');
 is($s->{fallback}{consecutive_failures}, 0, 'no breaker failure');
-is($get->('/cut/1'), 200, 'a stream new closes before its last chunk, unbuffered, sooner than proxy_read_timeout');
+is($get->('/patient/long/1', timeout => 20), 200, 'a stream new closes before its last chunk, unbuffered, 10.5 s after it began (less than proxy_read_timeout 60s) ...');
 $s = main::status()->{services}[0];
-is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '6 1', 'failed');
-is($get->("/buffered/cut/$_"), 200, "a stream new closes before its last chunk, buffered, $_") for 1 .. 2;
+is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '7 0', "... is not read as broken: past 10 s a timer on new's side may have closed it");
+is($get->('/patient/cut/1'), 200, 'a stream new closes before its last chunk, unbuffered, at once');
 $s = main::status()->{services}[0];
-is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '6 3', 'three failed');
+is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '7 1', 'failed');
+is($get->('/buffered/cut/1'), 200, 'a stream new closes before its last chunk, buffered');
+is($get->('/buffered/reset/1'), 200, 'a stream new resets before its last chunk, buffered, sooner than proxy_read_timeout');
+$s = main::status()->{services}[0];
+is(join(' ', map { $s->{responses}{new}{$_} // 0 } qw(2xx failed)), '7 3', 'three failed');
 is($s->{fallback}{state}, 'open', 'and the breaker open');
 
 
@@ -982,4 +1001,3 @@ configure --with-http_v2_module
 [[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
 --- check_eval
 main::grpc_reset_checks();
-

@@ -13,7 +13,8 @@ use migration_engine::responses::{
 use migration_engine::{Outcome, Rule, Target};
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_http_request_t, ngx_http_upstream_state_t, ngx_http_upstream_t, ngx_int_t, ngx_msec_t, NGX_LOG_WARN,
+    ngx_connection_t, ngx_event_t, ngx_http_request_t, ngx_http_upstream_state_t, ngx_http_upstream_t, ngx_int_t,
+    ngx_msec_t, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, Request};
 use ngx::ngx_log_error;
@@ -255,13 +256,10 @@ fn record_outcome(
     if let FirstUpstream::Attempt { last, later: false, waited_ms } = &first {
         if ending == Ending::Whole && !drained && !no_response(last) && response_broke_off(r, last) && !long_lived() {
             // A gRPC server (or a proxy before it) resets a call's stream when
-            // the call's deadline passes: a deadline the client chose.
-            let grpc = is_grpc(crate::http::request::bytes(&r.headers_out.content_type));
-            ending = if grpc && clients_deadline_may_explain(r, *waited_ms) {
-                Ending::ClientsDeadline
-            } else {
-                Ending::BrokeOff
-            };
+            // the call's deadline passes: a deadline the client chose, read
+            // from the request whatever the response's type (gRPC-Web's too).
+            ending =
+                if clients_deadline_may_explain(r, *waited_ms) { Ending::ClientsDeadline } else { Ending::BrokeOff };
         }
     }
     if d.counted.get() {
@@ -442,10 +440,11 @@ fn refused_client_body(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state
 /// by closing the connection) may be a stream (NDJSON, a watch, a gRPC server
 /// stream) that idles past the read timeout by design: only its early close is
 /// read, where nginx tells it apart from a timeout: through the pipe, a
-/// chunked body's last chunk missing; unbuffered (and gRPC), where nginx
-/// leaves both a close and a timeout as a body not all read, an end sooner
-/// than `proxy_read_timeout` after the attempt began, which no read timeout
-/// can have made. A response the client stopped reading
+/// chunked body's last chunk missing; and where nginx leaves a close (or a
+/// reset) and a timeout the same trace (a body not all read unbuffered, as
+/// gRPC's always is; a read error through the pipe), an end sooner than
+/// `proxy_read_timeout` after the attempt began, which no read timeout can
+/// have made (`ended_early`). A response the client stopped reading
 /// (it left, or `send_timeout`) did not break off. Nor did one without a body
 /// to send (HEAD, a 304), which nginx ends before reading any (the pipe's
 /// flags stay clear, and an unbuffered body's length unknown).
@@ -459,12 +458,12 @@ fn response_broke_off(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state_
     let client = unsafe { &*r.connection };
     // A body still coming when the response ended: nginx refused it (413, a
     // bad chunk) after new's header went out, and cut new's response short.
-    if u.header_sent() == 0 || client.error() != 0 || client.timedout() != 0 || r.reading_body() != 0 {
+    if u.header_sent() == 0 || client_gone(client) || r.reading_body() != 0 {
         return false;
     }
     let declared_length = u.headers_in.content_length_n >= 0;
     if u.buffering() == 0 {
-        return u.length > 0 && (declared_length || ended_before_a_read_timeout(u, attempt));
+        return u.length > 0 && (declared_length || ended_early(u, attempt));
     }
     // SAFETY: u->pipe is null or the event pipe of the upstream, in the pool.
     let Some(pipe) = (unsafe { u.pipe.as_ref() }) else {
@@ -472,18 +471,39 @@ fn response_broke_off(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state_
     };
     pipe.downstream_error() == 0
         && pipe.upstream_done() == 0
-        && ((declared_length && pipe.upstream_error() != 0) || (pipe.upstream_eof() != 0 && pipe.length != -1))
+        && (((declared_length || ended_early(u, attempt)) && pipe.upstream_error() != 0)
+            || (pipe.upstream_eof() != 0 && pipe.length != -1))
 }
 
-/// Whether the attempt ended sooner than its read timeout after it began: a
-/// read timeout waits that long for data, so none can have ended it.
-fn ended_before_a_read_timeout(u: &ngx_http_upstream_t, attempt: &ngx_http_upstream_state_t) -> bool {
+/// Whether the client went away or stopped reading: nginx marks its
+/// connection (`error`; `timedout` for `send_timeout`), or, for an HTTP/3
+/// stream, whose connection it marks only in a cleanup after the log phase,
+/// the stream's events (`error`) or `close` (the QUIC connection closed, and
+/// `worker_shutdown_timeout`, which is no cluster's doing either).
+fn client_gone(c: &ngx_connection_t) -> bool {
+    // SAFETY: a request's connection has its two events for its whole life.
+    let event_error = |e: *mut ngx_event_t| unsafe { e.as_ref() }.is_some_and(|e| e.error() != 0);
+    c.error() != 0 || c.timedout() != 0 || c.close() != 0 || event_error(c.read) || event_error(c.write)
+}
+
+/// How long after it began a body without a declared length that ends early
+/// is read as broken off, at most: a crash in the middle of a call or of a
+/// short stream. A quiet stream may be closed by a timer on new's side
+/// (ingress-nginx's 60 s `proxy-read-timeout`, a load balancer's idle timeout)
+/// long before this nginx's own read timeout, raised for streams; such an end
+/// is no crash.
+const STREAM_BREAK_WINDOW_MS: ngx_msec_t = 10_000;
+
+/// Whether the attempt ended sooner than its read timeout after it began
+/// (a read timeout waits that long for data, so none can have ended it), and
+/// within [`STREAM_BREAK_WINDOW_MS`].
+fn ended_early(u: &ngx_http_upstream_t, attempt: &ngx_http_upstream_state_t) -> bool {
     // SAFETY: u->conf is the location's upstream configuration, set before
     // the upstream starts and alive as long as the configuration.
     let Some(conf) = (unsafe { u.conf.as_ref() }) else {
         return false;
     };
-    attempt.response_time != ngx_msec_t::MAX && attempt.response_time < conf.read_timeout
+    attempt.response_time != ngx_msec_t::MAX && attempt.response_time < conf.read_timeout.min(STREAM_BREAK_WINDOW_MS)
 }
 
 /// How the routed upstream's answer ended, beyond its status.

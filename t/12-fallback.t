@@ -114,15 +114,13 @@ sub grpc_checks {
     like(Test::MigrationNginx::error_log_text(), qr/fallback opened after 3 consecutive failures of the new cluster \(last: 503\)/, 'logged as 503');
 }
 
-# A new cluster streaming NDJSON (chunked, no Content-Length): one line at
-# once, then, on a path with "idle", nothing for 3 s (a quiet stream), on one
-# with "long", a line every 0.5 s for 10.5 s, and then (on every path) a close
-# without the last chunk (a crash; a reset on a path with "reset"). Stopped at
-# exit.
+# A new cluster played by Perl on $port: `$answer->($connection, $request)`
+# answers each connection, in a process of its own, once the request's head
+# is read; the connection is closed after it. Stopped at exit.
 our @streamers;
 END { kill 'KILL', @streamers if @streamers }
-sub streaming_new {
-    my ($port) = @_;
+sub forked_new {
+    my ($port, $answer) = @_;
     my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
         or die "listen: $!";
     my $pid = fork() // die "fork: $!";
@@ -133,14 +131,7 @@ sub streaming_new {
             next if fork();
             my $req = '';
             while (defined(my $line = <$c>)) { $req .= $line; last if $line =~ /^\r?\n$/ }
-            print $c "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
-                . "9\r\n{\"n\": 1}\n\r\n";
-            Time::HiRes::sleep(3) if $req =~ /idle/;
-            if ($req =~ /long/) {  # lines every 0.5 s for 10.5 s, then the crash
-                for (1 .. 21) { Time::HiRes::sleep(0.5); print $c "9\r\n{\"n\": 2}\n\r\n" }
-            }
-            # A reset (RST) rather than a close: nginx reads an error.
-            setsockopt($c, Socket::SOL_SOCKET(), Socket::SO_LINGER(), pack('ii', 1, 0)) if $req =~ /reset/;
+            $answer->($c, $req);
             close $c;
             POSIX::_exit(0);
         }
@@ -148,6 +139,25 @@ sub streaming_new {
     }
     close $l;
     push @streamers, $pid;
+}
+
+# A new cluster streaming NDJSON (chunked, no Content-Length): one line at
+# once, then, on a path with "idle", nothing for 3 s (a quiet stream), on one
+# with "long", a line every 0.5 s for 10.5 s, and then (on every path) a close
+# without the last chunk (a crash; a reset on a path with "reset").
+sub streaming_new {
+    my ($port) = @_;
+    forked_new($port, sub {
+        my ($c, $req) = @_;
+        print $c "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+            . "9\r\n{\"n\": 1}\n\r\n";
+        Time::HiRes::sleep(3) if $req =~ /idle/;
+        if ($req =~ /long/) {
+            for (1 .. 21) { Time::HiRes::sleep(0.5); print $c "9\r\n{\"n\": 2}\n\r\n" }
+        }
+        # A reset (RST) rather than a close: nginx reads an error.
+        setsockopt($c, Socket::SOL_SOCKET(), Socket::SO_LINGER(), pack('ii', 1, 0)) if $req =~ /reset/;
+    });
 }
 
 # A new cluster that answers whole but slowly: 4,000 bytes at 1,600 a second.
@@ -159,30 +169,17 @@ sub slow_whole_new {
 
 # A new cluster that announces a body of 300,000 bytes (or, $grpc, a chunked
 # body of type application/grpc), sends 150,000 at once and closes its
-# connection (a crash mid-download). Stopped at exit.
+# connection (a crash mid-download).
 sub crashing_new {
     my ($port, $grpc) = @_;
     my $head = $grpc
         ? "Content-Type: application/grpc\r\nTransfer-Encoding: chunked\r\n\r\n" . sprintf('%x', 150000) . "\r\n"
         : "Content-Length: 300000\r\n\r\n";
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
-        or die "listen: $!";
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        $SIG{PIPE} = 'IGNORE';
-        $SIG{CHLD} = 'IGNORE';
-        while (my $c = $l->accept) {
-            next if fork();
-            while (defined(my $line = <$c>)) { last if $line =~ /^\r?\n$/ }
-            print $c "HTTP/1.1 200 OK\r\n$head" . ('z' x 150000);
-            Time::HiRes::sleep(0.2);
-            close $c;
-            POSIX::_exit(0);
-        }
-        POSIX::_exit(0);
-    }
-    close $l;
-    push @streamers, $pid;
+    forked_new($port, sub {
+        my ($c) = @_;
+        print $c "HTTP/1.1 200 OK\r\n$head" . ('z' x 150000);
+        Time::HiRes::sleep(0.2);
+    });
 }
 
 # A GET over HTTP/2 without TLS (no HTTP/2 client library here: the frames
@@ -278,31 +275,19 @@ sub h2_break_checks {
 
 # A new cluster that answers an upload at once, before its body (a 200
 # announcing 100,000 bytes, 1,000 of them), then reads what comes for 1 s and
-# closes. Stopped at exit.
+# closes.
 sub early_answer_new {
     my ($port) = @_;
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 64, ReuseAddr => 1)
-        or die "listen: $!";
-    my $pid = fork() // die "fork: $!";
-    if ($pid == 0) {
-        $SIG{PIPE} = 'IGNORE';
-        $SIG{CHLD} = 'IGNORE';
-        while (my $c = $l->accept) {
-            next if fork();
-            while (defined(my $line = <$c>)) { last if $line =~ /^\r?\n$/ }
-            print $c "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" . ('a' x 1000);
-            my $end = Time::HiRes::time() + 1;
-            while (Time::HiRes::time() < $end) {
-                my $ready = ''; vec($ready, fileno($c), 1) = 1;
-                last if select($ready, undef, undef, 0.1) && !sysread($c, my $junk, 65536);
-            }
-            close $c;
-            POSIX::_exit(0);
+    forked_new($port, sub {
+        my ($c) = @_;
+        print $c "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" . ('a' x 1000);
+        my $end = Time::HiRes::time() + 1;
+        while (Time::HiRes::time() < $end) {
+            my $ready = '';
+            vec($ready, fileno($c), 1) = 1;
+            last if select($ready, undef, undef, 0.1) && !sysread($c, my $junk, 65536);
         }
-        POSIX::_exit(0);
-    }
-    close $l;
-    push @streamers, $pid;
+    });
 }
 
 # A chunked upload of 600 bytes, then, once new's header came, 600 more: past

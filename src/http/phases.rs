@@ -454,25 +454,28 @@ fn response_broke_off(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state_
     let Some(u) = (unsafe { r.upstream.as_ref() }) else {
         return false;
     };
-    // SAFETY: the connection outlives its requests.
-    let client = unsafe { &*r.connection };
-    // A body still coming when the response ended: nginx refused it (413, a
-    // bad chunk) after new's header went out, and cut new's response short.
-    if u.header_sent() == 0 || client_gone(client) || r.reading_body() != 0 {
+    if u.header_sent() == 0 {
         return false;
     }
     let declared_length = u.headers_in.content_length_n >= 0;
-    if u.buffering() == 0 {
-        return u.length > 0 && (declared_length || ended_early(u, attempt));
-    }
-    // SAFETY: u->pipe is null or the event pipe of the upstream, in the pool.
-    let Some(pipe) = (unsafe { u.pipe.as_ref() }) else {
-        return false;
+    let broke = if u.buffering() == 0 {
+        u.length > 0 && (declared_length || ended_early(u, attempt))
+    } else {
+        // SAFETY: u->pipe is null or the event pipe of the upstream, in the pool.
+        let Some(pipe) = (unsafe { u.pipe.as_ref() }) else {
+            return false;
+        };
+        pipe.downstream_error() == 0
+            && pipe.upstream_done() == 0
+            && ((pipe.upstream_error() != 0 && (declared_length || ended_early(u, attempt)))
+                || (pipe.upstream_eof() != 0 && pipe.length != -1))
     };
-    pipe.downstream_error() == 0
-        && pipe.upstream_done() == 0
-        && (((declared_length || ended_early(u, attempt)) && pipe.upstream_error() != 0)
-            || (pipe.upstream_eof() != 0 && pipe.length != -1))
+    // The client's side last, read only for a response that broke (every
+    // proxied request passes here). A body still coming when the response
+    // ended: nginx refused it (413, a bad chunk) after new's header went out,
+    // and cut new's response short.
+    // SAFETY: the connection outlives its requests.
+    broke && !client_gone(unsafe { &*r.connection }) && r.reading_body() == 0
 }
 
 /// Whether the client went away or stopped reading: nginx marks its

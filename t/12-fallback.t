@@ -182,6 +182,63 @@ sub crashing_new {
     });
 }
 
+# An HTTP/2 frame: TYPE, FLAGS, STREAM-ID, PAYLOAD.
+sub h2_frame {
+    my ($type, $flags, $id, $payload) = @_;
+    return substr(pack('N', length $payload), 1) . pack('CCN', $type, $flags, $id) . $payload;
+}
+
+# A gRPC server (HTTP/2 without TLS) that answers a call's header at once,
+# with :status $status, and then takes none of its messages: it never opens
+# the flow-control window (65,535 bytes), and drains its socket for 10 s.
+# (forked_new's read of a request head ends at the blank line of HTTP/2's
+# preface, "PRI * HTTP/2.0\r\n\r\n": nginx's first frames came with it.)
+sub unread_grpc_new {
+    my ($port, $status) = @_;
+    forked_new($port, sub {
+        my ($c) = @_;
+        # HPACK: :status 200 is static entry 8, another a literal of that
+        # name; content-type (entry 31) a literal.
+        my $fields = ($status == 200 ? "\x88" : "\x48\x03$status") . "\x5f\x10application/grpc";
+        syswrite $c, h2_frame(4, 0, 0, '') . h2_frame(1, 4, 1, $fields);
+        my $end = Time::HiRes::time() + 10;
+        while (Time::HiRes::time() < $end) {
+            my $ready = '';
+            vec($ready, fileno($c), 1) = 1;
+            last if select($ready, undef, undef, 0.1) && !sysread($c, my $junk, 65536);
+        }
+    });
+}
+
+# A client-streaming gRPC call over HTTP/1.1 (grpc_pass speaks HTTP/2 to new
+# whatever the client speaks): 200,000 bytes of messages, written as far as
+# nginx takes them. "STATUS whole|cut": the response's status, and whether
+# its chunked body ended.
+sub grpc_upload {
+    my ($path) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die "connect: $!";
+    my $body = 'm' x 200000;
+    print $s "POST $path HTTP/1.1\r\nHost: api.example\r\nContent-Type: application/grpc\r\n"
+        . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n";
+    $s->blocking(0);
+    while (length $body) {
+        my $ready = '';
+        vec($ready, fileno($s), 1) = 1;
+        last unless select(undef, $ready, undef, 0.5);
+        my $sent = syswrite($s, $body, 16384) or last;
+        substr($body, 0, $sent, '');
+    }
+    $s->blocking(1);
+    my $response = '';
+    while (1) {
+        my $ready = '';
+        vec($ready, fileno($s), 1) = 1;
+        last unless select($ready, undef, undef, 10) && sysread($s, $response, 65536, length $response);
+    }
+    my ($status) = $response =~ m{^HTTP/1\.1 (\d+)};
+    return join ' ', $status // 'none', $response =~ /\r\n0\r\n\r\n\z/ ? 'whole' : 'cut';
+}
+
 # A GET over HTTP/2 without TLS (no HTTP/2 client library here: the frames
 # by hand) from a client with a small receive buffer that reads nothing for
 # $wait seconds (nginx's frames wait in its queue), then reads to the end,
@@ -194,8 +251,7 @@ sub h2_get {
     socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0) or die "socket: $!";
     setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 4096) or die "setsockopt: $!";
     connect($s, Socket::pack_sockaddr_in(rand_port(4), Socket::inet_aton('127.0.0.1'))) or die "connect: $!";
-    my $frame = sub { my ($type, $flags, $id, $payload) = @_;
-        substr(pack('N', length $payload), 1) . pack('CCN', $type, $flags, $id) . $payload };
+    my $frame = \&h2_frame;
     # HPACK: GET, http, :path and :authority as literals with indexed names.
     my $headers = "\x82\x86" . "\x04" . chr(length $path) . $path . "\x01" . chr(11) . 'api.example';
     $headers .= "\x00" . chr(length $_) . $_ . chr(length $more{$_}) . $more{$_} for sort keys %more;
@@ -986,3 +1042,29 @@ configure --with-http_v2_module
 [[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
 --- check_eval
 main::grpc_reset_checks();
+
+
+
+=== TEST 26: a streaming gRPC call whose messages new stops taking after it answered (grpc_pass keeps sending after the header; nginx gives up after grpc_send_timeout and writes 504 over new's 200): the client's stream, not a failure of new; new's own 504 is
+--- requires
+configure --with-http_v2_module
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- config
+    grpc_send_timeout 1s;
+    location / { migration on; grpc_pass grpc://127.0.0.1:$TEST_NGINX_RAND_PORT_3; }
+    location /own504 { migration on; grpc_pass grpc://127.0.0.1:$TEST_NGINX_RAND_PORT_5; }
+    location = /status { migration_status; }
+--- error_log
+upstream timed out (110: Connection timed out) while sending to client
+--- check_eval
+main::unread_grpc_new(rand_port(3), 200);
+main::unread_grpc_new(rand_port(5), 504);
+is(main::grpc_upload("/pkg.Service/Upload"), '200 cut', "call $_: new's 200, then the call cut short") for 1 .. 3;
+Time::HiRes::sleep(0.5);
+is(main::fallback()->{consecutive_failures}, 0, 'no failure of new');
+my $new = main::status()->{services}[0]{responses}{new};
+is(join(' ', map { $new->{$_} // 0 } qw(2xx 5xx failed aborted)), '0 0 0 3', 'aborted: the client streamed more than new took');
+is(main::grpc_upload("/own504/pkg.Service/Upload"), '504 cut', "new's own 504 at once, then the call cut short");
+Time::HiRes::sleep(0.5);
+is(main::fallback()->{consecutive_failures}, 1, "new's own 504 is its failure");

@@ -222,12 +222,15 @@ fn record_outcome(
     let published = &d.published;
     let mut first = first_upstream(r, d.routed_from.get());
     let mut ending = Ending::Whole;
-    // A gRPC error is an HTTP 200 whose `grpc-status` says the error: the
-    // routed upstream's status is the one that code stands for, when the
-    // client got its answer (after an error_page retry, another upstream's
-    // trailers are all that is left).
+    // The status nginx wrote over new's answer when it gave up sending the
+    // client's body, first. A gRPC error is an HTTP 200 whose `grpc-status`
+    // says the error: the routed upstream's status is the one that code
+    // stands for, when the client got its answer (after an error_page retry,
+    // another upstream's trailers are all that is left).
     if let FirstUpstream::Attempt { last, later: false, waited_ms } = &mut first {
-        if last.status == 200 {
+        if body_refused_after_answer(r, last) {
+            ending = Ending::BodyRefusedAfterAnswer;
+        } else if last.status == 200 {
             match grpc_answer(r, *waited_ms) {
                 Some(GrpcAnswer::Status(status)) => last.status = status.into(),
                 Some(GrpcAnswer::ClientsDeadline) => ending = Ending::ClientsDeadline,
@@ -386,7 +389,7 @@ fn upstream_outcome(
                 _ => Outcome::Inconclusive,
             }
         }
-        FirstUpstream::Attempt { .. } if ending == Ending::ClientsDeadline => Outcome::Inconclusive,
+        FirstUpstream::Attempt { .. } if ending.clients_doing() => Outcome::Inconclusive,
         FirstUpstream::Attempt { last, .. } => {
             let status = u16::try_from(last.status).unwrap_or(0);
             // Without a response the status is nginx's own (502 when new closed
@@ -489,6 +492,24 @@ fn client_gone(c: &ngx_connection_t) -> bool {
     c.error() != 0 || c.timedout() != 0 || c.close() != 0 || event_error(c.read) || event_error(c.write)
 }
 
+/// Whether nginx gave up sending the client's body to new after new's answer
+/// went out: `grpc_pass` (alone of nginx's proxies) goes on sending a call's
+/// messages after the response header, and when new takes none for
+/// `grpc_send_timeout` (its flow-control window stays shut) nginx writes 504
+/// over new's status and cuts the call. A client streams what it likes: one
+/// that sends more than a server reads (a subscription whose server reads the
+/// first message only) could open the breaker or fail a ramp step with 504s
+/// new never sent. nginx's status then differs from the one new answered (a
+/// 504 of new's own stays new's). The cheap test first: every proxied request
+/// passes here.
+fn body_refused_after_answer(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state_t) -> bool {
+    attempt.status == usize::from(GATEWAY_TIMEOUT)
+        // SAFETY: r->upstream is null or the request's last upstream, allocated
+        // in its pool; the log phase runs before the pool is destroyed.
+        && unsafe { r.upstream.as_ref() }
+            .is_some_and(|u| u.header_sent() != 0 && u.headers_in.status_n != usize::from(GATEWAY_TIMEOUT))
+}
+
 /// How long after it began a body without a declared length that ends early
 /// is read as broken off, at most: a crash in the middle of a call or of a
 /// short stream. A quiet stream may be closed by a timer on new's side
@@ -519,6 +540,16 @@ enum Ending {
     /// call's own deadline explains (or may): the client's doing, as a client
     /// that hangs up is (see `clients_deadline_may_explain`).
     ClientsDeadline,
+    /// New answered, and then took none of the client's body until nginx gave
+    /// up sending it (`body_refused_after_answer`): the client's stream.
+    BodyRefusedAfterAnswer,
+}
+
+impl Ending {
+    /// An end the client's request explains: no word of the cluster.
+    fn clients_doing(self) -> bool {
+        matches!(self, Ending::ClientsDeadline | Ending::BodyRefusedAfterAnswer)
+    }
 }
 
 /// What a gRPC answer says of its upstream, beyond its HTTP 200.
@@ -598,7 +629,7 @@ fn response_of(r: &ngx_http_request_t, first: &FirstUpstream, ending: Ending) ->
         FirstUpstream::Attempt { last, .. } if no_response(last) && (client_left || refused_client_body(r, last)) => {
             (ABORTED, None)
         }
-        FirstUpstream::Attempt { .. } if ending == Ending::ClientsDeadline => (ABORTED, None),
+        FirstUpstream::Attempt { .. } if ending.clients_doing() => (ABORTED, None),
         FirstUpstream::Attempt { last, waited_ms, .. } => {
             let time = (last.response_time != ngx_msec_t::MAX).then(|| waited_ms * 1000);
             // The upstream's own status, not the one the client got: with

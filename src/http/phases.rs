@@ -493,15 +493,18 @@ fn client_gone(c: &ngx_connection_t) -> bool {
 }
 
 /// Whether nginx gave up sending the client's body to new after new's answer
-/// went out: `grpc_pass` (alone of nginx's proxies) goes on sending a call's
-/// messages after the response header, and when new takes none for
-/// `grpc_send_timeout` (its flow-control window stays shut) nginx writes 504
-/// over new's status and cuts the call. A client streams what it likes: one
-/// that sends more than a server reads (a subscription whose server reads the
-/// first message only) could open the breaker or fail a ramp step with 504s
-/// new never sent. nginx's status then differs from the one new answered (a
-/// 504 of new's own stays new's). The cheap test first: every proxied request
-/// passes here.
+/// went out: when new takes none of it for the send timeout, nginx writes 504
+/// over new's status (`ngx_http_upstream_next`, the only writer of a status
+/// after the header) and cuts the response. `grpc_pass` goes on sending a
+/// streaming call's messages after the header (its flow-control window shut);
+/// another proxy's send timer, armed while the body waited, can fire after an
+/// early answer too. A client sends what it likes: one that streams more than
+/// a server reads (a subscription whose server reads the first message only)
+/// could open the breaker or fail a ramp step with 504s new never sent. A new
+/// that answered and then hung with the call open leaves the same trace, and
+/// is not told apart (as a failure in the middle of an upload is not). nginx's
+/// status differs from the one new answered (a 504 of new's own stays new's).
+/// The cheap test first: every proxied request passes here.
 fn body_refused_after_answer(r: &ngx_http_request_t, attempt: &ngx_http_upstream_state_t) -> bool {
     attempt.status == usize::from(GATEWAY_TIMEOUT)
         // SAFETY: r->upstream is null or the request's last upstream, allocated

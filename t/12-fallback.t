@@ -248,15 +248,41 @@ sub grpc_upload {
 # Returns "STATUS DATA-BYTES RST_STREAM-CODE" ("none" for what did not come).
 sub h2_get {
     my ($path, $wait, $cancel, %more) = @_;
+    my $s = h2_open("\x82", $path, 1, %more);
+    Time::HiRes::sleep($wait);
+    return h2_read($s, $cancel && sub { syswrite $s, h2_frame(3, 0, 1, pack('N', 8)); 0 });
+}
+
+# A POST over HTTP/2 (as h2_get) of a body sent in two DATA frames of 600
+# bytes: the second once the response's header came.
+sub h2_upload {
+    my ($path) = @_;
+    my $s = h2_open("\x83", $path, 0);
+    my $data = 'u' x 600;
+    syswrite $s, h2_frame(0, 0, 1, $data);
+    return h2_read($s, sub { syswrite $s, h2_frame(0, 1, 1, $data); 1 });
+}
+
+# A connection to port 4 with a small receive buffer, its stream 1 opened:
+# HPACK: the method ("\x82" GET, "\x83" POST), http, :path and :authority as
+# literals with indexed names, then NAME => VALUE literals; $end: no body.
+sub h2_open {
+    my ($method, $path, $end, %more) = @_;
     socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0) or die "socket: $!";
     setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 4096) or die "setsockopt: $!";
     connect($s, Socket::pack_sockaddr_in(rand_port(4), Socket::inet_aton('127.0.0.1'))) or die "connect: $!";
-    my $frame = \&h2_frame;
-    # HPACK: GET, http, :path and :authority as literals with indexed names.
-    my $headers = "\x82\x86" . "\x04" . chr(length $path) . $path . "\x01" . chr(11) . 'api.example';
+    my $headers = "$method\x86" . "\x04" . chr(length $path) . $path . "\x01" . chr(11) . 'api.example';
     $headers .= "\x00" . chr(length $_) . $_ . chr(length $more{$_}) . $more{$_} for sort keys %more;
-    syswrite $s, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" . $frame->(4, 0, 0, '') . $frame->(1, 5, 1, $headers);
-    Time::HiRes::sleep($wait);
+    syswrite $s, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" . h2_frame(4, 0, 0, '') . h2_frame(1, $end ? 5 : 4, 1, $headers);
+    return $s;
+}
+
+# Reads stream 1's response to its end, opening the flow-control window as
+# it reads, as a browser does; `$on_header->()` runs once its header came,
+# and the reading goes on if it returns true. Closes the connection.
+# "STATUS DATA-BYTES RST_STREAM-CODE" ("none" for what did not come).
+sub h2_read {
+    my ($s, $on_header) = @_;
     my ($status, $bytes, $rst, $buf) = ('none', 0, 'none', '');
     my $read = sub { my ($n) = @_;
         while (length $buf < $n) {
@@ -270,17 +296,16 @@ sub h2_get {
         if ($type == 1 && $id == 1) {
             # :status 200 is HPACK's static entry 8; another, a literal.
             $status = substr($payload, 0, 1) eq "\x88" ? 200 : $payload =~ /^\x48\x03(\d{3})/ ? $1 : 'other';
-            if ($cancel) { syswrite $s, $frame->(3, 0, 1, pack('N', 8)); last }
+            last if $on_header && !$on_header->();
         }
         elsif ($type == 0 && $id == 1) {
             $bytes += length $payload;
             last if $flags & 1;
-            # Flow control: the window a browser opens as it reads.
             my $more = pack('N', length $payload);
-            syswrite $s, $frame->(8, 0, 0, $more) . $frame->(8, 0, 1, $more) if length $payload;
+            syswrite $s, h2_frame(8, 0, 0, $more) . h2_frame(8, 0, 1, $more) if length $payload;
         }
         elsif ($type == 3 && $id == 1) { $rst = unpack('N', $payload); last }
-        elsif ($type == 4 && !($flags & 1)) { syswrite $s, $frame->(4, 1, 0, '') }
+        elsif ($type == 4 && !($flags & 1)) { syswrite $s, h2_frame(4, 1, 0, '') }
         elsif ($type == 7) { last }
     }
     close $s;
@@ -398,6 +423,40 @@ sub grpc_reset_checks {
     is_deeply(main::fallback(), { state => 'open', consecutive_failures => 3, trips => 1 }, 'three broken calls opened the breaker');
     my $new = main::status()->{services}[0]{responses}{new};
     is(join(' ', map { $new->{$_} // 0 } qw(2xx failed aborted)), '0 3 1', 'failed, and the call its deadline explains aborted');
+}
+
+# TEST 23 over HTTP/2 (TESTs 27 and 28): a front on port 4 speaking HTTP/2
+# the way this nginx spells it, whose /upload refuses bodies past 1k.
+sub h2_upload_front {
+    my ($spelling) = @_;
+    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    return <<"CONF";
+    server {
+        listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_4$listen;$on
+        server_name api.example;
+        location /upload {
+            migration on;
+            client_max_body_size 1k;
+            proxy_http_version 1.1;
+            proxy_request_buffering off;
+            proxy_buffering off;
+            proxy_pass http://\$migration_backend;
+        }
+    }
+CONF
+}
+
+sub h2_upload_checks {
+    main::early_answer_new(rand_port(3));
+    for (1 .. 3) {
+        my ($status, $bytes, $rst) = split ' ', main::h2_upload('/upload');
+        is("$status $rst", '200 2', "upload $_: new's 200 went out, then the stream was reset (INTERNAL_ERROR)");
+        cmp_ok($bytes, '<', 100000, "upload $_: cut short");
+    }
+    Time::HiRes::sleep(0.5);
+    is(main::fallback()->{consecutive_failures}, 0, 'no failure of new');
+    my $new = main::status()->{services}[0]{responses}{new};
+    is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '3 0', "new's three 200s");
 }
 
 # Three GETs whose responses new breaks off: each a 200 cut short.
@@ -1068,3 +1127,33 @@ is(join(' ', map { $new->{$_} // 0 } qw(2xx 5xx failed aborted)), '0 0 0 3', 'ab
 is(main::grpc_upload("/own504/pkg.Service/Upload"), '504 cut', "new's own 504 at once, then the call cut short");
 Time::HiRes::sleep(0.5);
 is(main::fallback()->{consecutive_failures}, 1, "new's own 504 is its failure");
+
+
+
+=== TEST 27: an HTTP/2 upload nginx refuses after new answered (past client_max_body_size, `proxy_request_buffering off`) cuts new's response short: the client's doing, not a failure of new, as over HTTP/1.1 (TEST 23) (nginx >= 1.25.1: `http2 on`)
+--- requires
+nginx >= 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::h2_upload_front('http2 on')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- error_log
+client intended to send too large chunked body
+--- check_eval
+main::h2_upload_checks();
+
+
+
+=== TEST 28: an HTTP/2 upload refused after new answered, as TEST 27 (nginx < 1.25.1: `listen ... http2`)
+--- requires
+nginx < 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::h2_upload_front('listen')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- error_log
+client intended to send too large chunked body
+--- check_eval
+main::h2_upload_checks();

@@ -263,6 +263,23 @@ sub h2_upload {
     return h2_read($s, sub { syswrite $s, h2_frame(0, 1, 1, $data); 1 });
 }
 
+# A client-streaming gRPC call over HTTP/2 (as h2_get): 200,000 bytes of
+# messages, sent as far as nginx's flow-control windows let them through.
+sub h2_grpc_stream {
+    my $s = h2_open("\x83", '/pkg.Service/Upload', 0, 'content-type' => 'application/grpc');
+    my ($left, %window) = (200000, 0 => 65535, 1 => 65535);
+    my $send = sub {
+        while (1) {
+            my ($n) = sort { $a <=> $b } 16384, $left, $window{0}, $window{1};
+            last if $n <= 0;
+            syswrite $s, h2_frame(0, 0, 1, 'm' x $n);
+            ($left, $window{0}, $window{1}) = ($left - $n, $window{0} - $n, $window{1} - $n);
+        }
+    };
+    $send->();
+    return h2_read($s, sub { 1 }, sub { my ($id, $more) = @_; $window{$id} += $more; $send->() });
+}
+
 # A connection to port 4 with a small receive buffer, its stream 1 opened:
 # HPACK: the method ("\x82" GET, "\x83" POST), http, :path and :authority as
 # literals with indexed names, then NAME => VALUE literals; $end: no body.
@@ -279,10 +296,11 @@ sub h2_open {
 
 # Reads stream 1's response to its end, opening the flow-control window as
 # it reads, as a browser does; `$on_header->()` runs once its header came,
-# and the reading goes on if it returns true. Closes the connection.
+# and the reading goes on if it returns true; `$on_window->(STREAM-ID,
+# INCREMENT)` for each WINDOW_UPDATE. Closes the connection.
 # "STATUS DATA-BYTES RST_STREAM-CODE" ("none" for what did not come).
 sub h2_read {
-    my ($s, $on_header) = @_;
+    my ($s, $on_header, $on_window) = @_;
     my ($status, $bytes, $rst, $buf) = ('none', 0, 'none', '');
     my $read = sub { my ($n) = @_;
         while (length $buf < $n) {
@@ -305,6 +323,7 @@ sub h2_read {
             syswrite $s, h2_frame(8, 0, 0, $more) . h2_frame(8, 0, 1, $more) if length $payload;
         }
         elsif ($type == 3 && $id == 1) { $rst = unpack('N', $payload); last }
+        elsif ($type == 8 && $on_window) { $on_window->($id, unpack('N', $payload)) }
         elsif ($type == 4 && !($flags & 1)) { syswrite $s, h2_frame(4, 1, 0, '') }
         elsif ($type == 7) { last }
     }
@@ -457,6 +476,30 @@ sub h2_upload_checks {
     is(main::fallback()->{consecutive_failures}, 0, 'no failure of new');
     my $new = main::status()->{services}[0]{responses}{new};
     is(join(' ', map { $new->{$_} // 0 } qw(2xx failed)), '3 0', "new's three 200s");
+}
+
+# TEST 26 over HTTP/2 (TESTs 29 and 30): a front on port 4 speaking HTTP/2
+# the way this nginx spells it, to unread_grpc_new on port 3.
+sub h2_unread_grpc_front {
+    my ($spelling) = @_;
+    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    return <<"CONF";
+    server {
+        listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_4$listen;$on
+        server_name api.example;
+        grpc_send_timeout 1s;
+        location / { migration on; grpc_pass grpc://127.0.0.1:\$TEST_NGINX_RAND_PORT_3; }
+    }
+CONF
+}
+
+sub h2_unread_grpc_checks {
+    main::unread_grpc_new(rand_port(3), 200);
+    is(main::h2_grpc_stream(), '200 0 2', "call $_: new's 200, then the stream reset (INTERNAL_ERROR)") for 1 .. 3;
+    Time::HiRes::sleep(0.5);
+    is(main::fallback()->{consecutive_failures}, 0, 'no failure of new');
+    my $new = main::status()->{services}[0]{responses}{new};
+    is(join(' ', map { $new->{$_} // 0 } qw(2xx 5xx failed aborted)), '0 0 0 3', 'aborted: the client streamed more than new took');
 }
 
 # Three GETs whose responses new breaks off: each a 200 cut short.
@@ -1157,3 +1200,33 @@ configure --with-http_v2_module
 client intended to send too large chunked body
 --- check_eval
 main::h2_upload_checks();
+
+
+
+=== TEST 29: a streaming gRPC call over HTTP/2 whose messages new stops taking after it answered: the client's stream, as over HTTP/1.1 (TEST 26) (nginx >= 1.25.1: `http2 on`)
+--- requires
+nginx >= 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::h2_unread_grpc_front('http2 on')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- error_log
+upstream timed out (110: Connection timed out) while sending request to upstream
+--- check_eval
+main::h2_unread_grpc_checks();
+
+
+
+=== TEST 30: a streaming gRPC call over HTTP/2 new stops reading, as TEST 29 (nginx < 1.25.1: `listen ... http2`)
+--- requires
+nginx < 1.25.1
+configure --with-http_v2_module
+--- http_config eval
+"    migration_config \$TEST_NGINX_HTML_DIR/m.yaml;\n" . main::h2_unread_grpc_front('listen')
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- error_log
+upstream timed out (110: Connection timed out) while sending request to upstream
+--- check_eval
+main::h2_unread_grpc_checks();

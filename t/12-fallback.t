@@ -210,15 +210,16 @@ sub unread_grpc_new {
     });
 }
 
-# A client-streaming gRPC call over HTTP/1.1 (grpc_pass speaks HTTP/2 to new
-# whatever the client speaks): 200,000 bytes of messages, written as far as
-# nginx takes them. "STATUS whole|cut": the response's status, and whether
-# its chunked body ended.
+# An upload over HTTP/1.1 of $bytes bytes (200,000 by default) of type $type
+# (gRPC by default: grpc_pass speaks HTTP/2 to new whatever the client
+# speaks), written as far as nginx takes them. "STATUS whole|cut": the
+# response's status, and whether its body came whole (its Content-Length, or
+# its chunked body's end).
 sub grpc_upload {
-    my ($path) = @_;
+    my ($path, $bytes, $type) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port()) or die "connect: $!";
-    my $body = 'm' x 200000;
-    print $s "POST $path HTTP/1.1\r\nHost: api.example\r\nContent-Type: application/grpc\r\n"
+    my $body = 'm' x ($bytes // 200000);
+    print $s "POST $path HTTP/1.1\r\nHost: api.example\r\nContent-Type: " . ($type // 'application/grpc') . "\r\n"
         . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n";
     $s->blocking(0);
     while (length $body) {
@@ -235,8 +236,23 @@ sub grpc_upload {
         vec($ready, fileno($s), 1) = 1;
         last unless select($ready, undef, undef, 10) && sysread($s, $response, 65536, length $response);
     }
-    my ($status) = $response =~ m{^HTTP/1\.1 (\d+)};
-    return join ' ', $status // 'none', $response =~ /\r\n0\r\n\r\n\z/ ? 'whole' : 'cut';
+    my ($head, $rest) = split /\r\n\r\n/, $response, 2;
+    my ($status) = ($head // '') =~ m{^HTTP/1\.1 (\d+)};
+    my ($length) = ($head // '') =~ m{\r\nContent-Length: (\d+)}i;
+    my $whole = defined $length ? length($rest // '') == $length : ("\r\n" . ($rest // '')) =~ /\r\n0\r\n\r\n\z/;
+    return join ' ', $status // 'none', $whole ? 'whole' : 'cut';
+}
+
+# A new cluster that answers at once, before the request's body (a 200
+# announcing 100,000 bytes, 1,000 of them), then reads nothing for 2 s and
+# closes.
+sub deaf_new {
+    my ($port) = @_;
+    forked_new($port, sub {
+        my ($c) = @_;
+        print $c "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" . ('a' x 1000);
+        Time::HiRes::sleep(2);
+    });
 }
 
 # A GET over HTTP/2 without TLS (no HTTP/2 client library here: the frames
@@ -1230,3 +1246,28 @@ configure --with-http_v2_module
 upstream timed out (110: Connection timed out) while sending request to upstream
 --- check_eval
 main::h2_unread_grpc_checks();
+
+
+
+=== TEST 31: proxy_pass: an upload new answered at once and then stopped reading (`proxy_request_buffering off`) is no failure of new, however nginx ends it: its send timer, armed while the body waited, may fire after the header (504 over new's 200: aborted), or new's close ends it while the body was still coming (2xx)
+--- user_files eval
+[[ 'm.yaml', main::yaml_for(old => '$TEST_NGINX_RAND_PORT_1', new => '$TEST_NGINX_RAND_PORT_3') ]]
+--- config
+    location / {
+        migration on;
+        proxy_http_version 1.1;
+        proxy_request_buffering off;
+        proxy_buffering off;
+        proxy_send_timeout 1s;
+        client_max_body_size 10m;
+        proxy_pass http://$migration_backend;
+    }
+    location = /status { migration_status; }
+--- check_eval
+main::deaf_new(rand_port(3));
+is(main::grpc_upload('/upload', 8_000_000, 'application/octet-stream'), '200 cut', "upload $_: new's 200, then its body cut short") for 1 .. 3;
+Time::HiRes::sleep(0.5);
+is(main::fallback()->{consecutive_failures}, 0, 'no failure of new');
+my $new = main::status()->{services}[0]{responses}{new};
+is(join(' ', map { $new->{$_} // 0 } qw(5xx failed)), '0 0', 'no 5xx, nothing failed');
+is(($new->{'2xx'} // 0) + ($new->{aborted} // 0), 3, "each new's 200 (2xx) or the client's body (aborted)");

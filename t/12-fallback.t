@@ -188,6 +188,17 @@ sub h2_frame {
     return substr(pack('N', length $payload), 1) . pack('CCN', $type, $flags, $id) . $payload;
 }
 
+# Reads and drops what comes on $c for $seconds, or until it closes.
+sub drain_for {
+    my ($c, $seconds) = @_;
+    my $end = Time::HiRes::time() + $seconds;
+    while (Time::HiRes::time() < $end) {
+        my $ready = '';
+        vec($ready, fileno($c), 1) = 1;
+        last if select($ready, undef, undef, 0.1) && !sysread($c, my $junk, 65536);
+    }
+}
+
 # A gRPC server (HTTP/2 without TLS) that answers a call's header at once,
 # with :status $status, and then takes none of its messages: it never opens
 # the flow-control window (65,535 bytes), and drains its socket for 10 s.
@@ -201,12 +212,7 @@ sub unread_grpc_new {
         # name; content-type (entry 31) a literal.
         my $fields = ($status == 200 ? "\x88" : "\x48\x03$status") . "\x5f\x10application/grpc";
         syswrite $c, h2_frame(4, 0, 0, '') . h2_frame(1, 4, 1, $fields);
-        my $end = Time::HiRes::time() + 10;
-        while (Time::HiRes::time() < $end) {
-            my $ready = '';
-            vec($ready, fileno($c), 1) = 1;
-            last if select($ready, undef, undef, 0.1) && !sysread($c, my $junk, 65536);
-        }
+        drain_for($c, 10);
     });
 }
 
@@ -397,12 +403,7 @@ sub early_answer_new {
     forked_new($port, sub {
         my ($c) = @_;
         print $c "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" . ('a' x 1000);
-        my $end = Time::HiRes::time() + 1;
-        while (Time::HiRes::time() < $end) {
-            my $ready = '';
-            vec($ready, fileno($c), 1) = 1;
-            last if select($ready, undef, undef, 0.1) && !sysread($c, my $junk, 65536);
-        }
+        drain_for($c, 1);
     });
 }
 

@@ -307,6 +307,19 @@ mod tests {
         let beta = OwnedRequest::new("shop.example").args("beta=on&x=1");
         let with = WithUserCookie { request: &beta, name: b"mig_uid", value: b"minted" };
         assert_eq!((with.arg(b"beta"), with.arg(b"other")), (Some(&b"on"[..]), None));
+        // And its client address: ip rules and `strategy: ip` read it.
+        let office = OwnedRequest::new("shop.example").client("10.1.2.3");
+        let with = WithUserCookie { request: &office, name: b"mig_uid", value: b"minted" };
+        assert_eq!(with.client_ip(), Some("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_test_request_can_carry_the_id_nginx_would_mint() {
+        // explain and replay model nginx's minted id with `sticky_id`: the
+        // split then hashes it as it hashes a cookie's.
+        let mut minted = OwnedRequest::new("shop.example");
+        minted.sticky_id = Some(b"minted-id".to_vec());
+        assert_eq!(minted.sticky_id(), Some(&b"minted-id"[..]));
     }
 
     #[test]

@@ -61,13 +61,20 @@ sub raw_leave {
     return ($head =~ m{^HTTP/1\.1 (\d+)})[0] // 'none';
 }
 
+# HTTP/2 the way this nginx spells it, from the test's $spelling: `http2 on`
+# from 1.25.1 ('http2 on'); before, the listen's `http2` ('listen'), which
+# then speaks nothing else. (LISTEN-SUFFIX, SERVER-DIRECTIVE.)
+sub h2_listen {
+    my ($spelling) = @_;
+    return $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+}
+
 # gRPC: new as a gRPC server (nginx answering with a `grpc-status` trailer the
 # client picks with X-Code, or with the status in the header on /only) on
 # port 3, and a front on port 4 that routes with `grpc_pass`, both HTTP/2 the
 # way this nginx spells it (`http2 on` from 1.25.1, `listen ... http2` before).
 sub grpc_servers {
-    my ($spelling) = @_;
-    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    my ($listen, $on) = h2_listen(@_);
     return <<"CONF";
     server {
         listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_3$listen;$on
@@ -357,8 +364,7 @@ sub h2_read {
 # this nginx spells it (`http2 on` from 1.25.1; before, the listen's `http2`,
 # which then speaks nothing else), with a small send buffer.
 sub h2_break_front {
-    my ($spelling) = @_;
-    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    my ($listen, $on) = h2_listen(@_);
     return <<"CONF";
     server {
         listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_4 sndbuf=8k$listen;$on
@@ -426,8 +432,7 @@ sub upload_too_large {
 # (crashing_new, port 5) breaks off its chunked body: a gRPC body has no
 # declared length. HTTP/2 the way this nginx spells it.
 sub grpc_reset_servers {
-    my ($spelling) = @_;
-    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    my ($listen, $on) = h2_listen(@_);
     return <<"CONF";
     server {
         listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_3$listen;$on
@@ -464,8 +469,7 @@ sub grpc_reset_checks {
 # TEST 23 over HTTP/2 (TESTs 27 and 28): a front on port 4 speaking HTTP/2
 # the way this nginx spells it, whose /upload refuses bodies past 1k.
 sub h2_upload_front {
-    my ($spelling) = @_;
-    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    my ($listen, $on) = h2_listen(@_);
     return <<"CONF";
     server {
         listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_4$listen;$on
@@ -498,8 +502,7 @@ sub h2_upload_checks {
 # TEST 26 over HTTP/2 (TESTs 29 and 30): a front on port 4 speaking HTTP/2
 # the way this nginx spells it, to unread_grpc_new on port 3.
 sub h2_unread_grpc_front {
-    my ($spelling) = @_;
-    my ($listen, $on) = $spelling eq 'http2 on' ? ('', "\n        http2 on;") : (' http2', '');
+    my ($listen, $on) = h2_listen(@_);
     return <<"CONF";
     server {
         listen 127.0.0.1:\$TEST_NGINX_RAND_PORT_4$listen;$on

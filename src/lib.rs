@@ -21,8 +21,8 @@
 use core::ptr::{self, addr_of, addr_of_mut};
 
 use ngx::ffi::{
-    ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE12,
-    NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    ngx_command_t, ngx_http_module_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
     NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
 };
 use ngx::ngx_string;
@@ -40,7 +40,10 @@ use conf::Module;
 pub static mut COMMANDS: [ngx_command_t; 5] = [
     ngx_command_t {
         name: ngx_string!("migration_config"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123) as ngx_uint_t,
+        // PATH and up to four parameters (zone=, watch=, max_size=, last_good=):
+        // nginx's TAKE flags stop at seven arguments but take no range past
+        // three, and the handler refuses a fifth (each parameter at most once).
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
         set: Some(state::load::set_migration_config),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,
         offset: 0,

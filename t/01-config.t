@@ -567,3 +567,41 @@ old weight
 --- error_log
 [warn]
 services[0].canary.header_rules[0].header: header "x_canary": nginx ignores request headers whose names contain '_' unless the server has `underscores_in_headers on`; without it this never matches
+
+
+
+=== TEST 30: migration_config takes all four parameters at once (nginx refused a third before the handler saw it)
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=all_four:64k watch=1s max_size=64k last_good=$TEST_NGINX_HTML_DIR/last-good.yaml;
+--- user_files
+>>> m.yaml
+version: four
+services:
+  - name: api
+    old_host: api.example
+    old_backend: old:80
+    new_host: api.example
+    new_backend: new:80
+    migration: {percentage: 100}
+--- config
+    location / { migration on; return 200 "$migration_target $migration_config_version\n"; }
+--- request
+GET /
+--- more_headers
+Host: api.example
+--- response_body
+new four
+--- no_error_log
+[emerg]
+
+
+
+=== TEST 31: a fifth parameter repeats one, and is refused by name
+--- http_config
+    migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=five:64k watch=1s max_size=64k last_good=$TEST_NGINX_HTML_DIR/lg.yaml watch=2s;
+--- user_files
+>>> m.yaml
+services: []
+--- must_die
+--- error_log
+invalid parameter "watch=2s": expected zone=NAME:SIZE, watch=INTERVAL, max_size=SIZE or last_good=PATH, each at most once

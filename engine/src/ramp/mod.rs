@@ -132,8 +132,17 @@ pub fn fingerprint(ramp: &Ramp, percentage_bp: u32) -> u64 {
 /// key, salt, enabled) and its backends and hosts: a held or rolled-back ramp
 /// stays so until it changes (a comment, another service's edit or a reload of
 /// the same file keep the outcome).
+///
+/// `sticky` and `drain` are left out: they say how ids are handed out and how
+/// open connections move, not who is sent to new. After a rollback an operator
+/// raises `drain`'s rate to move connections off the failed cluster faster;
+/// that edit must not hand it users again.
 pub fn outcome_fingerprint(migration: &crate::config::Migration, endpoints: [&str; 4]) -> u64 {
-    crate::config::fnv1a64(format!("{migration:?}/{endpoints:?}").as_bytes()) | 1
+    // No `..`: a field added to the block must be placed on one side or the other.
+    let crate::config::Migration { enabled, strategy, percentage, user_key, hash_salt, ramp, sticky: _, drain: _ } =
+        migration;
+    let identity = format!("{enabled:?}/{strategy:?}/{percentage:?}/{user_key:?}/{hash_salt:?}/{ramp:?}/{endpoints:?}");
+    crate::config::fnv1a64(identity.as_bytes()) | 1
 }
 
 /// The threshold of a percentage in force, for the decision.
@@ -190,5 +199,25 @@ mod tests {
             super::outcome_fingerprint(&a.migration, endpoints),
             "the same block, the same fingerprint"
         );
+    }
+
+    #[test]
+    fn a_rollback_outlives_edits_of_sticky_and_drain_but_not_of_the_split() {
+        let service = |migration: &str| {
+            let yaml = format!(
+                "services:\n  - {{name: a, old_host: a, old_backend: \"o:1\", new_host: a, new_backend: \"n:1\", migration: {{strategy: user, user_key: \"cookie:uid\", percentage: 5, ramp: {{steps: [5, 50], every: 10m}}{migration}}}}}\n"
+            );
+            let config = crate::config::parse("m.yaml", &yaml).unwrap();
+            super::outcome_fingerprint(&config.services[0].migration, ["a", "o:1", "a", "n:1"])
+        };
+        let before = service("");
+        for kept in
+            [", sticky: {}", ", sticky: {max_age: 1d}", ", drain: {rate: 50/s}", ", drain: {rate: 5/s, after: 1m}"]
+        {
+            assert_eq!(service(kept), before, "{kept}: the rollback stays");
+        }
+        for changed in [", hash_salt: s2", ", enabled: false"] {
+            assert_ne!(service(changed), before, "{changed}: the ramp starts again");
+        }
     }
 }

@@ -49,8 +49,9 @@ impl Breakers for LiveConfig {
 
     #[inline]
     fn ramp_in_force(&self, index: u32) -> Option<migration_engine::ramp::RampInForce> {
-        let fingerprint = self.config.services.get(index as usize)?.ramp_fingerprint;
-        self.slots.get(index as usize).and_then(|slot| slot.ramp.in_force_for(fingerprint))
+        let service = self.config.services.get(index as usize)?;
+        let (fingerprint, outcome) = (service.ramp_fingerprint, service.outcome_fingerprint);
+        self.slots.get(index as usize).and_then(|slot| slot.ramp.in_force_for(fingerprint, outcome))
     }
 }
 

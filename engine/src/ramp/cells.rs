@@ -66,20 +66,25 @@ impl RampCells {
         Some(RampInForce { bp, stamp: core::num::NonZeroU64::new(word).map(RampStamp) })
     }
 
-    /// What a process compiled with the ramp of `fingerprint` decides with: the
-    /// percentage in force whatever the ramp (every process routes by the
-    /// zone's), but a stamp only if the ramp in the zone is its own. A worker
-    /// still on an older configuration (before its reload signal, or its
-    /// compile of a `watch=` publication) then never gives evidence to a ramp
-    /// it does not have, as it never moves one ([`RampCells::tick`]).
+    /// What a process compiled with the ramp of `fingerprint`, for the
+    /// migration block and backends of `outcome`, decides with: the percentage
+    /// in force whatever the ramp (every process routes by the zone's), but a
+    /// stamp only if the ramp in the zone is its own and was published with
+    /// the same backends. A worker still on an older configuration (before its
+    /// reload signal, or its compile of a `watch=` publication) then never
+    /// gives evidence to a ramp it does not have, as it never moves one
+    /// ([`RampCells::tick`]); nor, after a change of `new_backend` restarted a
+    /// rolled-back ramp (the same ramp, another outcome), does one that still
+    /// sends "new" to the backend that failed.
     #[inline]
-    pub fn in_force_for(&self, fingerprint: u64) -> Option<RampInForce> {
+    pub fn in_force_for(&self, fingerprint: u64, outcome: u64) -> Option<RampInForce> {
         // The word first, as `tick` reads them: a publication stores the
-        // fingerprint before the word, so a word read before a restart comes
-        // with a fingerprint that may be the new one, whose stamp then fails
+        // fingerprints before the word, so a word read before a restart comes
+        // with fingerprints that may be the new ones, whose stamp then fails
         // `record`'s compare.
         let found = self.in_force()?;
-        let ours = self.fingerprint.load(Ordering::Acquire) == fingerprint;
+        let ours =
+            self.fingerprint.load(Ordering::Acquire) == fingerprint && self.outcome.load(Ordering::Acquire) == outcome;
         Some(if ours { found } else { RampInForce { stamp: None, ..found } })
     }
 
@@ -402,6 +407,12 @@ mod tests {
         assert_eq!(cells.state(), Some(RampState::RolledBack));
         cells.publish(Some(&r), fingerprint(&r, 100), 8, true, 2000);
         assert_eq!((cells.state(), cells.percentage_in_force()), (Some(RampState::Ramping), Some(100)));
+        // A worker not yet on the new backends (the same ramp, the old outcome)
+        // still sends "new" to the one that failed: no evidence for the new start.
+        let stale = cells.in_force_for(fp(&r), 7).expect("a ramp");
+        assert_eq!((stale.bp, stale.stamp), (100, None));
+        let fresh = cells.in_force_for(fp(&r), 8).expect("a ramp");
+        assert_eq!(fresh.stamp, cells.in_force().and_then(|f| f.stamp), "the worker on them gives evidence");
         let hold = ramp(&[100, 1000], 1000, Some(gate), OnFailure::Hold, None);
         let cells = RampCells::default();
         cells.publish(Some(&hold), fingerprint(&hold, 100), 7, true, 0);
@@ -803,13 +814,13 @@ mod tests {
         let r = ramp(&[100, 1000], 1000, None, OnFailure::Rollback, None);
         let cells = RampCells::default();
         cells.publish(Some(&r), fp(&r), 1, true, 0);
-        let ours = cells.in_force_for(fp(&r)).expect("a ramp");
+        let ours = cells.in_force_for(fp(&r), 1).expect("a ramp");
         assert_eq!((ours.bp, ours.stamp), (100, cells.in_force().and_then(|f| f.stamp)));
-        for other in [0, fp(&r) ^ 2] {
-            let theirs = cells.in_force_for(other).expect("a ramp");
-            assert_eq!((theirs.bp, theirs.stamp), (100, None), "fingerprint {other}");
+        for (other, outcome) in [(0, 1), (fp(&r) ^ 2, 1), (fp(&r), 3)] {
+            let theirs = cells.in_force_for(other, outcome).expect("a ramp");
+            assert_eq!((theirs.bp, theirs.stamp), (100, None), "fingerprint {other}, outcome {outcome}");
         }
         cells.publish(None, 0, 0, true, 1);
-        assert_eq!(cells.in_force_for(0), None, "no ramp: nothing in force");
+        assert_eq!(cells.in_force_for(0, 0), None, "no ramp: nothing in force");
     }
 }

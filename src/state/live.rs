@@ -176,7 +176,13 @@ pub fn catch_up_now(zone: &Zone, log: *mut ngx_log_t) -> Option<Arc<LiveConfig>>
     if current().is_some_and(|c| c.generation == zone.generation()) {
         return current();
     }
-    if let Some(record) = zone.lock().read() {
+    // The copy is taken under the lock, and compiled after it is released:
+    // in an `if let` the lock's guard would live through the compile, and every
+    // other process's status request, `watch=` tick and the master's reload
+    // would wait for it. The record's slots stay: this worker's entry in the
+    // process table holds an older generation than the record's.
+    let record = zone.lock().read();
+    if let Some(record) = record {
         let compiled = migration_engine::load_str(&record.source, &record.text).map_err(|e| e.to_string());
         adopt_record(zone, record, compiled, log);
     }

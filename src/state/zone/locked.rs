@@ -249,7 +249,10 @@ impl Locked<'_> {
             return 0;
         }
         let cycle = self.header().cycle_generation.load(Ordering::Acquire);
-        let oldest_held = self.oldest_held_generation();
+        // The committed record is held whoever is registered: any process may
+        // read it next (a worker respawned while no other process is
+        // registered; the table is then empty, and would hold nothing).
+        let oldest_held = self.oldest_held_generation().min(self.zone.generation());
         let mut freed = 0;
         let zone = self.zone;
         let mut link: &AtomicPtr<ServiceSlot> = &zone.header().slots;

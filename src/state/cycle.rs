@@ -314,8 +314,17 @@ unsafe fn init_process_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let worker = unsafe { ngx::ffi::ngx_worker };
     use_cell(worker, zone.cells());
     let start = cycle_zone.published.as_ref().map_or(zone.generation(), |p| p.generation);
-    if let Some(entry) = zone.lock().register(pid, start) {
-        PROCESS_ENTRY.store(entry, Ordering::Release);
+    match zone.lock().register(pid, start) {
+        Some(entry) => PROCESS_ENTRY.store(entry, Ordering::Release),
+        None => {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                cycle.log,
+                "migration: the zone's process table is full ({} processes of this and older cycles): \
+                 the slots of removed services are no longer freed until nginx restarts",
+                crate::state::zone::PROCESSES
+            );
+        }
     }
     // Taken, not shared: this worker's hold on the cycle's generation ends when
     // it routes by a newer one (a respawned worker gets the master's copy again).

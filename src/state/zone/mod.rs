@@ -47,7 +47,7 @@ const CACHE_LINE: usize = 64;
 
 /// Processes (workers of the current and of draining older cycles) that can say
 /// which generation they may still touch. Beyond it, slots are not reclaimed.
-const PROCESSES: usize = 256;
+pub(crate) const PROCESSES: usize = 256;
 
 /// A process's claim: "I may still use the slots of `generation` and later".
 #[repr(C)]

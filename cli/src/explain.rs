@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     ip: Option<IpAddr>,
     /// An nginx variable for `user_key: var:NAME`, `name=value`; repeatable.
-    #[arg(long = "var", value_name = "NAME=VALUE")]
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = variable)]
     vars: Vec<String>,
     /// Decide for this service whatever the Host (`migration_service NAME`).
     #[arg(long, value_name = "NAME")]
@@ -55,8 +55,8 @@ pub struct Args {
     fallback_open: bool,
     /// The percentage in force for the request's service, as a ramp may have moved
     /// it from the file's `migration.percentage` (`30`, `12.5`; at most two decimals).
-    #[arg(long, value_name = "PERCENT", conflicts_with = "status")]
-    percentage: Option<String>,
+    #[arg(long, value_name = "PERCENT", conflicts_with = "status", value_parser = percentage)]
+    percentage: Option<u32>,
     /// A status document saved from the module (`curl -s http://127.0.0.1:9145/migration/status
     /// > status.json`): each service's percentage in force and ramp state are taken from it.
     #[arg(long, value_name = "STATUS.json")]
@@ -220,6 +220,19 @@ fn header_line(text: &str) -> Result<String, String> {
     }
 }
 
+/// `--var`: `name=value` (a usage error, exit status 2, without `=`).
+fn variable(text: &str) -> Result<String, String> {
+    if !text.contains('=') {
+        return Err("expected `name=value`".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// `--percentage`: in basis points (a usage error, exit status 2, when it is not one).
+fn percentage(text: &str) -> Result<u32, String> {
+    basis_points(text).ok_or_else(|| "expected 0 to 100, at most two decimals".into())
+}
+
 /// `--cookie`: `name=value`, which fits in a Cookie header line.
 fn cookie(text: &str) -> Result<String, String> {
     if !text.contains('=') {
@@ -278,9 +291,8 @@ fn request(args: &Args) -> Result<OwnedRequest, Failed> {
         r = r.client(&ip.to_string());
     }
     for v in &args.vars {
-        let Some((name, value)) = v.split_once('=') else {
-            return Err(Failed(Some(format!("--var {v:?}: expected `name=value`"))));
-        };
+        // `variable` let only `name=value` through.
+        let (name, value) = v.split_once('=').unwrap_or((v, ""));
         r = r.variable(name.trim_start_matches('$'), value);
     }
     Ok(r)
@@ -291,13 +303,7 @@ pub fn run(args: Args) -> Result<(), Failed> {
     let request = request(&args)?;
     let breakers = OpenBreakers::new(&config);
     let breakers: &dyn Breakers = if args.fallback_open { &breakers } else { &migration_engine::NoBreakers };
-    let everywhere =
-        match &args.percentage {
-            Some(text) => Some(basis_points(text).ok_or_else(|| {
-                Failed(Some(format!("--percentage {text:?}: expected 0 to 100, at most two decimals")))
-            })?),
-            None => None,
-        };
+    let everywhere = args.percentage;
     let by_service = match &args.status {
         Some(path) => from_status(path, &config)?,
         None => Vec::new(),

@@ -203,10 +203,15 @@ fn explain_takes_the_percentage_in_force_from_a_ramp() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("percent  50 % in force (ramp ramping, from the status document)"), "{text}");
     assert!(text.contains("threshold 0x7fffffff for 50 %"), "{text}");
-    // Bad values: a located refusal (1); both options at once: usage (2).
+    // A bad value is a usage error (2), as a bad --header or --cookie is, and
+    // so are both options at once; a bad status document is bad input (1).
     for bad in ["101", "12.345", "-1", "x"] {
-        assert_eq!(explain(&[&format!("--percentage={bad}")]).status.code(), Some(1), "--percentage {bad}");
+        let out = explain(&[&format!("--percentage={bad}")]);
+        assert_eq!(out.status.code(), Some(2), "--percentage {bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("expected 0 to 100, at most two decimals"), "{stderr}");
     }
+    assert_eq!(explain(&["--var", "tenant"]).status.code(), Some(2), "--var without =");
     // A status value is shown escaped: it must not write to the terminal.
     let payload = status("50", "\\u001b]0;pwned\\u0007\\u001b[2J");
     let out = bin()

@@ -267,5 +267,40 @@ fn output_that_nginx_would_refuse_is_not_printed() {
     let report = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    assert!(report.contains("more than the 16777216 bytes a configuration may have"), "{report}");
+    assert!(report.contains("would be more than 16777216 bytes, the most a configuration may have"), "{report}");
+}
+
+#[test]
+fn a_huge_header_value_joining_many_hosts_stops_at_the_limit_in_bounded_memory() {
+    // One main Ingress with 1,000 hosts, one canary with a 200 KB header value
+    // joining them all: 200 MB of YAML had it been written whole (the import
+    // once built it, then parsed it: about 1 GB of memory for a 260 KB input).
+    // Under a 512 MiB address-space limit it must still refuse, cleanly.
+    let value = "v".repeat(200_000);
+    let hosts: String = (0..1000)
+        .map(|n| format!("  - host: h{n}.example.com\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: web\n            port:\n              number: 80\n"))
+        .collect();
+    let mut input = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: main\n  namespace: shop\nspec:\n  rules:\n{hosts}"
+    );
+    input += &ingress(
+        "canary",
+        "h0.example.com",
+        "/",
+        "web-v2",
+        &[("canary", "true"), ("canary-by-header", "X-Canary"), ("canary-by-header-value", &value)],
+    );
+    let path = tmp("amplified.yaml", input.as_bytes());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 524288 && exec \"$0\" import-ingress \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_nginx-migration"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(out.stdout.is_empty());
+    assert!(report.contains("would be more than 16777216 bytes"), "{report}");
+    assert!(report.contains("1000 services in all"), "{report}");
 }

@@ -91,18 +91,18 @@ pub fn run(files: &[PathBuf], partial: bool, format: Format) -> Result<(), Faile
         .iter()
         .map(|(at, m)| if at.line == 0 { escape_controls(m) } else { format!("{at}: {}", escape_controls(m)) })
         .collect();
-    let yaml = render(&services, files);
+    // What nginx and `check` read is bounded; so is what the import writes
+    // (checked as it is written, before anything parses it).
+    let limit = migration_engine::source::DEFAULT_MAX_SIZE;
+    let yaml = render(&services, files, limit as usize).map_err(|written| {
+        Failed(Some(format!(
+            "the generated YAML would be more than {limit} bytes, the most a configuration may have (max_size=; {written} bytes when writing stopped, {} services in all); nothing printed: look for Ingresses with huge annotation values joining many hosts",
+            services.len()
+        )))
+    })?;
     // Whatever the import believes, what it prints must load: check it as nginx would.
     if let Err(e) = migration_engine::load_str_checked("import-ingress output", &yaml) {
         return Err(Failed(Some(format!("internal error: the generated YAML does not load ({e}); nothing printed"))));
-    }
-    // What nginx and `check` read is bounded; so is what the import writes.
-    if yaml.len() as u64 > migration_engine::source::DEFAULT_MAX_SIZE {
-        return Err(Failed(Some(format!(
-            "the generated YAML would be {} bytes, more than the {} bytes a configuration may have (max_size=); nothing printed: look for Ingresses with huge annotation values",
-            yaml.len(),
-            migration_engine::source::DEFAULT_MAX_SIZE
-        ))));
     }
     if report.errors.is_empty() || partial {
         print!("{yaml}");

@@ -150,6 +150,8 @@ pub(super) struct Service {
     pub(super) by_location: bool,
     pub(super) old: String,
     pub(super) new: String,
-    pub(super) rules: Vec<Value>,
+    /// Shared by the services of every host a canary joins: one copy of a
+    /// huge annotation value, not one per host.
+    pub(super) rules: Rc<Vec<Value>>,
     pub(super) percentage_bp: u32,
 }

@@ -198,6 +198,7 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
             }
             out
         };
+        let rules = std::rc::Rc::new(rules);
         // Every location of this upstream, on any host, goes through the canary.
         for (host, mine) in &hosts {
             let host = &host.to_string();
@@ -305,7 +306,7 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
                 by_location: !whole,
                 old: address(&u.service),
                 new: address(&alt.service),
-                rules: rules.clone(),
+                rules: std::rc::Rc::clone(&rules),
                 percentage_bp: bp,
             });
         }

@@ -525,8 +525,8 @@ fn cases() -> Vec<Case> {
         .services(0)
         .report("catch-all server _"),
         case(
-            "a canary defaultBackend that deletes a main's upstream",
-            "C:1648, C:1689-1693",
+            "a later canary's defaultBackend takes over a main's upstream: no location there",
+            "C:1037, C:807",
             object("main-a", "2024-01-01T00:00:00Z", &[], &[P("a.example.com", "/", "Prefix", "web", 80)])
                 + &with_default_backend(object("zz-canary", "2024-02-01T00:00:00Z", &[("canary", "true")], &[]), "web")
                 + &object(
@@ -537,7 +537,21 @@ fn cases() -> Vec<Case> {
                 ),
         )
         .services(0)
-        .reported("answers 503 there"),
+        .reported("made again by its defaultBackend"),
+        case(
+            "a later main's defaultBackend on the canary's Service resets its policy: the canary gets nothing",
+            "C:1037, C:1578-1580, balancer.lua:258-276",
+            object("web", "2024-01-01T00:00:00Z", &[], &[MAIN])
+                + &object(
+                    "web-canary",
+                    "2024-01-02T00:00:00Z",
+                    &[("canary", "true"), ("canary-weight", "50"), ("canary-by-header", "X-Canary")],
+                    &[NEW],
+                )
+                + &with_default_backend(object("web-preview", "2024-01-03T00:00:00Z", &[], &[]), "web-v2"),
+        )
+        .services(0)
+        .reported("made again by the defaultBackend of shop/web-preview"),
         case(
             "a canary host no main serves gets nothing",
             "C:1678-1685",

@@ -11,6 +11,9 @@ pub(super) struct Upstream {
     pub(super) no_server: bool,
     /// The canary Ingress whose traffic shaping policy this upstream carries.
     pub(super) policy_of: Option<usize>,
+    /// The Ingress that made it (the last defaultBackend to name it, else the
+    /// first path).
+    pub(super) made_by: usize,
     pub(super) alternatives: Vec<String>,
 }
 
@@ -62,20 +65,25 @@ pub(super) fn ordered(all: &[Ingress]) -> Vec<usize> {
 
 pub(super) fn build(all: &[Ingress], order: &[usize]) -> Built {
     let mut upstreams: HashMap<String, Upstream> = HashMap::new();
-    // controller.go createUpstreams: the first Ingress to name a Service and port makes its upstream.
+    // controller.go createUpstreams: the first Ingress to name a Service and
+    // port in a path makes its upstream, but every defaultBackend makes its
+    // upstream anew (controller.go:1037): a later Ingress's defaultBackend
+    // replaces the upstream, and with it a canary's traffic policy (a main's
+    // leaves none: that canary gets no traffic).
     for &k in order {
         let i = &all[k];
-        let services = i
-            .default_backend
-            .iter()
-            .chain(i.rules.iter().filter(|r| r.http).flat_map(|r| r.paths.iter().filter_map(|p| p.backend.as_ref())));
-        for s in services {
-            upstreams.entry(s.upstream()).or_insert_with(|| Upstream {
-                service: s.clone(),
-                no_server: i.canary.is_some(),
-                policy_of: i.canary.is_some().then_some(k),
-                alternatives: Vec::new(),
-            });
+        let upstream = |s: &ServiceRef| Upstream {
+            service: s.clone(),
+            no_server: i.canary.is_some(),
+            policy_of: i.canary.is_some().then_some(k),
+            made_by: k,
+            alternatives: Vec::new(),
+        };
+        if let Some(s) = &i.default_backend {
+            upstreams.insert(s.upstream(), upstream(s));
+        }
+        for s in i.rules.iter().filter(|r| r.http).flat_map(|r| r.paths.iter().filter_map(|p| p.backend.as_ref())) {
+            upstreams.entry(s.upstream()).or_insert_with(|| upstream(s));
         }
     }
     // createServers (controller.go:1325-1381): the `_` server, and a server per host

@@ -110,7 +110,7 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
             &all[*main],
             "spec.rules",
             format!(
-                "host {host:?} path {path:?}: its Service's upstream was made first by the canary {} (Ingresses in order of creationTimestamp, then namespace/name descending), so ingress-nginx serves no location there (controller.go:807) and answers with its default backend (404); the module cannot answer 404 for a service, so requests there route as nginx.conf says",
+                "host {host:?} path {path:?}: its Service's upstream is the canary {}'s (made first by its path, or made again by its defaultBackend, which replaces an upstream, controller.go:1037; Ingresses in order of creationTimestamp, then namespace/name descending), so ingress-nginx serves no location there (controller.go:807) and answers with its default backend (404); the module cannot answer 404 for a service, so requests there route as nginx.conf says",
                 all[*canary].id()
             ),
         );
@@ -156,7 +156,23 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
             }
         }
         let Some(alt) = built.upstreams.get(&u.alternatives[0]) else { continue };
-        let Some(k) = alt.policy_of else { continue };
+        let Some(k) = alt.policy_of else {
+            // A main's defaultBackend made the canary's upstream again, without
+            // a policy: it still merges (canMergeBackend asks only the
+            // primary), and balancer.lua finds no header, cookie or weight.
+            let alt_name = &u.alternatives[0];
+            for &c in order.iter().filter(|&&c| all[c].canary.is_some() && names_upstream(&all[c], alt_name)) {
+                report.unmapped(
+                    &all[c],
+                    "canary",
+                    format!(
+                        "its upstream {alt_name} was made again by the defaultBackend of {} (controller.go:1037), which carries no traffic policy, so ingress-nginx sends this canary no request (no header, cookie or weight, balancer.lua:258-276); no service is written for it",
+                        all[alt.made_by].id()
+                    ),
+                );
+            }
+            continue;
+        };
         let c = &all[k];
         let canary = c.canary.as_ref().expect("a policy is a canary's");
         // balancer.lua:195-197: with session affinity on the main Ingress, a request
@@ -330,4 +346,12 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
         }
     }
     services
+}
+
+/// Whether the Ingress's defaultBackend or one of its paths sends to `upstream`.
+fn names_upstream(i: &Ingress, upstream: &str) -> bool {
+    i.default_backend
+        .iter()
+        .chain(i.rules.iter().filter(|r| r.http).flat_map(|r| r.paths.iter().filter_map(|p| p.backend.as_ref())))
+        .any(|s| s.upstream() == upstream)
 }

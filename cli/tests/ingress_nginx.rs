@@ -776,6 +776,15 @@ fn cases() -> Vec<Case> {
         .exit(1)
         .report("annotations-risk-level High, the default"),
         case(
+            "a Critical-risk annotation without the prefix drops the Ingress too",
+            "parser/validators.go:253-266, parser/main.go:196-198",
+            object("web", "", &[("server-snippet", "return 200;")], &[MAIN])
+                .replace("nginx.ingress.kubernetes.io/server-snippet", "server-snippet")
+                + &canary("web-canary", hdr, &[NEW]),
+        )
+        .exit(1)
+        .report("server-snippet is a Critical-risk annotation"),
+        case(
             "a DEL byte in a header value is a bad Ingress",
             "V:68",
             pair(&[("canary-by-header", "X-Canary"), ("canary-by-header-value", "on\u{7f}")]),

@@ -184,8 +184,10 @@ impl Reader<'_> {
         // annotations.go:186-188, store.go:949-952: an Ingress with a Critical-risk
         // annotation is dropped whole unless the controller's annotations-risk-level
         // is Critical (its default is High), so what it routed is not known here.
-        for critical in CRITICAL {
-            let key = format!("{PREFIX}{critical}");
+        // validators.go:253-266 compares the key with the prefix trimmed, and a
+        // key without the prefix is compared as it is: a bare
+        // `server-snippet` drops the Ingress too.
+        for key in CRITICAL.iter().flat_map(|critical| [format!("{PREFIX}{critical}"), (*critical).to_owned()]) {
             if annotations.contains_key(&key) {
                 let at = meta.get("annotations").and_then(|a| a.get(&key)).unwrap_or(meta);
                 self.problem(at, format!("{key} is a Critical-risk annotation: with annotations-risk-level High, the default, ingress-nginx drops this whole Ingress (annotations.go:186, store.go:949), with Critical it routes it; --partial leaves it out as the default does, or take the annotation out of the input to import it"));

@@ -116,6 +116,11 @@ Examples:
         /// With a bad Ingress, still print the YAML of the others (exit status 1 all the same).
         #[arg(long)]
         partial: bool,
+        /// The namespace of Ingresses whose metadata names none (manifests from a
+        /// repository), as `kubectl apply -n NAMESPACE` places them; without it
+        /// such an Ingress is a bad one: its Services' namespace is not known.
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
         /// `json`: the report on stderr becomes {\"mapped\",\"approximate\",\"unmapped\"}.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -138,7 +143,9 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Diff { old, new, format } => diff::run(&old, &new, format),
-        Command::ImportIngress { files, partial, format } => ingress::run(&files, partial, format),
+        Command::ImportIngress { files, partial, namespace, format } => {
+            ingress::run(&files, partial, namespace.as_deref(), format)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -304,3 +304,25 @@ fn a_huge_header_value_joining_many_hosts_stops_at_the_limit_in_bounded_memory()
     assert!(report.contains("would be more than 16777216 bytes"), "{report}");
     assert!(report.contains("1000 services in all"), "{report}");
 }
+
+#[test]
+fn an_ingress_without_a_namespace_needs_the_one_kubectl_would_give() {
+    // Manifests kept in a repository often name none: kubectl apply -n decides.
+    let input = (ingress("web", "shop.example.com", "/", "web", &[])
+        + &ingress("web-canary", "shop.example.com", "/", "web-v2", &[("canary", "true"), ("canary-weight", "10")]))
+    .replace("  namespace: shop\n", "");
+    let path = tmp("no-namespace.yaml", input.as_bytes());
+    let out = import(&[], &path);
+    let report = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(out.stdout.is_empty(), "no guess at the default namespace");
+    assert!(report.contains("no-namespace.yaml:5:3: the Ingress names no metadata.namespace"), "{report}");
+    let out = import(&["--namespace", "shop"], &path);
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(yaml.contains("old_backend: web.shop.svc.cluster.local:80"), "{yaml}");
+    assert!(yaml.contains("new_backend: web-v2.shop.svc.cluster.local:80"), "{yaml}");
+    let out = import(&["--namespace", "Shop_1"], &path);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("\"Shop_1\" is not a namespace"));
+}

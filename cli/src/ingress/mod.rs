@@ -62,11 +62,11 @@ use render::{print_report, render};
 
 const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
-pub fn run(files: &[PathBuf], partial: bool, format: Format) -> Result<(), Failed> {
+pub fn run(files: &[PathBuf], partial: bool, namespace: Option<&str>, format: Format) -> Result<(), Failed> {
     let mut all = Vec::new();
     let mut problems = Vec::new();
     for f in files {
-        read(f, &mut all, &mut problems)?;
+        read(f, namespace, &mut all, &mut problems)?;
     }
     // An object is one namespace/name: a second one is an error of its own.
     let mut seen = BTreeSet::new();

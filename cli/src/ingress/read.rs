@@ -40,6 +40,8 @@ fn port_name(s: &str) -> bool {
 
 struct Reader<'a> {
     file: &'a Rc<str>,
+    /// `--namespace`: the namespace of an Ingress that names none.
+    namespace: Option<&'a str>,
     problems: Problems,
 }
 
@@ -143,9 +145,16 @@ impl Reader<'_> {
                 format!("{name:?} is not an object name (a DNS-1123 subdomain)"),
             );
         }
-        let namespace = match meta.get("namespace") {
-            Some(n) => self.string(n, "metadata.namespace").unwrap_or_default(),
-            None => "default".to_owned(),
+        // The API server gives an object without one the namespace of the
+        // request (kubectl's -n, else its context's): not known here, and the
+        // backends' addresses depend on it.
+        let namespace = match (meta.get("namespace"), self.namespace) {
+            (Some(n), _) => self.string(n, "metadata.namespace").unwrap_or_default(),
+            (None, Some(namespace)) => namespace.to_owned(),
+            (None, None) => {
+                self.problem(meta, "the Ingress names no metadata.namespace, so where its Services are is not known: give the one kubectl apply would use with --namespace NAMESPACE".into());
+                "default".to_owned()
+            }
         };
         if !dns_label(&namespace, 63) {
             self.problem(
@@ -265,14 +274,19 @@ impl Reader<'_> {
 
 /// A file's Ingresses, each read or refused on its own. A file that cannot be
 /// read as YAML at all is an error of the whole file.
-pub(super) fn read(path: &std::path::Path, out: &mut Vec<Ingress>, problems: &mut Problems) -> Result<(), Failed> {
+pub(super) fn read(
+    path: &std::path::Path,
+    namespace: Option<&str>,
+    out: &mut Vec<Ingress>,
+    problems: &mut Problems,
+) -> Result<(), Failed> {
     let file: Rc<str> = escape_controls(&path.display().to_string()).into();
     let (bytes, _) =
         migration_engine::source::read_bounded(path, kyaml::MAX_SIZE).map_err(|e| Failed(Some(e.to_string())))?;
     let text = migration_engine::source_from_bytes(&file, bytes).map_err(|e| Failed(Some(e.to_string())))?;
     let docs =
         kyaml::documents(&text).map_err(|e| Failed(Some(format!("{file}:{}:{}: {}", e.line, e.column, e.message))))?;
-    let mut reader = Reader { file: &file, problems: Vec::new() };
+    let mut reader = Reader { file: &file, namespace, problems: Vec::new() };
     for doc in &docs {
         // A repeated key above the Ingresses (`items:` twice) leaves which ones
         // exist to the reader; the whole document is refused.

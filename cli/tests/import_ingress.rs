@@ -310,7 +310,7 @@ fn an_ingress_without_a_namespace_needs_the_one_kubectl_would_give() {
     // Manifests kept in a repository often name none: kubectl apply -n decides.
     let input = (ingress("web", "shop.example.com", "/", "web", &[])
         + &ingress("web-canary", "shop.example.com", "/", "web-v2", &[("canary", "true"), ("canary-weight", "10")]))
-    .replace("  namespace: shop\n", "");
+        .replace("  namespace: shop\n", "");
     let path = tmp("no-namespace.yaml", input.as_bytes());
     let out = import(&[], &path);
     let report = String::from_utf8(out.stderr).unwrap();

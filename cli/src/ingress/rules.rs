@@ -139,7 +139,9 @@ pub(super) fn canary_rules(c: &Ingress, canary: &Canary, report: &mut Report) ->
 
 /// Refuses what Rust's regex and PCRE both accept but read differently: set
 /// operations in a class (`[a&&b]`, `[a-c--b]`, `[a~~b]` are literals or ranges
-/// to PCRE) and `\b{...}` word-boundary forms.
+/// to PCRE), `\b{...}` word-boundary forms and `(?R)` (PCRE recurses the whole
+/// pattern, an error at match time that sends the request to main; Rust sets
+/// CRLF mode, an empty group that matches every value).
 fn rust_reads_like_pcre(pattern: &str) -> Result<(), String> {
     if pattern.contains("\\b{") {
         return Err("\\b{...} is a word boundary form in Rust and a repetition in PCRE".into());
@@ -168,6 +170,9 @@ fn rust_reads_like_pcre(pattern: &str) -> Result<(), String> {
                 }
             }
             b']' if depth > 0 => depth = 0,
+            b'(' if depth == 0 && pattern[at..].starts_with("(?R)") => {
+                return Err("(?R) recurses the whole pattern in PCRE and only sets CRLF mode in Rust".into());
+            }
             b'&' | b'-' | b'~' if depth > 0 && bytes.get(at + 1) == Some(&bytes[at]) => {
                 return Err(
                     "a doubled &, - or ~ in a class is a set operation in Rust and literal characters in PCRE".into()
@@ -186,10 +191,12 @@ mod tests {
 
     #[test]
     fn patterns_the_two_dialects_read_differently_are_refused() {
-        for same in ["^(on|yes)$", "[a-z]+", "[]a]", "[^]a-]", "[[:alpha:]]+", "a--b", r"\[x--y\]", "[a-]"] {
+        for same in
+            ["^(on|yes)$", "[a-z]+", "[]a]", "[^]a-]", "[[:alpha:]]+", "a--b", r"\[x--y\]", "[a-]", r"\(?R)", "[(?R)]"]
+        {
             assert!(rust_reads_like_pcre(same).is_ok(), "{same}");
         }
-        for differs in ["^[a&&b]$", "^[a-c--b]$", "[a~~b]", "[[a]b]", r"\b{start}x"] {
+        for differs in ["^[a&&b]$", "^[a-c--b]$", "[a~~b]", "[[a]b]", r"\b{start}x", "(?R)", "a|(?R)b"] {
             assert!(rust_reads_like_pcre(differs).is_err(), "{differs}");
         }
     }

@@ -512,7 +512,8 @@ fn cases() -> Vec<Case> {
                 + &canary("web-canary", hdr, &[P(H, "/app", "Prefix", "web-v2", 80)]),
         )
         .yaml("shop-web.by-location.invalid")
-        .report("location /app {"),
+        .report("location /app/ {")
+        .report("location = /app {"),
         case(
             "a catch-all canary joins a catch-all main",
             "C:1343-1348, C:1614-1640",
@@ -605,7 +606,17 @@ fn cases() -> Vec<Case> {
         )
         .requests(&[(&["--host", "shop-web.by-location.invalid", "--header", "X-Canary: always"], "new")])
         .yaml("shop-web.by-location.invalid")
-        .report("location /a { migration on; migration_service shop-web;"),
+        .report("location /a/ { migration on; migration_service shop-web;")
+        .report("location = /a { migration on; migration_service shop-web;"),
+        case(
+            "a suggested location is quoted where nginx.conf would read the path otherwise",
+            "location.go:33-100",
+            object("web", "", &[], &[P(H, "/a;b{c}", "Prefix", "web", 80), P(H, "/d", "Prefix", "api", 80)])
+                + &canary("web-canary", hdr, &[P(H, "/a;b{c}", "Prefix", "web-v2", 80)]),
+        )
+        .yaml("shop-web.by-location.invalid")
+        .report("location \"/a;b{c}/\" { migration on;")
+        .report("location = \"/a;b{c}\" { migration on;"),
         case(
             "two canaries on two paths of one host are two services",
             "C:1601",

@@ -287,11 +287,12 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
             }
             used_names.insert(name.clone());
             if !whole {
+                let server = &built.servers[host.as_str()];
                 let blocks: Vec<String> = mine
                     .iter()
-                    .map(|l| {
-                        let exact = if l.path_type == PathType::Exact { "= " } else { "" };
-                        format!("location {exact}{} {{ migration on; migration_service {name}; proxy_set_header Host $migration_host; proxy_pass $migration_scheme://$migration_backend; }}", l.path)
+                    .flat_map(|l| nginx_locations(l, server))
+                    .map(|location| {
+                        format!("location {location} {{ migration on; migration_service {name}; proxy_set_header Host $migration_host; proxy_pass $migration_scheme://$migration_backend; }}")
                     })
                     .collect();
                 let paths: Vec<&str> = mine.iter().map(|l| l.path.as_str()).collect();
@@ -354,4 +355,33 @@ fn names_upstream(i: &Ingress, upstream: &str) -> bool {
         .iter()
         .chain(i.rules.iter().filter(|r| r.http).flat_map(|r| r.paths.iter().filter_map(|p| p.backend.as_ref())))
         .any(|s| s.upstream() == upstream)
+}
+
+/// The `location` arguments ingress-nginx writes for a location
+/// (location.go:33-100): a Prefix path other than `/` becomes the path with a
+/// `/` at its end, and an exact location of the path itself unless the server
+/// has one already; so `/api` canaries `/api` and `/api/...`, not `/apix`. A
+/// path nginx.conf would read otherwise (a space, `;`, `{`, a quote) is quoted.
+/// Locations of a main with `use-regex` or `rewrite-target` are regular
+/// expressions in ingress-nginx: not written here.
+fn nginx_locations(l: &Location, server: &[Location]) -> Vec<String> {
+    let quoted = |path: &str| {
+        if path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._~%-+:@!$&()*,=".contains(&b)) {
+            path.to_owned()
+        } else {
+            format!("\"{}\"", path.replace('\\', "\\\\").replace('"', "\\\""))
+        }
+    };
+    match l.path_type {
+        PathType::Exact => vec![format!("= {}", quoted(&l.path))],
+        _ if l.path == "/" => vec!["/".to_owned()],
+        _ => {
+            let prefix = if l.path.ends_with('/') { l.path.clone() } else { format!("{}/", l.path) };
+            let mut out = vec![quoted(&prefix)];
+            if !server.iter().any(|other| other.path_type == PathType::Exact && other.path == l.path) {
+                out.push(format!("= {}", quoted(&l.path)));
+            }
+            out
+        }
+    }
 }

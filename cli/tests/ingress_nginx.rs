@@ -611,8 +611,12 @@ fn cases() -> Vec<Case> {
         case(
             "a suggested location is quoted where nginx.conf would read the path otherwise",
             "location.go:33-100",
-            object("web", "", &[], &[P(H, "/a;b{c}", "Prefix", "web", 80), P(H, "/d", "Prefix", "api", 80)])
-                + &canary("web-canary", hdr, &[P(H, "/a;b{c}", "Prefix", "web-v2", 80)]),
+            object(
+                "web",
+                "",
+                &[],
+                &[P(H, "/a;b{c}", "ImplementationSpecific", "web", 80), P(H, "/d", "Prefix", "api", 80)],
+            ) + &canary("web-canary", hdr, &[P(H, "/a;b{c}", "ImplementationSpecific", "web-v2", 80)]),
         )
         .yaml("shop-web.by-location.invalid")
         .report("location \"/a;b{c}/\" { migration on;")
@@ -786,6 +790,14 @@ fn cases() -> Vec<Case> {
         )
         .exit(1)
         .report("annotations-risk-level High, the default"),
+        case(
+            "a path the deep inspection refuses drops the Ingress",
+            "store.go:445-449, inspector/rules.go:25-29, pkg/flags/flags.go:229",
+            object("web", "", &[], &[P(H, "/docs/etc/nginx", "Prefix", "web", 80)])
+                + &canary("web-canary", hdr, &[P(H, "/docs/etc/nginx", "Prefix", "web-v2", 80)]),
+        )
+        .exit(1)
+        .report("matches ingress-nginx's deep inspection (/etc/nginx"),
         case(
             "a Critical-risk annotation without the prefix drops the Ingress too",
             "parser/validators.go:253-266, parser/main.go:196-198",

@@ -203,6 +203,28 @@ impl Reader<'_> {
             }
         }
         let spec = node.get("spec");
+        // store.go:445-449: with --deep-inspect, the default, an Ingress whose
+        // host, path or TLS entry matches one of the inspector's patterns is
+        // dropped whole.
+        let tls = spec.and_then(|s| s.get("tls")).map(Node::items).unwrap_or_default();
+        let inspected = spec
+            .and_then(|s| s.get("rules"))
+            .map(Node::items)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|rule| {
+                let paths = rule.get("http").and_then(|h| h.get("paths")).map(Node::items).unwrap_or_default();
+                rule.get("host").into_iter().chain(paths.into_iter().filter_map(|p| p.get("path")))
+            })
+            .chain(tls.iter().flat_map(|t| {
+                let hosts = t.get("hosts").map(Node::items).unwrap_or_default();
+                t.get("secretName").into_iter().chain(hosts)
+            }));
+        for value in inspected {
+            if let Some(pattern) = value.as_str().and_then(deep_inspection_refuses) {
+                self.problem(value, format!("{:?} matches ingress-nginx's deep inspection ({pattern}, inspector/rules.go:25-29): with --deep-inspect, the default, ingress-nginx drops this whole Ingress (store.go:445-449); --partial leaves it out as the default does", value.as_str().unwrap_or_default()));
+            }
+        }
         let mut rules = Vec::new();
         for rule in spec.and_then(|s| s.get("rules")).map(Node::items).unwrap_or_default() {
             let host = match rule.get("host") {
@@ -328,5 +350,46 @@ pub(super) fn read(
 }
 
 /// The annotations ingress-nginx rates Critical (`parser.AnnotationRiskCritical`).
+/// The pattern of ingress-nginx's inspector (inspector/rules.go:25-29) that
+/// `value` matches, if any. Its regular expressions, unanchored, come down to
+/// these searches.
+fn deep_inspection_refuses(value: &str) -> Option<&'static str> {
+    // `(?s)\s*alias\s*.*;` and `root`: the word, then a `;` anywhere after it.
+    let then_semicolon = |word: &str| value.find(word).is_some_and(|at| value[at + word.len()..].contains(';'));
+    if then_semicolon("alias") {
+        return Some("alias ... ;");
+    }
+    if then_semicolon("root") {
+        return Some("root ... ;");
+    }
+    const FORBIDDEN: &[&str] = &[
+        "/etc/passwd",
+        "/etc/shadow",
+        "/etc/group",
+        "/etc/nginx",
+        "/etc/ingress-controller",
+        "/var/run/secrets",
+        "_by_lua",
+    ];
+    FORBIDDEN.iter().copied().find(|word| value.contains(word))
+}
+
 const CRITICAL: &[&str] =
     &["auth-snippet", "modsecurity-snippet", "server-snippet", "configuration-snippet", "stream-snippet"];
+
+#[cfg(test)]
+mod tests {
+    use super::deep_inspection_refuses;
+
+    #[test]
+    fn the_deep_inspection_s_patterns() {
+        for refused in
+            ["/alias;", "/a/alias/x;y", "/root;", "/docs/etc/nginx", "/var/run/secrets/x", "/x_by_luaz", "/etc/group"]
+        {
+            assert!(deep_inspection_refuses(refused).is_some(), "{refused}");
+        }
+        for kept in ["/a;alias", "/roots", "/aliases", "/etc/", "/by_lua", "/var/run", "/"] {
+            assert!(deep_inspection_refuses(kept).is_none(), "{kept}");
+        }
+    }
+}

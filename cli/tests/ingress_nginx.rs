@@ -657,7 +657,8 @@ fn cases() -> Vec<Case> {
                 ),
         )
         .requests(&[(NONE, "new")])
-        .yaml("v-b.shop.svc"),
+        .yaml("v-b.shop.svc")
+        .report("the input has no creationTimestamp for one of them, so this order is the names'"),
         case(
             "creation times are compared as times, offsets included",
             "S:1105-1113",

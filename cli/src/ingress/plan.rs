@@ -144,13 +144,18 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
         }
         for later in &u.alternatives[1..] {
             if let Some(k) = built.upstreams.get(later).and_then(|a| a.policy_of) {
-                let first = built.upstreams.get(&u.alternatives[0]).and_then(|a| a.policy_of).map(|f| all[f].id());
+                let first_k = built.upstreams.get(&u.alternatives[0]).and_then(|a| a.policy_of);
+                let first = first_k.map(|f| all[f].id());
+                // Manifests from a repository have no creationTimestamp: the
+                // order is then the names', which the cluster's may not be.
+                let untimed = first_k.is_some_and(|f| all[f].created == i64::MIN) || all[k].created == i64::MIN;
                 report.unmapped(
                     &all[k],
                     "canary",
                     format!(
-                        "the upstream {primary} already has the canary {} first (Ingresses in order of creationTimestamp, then namespace/name descending, store.go:1111); ingress-nginx consults only the first (balancer.lua:205)",
-                        first.unwrap_or_else(|| u.alternatives[0].clone())
+                        "the upstream {primary} already has the canary {} first (Ingresses in order of creationTimestamp, then namespace/name descending, store.go:1111); ingress-nginx consults only the first (balancer.lua:205){}",
+                        first.unwrap_or_else(|| u.alternatives[0].clone()),
+                        if untimed { "; the input has no creationTimestamp for one of them, so this order is the names': in the cluster the one created first wins (import what `kubectl get ingress -A -o yaml` prints)" } else { "" }
                     ),
                 );
             }

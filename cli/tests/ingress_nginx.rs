@@ -792,6 +792,14 @@ fn cases() -> Vec<Case> {
         .exit(1)
         .report("annotations-risk-level High, the default"),
         case(
+            "a canary rule without http stops ingress-nginx's sync",
+            "C:1653-1659",
+            main_ingress()
+                + &canary("web-canary", hdr, &[NEW]).replace("  rules:\n", "  rules:\n  - host: other.example.com\n"),
+        )
+        .exit(1)
+        .report("a canary Ingress's rule without http"),
+        case(
             "a path the deep inspection refuses drops the Ingress",
             "store.go:445-449, inspector/rules.go:25-29, pkg/flags/flags.go:229",
             object("web", "", &[], &[P(H, "/docs/etc/nginx", "Prefix", "web", 80)])

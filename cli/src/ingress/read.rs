@@ -290,6 +290,16 @@ impl Reader<'_> {
             Ok(()) => {}
             Err((name, message)) => self.problem(anchor(&format!("{PREFIX}{name}")), message),
         }
+        // mergeAlternativeBackends reads every rule's http.paths unchecked
+        // (controller.go:1659): a canary rule without `http` stops the
+        // controller's sync with a nil dereference, whatever else it holds.
+        if ingress.canary.is_some() {
+            for rule in spec.and_then(|s| s.get("rules")).map(Node::items).unwrap_or_default() {
+                if rule.get("http").is_none() {
+                    self.problem(rule, "a canary Ingress's rule without http makes ingress-nginx's controller fail (a nil dereference merging canaries, controller.go:1659) while a main Ingress exists; give the rule its paths, or take it out".into());
+                }
+            }
+        }
         Some(ingress)
     }
 }

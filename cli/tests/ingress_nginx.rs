@@ -792,6 +792,14 @@ fn cases() -> Vec<Case> {
         .exit(1)
         .report("annotations-risk-level High, the default"),
         case(
+            "a value the validation refuses on an Ingress that is no canary leaves it a main",
+            "canary/main.go:148-153, :180-183, annotations.go:199-201",
+            object("web", "", &[("canary", "false"), ("canary-by-header", "X,Canary")], &[MAIN])
+                + &canary("web-canary", hdr, &[NEW]),
+        )
+        .requests(&[(&["--host", H, "--header", "X-Canary: always"], "new")])
+        .report("ingress-nginx routes it as a main Ingress either way"),
+        case(
             "a canary rule without http stops ingress-nginx's sync",
             "C:1653-1659",
             main_ingress()

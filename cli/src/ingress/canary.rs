@@ -73,13 +73,24 @@ pub(super) fn parse_canary(i: &mut Ingress) -> Result<(), (String, String)> {
         // parser/main.go:231: each line trimmed.
         Ok(raw.split('\n').map(str::trim).collect::<Vec<_>>().join("\n"))
     };
+    // A value the validation refuses matters only on a canary: on an Ingress
+    // that is not one, validation on ignores it and validation off makes it
+    // "configured but not enabled", which drops the canary annotations
+    // (annotations.go:199-201): a main Ingress either way.
+    let mut field = |name: &str, pattern: bool| match string(name, pattern) {
+        Err((name, message)) if !enabled => {
+            notes.push((name, format!("{message}; but this Ingress is no canary (canary is not true), so ingress-nginx routes it as a main Ingress either way")));
+            Ok(String::new())
+        }
+        other => other,
+    };
     let canary = Canary {
         weight,
         weight_total,
-        header: string("canary-by-header", false)?,
-        header_value: string("canary-by-header-value", false)?,
-        header_pattern: string("canary-by-header-pattern", true)?,
-        cookie: string("canary-by-cookie", false)?,
+        header: field("canary-by-header", false)?,
+        header_value: field("canary-by-header-value", false)?,
+        header_pattern: field("canary-by-header-pattern", true)?,
+        cookie: field("canary-by-cookie", false)?,
     };
     i.parse_notes = notes;
     let configured = canary.weight > 0

@@ -6,6 +6,7 @@
 
 use core::any::Any;
 use core::ffi::c_void;
+use core::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use crate::conf::{MainConf, Module};
 use crate::state::live::{adopt, catch_up_now, current, service_names, unix_now, LiveConfig, PROCESS_ENTRY};
 use crate::state::ramp_timer::{ramp_tick, RAMP_TICK_MS};
 use crate::state::watch::watch_tick;
-use crate::state::zone::{human_size, required_zone_size, use_cell, SlotRef, Zone, MAX_CELLS};
+use crate::state::zone::{human_size, required_zone_size, use_cell, Record, SlotRef, Zone, MAX_CELLS};
 
 /// Keeps a copy of the configuration just published at `path` (`migration_config
 /// ... last_good=PATH`): written beside it and renamed over it, so a reader never
@@ -73,6 +74,33 @@ pub struct CycleZone {
     /// After `init_module`: what the workers start with (None when a newer
     /// `watch=` publication of the same file was kept: they read it from the zone).
     published: Option<Arc<LiveConfig>>,
+    /// The prepared record, in a zone the previous cycle keeps, until this
+    /// cycle reaches `init_module`: if it never does (the reload failed after
+    /// the zone's init), dropping the cycle takes the record out of the zone.
+    uncommitted: Option<NonNull<Record>>,
+}
+
+impl Drop for CycleZone {
+    fn drop(&mut self) {
+        let Some(record) = self.uncommitted.take() else {
+            return;
+        };
+        // Only the master builds a cycle, and destroys one that failed; the
+        // zone is the previous cycle's, mapped still (a zone new to the failed
+        // cycle is unmapped before its pools are destroyed: it has no
+        // `uncommitted`).
+        // SAFETY: ngx_cycle is the cycle that runs on, and its log is live.
+        let log = unsafe { (*ngx::ffi::ngx_cycle).log };
+        if let Ok(mut locked) = self.zone.lock_in_master(log) {
+            if locked.drop_pending(record) {
+                ngx_log_error!(
+                    NGX_LOG_NOTICE,
+                    log,
+                    "migration: the failed reload's configuration was taken out of the zone"
+                );
+            }
+        }
+    }
 }
 
 impl CycleZone {
@@ -126,8 +154,16 @@ unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ng
         Ok((record, slots)) => {
             let prepared_serial = locked.set_pending(record);
             drop(locked);
-            main.cycle_zone =
-                Some(Box::new(CycleZone { zone, slots, loaded_at, prepared_serial, epoch: 0, published: None }));
+            let uncommitted = (!data.is_null()).then_some(record);
+            main.cycle_zone = Some(Box::new(CycleZone {
+                zone,
+                slots,
+                loaded_at,
+                prepared_serial,
+                epoch: 0,
+                published: None,
+                uncommitted,
+            }));
             Status::NGX_OK.into()
         }
         Err(shortfall) => {
@@ -194,6 +230,8 @@ unsafe fn init_module_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let (Some(config), Some(cycle_zone)) = (main.config.clone(), CycleZone::of_mut(&mut main.cycle_zone)) else {
         return Status::NGX_OK.into();
     };
+    // The cycle runs: its commit, below, owns the prepared record now.
+    cycle_zone.uncommitted = None;
     crate::test_hooks::reload_commit_delay(cycle_zone.zone.generation());
     // SAFETY: set by nginx's command line handling before any cycle exists.
     let testing = unsafe { ngx_test_config } != 0;

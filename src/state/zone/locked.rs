@@ -203,6 +203,20 @@ impl Locked<'_> {
         self.header().serial.fetch_add(1, Ordering::AcqRel) + 1
     }
 
+    /// Drops `record` if it is still the pending one: the prepare of a reload
+    /// that failed after the zone's init (a `listen` nginx could not bind),
+    /// whose cycle nginx destroys without `init_module`. Left in, its copy of
+    /// the file and its slots would take room from `watch=` until the next
+    /// reload.
+    pub fn drop_pending(&mut self, record: NonNull<Record>) -> bool {
+        let pending = &self.header().pending;
+        if pending.compare_exchange(record.as_ptr(), ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
+        self.drop_prepared(record);
+        true
+    }
+
     /// The master's commit of its cycle's pending record; moves the epoch, so that
     /// workers of older cycles stop publishing. If a worker's `watch=` published
     /// the same file since the prepare (so from a newer read of it), that record

@@ -211,10 +211,10 @@ impl Reader<'_> {
             .and_then(|s| s.get("rules"))
             .map(Node::items)
             .unwrap_or_default()
-            .into_iter()
+            .iter()
             .flat_map(|rule| {
                 let paths = rule.get("http").and_then(|h| h.get("paths")).map(Node::items).unwrap_or_default();
-                rule.get("host").into_iter().chain(paths.into_iter().filter_map(|p| p.get("path")))
+                rule.get("host").into_iter().chain(paths.iter().filter_map(|p| p.get("path")))
             })
             .chain(tls.iter().flat_map(|t| {
                 let hosts = t.get("hosts").map(Node::items).unwrap_or_default();

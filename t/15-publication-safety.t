@@ -30,8 +30,6 @@ sub renamed {
     return $y;
 }
 
-# Publishes renamed(1 .. $rounds) by watch=, a round at a time: each must be
-# the status's version within 3 s. Whether all were.
 # One service, version $version, and a comment of $kb KiB: a file whose copies
 # fill a small zone.
 sub padded {
@@ -39,6 +37,8 @@ sub padded {
     return "# " . ('x' x ($kb * 1024)) . "\n" . yaml_for(version => $version, percentage => 0);
 }
 
+# Publishes renamed(1 .. $rounds) by watch=, a round at a time: each must be
+# the status's version within 3 s. Whether all were.
 sub publish_rounds {
     my ($rounds) = @_;
     for my $round (1 .. $rounds) {
@@ -418,14 +418,14 @@ is($version, "r$waiting", 'the waiting change is published once the old worker h
 
 
 
-=== TEST 10: a reload that fails after the zone prepared its copy (a listen nginx cannot bind) takes the copy out again: a watch= change that needs its room is published
+=== TEST 10: a reload that fails after the zone prepared its copy (a listen nginx cannot bind) takes the copy out again, and the slots of the services only it named: a watch= change that needs their room is published
 --- workers: 1
 --- master_on
 --- timeout: 60
 --- http_config
     migration_config $TEST_NGINX_HTML_DIR/m.yaml zone=failed:128k watch=100ms;
 --- user_files eval
-[[ 'm.yaml', main::padded('p0', 36) ]]
+[[ 'm.yaml', main::padded('p0', 36) ], [ 'other.yaml', main::renamed(1) ]]
 --- config
     location / { migration on; return 200 "$migration_config_version\n"; }
     location = /status { migration_status; }
@@ -433,14 +433,16 @@ is($version, "r$waiting", 'the waiting change is published once the old worker h
 my $busy = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp') or die $!;
 my $port = $busy->sockport;
 expect_alert(qr/\[emerg\] .*bind\(\) to 127\.0\.0\.1:$port failed/, qr/\[emerg\] .*still could not bind\(\)/);
+# The reload reads another file, of 17 services no record has named.
 main::edit_conf('location = /status {', "listen 127.0.0.1:$port;\n    location = /status {");
+main::edit_conf('/m.yaml zone=', '/other.yaml zone=');
 ok(!reload_nginx(timeout => 15), 'the reload fails: the port is taken');
 my $deadline = Time::HiRes::time() + 10;
 Time::HiRes::sleep(0.1) until error_log_text() =~ /still could not bind/ || Time::HiRes::time() > $deadline;
 Time::HiRes::sleep(0.3);
 like(error_log_text(), qr/\[notice\] .*migration: the failed reload's configuration was taken out of the zone/, 'its copy is taken out, said at notice');
 is(http_request('GET', '/', [Host => 'api.example'])->{body}, "p0\n", 'the running configuration routes on');
-main::write_file(html_dir() . '/m.yaml', main::padded('p1', 36));
+main::write_file(html_dir() . '/m.yaml', main::padded('p1', 60));
 my $version = '';
 $deadline = Time::HiRes::time() + 5;
 until ($version eq 'p1' || Time::HiRes::time() > $deadline) {

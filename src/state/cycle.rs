@@ -85,18 +85,28 @@ impl Drop for CycleZone {
         let Some(record) = self.uncommitted.take() else {
             return;
         };
-        // Only the master builds a cycle, and destroys one that failed; the
-        // zone is the previous cycle's, mapped still (a zone new to the failed
-        // cycle is unmapped before its pools are destroyed: it has no
-        // `uncommitted`).
+        // Set only for a zone the previous cycle keeps, which is still mapped
+        // when nginx destroys a failed cycle (a zone new to it is unmapped
+        // first); `nginx -t` and the signaller always make a new zone.
         // SAFETY: ngx_cycle is the cycle that runs on, and its log is live.
         let log = unsafe { (*ngx::ffi::ngx_cycle).log };
-        if let Ok(mut locked) = self.zone.lock_in_master(log) {
-            if locked.drop_pending(record) {
+        match self.zone.lock_in_master(log) {
+            Ok(mut locked) => {
+                if locked.drop_pending(record) {
+                    drop(locked);
+                    ngx_log_error!(
+                        NGX_LOG_NOTICE,
+                        log,
+                        "migration: the failed reload's configuration was taken out of the zone"
+                    );
+                }
+            }
+            Err(why) => {
                 ngx_log_error!(
-                    NGX_LOG_NOTICE,
+                    NGX_LOG_WARN,
                     log,
-                    "migration: the failed reload's configuration was taken out of the zone"
+                    "migration: {}: the failed reload's configuration stays in the zone until the next reload",
+                    why
                 );
             }
         }
@@ -352,7 +362,8 @@ unsafe fn init_process_body(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let worker = unsafe { ngx::ffi::ngx_worker };
     use_cell(worker, zone.cells());
     let start = cycle_zone.published.as_ref().map_or(zone.generation(), |p| p.generation);
-    match zone.lock().register(pid, start) {
+    let entry = zone.lock().register(pid, start);
+    match entry {
         Some(entry) => PROCESS_ENTRY.store(entry, Ordering::Release),
         None => {
             ngx_log_error!(

@@ -241,14 +241,18 @@ impl Locked<'_> {
     }
 
     /// Frees a prepared record that will not be committed; its slots that no
-    /// other record holds become as old as the committed generation.
+    /// other record holds become as old as the committed generation, and those
+    /// it made (of services no record ever published) as old as none: a slot
+    /// used from generation 0 to the committed one would look held by the
+    /// running cycle, and never be reclaimed.
     fn drop_prepared(&mut self, record: NonNull<Record>) {
         let generation = self.zone.generation();
         // SAFETY: the prepared record is complete and ours alone; its slots are live.
         for slot in unsafe { record_slots(record) } {
             // SAFETY: as above.
             let slot = unsafe { &**slot };
-            let _ = slot.last_used.compare_exchange(u64::MAX, generation, Ordering::AcqRel, Ordering::Acquire);
+            let last = if slot.first_used.load(Ordering::Acquire) == 0 { 0 } else { generation };
+            let _ = slot.last_used.compare_exchange(u64::MAX, last, Ordering::AcqRel, Ordering::Acquire);
         }
         self.free(record.as_ptr() as *mut u8);
     }

@@ -40,9 +40,9 @@ use conf::Module;
 pub static mut COMMANDS: [ngx_command_t; 5] = [
     ngx_command_t {
         name: ngx_string!("migration_config"),
-        // PATH and up to four parameters (zone=, watch=, max_size=, last_good=):
-        // nginx's TAKE flags stop at seven arguments but take no range past
-        // three, and the handler refuses a fifth (each parameter at most once).
+        // PATH and up to four parameters (zone=, watch=, max_size=, last_good=).
+        // TAKE123 counted PATH among its three; 1MORE leaves the count to the
+        // handler, which refuses a repeated parameter by name (so no sixth).
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as ngx_uint_t,
         set: Some(state::load::set_migration_config),
         conf: NGX_HTTP_MAIN_CONF_OFFSET,

@@ -359,7 +359,6 @@ pub(super) fn read(
     Ok(())
 }
 
-/// The annotations ingress-nginx rates Critical (`parser.AnnotationRiskCritical`).
 /// The pattern of ingress-nginx's inspector (inspector/rules.go:25-29) that
 /// `value` matches, if any. Its regular expressions, unanchored, come down to
 /// these searches.
@@ -384,6 +383,7 @@ fn deep_inspection_refuses(value: &str) -> Option<&'static str> {
     FORBIDDEN.iter().copied().find(|word| value.contains(word))
 }
 
+/// The annotations ingress-nginx rates Critical (`parser.AnnotationRiskCritical`).
 const CRITICAL: &[&str] =
     &["auth-snippet", "modsecurity-snippet", "server-snippet", "configuration-snippet", "stream-snippet"];
 

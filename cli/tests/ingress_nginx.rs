@@ -609,6 +609,18 @@ fn cases() -> Vec<Case> {
         .report("location /a/ { migration on; migration_service shop-web;")
         .report("location = /a { migration on; migration_service shop-web;"),
         case(
+            "a host with a use-regex main gets no suggested blocks: its locations are regular expressions",
+            "template.go:506-537",
+            object(
+                "web",
+                "",
+                &[("use-regex", "true")],
+                &[P(H, "/a", "Prefix", "web", 80), P(H, "/b", "Prefix", "api", 80)],
+            ) + &canary("web-canary", hdr, &[P(H, "/a", "Prefix", "web-v2", 80)]),
+        )
+        .yaml("shop-web.by-location.invalid")
+        .report("write those locations by hand, each with `migration on; migration_service shop-web;`"),
+        case(
             "a suggested location is quoted where nginx.conf would read the path otherwise",
             "location.go:33-100",
             object(
@@ -658,7 +670,7 @@ fn cases() -> Vec<Case> {
         )
         .requests(&[(NONE, "new")])
         .yaml("v-b.shop.svc")
-        .report("the input has no creationTimestamp for one of them, so this order is the names'"),
+        .report("the input has no creationTimestamp for one of them, so this order is not the cluster's"),
         case(
             "creation times are compared as times, offsets included",
             "S:1105-1113",

@@ -155,7 +155,7 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
                     format!(
                         "the upstream {primary} already has the canary {} first (Ingresses in order of creationTimestamp, then namespace/name descending, store.go:1111); ingress-nginx consults only the first (balancer.lua:205){}",
                         first.unwrap_or_else(|| u.alternatives[0].clone()),
-                        if untimed { "; the input has no creationTimestamp for one of them, so this order is the names': in the cluster the one created first wins (import what `kubectl get ingress -A -o yaml` prints)" } else { "" }
+                        if untimed { "; the input has no creationTimestamp for one of them, so this order is not the cluster's (one without sorts first, as Go's zero time; two without, by name): in the cluster the one created first wins (import what `kubectl get ingress -A -o yaml` prints)" } else { "" }
                     ),
                 );
             }
@@ -301,13 +301,22 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
                     })
                     .collect();
                 let paths: Vec<&str> = mine.iter().map(|l| l.path.as_str()).collect();
+                // template.go:506-537: one location with a regular expression or
+                // a rewrite makes every location of the server one.
+                let regex_by = server.iter().filter(|l| l.ingress != usize::MAX).map(|l| &all[l.ingress]).find(|i| {
+                    i.annotation("use-regex").is_some_and(|v| v.trim() == "true")
+                        || i.annotation("rewrite-target").is_some_and(|t| !t.is_empty())
+                });
+                let how = match regex_by {
+                    Some(i) => format!("ingress-nginx writes this host's locations as case-insensitive regular expressions (use-regex or rewrite-target on {}, template.go:506-537), which the import does not translate: write those locations by hand, each with `migration on; migration_service {name};`", i.id()),
+                    None => blocks.join(" "),
+                };
                 report.approximate(
                     c,
                     "canary",
                     format!(
-                        "host {host}: the canary rides on the upstream {primary}, which serves paths {} of this host (ingress-nginx canaries every location of that upstream, controller.go:1601), while other paths of it send elsewhere; the module routes whole Hosts, so this service is routed only by locations that name it: {}",
+                        "host {host}: the canary rides on the upstream {primary}, which serves paths {} of this host (ingress-nginx canaries every location of that upstream, controller.go:1601), while other paths of it send elsewhere; the module routes whole Hosts, so this service is routed only by locations that name it: {how}",
                         paths.join(", "),
-                        blocks.join(" ")
                     ),
                 );
             }

@@ -119,7 +119,7 @@ Examples:
         /// The namespace of Ingresses whose metadata names none (manifests from a
         /// repository), as `kubectl apply -n NAMESPACE` places them; without it
         /// such an Ingress is a bad one: its Services' namespace is not known.
-        #[arg(long, value_name = "NAMESPACE")]
+        #[arg(long, value_name = "NAMESPACE", value_parser = ingress::namespace_arg)]
         namespace: Option<String>,
         /// `json`: the report on stderr becomes {\"mapped\",\"approximate\",\"unmapped\"}.
         #[arg(long, value_enum, default_value_t)]

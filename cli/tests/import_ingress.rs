@@ -323,6 +323,6 @@ fn an_ingress_without_a_namespace_needs_the_one_kubectl_would_give() {
     assert!(yaml.contains("old_backend: web.shop.svc.cluster.local:80"), "{yaml}");
     assert!(yaml.contains("new_backend: web-v2.shop.svc.cluster.local:80"), "{yaml}");
     let out = import(&["--namespace", "Shop_1"], &path);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("\"Shop_1\" is not a namespace"));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8(out.stderr).unwrap().contains("not a namespace name"));
 }

@@ -62,6 +62,15 @@ use render::{print_report, render};
 
 const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
+/// `--namespace`: a namespace name (a DNS-1123 label), or a usage error.
+pub fn namespace_arg(text: &str) -> Result<String, String> {
+    if read::dns_label(text, 63) {
+        Ok(text.to_owned())
+    } else {
+        Err("not a namespace name: a DNS-1123 label (lowercase letters, digits and '-', at most 63)".into())
+    }
+}
+
 pub fn run(files: &[PathBuf], partial: bool, namespace: Option<&str>, format: Format) -> Result<(), Failed> {
     let mut all = Vec::new();
     let mut problems = Vec::new();

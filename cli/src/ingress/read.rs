@@ -15,7 +15,7 @@ use crate::Failed;
 /// Problems of one Ingress, each located.
 pub(super) type Problems = Vec<(At, String)>;
 
-fn dns_label(s: &str, max: usize) -> bool {
+pub(super) fn dns_label(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

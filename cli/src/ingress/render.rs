@@ -104,3 +104,43 @@ pub(super) fn print_report(report: &Report, partial: bool, format: Format) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use serde_yaml::{Mapping, Value};
+
+    use super::render;
+    use crate::ingress::model::Service;
+
+    fn rule(header: &str, value: &str, target: &str) -> Value {
+        let mut m = Mapping::new();
+        m.insert("header".into(), header.into());
+        m.insert("value".into(), value.into());
+        m.insert("target".into(), target.into());
+        Value::Mapping(m)
+    }
+
+    #[test]
+    fn written_service_by_service_it_is_the_whole_document_s_serialization() {
+        let rules = Rc::new(vec![rule("X-Canary", "always", "new"), rule("X-Canary", "a: 'b' #c \"d\" é", "old")]);
+        let service = |name: &str, by_location: bool, rules: &Rc<Vec<Value>>| Service {
+            name: name.into(),
+            host: format!("{name}.example.com"),
+            by_location,
+            old: "web.shop.svc.cluster.local:80".into(),
+            new: "https://web-v2.shop.svc.cluster.local:8443".into(),
+            rules: Rc::clone(rules),
+            percentage_bp: 1250,
+        };
+        let none = Rc::new(Vec::new());
+        let services = [service("a", false, &rules), service("b", true, &none), service("c", false, &rules)];
+        let text = render(&services, &[], usize::MAX).expect("under no limit");
+        let body = &text[text.find("services:").expect("a services key")..];
+        let whole: Value = serde_yaml::from_str(body).expect("it loads");
+        assert_eq!(serde_yaml::to_string(&whole).unwrap(), body, "the same bytes as one document");
+        assert_eq!(render(&[], &[], usize::MAX).unwrap().lines().last(), Some("services: []"));
+        assert!(render(&services, &[], 100).is_err(), "past the limit");
+    }
+}

@@ -82,7 +82,7 @@ pub(super) fn build(all: &[Ingress], order: &[usize]) -> Built {
         if let Some(s) = &i.default_backend {
             upstreams.insert(s.upstream(), upstream(s));
         }
-        for s in i.rules.iter().filter(|r| r.http).flat_map(|r| r.paths.iter().filter_map(|p| p.backend.as_ref())) {
+        for s in i.path_backends() {
             upstreams.entry(s.upstream()).or_insert_with(|| upstream(s));
         }
     }

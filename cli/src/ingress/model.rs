@@ -116,6 +116,11 @@ impl Ingress {
     pub(super) fn annotation(&self, name: &str) -> Option<&str> {
         self.annotations.get(&format!("{PREFIX}{name}")).map(String::as_str)
     }
+
+    /// The Services its paths send to (of rules with `http`), in order.
+    pub(super) fn path_backends(&self) -> impl Iterator<Item = &ServiceRef> {
+        self.rules.iter().filter(|r| r.http).flat_map(|r| r.paths.iter().filter_map(|p| p.backend.as_ref()))
+    }
 }
 
 /// What each annotation became. Every text is escaped: Ingresses are written by

@@ -293,13 +293,6 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
             used_names.insert(name.clone());
             if !whole {
                 let server = &built.servers[host.as_str()];
-                let blocks: Vec<String> = mine
-                    .iter()
-                    .flat_map(|l| nginx_locations(l, server))
-                    .map(|location| {
-                        format!("location {location} {{ migration on; migration_service {name}; proxy_set_header Host $migration_host; proxy_pass $migration_scheme://$migration_backend; }}")
-                    })
-                    .collect();
                 let paths: Vec<&str> = mine.iter().map(|l| l.path.as_str()).collect();
                 // template.go:506-537: one location with a regular expression or
                 // a rewrite makes every location of the server one.
@@ -309,7 +302,14 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
                 });
                 let how = match regex_by {
                     Some(i) => format!("ingress-nginx writes this host's locations as case-insensitive regular expressions (use-regex or rewrite-target on {}, template.go:506-537), which the import does not translate: write those locations by hand, each with `migration on; migration_service {name};`", i.id()),
-                    None => blocks.join(" "),
+                    None => mine
+                        .iter()
+                        .flat_map(|l| nginx_locations(l, server))
+                        .map(|location| {
+                            format!("location {location} {{ migration on; migration_service {name}; proxy_set_header Host $migration_host; proxy_pass $migration_scheme://$migration_backend; }}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 };
                 report.approximate(
                     c,
@@ -365,10 +365,7 @@ pub(super) fn plan(all: &[Ingress], order: &[usize], built: &Built, report: &mut
 
 /// Whether the Ingress's defaultBackend or one of its paths sends to `upstream`.
 fn names_upstream(i: &Ingress, upstream: &str) -> bool {
-    i.default_backend
-        .iter()
-        .chain(i.rules.iter().filter(|r| r.http).flat_map(|r| r.paths.iter().filter_map(|p| p.backend.as_ref())))
-        .any(|s| s.upstream() == upstream)
+    i.default_backend.iter().chain(i.path_backends()).any(|s| s.upstream() == upstream)
 }
 
 /// The `location` arguments ingress-nginx writes for a location

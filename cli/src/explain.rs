@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     ip: Option<IpAddr>,
     /// An nginx variable for `user_key: var:NAME`, `name=value`; repeatable.
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = variable)]
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = name_value)]
     vars: Vec<String>,
     /// Decide for this service whatever the Host (`migration_service NAME`).
     #[arg(long, value_name = "NAME")]
@@ -220,8 +220,9 @@ fn header_line(text: &str) -> Result<String, String> {
     }
 }
 
-/// `--var`: `name=value` (a usage error, exit status 2, without `=`).
-fn variable(text: &str) -> Result<String, String> {
+/// `--var`, and the shape of a `--cookie`: `name=value` (a usage error, exit
+/// status 2, without `=`).
+fn name_value(text: &str) -> Result<String, String> {
     if !text.contains('=') {
         return Err("expected `name=value`".into());
     }
@@ -235,9 +236,7 @@ fn percentage(text: &str) -> Result<u32, String> {
 
 /// `--cookie`: `name=value`, which fits in a Cookie header line.
 fn cookie(text: &str) -> Result<String, String> {
-    if !text.contains('=') {
-        return Err("expected `name=value`".into());
-    }
+    name_value(text)?;
     match parse_header_line(format!("Cookie: {text}").as_bytes(), false) {
         HeaderLine::Refused(why) => Err(format!("nginx answers 400 Bad Request to this Cookie header: {why}")),
         HeaderLine::Kept { .. } | HeaderLine::Ignored { .. } => Ok(text.to_owned()),
@@ -291,7 +290,7 @@ fn request(args: &Args) -> Result<OwnedRequest, Failed> {
         r = r.client(&ip.to_string());
     }
     for v in &args.vars {
-        // `variable` let only `name=value` through.
+        // `name_value` let only `name=value` through.
         let (name, value) = v.split_once('=').unwrap_or((v, ""));
         r = r.variable(name.trim_start_matches('$'), value);
     }

@@ -226,6 +226,8 @@ impl Reader<'_> {
             }
         }
         let mut rules = Vec::new();
+        // Rules without `http`: a canary's stop ingress-nginx (below).
+        let mut without_http = Vec::new();
         for rule in spec.and_then(|s| s.get("rules")).map(Node::items).unwrap_or_default() {
             let host = match rule.get("host") {
                 Some(h) => self.string(h, "host").unwrap_or_default().to_ascii_lowercase(),
@@ -236,6 +238,9 @@ impl Reader<'_> {
                 self.problem(rule.get("host").unwrap_or(rule), format!("{host:?} is not a host name"));
             }
             let http = rule.get("http");
+            if http.is_none() {
+                without_http.push(rule);
+            }
             let mut paths = Vec::new();
             for p in http.and_then(|h| h.get("paths")).map(Node::items).unwrap_or_default() {
                 let path = match p.get("path") {
@@ -294,10 +299,8 @@ impl Reader<'_> {
         // (controller.go:1659): a canary rule without `http` stops the
         // controller's sync with a nil dereference, whatever else it holds.
         if ingress.canary.is_some() {
-            for rule in spec.and_then(|s| s.get("rules")).map(Node::items).unwrap_or_default() {
-                if rule.get("http").is_none() {
-                    self.problem(rule, "a canary Ingress's rule without http makes ingress-nginx's controller fail (a nil dereference merging canaries, controller.go:1659) while a main Ingress exists; give the rule its paths, or take it out".into());
-                }
+            for rule in without_http {
+                self.problem(rule, "a canary Ingress's rule without http makes ingress-nginx's controller fail (a nil dereference merging canaries, controller.go:1659) while a main Ingress exists; give the rule its paths, or take it out".into());
             }
         }
         Some(ingress)
